@@ -1,0 +1,42 @@
+"""x86_64 register model: DWARF register numbers and the ptrace register names behind them.
+
+DWARF numbering follows the System V x86-64 psABI, figure 3.36; regnum 16 is the return
+address column, which holds rip.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+WORD_SIZE = 8
+ARCH_NAME = "x86_64"
+
+# psABI order: index = DWARF register number.
+DWARF_REGISTER_NAMES: Tuple[str, ...] = (
+    "rax",
+    "rdx",
+    "rcx",
+    "rbx",
+    "rsi",
+    "rdi",
+    "rbp",
+    "rsp",
+    "r8",
+    "r9",
+    "r10",
+    "r11",
+    "r12",
+    "r13",
+    "r14",
+    "r15",
+    "rip",
+)
+RAX, RDX, RCX, RBX, RSI, RDI, RBP, RSP = range(8)
+R8, R9, R10, R11, R12, R13, R14, R15 = range(8, 16)
+RIP = 16
+RA_COLUMN = RIP
+NUM_DWARF_REGS = len(DWARF_REGISTER_NAMES)
+
+# Registers a callee must preserve (psABI 3.2.1): CFI rules for the others are not needed to
+# find callers, and their values in outer frames are unknowable anyway.
+CALLEE_SAVED = (RBX, RBP, R12, R13, R14, R15)

@@ -1,0 +1,304 @@
+"""The only module that stops a thread: seize, interrupt, copy registers and stack, detach.
+
+One thread at a time (SPEC.md "Capture"). While a thread is stopped this module does exactly
+three things: read its registers, copy its stack into a preallocated buffer with one
+process_vm_readv, and detach. Turning the raw registers into a `Registers` value and the
+buffer into `bytes` happens after the thread runs again.
+
+python-ptrace's camelCase API and its errno-carrying `PtraceError` stay inside this module;
+callers see `ThreadSnapshot` statuses and stackdump errors only.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import os
+import time
+from typing import Optional, Sequence, Set, Tuple
+
+from ptrace.binding.func import ptrace as _raw_ptrace
+from ptrace.binding.func import ptrace_getregs as _ptrace_getregs
+from ptrace.error import PtraceError
+
+from stackdump import permissions, proc
+from stackdump.arch import DWARF_REGISTER_NAMES
+from stackdump.errors import PermissionDenied
+from stackdump.types import MemoryMap, Registers, SyscallState, ThreadSnapshot, ThreadStatus
+
+# python-ptrace 0.9.9 has no wrappers for these (linux/ptrace.h).
+PTRACE_DETACH = 17
+PTRACE_SEIZE = 0x4206
+PTRACE_INTERRUPT = 0x4207
+PTRACE_EVENT_STOP = 128
+WALL = 0x40000000  # __WALL: wait for clone children, which every non-leader thread is
+
+# Busy-poll waitpid this long before sleeping: an idle thread stops within tens of
+# microseconds, and a sleep would add its own scheduler latency to the thread's pause.
+_SPIN_NS = 300_000
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def _load_process_vm_readv():
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fn = getattr(libc, "process_vm_readv", None)
+    if fn is None:
+        return None
+    fn.argtypes = [
+        ctypes.c_int,
+        ctypes.POINTER(_Iovec),
+        ctypes.c_ulong,
+        ctypes.POINTER(_Iovec),
+        ctypes.c_ulong,
+        ctypes.c_ulong,
+    ]
+    fn.restype = ctypes.c_ssize_t
+    return fn
+
+
+class _Stopped(Exception):
+    """Internal: the thread reached a stop; carries the signal to re-inject at detach."""
+
+
+class Tracer:
+    """Captures threads of one process, one at a time. Use as a context manager.
+
+    A thread that does not stop within the timeout stays seized with an interrupt pending:
+    the kernel offers no way to cancel that without the thread stopping first. `reap()` (run
+    after every capture and on exit) detaches such threads as soon as they stop, and if
+    stackdump exits first the kernel detaches them and they run on (exit_ptrace).
+    """
+
+    def __init__(self, pid: int, maps: Sequence[MemoryMap], timeout_ms: int, stack_bytes: int):
+        self.pid = pid
+        self._maps = sorted(maps, key=lambda m: m.start)
+        self._starts = [m.start for m in self._maps]
+        self._timeout_ns = timeout_ms * 1_000_000
+        self._stack_bytes = stack_bytes
+        self._buffer = ctypes.create_string_buffer(stack_bytes)
+        self._readv = _load_process_vm_readv()
+        self._local = _Iovec(ctypes.cast(self._buffer, ctypes.c_void_p), 0)
+        self._remote = _Iovec(None, 0)
+        self._mem_fd: Optional[int] = None
+        self._pending: Set[int] = set()
+        self.attempts = 0
+
+    def __enter__(self) -> Tracer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.reap()
+        if self._mem_fd is not None:
+            os.close(self._mem_fd)
+            self._mem_fd = None
+
+    # -- public -----------------------------------------------------------------------------
+
+    def stack_map_for(self, sp: int) -> Optional[MemoryMap]:
+        i = bisect.bisect_right(self._starts, sp) - 1
+        if i >= 0 and self._maps[i].contains(sp) and self._maps[i].readable:
+            return self._maps[i]
+        return None
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        """Copy target memory that does not change while threads run (e.g. the vDSO)."""
+        buf = ctypes.create_string_buffer(size)
+        n = self._copy_into(self.pid, buf, address, size)
+        return ctypes.string_at(buf, n) if n > 0 else b""
+
+    def capture(
+        self, tid: int, name: str, syscall: Optional[SyscallState] = None
+    ) -> ThreadSnapshot:
+        self.attempts += 1
+        try:
+            _raw_ptrace(PTRACE_SEIZE, tid, 0, 0)
+        except PtraceError as e:
+            return self._seize_failed(tid, name, e)
+
+        stopped = False
+        signal_to_deliver = 0
+        detached = False
+        regs_struct = None
+        copied = 0
+        stack_map: Optional[MemoryMap] = None
+        start_ns = end_ns = 0
+        try:
+            start_ns = time.perf_counter_ns()
+            try:
+                _raw_ptrace(PTRACE_INTERRUPT, tid, 0, 0)
+            except PtraceError as e:
+                if e.errno == errno.ESRCH:
+                    return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, syscall)
+                raise
+            outcome = self._wait_stop(tid, start_ns + self._timeout_ns)
+            if outcome is None:
+                self._pending.add(tid)
+                return self._snapshot(
+                    tid,
+                    name,
+                    ThreadStatus.TIMEOUT,
+                    syscall,
+                    error=f"thread did not stop within {self._timeout_ns // 1_000_000} ms",
+                )
+            if outcome < 0:
+                return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, syscall)
+            stopped = True
+            signal_to_deliver = outcome
+            regs_struct = _ptrace_getregs(tid)
+            stack_map = self.stack_map_for(regs_struct.rsp)
+            if stack_map is not None:
+                size = min(stack_map.end - regs_struct.rsp, self._stack_bytes)
+                copied = self._copy_into(tid, self._buffer, regs_struct.rsp, size)
+            _raw_ptrace(PTRACE_DETACH, tid, 0, signal_to_deliver)
+            end_ns = time.perf_counter_ns()
+            detached = True
+        except PtraceError as e:
+            if e.errno == errno.ESRCH:
+                return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, syscall)
+            return self._snapshot(tid, name, ThreadStatus.ATTACH_ERROR, syscall, error=_strerror(e))
+        finally:
+            if stopped and not detached:
+                _detach_quietly(tid, signal_to_deliver)
+            self.reap()
+
+        regs = _registers_from(regs_struct)
+        stack = ctypes.string_at(self._buffer, copied) if copied > 0 else b""
+        return ThreadSnapshot(
+            tid=tid,
+            name=name,
+            status=ThreadStatus.OK,
+            regs=regs,
+            stack_map=stack_map,
+            stack_base=regs.sp,
+            stack=stack,
+            pause_ns=end_ns - start_ns,
+            attempted=True,
+            syscall=syscall,
+        )
+
+    def reap(self) -> None:
+        """Detach timed-out threads that have reached their stop since."""
+        for tid in list(self._pending):
+            try:
+                pid, status = os.waitpid(tid, os.WNOHANG | WALL)
+            except ChildProcessError:
+                self._pending.discard(tid)
+                continue
+            if pid == 0:
+                continue
+            self._pending.discard(tid)
+            if os.WIFSTOPPED(status):
+                _detach_quietly(tid, _signal_to_reinject(status))
+
+    @property
+    def pending(self) -> Tuple[int, ...]:
+        return tuple(sorted(self._pending))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _snapshot(
+        self,
+        tid: int,
+        name: str,
+        status: ThreadStatus,
+        syscall: Optional[SyscallState],
+        error: str = "",
+    ) -> ThreadSnapshot:
+        return ThreadSnapshot(
+            tid=tid, name=name, status=status, attempted=True, syscall=syscall, error=error
+        )
+
+    def _seize_failed(self, tid: int, name: str, e: PtraceError) -> ThreadSnapshot:
+        if e.errno == errno.ESRCH:
+            return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, None)
+        if e.errno == errno.EPERM:
+            tracer = proc.tracer_of(self.pid, tid)
+            if tracer:
+                return self._snapshot(
+                    tid,
+                    name,
+                    ThreadStatus.ATTACH_ERROR,
+                    None,
+                    error=f"already traced by {proc.describe_process(tracer)}",
+                )
+            if not proc.thread_exists(self.pid, tid):
+                return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, None)
+            if self.attempts == 1:
+                raise PermissionDenied(
+                    f"not permitted to trace process {self.pid} (ptrace: EPERM)",
+                    help_text=permissions.help_text(self.pid),
+                ) from e
+        return self._snapshot(tid, name, ThreadStatus.ATTACH_ERROR, None, error=_strerror(e))
+
+    def _wait_stop(self, tid: int, deadline_ns: int) -> Optional[int]:
+        """Wait for the interrupt stop: the signal to re-inject (>= 0), -1 if the thread
+        exited, None on timeout."""
+        spin_until = time.perf_counter_ns() + _SPIN_NS
+        delay = 0.00005
+        while True:
+            try:
+                pid, status = os.waitpid(tid, os.WNOHANG | WALL)
+            except ChildProcessError:
+                return -1
+            if pid == tid:
+                if os.WIFSTOPPED(status):
+                    return _signal_to_reinject(status)
+                return -1
+            now = time.perf_counter_ns()
+            if now >= deadline_ns:
+                return None
+            if now >= spin_until:
+                time.sleep(min(delay, (deadline_ns - now) / 1e9))
+                delay = min(delay * 2, 0.002)
+
+    def _copy_into(self, tid: int, buf, address: int, size: int) -> int:
+        if size <= 0:
+            return 0
+        if self._readv is not None:
+            self._local.iov_len = size
+            self._local.iov_base = ctypes.cast(buf, ctypes.c_void_p)
+            self._remote.iov_base = address
+            self._remote.iov_len = size
+            n = self._readv(tid, ctypes.byref(self._local), 1, ctypes.byref(self._remote), 1, 0)
+            if n > 0:
+                return n
+        return self._pread_into(buf, address, size)
+
+    def _pread_into(self, buf, address: int, size: int) -> int:
+        try:
+            if self._mem_fd is None:
+                self._mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
+            data = os.pread(self._mem_fd, size, address)
+        except OSError:
+            return 0
+        ctypes.memmove(buf, data, len(data))
+        return len(data)
+
+
+def _signal_to_reinject(status: int) -> int:
+    """A signal-delivery-stop must hand its signal back at detach, or the program loses it.
+    PTRACE_EVENT_STOP (our interrupt, or a group-stop) carries nothing to deliver."""
+    if (status >> 16) == PTRACE_EVENT_STOP:
+        return 0
+    return os.WSTOPSIG(status)
+
+
+def _detach_quietly(tid: int, sig: int) -> None:
+    with contextlib.suppress(PtraceError):
+        _raw_ptrace(PTRACE_DETACH, tid, 0, sig)
+
+
+def _registers_from(regs_struct) -> Registers:
+    return Registers(tuple(int(getattr(regs_struct, n)) for n in DWARF_REGISTER_NAMES))
+
+
+def _strerror(e: PtraceError) -> str:
+    if e.errno:
+        return f"{errno.errorcode.get(e.errno, e.errno)}: {os.strerror(e.errno)}"
+    return str(e)

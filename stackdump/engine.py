@@ -1,0 +1,211 @@
+"""The library entry point: options -> capture -> unwind -> symbolize -> Report.
+
+`capture_process` does everything that touches the live process (reading /proc, then
+stopping threads one at a time); `analyze` works offline on what was copied. Nothing here
+prints or exits: errors are raised as `stackdump.errors` types for the caller to present.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+from stackdump import proc
+from stackdump.capture import Tracer
+from stackdump.errors import AlreadyTraced, NotUserProcess, ProcessNotFound
+from stackdump.symbols.modules import VDSO
+from stackdump.symbols.symbolizer import Symbolizer
+from stackdump.syscalls import is_interrupt_sensitive, syscall_name
+from stackdump.types import (
+    LocationMode,
+    ProcessSnapshot,
+    Report,
+    ReportHeader,
+    Summary,
+    SymbolizedFrame,
+    ThreadReport,
+    ThreadSnapshot,
+    ThreadStatus,
+)
+from stackdump.unwind.unwinder import unwind
+
+UNWINDER_NAME = "frame_pointer"
+
+# progress(done, total): called between threads, never while one is stopped.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    pid: int
+    thread_ids: Optional[Tuple[int, ...]] = None
+    mode: LocationMode = LocationMode.FAST
+    timeout_ms: int = 100
+    skip_blocking_syscalls: bool = False
+    max_frames: int = 256
+    stack_bytes: int = 262144
+    show_addresses: bool = False
+
+
+def dump(options: DumpOptions, progress: Optional[Progress] = None) -> Report:
+    started = time.perf_counter_ns()
+    snapshot = capture_process(options, progress)
+    return analyze(snapshot, options, started)
+
+
+def resolve_target(pid: int) -> int:
+    """Check the target can be dumped; return its thread-group id."""
+    if not proc.process_exists(pid):
+        raise ProcessNotFound(f"no such process: {pid}")
+    status = proc.read_status(pid)
+    if not status:
+        raise ProcessNotFound(f"no such process: {pid}")
+    if proc.is_kernel_thread(pid):
+        raise NotUserProcess(f"process {pid} is a kernel thread, not a user-space process")
+    tgid = int(status.get("Tgid", pid) or pid)
+    if status.get("State", "").startswith(("Z", "X")) and not proc.read_maps(tgid):
+        raise NotUserProcess(f"process {pid} is a zombie: it has exited and has no memory left")
+    tracer = proc.tracer_of(tgid)
+    if tracer:
+        who = proc.describe_process(tracer)
+        raise AlreadyTraced(
+            f"process {tgid} is already traced by process {who} (TracerPid {tracer})",
+            tracer_pid=tracer,
+            help_text=f"detach that debugger or tracer (or stop it: kill {tracer}) and retry",
+        )
+    return tgid
+
+
+def capture_process(options: DumpOptions, progress: Optional[Progress] = None) -> ProcessSnapshot:
+    pid = resolve_target(options.pid)
+    started = time.perf_counter_ns()
+    # Everything read from /proc up front, before any thread is stopped (SPEC.md).
+    maps = proc.read_maps(pid)
+    exe = proc.read_exe(pid)
+    tids = list(options.thread_ids) if options.thread_ids else proc.list_tids(pid)
+    if not tids and not options.thread_ids:
+        raise ProcessNotFound(f"no such process: {pid}")
+    names = {tid: proc.read_comm(pid, tid) for tid in tids}
+    threads: List[ThreadSnapshot] = []
+    with Tracer(pid, maps, options.timeout_ms, options.stack_bytes) as tracer:
+        vdso = _read_vdso(tracer, maps)
+        for done, tid in enumerate(tids):
+            threads.append(_capture_one(tracer, pid, tid, names.get(tid), options))
+            if progress is not None:
+                progress(done + 1, len(tids))
+    return ProcessSnapshot(
+        pid=pid,
+        exe=exe,
+        maps=maps,
+        threads=tuple(threads),
+        vdso=vdso,
+        capture_ns=time.perf_counter_ns() - started,
+    )
+
+
+def _read_vdso(tracer: Tracer, maps) -> Optional[bytes]:
+    for m in maps:
+        if m.path == VDSO:
+            return tracer.read_memory(m.start, m.end - m.start) or None
+    return None
+
+
+def _capture_one(
+    tracer: Tracer, pid: int, tid: int, name: Optional[str], options: DumpOptions
+) -> ThreadSnapshot:
+    if name is None or not proc.thread_exists(pid, tid):
+        return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED)
+    syscall = None
+    if options.skip_blocking_syscalls:
+        syscall = proc.read_syscall(pid, tid)
+        if syscall is None:
+            return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.THREAD_EXITED)
+        if syscall.number is not None and is_interrupt_sensitive(syscall.number):
+            return ThreadSnapshot(
+                tid=tid, name=name, status=ThreadStatus.SKIPPED_BLOCKING_SYSCALL, syscall=syscall
+            )
+    return tracer.capture(tid, name, syscall)
+
+
+def analyze(
+    snapshot: ProcessSnapshot, options: DumpOptions, started_ns: Optional[int] = None
+) -> Report:
+    reports = []
+    with Symbolizer(snapshot.pid, snapshot.maps, snapshot.vdso, options.mode) as symbolizer:
+        for thread in snapshot.threads:
+            reports.append(_thread_report(thread, symbolizer, options))
+    elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
+    return Report(
+        header=ReportHeader(
+            pid=snapshot.pid,
+            exe=snapshot.exe,
+            thread_count=len(snapshot.threads),
+            timeout_ms=options.timeout_ms,
+            mode=options.mode,
+            skip_blocking_syscalls=options.skip_blocking_syscalls,
+            unwinder=UNWINDER_NAME,
+        ),
+        threads=tuple(reports),
+        summary=_summarize(snapshot.threads, elapsed_ns),
+        show_addresses=options.show_addresses,
+    )
+
+
+def _thread_report(
+    thread: ThreadSnapshot, symbolizer: Symbolizer, options: DumpOptions
+) -> ThreadReport:
+    pause_us = thread.pause_ns // 1000 if thread.attempted else None
+    if thread.status is ThreadStatus.SKIPPED_BLOCKING_SYSCALL:
+        number = thread.syscall.number if thread.syscall else None
+        return ThreadReport(
+            tid=thread.tid,
+            name=thread.name,
+            status=thread.status,
+            syscall_name=syscall_name(number) if number is not None else None,
+            syscall_number=number,
+        )
+    if thread.status is not ThreadStatus.OK or thread.regs is None:
+        return ThreadReport(
+            tid=thread.tid,
+            name=thread.name,
+            status=thread.status,
+            pause_us=pause_us,
+            error=thread.error,
+        )
+    result = unwind(thread, options.max_frames)
+    frames: List[SymbolizedFrame] = []
+    for frame in result.frames:
+        frames.extend(symbolizer.symbolize(frame))
+    bounds = (thread.stack_map.start, thread.stack_map.end) if thread.stack_map else None
+    return ThreadReport(
+        tid=thread.tid,
+        name=thread.name,
+        status=thread.status,
+        frames=tuple(frames),
+        physical_frames=len(result.frames),
+        capture_method=result.capture_method,
+        fp_status=result.fp_status,
+        unwind_status=result.unwind_status,
+        stack_bounds=bounds,
+        pause_us=pause_us,
+        error=result.error,
+    )
+
+
+def _summarize(threads: Tuple[ThreadSnapshot, ...], elapsed_ns: int) -> Summary:
+    def count(status: ThreadStatus) -> int:
+        return sum(1 for t in threads if t.status is status)
+
+    exited = count(ThreadStatus.THREAD_EXITED)
+    errors = count(ThreadStatus.ATTACH_ERROR)
+    return Summary(
+        captured=count(ThreadStatus.OK),
+        skipped=count(ThreadStatus.SKIPPED_BLOCKING_SYSCALL) + exited + errors,
+        timed_out=count(ThreadStatus.TIMEOUT),
+        remote_signal_attempts=sum(1 for t in threads if t.attempted),
+        elapsed_ms=elapsed_ns // 1_000_000,
+        max_pause_us=max((t.pause_ns // 1000 for t in threads if t.attempted), default=0),
+        exited=exited,
+        errors=errors,
+    )

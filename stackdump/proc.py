@@ -1,0 +1,148 @@
+"""Reading /proc/<pid>/...: threads, names, memory map, status, blocked syscall, stat flags.
+
+Every reader returns None (or an empty result) when the task has gone, because threads come
+and go while we look; callers turn that into `thread_exited`, never into an exception.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+from stackdump.types import MemoryMap, SyscallState
+
+PROC = "/proc"
+PF_KTHREAD = 0x00200000  # include/linux/sched.h
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
+        return None
+    except OSError:
+        # ESRCH from a task that is being torn down reads as "gone" too.
+        return None
+
+
+def process_exists(pid: int) -> bool:
+    return os.path.isdir(f"{PROC}/{pid}")
+
+
+def thread_exists(pid: int, tid: int) -> bool:
+    return os.path.isdir(f"{PROC}/{pid}/task/{tid}")
+
+
+def list_tids(pid: int) -> List[int]:
+    try:
+        names = os.listdir(f"{PROC}/{pid}/task")
+    except OSError:
+        return []
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def read_comm(pid: int, tid: int) -> Optional[str]:
+    text = _read_text(f"{PROC}/{pid}/task/{tid}/comm")
+    return None if text is None else text.rstrip("\n")
+
+
+def read_status(pid: int, tid: Optional[int] = None) -> Dict[str, str]:
+    path = f"{PROC}/{pid}/status" if tid is None else f"{PROC}/{pid}/task/{tid}/status"
+    text = _read_text(path)
+    fields: Dict[str, str] = {}
+    if text is None:
+        return fields
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key] = value.strip()
+    return fields
+
+
+def read_exe(pid: int) -> str:
+    try:
+        return os.readlink(f"{PROC}/{pid}/exe")
+    except OSError:
+        return "?"
+
+
+def is_kernel_thread(pid: int) -> bool:
+    text = _read_text(f"{PROC}/{pid}/stat")
+    if text is None:
+        return False
+    # comm may contain spaces and parentheses: fields resume after the last ')'.
+    rest = text[text.rfind(")") + 2 :].split()
+    try:
+        flags = int(rest[6])
+    except (IndexError, ValueError):
+        return False
+    return bool(flags & PF_KTHREAD)
+
+
+def parse_maps(text: str) -> Tuple[MemoryMap, ...]:
+    maps = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        try:
+            start_s, end_s = parts[0].split("-")
+            maps.append(
+                MemoryMap(
+                    start=int(start_s, 16),
+                    end=int(end_s, 16),
+                    perms=parts[1],
+                    offset=int(parts[2], 16),
+                    dev=parts[3],
+                    inode=int(parts[4]),
+                    path=parts[5].strip() if len(parts) > 5 else "",
+                )
+            )
+        except ValueError:
+            continue
+    return tuple(maps)
+
+
+def read_maps(pid: int) -> Tuple[MemoryMap, ...]:
+    text = _read_text(f"{PROC}/{pid}/maps")
+    return () if text is None else parse_maps(text)
+
+
+def parse_syscall(text: str) -> Optional[SyscallState]:
+    """Parse `NR a1..a6 SP PC`, `-1 SP PC` or `running`."""
+    fields = text.split()
+    if not fields:
+        return None
+    if fields[0] == "running":
+        return SyscallState(running=True, number=None)
+    try:
+        values = [int(f, 0) for f in fields]
+    except ValueError:
+        return None
+    number = values[0]
+    if number == -1 and len(values) >= 3:
+        return SyscallState(running=False, number=-1, sp=values[1], pc=values[2])
+    if len(values) >= 9:
+        return SyscallState(
+            running=False, number=number, args=tuple(values[1:7]), sp=values[7], pc=values[8]
+        )
+    return None
+
+
+def read_syscall(pid: int, tid: int) -> Optional[SyscallState]:
+    text = _read_text(f"{PROC}/{pid}/task/{tid}/syscall")
+    return None if text is None else parse_syscall(text)
+
+
+def tracer_of(pid: int, tid: Optional[int] = None) -> int:
+    try:
+        return int(read_status(pid, tid).get("TracerPid", "0"))
+    except ValueError:
+        return 0
+
+
+def describe_process(pid: int) -> str:
+    """`1234 (gdb)`, for messages that name another process."""
+    comm = _read_text(f"{PROC}/{pid}/comm")
+    return f"{pid} ({comm.strip()})" if comm else str(pid)

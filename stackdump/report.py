@@ -1,0 +1,98 @@
+"""Report -> text, exactly as SPEC.md "Output (text)". Pure: no I/O but the given stream.
+
+Runbook scripts parse this text, so the key order, spacing and wording are the contract.
+"""
+
+from __future__ import annotations
+
+from typing import List, TextIO
+
+from stackdump.types import Report, SymbolizedFrame, ThreadReport
+
+
+def write_text(report: Report, out: TextIO) -> None:
+    out.write("".join(line + "\n" for line in text_lines(report)))
+
+
+def text_lines(report: Report) -> List[str]:
+    h = report.header
+    lines = [
+        "stackdump thread stack traces",
+        f"pid: {h.pid}",
+        f"exe: {h.exe}",
+        f"thread_count: {h.thread_count}",
+        f"timeout_ms_per_thread: {h.timeout_ms}",
+        f"dwarf_location_info_mode: {h.mode.value.lower()}",
+        f"skip_blocking_syscalls: {'true' if h.skip_blocking_syscalls else 'false'}",
+        f"unwinder: {h.unwinder}",
+        "",
+    ]
+    for thread in report.threads:
+        lines.append(thread_line(thread))
+        if thread.frames:
+            lines.extend(frame_lines(thread.frames, report.show_addresses))
+        else:
+            lines.append("<no stack captured>")
+        lines.append("")
+    s = report.summary
+    lines.append(
+        f"summary: captured={s.captured} skipped={s.skipped} timed_out={s.timed_out} "
+        f"remote_signal_attempts={s.remote_signal_attempts}"
+    )
+    lines.append(
+        f"stats: elapsed_ms={s.elapsed_ms} max_pause_us={s.max_pause_us} "
+        f"exited={s.exited} errors={s.errors}"
+    )
+    return lines
+
+
+def thread_line(t: ThreadReport) -> str:
+    keys = [f"status={t.status.value}"]
+    if t.syscall_name is not None:
+        keys.append(f"syscall={t.syscall_name}")
+    if t.syscall_number is not None:
+        keys.append(f"syscall_number={t.syscall_number}")
+    if t.capture_method is not None:
+        keys.append(f"capture_method={t.capture_method}")
+        keys.append(f"frames={t.physical_frames}")
+    if t.fp_status is not None:
+        keys.append(f"fp_status={t.fp_status}")
+    if t.unwind_status is not None:
+        keys.append(f"unwind_status={t.unwind_status}")
+    if t.stack_bounds is not None:
+        keys.append(f"stack_bounds=0x{t.stack_bounds[0]:x}-0x{t.stack_bounds[1]:x}")
+    if t.pause_us is not None:
+        keys.append(f"pause_us={t.pause_us}")
+    if t.error:
+        keys.append(f"error={quote(t.error)}")
+    return f"----- thread {t.tid} ({t.name}) {' '.join(keys)} -----"
+
+
+def quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    return f'"{escaped}"'
+
+
+def frame_lines(frames, show_addresses: bool) -> List[str]:
+    return [
+        f"    {f'{i}#':<3} {describe_frame(frame, show_addresses)}"
+        for i, frame in enumerate(frames)
+    ]
+
+
+def describe_frame(f: SymbolizedFrame, show_addresses: bool) -> str:
+    if f.function is None:
+        text = f"0x{f.pc:016x}"
+    elif show_addresses and not f.inlined:
+        text = f"0x{f.pc:016x} {f.function}"
+    else:
+        text = f.function
+    if f.file is not None and f.line is not None:
+        text += f" at {f.file}:{f.line}"
+    elif f.module is not None:
+        text += f" in {f.module}"
+        if f.function is None and f.module_offset is not None:
+            text += f"+0x{f.module_offset:x}"
+    if f.inlined:
+        text += " (inlined)"
+    return text

@@ -1,0 +1,1 @@
+"""Symbolization: which module holds a pc, and what function, file and line it is."""

@@ -1,0 +1,212 @@
+"""One ELF object: load segments, build-id, debuglink, and a sorted function-symbol table.
+
+pyelftools reads the headers (cheap and lazy); the symbol table itself is unpacked in bulk
+with `struct.iter_unpack`, ~15x faster than `iter_symbols()` (FACTS.md), and names are decoded
+from the string table only when a lookup returns them.
+
+Every method is defensive: a truncated or corrupt file yields fewer answers, not exceptions.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import struct
+from dataclasses import dataclass
+from typing import BinaryIO, List, Optional, Tuple
+
+from elftools.common.exceptions import ELFError
+from elftools.elf.elffile import ELFFile
+
+# Everything a malformed file can make pyelftools or struct raise.
+PARSE_ERRORS = (
+    ELFError,
+    OSError,
+    struct.error,
+    ValueError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    TypeError,
+    AssertionError,
+    EOFError,
+    OverflowError,
+    UnicodeDecodeError,
+    MemoryError,
+    RecursionError,
+    ZeroDivisionError,
+)
+
+_SYM64 = struct.Struct("<IBBHQQ")
+STT_FUNC = 2
+STT_GNU_IFUNC = 10
+STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
+# Among aliases of one address, which binding names it (gdb and eu-stack prefer globals).
+_BINDING_RANK = {STB_GLOBAL: 0, STB_WEAK: 1, STB_LOCAL: 2}
+
+
+@dataclass(frozen=True)
+class LoadSegment:
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+
+
+class SymbolTable:
+    """Function symbols sorted by address; one name per address."""
+
+    def __init__(self, starts: List[int], sizes: List[int], names: List[int], strtab: bytes):
+        self._starts = starts
+        self._sizes = sizes
+        self._names = names
+        self._strtab = strtab
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def lookup(self, vaddr: int) -> Optional[Tuple[str, int]]:
+        """(name, symbol start) of the function containing vaddr."""
+        i = bisect.bisect_right(self._starts, vaddr) - 1
+        if i < 0:
+            return None
+        # A sized symbol must contain vaddr. Look a few entries back for an enclosing one,
+        # because a small symbol (a cold part, a local label) can sit inside a larger one.
+        for j in range(i, max(i - 8, -1), -1):
+            start, size = self._starts[j], self._sizes[j]
+            if start <= vaddr < start + size:
+                return self._name(j), start
+        # Hand-written assembly often has no size: accept it up to the next symbol only.
+        if self._sizes[i] == 0:
+            return self._name(i), self._starts[i]
+        return None
+
+    def _name(self, i: int) -> str:
+        return _cstring(self._strtab, self._names[i])
+
+
+def _cstring(table: bytes, offset: int) -> str:
+    end = table.find(b"\0", offset)
+    if end < 0:
+        end = len(table)
+    return table[offset:end].decode("utf-8", "replace")
+
+
+def build_symbol_table(symtab: bytes, strtab: bytes) -> SymbolTable:
+    entries = []
+    usable = len(symtab) - len(symtab) % _SYM64.size
+    for name, info, _other, shndx, value, size in _SYM64.iter_unpack(symtab[:usable]):
+        kind = info & 0xF
+        if kind in (STT_FUNC, STT_GNU_IFUNC) and shndx != 0 and value:
+            entries.append((value, _BINDING_RANK.get(info >> 4, 3), -size, name))
+    entries.sort()
+    starts: List[int] = []
+    sizes: List[int] = []
+    names: List[int] = []
+    i = 0
+    n = len(entries)
+    while i < n:
+        j = i + 1
+        while j < n and entries[j][0] == entries[i][0]:
+            j += 1
+        best = entries[i] if j == i + 1 else min(entries[i:j], key=lambda e: _alias_key(e, strtab))
+        starts.append(best[0])
+        sizes.append(-best[2])
+        names.append(best[3])
+        i = j
+    return SymbolTable(starts, sizes, names, strtab)
+
+
+def _alias_key(entry, strtab: bytes):
+    name = _cstring(strtab, entry[3])
+    # `read` over `__libc_read` over `__GI___libc_read`: the public spelling reads best.
+    return (entry[1], len(name) - len(name.lstrip("_")), entry[2], len(name), name)
+
+
+class ElfObject:
+    """Headers and symbols of one ELF file (or in-memory image, for the vDSO)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._elf = ELFFile(stream)
+        if self._elf.elfclass != 64 or self._elf.little_endian is not True:
+            raise ELFError("not a 64-bit little-endian ELF object")
+        self.segments: Tuple[LoadSegment, ...] = tuple(
+            LoadSegment(s["p_offset"], s["p_vaddr"], s["p_filesz"], s["p_memsz"])
+            for s in self._elf.iter_segments()
+            if s["p_type"] == "PT_LOAD"
+        )
+        self._symbols: Optional[SymbolTable] = None
+
+    @classmethod
+    def open(cls, path: str) -> ElfObject:
+        f = open(path, "rb")  # noqa: SIM115 - kept open for lazy section reads
+        try:
+            return cls(f)
+        except BaseException:
+            f.close()
+            raise
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ElfObject:
+        return cls(io.BytesIO(data))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    @property
+    def elffile(self) -> ELFFile:
+        return self._elf
+
+    def file_offset_to_vaddr(self, offset: int) -> Optional[int]:
+        for seg in self.segments:
+            if seg.offset <= offset < seg.offset + max(seg.filesz, 1):
+                return seg.vaddr + (offset - seg.offset)
+        return None
+
+    def build_id(self) -> Optional[str]:
+        try:
+            section = self._elf.get_section_by_name(".note.gnu.build-id")
+            if section is None:
+                return None
+            for note in section.iter_notes():
+                if note["n_type"] == "NT_GNU_BUILD_ID":
+                    return str(note["n_desc"])
+        except PARSE_ERRORS:
+            return None
+        return None
+
+    def has_section(self, name: str) -> bool:
+        try:
+            section = self._elf.get_section_by_name(name)
+        except PARSE_ERRORS:
+            return False
+        return section is not None and section["sh_type"] != "SHT_NOBITS"
+
+    def section_bytes(self, name: str) -> Optional[bytes]:
+        try:
+            section = self._elf.get_section_by_name(name)
+            if section is None or section["sh_type"] == "SHT_NOBITS":
+                return None
+            return section.data()
+        except PARSE_ERRORS:
+            return None
+
+    def symbols(self, prefer: Tuple[str, ...] = (".symtab", ".dynsym")) -> SymbolTable:
+        if self._symbols is None:
+            self._symbols = self._load_symbols(prefer)
+        return self._symbols
+
+    def _load_symbols(self, prefer: Tuple[str, ...]) -> SymbolTable:
+        for name in prefer:
+            try:
+                section = self._elf.get_section_by_name(name)
+                if section is None or section["sh_type"] == "SHT_NOBITS":
+                    continue
+                strtab = self._elf.get_section(section["sh_link"])
+                table = build_symbol_table(section.data(), strtab.data())
+            except PARSE_ERRORS:
+                continue
+            if len(table):
+                return table
+        return SymbolTable([], [], [], b"")

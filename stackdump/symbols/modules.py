@@ -1,0 +1,98 @@
+"""Which mapped object holds an address, and how to open that object's file.
+
+Files are opened as the target sees them: through /proc/<pid>/root (so a target in another
+mount namespace works), and through /proc/<pid>/map_files/<range> when the file on disk was
+deleted or replaced since the target mapped it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from stackdump.types import MemoryMap
+
+VDSO = "[vdso]"
+
+
+@dataclass(frozen=True)
+class Module:
+    """One mapped object: all mappings of one file (or the vDSO)."""
+
+    path: str  # as the target sees it
+    key: Tuple[str, int, str]  # (dev, inode, path): identity within one dump
+    maps: Tuple[MemoryMap, ...]
+
+    @property
+    def start(self) -> int:
+        return self.maps[0].start
+
+    @property
+    def is_vdso(self) -> bool:
+        return self.path == VDSO
+
+
+class ModuleMap:
+    """Sorted mappings of file-backed objects and the vDSO, looked up by bisection."""
+
+    def __init__(self, maps: Sequence[MemoryMap]) -> None:
+        groups: Dict[Tuple[str, int, str], List[MemoryMap]] = {}
+        for m in maps:
+            if m.is_file or m.path == VDSO:
+                groups.setdefault((m.dev, m.inode, m.file_path), []).append(m)
+        entries = []
+        for key, group in groups.items():
+            module = Module(path=key[2], key=key, maps=tuple(sorted(group, key=lambda m: m.start)))
+            entries.extend((m.start, m, module) for m in module.maps)
+        entries.sort(key=lambda e: e[0])
+        self._starts = [e[0] for e in entries]
+        self._entries = entries
+
+    def lookup(self, address: int) -> Optional[Tuple[Module, MemoryMap]]:
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i < 0:
+            return None
+        _, mapping, module = self._entries[i]
+        if mapping.contains(address):
+            return module, mapping
+        return None
+
+    def modules(self) -> List[Module]:
+        seen: Dict[Tuple[str, int, str], Module] = {}
+        for _, _, module in self._entries:
+            seen.setdefault(module.key, module)
+        return list(seen.values())
+
+
+def target_path(pid: int, path: str) -> str:
+    """A path inside the target's root directory."""
+    return f"/proc/{pid}/root{path}"
+
+
+def open_path(pid: int, module: Module) -> Optional[str]:
+    """The best path to read `module`'s file from, or None if it cannot be reached."""
+    first = module.maps[0]
+    in_root = target_path(pid, first.file_path)
+    if not first.deleted:
+        try:
+            st = os.stat(in_root)
+            if st.st_ino == first.inode:
+                return in_root
+        except OSError:
+            pass
+    # Deleted, replaced (new inode) or unreachable: the kernel still holds the mapped file.
+    for m in module.maps:
+        candidate = f"/proc/{pid}/map_files/{m.start:x}-{m.end:x}"
+        if os.path.exists(candidate):
+            return candidate
+    return in_root if os.path.exists(in_root) else None
+
+
+def debug_file_candidates(pid: int, build_id: Optional[str]) -> List[str]:
+    """Where distributions install separate debug files, target's root first."""
+    if not build_id or len(build_id) < 3:
+        return []
+    rel = f"/usr/lib/debug/.build-id/{build_id[:2]}/{build_id[2:]}.debug"
+    return [target_path(pid, rel), rel]

@@ -1,0 +1,218 @@
+"""Frozen data that flows between the layers: capture -> unwind -> symbols -> report.
+
+Addresses are plain ints everywhere; formatters print them as hex.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+
+class LocationMode(enum.Enum):
+    """How much DWARF work symbolization does (folly / ClickHouse `LocationInfoMode`)."""
+
+    DISABLED = "DISABLED"
+    FAST = "FAST"
+    FULL = "FULL"
+    FULL_WITH_INLINE = "FULL_WITH_INLINE"
+
+
+class ThreadStatus(enum.Enum):
+    OK = "ok"
+    SKIPPED_BLOCKING_SYSCALL = "skipped_blocking_syscall"
+    THREAD_EXITED = "thread_exited"
+    TIMEOUT = "timeout"
+    ATTACH_ERROR = "attach_error"
+
+
+@dataclass(frozen=True)
+class MemoryMap:
+    """One line of /proc/<pid>/maps."""
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    dev: str
+    inode: int
+    path: str
+
+    @property
+    def readable(self) -> bool:
+        return self.perms[:1] == "r"
+
+    @property
+    def writable(self) -> bool:
+        return self.perms[1:2] == "w"
+
+    @property
+    def executable(self) -> bool:
+        return self.perms[2:3] == "x"
+
+    @property
+    def is_file(self) -> bool:
+        return self.inode != 0 and self.path.startswith("/")
+
+    @property
+    def deleted(self) -> bool:
+        return self.path.endswith(" (deleted)")
+
+    @property
+    def file_path(self) -> str:
+        """The path without the kernel's " (deleted)" marker."""
+        return self.path[: -len(" (deleted)")] if self.deleted else self.path
+
+    def contains(self, address: int) -> bool:
+        return self.start <= address < self.end
+
+
+@dataclass(frozen=True)
+class SyscallState:
+    """/proc/<pid>/task/<tid>/syscall: the call a thread is blocked in, or that it runs."""
+
+    running: bool
+    number: Optional[int]  # None when running, -1 when blocked outside a syscall
+    args: Tuple[int, ...] = ()
+    sp: int = 0
+    pc: int = 0
+
+
+@dataclass(frozen=True)
+class Registers:
+    """General registers indexed by DWARF register number (see arch.py)."""
+
+    values: Tuple[int, ...]
+
+    @property
+    def pc(self) -> int:
+        return self.values[16]
+
+    @property
+    def sp(self) -> int:
+        return self.values[7]
+
+    @property
+    def fp(self) -> int:
+        return self.values[6]
+
+
+@dataclass(frozen=True)
+class ThreadSnapshot:
+    """What capture copied out of one thread while it was stopped, plus its outcome."""
+
+    tid: int
+    name: str
+    status: ThreadStatus
+    regs: Optional[Registers] = None
+    stack_map: Optional[MemoryMap] = None
+    stack_base: int = 0  # target address of stack[0]
+    stack: bytes = b""
+    pause_ns: int = 0
+    attempted: bool = False  # stackdump tried to stop this thread
+    syscall: Optional[SyscallState] = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ProcessSnapshot:
+    pid: int
+    exe: str
+    maps: Tuple[MemoryMap, ...]
+    threads: Tuple[ThreadSnapshot, ...]
+    vdso: Optional[bytes]
+    capture_ns: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One physical frame found by unwinding.
+
+    `activation` marks frames whose pc is where execution stands (the innermost frame and a
+    frame interrupted by a signal) rather than a return address.
+    """
+
+    pc: int
+    sp: int = 0
+    cfa: int = 0
+    method: str = "frame_pointer"
+    activation: bool = False
+
+    @property
+    def lookup_pc(self) -> int:
+        """Return addresses are looked up at pc-1 so a trailing call stays in its caller."""
+        return self.pc if self.activation or self.pc == 0 else self.pc - 1
+
+
+@dataclass(frozen=True)
+class UnwindResult:
+    frames: Tuple[Frame, ...]
+    capture_method: str
+    fp_status: str
+    unwind_status: Optional[str] = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SymbolizedFrame:
+    pc: int
+    function: Optional[str]
+    module: Optional[str]  # path as the target sees it; "[vdso]" for the vDSO
+    module_offset: Optional[int]  # ELF virtual address of pc, what addr2line -e wants
+    file: Optional[str] = None
+    line: Optional[int] = None
+    inlined: bool = False
+
+
+@dataclass(frozen=True)
+class ThreadReport:
+    tid: int
+    name: str
+    status: ThreadStatus
+    frames: Tuple[SymbolizedFrame, ...] = ()
+    physical_frames: int = 0
+    syscall_name: Optional[str] = None
+    syscall_number: Optional[int] = None
+    capture_method: Optional[str] = None
+    fp_status: Optional[str] = None
+    unwind_status: Optional[str] = None
+    stack_bounds: Optional[Tuple[int, int]] = None
+    pause_us: Optional[int] = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ReportHeader:
+    pid: int
+    exe: str
+    thread_count: int
+    timeout_ms: int
+    mode: LocationMode
+    skip_blocking_syscalls: bool
+    unwinder: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    captured: int
+    skipped: int
+    timed_out: int
+    remote_signal_attempts: int
+    elapsed_ms: int
+    max_pause_us: int
+    exited: int
+    errors: int
+
+
+@dataclass(frozen=True)
+class Report:
+    header: ReportHeader
+    threads: Tuple[ThreadReport, ...]
+    summary: Summary
+    show_addresses: bool = False
+    notes: Tuple[str, ...] = field(default=())
+
+    @property
+    def partial(self) -> bool:
+        return self.summary.timed_out > 0 or self.summary.errors > 0

@@ -1,0 +1,1 @@
+"""Unwinding on copied stack bytes: frame-pointer walk and DWARF CFI."""
