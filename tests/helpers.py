@@ -1,0 +1,303 @@
+"""Live-test support: build targets with gcc, run them, wait for known states, run stackdump.
+
+Synchronization is always on an observable state (a `ready` line from the target, a
+/proc/<pid>/task/<tid>/syscall value, a counter the target reports), bounded by a deadline that
+only turns a hang into a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import selectors
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+TARGETS = Path(__file__).parent / "targets"
+DEADLINE_S = 20.0
+
+# What each role's thread is blocked in once ready (x86_64 numbers); None: it runs.
+ROLE_SYSCALL = {"read": 0, "cond": 202, "sleep": 230, "vfork": 58, "main": 0, "spin": None}
+
+
+def compile_target(source: str, out_dir: Path, name: str, flags: Sequence[str]) -> Path:
+    out = out_dir / name
+    if not out.exists():
+        compiler = "g++" if source.endswith(".cpp") else "gcc"
+        cmd = [compiler, *flags, "-pthread", str(TARGETS / source), "-o", str(out)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return out
+
+
+class LineReader:
+    """Lines from a pipe with a deadline, without mixing select() and buffered reads."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffer = b""
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(fd, selectors.EVENT_READ)
+
+    def readline(self, deadline: float) -> Optional[str]:
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("target did not answer in time")
+            if not self._selector.select(remaining):
+                continue
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+
+class Target:
+    """A running target from tests/targets; kill() it in a finally block."""
+
+    def __init__(self, binary: Path, roles: Dict[str, int], extra_args: Sequence[str] = ()):
+        self.roles_wanted = dict(roles)
+        args = [f"{role}={count}" for role, count in roles.items()]
+        self.proc = subprocess.Popen(
+            [str(binary), *args, *extra_args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        self.pid = self.proc.pid
+        self._reader = LineReader(self.proc.stdout.fileno())
+        self.tids: Dict[str, List[int]] = {}
+
+    def wait_ready(self) -> Target:
+        deadline = time.monotonic() + DEADLINE_S
+        expected = sum(self.roles_wanted.values()) + 1
+        seen = 0
+        while seen < expected:
+            line = self._reader.readline(deadline)
+            if line is None:
+                raise RuntimeError(f"target exited early ({self.proc.poll()})")
+            m = re.fullmatch(r"ready (\w+) (\d+)", line)
+            if m:
+                self.tids.setdefault(m.group(1), []).append(int(m.group(2)))
+                seen += 1
+        for role, tids in self.tids.items():
+            nr = ROLE_SYSCALL.get(role)
+            for tid in tids:
+                if nr is not None:
+                    wait_for_syscall(self.pid, tid, nr)
+        if "spin" in self.tids:
+            self.wait_spinning()
+        return self
+
+    def tid(self, role: str) -> int:
+        return self.tids[role][0]
+
+    def status(self) -> Dict[str, int]:
+        self.proc.stdin.write(b"status\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            line = self._reader.readline(deadline)
+            if line is None:
+                raise RuntimeError("target exited")
+            if line.startswith("status "):
+                return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+
+    def wait_spinning(self) -> None:
+        """Until the spinning thread's counter moves: it is then inside leaf's loop for good."""
+        deadline = time.monotonic() + DEADLINE_S
+        first = self.status()["spin"]
+        while self.status()["spin"] == first:
+            if time.monotonic() > deadline:
+                raise TimeoutError("spinning thread does not spin")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                f.close()
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+
+def read_syscall_line(pid: int, tid: int) -> Optional[str]:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def wait_for_syscall(pid: int, tid: int, nr: int) -> str:
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        line = read_syscall_line(pid, tid)
+        if line and line.split()[0] == str(nr):
+            return line
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"thread {tid} never blocked in syscall {nr} (last: {line!r})")
+        os.sched_yield()
+
+
+def run_stackdump(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "stackdump", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def thread_states(pid: int) -> Dict[int, Tuple[str, int]]:
+    """tid -> (State letter, TracerPid) for every thread of pid."""
+    out = {}
+    for name in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{name}/status") as f:
+                text = f.read()
+        except OSError:
+            continue
+        state = re.search(r"^State:\s+(\S)", text, re.M).group(1)
+        tracer = int(re.search(r"^TracerPid:\s+(\d+)", text, re.M).group(1))
+        out[int(name)] = (state, tracer)
+    return out
+
+
+def assert_untouched(pid: int) -> None:
+    """No thread of the target is left stopped or traced by us."""
+    for tid, (state, tracer) in thread_states(pid).items():
+        assert state not in ("t", "T"), f"thread {tid} left in state {state}"
+        assert tracer == 0, f"thread {tid} still traced by {tracer}"
+
+
+# -- report parsing ---------------------------------------------------------------------------
+
+HEADER_KEYS = [
+    "pid",
+    "exe",
+    "thread_count",
+    "timeout_ms_per_thread",
+    "dwarf_location_info_mode",
+    "skip_blocking_syscalls",
+    "unwinder",
+]
+THREAD_RE = re.compile(r"----- thread (\d+) \((.*)\) (status=\S+.*?) -----")
+FRAME_RE = re.compile(r"    (\d+)# +(\S.*)")
+SUMMARY_RE = re.compile(
+    r"summary: captured=(\d+) skipped=(\d+) timed_out=(\d+) remote_signal_attempts=(\d+)"
+)
+
+
+@dataclass
+class ThreadSection:
+    tid: int
+    name: str
+    keys: Dict[str, str]
+    key_order: List[str]
+    frames: List[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.keys["status"]
+
+    def functions(self) -> List[str]:
+        """Function part of each frame line (up to ' at ' / ' in ')."""
+        return [re.split(r" at | in ", f, maxsplit=1)[0] for f in self.frames]
+
+
+@dataclass
+class ParsedReport:
+    header: Dict[str, str]
+    threads: List[ThreadSection]
+    summary: Dict[str, int]
+    stats: Dict[str, int]
+
+    def thread(self, tid: int) -> ThreadSection:
+        matches = [t for t in self.threads if t.tid == tid]
+        assert len(matches) == 1, f"thread {tid}: {len(matches)} sections"
+        return matches[0]
+
+
+def _parse_keys(text: str) -> Tuple[Dict[str, str], List[str]]:
+    keys: Dict[str, str] = {}
+    order: List[str] = []
+    for m in re.finditer(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)', text):
+        keys[m.group(1)] = m.group(2)
+        order.append(m.group(1))
+    return keys, order
+
+
+def parse_report(text: str) -> ParsedReport:
+    """Strict parser of SPEC.md's text format: any deviation fails an assertion."""
+    lines = text.split("\n")
+    assert lines[0] == "stackdump thread stack traces", lines[0]
+    header: Dict[str, str] = {}
+    for i, key in enumerate(HEADER_KEYS, start=1):
+        k, sep, v = lines[i].partition(": ")
+        assert sep and k == key, f"header line {i}: {lines[i]!r}, expected key {key}"
+        header[k] = v
+    i = len(HEADER_KEYS) + 1
+    assert lines[i] == "", "blank line after header"
+    i += 1
+    threads: List[ThreadSection] = []
+    while lines[i].startswith("----- thread "):
+        m = THREAD_RE.fullmatch(lines[i])
+        assert m, f"bad thread line {lines[i]!r}"
+        keys, order = _parse_keys(m.group(3))
+        section = ThreadSection(int(m.group(1)), m.group(2), keys, order)
+        i += 1
+        if lines[i] == "<no stack captured>":
+            i += 1
+        else:
+            while lines[i] != "":
+                fm = FRAME_RE.fullmatch(lines[i])
+                assert fm, f"bad frame line {lines[i]!r}"
+                assert int(fm.group(1)) == len(section.frames), "frame indices count up from 0"
+                width = len(fm.group(1)) + 1
+                assert lines[i][4 + width :].startswith(" " * max(1, 4 - width)), lines[i]
+                section.frames.append(fm.group(2))
+                i += 1
+        assert lines[i] == "", "blank line after each thread"
+        i += 1
+        threads.append(section)
+    m = SUMMARY_RE.fullmatch(lines[i])
+    assert m, f"bad summary line {lines[i]!r}"
+    summary = dict(
+        zip(("captured", "skipped", "timed_out", "remote_signal_attempts"), map(int, m.groups()))
+    )
+    stats_line = lines[i + 1]
+    assert stats_line.startswith("stats: "), stats_line
+    stats = {k: int(v) for k, v in (kv.split("=") for kv in stats_line[7:].split())}
+    assert lines[i + 2 :] == [""], f"trailing text: {lines[i + 2 :]!r}"
+    return ParsedReport(header, threads, summary, stats)
+
+
+KEY_ORDER = [
+    "status",
+    "syscall",
+    "syscall_number",
+    "capture_method",
+    "frames",
+    "fp_status",
+    "unwind_status",
+    "stack_bounds",
+    "pause_us",
+    "error",
+]
+
+
+def assert_key_order(section: ThreadSection) -> None:
+    known = [k for k in section.key_order if k in KEY_ORDER]
+    assert known == sorted(known, key=KEY_ORDER.index), section.key_order

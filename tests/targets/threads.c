@@ -1,0 +1,127 @@
+/* A target whose threads take known roles, for stackdump's live tests.
+ *
+ * Usage: threads ROLE=COUNT ...   roles: spin read cond sleep vfork
+ * Each thread prints "ready ROLE TID" once it is about to enter its known state; the main
+ * thread prints "ready main TID" last and then serves commands on stdin:
+ *   status -> "status read_returned=N"  (reads that returned, i.e. were disturbed)
+ * EOF on stdin ends the process.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define NOINLINE __attribute__((noinline, noclone))
+
+static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t cond_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t never = PTHREAD_COND_INITIALIZER;
+static volatile unsigned long spin_counter;
+static volatile long read_returned;
+static int idle_pipe[2];
+static char read_buffer[1 << 16];
+
+static void announce(const char *role) {
+    pthread_mutex_lock(&print_lock);
+    printf("ready %s %ld\n", role, (long)syscall(SYS_gettid));
+    fflush(stdout);
+    pthread_mutex_unlock(&print_lock);
+}
+
+NOINLINE void leaf(void) {
+    announce("spin");
+    for (;;) spin_counter++;
+}
+NOINLINE void middle(void) { leaf(); __asm__ volatile("" ::: "memory"); }
+NOINLINE void outer(void) { middle(); __asm__ volatile("" ::: "memory"); }
+NOINLINE void *spin_main(void *arg) { (void)arg; outer(); __asm__ volatile("" ::: "memory"); return NULL; }
+
+NOINLINE void blocking_read(void) {
+    announce("read");
+    for (;;) {
+        /* Each read gets a new buffer address, so /proc/<tid>/syscall shows whether a read
+         * returned and was re-entered (its second argument changes). */
+        if (read(idle_pipe[0], read_buffer + (read_returned % sizeof read_buffer), 1) != 0)
+            read_returned++;
+        else
+            read_returned++;
+    }
+}
+NOINLINE void *read_main(void *arg) { (void)arg; blocking_read(); __asm__ volatile("" ::: "memory"); return NULL; }
+
+NOINLINE void wait_forever(void) {
+    pthread_mutex_lock(&cond_lock);
+    announce("cond");
+    for (;;) pthread_cond_wait(&never, &cond_lock);
+}
+NOINLINE void *cond_main(void *arg) { (void)arg; wait_forever(); __asm__ volatile("" ::: "memory"); return NULL; }
+
+NOINLINE void sleep_forever(void) {
+    announce("sleep");
+    for (;;) {
+        struct timespec ts = {3600, 0};
+        nanosleep(&ts, NULL);
+    }
+}
+NOINLINE void *sleep_main(void *arg) { (void)arg; sleep_forever(); __asm__ volatile("" ::: "memory"); return NULL; }
+
+/* The parent of a vfork waits uninterruptibly (killable only) until the child execs or exits,
+ * so it cannot reach a ptrace stop: a real thread that times out. The child blocks in read
+ * on stdin of its own pipe and exits when the process's write end closes. */
+static int vfork_pipe[2];
+NOINLINE void *vfork_main(void *arg) {
+    (void)arg;
+    announce("vfork");
+    pid_t child = vfork();
+    if (child == 0) {
+        char c;
+        syscall(SYS_close, vfork_pipe[1]);
+        syscall(SYS_read, vfork_pipe[0], &c, 1);
+        syscall(SYS_exit, 0);
+    }
+    waitpid(child, NULL, 0);
+    return NULL;
+}
+
+typedef void *(*thread_fn)(void *);
+static const struct { const char *name; thread_fn fn; } roles[] = {
+    {"spin", spin_main}, {"read", read_main}, {"cond", cond_main},
+    {"sleep", sleep_main}, {"vfork", vfork_main},
+};
+
+int main(int argc, char **argv) {
+    if (pipe(idle_pipe) || pipe(vfork_pipe)) return 1;
+    for (int i = 1; i < argc; i++) {
+        char role[32];
+        int count = 0;
+        if (sscanf(argv[i], "%31[^=]=%d", role, &count) != 2) return 2;
+        size_t r = 0;
+        while (r < sizeof roles / sizeof roles[0] && strcmp(roles[r].name, role)) r++;
+        if (r == sizeof roles / sizeof roles[0]) return 2;
+        for (int k = 0; k < count; k++) {
+            pthread_t t;
+            pthread_attr_t attr;
+            pthread_attr_init(&attr);
+            pthread_attr_setstacksize(&attr, 256 * 1024);
+            if (pthread_create(&t, &attr, roles[r].fn, NULL)) return 3;
+            pthread_attr_destroy(&attr);
+        }
+    }
+    announce("main");
+    char line[64];
+    while (fgets(line, sizeof line, stdin)) {
+        if (strncmp(line, "status", 6) == 0) {
+            pthread_mutex_lock(&print_lock);
+            printf("status read_returned=%ld spin=%lu\n", read_returned, spin_counter);
+            fflush(stdout);
+            pthread_mutex_unlock(&print_lock);
+        }
+    }
+    close(vfork_pipe[1]);
+    return 0;
+}

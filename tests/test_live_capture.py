@@ -1,0 +1,195 @@
+"""Live capture tests: real targets, real ptrace, the real `stackdump` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import (
+    Target,
+    assert_key_order,
+    assert_untouched,
+    parse_report,
+    read_syscall_line,
+    run_stackdump,
+    wait_for_syscall,
+)
+
+pytestmark = pytest.mark.usefixtures("live")
+
+CHAIN = ["leaf", "middle", "outer", "spin_main"]
+
+
+@pytest.mark.parametrize("variant", ["O0", "O2"])
+def test_spinning_thread_shows_its_call_chain(threads_bin, variant):
+    # GIVEN a thread spinning in leaf <- middle <- outer <- spin_main
+    with Target(threads_bin(variant), {"spin": 1}).wait_ready() as target:
+        spin = target.tid("spin")
+        # WHEN it is dumped
+        result = run_stackdump(
+            "-p", str(target.pid), "--thread-id", str(spin), "--mode", "disabled"
+        )
+        # THEN its section names the chain innermost first, from the frame-pointer walk
+        assert result.returncode == 0, result.stderr
+        report = parse_report(result.stdout)
+        section = report.thread(spin)
+        assert section.status == "ok"
+        assert section.keys["capture_method"] == "frame_pointer"
+        assert section.functions()[:4] == CHAIN, section.frames
+        assert int(section.keys["frames"]) == len(section.frames)
+        # libc's start_thread keeps no frame pointer: the walk must end there, honestly, and
+        # name nothing past it but libc code.
+        assert section.keys["fp_status"] in ("end_of_chain", "invalid_frame_pointer")
+        for frame in section.frames[4:]:
+            assert "libc.so" in frame, section.frames
+        assert_key_order(section)
+        assert_untouched(target.pid)
+        assert target.status()["spin"] > 0
+
+
+def test_blocked_read_is_captured_and_read_does_not_return(threads_bin):
+    # GIVEN a thread blocked in read() on a pipe nobody writes to
+    with Target(threads_bin("O0"), {"read": 1}).wait_ready() as target:
+        reader = target.tid("read")
+        before = read_syscall_line(target.pid, reader)
+        assert before.split()[0] == "0"
+        # WHEN the whole process is dumped with default options
+        result = run_stackdump("-p", str(target.pid))
+        # THEN the reader was stopped and captured ...
+        assert result.returncode == 0, result.stderr
+        report = parse_report(result.stdout)
+        section = report.thread(reader)
+        assert section.status == "ok"
+        assert section.functions()[0] == "read", section.frames
+        assert "pause_us" in section.keys
+        # ... and its read() was restarted, never returned: same call, same buffer argument.
+        assert wait_for_syscall(target.pid, reader, 0) == before
+        assert target.status()["read_returned"] == 0
+        assert_untouched(target.pid)
+
+
+def test_skip_blocking_syscalls_leaves_blocked_reader_alone(threads_bin):
+    with Target(threads_bin("O0"), {"read": 1, "spin": 1}).wait_ready() as target:
+        reader, spinner = target.tid("read"), target.tid("spin")
+        result = run_stackdump(
+            "-p",
+            str(target.pid),
+            "--thread-id",
+            f"{reader},{spinner}",
+            "--skip-blocking-syscalls",
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        name = Path(f"/proc/{target.pid}/task/{reader}/comm").read_text().strip()
+        i = lines.index(
+            f"----- thread {reader} ({name}) status=skipped_blocking_syscall syscall=read "
+            f"syscall_number=0 -----"
+        )
+        assert lines[i + 1] == "<no stack captured>"
+        report = parse_report(result.stdout)
+        assert report.header["skip_blocking_syscalls"] == "true"
+        assert report.thread(spinner).status == "ok"
+        assert report.summary == {
+            "captured": 1,
+            "skipped": 1,
+            "timed_out": 0,
+            "remote_signal_attempts": 1,
+        }
+        assert_untouched(target.pid)
+        assert target.status()["read_returned"] == 0
+
+
+def test_thread_id_selects_threads_in_given_order(threads_bin):
+    with Target(threads_bin("O0"), {"read": 1, "sleep": 1, "cond": 1}).wait_ready() as target:
+        a, b = target.tid("sleep"), target.tid("read")
+        result = run_stackdump("-p", str(target.pid), "--thread-id", f"{a},{b}")
+        assert result.returncode == 0, result.stderr
+        report = parse_report(result.stdout)
+        assert report.header["thread_count"] == "2"
+        assert [t.tid for t in report.threads] == [a, b]
+
+        legacy = run_stackdump("-p", str(target.pid), "--tid", str(b))
+        assert legacy.returncode == 0, legacy.stderr
+        assert [t.tid for t in parse_report(legacy.stdout).threads] == [b]
+        assert_untouched(target.pid)
+
+
+def test_unknown_thread_is_reported_exited(threads_bin):
+    with Target(threads_bin("O0"), {}).wait_ready() as target:
+        result = run_stackdump("-p", str(target.pid), "--thread-id", "999999")
+        assert result.returncode == 0, result.stderr
+        assert "----- thread 999999 (?) status=thread_exited" in result.stdout
+        report = parse_report(result.stdout)
+        assert report.header["thread_count"] == "1"
+        assert report.summary == {
+            "captured": 0,
+            "skipped": 1,
+            "timed_out": 0,
+            "remote_signal_attempts": 0,
+        }
+
+
+def test_whole_process_report_is_consistent(threads_bin):
+    roles = {"spin": 1, "read": 2, "cond": 2, "sleep": 2}
+    with Target(threads_bin("O2"), roles).wait_ready() as target:
+        result = run_stackdump("-p", str(target.pid), "-a")
+        assert result.returncode == 0, result.stderr
+        report = parse_report(result.stdout)
+        tids = sorted(t for ts in target.tids.values() for t in ts)
+        assert [t.tid for t in report.threads] == tids  # TID order, every thread
+        assert report.header["pid"] == str(target.pid)
+        assert report.header["thread_count"] == str(len(tids))
+        assert report.header["dwarf_location_info_mode"] == "fast"
+        assert report.header["exe"].endswith("threads-O2")
+        s = report.summary
+        assert s["captured"] + s["skipped"] + s["timed_out"] == len(tids)
+        assert s["captured"] == len(tids) and s["remote_signal_attempts"] == len(tids)
+        for section in report.threads:
+            assert_key_order(section)
+            assert section.keys["stack_bounds"].startswith("0x")
+            # -a puts each frame's pc first
+            assert all(f.startswith("0x") for f in section.frames), section.frames
+        assert report.stats["max_pause_us"] >= 0
+        assert_untouched(target.pid)
+
+
+def test_thread_that_cannot_stop_times_out_and_is_released(threads_bin):
+    # GIVEN a thread waiting in vfork(), which no ptrace stop can interrupt
+    with Target(threads_bin("O0"), {"vfork": 1}).wait_ready() as target:
+        stuck = target.tid("vfork")
+        result = run_stackdump(
+            "-p", str(target.pid), "--thread-id", str(stuck), "--timeout-ms", "50"
+        )
+        # THEN it is reported as timed out, the dump is partial (exit 1), and it runs on
+        assert result.returncode == 1, result.stderr
+        report = parse_report(result.stdout)
+        section = report.thread(stuck)
+        assert section.status == "timeout"
+        assert section.keys["pause_us"] == "0"
+        assert "did not stop" in section.keys["error"]
+        assert report.summary["timed_out"] == 1
+        assert_untouched(target.pid)
+
+
+def test_output_file_is_written_whole(threads_bin, tmp_path):
+    with Target(threads_bin("O0"), {"sleep": 1}).wait_ready() as target:
+        out = tmp_path / "dump.txt"
+        result = run_stackdump("-p", str(target.pid), "-o", str(out))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == ""
+        parse_report(out.read_text())
+        assert [p.name for p in tmp_path.iterdir()] == ["dump.txt"]  # no temp file left
+
+
+def test_fifty_dumps_of_a_hundred_threads(threads_bin):
+    roles = {"spin": 1, "read": 18, "cond": 50, "sleep": 30}
+    with Target(threads_bin("O2"), roles).wait_ready() as target:
+        for _ in range(50):
+            result = run_stackdump("-p", str(target.pid), "--mode", "disabled")
+            assert result.returncode == 0, result.stderr
+            report = parse_report(result.stdout)
+            assert report.header["thread_count"] == "100"
+            assert report.summary["captured"] == 100
+            assert_untouched(target.pid)
+        assert target.alive()
+        assert target.status()["read_returned"] == 0

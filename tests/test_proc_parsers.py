@@ -1,0 +1,42 @@
+"""Parsers of /proc text, on real /proc content and on the formats FACTS.md recorded."""
+
+from __future__ import annotations
+
+import os
+
+from stackdump import proc
+
+
+def test_parse_syscall_blocked_running_and_outside():
+    line = "0 0x3 0x7ffff1428578 0x1 0x0 0x0 0x0 0x7ffff1428540 0x7f773bc502ec"
+    state = proc.parse_syscall(line)
+    assert state.number == 0 and not state.running
+    assert state.args == (3, 0x7FFFF1428578, 1, 0, 0, 0)
+    assert (state.sp, state.pc) == (0x7FFFF1428540, 0x7F773BC502EC)
+    assert proc.parse_syscall("running\n").running
+    outside = proc.parse_syscall("-1 0x7ffe0 0x401000")
+    assert outside.number == -1 and outside.pc == 0x401000
+    assert proc.parse_syscall("garbage") is None
+    assert proc.parse_syscall("") is None
+
+
+def test_parse_own_maps():
+    maps = proc.read_maps(os.getpid())
+    assert maps, "our own maps are readable"
+    assert all(m.start < m.end for m in maps)
+    assert any(m.path == "[stack]" and m.writable for m in maps)
+    assert any(m.is_file and m.executable for m in maps)
+
+
+def test_deleted_marker_is_stripped():
+    (m,) = proc.parse_maps("7f00-7f10 r-xp 00001000 fd:01 42 /opt/app/bin (deleted)\n")
+    assert m.deleted and m.file_path == "/opt/app/bin" and m.offset == 0x1000
+
+
+def test_own_threads_and_names():
+    pid = os.getpid()
+    assert pid in proc.list_tids(pid)
+    assert proc.read_comm(pid, pid)
+    assert proc.read_comm(pid, 2**31 - 1) is None
+    assert proc.tracer_of(pid) == 0
+    assert not proc.is_kernel_thread(pid)

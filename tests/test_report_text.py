@@ -1,0 +1,145 @@
+"""The text formatter against SPEC.md's format, line for line."""
+
+from __future__ import annotations
+
+import io
+
+from stackdump.report import write_text
+from stackdump.types import (
+    LocationMode,
+    Report,
+    ReportHeader,
+    Summary,
+    SymbolizedFrame,
+    ThreadReport,
+    ThreadStatus,
+)
+
+LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+
+
+def render(report: Report) -> str:
+    out = io.StringIO()
+    write_text(report, out)
+    return out.getvalue()
+
+
+def make_report(show_addresses=False) -> Report:
+    frames = tuple(
+        SymbolizedFrame(
+            pc=0x7F837BD26F36 + i, function="epoll_wait", module=LIBC, module_offset=0x1000 + i
+        )
+        for i in range(11)
+    ) + (
+        SymbolizedFrame(
+            pc=0x55CAD18DFD21, function=None, module="/usr/bin/memcached", module_offset=0x1DD21
+        ),
+    )
+    return Report(
+        header=ReportHeader(
+            pid=96543,
+            exe="/usr/bin/memcached",
+            thread_count=2,
+            timeout_ms=100,
+            mode=LocationMode.FAST,
+            skip_blocking_syscalls=False,
+            unwinder="frame_pointer_with_dwarf_cfi_fallback",
+        ),
+        threads=(
+            ThreadReport(
+                tid=12438,
+                name="worker",
+                status=ThreadStatus.OK,
+                frames=frames,
+                physical_frames=12,
+                capture_method="frame_pointer",
+                fp_status="end_of_chain",
+                stack_bounds=(0x7F2A1C000000, 0x7F2A1C800000),
+                pause_us=38,
+            ),
+            ThreadReport(
+                tid=12439,
+                name="brpc_worker",
+                status=ThreadStatus.SKIPPED_BLOCKING_SYSCALL,
+                syscall_name="read",
+                syscall_number=0,
+            ),
+        ),
+        summary=Summary(
+            captured=1,
+            skipped=1,
+            timed_out=0,
+            remote_signal_attempts=1,
+            elapsed_ms=812,
+            max_pause_us=38,
+            exited=0,
+            errors=0,
+        ),
+        show_addresses=show_addresses,
+    )
+
+
+def test_text_matches_spec_line_for_line():
+    lines = render(make_report()).split("\n")
+    assert lines[:9] == [
+        "stackdump thread stack traces",
+        "pid: 96543",
+        "exe: /usr/bin/memcached",
+        "thread_count: 2",
+        "timeout_ms_per_thread: 100",
+        "dwarf_location_info_mode: fast",
+        "skip_blocking_syscalls: false",
+        "unwinder: frame_pointer_with_dwarf_cfi_fallback",
+        "",
+    ]
+    assert lines[9] == (
+        "----- thread 12438 (worker) status=ok capture_method=frame_pointer frames=12 "
+        "fp_status=end_of_chain stack_bounds=0x7f2a1c000000-0x7f2a1c800000 pause_us=38 -----"
+    )
+    assert lines[10] == f"    0#  epoll_wait in {LIBC}"
+    assert lines[19] == f"    9#  epoll_wait in {LIBC}"
+    assert lines[20] == f"    10# epoll_wait in {LIBC}"
+    assert lines[21] == "    11# 0x000055cad18dfd21 in /usr/bin/memcached+0x1dd21"
+    assert lines[22:] == [
+        "",
+        "----- thread 12439 (brpc_worker) status=skipped_blocking_syscall syscall=read "
+        "syscall_number=0 -----",
+        "<no stack captured>",
+        "",
+        "summary: captured=1 skipped=1 timed_out=0 remote_signal_attempts=1",
+        "stats: elapsed_ms=812 max_pause_us=38 exited=0 errors=0",
+        "",
+    ]
+
+
+def test_addresses_put_the_pc_first_once():
+    lines = render(make_report(show_addresses=True)).split("\n")
+    assert lines[10] == f"    0#  0x00007f837bd26f36 epoll_wait in {LIBC}"
+    assert lines[21] == "    11# 0x000055cad18dfd21 in /usr/bin/memcached+0x1dd21"
+
+
+def test_hundredth_frame_keeps_a_space():
+    frames = tuple(
+        SymbolizedFrame(pc=i, function="f", module=None, module_offset=None) for i in range(101)
+    )
+    report = make_report()
+    thread = ThreadReport(
+        tid=1,
+        name="t",
+        status=ThreadStatus.OK,
+        frames=frames,
+        physical_frames=101,
+        capture_method="frame_pointer",
+        fp_status="frame_limit",
+    )
+    text = render(Report(report.header, (thread,), report.summary))
+    assert "\n    100# f\n" in text
+
+
+def test_error_is_quoted():
+    report = make_report()
+    thread = ThreadReport(
+        tid=1, name="t", status=ThreadStatus.ATTACH_ERROR, pause_us=0, error='EPERM: "no"'
+    )
+    text = render(Report(report.header, (thread,), report.summary))
+    assert '----- thread 1 (t) status=attach_error pause_us=0 error="EPERM: \\"no\\"" -----' in text
