@@ -82,6 +82,8 @@ class Tracer:
         self._timeout_ns = timeout_ms * 1_000_000
         self._stack_bytes = stack_bytes
         self._buffer = ctypes.create_string_buffer(stack_bytes)
+        self._home_buffer = ctypes.create_string_buffer(stack_bytes)
+        self._main_stack = next((m for m in self._maps if m.path == "[stack]"), None)
         self._readv = _load_process_vm_readv()
         self._local = _Iovec(ctypes.cast(self._buffer, ctypes.c_void_p), 0)
         self._remote = _Iovec(None, 0)
@@ -106,6 +108,16 @@ class Tracer:
             return self._maps[i]
         return None
 
+    def _home_stack(self, tid: int, fs_base: int) -> Optional[MemoryMap]:
+        """The thread's own stack mapping: [stack] for the main thread; for others, the
+        mapping holding the thread pointer, which glibc and musl place at the top of the
+        thread's stack. Only consulted to copy it when the stack pointer is elsewhere (a
+        signal handler on an alternate stack), so a wrong guess costs one bounded copy."""
+        if tid == self.pid:
+            return self._main_stack
+        home = self.stack_map_for(fs_base) if fs_base else None
+        return home if home is not None and home.writable else None
+
     def read_memory(self, address: int, size: int) -> bytes:
         """Copy target memory that does not change while threads run (e.g. the vDSO)."""
         buf = ctypes.create_string_buffer(size)
@@ -125,7 +137,9 @@ class Tracer:
         signal_to_deliver = 0
         detached = False
         regs_struct = None
-        copied = 0
+        copied = home_copied = 0
+        home: Optional[MemoryMap] = None
+        home_start = 0
         stack_map: Optional[MemoryMap] = None
         start_ns = end_ns = 0
         try:
@@ -155,6 +169,12 @@ class Tracer:
             if stack_map is not None:
                 size = min(stack_map.end - regs_struct.rsp, self._stack_bytes)
                 copied = self._copy_into(tid, self._buffer, regs_struct.rsp, size)
+            home = self._home_stack(tid, regs_struct.fs_base)
+            if home is not None and home is not stack_map:
+                home_start = max(home.start, home.end - self._stack_bytes)
+                home_copied = self._copy_into(
+                    tid, self._home_buffer, home_start, home.end - home_start
+                )
             _raw_ptrace(PTRACE_DETACH, tid, 0, signal_to_deliver)
             end_ns = time.perf_counter_ns()
             detached = True
@@ -169,6 +189,9 @@ class Tracer:
 
         regs = _registers_from(regs_struct)
         stack = ctypes.string_at(self._buffer, copied) if copied > 0 else b""
+        extra = ()
+        if home_copied > 0 and home is not None:
+            extra = ((home_start, ctypes.string_at(self._home_buffer, home_copied), home),)
         return ThreadSnapshot(
             tid=tid,
             name=name,
@@ -180,6 +203,7 @@ class Tracer:
             pause_ns=end_ns - start_ns,
             attempted=True,
             syscall=syscall,
+            extra_stacks=extra,
         )
 
     def reap(self) -> None:

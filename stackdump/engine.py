@@ -15,6 +15,7 @@ from stackdump import proc
 from stackdump.capture import Tracer
 from stackdump.errors import AlreadyTraced, NotUserProcess, ProcessNotFound
 from stackdump.symbols.modules import VDSO
+from stackdump.symbols.objects import ObjectCache
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import is_interrupt_sensitive, syscall_name
 from stackdump.types import (
@@ -30,7 +31,7 @@ from stackdump.types import (
 )
 from stackdump.unwind.unwinder import unwind
 
-UNWINDER_NAME = "frame_pointer"
+UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
 
 # progress(done, total): called between threads, never while one is stopped.
 Progress = Callable[[int, int], None]
@@ -132,9 +133,10 @@ def analyze(
     snapshot: ProcessSnapshot, options: DumpOptions, started_ns: Optional[int] = None
 ) -> Report:
     reports = []
-    with Symbolizer(snapshot.pid, snapshot.maps, snapshot.vdso, options.mode) as symbolizer:
+    with ObjectCache(snapshot.pid, snapshot.maps, snapshot.vdso) as objects:
+        symbolizer = Symbolizer(objects, options.mode)
         for thread in snapshot.threads:
-            reports.append(_thread_report(thread, symbolizer, options))
+            reports.append(_thread_report(thread, objects, symbolizer, options))
     elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
     return Report(
         header=ReportHeader(
@@ -153,7 +155,7 @@ def analyze(
 
 
 def _thread_report(
-    thread: ThreadSnapshot, symbolizer: Symbolizer, options: DumpOptions
+    thread: ThreadSnapshot, objects: ObjectCache, symbolizer: Symbolizer, options: DumpOptions
 ) -> ThreadReport:
     pause_us = thread.pause_ns // 1000 if thread.attempted else None
     if thread.status is ThreadStatus.SKIPPED_BLOCKING_SYSCALL:
@@ -173,7 +175,7 @@ def _thread_report(
             pause_us=pause_us,
             error=thread.error,
         )
-    result = unwind(thread, options.max_frames)
+    result = unwind(thread, options.max_frames, objects.cfi_row)
     frames: List[SymbolizedFrame] = []
     for frame in result.frames:
         frames.extend(symbolizer.symbolize(frame))

@@ -113,6 +113,9 @@ class ThreadSnapshot:
     attempted: bool = False  # stackdump tried to stop this thread
     syscall: Optional[SyscallState] = None
     error: str = ""
+    # (target address, bytes, mapping) of further stack regions: the thread's own stack when
+    # it was stopped on a signal alternate stack.
+    extra_stacks: Tuple[Tuple[int, bytes, MemoryMap], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,11 +141,14 @@ class Frame:
     cfa: int = 0
     method: str = "frame_pointer"
     activation: bool = False
+    trampoline: bool = False  # a signal trampoline (__restore_rt): its pc is its own start
 
     @property
     def lookup_pc(self) -> int:
         """Return addresses are looked up at pc-1 so a trailing call stays in its caller."""
-        return self.pc if self.activation or self.pc == 0 else self.pc - 1
+        if self.activation or self.trampoline or self.pc == 0:
+            return self.pc
+        return self.pc - 1
 
 
 @dataclass(frozen=True)

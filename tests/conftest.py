@@ -19,6 +19,17 @@ ON_CI = os.environ.get("CI") == "true"
 VARIANTS = {
     "O0": ["-O0", "-g", "-fno-omit-frame-pointer"],
     "O2": ["-O2", "-g", "-fno-omit-frame-pointer"],
+    # No frame pointers: only DWARF CFI can unwind the target's own code.
+    "nofp": ["-O2", "-g", "-fomit-frame-pointer"],
+    # Frame pointers but no unwind tables: the target's code must be walked by frame pointer,
+    # libc's by CFI, in one stack.
+    "nocfi": [
+        "-O2",
+        "-g",
+        "-fno-omit-frame-pointer",
+        "-fno-asynchronous-unwind-tables",
+        "-fno-unwind-tables",
+    ],
 }
 
 _PROBE = """

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("live")
 CHAIN = ["leaf", "middle", "outer", "spin_main"]
 
 
-@pytest.mark.parametrize("variant", ["O0", "O2"])
+@pytest.mark.parametrize("variant", ["O0", "O2", "nofp", "nocfi"])
 def test_spinning_thread_shows_its_call_chain(threads_bin, variant):
     # GIVEN a thread spinning in leaf <- middle <- outer <- spin_main
     with Target(threads_bin(variant), {"spin": 1}).wait_ready() as target:
@@ -29,19 +29,19 @@ def test_spinning_thread_shows_its_call_chain(threads_bin, variant):
         result = run_stackdump(
             "-p", str(target.pid), "--thread-id", str(spin), "--mode", "disabled"
         )
-        # THEN its section names the chain innermost first, from the frame-pointer walk
+        # THEN its section names the whole chain innermost first, down to the thread's start
         assert result.returncode == 0, result.stderr
         report = parse_report(result.stdout)
         section = report.thread(spin)
         assert section.status == "ok"
-        assert section.keys["capture_method"] == "frame_pointer"
-        assert section.functions()[:4] == CHAIN, section.frames
+        assert section.functions() == [*CHAIN, "start_thread", "clone3"], section.frames
         assert int(section.keys["frames"]) == len(section.frames)
-        # libc's start_thread keeps no frame pointer: the walk must end there, honestly, and
-        # name nothing past it but libc code.
-        assert section.keys["fp_status"] in ("end_of_chain", "invalid_frame_pointer")
-        for frame in section.frames[4:]:
-            assert "libc.so" in frame, section.frames
+        # libc's start_thread keeps no frame pointer: the frame-pointer walk alone stops
+        # there (or earlier without frame pointers), and CFI supplied the rest.
+        assert section.keys["capture_method"] == "dwarf_cfi"
+        assert section.keys["unwind_status"] == "end_of_stack"
+        if variant != "nofp":
+            assert section.keys["fp_status"] == "end_of_chain"
         assert_key_order(section)
         assert_untouched(target.pid)
         assert target.status()["spin"] > 0
@@ -60,7 +60,13 @@ def test_blocked_read_is_captured_and_read_does_not_return(threads_bin):
         report = parse_report(result.stdout)
         section = report.thread(reader)
         assert section.status == "ok"
-        assert section.functions()[0] == "read", section.frames
+        assert section.functions() == [
+            "read",
+            "blocking_read",
+            "read_main",
+            "start_thread",
+            "clone3",
+        ], section.frames
         assert "pause_us" in section.keys
         # ... and its read() was restarted, never returned: same call, same buffer argument.
         assert wait_for_syscall(target.pid, reader, 0) == before

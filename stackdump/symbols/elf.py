@@ -41,8 +41,8 @@ _SYM64 = struct.Struct("<IBBHQQ")
 STT_FUNC = 2
 STT_GNU_IFUNC = 10
 STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
-# Among aliases of one address, which binding names it (gdb and eu-stack prefer globals).
-_BINDING_RANK = {STB_GLOBAL: 0, STB_WEAK: 1, STB_LOCAL: 2}
+# Among aliases of one address, exported names (global or weak) beat local ones.
+_BINDING_RANK = {STB_GLOBAL: 0, STB_WEAK: 0, STB_LOCAL: 1}
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,8 @@ class SymbolTable:
         return None
 
     def _name(self, i: int) -> str:
-        return _cstring(self._strtab, self._names[i])
+        # Debug files spell versioned symbols `name@@GLIBC_2.2.5`; the version is noise here.
+        return _cstring(self._strtab, self._names[i]).split("@", 1)[0]
 
 
 def _cstring(table: bytes, offset: int) -> str:
@@ -119,7 +120,7 @@ def build_symbol_table(symtab: bytes, strtab: bytes) -> SymbolTable:
 
 def _alias_key(entry, strtab: bytes):
     name = _cstring(strtab, entry[3])
-    # `read` over `__libc_read` over `__GI___libc_read`: the public spelling reads best.
+    # `nanosleep` over `__nanosleep` over `__GI___nanosleep`: the public spelling reads best.
     return (entry[1], len(name) - len(name.lstrip("_")), entry[2], len(name), name)
 
 
@@ -163,6 +164,18 @@ class ElfObject:
             if seg.offset <= offset < seg.offset + max(seg.filesz, 1):
                 return seg.vaddr + (offset - seg.offset)
         return None
+
+    def read_vaddr_range(self, vaddr: int) -> bytes:
+        """File bytes from vaddr to the end of the PT_LOAD segment that holds it."""
+        for seg in self.segments:
+            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+                skip = vaddr - seg.vaddr
+                try:
+                    self._stream.seek(seg.offset + skip)
+                    return self._stream.read(seg.filesz - skip)
+                except (OSError, ValueError, OverflowError):
+                    return b""
+        return b""
 
     def build_id(self) -> Optional[str]:
         try:

@@ -1,12 +1,38 @@
-"""Turn one ThreadSnapshot into physical frames, working only on the copied bytes."""
+"""Turn one ThreadSnapshot into physical frames, working only on the copied bytes.
+
+Two walks run on every stack. The frame-pointer walk (Doris's checks) gives `fp_status`. The
+hybrid walk steps each frame with DWARF CFI when its pc has an FDE and with the frame pointer
+when it has none; it is what gets printed whenever CFI supplied frames the frame-pointer walk
+could not (`capture_method=dwarf_cfi`, with `unwind_status`).
+"""
 
 from __future__ import annotations
 
-from typing import List
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, List, Optional, Tuple
 
+from stackdump.arch import CALLEE_SAVED, RBP, RIP, RSP
 from stackdump.types import Frame, ThreadSnapshot, UnwindResult
-from stackdump.unwind import fp
+from stackdump.unwind import expr, fp
+from stackdump.unwind.cfi import (
+    EXPRESSION,
+    OFFSET,
+    REGISTER,
+    SAME,
+    UNDEFINED,
+    VAL_EXPRESSION,
+    VAL_OFFSET,
+    CfiRow,
+)
 from stackdump.unwind.memory import StackMemory
+
+END_OF_STACK = "end_of_stack"
+NO_CFI = "no_cfi"
+STEP_ERROR = "step_error"
+FRAME_LIMIT = "frame_limit"
+STACK_COPY_LIMIT = "stack_copy_limit"
+
+CfiLookup = Callable[[int], Optional[CfiRow]]
 
 _FP_ERRORS = {
     fp.NO_STACK_RANGE: "stack pointer or frame pointer outside the thread's stack mapping",
@@ -15,24 +41,178 @@ _FP_ERRORS = {
 }
 
 
+class _StepFailed(Exception):
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class HybridResult:
+    frames: Tuple[Frame, ...]
+    status: str
+    used_cfi: bool
+    error: str
+
+
 def memory_of(thread: ThreadSnapshot) -> StackMemory:
+    extra = tuple(StackMemory(base, data, m.start, m.end) for base, data, m in thread.extra_stacks)
     m = thread.stack_map
     if m is None:
-        return StackMemory(thread.stack_base, b"", 0, 0)
-    return StackMemory(thread.stack_base, thread.stack, m.start, m.end)
+        return StackMemory(thread.stack_base, b"", 0, 0, extra)
+    return StackMemory(thread.stack_base, thread.stack, m.start, m.end, extra)
 
 
-def unwind(thread: ThreadSnapshot, max_frames: int) -> UnwindResult:
+def unwind(
+    thread: ThreadSnapshot, max_frames: int, cfi_lookup: Optional[CfiLookup] = None
+) -> UnwindResult:
     regs = thread.regs
     assert regs is not None
-    frames: List[Frame] = [Frame(pc=regs.pc, sp=regs.sp, method="initial", activation=True)]
+    memory = memory_of(thread)
+    initial = Frame(pc=regs.pc, sp=regs.sp, method="initial", activation=True)
+    fp_frames: List[Frame] = [initial]
     if thread.stack_map is None:
-        status = fp.NO_STACK_RANGE
+        fp_status = fp.NO_STACK_RANGE
     else:
-        status = fp.walk(memory_of(thread), regs.fp, regs.sp, frames, max_frames)
-    return UnwindResult(
-        frames=tuple(frames),
+        fp_status = fp.walk(memory, regs.fp, regs.sp, fp_frames, max_frames)
+    fp_result = UnwindResult(
+        frames=tuple(fp_frames),
         capture_method="frame_pointer",
-        fp_status=status,
-        error=_FP_ERRORS.get(status, ""),
+        fp_status=fp_status,
+        error=_FP_ERRORS.get(fp_status, ""),
     )
+    if cfi_lookup is None:
+        return fp_result
+    hybrid = walk_hybrid(dict(enumerate(regs.values)), memory, cfi_lookup, max_frames)
+    if not hybrid.used_cfi:
+        return fp_result
+    same_as_fp = [f.pc for f in hybrid.frames] == [f.pc for f in fp_frames]
+    if same_as_fp and fp_status in (fp.END_OF_CHAIN, fp.FRAME_LIMIT):
+        return fp_result
+    hybrid_clean = hybrid.status in (END_OF_STACK, FRAME_LIMIT)
+    fp_clean = fp_status in (fp.END_OF_CHAIN, fp.FRAME_LIMIT)
+    if not hybrid_clean and fp_clean and len(fp_frames) > len(hybrid.frames):
+        return fp_result
+    return UnwindResult(
+        frames=hybrid.frames,
+        capture_method="dwarf_cfi",
+        fp_status=fp_status,
+        unwind_status=hybrid.status,
+        error=hybrid.error,
+    )
+
+
+def walk_hybrid(
+    regs: Dict[int, int], memory: StackMemory, cfi_lookup: CfiLookup, max_frames: int
+) -> HybridResult:
+    pc = regs[RIP]
+    frames = [Frame(pc=pc, sp=regs[RSP], method="initial", activation=True)]
+    activation = True
+    used_cfi = False
+    seen = set()
+    status, error = FRAME_LIMIT, ""
+    while len(frames) < max_frames:
+        row = cfi_lookup(pc if activation else pc - 1)
+        try:
+            if row is not None:
+                used_cfi = True
+                new_regs, cfa = _step_cfi(row, regs, memory)
+                method, signal = "dwarf_cfi", row.signal_frame
+            else:
+                new_regs, cfa = _step_frame_pointer(regs, memory)
+                method, signal = "frame_pointer", False
+        except _StepFailed as e:
+            status, error = e.status, str(e)
+            break
+        if signal:
+            frames[-1] = replace(frames[-1], trampoline=True)
+        new_pc = new_regs.get(RIP)
+        if not new_pc:
+            status = END_OF_STACK
+            break
+        if not signal and cfa <= regs[RSP]:
+            status, error = STEP_ERROR, f"CFA 0x{cfa:x} does not grow at pc 0x{pc:x}"
+            break
+        if (new_pc, cfa) in seen:
+            status, error = STEP_ERROR, f"unwinding loops at pc 0x{new_pc:x}"
+            break
+        seen.add((new_pc, cfa))
+        frames.append(Frame(pc=new_pc, sp=new_regs[RSP], cfa=cfa, method=method, activation=signal))
+        regs, pc, activation = new_regs, new_pc, signal
+    return HybridResult(tuple(frames), status, used_cfi, error)
+
+
+def _read(memory: StackMemory, address: int) -> int:
+    value = memory.read_word(address)
+    if value is None:
+        if memory.in_any_mapping(address):
+            raise _StepFailed(
+                STACK_COPY_LIMIT,
+                f"saved register at 0x{address:x} beyond the copied stack (raise --stack-bytes)",
+            )
+        raise _StepFailed(STEP_ERROR, f"saved register at 0x{address:x} outside the stack")
+    return value
+
+
+def _eval(code: bytes, regs: Dict[int, int], memory: StackMemory, initial=()) -> int:
+    try:
+        return expr.evaluate(expr.parse(code), regs, memory.read_word, initial)
+    except expr.ExprError as e:
+        raise _StepFailed(STEP_ERROR, f"CFI expression: {e}") from e
+    except Exception as e:  # noqa: BLE001 - a malformed expression from a hostile binary
+        raise _StepFailed(STEP_ERROR, f"CFI expression unreadable: {type(e).__name__}") from e
+
+
+def _step_cfi(row: CfiRow, regs: Dict[int, int], memory: StackMemory) -> Tuple[Dict[int, int], int]:
+    kind, arg = row.cfa
+    if kind == "reg":
+        reg, offset = arg
+        if reg not in regs:
+            raise _StepFailed(STEP_ERROR, f"CFA needs register {reg}, which is unknown here")
+        cfa = (regs[reg] + offset) & expr.MASK
+    else:
+        cfa = _eval(arg, regs, memory)
+    new: Dict[int, int] = {reg: regs[reg] for reg in CALLEE_SAVED if reg in regs}
+    new[RSP] = cfa
+    new.pop(RIP, None)
+    for reg, (rule, value) in row.rules:
+        if rule == OFFSET:
+            new[reg] = _read(memory, cfa + value)
+        elif rule == VAL_OFFSET:
+            new[reg] = (cfa + value) & expr.MASK
+        elif rule == REGISTER:
+            if value in regs:
+                new[reg] = regs[value]
+            else:
+                new.pop(reg, None)
+        elif rule == EXPRESSION:
+            new[reg] = _read(memory, _eval(value, regs, memory, (cfa,)))
+        elif rule == VAL_EXPRESSION:
+            new[reg] = _eval(value, regs, memory, (cfa,))
+        elif rule == UNDEFINED:
+            new.pop(reg, None)
+        elif rule == SAME and reg in regs:
+            new[reg] = regs[reg]
+    if row.ra_column != RIP:
+        if row.ra_column in new:
+            new[RIP] = new[row.ra_column]
+        else:
+            new.pop(RIP, None)
+    return new, cfa
+
+
+def _step_frame_pointer(regs: Dict[int, int], memory: StackMemory) -> Tuple[Dict[int, int], int]:
+    frame = regs.get(RBP)
+    if frame is None:
+        raise _StepFailed(NO_CFI, f"no CFI at pc 0x{regs[RIP]:x} and no frame pointer")
+    if frame == 0:
+        raise _StepFailed(END_OF_STACK, "")
+    if frame % 8 or frame < regs[RSP] or not memory.in_any_mapping(frame, 16):
+        raise _StepFailed(
+            NO_CFI, f"no CFI at pc 0x{regs[RIP]:x} and frame pointer 0x{frame:x} is not valid"
+        )
+    new = {reg: regs[reg] for reg in CALLEE_SAVED if reg in regs}
+    new[RBP] = _read(memory, frame)
+    new[RIP] = _read(memory, frame + 8)
+    new[RSP] = frame + 16
+    return new, frame + 16

@@ -1,16 +1,23 @@
 /* A target whose threads take known roles, for stackdump's live tests.
  *
- * Usage: threads ROLE=COUNT ...   roles: spin read cond sleep vfork
+ * Usage: threads ROLE=COUNT ...
+ *   roles: spin read cond sleep vfork epoll poll accept sigalt recurse
  * Each thread prints "ready ROLE TID" once it is about to enter its known state; the main
  * thread prints "ready main TID" last and then serves commands on stdin:
  *   status -> "status read_returned=N"  (reads that returned, i.e. were disturbed)
  * EOF on stdin ends the process.
  */
 #define _GNU_SOURCE
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -22,6 +29,7 @@ static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t cond_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t never = PTHREAD_COND_INITIALIZER;
 static volatile unsigned long spin_counter;
+static volatile int never_set; /* keeps "forever" loops finite in the compiler's eyes */
 static volatile long read_returned;
 static int idle_pipe[2];
 static char read_buffer[1 << 16];
@@ -88,14 +96,73 @@ NOINLINE void *vfork_main(void *arg) {
     return NULL;
 }
 
+NOINLINE void wait_epoll(void) {
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN};
+    epoll_ctl(ep, EPOLL_CTL_ADD, idle_pipe[0], &ev);
+    announce("epoll");
+    for (;;) epoll_wait(ep, &ev, 1, -1);
+}
+NOINLINE void *epoll_main(void *arg) { (void)arg; wait_epoll(); __asm__ volatile("" ::: "memory"); return NULL; }
+
+NOINLINE void wait_poll(void) {
+    struct pollfd p = {.fd = idle_pipe[0], .events = POLLIN};
+    announce("poll");
+    for (;;) poll(&p, 1, -1);
+}
+NOINLINE void *poll_main(void *arg) { (void)arg; wait_poll(); __asm__ volatile("" ::: "memory"); return NULL; }
+
+NOINLINE void wait_accept(void) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 1)) abort();
+    announce("accept");
+    for (;;) accept(s, NULL, NULL);
+}
+NOINLINE void *accept_main(void *arg) { (void)arg; wait_accept(); __asm__ volatile("" ::: "memory"); return NULL; }
+
+/* A signal handler running on an alternate stack, blocked in read(): frames on both sides
+ * of the kernel's signal trampoline. */
+static int handler_pipe[2];
+NOINLINE void handler_blocks(void) {
+    char c;
+    announce("sigalt");
+    for (;;) read(handler_pipe[0], &c, 1);
+}
+NOINLINE void on_signal(int sig) { (void)sig; handler_blocks(); __asm__ volatile("" ::: "memory"); }
+NOINLINE void raise_on_self(void) {
+    stack_t ss = {.ss_size = 64 * 1024};
+    ss.ss_sp = mmap(NULL, ss.ss_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    sigaltstack(&ss, NULL);
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_ONSTACK};
+    sigaction(SIGUSR1, &sa, NULL);
+    pthread_kill(pthread_self(), SIGUSR1);
+    __asm__ volatile("" ::: "memory");
+}
+NOINLINE void *sigalt_main(void *arg) { (void)arg; raise_on_self(); __asm__ volatile("" ::: "memory"); return NULL; }
+
+/* 200 frames of recursion, then blocked in nanosleep. */
+NOINLINE int recurse(int depth) {
+    if (depth == 0) {
+        announce("recurse");
+        while (!never_set) { struct timespec ts = {3600, 0}; nanosleep(&ts, NULL); }
+        return 0;
+    }
+    int r = recurse(depth - 1);
+    __asm__ volatile("" ::: "memory");
+    return r + 1;
+}
+NOINLINE void *recurse_main(void *arg) { (void)arg; recurse(200); __asm__ volatile("" ::: "memory"); return NULL; }
+
 typedef void *(*thread_fn)(void *);
 static const struct { const char *name; thread_fn fn; } roles[] = {
     {"spin", spin_main}, {"read", read_main}, {"cond", cond_main},
-    {"sleep", sleep_main}, {"vfork", vfork_main},
+    {"sleep", sleep_main}, {"vfork", vfork_main}, {"epoll", epoll_main}, {"poll", poll_main},
+    {"accept", accept_main}, {"sigalt", sigalt_main}, {"recurse", recurse_main},
 };
 
 int main(int argc, char **argv) {
-    if (pipe(idle_pipe) || pipe(vfork_pipe)) return 1;
+    if (pipe(idle_pipe) || pipe(vfork_pipe) || pipe(handler_pipe)) return 1;
     for (int i = 1; i < argc; i++) {
         char role[32];
         int count = 0;

@@ -1,0 +1,122 @@
+"""A DWARF expression evaluator for CFI (DWARF 5 section 2.5), just big enough for unwinding.
+
+CFI uses expressions for PLT stubs (CFA computed from rsp and rip), signal trampolines
+(registers saved in the ucontext) and stack realignment. Memory is read through a callback
+over the copied stack; every loop is bounded by the expression's length.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional, Sequence
+
+from elftools.dwarf.dwarf_expr import DWARFExprParser
+from elftools.dwarf.structs import DWARFStructs
+
+MASK = (1 << 64) - 1
+
+ReadWord = Callable[[int], Optional[int]]
+
+
+class ExprError(Exception):
+    """The expression cannot be evaluated with what the snapshot holds."""
+
+
+_STRUCTS = DWARFStructs(little_endian=True, dwarf_format=32, address_size=8)
+_PARSER = DWARFExprParser(_STRUCTS)
+
+
+def parse(expr: Sequence[int]):
+    return _PARSER.parse_expr(list(expr))
+
+
+def _signed(v: int) -> int:
+    v &= MASK
+    return v - (1 << 64) if v >> 63 else v
+
+
+_BINARY = {
+    "DW_OP_plus": lambda a, b: a + b,
+    "DW_OP_minus": lambda a, b: a - b,
+    "DW_OP_mul": lambda a, b: a * b,
+    "DW_OP_and": lambda a, b: a & b,
+    "DW_OP_or": lambda a, b: a | b,
+    "DW_OP_xor": lambda a, b: a ^ b,
+    "DW_OP_shl": lambda a, b: a << (b & 63) if b < 64 else 0,
+    "DW_OP_shr": lambda a, b: (a & MASK) >> b if b < 64 else 0,
+    "DW_OP_shra": lambda a, b: _signed(a) >> min(b, 63),
+    "DW_OP_ge": lambda a, b: int(_signed(a) >= _signed(b)),
+    "DW_OP_gt": lambda a, b: int(_signed(a) > _signed(b)),
+    "DW_OP_le": lambda a, b: int(_signed(a) <= _signed(b)),
+    "DW_OP_lt": lambda a, b: int(_signed(a) < _signed(b)),
+    "DW_OP_eq": lambda a, b: int(a == b),
+    "DW_OP_ne": lambda a, b: int(a != b),
+}
+
+
+def evaluate(ops, regs: Dict[int, int], read_word: ReadWord, initial: Sequence[int] = ()) -> int:
+    """Value on top of the stack after running `ops` (a parsed expression)."""
+    stack: List[int] = list(initial)
+    for op in ops:
+        name = op.op_name
+        args = op.args
+        if name.startswith("DW_OP_lit"):
+            stack.append(int(name[9:]))
+        elif name.startswith("DW_OP_breg") and name != "DW_OP_bregx":
+            reg = int(name[10:])
+            if reg not in regs:
+                raise ExprError(f"register {reg} unknown")
+            stack.append(regs[reg] + args[0])
+        elif name == "DW_OP_bregx":
+            if args[0] not in regs:
+                raise ExprError(f"register {args[0]} unknown")
+            stack.append(regs[args[0]] + args[1])
+        elif name.startswith("DW_OP_const") or name == "DW_OP_addr":
+            stack.append(args[0])
+        elif name == "DW_OP_plus_uconst":
+            _need(stack, 1)
+            stack.append(stack.pop() + args[0])
+        elif name in _BINARY:
+            _need(stack, 2)
+            b = stack.pop()
+            a = stack.pop()
+            stack.append(_BINARY[name](a, b))
+        elif name == "DW_OP_deref":
+            _need(stack, 1)
+            value = read_word(stack.pop() & MASK)
+            if value is None:
+                raise ExprError("memory outside the copied stack")
+            stack.append(value)
+        elif name == "DW_OP_dup":
+            _need(stack, 1)
+            stack.append(stack[-1])
+        elif name == "DW_OP_drop":
+            _need(stack, 1)
+            stack.pop()
+        elif name == "DW_OP_swap":
+            _need(stack, 2)
+            stack[-1], stack[-2] = stack[-2], stack[-1]
+        elif name == "DW_OP_over":
+            _need(stack, 2)
+            stack.append(stack[-2])
+        elif name == "DW_OP_neg":
+            _need(stack, 1)
+            stack.append(-stack.pop())
+        elif name == "DW_OP_not":
+            _need(stack, 1)
+            stack.append(~stack.pop())
+        elif name == "DW_OP_abs":
+            _need(stack, 1)
+            stack.append(abs(_signed(stack.pop())))
+        elif name == "DW_OP_nop":
+            pass
+        else:
+            raise ExprError(f"unsupported operation {name}")
+        if stack:
+            stack[-1] &= MASK
+    _need(stack, 1)
+    return stack[-1] & MASK
+
+
+def _need(stack: List[int], n: int) -> None:
+    if len(stack) < n:
+        raise ExprError("expression stack underflow")
