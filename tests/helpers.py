@@ -22,7 +22,22 @@ TARGETS = Path(__file__).parent / "targets"
 DEADLINE_S = 20.0
 
 # What each role's thread is blocked in once ready (x86_64 numbers); None: it runs.
-ROLE_SYSCALL = {"read": 0, "cond": 202, "sleep": 230, "vfork": 58, "main": 0, "spin": None}
+ROLE_SYSCALL = {
+    "read": 0,
+    "cond": 202,
+    "sleep": 230,
+    "vfork": 58,
+    "main": 0,
+    "spin": None,
+    "epoll": 232,
+    "poll": 7,
+    "accept": 43,
+    "sigalt": 0,
+    "recurse": 230,
+    "worker": 0,
+    "waiter": 202,
+    "thrower": 0,
+}
 
 
 def compile_target(source: str, out_dir: Path, name: str, flags: Sequence[str]) -> Path:
