@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import signal
 import time
 from typing import Optional, Sequence, Set, Tuple
 
@@ -36,9 +37,10 @@ PTRACE_INTERRUPT = 0x4207
 PTRACE_EVENT_STOP = 128
 WALL = 0x40000000  # __WALL: wait for clone children, which every non-leader thread is
 
-# Busy-poll waitpid this long before sleeping: an idle thread stops within tens of
-# microseconds, and a sleep would add its own scheduler latency to the thread's pause.
-_SPIN_NS = 300_000
+# Busy-poll waitpid this long, then sleep in sigtimedwait until the kernel's SIGCHLD says the
+# tracee stopped: an idle thread stops within tens of microseconds, and a wake-up on the
+# signal adds no oversleep to a slow thread's pause.
+_SPIN_NS = 50_000
 
 
 class _Iovec(ctypes.Structure):
@@ -89,12 +91,16 @@ class Tracer:
         self._remote = _Iovec(None, 0)
         self._mem_fd: Optional[int] = None
         self._pending: Set[int] = set()
+        self._old_mask: Set[int] = set()
         self.attempts = 0
 
     def __enter__(self) -> Tracer:
+        # Blocked, SIGCHLD stays pending for sigtimedwait instead of being discarded.
+        self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         return self
 
     def __exit__(self, *exc) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         self.reap()
         if self._mem_fd is not None:
             os.close(self._mem_fd)
@@ -264,7 +270,6 @@ class Tracer:
         """Wait for the interrupt stop: the signal to re-inject (>= 0), -1 if the thread
         exited, None on timeout."""
         spin_until = time.perf_counter_ns() + _SPIN_NS
-        delay = 0.00005
         while True:
             try:
                 pid, status = os.waitpid(tid, os.WNOHANG | WALL)
@@ -278,8 +283,8 @@ class Tracer:
             if now >= deadline_ns:
                 return None
             if now >= spin_until:
-                time.sleep(min(delay, (deadline_ns - now) / 1e9))
-                delay = min(delay * 2, 0.002)
+                # Any SIGCHLD (this tracee's or a stale one) just means: look again.
+                signal.sigtimedwait([signal.SIGCHLD], (deadline_ns - now) / 1e9)
 
     def _copy_into(self, tid: int, buf, address: int, size: int) -> int:
         if size <= 0:

@@ -53,6 +53,20 @@ class LoadSegment:
     memsz: int
 
 
+PT_LOAD = 1
+PT_GNU_EH_FRAME = 0x6474E550
+_PHDR64 = struct.Struct("<IIQQQQQQ")
+
+
+@dataclass(frozen=True)
+class ProgramHeader:
+    type: int
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+
+
 class SymbolTable:
     """Function symbols sorted by address; one name per address."""
 
@@ -132,12 +146,37 @@ class ElfObject:
         self._elf = ELFFile(stream)
         if self._elf.elfclass != 64 or self._elf.little_endian is not True:
             raise ELFError("not a 64-bit little-endian ELF object")
+        # Program headers unpacked by hand: pyelftools' iter_segments() builds a
+        # DynamicSegment that walks every section header, ~20x the cost.
+        self.program_headers = self._read_program_headers()
         self.segments: Tuple[LoadSegment, ...] = tuple(
-            LoadSegment(s["p_offset"], s["p_vaddr"], s["p_filesz"], s["p_memsz"])
-            for s in self._elf.iter_segments()
-            if s["p_type"] == "PT_LOAD"
+            LoadSegment(p.offset, p.vaddr, p.filesz, p.memsz)
+            for p in self.program_headers
+            if p.type == PT_LOAD
         )
         self._symbols: Optional[SymbolTable] = None
+
+    def _read_program_headers(self) -> Tuple[ProgramHeader, ...]:
+        header = self._elf.header
+        count, size = header["e_phnum"], header["e_phentsize"]
+        if size < _PHDR64.size or count > 4096:
+            return ()
+        self._stream.seek(header["e_phoff"])
+        data = self._stream.read(count * size)
+        headers = []
+        for i in range(min(count, len(data) // size)):
+            p_type, _flags, offset, vaddr, _paddr, filesz, memsz, _align = _PHDR64.unpack_from(
+                data, i * size
+            )
+            headers.append(ProgramHeader(p_type, offset, vaddr, filesz, memsz))
+        return tuple(headers)
+
+    def segment_bytes(self, header: ProgramHeader) -> bytes:
+        try:
+            self._stream.seek(header.offset)
+            return self._stream.read(header.filesz)
+        except (OSError, ValueError, OverflowError):
+            return b""
 
     @classmethod
     def open(cls, path: str) -> ElfObject:

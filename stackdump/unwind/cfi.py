@@ -23,7 +23,7 @@ from elftools.dwarf.callframe import CIE, FDE, CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
 from stackdump.arch import RA_COLUMN
-from stackdump.symbols.elf import PARSE_ERRORS, ElfObject
+from stackdump.symbols.elf import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
 
 # Rule kinds for a register (DWARF 5 section 6.4.1).
 SAME = "same"
@@ -237,9 +237,9 @@ class CfiTable:
             self._eh = None
 
     def _eh_frame_hdr(self) -> Tuple[int, Optional[bytes]]:
-        for seg in self._elf.elffile.iter_segments():
-            if seg["p_type"] == "PT_GNU_EH_FRAME":
-                return seg["p_vaddr"], seg.data()
+        for header in self._elf.program_headers:
+            if header.type == PT_GNU_EH_FRAME:
+                return header.vaddr, self._elf.segment_bytes(header)
         return 0, None
 
     def _find_fde(self, vaddr: int) -> Optional[FDE]:
