@@ -109,8 +109,9 @@ def measure(name: str, cmd: Sequence[str], repeat: int, cold: bool, cache_env: b
         "rss_mb": statistics.median(rsss),
     }
     if p50s:
-        row.update(p50=statistics.median(p50s), p99=statistics.median(p99s),
-                   max=statistics.median(maxes))
+        row.update(
+            p50=statistics.median(p50s), p99=statistics.median(p99s), max=statistics.median(maxes)
+        )
     return row
 
 
@@ -132,23 +133,50 @@ def main() -> int:
         for temp in ("cold", "warm"):
             cold = temp == "cold"
             for mode in args.modes.split(","):
-                rows.append(measure(f"stackdump {mode} ({temp})",
-                                    [*stackdump, "-p", pid, "--mode", mode], args.repeat,
-                                    cold, cache_env=True))
+                rows.append(
+                    measure(
+                        f"stackdump {mode} ({temp})",
+                        [*stackdump, "-p", pid, "--mode", mode],
+                        args.repeat,
+                        cold,
+                        cache_env=True,
+                    )
+                )
             if shutil.which("eu-stack"):
-                rows.append(measure(f"eu-stack ({temp})", ["eu-stack", "-p", pid],
-                                    args.repeat, cold, cache_env=False))
-                rows.append(measure(f"eu-stack -s ({temp})", ["eu-stack", "-s", "-p", pid],
-                                    args.repeat, cold, cache_env=False))
+                rows.append(
+                    measure(
+                        f"eu-stack ({temp})",
+                        ["eu-stack", "-p", pid],
+                        args.repeat,
+                        cold,
+                        cache_env=False,
+                    )
+                )
+                rows.append(
+                    measure(
+                        f"eu-stack -s ({temp})",
+                        ["eu-stack", "-s", "-p", pid],
+                        args.repeat,
+                        cold,
+                        cache_env=False,
+                    )
+                )
             if args.gdb and shutil.which("gdb"):
-                rows.append(measure(f"gdb thread apply all bt ({temp})",
-                                    ["gdb", "-p", pid, "-batch", "-nx", "-ex",
-                                     "thread apply all bt"], max(1, args.repeat // 2), cold,
-                                    cache_env=False))
+                rows.append(
+                    measure(
+                        f"gdb thread apply all bt ({temp})",
+                        ["gdb", "-p", pid, "-batch", "-nx", "-ex", "thread apply all bt"],
+                        max(1, args.repeat // 2),
+                        cold,
+                        cache_env=False,
+                    )
+                )
     shutil.rmtree(build, ignore_errors=True)
 
-    print(f"target: {args.threads} threads, variant {args.variant}, "
-          f"median of {args.repeat}; cpus={os.cpu_count()}")
+    print(
+        f"target: {args.threads} threads, variant {args.variant}, "
+        f"median of {args.repeat}; cpus={os.cpu_count()}"
+    )
     print(f"{'dumper':<34} {'wall ms':>9} {'peak RSS MiB':>13} {'pause p50/p99/max us':>22}")
     for r in rows:
         pause = f"{r['p50']:.0f}/{r['p99']:.0f}/{r['max']:.0f}" if "p50" in r else "-"

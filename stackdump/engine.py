@@ -47,6 +47,7 @@ class DumpOptions:
     max_frames: int = 256
     stack_bytes: int = 262144
     show_addresses: bool = False
+    debug_dirs: Tuple[str, ...] = ()
 
 
 def dump(options: DumpOptions, progress: Optional[Progress] = None) -> Report:
@@ -133,7 +134,7 @@ def analyze(
     snapshot: ProcessSnapshot, options: DumpOptions, started_ns: Optional[int] = None
 ) -> Report:
     reports = []
-    with ObjectCache(snapshot.pid, snapshot.maps, snapshot.vdso) as objects:
+    with ObjectCache(snapshot.pid, snapshot.maps, snapshot.vdso, options.debug_dirs) as objects:
         symbolizer = Symbolizer(objects, options.mode)
         for thread in snapshot.threads:
             reports.append(_thread_report(thread, objects, symbolizer, options))

@@ -90,9 +90,34 @@ def open_path(pid: int, module: Module) -> Optional[str]:
     return in_root if os.path.exists(in_root) else None
 
 
-def debug_file_candidates(pid: int, build_id: Optional[str]) -> List[str]:
-    """Where distributions install separate debug files, target's root first."""
+def debug_roots(pid: int, debug_dirs: Sequence[str]) -> List[str]:
+    """Directories that hold debug files: the target's /usr/lib/debug, the host's, then the
+    user's (--debug-dir, STACKDUMP_DEBUG_PATH)."""
+    roots = [target_path(pid, "/usr/lib/debug"), "/usr/lib/debug", *debug_dirs]
+    return list(dict.fromkeys(roots))
+
+
+def build_id_candidates(roots: Sequence[str], build_id: Optional[str]) -> List[str]:
     if not build_id or len(build_id) < 3:
         return []
-    rel = f"/usr/lib/debug/.build-id/{build_id[:2]}/{build_id[2:]}.debug"
-    return [target_path(pid, rel), rel]
+    rel = f".build-id/{build_id[:2]}/{build_id[2:]}.debug"
+    return [os.path.join(root, rel) for root in roots]
+
+
+def debuglink_candidates(
+    pid: int, object_path: str, link: str, debug_dirs: Sequence[str]
+) -> List[str]:
+    """gdb's search order for a .gnu_debuglink name: beside the object, in .debug/ beside it,
+    under the global debug directory mirroring the object's directory; then the user's."""
+    if not link or "/" in link:
+        return []
+    directory = os.path.dirname(object_path)
+    places = [
+        target_path(pid, os.path.join(directory, link)),
+        target_path(pid, os.path.join(directory, ".debug", link)),
+        target_path(pid, f"/usr/lib/debug{directory}/{link}"),
+        f"/usr/lib/debug{directory}/{link}",
+    ]
+    for root in debug_dirs:
+        places += [os.path.join(root, link), f"{root.rstrip('/')}{directory}/{link}"]
+    return list(dict.fromkeys(places))

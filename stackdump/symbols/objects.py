@@ -7,10 +7,21 @@ to `0x… in OBJECT+0xOFFSET`, the dump goes on.
 
 from __future__ import annotations
 
+import lzma
+import os
+import zlib
 from typing import Dict, Optional, Sequence, Tuple
 
+from stackdump.symbols.dwarf import DwarfIndex
 from stackdump.symbols.elf import PARSE_ERRORS, ElfObject, SymbolTable
-from stackdump.symbols.modules import Module, ModuleMap, debug_file_candidates, open_path
+from stackdump.symbols.modules import (
+    Module,
+    ModuleMap,
+    build_id_candidates,
+    debug_roots,
+    debuglink_candidates,
+    open_path,
+)
 from stackdump.types import MemoryMap
 from stackdump.unwind.cfi import CfiRow, CfiTable
 
@@ -25,6 +36,8 @@ class LoadedObject:
         self.debug = debug
         self._symbols: Optional[SymbolTable] = None
         self._cfi: Optional[CfiTable] = None
+        self._dwarf: Optional[DwarfIndex] = None
+        self._dwarf_checked = False
 
     def vaddr(self, address: int, mapping: MemoryMap) -> Optional[int]:
         if self.elf is None:
@@ -42,6 +55,16 @@ class LoadedObject:
             self._cfi = CfiTable(self.elf, self.debug)
         return self._cfi
 
+    def dwarf(self) -> Optional[DwarfIndex]:
+        """DWARF of the debug file if it has any, else of the object itself."""
+        if not self._dwarf_checked:
+            self._dwarf_checked = True
+            for source in (self.debug, self.elf):
+                if source is not None and source.has_section(".debug_info"):
+                    self._dwarf = DwarfIndex(source)
+                    break
+        return self._dwarf
+
     def _load_symbols(self) -> SymbolTable:
         try:
             if self.debug is not None:
@@ -49,6 +72,10 @@ class LoadedObject:
                 if len(table):
                     return table
             if self.elf is not None:
+                if not self.elf.has_section(".symtab"):
+                    table = _minidebuginfo_symbols(self.elf)
+                    if table is not None and len(table):
+                        return table
                 return self.elf.symbols()
         except PARSE_ERRORS:
             pass
@@ -63,10 +90,18 @@ class LoadedObject:
 class ObjectCache:
     """pc -> (module, mapping, LoadedObject) for one process during one dump."""
 
-    def __init__(self, pid: int, maps: Sequence[MemoryMap], vdso: Optional[bytes]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        maps: Sequence[MemoryMap],
+        vdso: Optional[bytes],
+        debug_dirs: Sequence[str] = (),
+    ) -> None:
         self.pid = pid
         self.modules = ModuleMap(maps)
         self._vdso = vdso
+        self._debug_dirs = tuple(debug_dirs)
+        self._debug_roots = debug_roots(pid, self._debug_dirs)
         self._loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
 
     def __enter__(self) -> ObjectCache:
@@ -120,13 +155,74 @@ class ObjectCache:
             return LoadedObject(None, None)
         debug = None
         if not elf.has_section(".symtab") or not elf.has_section(".debug_info"):
-            debug = self._open_debug_file(elf)
+            debug = self._open_debug_file(elf, module)
         return LoadedObject(elf, debug)
 
-    def _open_debug_file(self, elf: ElfObject) -> Optional[ElfObject]:
-        for candidate in debug_file_candidates(self.pid, elf.build_id()):
-            try:
-                return ElfObject.open(candidate)
-            except PARSE_ERRORS:
-                continue
+    def _open_debug_file(self, elf: ElfObject, module: Module) -> Optional[ElfObject]:
+        build_id = elf.build_id()
+        for candidate in build_id_candidates(self._debug_roots, build_id):
+            debug = _try_open(candidate)
+            if debug is not None:
+                if build_id is None or debug.build_id() in (None, build_id):
+                    return debug
+                debug.close()
+        link = _debuglink(elf)
+        if link is None:
+            return None
+        name, crc = link
+        for candidate in debuglink_candidates(self.pid, module.path, name, self._debug_dirs):
+            if os.path.isfile(candidate) and _crc32(candidate) == crc:
+                debug = _try_open(candidate)
+                if debug is not None:
+                    return debug
+        return None
+
+
+def _try_open(path: str) -> Optional[ElfObject]:
+    if not os.path.isfile(path):
+        return None
+    try:
+        return ElfObject.open(path)
+    except PARSE_ERRORS:
+        return None
+
+
+def _debuglink(elf: ElfObject) -> Optional[Tuple[str, int]]:
+    """(file name, CRC32) from .gnu_debuglink: a NUL-terminated name, padding to 4, CRC."""
+    data = elf.section_bytes(".gnu_debuglink")
+    if not data:
+        return None
+    end = data.find(b"\0")
+    if end <= 0:
+        return None
+    crc_at = (end + 4) & ~3
+    if crc_at + 4 > len(data):
+        return None
+    return data[:end].decode("utf-8", "replace"), int.from_bytes(
+        data[crc_at : crc_at + 4], "little"
+    )
+
+
+def _crc32(path: str) -> Optional[int]:
+    crc = 0
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                crc = zlib.crc32(chunk, crc)
+    except OSError:
+        return None
+    return crc & 0xFFFFFFFF
+
+
+def _minidebuginfo_symbols(elf: ElfObject) -> Optional[SymbolTable]:
+    """Fedora's MiniDebugInfo: an xz-compressed ELF holding .symtab in .gnu_debugdata."""
+    data = elf.section_bytes(".gnu_debugdata")
+    if not data:
+        return None
+    try:
+        # Bounded: a hostile stream cannot expand past 256 MiB.
+        decoder = lzma.LZMADecompressor()
+        image = decoder.decompress(data, max_length=256 << 20)
+        return ElfObject.from_bytes(image).symbols((".symtab",))
+    except (lzma.LZMAError, *PARSE_ERRORS):
         return None

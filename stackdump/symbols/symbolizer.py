@@ -1,15 +1,22 @@
-"""pc -> SymbolizedFrame for one process, memoized per pc across threads.
+"""pc -> SymbolizedFrame(s) for one process, in one LocationMode, memoized per pc.
 
-Most threads of a server share most of their pcs, so results are cached per (pc, kind of
-frame). Objects are opened and their symbol tables built only when a pc falls in them.
+- DISABLED: the ELF symbol containing the pc; no file:line.
+- FAST: adds file:line through `.debug_aranges` and the CU's line table.
+- FULL: as FAST, falling back to every CU's ranges when aranges has no answer.
+- FULL_WITH_INLINE: as FULL, and one extra frame per inlined function active at the pc,
+  innermost first, named from DWARF as gdb and eu-stack name them.
+
+A function with no ELF symbol is named from DWARF in every mode but DISABLED. Most threads of
+a server share most of their pcs, so results are cached per (pc, kind of frame) for the dump;
+the cache belongs to one Symbolizer, hence to one mode.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from stackdump.symbols.demangle import Demangler
-from stackdump.symbols.objects import ObjectCache
+from stackdump.symbols.objects import LoadedObject, ObjectCache
 from stackdump.types import Frame, LocationMode, SymbolizedFrame
 
 
@@ -21,7 +28,7 @@ class Symbolizer:
         self._demangler = Demangler()
 
     def symbolize(self, frame: Frame) -> Tuple[SymbolizedFrame, ...]:
-        key = (frame.pc, frame.activation)
+        key = (frame.pc, frame.lookup_pc == frame.pc)
         cached = self._cache.get(key)
         if cached is None:
             cached = self._symbolize(frame)
@@ -45,6 +52,58 @@ class Symbolizer:
             offset = vaddr + (pc - frame.lookup_pc)
         else:
             offset = pc - mapping.start + mapping.offset
-        return (
-            SymbolizedFrame(pc=pc, function=function, module=module.path, module_offset=offset),
+        physical = SymbolizedFrame(
+            pc=pc, function=function, module=module.path, module_offset=offset
         )
+        if self.mode is LocationMode.DISABLED or vaddr is None:
+            return (physical,)
+        return self._with_locations(physical, loaded, vaddr)
+
+    def _with_locations(
+        self, physical: SymbolizedFrame, loaded: LoadedObject, vaddr: int
+    ) -> Tuple[SymbolizedFrame, ...]:
+        dwarf = loaded.dwarf()
+        if dwarf is None:
+            return (physical,)
+        full = self.mode in (LocationMode.FULL, LocationMode.FULL_WITH_INLINE)
+        cu = dwarf.cu_offset(vaddr, full)
+        if cu is None:
+            return (physical,)
+        if self.mode is LocationMode.FULL_WITH_INLINE:
+            chain = dwarf.inline_chain(cu, vaddr)
+            if chain:
+                frames: List[SymbolizedFrame] = []
+                for inline in chain[:-1]:
+                    frames.append(
+                        _replace(
+                            physical,
+                            function=self._name(inline.name),
+                            file=inline.file,
+                            line=inline.line,
+                            inlined=True,
+                        )
+                    )
+                outer = chain[-1]
+                frames.append(
+                    _replace(
+                        physical,
+                        function=self._name(outer.name) or physical.function,
+                        file=outer.file,
+                        line=outer.line,
+                    )
+                )
+                return tuple(frames)
+        where = dwarf.location(cu, vaddr)
+        function = physical.function
+        if function is None:
+            function = self._name(dwarf.function_name(cu, vaddr))
+        file, line = where if where else (None, None)
+        return (_replace(physical, function=function, file=file, line=line),)
+
+    def _name(self, name: Optional[str]) -> Optional[str]:
+        return self._demangler.demangle(name) if name else None
+
+
+def _replace(frame: SymbolizedFrame, **changes) -> SymbolizedFrame:
+    values = {**frame.__dict__, **changes}
+    return SymbolizedFrame(**values)

@@ -1,0 +1,318 @@
+"""DWARF source locations for one object: CU by address, line rows, inline chains.
+
+- FAST: `.debug_aranges` maps an address to its CU (DWARF 5 section 6.1.2).
+- FULL: when aranges has no answer, every CU's own ranges (`DW_AT_low_pc`/`DW_AT_high_pc`,
+  `DW_AT_ranges`, DWARF 4 and 5) are indexed once and searched.
+- Line rows (section 6.2) are decoded once per CU that a pc falls in, kept sorted, bisected.
+- Inline chains: the CU's DIE tree is descended only into DIEs whose ranges hold the pc
+  (`DW_TAG_subprogram` -> `DW_TAG_lexical_block` / `DW_TAG_inlined_subroutine`), the call
+  sites coming from `DW_AT_call_file` / `DW_AT_call_line`.
+
+pyelftools' DIE and CU objects stay inside this module; callers get plain tuples. Every entry
+point swallows parse errors: a corrupt debug file yields no location, never an exception.
+"""
+
+from __future__ import annotations
+
+import bisect
+import posixpath
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from stackdump.symbols.elf import PARSE_ERRORS, ElfObject
+
+_SCOPE_TAGS = ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
+_CONTAINER_TAGS = ("DW_TAG_namespace", "DW_TAG_module")
+_MAX_DEPTH = 64  # nesting bound for hostile input
+
+
+@dataclass(frozen=True)
+class InlineFrame:
+    """One function active at a pc: its name and where in the source execution stands."""
+
+    name: Optional[str]
+    file: Optional[str]
+    line: Optional[int]
+
+
+@dataclass
+class _LineTable:
+    addresses: List[int]
+    rows: List[Tuple[int, int, bool]]  # (file index, line, end_sequence)
+    files: List[str]
+
+
+class DwarfIndex:
+    """Lazy DWARF lookups over one ELF file that holds `.debug_info`."""
+
+    def __init__(self, elf: ElfObject) -> None:
+        self._elf = elf
+        self._info = None
+        self._failed = False
+        self._aranges = None
+        self._cu_ranges: Optional[Tuple[List[int], List[Tuple[int, int]]]] = None
+        self._lines: Dict[int, Optional[_LineTable]] = {}
+        self._cus: Dict[int, object] = {}
+        self.cus_parsed = 0  # line programs decoded: for tests that prove caching
+
+    # -- public -----------------------------------------------------------------------------
+
+    def cu_offset(self, vaddr: int, full: bool) -> Optional[int]:
+        info = self._dwarf()
+        if info is None:
+            return None
+        try:
+            if self._aranges is None:
+                self._aranges = info.get_aranges() or False
+            if self._aranges:
+                offset = self._aranges.cu_offset_at_addr(vaddr)
+                if offset is not None:
+                    return offset
+        except PARSE_ERRORS:
+            self._aranges = False
+        return self._scan_cus(vaddr) if full else None
+
+    def location(self, cu_offset: int, vaddr: int) -> Optional[Tuple[str, int]]:
+        table = self._line_table(cu_offset)
+        if table is None or not table.addresses:
+            return None
+        i = bisect.bisect_right(table.addresses, vaddr) - 1
+        if i < 0:
+            return None
+        file_index, line, end = table.rows[i]
+        if end or line == 0:
+            return None
+        name = table.files[file_index] if 0 <= file_index < len(table.files) else None
+        return (name, line) if name else None
+
+    def inline_chain(self, cu_offset: int, vaddr: int) -> List[InlineFrame]:
+        """Functions active at vaddr, innermost first; the last is the physical function.
+        Empty when no subprogram covers vaddr."""
+        cu = self._cu(cu_offset)
+        table = self._line_table(cu_offset)
+        if cu is None:
+            return []
+        try:
+            scopes = self._scopes_at(cu, vaddr)
+        except PARSE_ERRORS:
+            return []
+        functions = [d for d in scopes if d.tag != "DW_TAG_lexical_block"]
+        if not functions:
+            return []
+        here = self.location(cu_offset, vaddr)
+        frames: List[InlineFrame] = []
+        file, line = here if here else (None, None)
+        for die in reversed(functions):
+            frames.append(InlineFrame(_die_name(die), file, line))
+            if die.tag == "DW_TAG_inlined_subroutine":
+                file, line = _call_site(die, table)
+        return frames
+
+    def function_name(self, cu_offset: int, vaddr: int) -> Optional[str]:
+        chain = self.inline_chain(cu_offset, vaddr)
+        return chain[-1].name if chain else None
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _dwarf(self):
+        if self._info is None and not self._failed:
+            try:
+                self._info = self._elf.elffile.get_dwarf_info(relocate_dwarf_sections=False)
+            except PARSE_ERRORS:
+                self._failed = True
+        return self._info
+
+    def _cu(self, offset: int):
+        if offset not in self._cus:
+            info = self._dwarf()
+            try:
+                self._cus[offset] = info.get_CU_at(offset) if info is not None else None
+            except PARSE_ERRORS:
+                self._cus[offset] = None
+        return self._cus[offset]
+
+    def _scan_cus(self, vaddr: int) -> Optional[int]:
+        if self._cu_ranges is None:
+            starts: List[int] = []
+            spans: List[Tuple[int, int]] = []
+            entries = []
+            info = self._dwarf()
+            try:
+                for cu in info.iter_CUs():
+                    top = cu.get_top_DIE()
+                    for low, high in _die_ranges(top, cu, info):
+                        entries.append((low, high, cu.cu_offset))
+            except PARSE_ERRORS:
+                pass
+            entries.sort()
+            for low, high, offset in entries:
+                starts.append(low)
+                spans.append((high, offset))
+            self._cu_ranges = (starts, spans)
+        starts, spans = self._cu_ranges
+        i = bisect.bisect_right(starts, vaddr) - 1
+        # Ranges of different CUs do not overlap, but a CU's ranges may be listed out of order
+        # with another's: look back a little.
+        for j in range(i, max(i - 4, -1), -1):
+            high, offset = spans[j]
+            if starts[j] <= vaddr < high:
+                return offset
+        return None
+
+    def _line_table(self, cu_offset: int) -> Optional[_LineTable]:
+        if cu_offset in self._lines:
+            return self._lines[cu_offset]
+        table = None
+        cu = self._cu(cu_offset)
+        info = self._dwarf()
+        if cu is not None and info is not None:
+            try:
+                program = info.line_program_for_CU(cu)
+                if program is not None:
+                    table = _decode_lines(program, cu)
+                    self.cus_parsed += 1
+            except PARSE_ERRORS:
+                table = None
+        self._lines[cu_offset] = table
+        return table
+
+    def _scopes_at(self, cu, vaddr: int) -> list:
+        """The nested DIEs (outermost first) whose ranges contain vaddr."""
+        info = self._dwarf()
+        chain = []
+        parent = cu.get_top_DIE()
+        for _ in range(_MAX_DEPTH):
+            found = None
+            for child in parent.iter_children():
+                if child.tag in _CONTAINER_TAGS:
+                    inner = _search_container(child, cu, info, vaddr)
+                    if inner is not None:
+                        found = inner
+                        break
+                elif child.tag in _SCOPE_TAGS and _contains(child, cu, info, vaddr):
+                    found = child
+                    break
+            if found is None:
+                break
+            chain.append(found)
+            parent = found
+        return chain
+
+
+def _search_container(die, cu, info, vaddr: int, depth: int = 0):
+    if depth > _MAX_DEPTH:
+        return None
+    for child in die.iter_children():
+        if child.tag in _CONTAINER_TAGS:
+            inner = _search_container(child, cu, info, vaddr, depth + 1)
+            if inner is not None:
+                return inner
+        elif child.tag == "DW_TAG_subprogram" and _contains(child, cu, info, vaddr):
+            return child
+    return None
+
+
+def _contains(die, cu, info, vaddr: int) -> bool:
+    return any(low <= vaddr < high for low, high in _die_ranges(die, cu, info))
+
+
+def _die_ranges(die, cu, info) -> List[Tuple[int, int]]:
+    attrs = die.attributes
+    if "DW_AT_low_pc" in attrs and "DW_AT_high_pc" in attrs:
+        low = attrs["DW_AT_low_pc"].value
+        high_attr = attrs["DW_AT_high_pc"]
+        high = high_attr.value if high_attr.form == "DW_FORM_addr" else low + high_attr.value
+        return [(low, high)]
+    if "DW_AT_ranges" not in attrs:
+        return []
+    ranges = info.range_lists()
+    if ranges is None:
+        return []
+    attr = attrs["DW_AT_ranges"]
+    if attr.form == "DW_FORM_rnglistx":
+        return []  # split DWARF: not supported
+    top = cu.get_top_DIE()
+    base = top.attributes["DW_AT_low_pc"].value if "DW_AT_low_pc" in top.attributes else 0
+    out = []
+    for entry in ranges.get_range_list_at_offset(attr.value, cu=cu):
+        kind = type(entry).__name__
+        if kind == "BaseAddressEntry":
+            base = entry.base_address
+        elif kind == "RangeEntry":
+            if entry.is_absolute:
+                out.append((entry.begin_offset, entry.end_offset))
+            else:
+                out.append((base + entry.begin_offset, base + entry.end_offset))
+    return out
+
+
+def _die_name(die) -> Optional[str]:
+    """Linkage name (to be demangled) else name, through abstract_origin/specification."""
+    for _ in range(8):
+        attrs = die.attributes
+        for key in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name", "DW_AT_name"):
+            if key in attrs:
+                value = attrs[key].value
+                return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        ref = next(
+            (k for k in ("DW_AT_abstract_origin", "DW_AT_specification") if k in attrs), None
+        )
+        if ref is None:
+            return None
+        try:
+            die = die.get_DIE_from_attribute(ref)
+        except PARSE_ERRORS:
+            return None
+    return None
+
+
+def _call_site(die, table: Optional[_LineTable]) -> Tuple[Optional[str], Optional[int]]:
+    attrs = die.attributes
+    line = attrs["DW_AT_call_line"].value if "DW_AT_call_line" in attrs else None
+    file = None
+    if table is not None and "DW_AT_call_file" in attrs:
+        index = attrs["DW_AT_call_file"].value
+        if 0 <= index < len(table.files):
+            file = table.files[index]
+    return file, line
+
+
+def _decode_lines(program, cu) -> _LineTable:
+    header = program.header
+    version = header["version"]
+    directories = [_text(d) for d in header["include_directory"]]
+    if version < 5:
+        # DWARF 4 leaves directory 0 implicit: the CU's compilation directory.
+        top = cu.get_top_DIE().attributes
+        comp_dir = _text(top["DW_AT_comp_dir"].value) if "DW_AT_comp_dir" in top else ""
+        directories = [comp_dir, *directories]
+    names = []
+    for entry in header["file_entry"]:
+        name = _text(entry.name)
+        dir_index = entry.dir_index
+        # libdw's rule (what eu-stack prints): a relative name is joined to its directory
+        # entry, which may itself be relative (glibc's "./libio").
+        if not name.startswith("/") and 0 <= dir_index < len(directories):
+            name = posixpath.join(directories[dir_index], name)
+        names.append(name)
+    # DWARF 5 numbers files from 0; earlier versions from 1.
+    files = names if version >= 5 else [""] + names
+    rows = []
+    for entry in program.get_entries():
+        state = entry.state
+        if state is None:
+            continue
+        rows.append(
+            (state.address, not state.end_sequence, state.file, state.line, state.end_sequence)
+        )
+    # At one address an end_sequence row sorts first, so a sequence starting there wins.
+    rows.sort(key=lambda r: (r[0], r[1]))
+    return _LineTable(
+        addresses=[r[0] for r in rows],
+        rows=[(r[2], r[3], r[4]) for r in rows],
+        files=files,
+    )
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
