@@ -18,6 +18,7 @@ from stackdump import __version__
 from stackdump.engine import DumpOptions, dump
 from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.report import write_text
+from stackdump.symbols.cache import default_directory
 from stackdump.types import LocationMode, Report
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_REPORT = 0, 1, 2, 3
@@ -71,6 +72,8 @@ def build_options(
     max_frames: str,
     stack_bytes: str,
     addresses: bool,
+    debug_dirs: Tuple[str, ...] = (),
+    no_cache: bool = False,
 ) -> DumpOptions:
     if thread_id is not None and tid is not None:
         raise InvalidArgument("tid and thread_id are mutually exclusive")
@@ -85,7 +88,16 @@ def build_options(
         max_frames=parse_range("max_frames", max_frames, 1, 4096),
         stack_bytes=parse_range("stack_bytes", stack_bytes, 4096, 67108864),
         show_addresses=addresses,
+        debug_dirs=debug_search_path(debug_dirs),
+        cache_dir=None if no_cache else default_directory(),
     )
+
+
+def debug_search_path(debug_dirs: Tuple[str, ...]) -> Tuple[str, ...]:
+    """--debug-dir values first, then STACKDUMP_DEBUG_PATH (colon-separated)."""
+    env = os.environ.get("STACKDUMP_DEBUG_PATH", "")
+    dirs = [*debug_dirs, *(d for d in env.split(":") if d)]
+    return tuple(dict.fromkeys(os.path.abspath(d) for d in dirs))
 
 
 def write_report(report: Report, output: Optional[str]) -> None:
@@ -193,6 +205,19 @@ thread at a time; unwinding and symbolization run afterwards on the copy."""
 )
 @click.option("-a", "--addresses", is_flag=True, help="Print every frame's pc.")
 @click.option(
+    "--debug-dir",
+    "debug_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Also look for separate debug files here (repeatable; by build-id under "
+    "DIR/.build-id/ and by .gnu_debuglink name). See STACKDUMP_DEBUG_PATH.",
+)
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Neither read nor write the symbol cache ($XDG_CACHE_HOME/stackdump).",
+)
+@click.option(
     "-o",
     "--output",
     "output",
@@ -211,6 +236,8 @@ def command(
     max_frames,
     stack_bytes,
     addresses,
+    debug_dirs,
+    no_cache,
     output,
 ) -> int:
     options = build_options(
@@ -224,6 +251,8 @@ def command(
         max_frames,
         stack_bytes,
         addresses,
+        tuple(debug_dirs),
+        no_cache,
     )
     report = _run_with_progress(options)
     write_report(report, output)

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional, Tuple
 from stackdump import proc
 from stackdump.capture import Tracer
 from stackdump.errors import AlreadyTraced, NotUserProcess, ProcessNotFound
+from stackdump.symbols.cache import DiskCache
 from stackdump.symbols.modules import VDSO
 from stackdump.symbols.objects import ObjectCache
 from stackdump.symbols.symbolizer import Symbolizer
@@ -48,6 +49,7 @@ class DumpOptions:
     stack_bytes: int = 262144
     show_addresses: bool = False
     debug_dirs: Tuple[str, ...] = ()
+    cache_dir: Optional[str] = None  # None: no disk cache
 
 
 def dump(options: DumpOptions, progress: Optional[Progress] = None) -> Report:
@@ -134,10 +136,15 @@ def analyze(
     snapshot: ProcessSnapshot, options: DumpOptions, started_ns: Optional[int] = None
 ) -> Report:
     reports = []
-    with ObjectCache(snapshot.pid, snapshot.maps, snapshot.vdso, options.debug_dirs) as objects:
+    disk = DiskCache(options.cache_dir)
+    with ObjectCache(
+        snapshot.pid, snapshot.maps, snapshot.vdso, options.debug_dirs, disk
+    ) as objects:
         symbolizer = Symbolizer(objects, options.mode)
         for thread in snapshot.threads:
             reports.append(_thread_report(thread, objects, symbolizer, options))
+        cus_decoded = objects.cus_decoded
+    disk.trim()
     elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
     return Report(
         header=ReportHeader(
@@ -150,7 +157,7 @@ def analyze(
             unwinder=UNWINDER_NAME,
         ),
         threads=tuple(reports),
-        summary=_summarize(snapshot.threads, elapsed_ns),
+        summary=_summarize(snapshot.threads, elapsed_ns, disk.hits, cus_decoded),
         show_addresses=options.show_addresses,
     )
 
@@ -196,7 +203,9 @@ def _thread_report(
     )
 
 
-def _summarize(threads: Tuple[ThreadSnapshot, ...], elapsed_ns: int) -> Summary:
+def _summarize(
+    threads: Tuple[ThreadSnapshot, ...], elapsed_ns: int, cache_hits: int, cus_decoded: int
+) -> Summary:
     def count(status: ThreadStatus) -> int:
         return sum(1 for t in threads if t.status is status)
 
@@ -211,4 +220,6 @@ def _summarize(threads: Tuple[ThreadSnapshot, ...], elapsed_ns: int) -> Summary:
         max_pause_us=max((t.pause_ns // 1000 for t in threads if t.attempted), default=0),
         exited=exited,
         errors=errors,
+        cache_hits=cache_hits,
+        cus_decoded=cus_decoded,
     )

@@ -41,7 +41,8 @@ def text_lines(report: Report) -> List[str]:
     )
     lines.append(
         f"stats: elapsed_ms={s.elapsed_ms} max_pause_us={s.max_pause_us} "
-        f"exited={s.exited} errors={s.errors}"
+        f"exited={s.exited} errors={s.errors} cache_hits={s.cache_hits} "
+        f"cus_decoded={s.cus_decoded}"
     )
     return lines
 

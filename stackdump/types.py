@@ -209,6 +209,8 @@ class Summary:
     max_pause_us: int
     exited: int
     errors: int
+    cache_hits: int = 0  # entries served from the disk cache
+    cus_decoded: int = 0  # DWARF line programs decoded in this dump
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,14 @@ def _ptrace_problem() -> str:
         victim.wait()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory) -> Path:
+    """Every stackdump the tests run caches under a fresh directory, never the user's."""
+    directory = tmp_path_factory.mktemp("xdg-cache")
+    os.environ["XDG_CACHE_HOME"] = str(directory)
+    return directory / "stackdump"
+
+
 @pytest.fixture(scope="session")
 def live() -> None:
     problem = _ptrace_problem()

@@ -107,7 +107,7 @@ def test_text_matches_spec_line_for_line():
         "<no stack captured>",
         "",
         "summary: captured=1 skipped=1 timed_out=0 remote_signal_attempts=1",
-        "stats: elapsed_ms=812 max_pause_us=38 exited=0 errors=0",
+        "stats: elapsed_ms=812 max_pause_us=38 exited=0 errors=0 cache_hits=0 cus_decoded=0",
         "",
     ]
 

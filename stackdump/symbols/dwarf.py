@@ -14,11 +14,13 @@ point swallows parse errors: a corrupt debug file yields no location, never an e
 
 from __future__ import annotations
 
+import array
 import bisect
 import posixpath
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from stackdump.symbols.cache import DiskCache
 from stackdump.symbols.elf import PARSE_ERRORS, ElfObject
 
 _SCOPE_TAGS = ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
@@ -41,16 +43,73 @@ class _LineTable:
     rows: List[Tuple[int, int, bool]]  # (file index, line, end_sequence)
     files: List[str]
 
+    def to_fields(self) -> dict:
+        return {
+            "addresses": array.array("Q", self.addresses),
+            "file": array.array("Q", [r[0] for r in self.rows]),
+            "line": array.array("Q", [r[1] for r in self.rows]),
+            "end": array.array("B", [r[2] for r in self.rows]),
+            "files": self.files,
+        }
+
+    @classmethod
+    def from_fields(cls, f: dict) -> _LineTable:
+        n = len(f["addresses"])
+        if not (len(f["file"]) == len(f["line"]) == len(f["end"]) == n):
+            raise ValueError("inconsistent cached line table")
+        if not all(isinstance(name, str) for name in f["files"]):
+            raise ValueError("inconsistent cached file names")
+        rows = list(zip(f["file"].tolist(), f["line"].tolist(), map(bool, f["end"])))
+        return cls(f["addresses"].tolist(), rows, list(f["files"]))
+
+
+class _RangeIndex:
+    """Sorted, non-overlapping-by-construction address ranges -> CU offset."""
+
+    def __init__(self, entries: List[Tuple[int, int, int]]) -> None:
+        entries = sorted(e for e in entries if e[0] < e[1])
+        self.starts = [e[0] for e in entries]
+        self.ends = [e[1] for e in entries]
+        self.offsets = [e[2] for e in entries]
+
+    def find(self, vaddr: int) -> Optional[int]:
+        i = bisect.bisect_right(self.starts, vaddr) - 1
+        # Ranges of one CU may interleave with another's: look back a little.
+        for j in range(i, max(i - 4, -1), -1):
+            if self.starts[j] <= vaddr < self.ends[j]:
+                return self.offsets[j]
+        return None
+
+    def to_fields(self) -> dict:
+        return {
+            "starts": array.array("Q", self.starts),
+            "ends": array.array("Q", self.ends),
+            "offsets": array.array("Q", self.offsets),
+        }
+
+    @classmethod
+    def from_fields(cls, f: dict) -> _RangeIndex:
+        starts, ends, offsets = f["starts"], f["ends"], f["offsets"]
+        if not (len(starts) == len(ends) == len(offsets)):
+            raise ValueError("inconsistent cached range index")
+        return cls(list(zip(starts.tolist(), ends.tolist(), offsets.tolist())))
+
 
 class DwarfIndex:
-    """Lazy DWARF lookups over one ELF file that holds `.debug_info`."""
+    """Lazy DWARF lookups over one ELF file that holds `.debug_info`.
 
-    def __init__(self, elf: ElfObject) -> None:
+    The address -> CU indexes and the decoded line tables go through the disk cache, so a
+    warm FAST lookup never has pyelftools load the debug sections at all.
+    """
+
+    def __init__(self, elf: ElfObject, cache: Optional[DiskCache] = None) -> None:
         self._elf = elf
+        self._cache = cache if cache is not None else DiskCache(None)
+        self._identity = elf.identity()
         self._info = None
         self._failed = False
-        self._aranges = None
-        self._cu_ranges: Optional[Tuple[List[int], List[Tuple[int, int]]]] = None
+        self._aranges: Optional[_RangeIndex] = None
+        self._cu_ranges: Optional[_RangeIndex] = None
         self._lines: Dict[int, Optional[_LineTable]] = {}
         self._cus: Dict[int, object] = {}
         self.cus_parsed = 0  # line programs decoded: for tests that prove caching
@@ -58,19 +117,14 @@ class DwarfIndex:
     # -- public -----------------------------------------------------------------------------
 
     def cu_offset(self, vaddr: int, full: bool) -> Optional[int]:
-        info = self._dwarf()
-        if info is None:
-            return None
-        try:
-            if self._aranges is None:
-                self._aranges = info.get_aranges() or False
-            if self._aranges:
-                offset = self._aranges.cu_offset_at_addr(vaddr)
-                if offset is not None:
-                    return offset
-        except PARSE_ERRORS:
-            self._aranges = False
-        return self._scan_cus(vaddr) if full else None
+        if self._aranges is None:
+            self._aranges = self._cached("aranges", _RangeIndex, self._build_aranges)
+        offset = self._aranges.find(vaddr)
+        if offset is None and full:
+            if self._cu_ranges is None:
+                self._cu_ranges = self._cached("cu-ranges", _RangeIndex, self._build_cu_ranges)
+            offset = self._cu_ranges.find(vaddr)
+        return offset
 
     def location(self, cu_offset: int, vaddr: int) -> Optional[Tuple[str, int]]:
         table = self._line_table(cu_offset)
@@ -131,50 +185,64 @@ class DwarfIndex:
                 self._cus[offset] = None
         return self._cus[offset]
 
-    def _scan_cus(self, vaddr: int) -> Optional[int]:
-        if self._cu_ranges is None:
-            starts: List[int] = []
-            spans: List[Tuple[int, int]] = []
+    def _cached(self, kind: str, cls, build):
+        """A value from the disk cache, or built and stored there."""
+        key = f"{self._identity}/{kind}" if self._identity else None
+        if key is not None:
+            fields = self._cache.get(key)
+            if fields is not None:
+                try:
+                    return cls.from_fields(fields)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    pass  # inconsistent despite its checksum: rebuild it
+        value = build()
+        if key is not None and value is not None:
+            self._cache.put(key, value.to_fields())
+        return value
+
+    def _build_aranges(self) -> _RangeIndex:
+        entries = []
+        info = self._dwarf()
+        try:
+            aranges = info.get_aranges() if info is not None else None
+            for e in aranges.entries if aranges else ():
+                entries.append((e.begin_addr, e.begin_addr + e.length, e.info_offset))
+        except PARSE_ERRORS:
             entries = []
-            info = self._dwarf()
-            try:
-                for cu in info.iter_CUs():
-                    top = cu.get_top_DIE()
-                    for low, high in _die_ranges(top, cu, info):
-                        entries.append((low, high, cu.cu_offset))
-            except PARSE_ERRORS:
-                pass
-            entries.sort()
-            for low, high, offset in entries:
-                starts.append(low)
-                spans.append((high, offset))
-            self._cu_ranges = (starts, spans)
-        starts, spans = self._cu_ranges
-        i = bisect.bisect_right(starts, vaddr) - 1
-        # Ranges of different CUs do not overlap, but a CU's ranges may be listed out of order
-        # with another's: look back a little.
-        for j in range(i, max(i - 4, -1), -1):
-            high, offset = spans[j]
-            if starts[j] <= vaddr < high:
-                return offset
-        return None
+        return _RangeIndex(entries)
+
+    def _build_cu_ranges(self) -> _RangeIndex:
+        entries = []
+        info = self._dwarf()
+        try:
+            for cu in info.iter_CUs() if info is not None else ():
+                top = cu.get_top_DIE()
+                for low, high in _die_ranges(top, cu, info):
+                    entries.append((low, high, cu.cu_offset))
+        except PARSE_ERRORS:
+            pass
+        return _RangeIndex(entries)
 
     def _line_table(self, cu_offset: int) -> Optional[_LineTable]:
-        if cu_offset in self._lines:
-            return self._lines[cu_offset]
-        table = None
+        if cu_offset not in self._lines:
+            self._lines[cu_offset] = self._cached(
+                f"lines/{cu_offset}", _LineTable, lambda: self._decode_line_table(cu_offset)
+            )
+        return self._lines[cu_offset]
+
+    def _decode_line_table(self, cu_offset: int) -> Optional[_LineTable]:
         cu = self._cu(cu_offset)
         info = self._dwarf()
-        if cu is not None and info is not None:
-            try:
-                program = info.line_program_for_CU(cu)
-                if program is not None:
-                    table = _decode_lines(program, cu)
-                    self.cus_parsed += 1
-            except PARSE_ERRORS:
-                table = None
-        self._lines[cu_offset] = table
-        return table
+        if cu is None or info is None:
+            return None
+        try:
+            program = info.line_program_for_CU(cu)
+            if program is None:
+                return None
+            self.cus_parsed += 1
+            return _decode_lines(program, cu)
+        except PARSE_ERRORS:
+            return None
 
     def _scopes_at(self, cu, vaddr: int) -> list:
         """The nested DIEs (outermost first) whose ranges contain vaddr."""

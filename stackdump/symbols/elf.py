@@ -9,8 +9,10 @@ Every method is defensive: a truncated or corrupt file yields fewer answers, not
 
 from __future__ import annotations
 
+import array
 import bisect
 import io
+import os
 import struct
 from dataclasses import dataclass
 from typing import BinaryIO, List, Optional, Tuple
@@ -79,6 +81,21 @@ class SymbolTable:
     def __len__(self) -> int:
         return len(self._starts)
 
+    def to_fields(self) -> dict:
+        return {
+            "starts": array.array("Q", self._starts),
+            "sizes": array.array("Q", self._sizes),
+            "names": array.array("Q", self._names),
+            "strtab": self._strtab,
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> SymbolTable:
+        starts, sizes, names = fields["starts"], fields["sizes"], fields["names"]
+        if not (len(starts) == len(sizes) == len(names)) or list(starts) != sorted(starts):
+            raise ValueError("inconsistent cached symbol table")
+        return cls(starts.tolist(), sizes.tolist(), names.tolist(), fields["strtab"])
+
     def lookup(self, vaddr: int) -> Optional[Tuple[str, int]]:
         """(name, symbol start) of the function containing vaddr."""
         i = bisect.bisect_right(self._starts, vaddr) - 1
@@ -141,8 +158,9 @@ def _alias_key(entry, strtab: bytes):
 class ElfObject:
     """Headers and symbols of one ELF file (or in-memory image, for the vDSO)."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, path: Optional[str] = None) -> None:
         self._stream = stream
+        self.path = path
         self._elf = ELFFile(stream)
         if self._elf.elfclass != 64 or self._elf.little_endian is not True:
             raise ELFError("not a 64-bit little-endian ELF object")
@@ -182,7 +200,7 @@ class ElfObject:
     def open(cls, path: str) -> ElfObject:
         f = open(path, "rb")  # noqa: SIM115 - kept open for lazy section reads
         try:
-            return cls(f)
+            return cls(f, path)
         except BaseException:
             f.close()
             raise
@@ -216,7 +234,26 @@ class ElfObject:
                     return b""
         return b""
 
+    def identity(self) -> Optional[str]:
+        """A cache key for this file's contents: build-id and size (a debug file and its
+        object share a build-id, not a size), else path, size, mtime and inode."""
+        if self.path is None:
+            return None
+        try:
+            st = os.fstat(self._stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            return None
+        build_id = self.build_id()
+        if build_id:
+            return f"build-id:{build_id}:{st.st_size}"
+        return f"file:{os.path.realpath(self.path)}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
     def build_id(self) -> Optional[str]:
+        if not hasattr(self, "_build_id"):
+            self._build_id = self._read_build_id()
+        return self._build_id
+
+    def _read_build_id(self) -> Optional[str]:
         try:
             section = self._elf.get_section_by_name(".note.gnu.build-id")
             if section is None:

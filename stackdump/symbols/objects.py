@@ -12,6 +12,7 @@ import os
 import zlib
 from typing import Dict, Optional, Sequence, Tuple
 
+from stackdump.symbols.cache import DiskCache
 from stackdump.symbols.dwarf import DwarfIndex
 from stackdump.symbols.elf import PARSE_ERRORS, ElfObject, SymbolTable
 from stackdump.symbols.modules import (
@@ -31,9 +32,12 @@ _EMPTY = SymbolTable([], [], [], b"")
 class LoadedObject:
     """An object's ELF image, its debug file if any, and what is derived from them lazily."""
 
-    def __init__(self, elf: Optional[ElfObject], debug: Optional[ElfObject]) -> None:
+    def __init__(
+        self, elf: Optional[ElfObject], debug: Optional[ElfObject], cache: DiskCache
+    ) -> None:
         self.elf = elf
         self.debug = debug
+        self._cache = cache
         self._symbols: Optional[SymbolTable] = None
         self._cfi: Optional[CfiTable] = None
         self._dwarf: Optional[DwarfIndex] = None
@@ -61,14 +65,14 @@ class LoadedObject:
             self._dwarf_checked = True
             for source in (self.debug, self.elf):
                 if source is not None and source.has_section(".debug_info"):
-                    self._dwarf = DwarfIndex(source)
+                    self._dwarf = DwarfIndex(source, self._cache)
                     break
         return self._dwarf
 
     def _load_symbols(self) -> SymbolTable:
         try:
             if self.debug is not None:
-                table = self.debug.symbols((".symtab",))
+                table = self._cached_symbols(self.debug, (".symtab",))
                 if len(table):
                     return table
             if self.elf is not None:
@@ -76,10 +80,29 @@ class LoadedObject:
                     table = _minidebuginfo_symbols(self.elf)
                     if table is not None and len(table):
                         return table
-                return self.elf.symbols()
+                return self._cached_symbols(self.elf, (".symtab", ".dynsym"))
         except PARSE_ERRORS:
             pass
         return _EMPTY
+
+    def _cached_symbols(self, elf: ElfObject, prefer: Tuple[str, ...]) -> SymbolTable:
+        identity = elf.identity()
+        key = f"{identity}/symbols/{','.join(prefer)}" if identity else None
+        if key is not None:
+            fields = self._cache.get(key)
+            if fields is not None:
+                try:
+                    return SymbolTable.from_fields(fields)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    pass
+        table = elf.symbols(prefer)
+        if key is not None:
+            self._cache.put(key, table.to_fields())
+        return table
+
+    @property
+    def cus_decoded(self) -> int:
+        return self._dwarf.cus_parsed if self._dwarf is not None else 0
 
     def close(self) -> None:
         for obj in (self.elf, self.debug):
@@ -96,8 +119,10 @@ class ObjectCache:
         maps: Sequence[MemoryMap],
         vdso: Optional[bytes],
         debug_dirs: Sequence[str] = (),
+        cache: Optional[DiskCache] = None,
     ) -> None:
         self.pid = pid
+        self.cache = cache if cache is not None else DiskCache(None)
         self.modules = ModuleMap(maps)
         self._vdso = vdso
         self._debug_dirs = tuple(debug_dirs)
@@ -152,11 +177,15 @@ class ObjectCache:
         except PARSE_ERRORS:
             elf = None
         if elf is None:
-            return LoadedObject(None, None)
+            return LoadedObject(None, None, self.cache)
         debug = None
         if not elf.has_section(".symtab") or not elf.has_section(".debug_info"):
             debug = self._open_debug_file(elf, module)
-        return LoadedObject(elf, debug)
+        return LoadedObject(elf, debug, self.cache)
+
+    @property
+    def cus_decoded(self) -> int:
+        return sum(loaded.cus_decoded for loaded in self._loaded.values())
 
     def _open_debug_file(self, elf: ElfObject, module: Module) -> Optional[ElfObject]:
         build_id = elf.build_id()
