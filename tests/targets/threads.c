@@ -54,7 +54,7 @@ NOINLINE void blocking_read(void) {
     for (;;) {
         /* Each read gets a new buffer address, so /proc/<tid>/syscall shows whether a read
          * returned and was re-entered (its second argument changes). */
-        if (read(idle_pipe[0], read_buffer + (read_returned % sizeof read_buffer), 1) != 0)
+        if (read(idle_pipe[0], read_buffer + (read_returned % sizeof read_buffer), 1) != 0) /* LINE:blocking_read */
             read_returned++;
         else
             read_returned++;
