@@ -80,6 +80,13 @@ def test_truncated_symbol_table_does_not_raise():
             "std::vector<int, std::allocator<int> >::push_back(int const&)",
         ),
         ("main", "main"),
+        ("_ZN4core3ptr13drop_in_place17h0123456789abcdefE", "core::ptr::drop_in_place"),
+        (
+            "_ZN66_$LT$alloc..vec..Vec$LT$T$GT$$u20$as$u20$core..ops..drop..Drop$GT$4drop"
+            "17h3b3b3b3b3b3b3b3bE",
+            "<alloc::vec::Vec<T> as core::ops::drop::Drop>::drop",
+        ),
+        ("_ZN3std2rt10lang_start17h1234567890abcdefE.llvm.42", "std::rt::lang_start"),
         ("_Znot_valid", "_Znot_valid"),
     ],
 )

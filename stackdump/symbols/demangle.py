@@ -1,4 +1,5 @@
-"""C++ (Itanium) demangling through libstdc++'s own `__cxa_demangle`, loaded with ctypes.
+"""Demangling: C++ (Itanium) through libstdc++'s own `__cxa_demangle`, loaded with ctypes,
+and Rust's legacy scheme (an Itanium-shaped `_ZN...17h<hash>E` with `$..$` escapes).
 
 Using the C++ runtime's demangler gives exactly the names gdb and eu-stack print. When the
 library is missing, names stay mangled: a mangled name is still a correct answer.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 from typing import Dict, Optional
 
 
@@ -38,7 +40,7 @@ class Demangler:
             return name
         cached = self._cache.get(name)
         if cached is None:
-            cached = self._cxa(name) or name
+            cached = demangle_rust_legacy(name) or self._cxa(name) or name
             self._cache[name] = cached
         return cached
 
@@ -56,3 +58,72 @@ class Demangler:
         finally:
             self._free(ptr)
         return text + at + version if at else text
+
+
+_RUST_HASH = re.compile(r"17h[0-9a-f]{16}E$")
+_RUST_ESCAPES = {
+    "SP": "@",
+    "BP": "*",
+    "RF": "&",
+    "LT": "<",
+    "GT": ">",
+    "LP": "(",
+    "RP": ")",
+    "C": ",",
+}
+
+
+def demangle_rust_legacy(name: str) -> Optional[str]:
+    """`_ZN4core3ptr13drop_in_place17h0123456789abcdefE` -> `core::ptr::drop_in_place`.
+
+    Recognized only by its trailing 16-hex-digit hash path element, as rustc-demangle does.
+    """
+    body = name.split(".", 1)[0]  # LLVM suffixes such as .llvm.123
+    if not body.startswith("_ZN") or not _RUST_HASH.search(body):
+        return None
+    parts = []
+    i = 3
+    end = len(body) - 1  # the final 'E'
+    while i < end:
+        j = i
+        while j < end and body[j].isdigit():
+            j += 1
+        if j == i:
+            return None
+        length = int(body[i:j])
+        part = body[j : j + length]
+        if len(part) != length:
+            return None
+        parts.append(part)
+        i = j + length
+    if not parts or not parts[-1].startswith("h"):
+        return None
+    return "::".join(_unescape_rust(p) for p in parts[:-1])
+
+
+def _unescape_rust(part: str) -> str:
+    if part.startswith("_$"):
+        part = part[1:]
+    out = []
+    i = 0
+    while i < len(part):
+        if part.startswith("..", i):
+            out.append("::")
+            i += 2
+        elif part[i] == "$":
+            close = part.find("$", i + 1)
+            code = part[i + 1 : close] if close > 0 else ""
+            if code in _RUST_ESCAPES:
+                out.append(_RUST_ESCAPES[code])
+            elif code.startswith("u") and len(code) > 1:
+                try:
+                    out.append(chr(int(code[1:], 16)))
+                except ValueError:
+                    return part
+            else:
+                return part
+            i = close + 1
+        else:
+            out.append(part[i])
+            i += 1
+    return "".join(out)
