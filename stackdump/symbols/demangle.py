@@ -60,7 +60,7 @@ class Demangler:
         return text + at + version if at else text
 
 
-_RUST_HASH = re.compile(r"17h[0-9a-f]{16}E$")
+_RUST_HASH = re.compile(r"17h[0-9a-f]{16}E")
 _RUST_ESCAPES = {
     "SP": "@",
     "BP": "*",
@@ -78,9 +78,12 @@ def demangle_rust_legacy(name: str) -> Optional[str]:
 
     Recognized only by its trailing 16-hex-digit hash path element, as rustc-demangle does.
     """
-    body = name.split(".", 1)[0]  # LLVM suffixes such as .llvm.123
-    if not body.startswith("_ZN") or not _RUST_HASH.search(body):
+    match = None
+    for match in _RUST_HASH.finditer(name):
+        pass
+    if not name.startswith("_ZN") or match is None:
         return None
+    body = name[: match.end()]  # drops LLVM suffixes such as .llvm.123
     parts = []
     i = 3
     end = len(body) - 1  # the final 'E'
