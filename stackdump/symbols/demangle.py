@@ -78,12 +78,10 @@ def demangle_rust_legacy(name: str) -> Optional[str]:
 
     Recognized only by its trailing 16-hex-digit hash path element, as rustc-demangle does.
     """
-    match = None
-    for match in _RUST_HASH.finditer(name):
-        pass
-    if not name.startswith("_ZN") or match is None:
+    hashes = list(_RUST_HASH.finditer(name))
+    if not name.startswith("_ZN") or not hashes:
         return None
-    body = name[: match.end()]  # drops LLVM suffixes such as .llvm.123
+    body = name[: hashes[-1].end()]  # drops LLVM suffixes such as .llvm.123
     parts = []
     i = 3
     end = len(body) - 1  # the final 'E'
