@@ -10,6 +10,7 @@ directory; "warm" runs follow a run of the same command.
 
     python3 benchmarks/run.py --threads 100 --repeat 5
     python3 benchmarks/run.py --threads 1000 --variant nofp --gdb
+    python3 benchmarks/run.py --binary /tmp/big/big_dwarf --threads 8   # see gen_big_dwarf.py
 """
 
 from __future__ import annotations
@@ -122,12 +123,23 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--modes", default="DISABLED,FAST")
     parser.add_argument("--gdb", action="store_true", help="also time gdb (slow, stops all)")
+    parser.add_argument(
+        "--binary",
+        type=Path,
+        help="a prebuilt target taking `read=N` (gen_big_dwarf.py builds one)",
+    )
     args = parser.parse_args()
 
     build = Path(tempfile.mkdtemp(prefix="stackdump-bench-build-"))
-    binary = compile_target("threads.c", build, f"threads-{args.variant}", VARIANTS[args.variant])
+    if args.binary:
+        binary, roles = args.binary, {"read": args.threads - 1}
+    else:
+        binary = compile_target(
+            "threads.c", build, f"threads-{args.variant}", VARIANTS[args.variant]
+        )
+        roles = roles_for(args.threads)
     stackdump = [sys.executable, "-m", "stackdump"]
-    with Target(binary, roles_for(args.threads)).wait_ready() as target:
+    with Target(binary, roles).wait_ready() as target:
         pid = str(target.pid)
         rows = []
         for temp in ("cold", "warm"):
@@ -173,10 +185,8 @@ def main() -> int:
                 )
     shutil.rmtree(build, ignore_errors=True)
 
-    print(
-        f"target: {args.threads} threads, variant {args.variant}, "
-        f"median of {args.repeat}; cpus={os.cpu_count()}"
-    )
+    what = args.binary if args.binary else f"threads.c variant {args.variant}"
+    print(f"target: {what}, {args.threads} threads, median of {args.repeat}; cpus={os.cpu_count()}")
     print(f"{'dumper':<34} {'wall ms':>9} {'peak RSS MiB':>13} {'pause p50/p99/max us':>22}")
     for r in rows:
         pause = f"{r['p50']:.0f}/{r['p99']:.0f}/{r['max']:.0f}" if "p50" in r else "-"
