@@ -1,5 +1,6 @@
 """Demangling: C++ (Itanium) through libstdc++'s own `__cxa_demangle`, loaded with ctypes,
-and Rust's legacy scheme (an Itanium-shaped `_ZN...17h<hash>E` with `$..$` escapes).
+Rust's legacy scheme (an Itanium-shaped `_ZN...17h<hash>E` with `$..$` escapes), and Rust's
+v0 scheme (`_R...`, see rust_v0.py).
 
 Using the C++ runtime's demangler gives exactly the names gdb and eu-stack print. When the
 library is missing, names stay mangled: a mangled name is still a correct answer.
@@ -11,6 +12,8 @@ import ctypes
 import ctypes.util
 import re
 from typing import Dict, Optional
+
+from stackdump.symbols.rust_v0 import demangle_rust_v0
 
 
 class Demangler:
@@ -36,6 +39,8 @@ class Demangler:
         self._free = libc.free
 
     def demangle(self, name: str) -> str:
+        if name.startswith("_R"):
+            return demangle_rust_v0(name) or name
         if not name.startswith("_Z"):
             return name
         cached = self._cache.get(name)
