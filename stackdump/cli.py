@@ -88,7 +88,7 @@ def build_options(
         max_frames=parse_range("max_frames", max_frames, 1, 4096),
         stack_bytes=parse_range("stack_bytes", stack_bytes, 4096, 67108864),
         show_addresses=addresses,
-        debug_dirs=debug_search_path(debug_dirs),
+        debug_dirs=debug_search_path(tuple(debug_dirs)),
         cache_dir=None if no_cache else default_directory(),
     )
 
@@ -225,35 +225,9 @@ thread at a time; unwinding and symbolization run afterwards on the copy."""
     help="Write the report to FILE (atomically) instead of stdout.",
 )
 @click.version_option(__version__, "--version", prog_name="stackdump")
-def command(
-    pid,
-    thread_id,
-    tid,
-    mode,
-    dwarf_mode,
-    timeout_ms,
-    skip_blocking_syscalls,
-    max_frames,
-    stack_bytes,
-    addresses,
-    debug_dirs,
-    no_cache,
-    output,
-) -> int:
-    options = build_options(
-        pid,
-        thread_id,
-        tid,
-        mode,
-        dwarf_mode,
-        timeout_ms,
-        skip_blocking_syscalls,
-        max_frames,
-        stack_bytes,
-        addresses,
-        tuple(debug_dirs),
-        no_cache,
-    )
+def command(output: Optional[str], **params) -> int:
+    # click names each parameter after build_options' arguments
+    options = build_options(**params)
     report = _run_with_progress(options)
     write_report(report, output)
     return EXIT_PARTIAL if report.partial else EXIT_OK

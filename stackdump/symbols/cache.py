@@ -19,7 +19,7 @@ import os
 import struct
 import tempfile
 import zlib
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, Optional, TypeVar, Union
 
 MAGIC = b"SDC1"
 FORMAT_VERSION = 1
@@ -27,6 +27,7 @@ DEFAULT_MAX_BYTES = 512 << 20
 _HEADER_LEN = struct.Struct("<I")
 
 Value = Union[array.array, bytes, list]
+T = TypeVar("T")
 
 
 def default_directory() -> str:
@@ -89,6 +90,23 @@ class DiskCache:
             self._wrote = True
         except OSError:
             pass  # a read-only or full disk costs speed, not correctness
+
+    def fetch(self, key: Optional[str], cls, build: Callable[[], Optional[T]]) -> Optional[T]:
+        """`cls.from_fields(entry)` for a valid entry under key, else `build()`, stored.
+
+        `from_fields` raising ValueError/KeyError/TypeError means the entry is inconsistent
+        despite its checksum (e.g. written by an older stackdump): it is rebuilt."""
+        if key is not None:
+            fields = self.get(key)
+            if fields is not None:
+                try:
+                    return cls.from_fields(fields)
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    pass
+        value = build()
+        if key is not None and value is not None:
+            self.put(key, value.to_fields())
+        return value
 
     def trim(self) -> None:
         """Remove the oldest entries while the directory exceeds its bound."""

@@ -186,19 +186,8 @@ class DwarfIndex:
         return self._cus[offset]
 
     def _cached(self, kind: str, cls, build):
-        """A value from the disk cache, or built and stored there."""
         key = f"{self._identity}/{kind}" if self._identity else None
-        if key is not None:
-            fields = self._cache.get(key)
-            if fields is not None:
-                try:
-                    return cls.from_fields(fields)
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    pass  # inconsistent despite its checksum: rebuild it
-        value = build()
-        if key is not None and value is not None:
-            self._cache.put(key, value.to_fields())
-        return value
+        return self._cache.fetch(key, cls, build)
 
     def _build_aranges(self) -> _RangeIndex:
         entries = []

@@ -88,17 +88,7 @@ class LoadedObject:
     def _cached_symbols(self, elf: ElfObject, prefer: Tuple[str, ...]) -> SymbolTable:
         identity = elf.identity()
         key = f"{identity}/symbols/{','.join(prefer)}" if identity else None
-        if key is not None:
-            fields = self._cache.get(key)
-            if fields is not None:
-                try:
-                    return SymbolTable.from_fields(fields)
-                except (ValueError, KeyError, TypeError, AttributeError):
-                    pass
-        table = elf.symbols(prefer)
-        if key is not None:
-            self._cache.put(key, table.to_fields())
-        return table
+        return self._cache.fetch(key, SymbolTable, lambda: elf.symbols(prefer))
 
     @property
     def cus_decoded(self) -> int:
