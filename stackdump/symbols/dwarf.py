@@ -309,8 +309,7 @@ def _die_name(die) -> Optional[str]:
         attrs = die.attributes
         for key in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name", "DW_AT_name"):
             if key in attrs:
-                value = attrs[key].value
-                return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+                return _text(attrs[key].value)
         ref = next(
             (k for k in ("DW_AT_abstract_origin", "DW_AT_specification") if k in attrs), None
         )

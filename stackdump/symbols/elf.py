@@ -172,7 +172,6 @@ class ElfObject:
             for p in self.program_headers
             if p.type == PT_LOAD
         )
-        self._symbols: Optional[SymbolTable] = None
 
     def _read_program_headers(self) -> Tuple[ProgramHeader, ...]:
         header = self._elf.header
@@ -282,11 +281,8 @@ class ElfObject:
             return None
 
     def symbols(self, prefer: Tuple[str, ...] = (".symtab", ".dynsym")) -> SymbolTable:
-        if self._symbols is None:
-            self._symbols = self._load_symbols(prefer)
-        return self._symbols
-
-    def _load_symbols(self, prefer: Tuple[str, ...]) -> SymbolTable:
+        """The first non-empty table among `prefer`, built anew: callers keep it (LoadedObject
+        does, through the disk cache)."""
         for name in prefer:
             try:
                 section = self._elf.get_section_by_name(name)

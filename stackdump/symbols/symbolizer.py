@@ -13,6 +13,7 @@ the cache belongs to one Symbolizer, hence to one mode.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
 from stackdump.symbols.demangle import Demangler
@@ -75,7 +76,7 @@ class Symbolizer:
                 frames: List[SymbolizedFrame] = []
                 for inline in chain[:-1]:
                     frames.append(
-                        _replace(
+                        replace(
                             physical,
                             function=self._name(inline.name),
                             file=inline.file,
@@ -85,7 +86,7 @@ class Symbolizer:
                     )
                 outer = chain[-1]
                 frames.append(
-                    _replace(
+                    replace(
                         physical,
                         function=self._name(outer.name) or physical.function,
                         file=outer.file,
@@ -98,12 +99,7 @@ class Symbolizer:
         if function is None:
             function = self._name(dwarf.function_name(cu, vaddr))
         file, line = where if where else (None, None)
-        return (_replace(physical, function=function, file=file, line=line),)
+        return (replace(physical, function=function, file=file, line=line),)
 
     def _name(self, name: Optional[str]) -> Optional[str]:
         return self._demangler.demangle(name) if name else None
-
-
-def _replace(frame: SymbolizedFrame, **changes) -> SymbolizedFrame:
-    values = {**frame.__dict__, **changes}
-    return SymbolizedFrame(**values)

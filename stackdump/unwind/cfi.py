@@ -68,12 +68,6 @@ class CfiRow:
     ra_column: int
     signal_frame: bool
 
-    def rule(self, regnum: int) -> Optional[Rule]:
-        for reg, rule in self.rules:
-            if reg == regnum:
-                return rule
-        return None
-
 
 class _State:
     __slots__ = ("cfa", "rules")

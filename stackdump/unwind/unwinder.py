@@ -86,11 +86,11 @@ def unwind(
     hybrid = walk_hybrid(dict(enumerate(regs.values)), memory, cfi_lookup, max_frames)
     if not hybrid.used_cfi:
         return fp_result
+    fp_clean = fp_status in (fp.END_OF_CHAIN, fp.FRAME_LIMIT)
     same_as_fp = [f.pc for f in hybrid.frames] == [f.pc for f in fp_frames]
-    if same_as_fp and fp_status in (fp.END_OF_CHAIN, fp.FRAME_LIMIT):
+    if same_as_fp and fp_clean:
         return fp_result
     hybrid_clean = hybrid.status in (END_OF_STACK, FRAME_LIMIT)
-    fp_clean = fp_status in (fp.END_OF_CHAIN, fp.FRAME_LIMIT)
     if not hybrid_clean and fp_clean and len(fp_frames) > len(hybrid.frames):
         return fp_result
     return UnwindResult(
