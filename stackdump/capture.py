@@ -14,7 +14,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import signal
@@ -28,6 +27,7 @@ from ptrace.error import PtraceError
 from stackdump import permissions, proc
 from stackdump.arch import DWARF_REGISTER_NAMES
 from stackdump.errors import PermissionDenied
+from stackdump.remote import RemoteMemory
 from stackdump.types import MemoryMap, Registers, SyscallState, ThreadSnapshot, ThreadStatus
 
 # python-ptrace 0.9.9 has no wrappers for these (linux/ptrace.h).
@@ -41,31 +41,6 @@ WALL = 0x40000000  # __WALL: wait for clone children, which every non-leader thr
 # tracee stopped: an idle thread stops within tens of microseconds, and a wake-up on the
 # signal adds no oversleep to a slow thread's pause.
 _SPIN_NS = 50_000
-
-
-class _Iovec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-def _load_process_vm_readv():
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    fn = getattr(libc, "process_vm_readv", None)
-    if fn is None:
-        return None
-    fn.argtypes = [
-        ctypes.c_int,
-        ctypes.POINTER(_Iovec),
-        ctypes.c_ulong,
-        ctypes.POINTER(_Iovec),
-        ctypes.c_ulong,
-        ctypes.c_ulong,
-    ]
-    fn.restype = ctypes.c_ssize_t
-    return fn
-
-
-class _Stopped(Exception):
-    """Internal: the thread reached a stop; carries the signal to re-inject at detach."""
 
 
 class Tracer:
@@ -86,10 +61,7 @@ class Tracer:
         self._buffer = ctypes.create_string_buffer(stack_bytes)
         self._home_buffer = ctypes.create_string_buffer(stack_bytes)
         self._main_stack = next((m for m in self._maps if m.path == "[stack]"), None)
-        self._readv = _load_process_vm_readv()
-        self._local = _Iovec(ctypes.cast(self._buffer, ctypes.c_void_p), 0)
-        self._remote = _Iovec(None, 0)
-        self._mem_fd: Optional[int] = None
+        self._memory = RemoteMemory(pid)
         self._pending: Set[int] = set()
         self._old_mask: Set[int] = set()
         self.attempts = 0
@@ -102,9 +74,7 @@ class Tracer:
     def __exit__(self, *exc) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         self.reap()
-        if self._mem_fd is not None:
-            os.close(self._mem_fd)
-            self._mem_fd = None
+        self._memory.close()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -126,9 +96,7 @@ class Tracer:
 
     def read_memory(self, address: int, size: int) -> bytes:
         """Copy target memory that does not change while threads run (e.g. the vDSO)."""
-        buf = ctypes.create_string_buffer(size)
-        n = self._copy_into(self.pid, buf, address, size)
-        return ctypes.string_at(buf, n) if n > 0 else b""
+        return self._memory.read(address, size)
 
     def capture(
         self, tid: int, name: str, syscall: Optional[SyscallState] = None
@@ -174,11 +142,11 @@ class Tracer:
             stack_map = self.stack_map_for(regs_struct.rsp)
             if stack_map is not None:
                 size = min(stack_map.end - regs_struct.rsp, self._stack_bytes)
-                copied = self._copy_into(tid, self._buffer, regs_struct.rsp, size)
+                copied = self._memory.copy_into(tid, self._buffer, regs_struct.rsp, size)
             home = self._home_stack(tid, regs_struct.fs_base)
             if home is not None and home is not stack_map:
                 home_start = max(home.start, home.end - self._stack_bytes)
-                home_copied = self._copy_into(
+                home_copied = self._memory.copy_into(
                     tid, self._home_buffer, home_start, home.end - home_start
                 )
             _raw_ptrace(PTRACE_DETACH, tid, 0, signal_to_deliver)
@@ -285,29 +253,6 @@ class Tracer:
             if now >= spin_until:
                 # Any SIGCHLD (this tracee's or a stale one) just means: look again.
                 signal.sigtimedwait([signal.SIGCHLD], (deadline_ns - now) / 1e9)
-
-    def _copy_into(self, tid: int, buf, address: int, size: int) -> int:
-        if size <= 0:
-            return 0
-        if self._readv is not None:
-            self._local.iov_len = size
-            self._local.iov_base = ctypes.cast(buf, ctypes.c_void_p)
-            self._remote.iov_base = address
-            self._remote.iov_len = size
-            n = self._readv(tid, ctypes.byref(self._local), 1, ctypes.byref(self._remote), 1, 0)
-            if n > 0:
-                return n
-        return self._pread_into(buf, address, size)
-
-    def _pread_into(self, buf, address: int, size: int) -> int:
-        try:
-            if self._mem_fd is None:
-                self._mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY)
-            data = os.pread(self._mem_fd, size, address)
-        except OSError:
-            return 0
-        ctypes.memmove(buf, data, len(data))
-        return len(data)
 
 
 def _signal_to_reinject(status: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 from typing import List, Optional, Tuple
@@ -19,7 +20,7 @@ from stackdump.engine import DumpOptions, dump
 from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.report import write_text
 from stackdump.symbols.cache import default_directory
-from stackdump.types import LocationMode, Report
+from stackdump.types import CaptureMode, LocationMode, Report
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_REPORT = 0, 1, 2, 3
 MAX_TID = 2**31 - 1
@@ -55,6 +56,14 @@ def parse_mode(text: str) -> LocationMode:
         ) from None
 
 
+def parse_capture(text: str) -> CaptureMode:
+    try:
+        return CaptureMode(text.lower())
+    except ValueError:
+        names = ", ".join(m.value for m in CaptureMode)
+        raise InvalidArgument(f"invalid capture: {text}, expected one of {names}") from None
+
+
 def parse_pid(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= MAX_TID:
         raise InvalidArgument(f"invalid pid: {text}")
@@ -74,6 +83,7 @@ def build_options(
     addresses: bool,
     debug_dirs: Tuple[str, ...] = (),
     no_cache: bool = False,
+    capture: str = "auto",
 ) -> DumpOptions:
     if thread_id is not None and tid is not None:
         raise InvalidArgument("tid and thread_id are mutually exclusive")
@@ -90,6 +100,7 @@ def build_options(
         show_addresses=addresses,
         debug_dirs=debug_search_path(tuple(debug_dirs)),
         cache_dir=None if no_cache else default_directory(),
+        capture=parse_capture(capture),
     )
 
 
@@ -132,9 +143,30 @@ def _error(message: str, help_text: str = "") -> None:
             print(help_text, file=sys.stderr)
 
 
-def _run_with_progress(options: DumpOptions) -> Report:
+class StopRequest:
+    """Set by SIGINT/SIGTERM: capture ends after the current thread (never while one is
+    stopped) and the report covers what was captured. A second signal kills stackdump
+    outright, which still leaves every thread running (PTRACE_SEIZE)."""
+
+    def __init__(self) -> None:
+        self.signal_name = ""
+
+    def __call__(self) -> bool:
+        return bool(self.signal_name)
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def _run_with_progress(options: DumpOptions, stop: StopRequest) -> Report:
     if not sys.stderr.isatty():
-        return dump(options)
+        return dump(options, should_stop=stop)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -148,14 +180,18 @@ def _run_with_progress(options: DumpOptions) -> Report:
     ) as bar:
         task = bar.add_task("capture", total=None)
         return dump(
-            options, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            options,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            should_stop=stop,
         )
 
 
 HELP = """Print the native stack of every thread of the live process PID.
 
 Each thread is stopped only while its registers and stack are copied (microseconds), one
-thread at a time; unwinding and symbolization run afterwards on the copy."""
+thread at a time; unwinding and symbolization run afterwards on the copy. Threads blocked in
+calls that a stop would interrupt with EINTR (epoll_wait, semop, sigtimedwait, socket calls)
+are never stopped: their stacks are copied while they stay blocked (--capture)."""
 
 
 @click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -218,6 +254,15 @@ thread at a time; unwinding and symbolization run afterwards on the copy."""
     help="Neither read nor write the symbol cache ($XDG_CACHE_HOME/stackdump).",
 )
 @click.option(
+    "--capture",
+    "capture",
+    default="auto",
+    show_default=True,
+    metavar="HOW",
+    help="auto: stop threads except those a stop would disturb; ptrace: stop every "
+    "thread; passive: stop none (running threads are skipped).",
+)
+@click.option(
     "-o",
     "--output",
     "output",
@@ -228,8 +273,16 @@ thread at a time; unwinding and symbolization run afterwards on the copy."""
 def command(output: Optional[str], **params) -> int:
     # click names each parameter after build_options' arguments
     options = build_options(**params)
-    report = _run_with_progress(options)
+    stop = StopRequest()
+    stop.install()
+    report = _run_with_progress(options, stop)
     write_report(report, output)
+    if report.interrupted:
+        _error(
+            f"interrupted by {stop.signal_name}: the report covers the "
+            f"{report.header.thread_count} thread(s) captured before it"
+        )
+        return EXIT_PARTIAL
     return EXIT_PARTIAL if report.partial else EXIT_OK
 
 

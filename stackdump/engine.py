@@ -14,18 +14,21 @@ from typing import Callable, List, Optional, Tuple
 from stackdump import proc
 from stackdump.capture import Tracer
 from stackdump.errors import AlreadyTraced, NotUserProcess, ProcessNotFound
+from stackdump.passive import PassiveCapturer
 from stackdump.symbols.cache import DiskCache
 from stackdump.symbols.modules import VDSO
 from stackdump.symbols.objects import ObjectCache
 from stackdump.symbols.symbolizer import Symbolizer
-from stackdump.syscalls import is_interrupt_sensitive, syscall_name
+from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive, syscall_name
 from stackdump.types import (
+    CaptureMode,
     LocationMode,
     ProcessSnapshot,
     Report,
     ReportHeader,
     Summary,
     SymbolizedFrame,
+    SyscallState,
     ThreadReport,
     ThreadSnapshot,
     ThreadStatus,
@@ -36,6 +39,8 @@ UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
 
 # progress(done, total): called between threads, never while one is stopped.
 Progress = Callable[[int, int], None]
+# should_stop(): asked between threads; True ends capture early (SIGINT, SIGTERM).
+ShouldStop = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -50,11 +55,16 @@ class DumpOptions:
     show_addresses: bool = False
     debug_dirs: Tuple[str, ...] = ()
     cache_dir: Optional[str] = None  # None: no disk cache
+    capture: CaptureMode = CaptureMode.AUTO
 
 
-def dump(options: DumpOptions, progress: Optional[Progress] = None) -> Report:
+def dump(
+    options: DumpOptions,
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+) -> Report:
     started = time.perf_counter_ns()
-    snapshot = capture_process(options, progress)
+    snapshot = capture_process(options, progress, should_stop)
     return analyze(snapshot, options, started)
 
 
@@ -81,7 +91,11 @@ def resolve_target(pid: int) -> int:
     return tgid
 
 
-def capture_process(options: DumpOptions, progress: Optional[Progress] = None) -> ProcessSnapshot:
+def capture_process(
+    options: DumpOptions,
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+) -> ProcessSnapshot:
     pid = resolve_target(options.pid)
     started = time.perf_counter_ns()
     # Everything read from /proc up front, before any thread is stopped (SPEC.md).
@@ -92,12 +106,20 @@ def capture_process(options: DumpOptions, progress: Optional[Progress] = None) -
         raise ProcessNotFound(f"no such process: {pid}")
     names = {tid: proc.read_comm(pid, tid) for tid in tids}
     threads: List[ThreadSnapshot] = []
-    with Tracer(pid, maps, options.timeout_ms, options.stack_bytes) as tracer:
-        vdso = _read_vdso(tracer, maps)
-        for done, tid in enumerate(tids):
-            threads.append(_capture_one(tracer, pid, tid, names.get(tid), options))
-            if progress is not None:
-                progress(done + 1, len(tids))
+    interrupted = False
+    passive = PassiveCapturer(pid, maps, options.timeout_ms, options.stack_bytes)
+    try:
+        with Tracer(pid, maps, options.timeout_ms, options.stack_bytes) as tracer:
+            vdso = _read_vdso(tracer, maps)
+            for done, tid in enumerate(tids):
+                if should_stop is not None and should_stop():
+                    interrupted = True
+                    break
+                threads.append(_capture_one(tracer, passive, pid, tid, names.get(tid), options))
+                if progress is not None:
+                    progress(done + 1, len(tids))
+    finally:
+        passive.close()
     return ProcessSnapshot(
         pid=pid,
         exe=exe,
@@ -105,6 +127,7 @@ def capture_process(options: DumpOptions, progress: Optional[Progress] = None) -
         threads=tuple(threads),
         vdso=vdso,
         capture_ns=time.perf_counter_ns() - started,
+        interrupted=interrupted,
     )
 
 
@@ -116,20 +139,47 @@ def _read_vdso(tracer: Tracer, maps) -> Optional[bytes]:
 
 
 def _capture_one(
-    tracer: Tracer, pid: int, tid: int, name: Optional[str], options: DumpOptions
+    tracer: Tracer,
+    passive: PassiveCapturer,
+    pid: int,
+    tid: int,
+    name: Optional[str],
+    options: DumpOptions,
 ) -> ThreadSnapshot:
     if name is None or not proc.thread_exists(pid, tid):
         return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED)
     syscall = None
-    if options.skip_blocking_syscalls:
+    if options.skip_blocking_syscalls or options.capture is not CaptureMode.PTRACE:
         syscall = proc.read_syscall(pid, tid)
         if syscall is None:
             return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.THREAD_EXITED)
-        if syscall.number is not None and is_interrupt_sensitive(syscall.number):
-            return ThreadSnapshot(
-                tid=tid, name=name, status=ThreadStatus.SKIPPED_BLOCKING_SYSCALL, syscall=syscall
-            )
+    if (
+        options.skip_blocking_syscalls
+        and syscall is not None
+        and syscall.number is not None
+        and is_interrupt_sensitive(syscall.number)
+    ):
+        return ThreadSnapshot(
+            tid=tid, name=name, status=ThreadStatus.SKIPPED_BLOCKING_SYSCALL, syscall=syscall
+        )
+    if options.capture is CaptureMode.PASSIVE:
+        if syscall is None or syscall.running:
+            return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.SKIPPED_RUNNING)
+        return passive.capture(tid, name)
+    if (
+        options.capture is CaptureMode.AUTO
+        and syscall is not None
+        and _stop_would_interrupt(pid, syscall)
+    ):
+        return passive.capture(tid, name)
     return tracer.capture(tid, name, syscall)
+
+
+def _stop_would_interrupt(pid: int, syscall: SyscallState) -> bool:
+    if syscall.running or syscall.number is None or syscall.number < 0:
+        return False
+    first_arg = syscall.args[0] if syscall.args else -1
+    return interrupted_by_stop(syscall.number, first_arg, lambda fd: proc.fd_is_socket(pid, fd))
 
 
 def analyze(
@@ -155,10 +205,12 @@ def analyze(
             mode=options.mode,
             skip_blocking_syscalls=options.skip_blocking_syscalls,
             unwinder=UNWINDER_NAME,
+            capture=options.capture,
         ),
         threads=tuple(reports),
         summary=_summarize(snapshot.threads, elapsed_ns, disk.hits, cus_decoded),
         show_addresses=options.show_addresses,
+        interrupted=snapshot.interrupted,
     )
 
 
@@ -166,6 +218,8 @@ def _thread_report(
     thread: ThreadSnapshot, objects: ObjectCache, symbolizer: Symbolizer, options: DumpOptions
 ) -> ThreadReport:
     pause_us = thread.pause_ns // 1000 if thread.attempted else None
+    if thread.passive:
+        pause_us = 0
     if thread.status is ThreadStatus.SKIPPED_BLOCKING_SYSCALL:
         number = thread.syscall.number if thread.syscall else None
         return ThreadReport(
@@ -183,7 +237,7 @@ def _thread_report(
             pause_us=pause_us,
             error=thread.error,
         )
-    result = unwind(thread, options.max_frames, objects.cfi_row)
+    result = unwind(thread, options.max_frames, objects.cfi_row, objects)
     frames: List[SymbolizedFrame] = []
     for frame in result.frames:
         frames.extend(symbolizer.symbolize(frame))
@@ -195,11 +249,12 @@ def _thread_report(
         frames=tuple(frames),
         physical_frames=len(result.frames),
         capture_method=result.capture_method,
-        fp_status=result.fp_status,
+        fp_status=result.fp_status or None,
         unwind_status=result.unwind_status,
         stack_bounds=bounds,
         pause_us=pause_us,
         error=result.error,
+        recovered_frame_pointers=result.recovered_frame_pointers,
     )
 
 
@@ -213,7 +268,10 @@ def _summarize(
     errors = count(ThreadStatus.ATTACH_ERROR)
     return Summary(
         captured=count(ThreadStatus.OK),
-        skipped=count(ThreadStatus.SKIPPED_BLOCKING_SYSCALL) + exited + errors,
+        skipped=count(ThreadStatus.SKIPPED_BLOCKING_SYSCALL)
+        + count(ThreadStatus.SKIPPED_RUNNING)
+        + exited
+        + errors,
         timed_out=count(ThreadStatus.TIMEOUT),
         remote_signal_attempts=sum(1 for t in threads if t.attempted),
         elapsed_ms=elapsed_ns // 1_000_000,
@@ -222,4 +280,5 @@ def _summarize(
         errors=errors,
         cache_hits=cache_hits,
         cus_decoded=cus_decoded,
+        passive=sum(1 for t in threads if t.passive),
     )

@@ -130,9 +130,42 @@ def parse_syscall(text: str) -> Optional[SyscallState]:
     return None
 
 
+def read_syscall_text(pid: int, tid: int) -> Optional[str]:
+    return _read_text(f"{PROC}/{pid}/task/{tid}/syscall")
+
+
 def read_syscall(pid: int, tid: int) -> Optional[SyscallState]:
-    text = _read_text(f"{PROC}/{pid}/task/{tid}/syscall")
+    text = read_syscall_text(pid, tid)
     return None if text is None else parse_syscall(text)
+
+
+def parse_context_switches(text: str) -> Optional[Tuple[int, int]]:
+    """(voluntary, nonvoluntary) from the text of /proc/<pid>/task/<tid>/status."""
+    voluntary = nonvoluntary = None
+    for line in reversed(text.splitlines()):
+        key, _, value = line.partition(":")
+        try:
+            if key == "voluntary_ctxt_switches":
+                voluntary = int(value)
+            elif key == "nonvoluntary_ctxt_switches":
+                nonvoluntary = int(value)
+        except ValueError:
+            return None
+        if voluntary is not None and nonvoluntary is not None:
+            return voluntary, nonvoluntary
+    return None
+
+
+def read_context_switches(pid: int, tid: int) -> Optional[Tuple[int, int]]:
+    text = _read_text(f"{PROC}/{pid}/task/{tid}/status")
+    return None if text is None else parse_context_switches(text)
+
+
+def fd_is_socket(pid: int, fd: int) -> bool:
+    try:
+        return os.readlink(f"{PROC}/{pid}/fd/{fd}").startswith("socket:")
+    except (OSError, ValueError):
+        return False
 
 
 def tracer_of(pid: int, tid: Optional[int] = None) -> int:

@@ -25,6 +25,7 @@ def text_lines(report: Report) -> List[str]:
         f"dwarf_location_info_mode: {h.mode.value.lower()}",
         f"skip_blocking_syscalls: {'true' if h.skip_blocking_syscalls else 'false'}",
         f"unwinder: {h.unwinder}",
+        f"capture: {h.capture.value}",
         "",
     ]
     for thread in report.threads:
@@ -42,7 +43,8 @@ def text_lines(report: Report) -> List[str]:
     lines.append(
         f"stats: elapsed_ms={s.elapsed_ms} max_pause_us={s.max_pause_us} "
         f"exited={s.exited} errors={s.errors} cache_hits={s.cache_hits} "
-        f"cus_decoded={s.cus_decoded}"
+        f"cus_decoded={s.cus_decoded} passive={s.passive} "
+        f"interrupted={1 if report.interrupted else 0}"
     )
     return lines
 
@@ -66,6 +68,8 @@ def thread_line(t: ThreadReport) -> str:
         keys.append(f"pause_us={t.pause_us}")
     if t.error:
         keys.append(f"error={quote(t.error)}")
+    if t.recovered_frame_pointers:
+        keys.append(f"recovered_frame_pointers={t.recovered_frame_pointers}")
     return f"----- thread {t.tid} ({t.name}) {' '.join(keys)} -----"
 
 

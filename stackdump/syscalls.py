@@ -5,7 +5,7 @@ Numbers from the kernel's arch/x86/entry/syscalls/syscall_64.tbl.
 
 from __future__ import annotations
 
-from typing import Dict, FrozenSet, Optional
+from typing import Callable, Dict, FrozenSet, Optional
 
 SYSCALL_NAMES: Dict[int, str] = {
     0: "read",
@@ -38,8 +38,12 @@ SYSCALL_NAMES: Dict[int, str] = {
     271: "ppoll",
     281: "epoll_pwait",
     288: "accept4",
+    42: "connect",
+    208: "io_getevents",
     299: "recvmmsg",
     307: "sendmmsg",
+    333: "io_pgetevents",
+    426: "io_uring_enter",
     441: "epoll_pwait2",
 }
 
@@ -74,3 +78,46 @@ def syscall_name(number: int) -> Optional[str]:
 def is_interrupt_sensitive(number: int) -> bool:
     name = SYSCALL_NAMES.get(number)
     return name is not None and name in INTERRUPT_SENSITIVE
+
+
+# Calls that fail with EINTR, not restart, when a ptrace stop (even PTRACE_INTERRUPT with no
+# signal) interrupts them: signal(7), "Interruption of system calls and library functions by
+# stop signals", checked against the kernel (ep_poll, do_semtimedop, do_sigtimedwait,
+# sock_intr_errno with a timeout set, read_events in aio). `--capture auto` never stops a
+# thread blocked in one of them. Socket calls return EINTR only when the socket has a
+# timeout, which cannot be seen from outside, so all of them count, as do the plain file
+# calls (read, write, ...) when their descriptor is a socket.
+EINTR_ON_STOP: FrozenSet[str] = frozenset(
+    {
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "semop",
+        "semtimedop",
+        "rt_sigtimedwait",
+        "accept",
+        "accept4",
+        "connect",
+        "recvfrom",
+        "recvmsg",
+        "recvmmsg",
+        "sendto",
+        "sendmsg",
+        "sendmmsg",
+        "io_getevents",
+        "io_pgetevents",
+        "io_uring_enter",
+    }
+)
+_FD_CALLS: FrozenSet[str] = frozenset({"read", "write", "readv", "writev", "pread64", "pwrite64"})
+
+
+def interrupted_by_stop(number: int, first_arg: int, is_socket: Callable[[int], bool]) -> bool:
+    """Whether a ptrace stop would make this blocked call fail with EINTR.
+    `is_socket(fd)` is asked only for the plain file calls."""
+    name = SYSCALL_NAMES.get(number)
+    if name is None:
+        return False
+    if name in EINTR_ON_STOP:
+        return True
+    return name in _FD_CALLS and is_socket(first_arg)

@@ -6,7 +6,7 @@ Addresses are plain ints everywhere; formatters print them as hex.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 
@@ -25,6 +25,15 @@ class ThreadStatus(enum.Enum):
     THREAD_EXITED = "thread_exited"
     TIMEOUT = "timeout"
     ATTACH_ERROR = "attach_error"
+    SKIPPED_RUNNING = "skipped_running"
+
+
+class CaptureMode(enum.Enum):
+    """How threads are captured (SPEC.md "Capture")."""
+
+    AUTO = "auto"  # stop threads, except those blocked in calls a stop would interrupt
+    PTRACE = "ptrace"  # stop every thread
+    PASSIVE = "passive"  # stop none: blocked threads are copied in place, running ones skipped
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,8 @@ class ThreadSnapshot:
     # (target address, bytes, mapping) of further stack regions: the thread's own stack when
     # it was stopped on a signal alternate stack.
     extra_stacks: Tuple[Tuple[int, bytes, MemoryMap], ...] = ()
+    # Copied while blocked, never stopped: only pc and sp in `regs` are known.
+    passive: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,7 @@ class ProcessSnapshot:
     threads: Tuple[ThreadSnapshot, ...]
     vdso: Optional[bytes]
     capture_ns: int
+    interrupted: bool = False  # capture ended early on request: threads holds the captured
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,7 @@ class UnwindResult:
     fp_status: str
     unwind_status: Optional[str] = None
     error: str = ""
+    recovered_frame_pointers: int = 0  # frame records found on the stack (passive capture)
 
 
 @dataclass(frozen=True)
@@ -186,6 +199,7 @@ class ThreadReport:
     stack_bounds: Optional[Tuple[int, int]] = None
     pause_us: Optional[int] = None
     error: str = ""
+    recovered_frame_pointers: int = 0
 
 
 @dataclass(frozen=True)
@@ -197,6 +211,7 @@ class ReportHeader:
     mode: LocationMode
     skip_blocking_syscalls: bool
     unwinder: str
+    capture: CaptureMode = CaptureMode.AUTO
 
 
 @dataclass(frozen=True)
@@ -211,6 +226,7 @@ class Summary:
     errors: int
     cache_hits: int = 0  # entries served from the disk cache
     cus_decoded: int = 0  # DWARF line programs decoded in this dump
+    passive: int = 0  # threads copied without being stopped
 
 
 @dataclass(frozen=True)
@@ -219,7 +235,7 @@ class Report:
     threads: Tuple[ThreadReport, ...]
     summary: Summary
     show_addresses: bool = False
-    notes: Tuple[str, ...] = field(default=())
+    interrupted: bool = False
 
     @property
     def partial(self) -> bool:

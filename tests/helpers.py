@@ -37,6 +37,13 @@ ROLE_SYSCALL = {
     "worker": 0,
     "waiter": 202,
     "thrower": 0,
+    # tests/targets/eintr.c
+    "epoll_pwait": 281,
+    "semop": 220,  # glibc's semop is semtimedop with no timeout
+    "sigtimedwait": 128,
+    "recv": 45,
+    "futex": 202,
+    "nanosleep": 230,
 }
 
 
@@ -207,6 +214,7 @@ HEADER_KEYS = [
     "dwarf_location_info_mode",
     "skip_blocking_syscalls",
     "unwinder",
+    "capture",
 ]
 THREAD_RE = re.compile(r"----- thread (\d+) \((.*)\) (status=\S+.*?) -----")
 FRAME_RE = re.compile(r"    (\d+)# +(\S.*)")
@@ -310,6 +318,7 @@ KEY_ORDER = [
     "stack_bounds",
     "pause_us",
     "error",
+    "recovered_frame_pointers",
 ]
 
 

@@ -81,7 +81,7 @@ def make_report(show_addresses=False) -> Report:
 
 def test_text_matches_spec_line_for_line():
     lines = render(make_report()).split("\n")
-    assert lines[:9] == [
+    assert lines[:10] == [
         "stackdump thread stack traces",
         "pid: 96543",
         "exe: /usr/bin/memcached",
@@ -90,32 +90,34 @@ def test_text_matches_spec_line_for_line():
         "dwarf_location_info_mode: fast",
         "skip_blocking_syscalls: false",
         "unwinder: frame_pointer_with_dwarf_cfi_fallback",
+        "capture: auto",  # appended to SPEC.md's header by issue 5
         "",
     ]
-    assert lines[9] == (
+    assert lines[10] == (
         "----- thread 12438 (worker) status=ok capture_method=frame_pointer frames=12 "
         "fp_status=end_of_chain stack_bounds=0x7f2a1c000000-0x7f2a1c800000 pause_us=38 -----"
     )
-    assert lines[10] == f"    0#  epoll_wait in {LIBC}"
-    assert lines[19] == f"    9#  epoll_wait in {LIBC}"
-    assert lines[20] == f"    10# epoll_wait in {LIBC}"
-    assert lines[21] == "    11# 0x000055cad18dfd21 in /usr/bin/memcached+0x1dd21"
-    assert lines[22:] == [
+    assert lines[11] == f"    0#  epoll_wait in {LIBC}"
+    assert lines[20] == f"    9#  epoll_wait in {LIBC}"
+    assert lines[21] == f"    10# epoll_wait in {LIBC}"
+    assert lines[22] == "    11# 0x000055cad18dfd21 in /usr/bin/memcached+0x1dd21"
+    assert lines[23:] == [
         "",
         "----- thread 12439 (brpc_worker) status=skipped_blocking_syscall syscall=read "
         "syscall_number=0 -----",
         "<no stack captured>",
         "",
         "summary: captured=1 skipped=1 timed_out=0 remote_signal_attempts=1",
-        "stats: elapsed_ms=812 max_pause_us=38 exited=0 errors=0 cache_hits=0 cus_decoded=0",
+        "stats: elapsed_ms=812 max_pause_us=38 exited=0 errors=0 cache_hits=0 cus_decoded=0 "
+        "passive=0 interrupted=0",
         "",
     ]
 
 
 def test_addresses_put_the_pc_first_once():
     lines = render(make_report(show_addresses=True)).split("\n")
-    assert lines[10] == f"    0#  0x00007f837bd26f36 epoll_wait in {LIBC}"
-    assert lines[21] == "    11# 0x000055cad18dfd21 in /usr/bin/memcached+0x1dd21"
+    assert lines[11] == f"    0#  0x00007f837bd26f36 epoll_wait in {LIBC}"
+    assert lines[22] == "    11# 0x000055cad18dfd21 in /usr/bin/memcached+0x1dd21"
 
 
 def test_hundredth_frame_keeps_a_space():
@@ -143,3 +145,32 @@ def test_error_is_quoted():
     )
     text = render(Report(report.header, (thread,), report.summary))
     assert '----- thread 1 (t) status=attach_error pause_us=0 error="EPERM: \\"no\\"" -----' in text
+
+
+def test_passive_thread_line():
+    report = make_report()
+    thread = ThreadReport(
+        tid=7,
+        name="acceptor",
+        status=ThreadStatus.OK,
+        frames=report.threads[0].frames[:1],
+        physical_frames=1,
+        capture_method="passive_syscall",
+        unwind_status="end_of_stack",
+        stack_bounds=(0x1000, 0x2000),
+        pause_us=0,
+        recovered_frame_pointers=1,
+    )
+    text = render(Report(report.header, (thread,), report.summary))
+    assert (
+        "----- thread 7 (acceptor) status=ok capture_method=passive_syscall frames=1 "
+        "unwind_status=end_of_stack stack_bounds=0x1000-0x2000 pause_us=0 "
+        "recovered_frame_pointers=1 -----"
+    ) in text
+
+
+def test_skipped_running_counts_as_skipped_line():
+    report = make_report()
+    thread = ThreadReport(tid=8, name="spin", status=ThreadStatus.SKIPPED_RUNNING)
+    text = render(Report(report.header, (thread,), report.summary))
+    assert "----- thread 8 (spin) status=skipped_running -----\n<no stack captured>\n" in text

@@ -221,14 +221,16 @@ class ElfObject:
                 return seg.vaddr + (offset - seg.offset)
         return None
 
-    def read_vaddr_range(self, vaddr: int) -> bytes:
-        """File bytes from vaddr to the end of the PT_LOAD segment that holds it."""
+    def read_vaddr_range(self, vaddr: int, size: Optional[int] = None) -> bytes:
+        """File bytes from vaddr to the end of the PT_LOAD segment that holds it (at most
+        `size` of them)."""
         for seg in self.segments:
             if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
                 skip = vaddr - seg.vaddr
+                length = seg.filesz - skip if size is None else min(size, seg.filesz - skip)
                 try:
                     self._stream.seek(seg.offset + skip)
-                    return self._stream.read(seg.filesz - skip)
+                    return self._stream.read(length)
                 except (OSError, ValueError, OverflowError):
                     return b""
         return b""

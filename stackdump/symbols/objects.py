@@ -154,6 +154,29 @@ class ObjectCache:
         table = loaded.cfi() if vaddr is not None else None
         return table.row(vaddr) if table is not None else None
 
+    def function_start(self, pc: int) -> Optional[int]:
+        """Start of the function holding an absolute pc, by its FDE."""
+        hit = self.lookup(pc)
+        if hit is None:
+            return None
+        _, mapping, loaded = hit
+        vaddr = loaded.vaddr(pc, mapping)
+        table = loaded.cfi() if vaddr is not None else None
+        start = table.function_start(vaddr) if table is not None else None
+        return None if start is None else pc - vaddr + start
+
+    def code(self, address: int, size: int) -> bytes:
+        """Bytes of the mapped file at an absolute address (code does not change at run
+        time, so the file is as good as the process)."""
+        hit = self.lookup(address)
+        if hit is None:
+            return b""
+        _, mapping, loaded = hit
+        vaddr = loaded.vaddr(address, mapping)
+        if vaddr is None or loaded.elf is None:
+            return b""
+        return loaded.elf.read_vaddr_range(vaddr, size)
+
     def _open(self, module: Module) -> LoadedObject:
         elf: Optional[ElfObject] = None
         try:

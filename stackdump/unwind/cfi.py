@@ -205,6 +205,14 @@ class CfiTable:
         self._rows[vaddr] = row
         return row
 
+    def function_start(self, vaddr: int) -> Optional[int]:
+        """Where the FDE covering vaddr begins: the start of its function."""
+        try:
+            fde = self._find_fde(vaddr)
+        except PARSE_ERRORS:
+            return None
+        return fde.header["initial_location"] if fde is not None else None
+
     def _setup_eh_frame(self) -> None:
         try:
             hdr_vaddr, hdr = self._eh_frame_hdr()

@@ -25,12 +25,16 @@ from stackdump.unwind.cfi import (
     CfiRow,
 )
 from stackdump.unwind.memory import StackMemory
+from stackdump.unwind.recover import CodeSource, find_frame_record
 
 END_OF_STACK = "end_of_stack"
 NO_CFI = "no_cfi"
 STEP_ERROR = "step_error"
 FRAME_LIMIT = "frame_limit"
 STACK_COPY_LIMIT = "stack_copy_limit"
+MISSING_REGISTER = "missing_register"  # passive capture: a register no copy could recover
+
+PASSIVE_SYSCALL = "passive_syscall"
 
 CfiLookup = Callable[[int], Optional[CfiRow]]
 
@@ -47,12 +51,19 @@ class _StepFailed(Exception):
         self.status = status
 
 
+class _MissingRegister(_StepFailed):
+    def __init__(self, reg: int, message: str) -> None:
+        super().__init__(MISSING_REGISTER, message)
+        self.reg = reg
+
+
 @dataclass(frozen=True)
 class HybridResult:
     frames: Tuple[Frame, ...]
     status: str
     used_cfi: bool
     error: str
+    recovered: int = 0
 
 
 def memory_of(thread: ThreadSnapshot) -> StackMemory:
@@ -64,11 +75,16 @@ def memory_of(thread: ThreadSnapshot) -> StackMemory:
 
 
 def unwind(
-    thread: ThreadSnapshot, max_frames: int, cfi_lookup: Optional[CfiLookup] = None
+    thread: ThreadSnapshot,
+    max_frames: int,
+    cfi_lookup: Optional[CfiLookup] = None,
+    code: Optional[CodeSource] = None,
 ) -> UnwindResult:
     regs = thread.regs
     assert regs is not None
     memory = memory_of(thread)
+    if thread.passive:
+        return _unwind_passive(regs.pc, regs.sp, memory, max_frames, cfi_lookup, code)
     initial = Frame(pc=regs.pc, sp=regs.sp, method="initial", activation=True)
     fp_frames: List[Frame] = [initial]
     if thread.stack_map is None:
@@ -102,25 +118,72 @@ def unwind(
     )
 
 
+def _unwind_passive(
+    pc: int,
+    sp: int,
+    memory: StackMemory,
+    max_frames: int,
+    cfi_lookup: Optional[CfiLookup],
+    code: Optional[CodeSource],
+) -> UnwindResult:
+    """pc and sp only: CFI throughout, rbp recovered from frame records when needed. There
+    is no frame-pointer walk to report (`fp_status` is empty)."""
+    if cfi_lookup is None:
+        return UnwindResult(
+            frames=(Frame(pc=pc, sp=sp, method="initial", activation=True),),
+            capture_method=PASSIVE_SYSCALL,
+            fp_status="",
+            unwind_status=NO_CFI,
+            error="a passive capture needs CFI to unwind",
+        )
+    hybrid = walk_hybrid({RIP: pc, RSP: sp}, memory, cfi_lookup, max_frames, code)
+    return UnwindResult(
+        frames=hybrid.frames,
+        capture_method=PASSIVE_SYSCALL,
+        fp_status="",
+        unwind_status=hybrid.status,
+        error=hybrid.error,
+        recovered_frame_pointers=hybrid.recovered,
+    )
+
+
 def walk_hybrid(
-    regs: Dict[int, int], memory: StackMemory, cfi_lookup: CfiLookup, max_frames: int
+    regs: Dict[int, int],
+    memory: StackMemory,
+    cfi_lookup: CfiLookup,
+    max_frames: int,
+    code: Optional[CodeSource] = None,
 ) -> HybridResult:
+    """Step frames with CFI, else the frame pointer. With `code`, a missing rbp is recovered
+    from a frame record on the stack (passive captures); without, it ends the walk."""
     pc = regs[RIP]
     frames = [Frame(pc=pc, sp=regs[RSP], method="initial", activation=True)]
     activation = True
     used_cfi = False
     seen = set()
     status, error = FRAME_LIMIT, ""
+    recovered = 0
     while len(frames) < max_frames:
-        row = cfi_lookup(pc if activation else pc - 1)
+        lookup_pc = pc if activation else pc - 1
+        row = cfi_lookup(lookup_pc)
         try:
-            if row is not None:
-                used_cfi = True
-                new_regs, cfa = _step_cfi(row, regs, memory)
-                method, signal = "dwarf_cfi", row.signal_frame
-            else:
-                new_regs, cfa = _step_frame_pointer(regs, memory)
-                method, signal = "frame_pointer", False
+            try:
+                new_regs, cfa, method, signal = _step(row, regs, memory)
+            except _MissingRegister as e:
+                if code is None or e.reg != RBP:
+                    raise
+                left = max_frames - len(frames)
+                rbp = _recover_rbp(regs, lookup_pc, memory, cfi_lookup, left, code)
+                if rbp is None:
+                    raise _MissingRegister(
+                        RBP,
+                        f"frame pointer of pc 0x{pc:x} not captured and no frame record "
+                        "on the stack could be verified",
+                    ) from e
+                regs = {**regs, RBP: rbp}
+                recovered += 1
+                new_regs, cfa, method, signal = _step(row, regs, memory)
+            used_cfi = used_cfi or row is not None
         except _StepFailed as e:
             status, error = e.status, str(e)
             break
@@ -139,7 +202,31 @@ def walk_hybrid(
         seen.add((new_pc, cfa))
         frames.append(Frame(pc=new_pc, sp=new_regs[RSP], cfa=cfa, method=method, activation=signal))
         regs, pc, activation = new_regs, new_pc, signal
-    return HybridResult(tuple(frames), status, used_cfi, error)
+    return HybridResult(tuple(frames), status, used_cfi, error, recovered)
+
+
+def _step(row: Optional[CfiRow], regs: Dict[int, int], memory: StackMemory):
+    if row is not None:
+        new_regs, cfa = _step_cfi(row, regs, memory)
+        return new_regs, cfa, "dwarf_cfi", row.signal_frame
+    new_regs, cfa = _step_frame_pointer(regs, memory)
+    return new_regs, cfa, "frame_pointer", False
+
+
+def _recover_rbp(
+    regs: Dict[int, int],
+    lookup_pc: int,
+    memory: StackMemory,
+    cfi_lookup: CfiLookup,
+    frames_left: int,
+    code: CodeSource,
+) -> Optional[int]:
+    def continues(rbp: int) -> bool:
+        # Without `code`: a second missing register ends the trial walk as unverifiable.
+        trial = walk_hybrid({**regs, RBP: rbp}, memory, cfi_lookup, max(frames_left, 2))
+        return trial.status in (END_OF_STACK, FRAME_LIMIT)
+
+    return find_frame_record(regs[RSP], lookup_pc, memory, code, continues)
 
 
 def _read(memory: StackMemory, address: int) -> int:
@@ -159,6 +246,9 @@ def _eval(code: bytes, regs: Dict[int, int], memory: StackMemory, initial=()) ->
         return expr.evaluate(expr.parse(code), regs, memory.read_word, initial)
     except expr.ExprError as e:
         raise _StepFailed(STEP_ERROR, f"CFI expression: {e}") from e
+    except KeyError as e:
+        reg = e.args[0] if e.args and isinstance(e.args[0], int) else -1
+        raise _MissingRegister(reg, f"CFI expression needs register {reg}, not captured") from e
     except Exception as e:  # noqa: BLE001 - a malformed expression from a hostile binary
         raise _StepFailed(STEP_ERROR, f"CFI expression unreadable: {type(e).__name__}") from e
 
@@ -168,7 +258,7 @@ def _step_cfi(row: CfiRow, regs: Dict[int, int], memory: StackMemory) -> Tuple[D
     if kind == "reg":
         reg, offset = arg
         if reg not in regs:
-            raise _StepFailed(STEP_ERROR, f"CFA needs register {reg}, which is unknown here")
+            raise _MissingRegister(reg, f"CFA needs register {reg}, which was not captured")
         cfa = (regs[reg] + offset) & expr.MASK
     else:
         cfa = _eval(arg, regs, memory)
@@ -204,7 +294,7 @@ def _step_cfi(row: CfiRow, regs: Dict[int, int], memory: StackMemory) -> Tuple[D
 def _step_frame_pointer(regs: Dict[int, int], memory: StackMemory) -> Tuple[Dict[int, int], int]:
     frame = regs.get(RBP)
     if frame is None:
-        raise _StepFailed(NO_CFI, f"no CFI at pc 0x{regs[RIP]:x} and no frame pointer")
+        raise _MissingRegister(RBP, f"no CFI at pc 0x{regs[RIP]:x} and no frame pointer")
     if frame == 0:
         raise _StepFailed(END_OF_STACK, "")
     if frame % 8 or frame < regs[RSP] or not memory.in_any_mapping(frame, 16):
