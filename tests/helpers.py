@@ -83,12 +83,22 @@ class LineReader:
 class Target:
     """A running target from tests/targets; kill() it in a finally block."""
 
-    def __init__(self, binary: Path, roles: Dict[str, int], extra_args: Sequence[str] = ()):
+    def __init__(
+        self,
+        binary: Path,
+        roles: Dict[str, int],
+        extra_args: Sequence[str] = (),
+        wrap: Optional[Sequence[str]] = None,
+    ):
+        """`wrap`: a command whose last argument is a shell command line ending in `exec`
+        (e.g. `unshare --mount sh -c "mount ... && exec"`); the target's command line is
+        appended to it, so the target keeps the launched process's pid."""
         self.roles_wanted = dict(roles)
         args = [f"{role}={count}" for role, count in roles.items()]
-        self.proc = subprocess.Popen(
-            [str(binary), *args, *extra_args], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        argv = [str(binary), *args, *extra_args]
+        if wrap is not None:
+            argv = [*wrap[:-1], f"{wrap[-1]} {' '.join(argv)}"]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.pid = self.proc.pid
         self._reader = LineReader(self.proc.stdout.fileno())
         self.tids: Dict[str, List[int]] = {}
