@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import ON_CI
@@ -105,11 +106,11 @@ def test_deleted_binary_and_library(live, shared_lib_target, tmp_path):
     with Target(exe, {}) as target:
         target.roles_wanted = {"read": 1}  # two_units takes no arguments
         target.wait_ready()
-        maps = open(f"/proc/{target.pid}/maps").read()
+        maps = Path(f"/proc/{target.pid}/maps").read_text()
         assert str(lib) in maps, "the copy of the library ($ORIGIN) is what is mapped"
         exe.unlink()
         lib.unlink()
-        assert f"{lib} (deleted)" in open(f"/proc/{target.pid}/maps").read()
+        assert f"{lib} (deleted)" in Path(f"/proc/{target.pid}/maps").read_text()
         result = run_stackdump("-p", str(target.pid))
         assert result.returncode == 0, result.stderr
         section = parse_report(result.stdout).thread(target.tid("read"))
