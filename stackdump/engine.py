@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
-from stackdump import proc
+from stackdump import permissions, proc
 from stackdump.capture import Tracer
-from stackdump.errors import AlreadyTraced, NotUserProcess, ProcessNotFound
+from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
 from stackdump.passive import PassiveCapturer
 from stackdump.symbols.cache import DiskCache
 from stackdump.symbols.modules import VDSO
@@ -152,7 +152,16 @@ def _capture_one(
     if options.skip_blocking_syscalls or options.capture is not CaptureMode.PTRACE:
         syscall = proc.read_syscall(pid, tid)
         if syscall is None:
-            return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.THREAD_EXITED)
+            if not proc.thread_exists(pid, tid):
+                return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.THREAD_EXITED)
+            # There but unreadable: the same ptrace access check failed. Stopping it will
+            # fail too, with the full explanation; passive capture explains it here.
+            if options.capture is CaptureMode.PASSIVE:
+                raise PermissionDenied(
+                    f"not permitted to read the state of process {pid} "
+                    f"(/proc/{pid}/task/{tid}/syscall)",
+                    help_text=permissions.help_text(pid),
+                )
     if (
         options.skip_blocking_syscalls
         and syscall is not None

@@ -40,10 +40,17 @@ def in_container() -> bool:
 def help_text(pid: int) -> str:
     hints: List[str] = []
     euid = os.geteuid()
-    privileged = euid == 0 or has_cap_sys_ptrace()
+    privileged = has_cap_sys_ptrace()
     scope = _read("/proc/sys/kernel/yama/ptrace_scope")
     target_uid = proc.read_status(pid).get("Uid", "").split()
-    if not privileged:
+    if euid == 0 and not privileged:
+        hints.append(
+            "stackdump runs as root but without CAP_SYS_PTRACE (dropped by a container, "
+            "systemd CapabilityBoundingSet= or a wrapper such as capsh/setpriv), and "
+            f"process {pid} belongs to uid {target_uid[0] if target_uid else '?'}: grant "
+            "CAP_SYS_PTRACE, or run stackdump as that user"
+        )
+    elif not privileged:
         if target_uid and target_uid[0] != str(euid):
             hints.append(
                 f"process {pid} belongs to uid {target_uid[0]}; run stackdump as that user or "
