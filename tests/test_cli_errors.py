@@ -26,6 +26,7 @@ INVALID = [
         "FULL_WITH_INLINE",
     ),
     (["--max-frames", "0"], "invalid max_frames: 0, expected range [1, 4096]"),
+    (["--capture", "gdb"], "invalid capture: gdb, expected one of auto, ptrace, passive"),
     (["--stack-bytes", "100"], "invalid stack_bytes: 100, expected range [4096, 67108864]"),
 ]
 
