@@ -7,7 +7,7 @@ the production path on it (ObjectCache -> CfiTable / DwarfIndex / SymbolTable ->
 in FULL_WITH_INLINE, the mode that reads the most) for pcs taken from the unmutated file.
 
 The normal run checks a fixed-seed sample (STACKDUMP_FUZZ_EXAMPLES, default 150 per seed);
-the fuzz job (`.ci/fuzz`) runs 10,000 or more.
+the fuzz job (`.ci/fuzz`) runs 10,000 fresh random cases.
 """
 
 from __future__ import annotations
