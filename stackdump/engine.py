@@ -249,7 +249,7 @@ def _thread_report(
     result = unwind(thread, options.max_frames, objects.cfi_row, objects)
     frames: List[SymbolizedFrame] = []
     for frame in result.frames:
-        frames.extend(symbolizer.symbolize(frame))
+        frames.extend(_symbolize_softly(symbolizer, frame))
     bounds = (thread.stack_map.start, thread.stack_map.end) if thread.stack_map else None
     return ThreadReport(
         tid=thread.tid,
@@ -265,6 +265,15 @@ def _thread_report(
         error=result.error,
         recovered_frame_pointers=result.recovered_frame_pointers,
     )
+
+
+def _symbolize_softly(symbolizer: Symbolizer, frame) -> Tuple[SymbolizedFrame, ...]:
+    """Per-frame fail-soft: a parser error no layer anticipated costs this frame its name,
+    never the dump (the object layers already turn every known parse error into "unknown")."""
+    try:
+        return symbolizer.symbolize(frame)
+    except Exception:  # noqa: BLE001 - the last line of defence for one frame
+        return (SymbolizedFrame(pc=frame.pc, function=None, module=None, module_offset=None),)
 
 
 def _summarize(

@@ -12,31 +12,37 @@ from __future__ import annotations
 import array
 import bisect
 import io
+import lzma
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, List, Optional, Tuple
 
-from elftools.common.exceptions import ELFError
+from elftools.common.exceptions import DWARFError, ELFError
+from elftools.construct.core import ConstructError
 from elftools.elf.elffile import ELFFile
 
 # Everything a malformed file can make pyelftools or struct raise.
+# (Fuzzing found ConstructError, which pyelftools' vendored construct raises past ELFError.)
 PARSE_ERRORS = (
     ELFError,
+    DWARFError,
+    ConstructError,
     OSError,
     struct.error,
+    zlib.error,
+    lzma.LZMAError,
     ValueError,
-    KeyError,
-    IndexError,
+    LookupError,
     AttributeError,
     TypeError,
     AssertionError,
     EOFError,
-    OverflowError,
-    UnicodeDecodeError,
+    ArithmeticError,
     MemoryError,
     RecursionError,
-    ZeroDivisionError,
+    NotImplementedError,
 )
 
 _SYM64 = struct.Struct("<IBBHQQ")
