@@ -3,12 +3,15 @@
 
 Builds tests/targets/threads.c, starts it with N threads (mixed: spinning, blocked in read,
 pthread_cond_wait, nanosleep, epoll_wait), then runs each dumper R times and prints a table of
-medians: wall time, peak RSS, and stackdump's per-thread pause (p50/p99/max of `pause_us`).
+medians: wall time and its ratio to eu-stack (DISABLED rows) or `eu-stack -s` (FAST rows),
+peak RSS, the per-thread pause (p50/p99/max of `pause_us`, also printed by the C floor
+benchmarks/cloop.c), and the longest stall the target's spinning thread saw during the run
+with eu-stack's stall divided by it. A row with no dumper gives the machine's noise level.
 
 "cold" runs drop the kernel's page cache first (root only) and give stackdump an empty cache
 directory; "warm" runs follow a run of the same command.
 
-    python3 benchmarks/run.py --threads 100 --repeat 5
+    python3 benchmarks/run.py --threads 8,100,1000 --variant fp,nofp --repeat 5
     python3 benchmarks/run.py --threads 1000 --variant nofp --gdb
     python3 benchmarks/run.py --binary /tmp/big/big_dwarf --threads 8   # see gen_big_dwarf.py
 """
@@ -39,8 +42,9 @@ VARIANTS = {
 
 
 def roles_for(threads: int) -> Dict[str, int]:
-    """A mix of states like a server's: one spinning, the rest blocked in common calls."""
-    rest = threads - 2  # minus the spinner and the main thread
+    """A mix of states like a server's: one spinning, the rest blocked in read, futex
+    (pthread_cond_wait), nanosleep and epoll_wait."""
+    rest = max(0, threads - 2)  # minus the spinner and the main thread
     share = {"read": 0.2, "cond": 0.4, "sleep": 0.2, "epoll": 0.2}
     roles = {role: int(rest * f) for role, f in share.items()}
     roles["cond"] += rest - sum(roles.values())
@@ -70,7 +74,7 @@ def run_once(cmd: Sequence[str], env: Optional[Dict[str, str]] = None):
 
 
 def pauses(report: str) -> List[int]:
-    return [int(p) for p in re.findall(r" pause_us=(\d+)", report)]
+    return [int(p) for p in re.findall(r"(?:^| )pause_us=(\d+)", report, re.M)]
 
 
 def percentile(values: List[int], q: float) -> int:
@@ -80,46 +84,157 @@ def percentile(values: List[int], q: float) -> int:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def measure(name: str, cmd: Sequence[str], repeat: int, cold: bool, cache_env: bool) -> dict:
-    walls, rsss, p50s, p99s, maxes = [], [], [], [], []
-    for _ in range(repeat):
-        env = dict(os.environ)
-        cache_dir = None
-        if cache_env:
-            cache_dir = tempfile.mkdtemp(prefix="stackdump-bench-")
-            env["XDG_CACHE_HOME"] = cache_dir
-            if not cold:
-                run_once(cmd, env)  # fill the cache
-        if cold:
-            drop_page_cache()
-        else:
-            run_once(cmd, env)  # warm the page cache
-        wall, rss, out = run_once(cmd, env)
-        if cache_dir:
-            shutil.rmtree(cache_dir, ignore_errors=True)
-        walls.append(wall)
-        rsss.append(rss)
-        p = pauses(out)
-        if p:
-            p50s.append(percentile(p, 0.5))
-            p99s.append(percentile(p, 0.99))
-            maxes.append(max(p))
-    row = {
-        "name": name,
-        "wall_ms": statistics.median(walls) * 1000,
-        "rss_mb": statistics.median(rsss),
-    }
-    if p50s:
-        row.update(
-            p50=statistics.median(p50s), p99=statistics.median(p99s), max=statistics.median(maxes)
+class Bench:
+    """Runs dumpers against one live target and collects rows."""
+
+    def __init__(self, target: Optional[Target], repeat: int) -> None:
+        self.target = target
+        self.repeat = repeat
+        self.rows: List[dict] = []
+
+    def _stall_ms(self) -> Optional[float]:
+        if self.target is None or "spin" not in self.target.tids:
+            return None
+        return self.target.status()["spin_max_gap_ns"] / 1e6
+
+    def _reset(self) -> None:
+        if self.target is not None and "spin" in self.target.tids:
+            self.target.reset_stall()
+
+    def idle(self, seconds: float) -> None:
+        """The spinner's longest gap with no dumper at all: the machine's noise level."""
+        stalls = []
+        for _ in range(self.repeat):
+            self._reset()
+            time.sleep(seconds)
+            stalls.append(self._stall_ms())
+        if stalls and stalls[0] is not None:
+            self.rows.append(
+                {
+                    "name": f"(no dumper, {seconds * 1000:.0f} ms)",
+                    "stall_ms": statistics.median(stalls),
+                }
+            )
+
+    def measure(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        cold: bool,
+        cache_env: bool,
+        baseline: Optional[str] = None,
+        repeat: Optional[int] = None,
+    ) -> None:
+        walls, rsss, p50s, p99s, maxes, stalls = [], [], [], [], [], []
+        for _ in range(repeat or self.repeat):
+            env = dict(os.environ)
+            cache_dir = None
+            if cache_env:
+                cache_dir = tempfile.mkdtemp(prefix="stackdump-bench-")
+                env["XDG_CACHE_HOME"] = cache_dir
+                if not cold:
+                    run_once(cmd, env)  # fill the cache
+            if cold:
+                drop_page_cache()
+            else:
+                run_once(cmd, env)  # warm the page cache
+            self._reset()
+            wall, rss, out = run_once(cmd, env)
+            stall = self._stall_ms()
+            if cache_dir:
+                shutil.rmtree(cache_dir, ignore_errors=True)
+            walls.append(wall)
+            rsss.append(rss)
+            if stall is not None:
+                stalls.append(stall)
+            p = pauses(out)
+            if p:
+                p50s.append(percentile(p, 0.5))
+                p99s.append(percentile(p, 0.99))
+                maxes.append(max(p))
+        row = {
+            "name": name,
+            "wall_ms": statistics.median(walls) * 1000,
+            "rss_mb": statistics.median(rsss),
+            "baseline": baseline,
+        }
+        if stalls:
+            row["stall_ms"] = statistics.median(stalls)
+        if p50s:
+            row.update(
+                p50=statistics.median(p50s),
+                p99=statistics.median(p99s),
+                max=statistics.median(maxes),
+            )
+        self.rows.append(row)
+
+    def print(self, title: str) -> None:
+        by_name = {r["name"]: r for r in self.rows}
+        print(title)
+        print(
+            f"{'dumper':<36} {'wall ms':>8} {'x base':>7} {'RSS MiB':>8} "
+            f"{'pause p50/p99/max us':>21} {'stall ms':>9} {'base stall /':>12}"
         )
-    return row
+        for r in self.rows:
+            base = by_name.get(r.get("baseline") or "")
+            wall = f"{r['wall_ms']:.0f}" if "wall_ms" in r else "-"
+            ratio = f"{r['wall_ms'] / base['wall_ms']:.2f}" if base and "wall_ms" in r else "-"
+            rss = f"{r['rss_mb']:.1f}" if "rss_mb" in r else "-"
+            pause = f"{r['p50']:.0f}/{r['p99']:.0f}/{r['max']:.0f}" if "p50" in r else "-"
+            stall = f"{r['stall_ms']:.2f}" if "stall_ms" in r else "-"
+            stall_ratio = "-"
+            if base and r.get("stall_ms") and base.get("stall_ms"):
+                stall_ratio = f"{base['stall_ms'] / r['stall_ms']:.1f}"
+            print(
+                f"{r['name']:<36} {wall:>8} {ratio:>7} {rss:>8} {pause:>21} {stall:>9} "
+                f"{stall_ratio:>12}"
+            )
+        print()
+
+
+def bench_target(
+    args, binary: Path, roles: Dict[str, int], cloop: Optional[Path], title: str
+) -> None:
+    stackdump = [sys.executable, "-m", "stackdump"]
+    with Target(binary, roles).wait_ready() as target:
+        pid = str(target.pid)
+        bench = Bench(target, args.repeat)
+        bench.idle(0.5)
+        if cloop is not None:
+            bench.measure("C loop (floor)", [str(cloop), pid], False, False)
+        for temp in ("cold", "warm"):
+            cold = temp == "cold"
+            has_eu = shutil.which("eu-stack") is not None
+            if has_eu:
+                bench.measure(f"eu-stack ({temp})", ["eu-stack", "-p", pid], cold, False)
+                bench.measure(f"eu-stack -s ({temp})", ["eu-stack", "-s", "-p", pid], cold, False)
+            for mode in args.modes.split(","):
+                base = (
+                    f"eu-stack ({temp})" if mode.upper() == "DISABLED" else f"eu-stack -s ({temp})"
+                )
+                bench.measure(
+                    f"stackdump {mode} ({temp})",
+                    [*stackdump, "-p", pid, "--mode", mode],
+                    cold,
+                    cache_env=True,
+                    baseline=base if has_eu else None,
+                )
+            if args.gdb and shutil.which("gdb"):
+                bench.measure(
+                    f"gdb thread apply all bt ({temp})",
+                    ["gdb", "-p", pid, "-batch", "-nx", "-ex", "thread apply all bt"],
+                    cold,
+                    False,
+                    baseline=f"eu-stack -s ({temp})" if has_eu else None,
+                    repeat=max(1, args.repeat // 2),
+                )
+    bench.print(title)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=100)
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="nofp")
+    parser.add_argument("--threads", default="100", help="comma-separated counts: 8,100,1000")
+    parser.add_argument("--variant", default="nofp", help="comma-separated: fp,nofp")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--modes", default="DISABLED,FAST")
     parser.add_argument("--gdb", action="store_true", help="also time gdb (slow, stops all)")
@@ -131,67 +246,33 @@ def main() -> int:
     args = parser.parse_args()
 
     build = Path(tempfile.mkdtemp(prefix="stackdump-bench-build-"))
-    if args.binary:
-        binary, roles = args.binary, {"read": args.threads - 1}
-    else:
-        binary = compile_target(
-            "threads.c", build, f"threads-{args.variant}", VARIANTS[args.variant]
+    cloop: Optional[Path] = build / "cloop"
+    try:
+        subprocess.run(
+            ["gcc", "-O2", str(Path(__file__).parent / "cloop.c"), "-o", str(cloop)],
+            check=True,
+            capture_output=True,
         )
-        roles = roles_for(args.threads)
-    stackdump = [sys.executable, "-m", "stackdump"]
-    with Target(binary, roles).wait_ready() as target:
-        pid = str(target.pid)
-        rows = []
-        for temp in ("cold", "warm"):
-            cold = temp == "cold"
-            for mode in args.modes.split(","):
-                rows.append(
-                    measure(
-                        f"stackdump {mode} ({temp})",
-                        [*stackdump, "-p", pid, "--mode", mode],
-                        args.repeat,
-                        cold,
-                        cache_env=True,
-                    )
-                )
-            if shutil.which("eu-stack"):
-                rows.append(
-                    measure(
-                        f"eu-stack ({temp})",
-                        ["eu-stack", "-p", pid],
-                        args.repeat,
-                        cold,
-                        cache_env=False,
-                    )
-                )
-                rows.append(
-                    measure(
-                        f"eu-stack -s ({temp})",
-                        ["eu-stack", "-s", "-p", pid],
-                        args.repeat,
-                        cold,
-                        cache_env=False,
-                    )
-                )
-            if args.gdb and shutil.which("gdb"):
-                rows.append(
-                    measure(
-                        f"gdb thread apply all bt ({temp})",
-                        ["gdb", "-p", pid, "-batch", "-nx", "-ex", "thread apply all bt"],
-                        max(1, args.repeat // 2),
-                        cold,
-                        cache_env=False,
-                    )
-                )
-    shutil.rmtree(build, ignore_errors=True)
-
-    what = args.binary if args.binary else f"threads.c variant {args.variant}"
-    print(f"target: {what}, {args.threads} threads, median of {args.repeat}; cpus={os.cpu_count()}")
-    print(f"{'dumper':<34} {'wall ms':>9} {'peak RSS MiB':>13} {'pause p50/p99/max us':>22}")
-    for r in rows:
-        pause = f"{r['p50']:.0f}/{r['p99']:.0f}/{r['max']:.0f}" if "p50" in r else "-"
-        print(f"{r['name']:<34} {r['wall_ms']:>9.0f} {r['rss_mb']:>13.1f} {pause:>22}")
+    except (OSError, subprocess.CalledProcessError):
+        cloop = None
+    print(f"cpus={os.cpu_count()} python={sys.version.split()[0]} median of {args.repeat}\n")
+    try:
+        for count in (int(t) for t in args.threads.split(",")):
+            if args.binary:
+                roles = {"read": count - 1}
+                bench_target(args, args.binary, roles, cloop, f"{args.binary}, {count} threads")
+                continue
+            for variant in args.variant.split(","):
+                binary = compile_target("threads.c", build, f"threads-{variant}", VARIANTS[variant])
+                title = f"threads.c {variant}, {count} threads ({roles_text(roles_for(count))})"
+                bench_target(args, binary, roles_for(count), cloop, title)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     return 0
+
+
+def roles_text(roles: Dict[str, int]) -> str:
+    return ", ".join(f"{n} {role}" for role, n in roles.items())
 
 
 if __name__ == "__main__":

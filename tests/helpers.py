@@ -138,6 +138,12 @@ class Target:
             if line.startswith("status "):
                 return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
+    def reset_stall(self) -> None:
+        """threads.c: the spinner starts measuring its longest stall afresh."""
+        self.proc.stdin.write(b"reset\n")
+        self.proc.stdin.flush()
+        self.status()  # a round trip: the reset was read before this returns
+
     def wait_spinning(self) -> None:
         """Until the spinning thread's counter moves: it is then inside leaf's loop for good."""
         deadline = time.monotonic() + DEADLINE_S

@@ -4,7 +4,9 @@
  *   roles: spin read cond sleep vfork epoll poll accept sigalt recurse
  * Each thread prints "ready ROLE TID" once it is about to enter its known state; the main
  * thread prints "ready main TID" last and then serves commands on stdin:
- *   status -> "status read_returned=N"  (reads that returned, i.e. were disturbed)
+ *   status -> "status read_returned=N spin=N spin_max_gap_ns=N"  (reads that returned, i.e.
+ *             were disturbed; the spinner's iterations and its longest stall)
+ *   reset  -> the spinner starts measuring its longest stall afresh
  * EOF on stdin ends the process.
  */
 #define _GNU_SOURCE
@@ -41,9 +43,29 @@ static void announce(const char *role) {
     pthread_mutex_unlock(&print_lock);
 }
 
+/* The spinner also measures the longest gap between two of its iterations: how long a
+ * dumper stalled it (benchmarks/run.py reads it; "reset" on stdin starts a new measurement). */
+static volatile long spin_max_gap_ns;
+static volatile int spin_reset;
+static long now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
 NOINLINE void leaf(void) {
     announce("spin");
-    for (;;) spin_counter++;
+    long last = now_ns();
+    for (;;) {
+        spin_counter++;
+        long t = now_ns();
+        if (spin_reset) {
+            spin_reset = 0;
+            spin_max_gap_ns = 0;
+        } else if (t - last > spin_max_gap_ns) {
+            spin_max_gap_ns = t - last;
+        }
+        last = t;
+    }
 }
 NOINLINE void middle(void) { leaf(); __asm__ volatile("" ::: "memory"); }
 NOINLINE void outer(void) { middle(); __asm__ volatile("" ::: "memory"); }
@@ -182,9 +204,11 @@ int main(int argc, char **argv) {
     announce("main");
     char line[64];
     while (fgets(line, sizeof line, stdin)) {
+        if (strncmp(line, "reset", 5) == 0) spin_reset = 1;
         if (strncmp(line, "status", 6) == 0) {
             pthread_mutex_lock(&print_lock);
-            printf("status read_returned=%ld spin=%lu\n", read_returned, spin_counter);
+            printf("status read_returned=%ld spin=%lu spin_max_gap_ns=%ld\n", read_returned,
+                   spin_counter, spin_max_gap_ns);
             fflush(stdout);
             pthread_mutex_unlock(&print_lock);
         }
