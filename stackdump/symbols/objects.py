@@ -118,6 +118,7 @@ class ObjectCache:
         self._debug_dirs = tuple(debug_dirs)
         self._debug_roots = debug_roots(pid, self._debug_dirs)
         self._loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
+        self._rows: Dict[int, Optional[CfiRow]] = {}
 
     def __enter__(self) -> ObjectCache:
         return self
@@ -145,14 +146,21 @@ class ObjectCache:
         return loaded
 
     def cfi_row(self, pc: int) -> Optional[CfiRow]:
-        """The CFI row for an absolute pc in the target, or None."""
+        """The CFI row for an absolute pc in the target, or None. Memoized by pc: a
+        server's threads share most of their pcs."""
+        try:
+            return self._rows[pc]
+        except KeyError:
+            pass
+        row = None
         hit = self.lookup(pc)
-        if hit is None:
-            return None
-        _, mapping, loaded = hit
-        vaddr = loaded.vaddr(pc, mapping)
-        table = loaded.cfi() if vaddr is not None else None
-        return table.row(vaddr) if table is not None else None
+        if hit is not None:
+            _, mapping, loaded = hit
+            vaddr = loaded.vaddr(pc, mapping)
+            table = loaded.cfi() if vaddr is not None else None
+            row = table.row(vaddr) if table is not None else None
+        self._rows[pc] = row
+        return row
 
     def function_start(self, pc: int) -> Optional[int]:
         """Start of the function holding an absolute pc, by its FDE."""
