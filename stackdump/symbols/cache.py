@@ -105,7 +105,13 @@ class DiskCache:
                     pass
         value = build()
         if key is not None and value is not None:
-            self.put(key, value.to_fields())
+            try:
+                fields = value.to_fields()
+            except (ValueError, TypeError, OverflowError):
+                # Data a hostile file produced that the cache format cannot hold (fuzzing
+                # found negative line numbers): use it, do not store it.
+                return value
+            self.put(key, fields)
         return value
 
     def trim(self) -> None:

@@ -47,7 +47,7 @@ class _LineTable:
         return {
             "addresses": array.array("Q", self.addresses),
             "file": array.array("Q", [r[0] for r in self.rows]),
-            "line": array.array("Q", [r[1] for r in self.rows]),
+            "line": array.array("q", [r[1] for r in self.rows]),
             "end": array.array("B", [r[2] for r in self.rows]),
             "files": self.files,
         }
