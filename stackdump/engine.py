@@ -7,6 +7,7 @@ prints or exits: errors are raised as `stackdump.errors` types for the caller to
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -108,6 +109,10 @@ def capture_process(
     threads: List[ThreadSnapshot] = []
     interrupted = False
     passive = PassiveCapturer(pid, maps, options.timeout_ms, options.stack_bytes)
+    # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
+    # allocates little, so collection waits until every thread runs again.
+    gc_enabled = gc.isenabled()
+    gc.disable()
     try:
         with Tracer(pid, maps, options.timeout_ms, options.stack_bytes) as tracer:
             vdso = _read_vdso(tracer, maps)
@@ -120,6 +125,8 @@ def capture_process(
                     progress(done + 1, len(tids))
     finally:
         passive.close()
+        if gc_enabled:
+            gc.enable()
     return ProcessSnapshot(
         pid=pid,
         exe=exe,
