@@ -11,7 +11,6 @@ callers see `ThreadSnapshot` statuses and stackdump errors only.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import ctypes
 import ctypes.util
@@ -19,7 +18,7 @@ import errno
 import os
 import signal
 import time
-from typing import Optional, Sequence, Set, Tuple
+from typing import Optional, Set, Tuple
 
 from ptrace.binding.func import ptrace as _raw_ptrace
 from ptrace.binding.func import ptrace_registers_t
@@ -28,7 +27,7 @@ from ptrace.error import PtraceError
 from stackdump import permissions, proc
 from stackdump.arch import DWARF_REGISTER_NAMES
 from stackdump.errors import PermissionDenied
-from stackdump.remote import RemoteMemory
+from stackdump.remote import StackCopier
 from stackdump.types import MemoryMap, Registers, SyscallState, ThreadSnapshot, ThreadStatus
 
 # python-ptrace 0.9.9 has no wrappers for these (linux/ptrace.h).
@@ -74,16 +73,13 @@ class Tracer:
     stackdump exits first the kernel detaches them and they run on (exit_ptrace).
     """
 
-    def __init__(self, pid: int, maps: Sequence[MemoryMap], timeout_ms: int, stack_bytes: int):
+    def __init__(self, pid: int, copier: StackCopier, timeout_ms: int):
         self.pid = pid
-        self._maps = sorted(maps, key=lambda m: m.start)
-        self._starts = [m.start for m in self._maps]
+        self._copier = copier
+        self._memory = copier.memory
         self._timeout_ns = timeout_ms * 1_000_000
-        self._stack_bytes = stack_bytes
-        self._buffer = ctypes.create_string_buffer(stack_bytes)
-        self._home_buffer = ctypes.create_string_buffer(stack_bytes)
-        self._main_stack = next((m for m in self._maps if m.path == "[stack]"), None)
-        self._memory = RemoteMemory(pid)
+        self._home_buffer = ctypes.create_string_buffer(copier.stack_bytes)
+        self._main_stack = next((m for m in copier.maps if m.path == "[stack]"), None)
         self._ptrace = _load_stop_window_ptrace()
         self._regs = ptrace_registers_t()
         self._regs_address = ctypes.addressof(self._regs)
@@ -99,15 +95,8 @@ class Tracer:
     def __exit__(self, *exc) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         self.reap()
-        self._memory.close()
 
     # -- public -----------------------------------------------------------------------------
-
-    def stack_map_for(self, sp: int) -> Optional[MemoryMap]:
-        i = bisect.bisect_right(self._starts, sp) - 1
-        if i >= 0 and self._maps[i].contains(sp) and self._maps[i].readable:
-            return self._maps[i]
-        return None
 
     def _home_stack(self, tid: int, fs_base: int) -> Optional[MemoryMap]:
         """The thread's own stack mapping: [stack] for the main thread; for others, the
@@ -116,12 +105,8 @@ class Tracer:
         signal handler on an alternate stack), so a wrong guess costs one bounded copy."""
         if tid == self.pid:
             return self._main_stack
-        home = self.stack_map_for(fs_base) if fs_base else None
+        home = self._copier.mapping(fs_base) if fs_base else None
         return home if home is not None and home.writable else None
-
-    def read_memory(self, address: int, size: int) -> bytes:
-        """Copy target memory that does not change while threads run (e.g. the vDSO)."""
-        return self._memory.read(address, size)
 
     def capture(
         self, tid: int, name: str, syscall: Optional[SyscallState] = None
@@ -165,13 +150,10 @@ class Tracer:
             if self._ptrace(PTRACE_GETREGS, tid, None, self._regs_address) == -1:
                 raise _stop_window_error(PTRACE_GETREGS, tid)
             regs_struct = self._regs
-            stack_map = self.stack_map_for(regs_struct.rsp)
-            if stack_map is not None:
-                size = min(stack_map.end - regs_struct.rsp, self._stack_bytes)
-                copied = self._memory.copy_into(tid, self._buffer, regs_struct.rsp, size)
+            stack_map, copied = self._copier.copy(tid, regs_struct.rsp)
             home = self._home_stack(tid, regs_struct.fs_base)
             if home is not None and home is not stack_map:
-                home_start = max(home.start, home.end - self._stack_bytes)
+                home_start = max(home.start, home.end - self._copier.stack_bytes)
                 home_copied = self._memory.copy_into(
                     tid, self._home_buffer, home_start, home.end - home_start
                 )
@@ -189,7 +171,7 @@ class Tracer:
             self.reap()
 
         regs = _registers_from(regs_struct)
-        stack = ctypes.string_at(self._buffer, copied) if copied > 0 else b""
+        stack = self._copier.data(copied)
         extra = ()
         if home_copied > 0 and home is not None:
             extra = ((home_start, ctypes.string_at(self._home_buffer, home_copied), home),)

@@ -16,6 +16,7 @@ from stackdump import permissions, proc
 from stackdump.capture import Tracer
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
 from stackdump.passive import PassiveCapturer
+from stackdump.remote import RemoteMemory, StackCopier
 from stackdump.symbols.cache import DiskCache
 from stackdump.symbols.modules import VDSO
 from stackdump.symbols.objects import ObjectCache
@@ -108,14 +109,16 @@ def capture_process(
     names = {tid: proc.read_comm(pid, tid) for tid in tids}
     threads: List[ThreadSnapshot] = []
     interrupted = False
-    passive = PassiveCapturer(pid, maps, options.timeout_ms, options.stack_bytes)
+    memory = RemoteMemory(pid)
+    copier = StackCopier(memory, maps, options.stack_bytes)
+    passive = PassiveCapturer(pid, copier, options.timeout_ms)
     # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
     # allocates little, so collection waits until every thread runs again.
     gc_enabled = gc.isenabled()
     gc.disable()
     try:
-        with Tracer(pid, maps, options.timeout_ms, options.stack_bytes) as tracer:
-            vdso = _read_vdso(tracer, maps)
+        vdso = _read_vdso(memory, maps)
+        with Tracer(pid, copier, options.timeout_ms) as tracer:
             for done, tid in enumerate(tids):
                 if should_stop is not None and should_stop():
                     interrupted = True
@@ -124,7 +127,7 @@ def capture_process(
                 if progress is not None:
                     progress(done + 1, len(tids))
     finally:
-        passive.close()
+        memory.close()
         if gc_enabled:
             gc.enable()
     return ProcessSnapshot(
@@ -138,10 +141,10 @@ def capture_process(
     )
 
 
-def _read_vdso(tracer: Tracer, maps) -> Optional[bytes]:
+def _read_vdso(memory: RemoteMemory, maps) -> Optional[bytes]:
     for m in maps:
         if m.path == VDSO:
-            return tracer.read_memory(m.start, m.end - m.start) or None
+            return memory.read(m.start, m.end - m.start) or None
     return None
 
 
@@ -181,13 +184,13 @@ def _capture_one(
     if options.capture is CaptureMode.PASSIVE:
         if syscall is None or syscall.running:
             return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.SKIPPED_RUNNING)
-        return passive.capture(tid, name)
+        return passive.capture(tid, name, syscall)
     if (
         options.capture is CaptureMode.AUTO
         and syscall is not None
         and _stop_would_interrupt(pid, syscall)
     ):
-        return passive.capture(tid, name)
+        return passive.capture(tid, name, syscall)
     return tracer.capture(tid, name, syscall)
 
 

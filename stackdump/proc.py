@@ -130,12 +130,8 @@ def parse_syscall(text: str) -> Optional[SyscallState]:
     return None
 
 
-def read_syscall_text(pid: int, tid: int) -> Optional[str]:
-    return _read_text(f"{PROC}/{pid}/task/{tid}/syscall")
-
-
 def read_syscall(pid: int, tid: int) -> Optional[SyscallState]:
-    text = read_syscall_text(pid, tid)
+    text = _read_text(f"{PROC}/{pid}/task/{tid}/syscall")
     return None if text is None else parse_syscall(text)
 
 

@@ -2,16 +2,20 @@
 /proc/<pid>/mem.
 
 Used by ptrace capture (while the thread is stopped), by passive capture (while the thread is
-provably blocked) and for memory that never changes (the vDSO). Copies go into caller-owned
-ctypes buffers so nothing is allocated in a stop window.
+provably blocked) and for memory that never changes (the vDSO). Stacks are copied into one
+preallocated buffer (`StackCopier`), shared by both kinds of capture, so nothing is allocated
+in a stop window.
 """
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import ctypes.util
 import os
-from typing import Optional
+from typing import Optional, Sequence, Tuple
+
+from stackdump.types import MemoryMap
 
 
 class _Iovec(ctypes.Structure):
@@ -79,3 +83,34 @@ class RemoteMemory:
             return 0
         ctypes.memmove(buf, data, len(data))
         return len(data)
+
+
+class StackCopier:
+    """Copies a thread's stack, from its stack pointer to the end of the mapping holding it
+    (at most `stack_bytes`), into one reusable buffer. `data()` turns the copy into bytes;
+    the next copy overwrites it."""
+
+    def __init__(self, memory: RemoteMemory, maps: Sequence[MemoryMap], stack_bytes: int):
+        self.memory = memory
+        self.maps = tuple(sorted(maps, key=lambda m: m.start))
+        self.stack_bytes = stack_bytes
+        self._starts = [m.start for m in self.maps]
+        self._buffer = ctypes.create_string_buffer(stack_bytes)
+
+    def mapping(self, address: int) -> Optional[MemoryMap]:
+        """The readable mapping holding address, if any."""
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i >= 0 and self.maps[i].contains(address) and self.maps[i].readable:
+            return self.maps[i]
+        return None
+
+    def copy(self, tid: int, sp: int) -> Tuple[Optional[MemoryMap], int]:
+        """(mapping holding sp, bytes copied into the buffer)."""
+        stack_map = self.mapping(sp)
+        if stack_map is None:
+            return None, 0
+        size = min(stack_map.end - sp, self.stack_bytes)
+        return stack_map, self.memory.copy_into(tid, self._buffer, sp, size)
+
+    def data(self, copied: int) -> bytes:
+        return ctypes.string_at(self._buffer, copied) if copied > 0 else b""
