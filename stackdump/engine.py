@@ -268,7 +268,7 @@ def _thread_report(
         frames=tuple(frames),
         physical_frames=len(result.frames),
         capture_method=result.capture_method,
-        fp_status=result.fp_status or None,
+        fp_status=result.fp_status,
         unwind_status=result.unwind_status,
         stack_bounds=bounds,
         pause_us=pause_us,

@@ -167,7 +167,7 @@ class Frame:
 class UnwindResult:
     frames: Tuple[Frame, ...]
     capture_method: str
-    fp_status: str
+    fp_status: Optional[str]  # None: no frame-pointer walk ran (passive capture)
     unwind_status: Optional[str] = None
     error: str = ""
     recovered_frame_pointers: int = 0  # frame records found on the stack (passive capture)

@@ -42,7 +42,9 @@ class Verdict(enum.Enum):
     CONTRADICTED = 3  # a direct call to some other function
 
 
-def call_verdict(code: CodeSource, return_address: int, callee_start: Optional[int]):
+def call_verdict(
+    code: CodeSource, return_address: int, callee_start: Optional[int]
+) -> Optional[Verdict]:
     """How the call before return_address relates to the frame's function; None: no call."""
     if return_address < 8:
         return None
@@ -70,7 +72,7 @@ def find_frame_record(
     `pc` is the lookup pc (already pc-1 for return addresses); `continues(rbp)` says whether
     the stack unwinds cleanly to its end with that value."""
     callee_start = code.function_start(pc)
-    survivors: List[Tuple[int, int, Verdict]] = []
+    survivors: List[Tuple[int, int]] = []  # (record, link) of unverified candidates
     address = (sp + 15) & ~15
     end = min(memory.end, sp + SCAN_BYTES) - 16
     while address <= end:
@@ -89,8 +91,8 @@ def find_frame_record(
             continue
         if verdict is Verdict.CONFIRMED:
             return record
-        survivors.append((record, link, verdict))
+        survivors.append((record, link))
     if not survivors:
         return None
     lowest_link = survivors[0][1]
-    return max(record for record, link, _ in survivors if link == lowest_link)
+    return max(record for record, link in survivors if link == lowest_link)

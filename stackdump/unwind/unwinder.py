@@ -127,12 +127,12 @@ def _unwind_passive(
     code: Optional[CodeSource],
 ) -> UnwindResult:
     """pc and sp only: CFI throughout, rbp recovered from frame records when needed. There
-    is no frame-pointer walk to report (`fp_status` is empty)."""
+    is no frame-pointer walk to report (`fp_status` is None)."""
     if cfi_lookup is None:
         return UnwindResult(
             frames=(Frame(pc=pc, sp=sp, method="initial", activation=True),),
             capture_method=PASSIVE_SYSCALL,
-            fp_status="",
+            fp_status=None,
             unwind_status=NO_CFI,
             error="a passive capture needs CFI to unwind",
         )
@@ -140,7 +140,7 @@ def _unwind_passive(
     return UnwindResult(
         frames=hybrid.frames,
         capture_method=PASSIVE_SYSCALL,
-        fp_status="",
+        fp_status=None,
         unwind_status=hybrid.status,
         error=hybrid.error,
         recovered_frame_pointers=hybrid.recovered,
