@@ -145,6 +145,23 @@ class ObjectCache:
             self._loaded[module.key] = loaded
         return loaded
 
+    def _resolve(self, address: int) -> Optional[Tuple[LoadedObject, int]]:
+        """(object, ELF virtual address) of an absolute address in the target."""
+        hit = self.lookup(address)
+        if hit is None:
+            return None
+        _, mapping, loaded = hit
+        vaddr = loaded.vaddr(address, mapping)
+        return None if vaddr is None else (loaded, vaddr)
+
+    def _cfi_of(self, pc: int) -> Optional[Tuple[CfiTable, int]]:
+        resolved = self._resolve(pc)
+        if resolved is None:
+            return None
+        loaded, vaddr = resolved
+        table = loaded.cfi()
+        return None if table is None else (table, vaddr)
+
     def cfi_row(self, pc: int) -> Optional[CfiRow]:
         """The CFI row for an absolute pc in the target, or None. Memoized by pc: a
         server's threads share most of their pcs."""
@@ -152,37 +169,27 @@ class ObjectCache:
             return self._rows[pc]
         except KeyError:
             pass
-        row = None
-        hit = self.lookup(pc)
-        if hit is not None:
-            _, mapping, loaded = hit
-            vaddr = loaded.vaddr(pc, mapping)
-            table = loaded.cfi() if vaddr is not None else None
-            row = table.row(vaddr) if table is not None else None
+        found = self._cfi_of(pc)
+        row = found[0].row(found[1]) if found is not None else None
         self._rows[pc] = row
         return row
 
     def function_start(self, pc: int) -> Optional[int]:
         """Start of the function holding an absolute pc, by its FDE."""
-        hit = self.lookup(pc)
-        if hit is None:
+        found = self._cfi_of(pc)
+        if found is None:
             return None
-        _, mapping, loaded = hit
-        vaddr = loaded.vaddr(pc, mapping)
-        table = loaded.cfi() if vaddr is not None else None
-        start = table.function_start(vaddr) if table is not None else None
+        table, vaddr = found
+        start = table.function_start(vaddr)
         return None if start is None else pc - vaddr + start
 
     def code(self, address: int, size: int) -> bytes:
         """Bytes of the mapped file at an absolute address (code does not change at run
         time, so the file is as good as the process)."""
-        hit = self.lookup(address)
-        if hit is None:
+        resolved = self._resolve(address)
+        if resolved is None or resolved[0].elf is None:
             return b""
-        _, mapping, loaded = hit
-        vaddr = loaded.vaddr(address, mapping)
-        if vaddr is None or loaded.elf is None:
-            return b""
+        loaded, vaddr = resolved
         return loaded.elf.read_vaddr_range(vaddr, size)
 
     def _open(self, module: Module) -> LoadedObject:
