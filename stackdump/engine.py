@@ -8,6 +8,7 @@ prints or exits: errors are raised as `stackdump.errors` types for the caller to
 from __future__ import annotations
 
 import gc
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -80,6 +81,12 @@ def resolve_target(pid: int) -> int:
     if proc.is_kernel_thread(pid):
         raise NotUserProcess(f"process {pid} is a kernel thread, not a user-space process")
     tgid = int(status.get("Tgid", pid) or pid)
+    if tgid == os.getpid():
+        # `bash -c 'stackdump -p $$'` execs stackdump in the shell's place: $$ is us, and
+        # the kernel's bare EPERM would send the user chasing capabilities.
+        raise NotUserProcess(
+            f"process {tgid} is this stackdump itself: a process cannot trace its own threads"
+        )
     if status.get("State", "").startswith(("Z", "X")) and not proc.read_maps(tgid):
         raise NotUserProcess(f"process {pid} is a zombie: it has exited and has no memory left")
     tracer = proc.tracer_of(tgid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 from helpers import Target, run_stackdump
@@ -81,6 +82,20 @@ def _a_kernel_thread():
     return next(
         (int(p) for p in os.listdir("/proc") if p.isdigit() and is_kernel_thread(int(p))), None
     )
+
+
+def test_dumping_itself_is_explained():
+    # `bash -c 'stackdump -p $$'` execs stackdump in the shell's place: $$ is stackdump.
+    result = subprocess.run(
+        ["bash", "-c", f"exec {sys.executable} -m stackdump -p $$"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""
+    assert "is this stackdump itself" in result.stderr
+    assert "hint:" not in result.stderr
 
 
 def test_kernel_thread_exits_3():
