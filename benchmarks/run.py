@@ -4,15 +4,20 @@
 Builds tests/targets/threads.c, starts it with N threads (mixed: spinning, blocked in read,
 pthread_cond_wait, nanosleep, epoll_wait), then runs each dumper R times and prints a table of
 medians: wall time and its ratio to eu-stack (DISABLED rows) or `eu-stack -s` (FAST rows),
-peak RSS, the per-thread pause (p50/p99/max of `pause_us`, also printed by the C floor
-benchmarks/cloop.c), and the longest stall the target's spinning thread saw during the run
-with eu-stack's stall divided by it. A row with no dumper gives the machine's noise level.
+peak RSS, the per-thread pause (p50/p99/max of `pause_us` over the threads that were stopped,
+also printed by the C floor benchmarks/cloop.c), and the longest stall the target's spinning
+thread saw during the run (TSC gaps) with eu-stack's stall divided by it. A row with no dumper
+gives the machine's noise level. As root, the kernel-observed columns come from the
+scheduler's trace points (schedtrace.py), the same way for every dumper: how long each thread
+stayed in a ptrace stop (p50/max over all threads) and the spinner's longest stop ("spin
+held"), with eu-stack's divided by ours.
 
 "cold" runs drop the kernel's page cache first (root only) and give stackdump an empty cache
 directory; "warm" runs follow a run of the same command.
 
     python3 benchmarks/run.py --threads 8,100,1000 --variant fp,nofp --repeat 5
     python3 benchmarks/run.py --threads 1000 --variant nofp --gdb
+    python3 benchmarks/run.py --threads 1000 --spinner last   # spinner visited last
     python3 benchmarks/run.py --binary /tmp/big/big_dwarf --threads 8   # see gen_big_dwarf.py
 """
 
@@ -32,8 +37,10 @@ from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import Target, compile_target  # noqa: E402
+from schedtrace import SchedTrace  # noqa: E402
 
 VARIANTS = {
     "fp": ["-O2", "-g", "-fno-omit-frame-pointer"],
@@ -41,15 +48,18 @@ VARIANTS = {
 }
 
 
-def roles_for(threads: int) -> Dict[str, int]:
+def roles_for(threads: int, spinner: str = "first") -> Dict[str, int]:
     """A mix of states like a server's: one spinning, the rest blocked in read, futex
-    (pthread_cond_wait), nanosleep and epoll_wait."""
+    (pthread_cond_wait), nanosleep and epoll_wait. Threads are created in this order, and
+    dumpers visit them in it: `spinner` puts the spinning thread first (right after main) or
+    last."""
     rest = max(0, threads - 2)  # minus the spinner and the main thread
     share = {"read": 0.2, "cond": 0.4, "sleep": 0.2, "epoll": 0.2}
     roles = {role: int(rest * f) for role, f in share.items()}
     roles["cond"] += rest - sum(roles.values())
-    roles["spin"] = 1
-    return roles
+    if spinner == "first":
+        return {"spin": 1, **roles}
+    return {**roles, "spin": 1}
 
 
 def drop_page_cache() -> bool:
@@ -74,7 +84,15 @@ def run_once(cmd: Sequence[str], env: Optional[Dict[str, str]] = None):
 
 
 def pauses(report: str) -> List[int]:
-    return [int(p) for p in re.findall(r"(?:^| )pause_us=(\d+)", report, re.M)]
+    """`pause_us` of every thread that was stopped: a thread copied in place
+    (capture_method=passive_syscall, pause_us=0) was not, and would drag the median down."""
+    return [
+        int(m.group(1))
+        for line in report.splitlines()
+        if "passive_syscall" not in line
+        for m in [re.search(r"(?:^| )pause_us=(\d+)", line)]
+        if m
+    ]
 
 
 def percentile(values: List[int], q: float) -> int:
@@ -87,10 +105,18 @@ def percentile(values: List[int], q: float) -> int:
 class Bench:
     """Runs dumpers against one live target and collects rows."""
 
-    def __init__(self, target: Optional[Target], repeat: int) -> None:
+    def __init__(
+        self, target: Optional[Target], repeat: int, trace: Optional[SchedTrace] = None
+    ) -> None:
         self.target = target
         self.repeat = repeat
+        self.trace = trace
         self.rows: List[dict] = []
+
+    def _spinner(self) -> Optional[int]:
+        if self.target is None or "spin" not in self.target.tids:
+            return None
+        return self.target.tid("spin")
 
     def _stall_ms(self) -> Optional[float]:
         if self.target is None or "spin" not in self.target.tids:
@@ -126,6 +152,7 @@ class Bench:
         repeat: Optional[int] = None,
     ) -> None:
         walls, rsss, p50s, p99s, maxes, stalls = [], [], [], [], [], []
+        k50s, kmaxes, helds = [], [], []
         for _ in range(repeat or self.repeat):
             env = dict(os.environ)
             cache_dir = None
@@ -139,7 +166,19 @@ class Bench:
             else:
                 run_once(cmd, env)  # warm the page cache
             self._reset()
+            if self.trace is not None:
+                self.trace.start()
             wall, rss, out = run_once(cmd, env)
+            if self.trace is not None:
+                stops = self.trace.stop()
+                kernel = stops.all_stopped()
+                if kernel:
+                    k50s.append(statistics.median(kernel))
+                    kmaxes.append(max(kernel))
+                spinner = self._spinner()
+                held = stops.longest(spinner) if spinner else None
+                if held is not None:
+                    helds.append(held)
             stall = self._stall_ms()
             if cache_dir:
                 shutil.rmtree(cache_dir, ignore_errors=True)
@@ -160,6 +199,10 @@ class Bench:
         }
         if stalls:
             row["stall_ms"] = statistics.median(stalls)
+        if k50s:
+            row.update(k50=statistics.median(k50s), kmax=statistics.median(kmaxes))
+        if helds:
+            row["held_us"] = statistics.median(helds)
         if p50s:
             row.update(
                 p50=statistics.median(p50s),
@@ -172,8 +215,9 @@ class Bench:
         by_name = {r["name"]: r for r in self.rows}
         print(title)
         print(
-            f"{'dumper':<36} {'wall ms':>8} {'x base':>7} {'RSS MiB':>8} "
-            f"{'pause p50/p99/max us':>21} {'stall ms':>9} {'base stall /':>12}"
+            f"{'dumper':<28} {'wall ms':>8} {'x base':>6} {'RSS MiB':>7} "
+            f"{'pause p50/p99/max us':>20} {'stall ms':>8} {'base /':>6} "
+            f"{'kernel stop p50/max us':>22} {'spin held us':>12} {'base /':>6}"
         )
         for r in self.rows:
             base = by_name.get(r.get("baseline") or "")
@@ -185,9 +229,14 @@ class Bench:
             stall_ratio = "-"
             if base and r.get("stall_ms") and base.get("stall_ms"):
                 stall_ratio = f"{base['stall_ms'] / r['stall_ms']:.1f}"
+            kernel = f"{r['k50']:.0f}/{r['kmax']:.0f}" if "k50" in r else "-"
+            held = f"{r['held_us']:.0f}" if "held_us" in r else "-"
+            held_ratio = "-"
+            if base and r.get("held_us") and base.get("held_us"):
+                held_ratio = f"{base['held_us'] / r['held_us']:.1f}"
             print(
-                f"{r['name']:<36} {wall:>8} {ratio:>7} {rss:>8} {pause:>21} {stall:>9} "
-                f"{stall_ratio:>12}"
+                f"{r['name']:<28} {wall:>8} {ratio:>6} {rss:>7} {pause:>20} {stall:>8} "
+                f"{stall_ratio:>6} {kernel:>22} {held:>12} {held_ratio:>6}"
             )
         print()
 
@@ -196,9 +245,10 @@ def bench_target(
     args, binary: Path, roles: Dict[str, int], cloop: Optional[Path], title: str
 ) -> None:
     stackdump = [sys.executable, "-m", "stackdump"]
+    trace = None if args.no_trace else SchedTrace.open(binary.name)
     with Target(binary, roles).wait_ready() as target:
         pid = str(target.pid)
-        bench = Bench(target, args.repeat)
+        bench = Bench(target, args.repeat, trace)
         bench.idle(0.5)
         if cloop is not None:
             bench.measure("C loop (floor)", [str(cloop), pid], False, False)
@@ -228,6 +278,8 @@ def bench_target(
                     baseline=f"eu-stack -s ({temp})" if has_eu else None,
                     repeat=max(1, args.repeat // 2),
                 )
+    if trace is not None:
+        trace.close()
     bench.print(title)
 
 
@@ -242,6 +294,17 @@ def main() -> int:
         "--binary",
         type=Path,
         help="a prebuilt target taking `read=N` (gen_big_dwarf.py builds one)",
+    )
+    parser.add_argument(
+        "--spinner",
+        choices=("first", "last"),
+        default="first",
+        help="where the spinning thread is in the order dumpers visit threads (default: first)",
+    )
+    parser.add_argument(
+        "--no-trace",
+        action="store_true",
+        help="skip the kernel-observed columns (sched_switch tracing through tracefs)",
     )
     args = parser.parse_args()
 
@@ -264,8 +327,9 @@ def main() -> int:
                 continue
             for variant in args.variant.split(","):
                 binary = compile_target("threads.c", build, f"threads-{variant}", VARIANTS[variant])
-                title = f"threads.c {variant}, {count} threads ({roles_text(roles_for(count))})"
-                bench_target(args, binary, roles_for(count), cloop, title)
+                roles = roles_for(count, args.spinner)
+                title = f"threads.c {variant}, {count} threads ({roles_text(roles)})"
+                bench_target(args, binary, roles, cloop, title)
     finally:
         shutil.rmtree(build, ignore_errors=True)
     return 0

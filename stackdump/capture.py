@@ -98,15 +98,20 @@ class Tracer:
 
     # -- public -----------------------------------------------------------------------------
 
-    def _home_stack(self, tid: int, fs_base: int) -> Optional[MemoryMap]:
-        """The thread's own stack mapping: [stack] for the main thread; for others, the
-        mapping holding the thread pointer, which glibc and musl place at the top of the
-        thread's stack. Only consulted to copy it when the stack pointer is elsewhere (a
-        signal handler on an alternate stack), so a wrong guess costs one bounded copy."""
+    def _home_stack(
+        self, tid: int, fs_base: int, stack_map: Optional[MemoryMap]
+    ) -> Optional[MemoryMap]:
+        """The thread's own stack mapping when the stack pointer is outside it (a signal
+        handler on an alternate stack), else None. [stack] for the main thread; for others,
+        the mapping holding the thread pointer, which glibc and musl place at the top of the
+        thread's stack. A wrong guess costs one bounded copy. Runs in the stop window, so the
+        common case (the thread pointer is in the stack just copied) costs one comparison."""
         if tid == self.pid:
-            return self._main_stack
+            return self._main_stack if self._main_stack is not stack_map else None
+        if stack_map is not None and stack_map.start <= fs_base < stack_map.end:
+            return None
         home = self._copier.mapping(fs_base) if fs_base else None
-        return home if home is not None and home.writable else None
+        return home if home is not None and home.writable and home is not stack_map else None
 
     def capture(
         self, tid: int, name: str, syscall: Optional[SyscallState] = None
@@ -151,8 +156,8 @@ class Tracer:
                 raise _stop_window_error(PTRACE_GETREGS, tid)
             regs_struct = self._regs
             stack_map, copied = self._copier.copy(tid, regs_struct.rsp)
-            home = self._home_stack(tid, regs_struct.fs_base)
-            if home is not None and home is not stack_map:
+            home = self._home_stack(tid, regs_struct.fs_base, stack_map)
+            if home is not None:
                 home_start = max(home.start, home.end - self._copier.stack_bytes)
                 home_copied = self._memory.copy_into(
                     tid, self._home_buffer, home_start, home.end - home_start
