@@ -155,6 +155,9 @@ class Bench:
         k50s, kmaxes, helds = [], [], []
         for _ in range(repeat or self.repeat):
             env = dict(os.environ)
+            # As installed by pip: byte-compiled modules, not ~40 ms of compiling sources at
+            # every start (some environments set this, this machine's included).
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
             cache_dir = None
             if cache_env:
                 cache_dir = tempfile.mkdtemp(prefix="stackdump-bench-")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import errno
 import os
 import signal
@@ -24,7 +23,7 @@ from ptrace.binding.func import ptrace as _raw_ptrace
 from ptrace.binding.func import ptrace_registers_t
 from ptrace.error import PtraceError
 
-from stackdump import permissions, proc
+from stackdump import clib, permissions, proc
 from stackdump.arch import DWARF_REGISTER_NAMES
 from stackdump.errors import PermissionDenied
 from stackdump.remote import StackCopier
@@ -46,7 +45,7 @@ def _load_stop_window_ptrace():
     call; in the stop window that was a quarter of the pause (16.1 -> 12.9 us per thread,
     median, measured on 50 blocked threads). Errors still surface as python-ptrace's
     PtraceError."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = clib.libc()
     fn = libc.ptrace
     fn.restype = ctypes.c_long
     fn.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)

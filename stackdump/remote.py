@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-import ctypes.util
 import os
 from typing import Optional, Sequence, Tuple
 
+from stackdump import clib
 from stackdump.types import MemoryMap
 
 
@@ -23,7 +23,7 @@ def _load_process_vm_readv():
     ctypes conversions of a Structure argument (cast, byref, field checks) cost as much as the
     system call itself (3.4 -> 6.3 us for a 3 KiB copy), and a stack is copied while the
     thread is stopped."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = clib.libc()
     fn = getattr(libc, "process_vm_readv", None)
     if fn is None:
         return None

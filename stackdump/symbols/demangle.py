@@ -9,10 +9,10 @@ library is missing, names stay mangled: a mangled name is still a correct answer
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import re
 from typing import Dict, Optional
 
+from stackdump import clib
 from stackdump.symbols.rust_v0 import demangle_rust_v0
 
 
@@ -22,8 +22,8 @@ class Demangler:
         self._free = None
         self._cache: Dict[str, str] = {}
         try:
-            lib = ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6")
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            lib = clib.library("libstdc++.so.6", "stdc++")
+            libc = clib.libc()
         except OSError:
             return
         fn = getattr(lib, "__cxa_demangle")  # getattr: a dunder name would be mangled

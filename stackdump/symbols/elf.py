@@ -1,8 +1,9 @@
 """One ELF object: load segments, build-id, debuglink, and a sorted function-symbol table.
 
-pyelftools reads the headers (cheap and lazy); the symbol table itself is unpacked in bulk
-with `struct.iter_unpack`, ~15x faster than `iter_symbols()` (FACTS.md), and names are decoded
-from the string table only when a lookup returns them.
+Headers are unpacked with `struct` (sections.py); pyelftools' ELFFile is opened only for
+DWARF and .debug_frame. The symbol table is unpacked in bulk with `struct.iter_unpack`, ~15x
+faster than `iter_symbols()` (FACTS.md), and names are decoded from the string table only when
+a lookup returns them.
 
 Every method is defensive: a truncated or corrupt file yields fewer answers, not exceptions.
 """
@@ -17,11 +18,16 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, List, Optional, Tuple
+from typing import TYPE_CHECKING, BinaryIO, Dict, List, Optional, Tuple
 
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.construct.core import ConstructError
-from elftools.elf.elffile import ELFFile
+
+from stackdump.symbols import sections
+from stackdump.symbols.sections import Section
+
+if TYPE_CHECKING:
+    from elftools.elf.elffile import ELFFile
 
 # Everything a malformed file can make pyelftools or struct raise.
 # (Fuzzing found ConstructError, which pyelftools' vendored construct raises past ELFError.)
@@ -167,9 +173,10 @@ class ElfObject:
     def __init__(self, stream: BinaryIO, path: Optional[str] = None) -> None:
         self._stream = stream
         self.path = path
-        self._elf = ELFFile(stream)
-        if self._elf.elfclass != 64 or self._elf.little_endian is not True:
-            raise ELFError("not a 64-bit little-endian ELF object")
+        self._header = sections.read_header(stream)
+        self._elf: Optional[ELFFile] = None
+        self._sections: Optional[Dict[str, Section]] = None
+        self._all_sections: Tuple[Section, ...] = ()
         # Program headers unpacked by hand: pyelftools' iter_segments() builds a
         # DynamicSegment that walks every section header, ~20x the cost.
         self.program_headers = self._read_program_headers()
@@ -180,11 +187,11 @@ class ElfObject:
         )
 
     def _read_program_headers(self) -> Tuple[ProgramHeader, ...]:
-        header = self._elf.header
-        count, size = header["e_phnum"], header["e_phentsize"]
+        header = self._header
+        count, size = header.phnum, header.phentsize
         if size < _PHDR64.size or count > 4096:
             return ()
-        self._stream.seek(header["e_phoff"])
+        self._stream.seek(header.phoff)
         data = self._stream.read(count * size)
         headers = []
         for i in range(min(count, len(data) // size)):
@@ -219,7 +226,22 @@ class ElfObject:
 
     @property
     def elffile(self) -> ELFFile:
+        """pyelftools' view of the file, opened on first use (DWARF, .debug_frame): its import
+        and section objects cost ~30 ms that a dump without DWARF never pays."""
+        if self._elf is None:
+            from elftools.elf.elffile import ELFFile
+
+            self._elf = ELFFile(self._stream)
         return self._elf
+
+    def section(self, name: str) -> Optional[Section]:
+        if self._sections is None:
+            try:
+                self._all_sections = sections.read_sections(self._stream, self._header)
+            except PARSE_ERRORS:
+                self._all_sections = ()
+            self._sections = sections.by_name(self._all_sections)
+        return self._sections.get(name)
 
     def file_offset_to_vaddr(self, offset: int) -> Optional[int]:
         for seg in self.segments:
@@ -261,30 +283,19 @@ class ElfObject:
         return self._build_id
 
     def _read_build_id(self) -> Optional[str]:
-        try:
-            section = self._elf.get_section_by_name(".note.gnu.build-id")
-            if section is None:
-                return None
-            for note in section.iter_notes():
-                if note["n_type"] == "NT_GNU_BUILD_ID":
-                    return str(note["n_desc"])
-        except PARSE_ERRORS:
-            return None
-        return None
+        data = self.section_bytes(".note.gnu.build-id")
+        return sections.gnu_build_id(data) if data else None
 
     def has_section(self, name: str) -> bool:
-        try:
-            section = self._elf.get_section_by_name(name)
-        except PARSE_ERRORS:
-            return False
-        return section is not None and section["sh_type"] != "SHT_NOBITS"
+        section = self.section(name)
+        return section is not None and section.type != sections.SHT_NOBITS
 
     def section_bytes(self, name: str) -> Optional[bytes]:
+        section = self.section(name)
+        if section is None:
+            return None
         try:
-            section = self._elf.get_section_by_name(name)
-            if section is None or section["sh_type"] == "SHT_NOBITS":
-                return None
-            return section.data()
+            return sections.section_data(self._stream, section)
         except PARSE_ERRORS:
             return None
 
@@ -292,12 +303,15 @@ class ElfObject:
         """The first non-empty table among `prefer`, built anew: callers keep it (LoadedObject
         does, through the disk cache)."""
         for name in prefer:
+            section = self.section(name)
+            if section is None or not 0 < section.link < len(self._all_sections):
+                continue
             try:
-                section = self._elf.get_section_by_name(name)
-                if section is None or section["sh_type"] == "SHT_NOBITS":
+                symtab = sections.section_data(self._stream, section)
+                strtab = sections.section_data(self._stream, self._all_sections[section.link])
+                if not symtab or strtab is None:
                     continue
-                strtab = self._elf.get_section(section["sh_link"])
-                table = build_symbol_table(section.data(), strtab.data())
+                table = build_symbol_table(symtab, strtab)
             except PARSE_ERRORS:
                 continue
             if len(table):
