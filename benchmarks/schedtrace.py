@@ -101,9 +101,16 @@ class SchedTrace:
         self._write("tracing_on", "1")
 
     def stop(self, tids: Optional[set] = None) -> Stops:
+        return parse(self.stop_raw(), tids)
+
+    def stop_raw(self) -> str:
         self._write("tracing_on", "0")
         with open(os.path.join(self._root, "trace")) as f:
-            return parse(f.read(), tids)
+            return f.read()
+
+    def filter_switches(self, expression: str) -> None:
+        """Trace the sched_switch events matching `expression` instead of the process's."""
+        self._write("events/sched/sched_switch/filter", expression)
 
     def close(self) -> None:
         for name in ("sched_switch", "sched_wakeup"):

@@ -56,6 +56,15 @@ def compile_target(source: str, out_dir: Path, name: str, flags: Sequence[str]) 
     return out
 
 
+def link_two_units(lib: Path, out: Path, extra: Sequence[str] = ()) -> Path:
+    """targets/two_units_main.c linked with `lib` (an object or a shared library) into `out`;
+    two_units takes no arguments and starts one thread blocked in read inside `lib`."""
+    if not out.exists():
+        cmd = ["gcc", "-O1", "-g", "-pthread", str(TARGETS / "two_units_main.c"), str(lib)]
+        subprocess.run([*cmd, *extra, "-o", str(out)], check=True)
+    return out
+
+
 class LineReader:
     """Lines from a pipe with a deadline, without mixing select() and buffered reads."""
 

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 from conftest import ON_CI
-from helpers import TARGETS, Target, assert_untouched, parse_report, run_stackdump
+from helpers import (
+    TARGETS,
+    Target,
+    assert_untouched,
+    link_two_units,
+    parse_report,
+    run_stackdump,
+)
 
 
 def _unshare_problem() -> str:
@@ -82,20 +89,7 @@ def shared_lib_target(build_dir):
             ],
             check=True,
         )
-        subprocess.run(
-            [
-                "gcc",
-                "-O1",
-                "-g",
-                "-pthread",
-                str(TARGETS / "two_units_main.c"),
-                str(lib),
-                "-Wl,-rpath,$ORIGIN",
-                "-o",
-                str(exe),
-            ],
-            check=True,
-        )
+        link_two_units(lib, exe, ["-Wl,-rpath,$ORIGIN"])
     return out
 
 

@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import pytest
-from helpers import TARGETS, Target, assert_untouched, compile_target, parse_report, run_stackdump
+from helpers import (
+    TARGETS,
+    Target,
+    assert_untouched,
+    compile_target,
+    link_two_units,
+    parse_report,
+    run_stackdump,
+)
 
 pytestmark = pytest.mark.usefixtures("live")
 
@@ -182,19 +190,7 @@ def test_cu_without_aranges_is_found_by_full_mode_only(build_dir):
             check=True,
         )
         subprocess.run(["objcopy", "--remove-section=.debug_aranges", str(lib_object)], check=True)
-        subprocess.run(
-            [
-                "gcc",
-                "-O1",
-                "-g",
-                "-pthread",
-                str(TARGETS / "two_units_main.c"),
-                str(lib_object),
-                "-o",
-                str(binary),
-            ],
-            check=True,
-        )
+        link_two_units(lib_object, binary)
     with Target(binary, {"read": 1}).wait_ready() as target:
         tid = target.tid("read")
         fast = locations(
