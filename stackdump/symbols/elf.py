@@ -24,7 +24,7 @@ from elftools.common.exceptions import DWARFError, ELFError
 from elftools.construct.core import ConstructError
 
 from stackdump.symbols import sections
-from stackdump.symbols.sections import Section
+from stackdump.symbols.sections import Section, cstring
 
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
@@ -126,14 +126,7 @@ class SymbolTable:
 
     def _name(self, i: int) -> str:
         # Debug files spell versioned symbols `name@@GLIBC_2.2.5`; the version is noise here.
-        return _cstring(self._strtab, self._names[i]).split("@", 1)[0]
-
-
-def _cstring(table: bytes, offset: int) -> str:
-    end = table.find(b"\0", offset)
-    if end < 0:
-        end = len(table)
-    return table[offset:end].decode("utf-8", "replace")
+        return cstring(self._strtab, self._names[i]).split("@", 1)[0]
 
 
 def build_symbol_table(symtab: bytes, strtab: bytes) -> SymbolTable:
@@ -162,7 +155,7 @@ def build_symbol_table(symtab: bytes, strtab: bytes) -> SymbolTable:
 
 
 def _alias_key(entry, strtab: bytes):
-    name = _cstring(strtab, entry[3])
+    name = cstring(strtab, entry[3])
     # `nanosleep` over `__nanosleep` over `__GI___nanosleep`: the public spelling reads best.
     return (entry[1], len(name) - len(name.lstrip("_")), entry[2], len(name), name)
 

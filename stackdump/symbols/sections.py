@@ -102,7 +102,7 @@ def read_sections(stream: BinaryIO, header: ElfHeader) -> Tuple[Section, ...]:
         names = _read(stream, entry[4], min(entry[5], _MAX_NAMES))
     return tuple(
         Section(
-            name=_cstring(names, entry[0]),
+            name=cstring(names, entry[0]),
             type=entry[1],
             flags=entry[2],
             addr=entry[3],
@@ -130,8 +130,8 @@ def section_data(stream: BinaryIO, section: Section) -> Optional[bytes]:
     if len(data) < _CHDR64.size:
         return None
     kind, _reserved, inflated_size, _align = _CHDR64.unpack_from(data)
-    if kind != ELFCOMPRESS_ZLIB:
-        return None
+    if kind != ELFCOMPRESS_ZLIB or inflated_size == 0:
+        return None  # (a max_length of 0 would mean no bound at all)
     inflater = zlib.decompressobj()
     return inflater.decompress(data[_CHDR64.size :], min(inflated_size, _MAX_INFLATED))
 
@@ -174,7 +174,8 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
-def _cstring(table: bytes, offset: int) -> str:
+def cstring(table: bytes, offset: int) -> str:
+    """The NUL-terminated string at `offset` of a string table."""
     end = table.find(b"\0", offset)
     if end < 0:
         end = len(table)
