@@ -119,12 +119,12 @@ class Bench:
         return self.target.tid("spin")
 
     def _stall_ms(self) -> Optional[float]:
-        if self.target is None or "spin" not in self.target.tids:
+        if self._spinner() is None:
             return None
         return self.target.status()["spin_max_gap_ns"] / 1e6
 
     def _reset(self) -> None:
-        if self.target is not None and "spin" in self.target.tids:
+        if self._spinner() is not None:
             self.target.reset_stall()
 
     def idle(self, seconds: float) -> None:

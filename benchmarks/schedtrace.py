@@ -24,9 +24,26 @@ from typing import Dict, List, Optional
 TRACEFS = "/sys/kernel/tracing"
 
 _SWITCH = re.compile(
-    r"\s(\d+\.\d+): sched_switch: prev_comm=.* prev_pid=(\d+) prev_prio=\d+ prev_state=(\S+) "
+    r"\s(\d+\.\d+): sched_switch: prev_comm=.* prev_pid=(\d+) prev_prio=\d+ "
+    r"prev_state=(\S+) ==> next_comm=.* next_pid=(\d+)"
 )
 _WAKEUP = re.compile(r"\s(\d+\.\d+): sched_wakeup: comm=.* pid=(\d+) ")
+
+
+@dataclass(frozen=True)
+class Switch:
+    seconds: float
+    prev: int
+    prev_state: str
+    next: int
+
+
+def switch_on(line: str) -> Optional[Switch]:
+    """The sched_switch event on one line of a trace, if it holds one."""
+    m = _SWITCH.search(line)
+    if not m:
+        return None
+    return Switch(float(m.group(1)), int(m.group(2)), m.group(3), int(m.group(4)))
 
 
 @dataclass(frozen=True)
@@ -50,11 +67,11 @@ def parse(text: str, tids: Optional[set] = None) -> Stops:
     stopped_at: Dict[int, float] = {}
     stopped: Dict[int, List[float]] = {}
     for line in text.splitlines():
-        m = _SWITCH.search(line)
-        if m:
-            prev, state = int(m.group(2)), m.group(3)
-            if state.startswith(("t", "T")) and (tids is None or prev in tids):
-                stopped_at[prev] = float(m.group(1))
+        switch = switch_on(line)
+        if switch:
+            prev = switch.prev
+            if switch.prev_state.startswith(("t", "T")) and (tids is None or prev in tids):
+                stopped_at[prev] = switch.seconds
             continue
         m = _WAKEUP.search(line)
         if m:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -24,11 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import Target, compile_target  # noqa: E402
 from run import VARIANTS, roles_for  # noqa: E402
-from schedtrace import SchedTrace  # noqa: E402
-
-_SWITCH = re.compile(
-    r"\s(\d+\.\d+): sched_switch: prev_comm=.* prev_pid=(\d+) .*==> next_comm=.* next_pid=(\d+)"
-)
+from schedtrace import SchedTrace, switch_on  # noqa: E402
 
 
 def longest_switched_out(text: str, tid: int) -> Optional[float]:
@@ -36,14 +31,13 @@ def longest_switched_out(text: str, tid: int) -> Optional[float]:
     out_at: Optional[float] = None
     longest: Optional[float] = None
     for line in text.splitlines():
-        m = _SWITCH.search(line)
-        if not m:
+        switch = switch_on(line)
+        if not switch:
             continue
-        ts, prev, nxt = float(m.group(1)), int(m.group(2)), int(m.group(3))
-        if prev == tid:
-            out_at = ts
-        elif nxt == tid and out_at is not None:
-            gap = (ts - out_at) * 1e6
+        if switch.prev == tid:
+            out_at = switch.seconds
+        elif switch.next == tid and out_at is not None:
+            gap = (switch.seconds - out_at) * 1e6
             longest = gap if longest is None else max(longest, gap)
             out_at = None
     return longest

@@ -1,7 +1,7 @@
 """One ELF object: load segments, build-id, debuglink, and a sorted function-symbol table.
 
 Headers are unpacked with `struct` (sections.py); pyelftools' ELFFile is opened only for
-DWARF and .debug_frame. The symbol table is unpacked in bulk with `struct.iter_unpack`, ~15x
+DWARF. The symbol table is unpacked in bulk with `struct.iter_unpack`, ~15x
 faster than `iter_symbols()` (FACTS.md), and names are decoded from the string table only when
 a lookup returns them.
 
@@ -219,8 +219,8 @@ class ElfObject:
 
     @property
     def elffile(self) -> ELFFile:
-        """pyelftools' view of the file, opened on first use (DWARF, .debug_frame): its import
-        and section objects cost ~30 ms that a dump without DWARF never pays."""
+        """pyelftools' view of the file, opened on first use (DWARF): its import and section
+        objects cost ~30 ms that a dump without DWARF never pays."""
         if self._elf is None:
             from elftools.elf.elffile import ELFFile
 
@@ -285,8 +285,9 @@ class ElfObject:
 
     def section_bytes(self, name: str) -> Optional[bytes]:
         section = self.section(name)
-        if section is None:
-            return None
+        return None if section is None else self._section_data(section)
+
+    def _section_data(self, section: Section) -> Optional[bytes]:
         try:
             return sections.section_data(self._stream, section)
         except PARSE_ERRORS:
@@ -299,11 +300,11 @@ class ElfObject:
             section = self.section(name)
             if section is None or not 0 < section.link < len(self._all_sections):
                 continue
+            symtab = self._section_data(section)
+            strtab = self._section_data(self._all_sections[section.link])
+            if not symtab or strtab is None:
+                continue
             try:
-                symtab = sections.section_data(self._stream, section)
-                strtab = sections.section_data(self._stream, self._all_sections[section.link])
-                if not symtab or strtab is None:
-                    continue
                 table = build_symbol_table(symtab, strtab)
             except PARSE_ERRORS:
                 continue

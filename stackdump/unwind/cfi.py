@@ -276,13 +276,13 @@ class CfiTable:
 
 
 def _all_fdes(elf: ElfObject, name: str, for_eh_frame: bool) -> List[Tuple[int, int, FDE]]:
+    section = elf.section(name)
+    data = elf.section_bytes(name)
+    if section is None or not data:
+        return []
     try:
-        section = elf.elffile.get_section_by_name(name)
-        if section is None or section["sh_type"] == "SHT_NOBITS":
-            return []
-        data = section.data()
         cfi = CallFrameInfo(
-            io.BytesIO(data), len(data), section["sh_addr"], _STRUCTS, for_eh_frame=for_eh_frame
+            io.BytesIO(data), len(data), section.addr, _STRUCTS, for_eh_frame=for_eh_frame
         )
         fdes = [e for e in cfi.get_entries() if isinstance(e, FDE)]
     except PARSE_ERRORS:
