@@ -1,6 +1,60 @@
-"""`python -m stackdump` entry point."""
+"""The process entry point (`stackdump`, `python -m stackdump`): make the standard streams
+and SIGINT/SIGTERM safe, then import and run the CLI.
 
-from stackdump.cli import main
+This runs before click, rich, pyelftools and the engine are imported (a third of a second),
+so a Ctrl-C during those imports ends stackdump the documented way instead of in a
+traceback. Only the interpreter's own start-up, before this module runs, is beyond reach.
+"""
+
+import os
+import signal
+import sys
+
+from stackdump.interrupts import Interrupted, Interrupts, die_by
+
+
+def _reopen_closed_streams() -> bool:
+    """Put /dev/null on a closed stdin, stdout or stderr, so no file opened later takes its
+    number (a report or a temporary file written as fd 2 would receive error messages).
+    Returns whether stdout was usable."""
+    stdout_usable = True
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            stdout_usable = stdout_usable and fd != 1
+    # Python leaves these None when the descriptor was closed at start-up.
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as we do
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+    return stdout_usable
+
+
+def main() -> None:
+    interrupts = Interrupts()
+    try:
+        interrupts.install()
+        stdout_usable = _reopen_closed_streams()
+        from stackdump import cli
+    except (Interrupted, KeyboardInterrupt) as e:
+        interrupts.ignore()
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        try:
+            sys.stderr.write(
+                f"stackdump: error: interrupted by {signal.Signals(signum).name} while "
+                "starting: no thread was stopped, no report written\n"
+            )
+            sys.stderr.flush()
+        except (OSError, AttributeError):
+            pass
+        die_by(signum)
+    cli.main(interrupts=interrupts, stdout_usable=stdout_usable)
+
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,9 @@
 """The only module that stops a thread: seize, interrupt, copy registers and stack, detach.
 
-One thread at a time (SPEC.md "Capture"). While a thread is stopped this module does exactly
-three things: read its registers, copy its stack into a preallocated buffer with one
-process_vm_readv, and detach. Turning the raw registers into a `Registers` value and the
-buffer into `bytes` happens after the thread runs again.
+One thread at a time (README "Never harming the target"). While a thread is stopped this
+module does exactly three things: read its registers, copy its stack into a preallocated
+buffer with one process_vm_readv, and detach. Turning the raw registers into a `Registers`
+value and the buffer into `bytes` happens after the thread runs again.
 
 python-ptrace's camelCase API and its errno-carrying `PtraceError` stay inside this module;
 callers see `ThreadSnapshot` statuses and stackdump errors only.

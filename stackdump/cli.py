@@ -1,29 +1,40 @@
-"""The `stackdump` command: parse and validate arguments, run the engine, print, exit.
+"""The `stackdump` command: parse and validate arguments, open the output, run the engine
+phase by phase, write the report, print, exit.
 
-The only module that writes to stderr or chooses an exit status (SPEC.md "Exit status").
-Values are taken as strings and validated here, so every message is SPEC.md's to the letter.
+The only module that writes to stderr or chooses an exit status (docs/FORMAT.md "Exit
+status"). Values are taken as strings and validated here, so every message carries Doris's
+wording (docs/FORMAT.md "Standard error").
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-import tempfile
-from typing import List, Optional, Tuple
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 
 import click
 
 from stackdump import __version__
-from stackdump.engine import DumpOptions, dump
+from stackdump.engine import DumpOptions, analyze, capture_process
 from stackdump.errors import InvalidArgument, StackdumpError
-from stackdump.report import write_text
+from stackdump.escape import escape, quote
+from stackdump.interrupts import Interrupted, Interrupts, die_by
+from stackdump.output import Destination, open_destination
+from stackdump.report import text_lines
 from stackdump.symbols.cache import default_directory
+from stackdump.syscalls import INTERRUPT_SENSITIVE_NAMES
 from stackdump.types import CaptureMode, LocationMode, Report
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_REPORT = 0, 1, 2, 3
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_REPORT, EXIT_OUTPUT = 0, 1, 2, 3, 4
 MAX_TID = 2**31 - 1
+
+
+def _is_decimal(text: str) -> bool:
+    # str.isdigit() also accepts "²" and "١", which int() then rejects or misreads.
+    return text.isascii() and text.isdigit()
 
 
 def parse_thread_ids(text: str) -> Tuple[int, ...]:
@@ -31,8 +42,8 @@ def parse_thread_ids(text: str) -> Tuple[int, ...]:
     for token in text.split(","):
         if token == "":
             raise InvalidArgument("invalid thread_id: empty token")
-        if not token.isdigit() or not 1 <= int(token) <= MAX_TID:
-            raise InvalidArgument(f"invalid thread_id: {token}")
+        if not _is_decimal(token) or not 1 <= int(token) <= MAX_TID:
+            raise InvalidArgument(f"invalid thread_id: {escape(token)}")
         tid = int(token)
         if tid not in tids:
             tids.append(tid)
@@ -40,9 +51,9 @@ def parse_thread_ids(text: str) -> Tuple[int, ...]:
 
 
 def parse_range(key: str, text: str, low: int, high: int) -> int:
-    value = int(text) if text.strip().isdigit() else None
+    value = int(text) if _is_decimal(text) else None
     if value is None or not low <= value <= high:
-        raise InvalidArgument(f"invalid {key}: {text}, expected range [{low}, {high}]")
+        raise InvalidArgument(f"invalid {key}: {escape(text)}, expected range [{low}, {high}]")
     return value
 
 
@@ -52,7 +63,7 @@ def parse_mode(text: str) -> LocationMode:
     except KeyError:
         names = ", ".join(m.value for m in LocationMode)
         raise InvalidArgument(
-            f"invalid dwarf_location_info_mode: {text}, expected one of {names}"
+            f"invalid dwarf_location_info_mode: {escape(text)}, expected one of {names}"
         ) from None
 
 
@@ -61,13 +72,49 @@ def parse_capture(text: str) -> CaptureMode:
         return CaptureMode(text.lower())
     except ValueError:
         names = ", ".join(m.value for m in CaptureMode)
-        raise InvalidArgument(f"invalid capture: {text}, expected one of {names}") from None
+        raise InvalidArgument(f"invalid capture: {escape(text)}, expected one of {names}") from None
 
 
 def parse_pid(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_TID:
-        raise InvalidArgument(f"invalid pid: {text}")
+    if not _is_decimal(text) or not 1 <= int(text) <= MAX_TID:
+        raise InvalidArgument(f"invalid pid: {escape(text)}")
     return int(text)
+
+
+def _checked(option: str, text: str, parse: Callable[[str], object]):
+    """parse(text), its error naming the option as typed and the whole value, quoted."""
+    try:
+        return parse(text)
+    except InvalidArgument as e:
+        raise InvalidArgument(f"{e.message} ({option} {quote(text)})") from None
+
+
+def typed_option(argv: Sequence[str], names: Sequence[str]) -> str:
+    """Which spelling of an option the user typed last (`-p`, `--pid`), for messages."""
+    found = names[-1]
+    for arg in argv:
+        if arg == "--":
+            break
+        for name in names:
+            if (
+                arg == name
+                or arg.startswith(name + "=")
+                or (len(name) == 2 and arg.startswith(name) and not arg.startswith("--"))
+            ):
+                found = name
+    return found
+
+
+@dataclass
+class Run:
+    """What one invocation carries between click and the phases of a dump."""
+
+    argv: Sequence[str]
+    interrupts: Interrupts
+    stdout_usable: bool = True
+    stage: str = "start"  # start, capture, analysis, write
+    destination: Optional[Destination] = None
+    warnings: List[str] = field(default_factory=list)
 
 
 def build_options(
@@ -84,23 +131,38 @@ def build_options(
     debug_dirs: Tuple[str, ...] = (),
     no_cache: bool = False,
     capture: str = "auto",
+    argv: Sequence[str] = (),
 ) -> DumpOptions:
     if thread_id is not None and tid is not None:
-        raise InvalidArgument("tid and thread_id are mutually exclusive")
+        raise InvalidArgument("tid and thread_id are mutually exclusive (--tid and --thread-id)")
+    tid_option = "--thread-id" if thread_id is not None else "--tid"
     tid_text = thread_id if thread_id is not None else tid
+    mode_option = "--dwarf-location-info-mode" if dwarf_mode is not None else "--mode"
     mode_text = dwarf_mode if dwarf_mode is not None else mode
     return DumpOptions(
-        pid=parse_pid(pid),
-        thread_ids=parse_thread_ids(tid_text) if tid_text is not None else None,
-        mode=parse_mode(mode_text) if mode_text is not None else LocationMode.FAST,
-        timeout_ms=parse_range("timeout_ms", timeout_ms, 1, 10000),
+        pid=_checked(typed_option(argv, ("-p", "--pid")), pid, parse_pid),
+        thread_ids=_checked(tid_option, tid_text, parse_thread_ids)
+        if tid_text is not None
+        else None,
+        mode=_checked(mode_option, mode_text, parse_mode)
+        if mode_text is not None
+        else LocationMode.FAST,
+        timeout_ms=_checked(
+            "--timeout-ms", timeout_ms, lambda t: parse_range("timeout_ms", t, 1, 10000)
+        ),
         skip_blocking_syscalls=skip_blocking_syscalls,
-        max_frames=parse_range("max_frames", max_frames, 1, 4096),
-        stack_bytes=parse_range("stack_bytes", stack_bytes, 4096, 67108864),
+        max_frames=_checked(
+            "--max-frames", max_frames, lambda t: parse_range("max_frames", t, 1, 4096)
+        ),
+        stack_bytes=_checked(
+            "--stack-bytes",
+            stack_bytes,
+            lambda t: parse_range("stack_bytes", t, 4096, 67108864),
+        ),
         show_addresses=addresses,
         debug_dirs=debug_search_path(tuple(debug_dirs)),
         cache_dir=None if no_cache else default_directory(),
-        capture=parse_capture(capture),
+        capture=_checked("--capture", capture, parse_capture),
     )
 
 
@@ -111,79 +173,126 @@ def debug_search_path(debug_dirs: Tuple[str, ...]) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(os.path.abspath(d) for d in dirs))
 
 
-def write_report(report: Report, output: Optional[str]) -> None:
-    if output is None:
-        write_text(report, sys.stdout)
-        sys.stdout.flush()
+def missing_debug_dirs(debug_dirs: Tuple[str, ...]) -> List[str]:
+    return [
+        f"--debug-dir {quote(d)}: no such directory, ignored"
+        for d in debug_dirs
+        if not os.path.isdir(d)
+    ]
+
+
+def _say(prefix: str, message: str, help_text: str = "", style: str = "bold red") -> None:
+    stream = sys.stderr
+    if stream is None:
         return
-    # A runbook may poll for the file: it must appear complete or not at all.
-    directory = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(prefix=".stackdump-", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w") as f:
-            write_text(report, f)
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        if stream.isatty():
+            from rich.console import Console
+            from rich.markup import escape as markup_escape
+
+            # Values in messages are already escaped (stackdump.escape); only rich's own
+            # markup must not be read into them.
+            console = Console(stderr=True, highlight=False)
+            console.print(f"[{style}]stackdump: {prefix}:[/] {markup_escape(message)}")
+            if help_text:
+                console.print(help_text, style="yellow", markup=False)
+        else:
+            stream.write(f"stackdump: {prefix}: {message}\n")
+            if help_text:
+                stream.write(help_text + "\n")
+        stream.flush()
+    except OSError:
+        pass  # stderr itself is gone: the exit status still tells
 
 
 def _error(message: str, help_text: str = "") -> None:
-    if sys.stderr.isatty():
-        from rich.console import Console
-
-        console = Console(stderr=True, highlight=False)
-        console.print(f"[bold red]stackdump: error:[/] {message}", markup=True)
-        if help_text:
-            console.print(help_text, style="yellow", markup=False)
-    else:
-        print(f"stackdump: error: {message}", file=sys.stderr)
-        if help_text:
-            print(help_text, file=sys.stderr)
+    _say("error", message, help_text)
 
 
-class StopRequest:
-    """Set by SIGINT/SIGTERM: capture ends after the current thread (never while one is
-    stopped) and the report covers what was captured. A second signal kills stackdump
-    outright, which still leaves every thread running (PTRACE_SEIZE)."""
+class TerminalProgress:
+    """A progress bar on stderr, only when it is a terminal and the dump has already taken
+    half a second (a short dump, or an early error, never flashes one). Drawn from the
+    engine's callbacks, which come between threads: no drawing thread runs while a thread
+    of the target is stopped."""
 
-    def __init__(self) -> None:
-        self.signal_name = ""
+    DELAY_S = 0.5
+    PERIOD_S = 0.1
+    LABELS = {"capture": "capturing threads", "symbolization": "symbolizing"}
 
-    def __call__(self) -> bool:
-        return bool(self.signal_name)
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._start = time.monotonic()
+        self._last = 0.0
+        self._bar = None
+        self._task = None
 
-    def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._handle)
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self._enabled:
+            return
+        now = time.monotonic()
+        if now - self._start < self.DELAY_S or (now - self._last < self.PERIOD_S and done < total):
+            return
+        self._last = now
+        if self._bar is None:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    def _handle(self, signum, frame) -> None:
-        self.signal_name = signal.Signals(signum).name
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=Console(stderr=True),
+                transient=True,
+                auto_refresh=False,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("", total=None)
+        label = self.LABELS.get(phase, phase)
+        self._bar.update(self._task, description=label, completed=done, total=total)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            with contextlib.suppress(OSError):
+                bar.stop()
 
 
-def _run_with_progress(options: DumpOptions, stop: StopRequest) -> Report:
-    if not sys.stderr.isatty():
-        return dump(options, should_stop=stop)
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+def _isatty(stream) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (OSError, ValueError):
+        return False
 
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("capturing threads"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("capture", total=None)
-        return dump(
-            options,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            should_stop=stop,
+
+def _dump(options: DumpOptions, run: Run) -> Report:
+    """Capture, then unwind and symbolize, each phase winding down on its first signal."""
+    started = time.perf_counter_ns()
+    progress = TerminalProgress(_isatty(sys.stderr))
+    try:
+        run.stage = "capture"
+        with run.interrupts.deferred() as phase:
+            snapshot = capture_process(options, progress, phase.requested)
+        run.stage = "analysis"
+        return analyze(snapshot, options, started, progress)
+    finally:
+        progress.close()
+
+
+def _interruption_note(report: Report, signal_name: str) -> str:
+    parts = []
+    if report.interrupted and not report.symbolization_interrupted:
+        parts.append(
+            f"the report covers the {report.header.thread_count} thread(s) captured before it"
         )
+    if report.symbolization_interrupted:
+        parts.append(
+            f"symbolization stopped: {report.summary.unsymbolized} frame(s) are printed "
+            "unsymbolized, as 0x... in OBJECT+0xOFFSET"
+        )
+    return f"interrupted by {signal_name}: " + "; ".join(parts)
 
 
 HELP = """Print the native stack of every thread of the live process PID.
@@ -191,7 +300,16 @@ HELP = """Print the native stack of every thread of the live process PID.
 Each thread is stopped only while its registers and stack are copied (microseconds), one
 thread at a time; unwinding and symbolization run afterwards on the copy. Threads blocked in
 calls that a stop would interrupt with EINTR (epoll_wait, semop, sigtimedwait, socket calls)
-are never stopped: their stacks are copied while they stay blocked (--capture)."""
+are never stopped: their stacks are copied while they stay blocked (--capture).
+
+The output format, statuses and exit codes are described in docs/FORMAT.md and
+stackdump(1)."""
+
+SKIP_HELP = (
+    "Do not stop threads blocked in an interrupt-sensitive syscall: "
+    + " ".join(INTERRUPT_SENSITIVE_NAMES)
+    + "."
+)
 
 
 @click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -218,11 +336,7 @@ are never stopped: their stacks are copied while they stay blocked (--capture)."
     metavar="N",
     help="Per-thread limit for stopping and copying one thread, 1 to 10000.",
 )
-@click.option(
-    "--skip-blocking-syscalls",
-    is_flag=True,
-    help="Do not stop threads blocked in an interrupt-sensitive syscall.",
-)
+@click.option("--skip-blocking-syscalls", is_flag=True, help=SKIP_HELP)
 @click.option(
     "--max-frames",
     "max_frames",
@@ -267,28 +381,58 @@ are never stopped: their stacks are copied while they stay blocked (--capture)."
     "--output",
     "output",
     metavar="FILE",
-    help="Write the report to FILE (atomically) instead of stdout.",
+    help="Write the report to FILE instead of stdout ('-': stdout). A regular file is "
+    "replaced atomically once the report is complete, keeping its mode and owner; a "
+    "device, FIFO or socket is written in place.",
 )
 @click.version_option(__version__, "--version", prog_name="stackdump")
-def command(output: Optional[str], **params) -> int:
+@click.pass_obj
+def command(run: Run, output: Optional[str], **params) -> int:
     # click names each parameter after build_options' arguments
-    options = build_options(**params)
-    stop = StopRequest()
-    stop.install()
-    report = _run_with_progress(options, stop)
-    write_report(report, output)
+    options = build_options(**params, argv=run.argv)
+    for warning in missing_debug_dirs(params["debug_dirs"]):
+        _say("warning", warning, style="bold yellow")
+    # Where the report goes is settled before the target is touched: a bad -o costs nothing.
+    run.destination = open_destination(output, run.stdout_usable)
+    try:
+        report = _dump(options, run)
+        run.stage = "write"
+        data = "".join(line + "\n" for line in text_lines(report))
+        run.destination.write(data.encode("utf-8", "backslashreplace"))
+        run.destination.commit()
+    except BaseException:
+        run.destination.abort()
+        raise
     if report.interrupted:
-        _error(
-            f"interrupted by {stop.signal_name}: the report covers the "
-            f"{report.header.thread_count} thread(s) captured before it"
-        )
+        _error(_interruption_note(report, run.interrupts.signal_name))
         return EXIT_PARTIAL
     return EXIT_PARTIAL if report.partial else EXIT_OK
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def _interrupted_message(run: Run, e: Interrupted) -> str:
+    if run.stage == "write" and run.destination is not None:
+        return f"interrupted by {e.name} while writing the report: {run.destination.cut_note()}"
+    if run.stage in ("capture", "analysis"):
+        return f"interrupted by {e.name} again: no report; every thread of the target runs on"
+    return f"interrupted by {e.name}: no thread was stopped, no report written"
+
+
+def main(
+    argv: Optional[Sequence[str]] = None,
+    interrupts: Optional[Interrupts] = None,
+    stdout_usable: bool = True,
+) -> NoReturn:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if interrupts is None:
+        interrupts = Interrupts()
+        interrupts.install()
+    run = Run(argv=args, interrupts=interrupts, stdout_usable=stdout_usable)
     try:
-        code = command.main(args=argv, prog_name="stackdump", standalone_mode=False)
+        code = command.main(args=args, prog_name="stackdump", standalone_mode=False, obj=run)
+    except Interrupted as e:
+        interrupts.ignore()
+        _error(_interrupted_message(run, e))
+        die_by(e.signum)
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.ClickException as e:
@@ -298,15 +442,16 @@ def main(argv: Optional[List[str]] = None) -> None:
         _error(e.message, e.help_text)
         code = e.exit_code
     except click.exceptions.Abort:
-        _error("interrupted")
-        code = EXIT_PARTIAL
+        # click's own prompt handling; stackdump asks nothing, so this is a stray EOF.
+        _error("aborted")
+        code = EXIT_USAGE
     except BrokenPipeError:
-        # `stackdump ... | head`: the reader left; that is not our failure.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        code = EXIT_OK
+        # Only click writes through sys.stdout (--help, --version); the reader left early.
+        _quiet_stdout()
+        code = EXIT_OUTPUT
     except OSError as e:
-        _error(f"{e.filename or ''}: {e.strerror}" if e.strerror else str(e))
+        name = quote(e.filename) + ": " if e.filename else ""
+        _error(f"{name}{e.strerror or e}")
         code = EXIT_NO_REPORT
     except Exception as e:  # noqa: BLE001 - the last line of defence against a traceback
         if os.environ.get("STACKDUMP_DEBUG"):
@@ -314,3 +459,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         _error(f"internal error: {type(e).__name__}: {e} (STACKDUMP_DEBUG=1 shows the traceback)")
         code = EXIT_NO_REPORT
     sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _quiet_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

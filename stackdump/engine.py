@@ -7,6 +7,7 @@ prints or exits: errors are raised as `stackdump.errors` types for the caller to
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import time
@@ -16,6 +17,7 @@ from typing import Callable, List, Optional, Tuple
 from stackdump import permissions, proc
 from stackdump.capture import Tracer
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
+from stackdump.interrupts import Interrupted
 from stackdump.passive import PassiveCapturer
 from stackdump.remote import RemoteMemory, StackCopier
 from stackdump.symbols.cache import DiskCache
@@ -40,8 +42,9 @@ from stackdump.unwind.unwinder import unwind
 
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
 
-# progress(done, total): called between threads, never while one is stopped.
-Progress = Callable[[int, int], None]
+# progress(phase, done, total): phase is "capture" or "symbolization"; called between
+# threads, never while one is stopped.
+Progress = Callable[[str, int, int], None]
 # should_stop(): asked between threads; True ends capture early (SIGINT, SIGTERM).
 ShouldStop = Callable[[], bool]
 
@@ -68,7 +71,7 @@ def dump(
 ) -> Report:
     started = time.perf_counter_ns()
     snapshot = capture_process(options, progress, should_stop)
-    return analyze(snapshot, options, started)
+    return analyze(snapshot, options, started, progress)
 
 
 def resolve_target(pid: int) -> int:
@@ -107,7 +110,7 @@ def capture_process(
 ) -> ProcessSnapshot:
     pid = resolve_target(options.pid)
     started = time.perf_counter_ns()
-    # Everything read from /proc up front, before any thread is stopped (SPEC.md).
+    # Everything read from /proc up front, before any thread is stopped (docs/FORMAT.md).
     maps = proc.read_maps(pid)
     exe = proc.read_exe(pid)
     tids = list(options.thread_ids) if options.thread_ids else proc.list_tids(pid)
@@ -132,7 +135,7 @@ def capture_process(
                     break
                 threads.append(_capture_one(tracer, passive, pid, tid, names.get(tid), options))
                 if progress is not None:
-                    progress(done + 1, len(tids))
+                    progress("capture", done + 1, len(tids))
     finally:
         memory.close()
         if gc_enabled:
@@ -209,19 +212,42 @@ def _stop_would_interrupt(pid: int, syscall: SyscallState) -> bool:
 
 
 def analyze(
-    snapshot: ProcessSnapshot, options: DumpOptions, started_ns: Optional[int] = None
+    snapshot: ProcessSnapshot,
+    options: DumpOptions,
+    started_ns: Optional[int] = None,
+    progress: Optional[Progress] = None,
 ) -> Report:
-    reports = []
+    """Unwind and symbolize every captured thread. If `Interrupted` (SIGINT/SIGTERM, see
+    stackdump.interrupts) arrives meanwhile, the thread it hit and every later one are
+    unwound again and printed unsymbolized (`0x... in OBJECT+0xOFFSET`): nothing captured is
+    lost, and no more DWARF is read. A second one propagates."""
+    reports: List[ThreadReport] = []
+    unsymbolized = 0
+    stopped = False
     disk = DiskCache(options.cache_dir)
     with ObjectCache(
         snapshot.pid, snapshot.maps, snapshot.vdso, options.debug_dirs, disk
     ) as objects:
         symbolizer = Symbolizer(objects, options.mode)
-        for thread in snapshot.threads:
-            reports.append(_thread_report(thread, objects, symbolizer, options))
+        for done, thread in enumerate(snapshot.threads):
+            if progress is not None:
+                progress("symbolization", done, len(snapshot.threads))
+            report = None
+            if not stopped:
+                try:
+                    report = _thread_report(thread, objects, symbolizer, options, True)
+                except Interrupted:
+                    stopped = True
+            if report is None:
+                report = _thread_report(thread, objects, symbolizer, options, False)
+                unsymbolized += report.physical_frames
+            reports.append(report)
+        if progress is not None:
+            progress("symbolization", len(reports), len(reports))
         cus_decoded = objects.cus_decoded
     disk.trim()
     elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
+    summary = _summarize(snapshot.threads, elapsed_ns, disk.hits, cus_decoded)
     return Report(
         header=ReportHeader(
             pid=snapshot.pid,
@@ -234,14 +260,19 @@ def analyze(
             capture=options.capture,
         ),
         threads=tuple(reports),
-        summary=_summarize(snapshot.threads, elapsed_ns, disk.hits, cus_decoded),
+        summary=dataclasses.replace(summary, unsymbolized=unsymbolized),
         show_addresses=options.show_addresses,
-        interrupted=snapshot.interrupted,
+        interrupted=snapshot.interrupted or stopped,
+        symbolization_interrupted=stopped,
     )
 
 
 def _thread_report(
-    thread: ThreadSnapshot, objects: ObjectCache, symbolizer: Symbolizer, options: DumpOptions
+    thread: ThreadSnapshot,
+    objects: ObjectCache,
+    symbolizer: Symbolizer,
+    options: DumpOptions,
+    symbolize: bool,
 ) -> ThreadReport:
     pause_us = thread.pause_ns // 1000 if thread.attempted else None
     if thread.passive:
@@ -266,7 +297,10 @@ def _thread_report(
     result = unwind(thread, options.max_frames, objects.cfi_row, objects)
     frames: List[SymbolizedFrame] = []
     for frame in result.frames:
-        frames.extend(_symbolize_softly(symbolizer, frame))
+        if symbolize:
+            frames.extend(_symbolize_softly(symbolizer, frame))
+        else:
+            frames.append(symbolizer.unsymbolized(frame))
     bounds = (thread.stack_map.start, thread.stack_map.end) if thread.stack_map else None
     return ThreadReport(
         tid=thread.tid,

@@ -19,7 +19,7 @@ class StackdumpError(Exception):
 
 
 class InvalidArgument(StackdumpError):
-    """A command-line value is out of range or malformed (SPEC.md: exit 2)."""
+    """A command-line value is out of range or malformed (docs/FORMAT.md: exit 2)."""
 
     exit_code = 2
 
@@ -42,3 +42,9 @@ class AlreadyTraced(StackdumpError):
 
 class PermissionDenied(StackdumpError):
     """The kernel refused PTRACE_SEIZE for the target."""
+
+
+class OutputError(StackdumpError):
+    """The report could not be written whole (a full disk, a closed pipe): exit 4."""
+
+    exit_code = 4

@@ -1,4 +1,4 @@
-"""Report -> text, exactly as SPEC.md "Output (text)". Pure: no I/O but the given stream.
+"""Report -> text, exactly as docs/FORMAT.md "The report". Pure: no I/O but the given stream.
 
 Runbook scripts parse this text, so the key order, spacing and wording are the contract.
 """
@@ -44,7 +44,7 @@ def text_lines(report: Report) -> List[str]:
         f"stats: elapsed_ms={s.elapsed_ms} max_pause_us={s.max_pause_us} "
         f"exited={s.exited} errors={s.errors} cache_hits={s.cache_hits} "
         f"cus_decoded={s.cus_decoded} passive={s.passive} "
-        f"interrupted={1 if report.interrupted else 0}"
+        f"interrupted={1 if report.interrupted else 0} unsymbolized={s.unsymbolized}"
     )
     return lines
 

@@ -5,7 +5,7 @@ Numbers from the kernel's arch/x86/entry/syscalls/syscall_64.tbl.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, FrozenSet, Optional
+from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 SYSCALL_NAMES: Dict[int, str] = {
     0: "read",
@@ -49,26 +49,25 @@ SYSCALL_NAMES: Dict[int, str] = {
 
 # Doris's list: calls a diagnostic stop may interrupt. `--skip-blocking-syscalls` leaves a
 # thread blocked in one of these alone.
-INTERRUPT_SENSITIVE: FrozenSet[str] = frozenset(
-    {
-        "read",
-        "pread64",
-        "recvfrom",
-        "recvmsg",
-        "accept",
-        "accept4",
-        "poll",
-        "ppoll",
-        "select",
-        "pselect6",
-        "epoll_wait",
-        "epoll_pwait",
-        "epoll_pwait2",
-        "futex",
-        "nanosleep",
-        "clock_nanosleep",
-    }
+INTERRUPT_SENSITIVE_NAMES: Tuple[str, ...] = (
+    "read",
+    "pread64",
+    "recvfrom",
+    "recvmsg",
+    "accept",
+    "accept4",
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "futex",
+    "nanosleep",
+    "clock_nanosleep",
 )
+INTERRUPT_SENSITIVE: FrozenSet[str] = frozenset(INTERRUPT_SENSITIVE_NAMES)
 
 
 def syscall_name(number: int) -> Optional[str]:

@@ -29,7 +29,7 @@ class ThreadStatus(enum.Enum):
 
 
 class CaptureMode(enum.Enum):
-    """How threads are captured (SPEC.md "Capture")."""
+    """How threads are captured (README "Never harming the target")."""
 
     AUTO = "auto"  # stop threads, except those blocked in calls a stop would interrupt
     PTRACE = "ptrace"  # stop every thread
@@ -227,6 +227,7 @@ class Summary:
     cache_hits: int = 0  # entries served from the disk cache
     cus_decoded: int = 0  # DWARF line programs decoded in this dump
     passive: int = 0  # threads copied without being stopped
+    unsymbolized: int = 0  # frames printed raw because symbolization was interrupted
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,8 @@ class Report:
     threads: Tuple[ThreadReport, ...]
     summary: Summary
     show_addresses: bool = False
-    interrupted: bool = False
+    interrupted: bool = False  # SIGINT/SIGTERM cut capture or symbolization short
+    symbolization_interrupted: bool = False
 
     @property
     def partial(self) -> bool:

@@ -8,6 +8,7 @@ only turns a hang into a failure.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import selectors
@@ -54,6 +55,28 @@ def compile_target(source: str, out_dir: Path, name: str, flags: Sequence[str]) 
         cmd = [compiler, *flags, "-pthread", str(TARGETS / source), "-o", str(out)]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
     return out
+
+
+CACHE = Path(os.environ.get("STACKDUMP_TEST_CACHE", Path.home() / ".cache" / "stackdump-tests"))
+
+
+def cached_generated_target(generator: str, flags: Sequence[str]) -> Path:
+    """A target whose C source tests/targets/GENERATOR writes, built once into the test
+    cache (outside the repository) under a key of the generator, the flags and gcc's
+    version, and reused by later runs."""
+    script = TARGETS / generator
+    gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
+    key = hashlib.sha256(script.read_bytes() + repr(flags).encode() + gcc.encode())
+    out_dir = CACHE / "targets" / f"{script.stem}-{key.hexdigest()[:16]}"
+    binary = out_dir / script.stem
+    if not binary.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        source = out_dir / f"{script.stem}.c"
+        subprocess.run([sys.executable, str(script), str(source)], check=True)
+        partial = out_dir / f"{script.stem}.partial"
+        subprocess.run(["gcc", *flags, str(source), "-o", str(partial)], check=True)
+        partial.rename(binary)
+    return binary
 
 
 def link_two_units(lib: Path, out: Path, extra: Sequence[str] = ()) -> Path:
@@ -288,7 +311,7 @@ def _parse_keys(text: str) -> Tuple[Dict[str, str], List[str]]:
 
 
 def parse_report(text: str) -> ParsedReport:
-    """Strict parser of SPEC.md's text format: any deviation fails an assertion."""
+    """Strict parser of the text format (docs/FORMAT.md): any deviation fails an assertion."""
     lines = text.split("\n")
     assert lines[0] == "stackdump thread stack traces", lines[0]
     header: Dict[str, str] = {}

@@ -1,4 +1,4 @@
-"""Invalid arguments (exit 2) and targets that cannot be dumped (exit 3), per SPEC.md."""
+"""Invalid arguments (exit 2) and targets that cannot be dumped (exit 3), per docs/FORMAT.md."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ INVALID = [
     (["--max-frames", "0"], "invalid max_frames: 0, expected range [1, 4096]"),
     (["--capture", "gdb"], "invalid capture: gdb, expected one of auto, ptrace, passive"),
     (["--stack-bytes", "100"], "invalid stack_bytes: 100, expected range [4096, 67108864]"),
+    # Digits that str.isdigit() accepts and int() rejects or misreads
+    (["--timeout-ms", "²"], "invalid timeout_ms: ², expected range [1, 10000]"),
+    (["--thread-id", "¹"], "invalid thread_id: ¹"),
+    (["--thread-id", "١٢"], "invalid thread_id: ١٢"),
+    (["--max-frames", "٣"], "invalid max_frames: ٣, expected range [1, 4096]"),
 ]
 
 
@@ -41,12 +46,46 @@ def test_invalid_argument(args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
-@pytest.mark.parametrize("pid", ["0", "abc"])
+@pytest.mark.parametrize("pid", ["0", "abc", "²", "1\u0663"])
 def test_invalid_pid(pid):
     result = run_stackdump("-p", pid)
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.splitlines() == [f"stackdump: error: invalid pid: {pid}"]
+    assert result.stderr.splitlines() == [f'stackdump: error: invalid pid: {pid} (-p "{pid}")']
+
+
+@pytest.mark.parametrize(
+    "args,suffix",
+    [
+        (["-p", "1", "--tid", "1,x"], '(--tid "1,x")'),
+        (["-p", "1", "--thread-id", " 7"], '(--thread-id " 7")'),
+        (["-p", "1", "--mode", " fast"], '(--mode " fast")'),
+        (
+            ["-p", "1", "--dwarf-location-info-mode", "fast\t"],
+            '(--dwarf-location-info-mode "fast\\t")',
+        ),
+        (["--pid", "1 "], '(--pid "1 ")'),
+        (["-p1x"], '(-p "1x")'),
+        (["-p", "1", "--timeout-ms", ""], '(--timeout-ms "")'),
+        (["-p", "1", "--thread-id", "1\n2"], '(--thread-id "1\\n2")'),
+    ],
+)
+def test_messages_name_the_option_typed_and_quote_the_value(args, suffix):
+    result = run_stackdump(*args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(suffix), result.stderr
+
+
+def test_missing_debug_dir_warns(tmp_path):
+    # The warning comes before the target is looked at: pid_max + 1 exists nowhere.
+    with open("/proc/sys/kernel/pid_max") as f:
+        pid = int(f.read()) + 1
+    result = run_stackdump("-p", str(pid), "--debug-dir", str(tmp_path / "nope"))
+    assert result.returncode == 3
+    assert f'stackdump: warning: --debug-dir "{tmp_path}/nope": no such directory, ignored' in (
+        result.stderr.splitlines()
+    )
 
 
 def test_missing_pid_option_is_a_usage_error():

@@ -1,4 +1,4 @@
-"""The text formatter against SPEC.md's format, line for line."""
+"""The text formatter against docs/FORMAT.md, line for line."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def test_text_matches_spec_line_for_line():
         "dwarf_location_info_mode: fast",
         "skip_blocking_syscalls: false",
         "unwinder: frame_pointer_with_dwarf_cfi_fallback",
-        "capture: auto",  # appended to SPEC.md's header by issue 5
+        "capture: auto",  # appended to Doris's header by issue 5
         "",
     ]
     assert lines[10] == (
@@ -109,7 +109,7 @@ def test_text_matches_spec_line_for_line():
         "",
         "summary: captured=1 skipped=1 timed_out=0 remote_signal_attempts=1",
         "stats: elapsed_ms=812 max_pause_us=38 exited=0 errors=0 cache_hits=0 cus_decoded=0 "
-        "passive=0 interrupted=0",
+        "passive=0 interrupted=0 unsymbolized=0",
         "",
     ]
 

@@ -36,27 +36,36 @@ class Symbolizer:
             self._cache[key] = cached
         return cached
 
-    def _symbolize(self, frame: Frame) -> Tuple[SymbolizedFrame, ...]:
-        pc = frame.pc
+    def unsymbolized(self, frame: Frame) -> SymbolizedFrame:
+        """The frame as `0x... in OBJECT+0xOFFSET`, reading no symbol table or DWARF (what is
+        printed once symbolization was interrupted). The object is already open: unwinding
+        opened it for its CFI."""
+        return self._locate(frame)[0]
+
+    def _locate(
+        self, frame: Frame
+    ) -> Tuple[SymbolizedFrame, Optional[LoadedObject], Optional[int]]:
+        """The nameless frame, its object and the ELF address of its lookup pc."""
         hit = self.objects.lookup(frame.lookup_pc)
         if hit is None:
-            return (SymbolizedFrame(pc=pc, function=None, module=None, module_offset=None),)
+            return SymbolizedFrame(frame.pc, None, None, None), None, None
         module, mapping, loaded = hit
         vaddr = loaded.vaddr(frame.lookup_pc, mapping)
-        function = None
-        if vaddr is not None:
-            found = loaded.symbols.lookup(vaddr)
-            if found is not None:
-                function = self._demangler.demangle(found[0])
         # The frame's own address (not pc-1) is what a person passes to addr2line.
         if vaddr is not None:
-            offset = vaddr + (pc - frame.lookup_pc)
+            offset = vaddr + (frame.pc - frame.lookup_pc)
         else:
-            offset = pc - mapping.start + mapping.offset
-        physical = SymbolizedFrame(
-            pc=pc, function=function, module=module.path, module_offset=offset
-        )
-        if self.mode is LocationMode.DISABLED or vaddr is None:
+            offset = frame.pc - mapping.start + mapping.offset
+        return SymbolizedFrame(frame.pc, None, module.path, offset), loaded, vaddr
+
+    def _symbolize(self, frame: Frame) -> Tuple[SymbolizedFrame, ...]:
+        physical, loaded, vaddr = self._locate(frame)
+        if loaded is None or vaddr is None:
+            return (physical,)
+        found = loaded.symbols.lookup(vaddr)
+        if found is not None:
+            physical = replace(physical, function=self._demangler.demangle(found[0]))
+        if self.mode is LocationMode.DISABLED:
             return (physical,)
         return self._with_locations(physical, loaded, vaddr)
 

@@ -1,0 +1,42 @@
+"""Text from outside (what a user typed, and later names read from the target) made safe for
+a terminal and for line-oriented parsers, reversibly (docs/FORMAT.md "Escaping").
+
+The rule: a backslash is written `\\\\`; a newline, tab and carriage return `\\n`, `\\t`, `\\r`;
+every other byte of a control or non-printable character, or of bytes that are not valid
+UTF-8 (surrogate-escaped by Python), is written `\\xHH`, one per byte of its UTF-8 encoding.
+Printable text, non-ASCII letters included, is left as it is. Undoing it gives back the
+original bytes.
+"""
+
+from __future__ import annotations
+
+_SHORT = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def escape(text: str, also: str = "") -> str:
+    """`text` with the rule above applied; characters in `also` are escaped as `\\xHH` too
+    (a quote, for a quoted value)."""
+    if text.isprintable() and "\\" not in text and not any(c in text for c in also):
+        return text
+    out = []
+    for c in text:
+        short = _SHORT.get(c)
+        if short is not None:
+            out.append(short)
+        elif c.isprintable() and c not in also:
+            out.append(c)
+        else:
+            out.append("".join(f"\\x{b:02x}" for b in _utf8(c)))
+    return "".join(out)
+
+
+def _utf8(c: str) -> bytes:
+    try:
+        return c.encode("utf-8", "surrogateescape")  # a byte Python could not decode
+    except UnicodeEncodeError:
+        return c.encode("utf-8", "surrogatepass")  # any other lone surrogate
+
+
+def quote(text: str) -> str:
+    """A value in double quotes, escaped, so that spaces and empty strings show."""
+    return '"' + escape(text, also='"') + '"'

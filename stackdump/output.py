@@ -1,0 +1,228 @@
+"""Where the report goes (`-o`, stdout): chosen and opened before any thread is stopped,
+then written whole, or failing with a message that names what the user typed.
+
+stackdump runs as root from scripts, so it must never replace a file that is not its to
+replace (docs/FORMAT.md "Output destination"):
+
+- a new path, or an existing regular file with one link: a temporary file beside it (after
+  resolving symlinks), renamed over it once the whole report is in it, so the file appears
+  complete or not at all; an existing file keeps its mode and owner, a new one gets the
+  umask's mode;
+- a regular file with other hard links, or whose owner cannot be kept: written in place;
+- a character device, FIFO or Unix socket (`/dev/null`, `/dev/stdout`, a named pipe): opened
+  and written in place, never replaced;
+- anything else (a directory, a block device): refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+import stat
+from typing import Optional
+
+from stackdump.errors import InvalidArgument, OutputError
+from stackdump.escape import quote
+
+STDOUT_NAME = "standard output"
+_CHUNK = 1 << 20
+
+
+class Destination:
+    """An opened destination. `write` the report, then `commit`; `abort` on any failure
+    removes what is not the user's (the temporary file) and leaves the target untouched."""
+
+    def __init__(
+        self,
+        shown: str,
+        fd: int,
+        owns_fd: bool,
+        temp: Optional[str] = None,
+        final: Optional[str] = None,
+        truncate: bool = False,
+    ) -> None:
+        self.shown = shown  # for messages: what the user typed, quoted
+        self._fd = fd
+        self._owns_fd = owns_fd
+        self._temp = temp
+        self._final = final
+        self._truncate = truncate  # in place into a regular file: only once we have a report
+
+    def write(self, data: bytes) -> None:
+        try:
+            if self._truncate:
+                os.ftruncate(self._fd, 0)
+            _write_all(self._fd, data)
+        except OSError as e:
+            raise self._error(e) from None
+
+    def commit(self) -> None:
+        try:
+            if self._owns_fd:
+                fd, self._fd = self._fd, -1
+                os.close(fd)
+            if self._temp is not None and self._final is not None:
+                os.rename(self._temp, self._final)
+                self._temp = None
+        except OSError as e:
+            raise self._error(e) from None
+
+    def abort(self) -> None:
+        if self._owns_fd and self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            _quietly(os.close, fd)
+        if self._temp is not None:
+            _quietly(os.unlink, self._temp)
+            self._temp = None
+
+    def cut_note(self) -> str:
+        """What an interrupted or failed write left behind, for the message."""
+        if self._temp is not None:
+            return f"{self.shown} was left as it was"
+        return f"what reached {self.shown} is an incomplete report"
+
+    def _error(self, e: OSError) -> OutputError:
+        if e.errno == errno.EPIPE:
+            why = "the reader closed the pipe before the report was complete"
+        else:
+            why = e.strerror or str(e)
+        return OutputError(f"cannot write the report to {self.shown}: {why}; {self.cut_note()}")
+
+
+def open_destination(path: Optional[str], stdout_usable: bool = True) -> Destination:
+    """Open where the report goes. Raises InvalidArgument (exit 2) for a destination that
+    cannot take it, before anything has touched the target."""
+    if path is None or path == "-":
+        if not stdout_usable:
+            raise InvalidArgument(
+                "standard output is closed: nowhere to write the report (give -o FILE)"
+            )
+        return Destination(STDOUT_NAME, 1, owns_fd=False)
+    shown = quote(path)
+    if path == "":
+        raise InvalidArgument("invalid output: -o takes a file name, not an empty string")
+
+    def refuse(why: str) -> InvalidArgument:
+        return InvalidArgument(f"cannot write the report to {shown}: {why}")
+
+    try:
+        st: Optional[os.stat_result] = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise refuse(e.strerror or str(e)) from None
+    if st is not None:
+        # Our own stdout or stderr (`-o /dev/stdout`, `-o /proc/self/fd/2`, or a file the
+        # shell redirected one of them to): write to that descriptor, never rename over it.
+        for fd in (1, 2):
+            if _same_file(st, fd):
+                return Destination(shown, fd, owns_fd=False)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            raise refuse("it is a directory")
+        if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+            # A FIFO's open waits for a reader, as the shell's `>` does; still nothing has
+            # been stopped.
+            return Destination(shown, _open_in_place(path, refuse), owns_fd=True)
+        if stat.S_ISSOCK(mode):
+            return Destination(shown, _connect(path, refuse), owns_fd=True)
+        if not stat.S_ISREG(mode):
+            raise refuse("it is neither a regular file nor a character device, FIFO or socket")
+    real = os.path.realpath(path)
+    if st is not None and st.st_nlink > 1:
+        return _in_place(shown, real, refuse)
+    temp_fd, temp = _create_temp(real, refuse)
+    try:
+        if st is None:
+            os.fchmod(temp_fd, 0o666 & ~_umask())
+        else:
+            os.fchmod(temp_fd, stat.S_IMODE(st.st_mode))
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(temp_fd, st.st_uid, st.st_gid)
+    except PermissionError:
+        # Not allowed to give the file its owner back: keep the file, write into it.
+        os.close(temp_fd)
+        _quietly(os.unlink, temp)
+        return _in_place(shown, real, refuse)
+    except OSError as e:
+        os.close(temp_fd)
+        _quietly(os.unlink, temp)
+        raise refuse(e.strerror or str(e)) from None
+    return Destination(shown, temp_fd, owns_fd=True, temp=temp, final=real)
+
+
+def _same_file(st: os.stat_result, fd: int) -> bool:
+    try:
+        other = os.fstat(fd)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (other.st_dev, other.st_ino)
+
+
+def _open_in_place(path: str, refuse) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise refuse(e.strerror or str(e)) from None
+
+
+def _in_place(shown: str, real: str, refuse) -> Destination:
+    fd = _open_in_place(real, refuse)
+    return Destination(shown, fd, owns_fd=True, truncate=True)
+
+
+def _connect(path: str, refuse) -> int:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as e:
+        sock.close()
+        raise refuse(e.strerror or str(e)) from None
+    return sock.detach()
+
+
+def _create_temp(real: str, refuse):
+    directory, name = os.path.split(real)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    for attempt in range(100):
+        temp = os.path.join(directory, f".{name}.stackdump-{os.getpid()}-{attempt}.tmp")
+        try:
+            return os.open(temp, flags, 0o600), temp
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise refuse(e.strerror or str(e)) from None
+    raise refuse("no free temporary file name beside it")
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view[:_CHUNK])
+        except BlockingIOError:
+            # A non-blocking descriptor we inherited: wait until it takes more.
+            select.select([], [fd], [])
+            continue
+        view = view[n:]
+
+
+def _quietly(fn, arg) -> None:
+    with contextlib.suppress(OSError):
+        fn(arg)
