@@ -1,26 +1,29 @@
-"""Text from outside (what a user typed, and later names read from the target) made safe for
-a terminal and for line-oriented parsers, reversibly (docs/FORMAT.md "Escaping").
+"""Text from outside (what a user typed, names and paths read from the target and its files)
+made safe for a terminal and for line-oriented parsers, reversibly (docs/FORMAT.md "Escaping").
 
 The rule: a backslash is written `\\\\`; a newline, tab and carriage return `\\n`, `\\t`, `\\r`;
 every other byte of a control or non-printable character, or of bytes that are not valid
 UTF-8 (surrogate-escaped by Python), is written `\\xHH`, one per byte of its UTF-8 encoding.
-Printable text, non-ASCII letters included, is left as it is. Undoing it gives back the
-original bytes.
+Printable text, non-ASCII letters included, is left as it is; a quoted value also writes `"`
+as `\\"`. Undoing it gives back the original bytes.
 """
 
 from __future__ import annotations
 
 _SHORT = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_QUOTED = {**_SHORT, '"': '\\"'}
 
 
-def escape(text: str, also: str = "") -> str:
+def escape(text: str, also: str = "", short_forms=_SHORT) -> str:
     """`text` with the rule above applied; characters in `also` are escaped as `\\xHH` too
-    (a quote, for a quoted value)."""
-    if text.isprintable() and "\\" not in text and not any(c in text for c in also):
+    (`)` and `=` in a thread name, where they could end it or forge a key)."""
+    if text.isprintable() and not any(c in text for c in short_forms) and not any(
+        c in text for c in also
+    ):
         return text
     out = []
     for c in text:
-        short = _SHORT.get(c)
+        short = short_forms.get(c)
         if short is not None:
             out.append(short)
         elif c.isprintable() and c not in also:
@@ -38,5 +41,6 @@ def _utf8(c: str) -> bytes:
 
 
 def quote(text: str) -> str:
-    """A value in double quotes, escaped, so that spaces and empty strings show."""
-    return '"' + escape(text, also='"') + '"'
+    """A value in double quotes, escaped (a quote inside as `\\"`), so that spaces and empty
+    strings show."""
+    return '"' + escape(text, short_forms=_QUOTED) + '"'

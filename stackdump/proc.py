@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Tuple
 
+from stackdump.escape import escape
 from stackdump.types import MemoryMap, SyscallState
 
 PROC = "/proc"
@@ -18,7 +19,9 @@ PF_KTHREAD = 0x00200000  # include/linux/sched.h
 def _read_text(path: str) -> Optional[str]:
     try:
         with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+            # surrogateescape: bytes that are not UTF-8 survive, for paths to open and for
+            # stackdump.escape to show exactly
+            return f.read().decode("utf-8", "surrogateescape")
     except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
         return None
     except OSError:
@@ -44,7 +47,12 @@ def list_tids(pid: int) -> List[int]:
 
 def read_comm(pid: int, tid: int) -> Optional[str]:
     text = _read_text(f"{PROC}/{pid}/task/{tid}/comm")
-    return None if text is None else text.rstrip("\n")
+    return None if text is None else _drop_newline(text)
+
+
+def _drop_newline(text: str) -> str:
+    """The kernel ends comm with one newline; a name may itself end in one."""
+    return text[:-1] if text.endswith("\n") else text
 
 
 def read_status(pid: int, tid: Optional[int] = None) -> Dict[str, str]:
@@ -80,9 +88,15 @@ def is_kernel_thread(pid: int) -> bool:
     return bool(flags & PF_KTHREAD)
 
 
+def _unmangle(path: str) -> str:
+    """The kernel writes a newline in a mapped file's path as \\012 (seq_file_path)."""
+    return path.replace("\\012", "\n")
+
+
 def parse_maps(text: str) -> Tuple[MemoryMap, ...]:
     maps = []
-    for line in text.splitlines():
+    # Only "\n" ends a line: str.splitlines() would also split a path at \x1c-\x1e or \x85.
+    for line in text.split("\n"):
         parts = line.split(None, 5)
         if len(parts) < 5:
             continue
@@ -96,7 +110,7 @@ def parse_maps(text: str) -> Tuple[MemoryMap, ...]:
                     offset=int(parts[2], 16),
                     dev=parts[3],
                     inode=int(parts[4]),
-                    path=parts[5].strip() if len(parts) > 5 else "",
+                    path=_unmangle(parts[5]) if len(parts) > 5 else "",
                 )
             )
         except ValueError:
@@ -174,4 +188,4 @@ def tracer_of(pid: int, tid: Optional[int] = None) -> int:
 def describe_process(pid: int) -> str:
     """`1234 (gdb)`, for messages that name another process."""
     comm = _read_text(f"{PROC}/{pid}/comm")
-    return f"{pid} ({comm.strip()})" if comm else str(pid)
+    return f"{pid} ({escape(_drop_newline(comm))})" if comm else str(pid)

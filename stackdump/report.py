@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from typing import List, TextIO
 
+from stackdump.escape import escape, quote
 from stackdump.types import Report, SymbolizedFrame, ThreadReport
+
+NAME_SPECIALS = ")="
 
 
 def write_text(report: Report, out: TextIO) -> None:
@@ -19,7 +22,7 @@ def text_lines(report: Report) -> List[str]:
     lines = [
         "stackdump thread stack traces",
         f"pid: {h.pid}",
-        f"exe: {h.exe}",
+        f"exe: {escape(h.exe)}",
         f"thread_count: {h.thread_count}",
         f"timeout_ms_per_thread: {h.timeout_ms}",
         f"dwarf_location_info_mode: {h.mode.value.lower()}",
@@ -70,12 +73,9 @@ def thread_line(t: ThreadReport) -> str:
         keys.append(f"error={quote(t.error)}")
     if t.recovered_frame_pointers:
         keys.append(f"recovered_frame_pointers={t.recovered_frame_pointers}")
-    return f"----- thread {t.tid} ({t.name}) {' '.join(keys)} -----"
-
-
-def quote(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-    return f'"{escaped}"'
+    # ")" and "=" too: a name like `x) status=ok` must neither end the name early nor
+    # forge a key (docs/FORMAT.md "Escaping").
+    return f"----- thread {t.tid} ({escape(t.name, also=NAME_SPECIALS)}) {' '.join(keys)} -----"
 
 
 def frame_lines(frames, show_addresses: bool) -> List[str]:
@@ -86,16 +86,18 @@ def frame_lines(frames, show_addresses: bool) -> List[str]:
 
 
 def describe_frame(f: SymbolizedFrame, show_addresses: bool) -> str:
+    """An inlined function's line carries the pc of the physical frame it is part of, as
+    eu-stack -i prints it."""
     if f.function is None:
         text = f"0x{f.pc:016x}"
-    elif show_addresses and not f.inlined:
-        text = f"0x{f.pc:016x} {f.function}"
+    elif show_addresses:
+        text = f"0x{f.pc:016x} {escape(f.function)}"
     else:
-        text = f.function
+        text = escape(f.function)
     if f.file is not None and f.line is not None:
-        text += f" at {f.file}:{f.line}"
+        text += f" at {escape(f.file)}:{f.line}"
     elif f.module is not None:
-        text += f" in {f.module}"
+        text += f" in {escape(f.module)}"
         if f.function is None and f.module_offset is not None:
             text += f"+0x{f.module_offset:x}"
     if f.inlined:

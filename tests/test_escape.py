@@ -1,0 +1,44 @@
+"""The escape rule of docs/FORMAT.md "Escaping": safe for terminals and parsers, and
+reversible to the original bytes."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stackdump.escape import escape, quote
+
+_SHORT = {"\\\\": b"\\", "\\n": b"\n", "\\t": b"\t", "\\r": b"\r", '\\"': b'"'}
+
+
+def unescape(text: str) -> bytes:
+    """The documented inverse: what a script would write to get the original bytes back."""
+    out = b""
+    for token in re.findall(r'\\x[0-9a-f]{2}|\\[\\ntr"]|.', text, re.S):
+        if token in _SHORT:
+            out += _SHORT[token]
+        elif token.startswith("\\x"):
+            out += bytes([int(token[2:], 16)])
+        else:
+            out += token.encode()
+    return out
+
+
+@given(st.binary(max_size=64))
+def test_any_bytes_round_trip_and_print_no_control_character(raw):
+    text = raw.decode("utf-8", "surrogateescape")
+    for shown in (escape(text), escape(text, also=")="), quote(text)[1:-1]):
+        assert shown.isprintable(), repr(shown)
+        assert unescape(shown) == raw
+
+
+def test_examples():
+    assert escape("plain name") == "plain name"
+    assert escape("naïve") == "naïve"
+    assert escape("a\nb\x1b[2J") == "a\\nb\\x1b[2J"
+    assert escape("x) status=ok", also=")=") == "x\\x29 status\\x3dok"
+    assert escape("\u2028") == "\\xe2\\x80\\xa8"
+    assert quote('say "hi"') == '"say \\"hi\\""'
+    assert quote("") == '""'
