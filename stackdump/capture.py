@@ -61,6 +61,9 @@ def _stop_window_error(request: int, tid: int) -> PtraceError:
 # tracee stopped: an idle thread stops within tens of microseconds, and a wake-up on the
 # signal adds no oversleep to a slow thread's pause.
 _SPIN_NS = 50_000
+# Between tries to seize a thread another tracer holds (it stops a thread for microseconds).
+_RETRY_S = 0.0002
+_UNTRACED_RETRIES = 3
 
 
 class Tracer:
@@ -83,6 +86,7 @@ class Tracer:
         self._regs = ptrace_registers_t()
         self._regs_address = ctypes.addressof(self._regs)
         self._pending: Set[int] = set()
+        self._stubborn_tracers: Set[int] = set()
         self._old_mask: Set[int] = set()
         self.attempts = 0
 
@@ -116,10 +120,9 @@ class Tracer:
         self, tid: int, name: str, syscall: Optional[SyscallState] = None
     ) -> ThreadSnapshot:
         self.attempts += 1
-        try:
-            _raw_ptrace(PTRACE_SEIZE, tid, 0, 0)
-        except PtraceError as e:
-            return self._seize_failed(tid, name, e)
+        failed = self._seize(tid)
+        if failed is not None:
+            return self._seize_failed(tid, name, failed)
 
         stopped = False
         signal_to_deliver = 0
@@ -174,6 +177,10 @@ class Tracer:
                 _detach_quietly(tid, signal_to_deliver)
             self.reap()
 
+        if copied == 0 and proc.is_exited(proc.thread_state(self.pid, tid)):
+            # Stopped on its way out (its memory already released): nothing was copied
+            # because there is nothing left to copy.
+            return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, syscall)
         regs = _registers_from(regs_struct)
         stack = self._copier.data(copied)
         extra = ()
@@ -192,6 +199,34 @@ class Tracer:
             syscall=syscall,
             extra_stacks=extra,
         )
+
+    def _seize(self, tid: int) -> Optional[PtraceError]:
+        """PTRACE_SEIZE; None on success. A thread held by another tracer for a moment (a
+        second stackdump, eu-stack) is tried again until the timeout; a tracer that held a
+        thread that long is not waited for again."""
+        deadline = time.perf_counter_ns() + self._timeout_ns
+        untraced_refusals = 0
+        while True:
+            try:
+                _raw_ptrace(PTRACE_SEIZE, tid, 0, 0)
+                return None
+            except PtraceError as e:
+                if e.errno != errno.EPERM:
+                    return e
+                tracer = proc.tracer_of(self.pid, tid)
+                if not tracer:
+                    # Released between the refusal and our look, or a refusal of another
+                    # kind, which a few more tries tell apart.
+                    untraced_refusals += 1
+                    if untraced_refusals > _UNTRACED_RETRIES:
+                        return e
+                    continue
+                if tracer in self._stubborn_tracers:
+                    return e
+                if time.perf_counter_ns() >= deadline:
+                    self._stubborn_tracers.add(tracer)
+                    return e
+                time.sleep(_RETRY_S)
 
     def reap(self) -> None:
         """Detach timed-out threads that have reached their stop since."""

@@ -285,7 +285,8 @@ def _interruption_note(report: Report, signal_name: str) -> str:
     parts = []
     if report.interrupted and not report.symbolization_interrupted:
         parts.append(
-            f"the report covers the {report.header.thread_count} thread(s) captured before it"
+            f"the report covers the {report.summary.reported} of {report.header.thread_count} "
+            "thread(s) captured before it"
         )
     if report.symbolization_interrupted:
         parts.append(
@@ -308,7 +309,8 @@ stackdump(1)."""
 SKIP_HELP = (
     "Do not stop threads blocked in an interrupt-sensitive syscall: "
     + " ".join(INTERRUPT_SENSITIVE_NAMES)
-    + "."
+    + ", and restart_syscall (how the kernel resumes nanosleep, poll or a timed futex after "
+    "any ptrace stop)."
 )
 
 
@@ -403,6 +405,11 @@ def command(run: Run, output: Optional[str], **params) -> int:
     except BaseException:
         run.destination.abort()
         raise
+    if report.summary.process_exited:
+        _error(
+            f"process {report.header.pid} exited during the dump: the "
+            f"{report.summary.captured} thread(s) captured before are reported in full"
+        )
     if report.interrupted:
         _error(_interruption_note(report, run.interrupts.signal_name))
         return EXIT_PARTIAL

@@ -7,12 +7,13 @@ prints or exits: errors are raised as `stackdump.errors` types for the caller to
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from stackdump import permissions, proc
 from stackdump.capture import Tracer
@@ -21,13 +22,14 @@ from stackdump.interrupts import Interrupted
 from stackdump.passive import PassiveCapturer
 from stackdump.remote import RemoteMemory, StackCopier
 from stackdump.symbols.cache import DiskCache
-from stackdump.symbols.modules import VDSO
+from stackdump.symbols.modules import VDSO, PinnedFiles
 from stackdump.symbols.objects import ObjectCache
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive, syscall_name
 from stackdump.types import (
     CaptureMode,
     LocationMode,
+    ObjectFiles,
     ProcessSnapshot,
     Report,
     ReportHeader,
@@ -41,6 +43,8 @@ from stackdump.types import (
 from stackdump.unwind.unwinder import unwind
 
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
+FOREIGN = "not a thread of process "
+_EXIT_SETTLE_S = 0.005
 
 # progress(phase, done, total): phase is "capture" or "symbolization"; called between
 # threads, never while one is stopped.
@@ -74,7 +78,7 @@ def dump(
     return analyze(snapshot, options, started, progress)
 
 
-def resolve_target(pid: int) -> int:
+def resolve_target(pid: int, timeout_ms: int = 100) -> int:
     """Check the target can be dumped; return its thread-group id."""
     if not proc.process_exists(pid):
         raise ProcessNotFound(f"no such process: {pid}")
@@ -90,9 +94,9 @@ def resolve_target(pid: int) -> int:
         raise NotUserProcess(
             f"process {tgid} is this stackdump itself: a process cannot trace its own threads"
         )
-    if status.get("State", "").startswith(("Z", "X")) and not proc.read_maps(tgid):
+    if proc.live_thread(tgid) is None:
         raise NotUserProcess(f"process {pid} is a zombie: it has exited and has no memory left")
-    tracer = proc.tracer_of(tgid)
+    tracer = _tracer_after(tgid, timeout_ms)
     if tracer:
         who = proc.describe_process(tracer)
         raise AlreadyTraced(
@@ -103,23 +107,41 @@ def resolve_target(pid: int) -> int:
     return tgid
 
 
+def _tracer_after(tgid: int, timeout_ms: int) -> int:
+    """The process's tracer, if it still holds the main thread after `timeout_ms`: another
+    stackdump or eu-stack holds a thread for microseconds, a debugger for good."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        tracer = proc.tracer_of(tgid)
+        if not tracer or time.monotonic() >= deadline:
+            return tracer
+        time.sleep(0.0002)
+
+
 def capture_process(
     options: DumpOptions,
     progress: Optional[Progress] = None,
     should_stop: Optional[ShouldStop] = None,
 ) -> ProcessSnapshot:
-    pid = resolve_target(options.pid)
+    """Read /proc, pin the mapped files, then capture the threads one at a time. The
+    snapshot's `pinned` files belong to the caller (`analyze` closes them)."""
+    pid = resolve_target(options.pid, options.timeout_ms)
     started = time.perf_counter_ns()
     # Everything read from /proc up front, before any thread is stopped (docs/FORMAT.md).
-    maps = proc.read_maps(pid)
-    exe = proc.read_exe(pid)
-    tids = list(options.thread_ids) if options.thread_ids else proc.list_tids(pid)
-    if not tids and not options.thread_ids:
+    # Threads first, then the maps: a thread listed was alive when its stack was mapped.
+    process_tids = proc.list_tids(pid)
+    tids = list(options.thread_ids) if options.thread_ids else process_tids
+    if not tids:
         raise ProcessNotFound(f"no such process: {pid}")
+    view = proc.live_thread(pid, process_tids) or pid
+    maps = proc.read_maps(pid, view)
+    exe = proc.read_exe(pid, view)
+    members = set(process_tids)
     names = {tid: proc.read_comm(pid, tid) for tid in tids}
+    pinned = PinnedFiles(view, maps)
     threads: List[ThreadSnapshot] = []
     interrupted = False
-    memory = RemoteMemory(pid)
+    memory = RemoteMemory(view)
     copier = StackCopier(memory, maps, options.stack_bytes)
     passive = PassiveCapturer(pid, copier, options.timeout_ms)
     # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
@@ -133,9 +155,16 @@ def capture_process(
                 if should_stop is not None and should_stop():
                     interrupted = True
                     break
-                threads.append(_capture_one(tracer, passive, pid, tid, names.get(tid), options))
+                if tid in members:
+                    thread = _capture_one(tracer, passive, pid, tid, names.get(tid), options)
+                else:
+                    thread = _foreign(pid, tid)
+                threads.append(thread)
                 if progress is not None:
                     progress("capture", done + 1, len(tids))
+    except BaseException:
+        pinned.close()
+        raise
     finally:
         memory.close()
         if gc_enabled:
@@ -144,11 +173,55 @@ def capture_process(
         pid=pid,
         exe=exe,
         maps=maps,
-        threads=tuple(threads),
+        threads=_find_late_stacks(pid, threads),
         vdso=vdso,
         capture_ns=time.perf_counter_ns() - started,
         interrupted=interrupted,
+        thread_count=len(tids),
+        process_exited=_process_exited(pid, threads),
+        view=view,
+        pinned=pinned,
     )
+
+
+def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:
+    """Whether the process was gone when capture ended. When threads vanished during
+    capture, a thread of a process being killed can still look alive for a moment (it has
+    taken its SIGKILL and not yet marked itself exiting): look again shortly."""
+    if proc.live_thread(pid) is None:
+        return True
+    if any(t.status is ThreadStatus.THREAD_EXITED and t.attempted for t in threads):
+        time.sleep(_EXIT_SETTLE_S)
+        return proc.live_thread(pid) is None
+    return False
+
+
+def _find_late_stacks(pid: int, threads: List[ThreadSnapshot]) -> Tuple[ThreadSnapshot, ...]:
+    """Threads whose stack was mapped after the maps were read (started during the dump)
+    were copied without knowing their mapping: look it up now, every thread running."""
+    late = [t for t in threads if t.status is ThreadStatus.OK and t.stack_map is None and t.stack]
+    if not late:
+        return tuple(threads)
+    view = proc.live_thread(pid)
+    maps = proc.read_maps(pid, view) if view is not None else ()
+    found = {}
+    for t in late:
+        m = next((m for m in maps if m.contains(t.stack_base) and m.readable), None)
+        if m is not None:
+            found[t.tid] = dataclasses.replace(
+                t, stack_map=m, stack=t.stack[: m.end - t.stack_base]
+            )
+    return tuple(found.get(t.tid, t) for t in threads)
+
+
+def _foreign(pid: int, tid: int) -> ThreadSnapshot:
+    """A --thread-id that is not a thread of the process: Doris reports it as exited; the
+    error says what it really is."""
+    owner = proc.thread_group(tid)
+    error = f"{FOREIGN}{pid}"
+    if owner is not None and owner != pid:
+        error += f": it is a thread of process {proc.describe_process(owner)}"
+    return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED, error=error)
 
 
 def _read_vdso(memory: RemoteMemory, maps) -> Optional[bytes]:
@@ -168,6 +241,16 @@ def _capture_one(
 ) -> ThreadSnapshot:
     if name is None or not proc.thread_exists(pid, tid):
         return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED)
+    if proc.thread_state(pid, tid) == "Z":
+        # Exited but not yet reaped, as a main thread that called pthread_exit stays while
+        # the others run: there is nothing to stop, and seizing it would fail with EPERM.
+        what = "the main thread" if tid == pid else "the thread"
+        return ThreadSnapshot(
+            tid=tid,
+            name=name,
+            status=ThreadStatus.THREAD_EXITED,
+            error=f"{what} has exited (a zombie); the process lives on in its other threads",
+        )
     syscall = None
     if options.skip_blocking_syscalls or options.capture is not CaptureMode.PTRACE:
         syscall = proc.read_syscall(pid, tid)
@@ -225,9 +308,20 @@ def analyze(
     unsymbolized = 0
     stopped = False
     disk = DiskCache(options.cache_dir)
-    with ObjectCache(
-        snapshot.pid, snapshot.maps, snapshot.vdso, options.debug_dirs, disk
-    ) as objects:
+    try:
+        objects = ObjectCache(
+            snapshot.view or snapshot.pid,
+            snapshot.maps,
+            snapshot.vdso,
+            options.debug_dirs,
+            disk,
+            snapshot.pinned,
+        )
+    except BaseException:
+        if snapshot.pinned is not None:
+            snapshot.pinned.close()
+        raise
+    with objects, _closing(snapshot.pinned):
         symbolizer = Symbolizer(objects, options.mode)
         for done, thread in enumerate(snapshot.threads):
             if progress is not None:
@@ -252,7 +346,7 @@ def analyze(
         header=ReportHeader(
             pid=snapshot.pid,
             exe=snapshot.exe,
-            thread_count=len(snapshot.threads),
+            thread_count=snapshot.thread_count or len(snapshot.threads),
             timeout_ms=options.timeout_ms,
             mode=options.mode,
             skip_blocking_syscalls=options.skip_blocking_syscalls,
@@ -260,11 +354,25 @@ def analyze(
             capture=options.capture,
         ),
         threads=tuple(reports),
-        summary=dataclasses.replace(summary, unsymbolized=unsymbolized),
+        summary=dataclasses.replace(
+            summary,
+            unsymbolized=unsymbolized,
+            reported=len(reports),
+            process_exited=snapshot.process_exited,
+        ),
         show_addresses=options.show_addresses,
         interrupted=snapshot.interrupted or stopped,
         symbolization_interrupted=stopped,
     )
+
+
+@contextlib.contextmanager
+def _closing(files: Optional[ObjectFiles]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if files is not None:
+            files.close()
 
 
 def _thread_report(
@@ -350,4 +458,5 @@ def _summarize(
         cache_hits=cache_hits,
         cus_decoded=cus_decoded,
         passive=sum(1 for t in threads if t.passive),
+        foreign=sum(1 for t in threads if t.error.startswith(FOREIGN)),
     )

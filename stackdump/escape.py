@@ -17,8 +17,10 @@ _QUOTED = {**_SHORT, '"': '\\"'}
 def escape(text: str, also: str = "", short_forms=_SHORT) -> str:
     """`text` with the rule above applied; characters in `also` are escaped as `\\xHH` too
     (`)` and `=` in a thread name, where they could end it or forge a key)."""
-    if text.isprintable() and not any(c in text for c in short_forms) and not any(
-        c in text for c in also
+    if (
+        text.isprintable()
+        and not any(c in text for c in short_forms)
+        and not any(c in text for c in also)
     ):
         return text
     out = []

@@ -14,6 +14,7 @@ from stackdump.types import MemoryMap, SyscallState
 
 PROC = "/proc"
 PF_KTHREAD = 0x00200000  # include/linux/sched.h
+PF_EXITING = 0x00000004
 
 
 def _read_text(path: str) -> Optional[str]:
@@ -68,24 +69,76 @@ def read_status(pid: int, tid: Optional[int] = None) -> Dict[str, str]:
     return fields
 
 
-def read_exe(pid: int) -> str:
+def read_exe(pid: int, tid: Optional[int] = None) -> str:
+    """`tid`: read it through that thread (see live_thread)."""
+    where = f"{PROC}/{pid}" if tid is None else f"{PROC}/{pid}/task/{tid}"
     try:
-        return os.readlink(f"{PROC}/{pid}/exe")
+        return os.readlink(f"{where}/exe")
     except OSError:
         return "?"
 
 
-def is_kernel_thread(pid: int) -> bool:
-    text = _read_text(f"{PROC}/{pid}/stat")
+def thread_state(pid: int, tid: int) -> str:
+    """The State letter of a thread (R, S, D, T, t, Z, X...), '' when it is gone."""
+    return read_status(pid, tid).get("State", "")[:1]
+
+
+def is_exited(state: str) -> bool:
+    return state in ("", "Z", "X")
+
+
+SIGKILL_BIT = 1 << 8
+
+
+def thread_leaving(pid: int, tid: int) -> bool:
+    """The thread has exited, or is about to: a fatal signal (SIGKILL, or exit_group)
+    marks every thread with SIGKILL pending until each has gone."""
+    status = read_status(pid, tid)
+    if is_exited(status.get("State", "")[:1]):
+        return True
+    try:
+        if int(status.get("SigPnd", "0"), 16) & SIGKILL_BIT:
+            return True
+    except ValueError:
+        pass
+    flags = _task_flags(f"{PROC}/{pid}/task/{tid}/stat")
+    return flags is None or bool(flags & PF_EXITING)
+
+
+def live_thread(pid: int, tids: Optional[List[int]] = None) -> Optional[int]:
+    """A thread whose /proc entries show the process's memory: the leader, unless it has
+    exited while others run on (pthread_exit in main: its maps, exe and mem are empty then),
+    else the first thread that has not. None when the whole process has exited or is being
+    killed."""
+    for tid in [pid, *(t for t in (tids if tids is not None else list_tids(pid)) if t != pid)]:
+        if not thread_leaving(pid, tid):
+            return tid
+    return None
+
+
+def thread_group(tid: int) -> Optional[int]:
+    """The process (Tgid) a thread id belongs to, whatever process it is in; None if none."""
+    try:
+        return int(read_status(tid).get("Tgid", ""))
+    except ValueError:
+        return None
+
+
+def _task_flags(path: str) -> Optional[int]:
+    """The flags field of /proc/.../stat (PF_*), None when unreadable."""
+    text = _read_text(path)
     if text is None:
-        return False
+        return None
     # comm may contain spaces and parentheses: fields resume after the last ')'.
     rest = text[text.rfind(")") + 2 :].split()
     try:
-        flags = int(rest[6])
+        return int(rest[6])
     except (IndexError, ValueError):
-        return False
-    return bool(flags & PF_KTHREAD)
+        return None
+
+
+def is_kernel_thread(pid: int) -> bool:
+    return bool((_task_flags(f"{PROC}/{pid}/stat") or 0) & PF_KTHREAD)
 
 
 def _unmangle(path: str) -> str:
@@ -118,8 +171,10 @@ def parse_maps(text: str) -> Tuple[MemoryMap, ...]:
     return tuple(maps)
 
 
-def read_maps(pid: int) -> Tuple[MemoryMap, ...]:
-    text = _read_text(f"{PROC}/{pid}/maps")
+def read_maps(pid: int, tid: Optional[int] = None) -> Tuple[MemoryMap, ...]:
+    """`tid`: read it through that thread (see live_thread)."""
+    where = f"{PROC}/{pid}" if tid is None else f"{PROC}/{pid}/task/{tid}"
+    text = _read_text(f"{where}/maps")
     return () if text is None else parse_maps(text)
 
 

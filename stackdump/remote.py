@@ -114,10 +114,12 @@ class StackCopier:
         return None
 
     def copy(self, tid: int, sp: int) -> Tuple[Optional[MemoryMap], int]:
-        """(mapping holding sp, bytes copied into the buffer)."""
+        """(mapping holding sp, bytes copied into the buffer). A stack mapped after the maps
+        were read (a thread started meanwhile) is copied up to `stack_bytes` or its end,
+        whichever comes first, and its mapping (None here) is looked up afterwards."""
         stack_map = self.mapping(sp)
         if stack_map is None:
-            return None, 0
+            return None, self.memory.copy_to(tid, self._buffer_address, sp, self.stack_bytes)
         size = min(stack_map.end - sp, self.stack_bytes)
         return stack_map, self.memory.copy_to(tid, self._buffer_address, sp, size)
 

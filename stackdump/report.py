@@ -47,7 +47,9 @@ def text_lines(report: Report) -> List[str]:
         f"stats: elapsed_ms={s.elapsed_ms} max_pause_us={s.max_pause_us} "
         f"exited={s.exited} errors={s.errors} cache_hits={s.cache_hits} "
         f"cus_decoded={s.cus_decoded} passive={s.passive} "
-        f"interrupted={1 if report.interrupted else 0} unsymbolized={s.unsymbolized}"
+        f"interrupted={1 if report.interrupted else 0} unsymbolized={s.unsymbolized} "
+        f"reported={s.reported} process_exited={1 if s.process_exited else 0} "
+        f"foreign={s.foreign}"
     )
     return lines
 

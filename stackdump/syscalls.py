@@ -30,6 +30,7 @@ SYSCALL_NAMES: Dict[int, str] = {
     128: "rt_sigtimedwait",
     130: "rt_sigsuspend",
     202: "futex",
+    219: "restart_syscall",
     220: "semtimedop",
     230: "clock_nanosleep",
     232: "epoll_wait",
@@ -75,8 +76,11 @@ def syscall_name(number: int) -> Optional[str]:
 
 
 def is_interrupt_sensitive(number: int) -> bool:
+    """In Doris's list, or `restart_syscall`: the kernel resumes a nanosleep,
+    clock_nanosleep, poll or timed futex that any ptrace stop (ours, gdb's, eu-stack's)
+    interrupted as restart_syscall, and /proc shows that number from then on."""
     name = SYSCALL_NAMES.get(number)
-    return name is not None and name in INTERRUPT_SENSITIVE
+    return name is not None and (name in INTERRUPT_SENSITIVE or name == "restart_syscall")
 
 
 # Calls that fail with EINTR, not restart, when a ptrace stop (even PTRACE_INTERRUPT with no

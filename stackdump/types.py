@@ -6,8 +6,8 @@ Addresses are plain ints everywhere; formatters print them as hex.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol, Tuple
 
 
 class LocationMode(enum.Enum):
@@ -129,6 +129,14 @@ class ThreadSnapshot:
     passive: bool = False
 
 
+class ObjectFiles(Protocol):
+    """Readable paths of mapped files by module (symbols.modules.PinnedFiles)."""
+
+    def path(self, module: Any) -> Optional[str]: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class ProcessSnapshot:
     pid: int
@@ -138,6 +146,13 @@ class ProcessSnapshot:
     vdso: Optional[bytes]
     capture_ns: int
     interrupted: bool = False  # capture ended early on request: threads holds the captured
+    thread_count: int = 0  # threads selected (all the process had, or --thread-id's)
+    process_exited: bool = False  # the process was gone when capture ended
+    # A thread whose /proc/<view>/{root,map_files,mem} reach the process's files and memory:
+    # the leader, unless it exited before the others (a zombie leader has none of them).
+    view: int = 0
+    # The mapped files, opened while the process lived (symbols.modules.PinnedFiles).
+    pinned: Optional[ObjectFiles] = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -228,6 +243,9 @@ class Summary:
     cus_decoded: int = 0  # DWARF line programs decoded in this dump
     passive: int = 0  # threads copied without being stopped
     unsymbolized: int = 0  # frames printed raw because symbolization was interrupted
+    reported: int = 0  # thread sections in the report (fewer than thread_count if interrupted)
+    process_exited: bool = False  # the process exited during the dump
+    foreign: int = 0  # --thread-id values that were not threads of the process
 
 
 @dataclass(frozen=True)
@@ -241,4 +259,5 @@ class Report:
 
     @property
     def partial(self) -> bool:
-        return self.summary.timed_out > 0 or self.summary.errors > 0
+        s = self.summary
+        return s.timed_out > 0 or s.errors > 0 or s.process_exited or s.foreign > 0

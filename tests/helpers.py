@@ -134,6 +134,7 @@ class Target:
             argv = [*wrap[:-1], f"{wrap[-1]} {' '.join(argv)}"]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.pid = self.proc.pid
+        self.binary_name = Path(binary).name[:15]  # its comm
         self._reader = LineReader(self.proc.stdout.fileno())
         self.tids: Dict[str, List[int]] = {}
 

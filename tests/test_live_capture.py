@@ -120,19 +120,34 @@ def test_thread_id_selects_threads_in_given_order(threads_bin):
         assert_untouched(target.pid)
 
 
-def test_unknown_thread_is_reported_exited(threads_bin):
-    with Target(threads_bin("O0"), {}).wait_ready() as target:
-        result = run_stackdump("-p", str(target.pid), "--thread-id", "999999")
-        assert result.returncode == 0, result.stderr
-        assert "----- thread 999999 (?) status=thread_exited" in result.stdout
+def test_thread_ids_not_in_the_process_say_so_and_exit_1(threads_bin):
+    with open("/proc/sys/kernel/pid_max") as f:
+        nowhere = int(f.read()) + 1  # no thread can have this id
+    with (
+        Target(threads_bin("O0"), {}).wait_ready() as target,
+        Target(threads_bin("O0"), {}).wait_ready() as other,
+    ):
+        result = run_stackdump("-p", str(target.pid), "--thread-id", f"{nowhere},{other.pid}")
+        # Doris's status is kept; the error says what the thread id really is
+        assert result.returncode == 1, result.stderr
         report = parse_report(result.stdout)
-        assert report.header["thread_count"] == "1"
+        assert report.header["thread_count"] == "2"
+        first, second = report.threads
+        assert (first.tid, first.status) == (nowhere, "thread_exited")
+        assert first.keys["error"] == f'"not a thread of process {target.pid}"'
+        assert (second.tid, second.status) == (other.pid, "thread_exited")
+        assert second.keys["error"] == (
+            f'"not a thread of process {target.pid}: it is a thread of process '
+            f'{other.pid} ({other.binary_name})"'
+        )
         assert report.summary == {
             "captured": 0,
-            "skipped": 1,
+            "skipped": 2,
             "timed_out": 0,
             "remote_signal_attempts": 0,
         }
+        assert report.stats["foreign"] == 2
+        assert_untouched(other.pid)
 
 
 def test_whole_process_report_is_consistent(threads_bin):

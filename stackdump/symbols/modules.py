@@ -8,6 +8,7 @@ deleted or replaced since the target mapped it.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -121,3 +122,36 @@ def debuglink_candidates(
     for root in debug_dirs:
         places += [os.path.join(root, link), f"{root.rstrip('/')}{directory}/{link}"]
     return list(dict.fromkeys(places))
+
+
+class PinnedFiles:
+    """The mapped files of a process, opened while it lives.
+
+    A process that exits during a dump takes /proc/<pid>/root and /proc/<pid>/map_files with
+    it; these descriptors keep every mapped file readable for unwinding and symbolization
+    afterwards (through /proc/self/fd/N, which also reaches a deleted file). At most `limit`
+    files are pinned, leaving descriptors for everything else; the rest are opened by path
+    when needed, as before. `close()` releases them."""
+
+    def __init__(self, pid: int, maps: Sequence[MemoryMap], limit: int = 512) -> None:
+        self._fds: Dict[Tuple[str, int, str], int] = {}
+        for module in ModuleMap(maps).modules():
+            if module.is_vdso or len(self._fds) >= limit:
+                continue
+            path = open_path(pid, module)
+            if path is None:
+                continue
+            try:
+                self._fds[module.key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+
+    def path(self, module: Module) -> Optional[str]:
+        fd = self._fds.get(module.key)
+        return None if fd is None else f"/proc/self/fd/{fd}"
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()

@@ -18,6 +18,7 @@ from stackdump.symbols.elf import PARSE_ERRORS, ElfObject, SymbolTable
 from stackdump.symbols.modules import (
     Module,
     ModuleMap,
+    PinnedFiles,
     build_id_candidates,
     debug_roots,
     debuglink_candidates,
@@ -110,8 +111,10 @@ class ObjectCache:
         vdso: Optional[bytes],
         debug_dirs: Sequence[str] = (),
         cache: Optional[DiskCache] = None,
+        pinned: Optional[PinnedFiles] = None,
     ) -> None:
         self.pid = pid
+        self._pinned = pinned
         self.cache = cache if cache is not None else DiskCache(None)
         self.modules = ModuleMap(maps)
         self._vdso = vdso
@@ -199,7 +202,9 @@ class ObjectCache:
                 if self._vdso:
                     elf = ElfObject.from_bytes(self._vdso)
             else:
-                path = open_path(self.pid, module)
+                path = self._pinned.path(module) if self._pinned is not None else None
+                if path is None:
+                    path = open_path(self.pid, module)
                 if path is not None:
                     elf = ElfObject.open(path)
         except PARSE_ERRORS:

@@ -1,0 +1,147 @@
+"""Issue 13: right answers while the world moves: a target that dies mid-dump, a main thread
+that exited before the others, sleeps the kernel restarted, threads born during the dump,
+two dumps at once (README "Never harming the target", docs/FORMAT.md)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import (
+    DEADLINE_S,
+    Target,
+    assert_untouched,
+    compile_target,
+    parse_report,
+    run_stackdump,
+    wait_for_syscall,
+)
+from test_live_faults import _wait_until_traced
+
+from stackdump import proc
+
+STACKDUMP = [sys.executable, "-m", "stackdump"]
+RESTART_SYSCALL = 219
+
+
+def test_target_killed_mid_dump_keeps_every_captured_stack(live, threads_bin):
+    # GIVEN a 1,000-thread target built without frame pointers (only the binary's own CFI
+    # unwinds its frames), dumped one thread at a time
+    with Target(threads_bin("nofp"), {"read": 999}).wait_ready() as target:
+        tids = sorted(target.tids["read"])
+        dumper = subprocess.Popen(
+            [*STACKDUMP, "-p", str(target.pid), "--capture", "ptrace"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # WHEN the target is killed once half its threads were captured
+            assert _wait_until_traced(target.pid, tids[len(tids) // 2], dumper)
+            target.proc.kill()
+            target.proc.wait()
+            out, err = dumper.communicate(timeout=DEADLINE_S)
+        finally:
+            if dumper.poll() is None:
+                dumper.kill()
+                dumper.wait()
+    # THEN the threads captured before keep full, symbolized stacks, and the report and the
+    # exit status say the process exited
+    assert dumper.returncode == 1, err
+    assert f"process {target.pid} exited during the dump" in err
+    report = parse_report(out)
+    assert report.stats["process_exited"] == 1
+    assert report.header["thread_count"] == "1000"
+    captured = [t for t in report.threads if t.status == "ok"]
+    assert len(captured) >= len(tids) // 2
+    for section in captured:
+        if section.tid == target.pid:
+            continue
+        functions = section.functions()
+        assert "error" not in section.keys, section.keys
+        for name in ("blocking_read", "read_main", "start_thread"):
+            assert name in functions, (section.tid, section.frames)
+    gone = [t for t in report.threads if t.status != "ok"]
+    assert gone and all(t.status == "thread_exited" for t in gone)
+
+
+@pytest.fixture(scope="module")
+def zombie_leader(live, build_dir):
+    binary = compile_target("zombie_leader.c", build_dir, "zombie_leader", ["-O1", "-g"])
+    with Target(binary, {"worker": 3}).wait_ready() as target:
+        deadline_wait = [0]
+
+        def leader_exited() -> bool:
+            deadline_wait[0] += 1
+            return proc.thread_state(target.pid, target.pid) == "Z"
+
+        while not leader_exited():
+            if deadline_wait[0] > 10_000_000:
+                raise TimeoutError("the main thread never exited")
+            os.sched_yield()
+        yield target
+
+
+@pytest.mark.parametrize("which", ["leader", "worker"])
+def test_zombie_leader_with_live_threads_is_dumped(zombie_leader, which):
+    target = zombie_leader
+    pid = target.pid if which == "leader" else target.tids["worker"][1]
+    result = run_stackdump("-p", str(pid))
+    assert result.returncode == 0, result.stderr
+    report = parse_report(result.stdout)
+    assert report.header["pid"] == str(target.pid)
+    assert report.header["exe"].endswith("/zombie_leader")
+    leader = report.thread(target.pid)
+    assert leader.status == "thread_exited"
+    assert "main thread has exited" in leader.keys["error"]
+    for tid in target.tids["worker"]:
+        section = report.thread(tid)
+        assert section.status == "ok", section.keys
+        assert {"worker_wait", "worker_main", "start_thread"} <= set(section.functions())
+    assert report.summary["remote_signal_attempts"] == 3
+    assert_untouched(target.pid)
+
+
+def test_a_sleep_restarted_after_a_stop_is_still_a_blocking_syscall(live, threads_bin):
+    with Target(threads_bin("O2"), {"sleep": 1}).wait_ready() as target:
+        sleeper = target.tid("sleep")
+        # GIVEN a sleep that one ptrace stop turned into restart_syscall
+        assert run_stackdump("-p", str(target.pid), "--capture", "ptrace").returncode == 0
+        wait_for_syscall(target.pid, sleeper, RESTART_SYSCALL)
+        # WHEN it is dumped with --skip-blocking-syscalls, THEN it is skipped, not stopped
+        skipped = run_stackdump("-p", str(target.pid), "--skip-blocking-syscalls")
+        assert skipped.returncode == 0, skipped.stderr
+        section = parse_report(skipped.stdout).thread(sleeper)
+        assert section.status == "skipped_blocking_syscall"
+        assert section.keys["syscall"] == "restart_syscall"
+        assert section.keys["syscall_number"] == str(RESTART_SYSCALL)
+        # ... and passive capture copies it in place
+        passive = run_stackdump("-p", str(target.pid), "--capture", "passive")
+        assert passive.returncode == 0, passive.stderr
+        section = parse_report(passive.stdout).thread(sleeper)
+        assert section.keys["capture_method"] == "passive_syscall"
+        assert "sleep_forever" in section.functions()
+
+
+def test_two_dumps_at_once_never_report_each_other(live, threads_bin):
+    with Target(threads_bin("O2"), {"read": 200}).wait_ready() as target:
+        for _ in range(5):
+            dumpers = [
+                subprocess.Popen(
+                    [*STACKDUMP, "-p", str(target.pid), "--capture", "ptrace"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(2)
+            ]
+            for dumper in dumpers:
+                out, err = dumper.communicate(timeout=DEADLINE_S * 3)
+                assert dumper.returncode == 0, err
+                report = parse_report(out)
+                assert report.summary["captured"] == 201, [
+                    (t.tid, t.keys) for t in report.threads if t.status != "ok"
+                ]
+        assert_untouched(target.pid)
