@@ -40,6 +40,7 @@ from stackdump.types import (
     ThreadSnapshot,
     ThreadStatus,
 )
+from stackdump.unwind.code_map import CodeMap
 from stackdump.unwind.unwinder import unwind
 
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
@@ -323,17 +324,18 @@ def analyze(
         raise
     with objects, _closing(snapshot.pinned):
         symbolizer = Symbolizer(objects, options.mode)
+        code_map = CodeMap(snapshot.maps)
         for done, thread in enumerate(snapshot.threads):
             if progress is not None:
                 progress("symbolization", done, len(snapshot.threads))
             report = None
             if not stopped:
                 try:
-                    report = _thread_report(thread, objects, symbolizer, options, True)
+                    report = _thread_report(thread, objects, symbolizer, options, True, code_map)
                 except Interrupted:
                     stopped = True
             if report is None:
-                report = _thread_report(thread, objects, symbolizer, options, False)
+                report = _thread_report(thread, objects, symbolizer, options, False, code_map)
                 unsymbolized += report.physical_frames
             reports.append(report)
         if progress is not None:
@@ -381,6 +383,7 @@ def _thread_report(
     symbolizer: Symbolizer,
     options: DumpOptions,
     symbolize: bool,
+    code_map: CodeMap,
 ) -> ThreadReport:
     pause_us = thread.pause_ns // 1000 if thread.attempted else None
     if thread.passive:
@@ -402,7 +405,7 @@ def _thread_report(
             pause_us=pause_us,
             error=thread.error,
         )
-    result = unwind(thread, options.max_frames, objects.cfi_row, objects)
+    result = unwind(thread, options.max_frames, objects.cfi_row, objects, code_map, objects.problem)
     frames: List[SymbolizedFrame] = []
     for frame in result.frames:
         if symbolize:

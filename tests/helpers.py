@@ -47,6 +47,8 @@ ROLE_SYSCALL = {
     "nanosleep": 230,
     # tests/targets/names.c
     "name": 0,
+    # tests/targets/crafted.c
+    "crafted": 232,
 }
 
 

@@ -5,6 +5,7 @@ opened through /proc/<pid>/root (the target's mount namespace) and /proc/<pid>/m
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -111,5 +112,36 @@ def test_deleted_binary_and_library(live, shared_lib_target, tmp_path):
         assert section.functions()[1:3] == ["lib_blocking_read", "lib_thread_main"], section.frames
         assert f" at {TARGETS}/two_units_lib.c:" in section.frames[1], section.frames
         main = parse_report(result.stdout).thread(target.pid)
+        assert "main" in main.functions(), main.frames
+        assert_untouched(target.pid)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "overwrite"])
+def test_library_damaged_on_disk_after_loading(live, shared_lib_target, tmp_path, damage):
+    """A library truncated or overwritten in place after the process loaded it: its own
+    frame degrades to OBJECT+0xOFFSET, and the thread says where and why its walk stopped
+    (the process maps the same damaged pages, so there is nothing better to read)."""
+    for name in ("libtwounits.so", "two_units_shared"):
+        shutil.copy(shared_lib_target / name, tmp_path / name)
+    exe, lib = tmp_path / "two_units_shared", tmp_path / "libtwounits.so"
+    with Target(exe, {}) as target:
+        target.roles_wanted = {"read": 1}  # two_units takes no arguments
+        target.wait_ready()
+        size = lib.stat().st_size
+        with open(lib, "r+b") as f:  # in place: same inode, as `cp new old` or `> old` do
+            if damage == "truncate":
+                f.truncate(0)
+            else:
+                f.write(b"\0" * size)
+        result = run_stackdump("-p", str(target.pid))
+        assert result.returncode == 0, result.stderr
+        report = parse_report(result.stdout)
+        section = report.thread(target.tid("read"))
+        assert section.functions()[0] == "read", section.frames
+        assert re.fullmatch(rf"0x[0-9a-f]{{16}} in {lib}\+0x[0-9a-f]+", section.frames[1])
+        assert section.keys["unwind_status"] == "no_cfi", section.keys
+        why = "truncated after it was loaded" if damage == "truncate" else "changed after it"
+        assert f"in {lib}: " in section.keys["error"] and why in section.keys["error"], section.keys
+        main = report.thread(target.pid)
         assert "main" in main.functions(), main.frames
         assert_untouched(target.pid)

@@ -145,3 +145,27 @@ def test_two_dumps_at_once_never_report_each_other(live, threads_bin):
                     (t.tid, t.keys) for t in report.threads if t.status != "ok"
                 ]
         assert_untouched(target.pid)
+
+
+@pytest.mark.parametrize("capture", ["auto", "ptrace"])
+def test_a_return_address_in_no_mapping_ends_the_walk_with_an_error(live, build_dir, capture):
+    # GIVEN a frame-pointer chain that leads to 0x16, past frames without CFI
+    flags = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables"]
+    binary = compile_target("crafted.c", build_dir, "crafted", [*flags, "-fno-unwind-tables"])
+    with Target(binary, {"crafted": 1}).wait_ready() as target:
+        # WHEN the thread is copied in place (auto: it is in epoll_wait) or stopped
+        result = run_stackdump("-p", str(target.pid), "--capture", capture)
+        assert result.returncode == 0, result.stderr
+        section = parse_report(result.stdout).thread(target.tid("crafted"))
+    # THEN the frames before it are there, 0x16 is not, and the thread says why it stopped
+    expected = "passive_syscall" if capture == "auto" else "dwarf_cfi"
+    assert section.keys["capture_method"] == expected, section.keys
+    assert section.functions()[:2] == ["epoll_wait", "crafted_wait"], section.frames
+    assert not any("0x0000000000000016" in frame for frame in section.frames), section.frames
+    assert section.keys["unwind_status"] in ("step_error", "missing_register"), section.keys
+    assert "error" in section.keys
+    if capture == "ptrace":
+        assert "crafted_main" in section.functions()
+        assert section.keys["error"] == (
+            '"return address 0x16 is in no executable mapping: the walk stops before it"'
+        )

@@ -174,3 +174,24 @@ def test_skipped_running_counts_as_skipped_line():
     thread = ThreadReport(tid=8, name="spin", status=ThreadStatus.SKIPPED_RUNNING)
     text = render(Report(report.header, (thread,), report.summary))
     assert "----- thread 8 (spin) status=skipped_running -----\n<no stack captured>\n" in text
+
+
+def test_inlined_lines_carry_their_physical_frames_pc_with_addresses():
+    # GIVEN one physical frame with one function inlined at its pc
+    pc = 0x55CAD18DFD21
+    inlined = SymbolizedFrame(pc, "helper", "/bin/x", 0x1D21, "x.c", 10, inlined=True)
+    physical = SymbolizedFrame(pc, "caller", "/bin/x", 0x1D21, "x.c", 20)
+    report = make_report(show_addresses=True)
+    thread = ThreadReport(
+        tid=1,
+        name="t",
+        status=ThreadStatus.OK,
+        frames=(inlined, physical),
+        physical_frames=1,
+        capture_method="dwarf_cfi",
+    )
+    lines = render(Report(report.header, (thread,), report.summary, show_addresses=True))
+    # THEN both lines show the pc (as eu-stack -i), both take an index, frames= counts one
+    assert "----- thread 1 (t) status=ok capture_method=dwarf_cfi frames=1 -----" in lines
+    assert f"    0#  0x{pc:016x} helper at x.c:10 (inlined)" in lines
+    assert f"    1#  0x{pc:016x} caller at x.c:20" in lines

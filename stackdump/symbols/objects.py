@@ -34,10 +34,16 @@ class LoadedObject:
     """An object's ELF image, its debug file if any, and what is derived from them lazily."""
 
     def __init__(
-        self, elf: Optional[ElfObject], debug: Optional[ElfObject], cache: DiskCache
+        self,
+        elf: Optional[ElfObject],
+        debug: Optional[ElfObject],
+        cache: DiskCache,
+        problem: str = "",
     ) -> None:
         self.elf = elf
         self.debug = debug
+        # Why the file cannot describe what the process mapped ('' when nothing is known).
+        self.problem = problem
         self._cache = cache
         self._symbols: Optional[SymbolTable] = None
         self._cfi: Optional[CfiTable] = None
@@ -178,12 +184,17 @@ class ObjectCache:
         return row
 
     def function_start(self, pc: int) -> Optional[int]:
-        """Start of the function holding an absolute pc, by its FDE."""
-        found = self._cfi_of(pc)
-        if found is None:
+        """Start of the function holding an absolute pc, by its FDE, else by its symbol
+        (code built without unwind tables has no FDE)."""
+        resolved = self._resolve(pc)
+        if resolved is None:
             return None
-        table, vaddr = found
-        start = table.function_start(vaddr)
+        loaded, vaddr = resolved
+        table = loaded.cfi()
+        start = table.function_start(vaddr) if table is not None else None
+        if start is None:
+            symbol = loaded.symbols.lookup(vaddr)
+            start = symbol[1] if symbol is not None else None
         return None if start is None else pc - vaddr + start
 
     def code(self, address: int, size: int) -> bytes:
@@ -197,6 +208,7 @@ class ObjectCache:
 
     def _open(self, module: Module) -> LoadedObject:
         elf: Optional[ElfObject] = None
+        path: Optional[str] = None
         try:
             if module.is_vdso:
                 if self._vdso:
@@ -209,12 +221,21 @@ class ObjectCache:
                     elf = ElfObject.open(path)
         except PARSE_ERRORS:
             elf = None
+        problem = _file_problem(module, path, elf) if path is not None else ""
         if elf is None:
-            return LoadedObject(None, None, self.cache)
+            return LoadedObject(None, None, self.cache, problem)
         debug = None
         if not elf.has_section(".symtab") or not elf.has_section(".debug_info"):
             debug = self._open_debug_file(elf, module)
-        return LoadedObject(elf, debug, self.cache)
+        return LoadedObject(elf, debug, self.cache, problem)
+
+    def problem(self, pc: int) -> str:
+        """Why the object holding pc cannot describe it ('' when nothing is known)."""
+        hit = self.lookup(pc)
+        if hit is None:
+            return ""
+        module, _, loaded = hit
+        return f"{module.path}: {loaded.problem}" if loaded.problem else ""
 
     @property
     def cus_decoded(self) -> int:
@@ -238,6 +259,24 @@ class ObjectCache:
                 if debug is not None:
                     return debug
         return None
+
+
+def _file_problem(module: Module, path: str, elf: Optional[ElfObject]) -> str:
+    """A file overwritten or truncated in place after the process mapped it no longer
+    describes the mapped code: say so, so that a walk that stops there says why."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return "the file can no longer be read"
+    mapped = max(m.offset for m in module.maps)
+    if size <= mapped:
+        return (
+            f"the file is {size} bytes long, shorter than what the process mapped "
+            f"(offset 0x{mapped:x}): truncated after it was loaded"
+        )
+    if elf is None:
+        return "the file is no longer a readable ELF object: changed after it was loaded"
+    return ""
 
 
 def _try_open(path: str) -> Optional[ElfObject]:

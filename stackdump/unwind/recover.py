@@ -13,8 +13,11 @@ Stale records from earlier calls linger in uninitialised locals, so a candidate 
   - let the rest of the stack unwind cleanly to its end (checked by the caller's callback);
 and among the survivors the choice is: the lowest one whose call is confirmed; else the
 highest of those sharing the lowest one's link (a stale record left by an earlier call from
-the same caller shares that caller's link and lies below the live one). No survivor: the
-unwinder stops with `missing_register` rather than guess.
+the same caller shares that caller's link and lies below the live one). A confirmed record
+whose stack does not unwind cleanly (its chain leaves code, say) is taken as the live one
+with a corrupt stack above it: no unverified candidate is accepted in its place, since one
+higher up would skip frames. No survivor: the unwinder stops with `missing_register` rather
+than guess.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ def find_frame_record(
     the stack unwinds cleanly to its end with that value."""
     callee_start = code.function_start(pc)
     survivors: List[Tuple[int, int]] = []  # (record, link) of unverified candidates
+    confirmed_failed = False
     address = (sp + 15) & ~15
     end = min(memory.end, sp + SCAN_BYTES) - 16
     while address <= end:
@@ -88,11 +92,12 @@ def find_frame_record(
         if verdict is None or verdict is Verdict.CONTRADICTED:
             continue
         if not continues(record):
+            confirmed_failed = confirmed_failed or verdict is Verdict.CONFIRMED
             continue
         if verdict is Verdict.CONFIRMED:
             return record
         survivors.append((record, link))
-    if not survivors:
+    if not survivors or confirmed_failed:
         return None
     lowest_link = survivors[0][1]
     return max(record for record, link in survivors if link == lowest_link)

@@ -9,7 +9,7 @@ could not (`capture_method=dwarf_cfi`, with `unwind_status`).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Container, Dict, List, Optional, Tuple
 
 from stackdump.arch import CALLEE_SAVED, RBP, RIP, RSP
 from stackdump.types import Frame, ThreadSnapshot, UnwindResult
@@ -37,6 +37,10 @@ MISSING_REGISTER = "missing_register"  # passive capture: a register no copy cou
 PASSIVE_SYSCALL = "passive_syscall"
 
 CfiLookup = Callable[[int], Optional[CfiRow]]
+# Whether an address lies in code (unwind.code_map.CodeMap); None: no check.
+IsCode = Optional[Container[int]]
+# Why the object holding a pc cannot describe it ('' when nothing is known).
+Explain = Optional[Callable[[int], str]]
 
 _FP_ERRORS = {
     fp.NO_STACK_RANGE: "stack pointer or frame pointer outside the thread's stack mapping",
@@ -79,27 +83,44 @@ def unwind(
     max_frames: int,
     cfi_lookup: Optional[CfiLookup] = None,
     code: Optional[CodeSource] = None,
+    is_code: IsCode = None,
+    explain: Explain = None,
 ) -> UnwindResult:
     regs = thread.regs
     assert regs is not None
     memory = memory_of(thread)
     if thread.passive:
-        return _unwind_passive(regs.pc, regs.sp, memory, max_frames, cfi_lookup, code)
+        return _unwind_passive(
+            regs.pc, regs.sp, memory, max_frames, cfi_lookup, code, is_code, explain
+        )
     initial = Frame(pc=regs.pc, sp=regs.sp, method="initial", activation=True)
     fp_frames: List[Frame] = [initial]
     if thread.stack_map is None:
         fp_status = fp.NO_STACK_RANGE
     else:
         fp_status = fp.walk(memory, regs.fp, regs.sp, fp_frames, max_frames)
+    fp_error = _FP_ERRORS.get(fp_status, "")
+    bad = _first_outside_code(fp_frames, is_code)
+    if bad is not None:
+        fp_status = fp.INVALID_FRAME_POINTER
+        fp_error = _not_code(fp_frames[bad].pc)
+        del fp_frames[bad:]
     fp_result = UnwindResult(
         frames=tuple(fp_frames),
         capture_method="frame_pointer",
         fp_status=fp_status,
-        error=_FP_ERRORS.get(fp_status, ""),
+        error=fp_error,
     )
     if cfi_lookup is None:
         return fp_result
-    hybrid = walk_hybrid(dict(enumerate(regs.values)), memory, cfi_lookup, max_frames)
+    hybrid = walk_hybrid(
+        dict(enumerate(regs.values)),
+        memory,
+        cfi_lookup,
+        max_frames,
+        is_code=is_code,
+        explain=explain,
+    )
     if not hybrid.used_cfi:
         return fp_result
     fp_clean = fp_status in (fp.END_OF_CHAIN, fp.FRAME_LIMIT)
@@ -118,6 +139,18 @@ def unwind(
     )
 
 
+def _first_outside_code(frames: List[Frame], is_code: IsCode) -> Optional[int]:
+    """Index of the first return address that is not in code (the innermost pc is where
+    the thread stands, whatever it is, and is kept)."""
+    if is_code is None:
+        return None
+    return next((i for i, f in enumerate(frames) if i and f.pc not in is_code), None)
+
+
+def _not_code(pc: int) -> str:
+    return f"return address 0x{pc:x} is in no executable mapping: the walk stops before it"
+
+
 def _unwind_passive(
     pc: int,
     sp: int,
@@ -125,6 +158,8 @@ def _unwind_passive(
     max_frames: int,
     cfi_lookup: Optional[CfiLookup],
     code: Optional[CodeSource],
+    is_code: IsCode = None,
+    explain: Explain = None,
 ) -> UnwindResult:
     """pc and sp only: CFI throughout, rbp recovered from frame records when needed. There
     is no frame-pointer walk to report (`fp_status` is None)."""
@@ -136,7 +171,7 @@ def _unwind_passive(
             unwind_status=NO_CFI,
             error="a passive capture needs CFI to unwind",
         )
-    hybrid = walk_hybrid({RIP: pc, RSP: sp}, memory, cfi_lookup, max_frames, code)
+    hybrid = walk_hybrid({RIP: pc, RSP: sp}, memory, cfi_lookup, max_frames, code, is_code, explain)
     return UnwindResult(
         frames=hybrid.frames,
         capture_method=PASSIVE_SYSCALL,
@@ -153,9 +188,12 @@ def walk_hybrid(
     cfi_lookup: CfiLookup,
     max_frames: int,
     code: Optional[CodeSource] = None,
+    is_code: IsCode = None,
+    explain: Explain = None,
 ) -> HybridResult:
     """Step frames with CFI, else the frame pointer. With `code`, a missing rbp is recovered
-    from a frame record on the stack (passive captures); without, it ends the walk."""
+    from a frame record on the stack (passive captures); without, it ends the walk. With
+    `is_code`, a return address outside code ends it with an error."""
     pc = regs[RIP]
     frames = [Frame(pc=pc, sp=regs[RSP], method="initial", activation=True)]
     activation = True
@@ -173,7 +211,7 @@ def walk_hybrid(
                 if code is None or e.reg != RBP:
                     raise
                 left = max_frames - len(frames)
-                rbp = _recover_rbp(regs, lookup_pc, memory, cfi_lookup, left, code)
+                rbp = _recover_rbp(regs, lookup_pc, memory, cfi_lookup, left, code, is_code)
                 if rbp is None:
                     raise _MissingRegister(
                         RBP,
@@ -186,12 +224,22 @@ def walk_hybrid(
             used_cfi = used_cfi or row is not None
         except _StepFailed as e:
             status, error = e.status, str(e)
+            if row is None and explain is not None:
+                why = explain(lookup_pc)
+                if why:
+                    status, error = NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}"
             break
         if signal:
             frames[-1] = replace(frames[-1], trampoline=True)
         new_pc = new_regs.get(RIP)
         if not new_pc:
             status = END_OF_STACK
+            break
+        if is_code is not None and new_pc not in is_code:
+            status, error = STEP_ERROR, _not_code(new_pc)
+            why = explain(lookup_pc) if row is None and explain is not None else ""
+            if why:
+                status, error = NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}"
             break
         if not signal and cfa <= regs[RSP]:
             status, error = STEP_ERROR, f"CFA 0x{cfa:x} does not grow at pc 0x{pc:x}"
@@ -220,10 +268,14 @@ def _recover_rbp(
     cfi_lookup: CfiLookup,
     frames_left: int,
     code: CodeSource,
+    is_code: IsCode,
 ) -> Optional[int]:
     def continues(rbp: int) -> bool:
         # Without `code`: a second missing register ends the trial walk as unverifiable.
-        trial = walk_hybrid({**regs, RBP: rbp}, memory, cfi_lookup, max(frames_left, 2))
+        # With `is_code`: a record whose chain leaves code is no frame record.
+        trial = walk_hybrid(
+            {**regs, RBP: rbp}, memory, cfi_lookup, max(frames_left, 2), is_code=is_code
+        )
         return trial.status in (END_OF_STACK, FRAME_LIMIT)
 
     return find_frame_record(regs[RSP], lookup_pc, memory, code, continues)
