@@ -66,6 +66,44 @@ _RETRY_S = 0.0002
 _UNTRACED_RETRIES = 3
 
 
+class StopWindowPriority:
+    """SCHED_FIFO for stackdump's own thread from just before PTRACE_INTERRUPT to just after
+    PTRACE_DETACH, and normal scheduling at once after.
+
+    On a busy machine a stackdump preempted while it holds a thread stopped stretches that
+    thread's pause from microseconds to milliseconds (seen: 15 ms under redis-benchmark). A
+    real-time thread is not preempted by ordinary ones, and it runs as soon as the stop it
+    waits for arrives. The policy is the calling thread's own: nothing is left behind when
+    stackdump exits or dies, and SCHED_RESET_ON_FORK keeps any child from inheriting it. It
+    is held while the thread sleeps waiting for the stop, so it never starves the target.
+    Without the privilege (no CAP_SYS_NICE, a cgroup with no real-time budget) it is skipped.
+    The policy calls happen before the interrupt and after the detach, outside `pause_us`.
+    """
+
+    _FIFO = os.sched_param(1)
+    _OTHER = os.sched_param(0)
+    _POLICY = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._held = False
+
+    def enter(self) -> None:
+        if not self._enabled:
+            return
+        try:
+            os.sched_setscheduler(0, self._POLICY, self._FIFO)
+            self._held = True
+        except OSError:
+            self._enabled = False
+
+    def leave(self) -> None:
+        if self._held:
+            self._held = False
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(0, os.SCHED_OTHER, self._OTHER)
+
+
 class Tracer:
     """Captures threads of one process, one at a time. Use as a context manager.
 
@@ -75,7 +113,7 @@ class Tracer:
     stackdump exits first the kernel detaches them and they run on (exit_ptrace).
     """
 
-    def __init__(self, pid: int, copier: StackCopier, timeout_ms: int):
+    def __init__(self, pid: int, copier: StackCopier, timeout_ms: int, realtime: bool = True):
         self.pid = pid
         self._copier = copier
         self._memory = copier.memory
@@ -87,6 +125,7 @@ class Tracer:
         self._regs_address = ctypes.addressof(self._regs)
         self._pending: Set[int] = set()
         self._stubborn_tracers: Set[int] = set()
+        self._priority = StopWindowPriority(realtime)
         self._old_mask: Set[int] = set()
         self.attempts = 0
 
@@ -133,6 +172,7 @@ class Tracer:
         home_start = 0
         stack_map: Optional[MemoryMap] = None
         start_ns = end_ns = 0
+        self._priority.enter()
         try:
             start_ns = time.perf_counter_ns()
             if self._ptrace(PTRACE_INTERRUPT, tid, None, None) == -1:
@@ -175,6 +215,7 @@ class Tracer:
         finally:
             if stopped and not detached:
                 _detach_quietly(tid, signal_to_deliver)
+            self._priority.leave()
             self.reap()
 
         if copied == 0 and proc.is_exited(proc.thread_state(self.pid, tid)):

@@ -163,6 +163,7 @@ def build_options(
         debug_dirs=debug_search_path(tuple(debug_dirs)),
         cache_dir=None if no_cache else default_directory(),
         capture=_checked("--capture", capture, parse_capture),
+        realtime=os.environ.get("STACKDUMP_REALTIME", "1") != "0",
     )
 
 

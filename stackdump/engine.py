@@ -67,6 +67,7 @@ class DumpOptions:
     debug_dirs: Tuple[str, ...] = ()
     cache_dir: Optional[str] = None  # None: no disk cache
     capture: CaptureMode = CaptureMode.AUTO
+    realtime: bool = True  # SCHED_FIFO during each stop window (capture.StopWindowPriority)
 
 
 def dump(
@@ -151,7 +152,7 @@ def capture_process(
     gc.disable()
     try:
         vdso = _read_vdso(memory, maps)
-        with Tracer(pid, copier, options.timeout_ms) as tracer:
+        with Tracer(pid, copier, options.timeout_ms, options.realtime) as tracer:
             for done, tid in enumerate(tids):
                 if should_stop is not None and should_stop():
                     interrupted = True
@@ -276,8 +277,6 @@ def _capture_one(
             tid=tid, name=name, status=ThreadStatus.SKIPPED_BLOCKING_SYSCALL, syscall=syscall
         )
     if options.capture is CaptureMode.PASSIVE:
-        if syscall is None or syscall.running:
-            return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.SKIPPED_RUNNING)
         return passive.capture(tid, name, syscall)
     if (
         options.capture is CaptureMode.AUTO

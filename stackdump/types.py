@@ -260,4 +260,9 @@ class Report:
     @property
     def partial(self) -> bool:
         s = self.summary
-        return s.timed_out > 0 or s.errors > 0 or s.process_exited or s.foreign > 0
+        # skipped_running under auto capture: it gave up on a thread it chose not to stop;
+        # under --capture passive the thread was skipped as asked.
+        gave_up = self.header.capture is CaptureMode.AUTO and any(
+            t.status is ThreadStatus.SKIPPED_RUNNING for t in self.threads
+        )
+        return s.timed_out > 0 or s.errors > 0 or s.process_exited or s.foreign > 0 or gave_up

@@ -35,6 +35,7 @@ ROLE_SYSCALL = {
     "accept": 43,
     "sigalt": 0,
     "recurse": 230,
+    "nap": 230,
     "worker": 0,
     "waiter": 202,
     "thrower": 0,

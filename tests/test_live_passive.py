@@ -192,3 +192,27 @@ def test_passive_unwind_matches_ptrace_unwind(live, threads_bin, variant):
             assert b.keys["unwind_status"] == "end_of_stack", b.keys
             compared += 1
         assert compared >= len(PASSIVE_ROLES)
+
+
+def test_a_thread_that_keeps_waking_gets_its_whole_budget(live, threads_bin):
+    """Copied in place only when provably still: a thread that sleeps 10 us at a time (it
+    wakes every ~60 us, faster than a checked copy takes) is tried again and again until
+    --timeout-ms is spent, then reported as skipped_running with what happened; never as
+    `timeout`, a limit it did not reach."""
+    with Target(threads_bin("O2"), {"nap": 1}).wait_ready() as target:
+        gave_up = 0
+        for _ in range(5):
+            result = run_stackdump(
+                "-p", str(target.pid), "--capture", "passive", "--timeout-ms", "50"
+            )
+            section = parse_report(result.stdout).thread(target.tid("nap"))
+            assert section.status in ("ok", "skipped_running"), section.keys
+            assert result.returncode == 0, result.stderr  # passive: skipped as asked
+            if section.status == "ok":
+                continue
+            gave_up += 1
+            error = section.keys["error"]
+            spent, looks = re.search(r"in (\d+) ms: running at \d+ of (\d+) looks", error).groups()
+            assert int(spent) >= 50 and int(looks) > 5, error
+        assert gave_up, "the budget was never exercised"
+        assert_untouched(target.pid)

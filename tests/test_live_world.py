@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import (
@@ -169,3 +170,42 @@ def test_a_return_address_in_no_mapping_ends_the_walk_with_an_error(live, build_
         assert section.keys["error"] == (
             '"return address 0x16 is in no executable mapping: the walk stops before it"'
         )
+
+
+def _policy(pid: int) -> int:
+    try:
+        return os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK
+    except OSError:
+        return -1
+
+
+def test_real_time_priority_is_held_only_while_a_thread_is_stopped(live, threads_bin):
+    # GIVEN a thread that cannot reach its stop (its child is in vfork), so stackdump waits
+    # out --timeout-ms inside that thread's stop window, and 300 threads that make a report
+    # larger than a pipe
+    with Target(threads_bin("O2"), {"vfork": 1, "read": 300}).wait_ready() as target:
+        read_end, write_end = os.pipe()
+        dumper = subprocess.Popen(
+            [*STACKDUMP, "-p", str(target.pid), "--timeout-ms", "2000"],
+            stdout=write_end,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(write_end)
+        try:
+            # WHEN it waits inside the window, THEN it runs SCHED_FIFO
+            deadline = time.monotonic() + DEADLINE_S
+            while _policy(dumper.pid) != os.SCHED_FIFO:
+                assert dumper.poll() is None and time.monotonic() < deadline, "never FIFO"
+                os.sched_yield()
+            # ... and once capture is over (blocked writing its report), normal again
+            blocked = False
+            while not blocked:
+                assert time.monotonic() < deadline, "never blocked in write"
+                with open(f"/proc/{dumper.pid}/syscall") as f:
+                    blocked = f.read().split()[0] == "1"
+            assert _policy(dumper.pid) == os.SCHED_OTHER
+        finally:
+            dumper.kill()
+            dumper.wait()
+            os.close(read_end)
+        assert_untouched(target.pid)

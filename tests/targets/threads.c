@@ -1,7 +1,7 @@
 /* A target whose threads take known roles, for stackdump's live tests.
  *
  * Usage: threads ROLE=COUNT ...
- *   roles: spin read cond sleep vfork epoll poll accept sigalt recurse
+ *   roles: spin read cond sleep vfork epoll poll accept sigalt recurse nap
  * Each thread prints "ready ROLE TID" once it is about to enter its known state; the main
  * thread prints "ready main TID" last and then serves commands on stdin:
  *   status -> "status read_returned=N spin=N spin_max_gap_ns=N"  (reads that returned, i.e.
@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -183,11 +184,24 @@ NOINLINE int recurse(int depth) {
 }
 NOINLINE void *recurse_main(void *arg) { (void)arg; recurse(200); __asm__ volatile("" ::: "memory"); return NULL; }
 
+/* Blocked most of the time, but never for long: sleeps of 5 us (no timer slack), back to
+ * back, so it wakes faster than a checked passive copy takes. */
+NOINLINE void nap_forever(void) {
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    announce("nap");
+    for (;;) {
+        struct timespec ts = {0, 5000};
+        nanosleep(&ts, NULL);
+    }
+}
+NOINLINE void *nap_main(void *arg) { (void)arg; nap_forever(); __asm__ volatile("" ::: "memory"); return NULL; }
+
 typedef void *(*thread_fn)(void *);
 static const struct { const char *name; thread_fn fn; } roles[] = {
     {"spin", spin_main}, {"read", read_main}, {"cond", cond_main},
     {"sleep", sleep_main}, {"vfork", vfork_main}, {"epoll", epoll_main}, {"poll", poll_main},
     {"accept", accept_main}, {"sigalt", sigalt_main}, {"recurse", recurse_main},
+    {"nap", nap_main},
 };
 
 int main(int argc, char **argv) {
