@@ -125,6 +125,14 @@ class SchedTrace:
         with open(os.path.join(self._root, "trace")) as f:
             return f.read()
 
+    def follow(self, tids) -> None:
+        """Trace these threads (by id) instead of the process's threads named like it: a
+        server's threads often have names of their own (redis's bio_*, io_thd_*)."""
+        self._write(
+            "events/sched/sched_switch/filter", " || ".join(f"prev_pid == {t}" for t in tids)
+        )
+        self._write("events/sched/sched_wakeup/filter", " || ".join(f"pid == {t}" for t in tids))
+
     def filter_switches(self, expression: str) -> None:
         """Trace the sched_switch events matching `expression` instead of the process's."""
         self._write("events/sched/sched_switch/filter", expression)

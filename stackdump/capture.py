@@ -97,6 +97,10 @@ class StopWindowPriority:
         except OSError:
             self._enabled = False
 
+    @property
+    def held(self) -> bool:
+        return self._held
+
     def leave(self) -> None:
         if self._held:
             self._held = False
@@ -326,7 +330,9 @@ class Tracer:
     def _wait_stop(self, tid: int, deadline_ns: int) -> Optional[int]:
         """Wait for the interrupt stop: the signal to re-inject (>= 0), -1 if the thread
         exited, None on timeout."""
-        spin_until = time.perf_counter_ns() + _SPIN_NS
+        # Spinning at real-time priority would keep the thread from reaching its stop when
+        # it shares our CPU: sleep at once instead, the stop's SIGCHLD wakes us first.
+        spin_until = time.perf_counter_ns() + (0 if self._priority.held else _SPIN_NS)
         while True:
             try:
                 pid, status = os.waitpid(tid, os.WNOHANG | WALL)

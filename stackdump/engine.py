@@ -159,6 +159,8 @@ def capture_process(
                     break
                 if tid in members:
                     thread = _capture_one(tracer, passive, pid, tid, names.get(tid), options)
+                    if _stack_unmapped(thread):
+                        thread = _locate_stack(thread, pid, view, copier)
                 else:
                     thread = _foreign(pid, tid)
                 threads.append(thread)
@@ -175,7 +177,7 @@ def capture_process(
         pid=pid,
         exe=exe,
         maps=maps,
-        threads=_find_late_stacks(pid, threads),
+        threads=tuple(threads),
         vdso=vdso,
         capture_ns=time.perf_counter_ns() - started,
         interrupted=interrupted,
@@ -198,22 +200,25 @@ def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:
     return False
 
 
-def _find_late_stacks(pid: int, threads: List[ThreadSnapshot]) -> Tuple[ThreadSnapshot, ...]:
-    """Threads whose stack was mapped after the maps were read (started during the dump)
-    were copied without knowing their mapping: look it up now, every thread running."""
-    late = [t for t in threads if t.status is ThreadStatus.OK and t.stack_map is None and t.stack]
-    if not late:
-        return tuple(threads)
-    view = proc.live_thread(pid)
-    maps = proc.read_maps(pid, view) if view is not None else ()
-    found = {}
-    for t in late:
-        m = next((m for m in maps if m.contains(t.stack_base) and m.readable), None)
-        if m is not None:
-            found[t.tid] = dataclasses.replace(
-                t, stack_map=m, stack=t.stack[: m.end - t.stack_base]
-            )
-    return tuple(found.get(t.tid, t) for t in threads)
+def _stack_unmapped(thread: ThreadSnapshot) -> bool:
+    return thread.status is ThreadStatus.OK and thread.stack_map is None and bool(thread.stack)
+
+
+def _locate_stack(
+    thread: ThreadSnapshot, pid: int, view: int, copier: StackCopier
+) -> ThreadSnapshot:
+    """A stack pointer in no mapping we knew of: a stack mapped after the maps were read, or
+    one the read missed (/proc/PID/maps is read in pieces, and a process that maps and
+    unmaps as it runs can slip one past it). The stack was copied blind up to
+    --stack-bytes; now that the thread runs again, read the maps afresh, right away, while
+    the mapping most likely still exists, and keep them for the threads still to come."""
+    maps = proc.read_maps(pid, view)
+    if maps:
+        copier.update_maps(maps)
+    m = copier.mapping(thread.stack_base)
+    if m is None:
+        return thread
+    return dataclasses.replace(thread, stack_map=m, stack=thread.stack[: m.end - thread.stack_base])
 
 
 def _foreign(pid: int, tid: int) -> ThreadSnapshot:

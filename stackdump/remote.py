@@ -100,11 +100,15 @@ class StackCopier:
 
     def __init__(self, memory: RemoteMemory, maps: Sequence[MemoryMap], stack_bytes: int):
         self.memory = memory
-        self.maps = tuple(sorted(maps, key=lambda m: m.start))
         self.stack_bytes = stack_bytes
-        self._starts = [m.start for m in self.maps]
+        self.update_maps(maps)
         self._buffer = ctypes.create_string_buffer(stack_bytes)
         self._buffer_address = ctypes.addressof(self._buffer)
+
+    def update_maps(self, maps: Sequence[MemoryMap]) -> None:
+        """A newer read of the maps (never called while a thread is stopped)."""
+        self.maps = tuple(sorted(maps, key=lambda m: m.start))
+        self._starts = [m.start for m in self.maps]
 
     def mapping(self, address: int) -> Optional[MemoryMap]:
         """The readable mapping holding address, if any."""

@@ -236,6 +236,16 @@ def run_stackdump(*args: str, timeout: float = 120) -> subprocess.CompletedProce
     )
 
 
+def finish(proc: subprocess.Popen, timeout: float = DEADLINE_S) -> Tuple[str, str]:
+    """(stdout, stderr) of a stackdump started with pipes; killed if it outlives timeout."""
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def thread_states(pid: int) -> Dict[int, Tuple[str, int]]:
     """tid -> (State letter, TracerPid) for every thread of pid."""
     out = {}

@@ -18,6 +18,7 @@ from helpers import (
     Target,
     assert_untouched,
     compile_target,
+    finish,
     parse_report,
     run_stackdump,
     thread_states,
@@ -78,14 +79,10 @@ def test_signal_prints_the_partial_report_and_releases_every_thread(live, thread
     roles = {"vfork": 6, "read": 20}
     with Target(threads_bin("O2"), roles).wait_ready() as target:
         dumper = _start_stackdump("-p", str(target.pid), "--timeout-ms", "1000")
-        try:
-            assert _wait_until_traced(target.pid, target.tids["vfork"][0], dumper)
-            dumper.send_signal(sig)
-            out, err = dumper.communicate(timeout=DEADLINE_S)
-        finally:
-            if dumper.poll() is None:
-                dumper.kill()
-                dumper.wait()
+        traced = _wait_until_traced(target.pid, target.tids["vfork"][0], dumper)
+        dumper.send_signal(sig)
+        out, err = finish(dumper)
+        assert traced
         assert dumper.returncode == 1, err
         assert f"interrupted by {sig.name}" in err
         report = parse_report(out)

@@ -4,6 +4,7 @@ for dumps that last (docs/FORMAT.md "Exit status", "Interrupts")."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import random
@@ -112,21 +113,20 @@ def test_signal_during_symbolization_prints_the_rest_raw_and_exits_1(big_cu):
     target, binary = big_cu
     dumper = _start("-p", str(target.pid), "--mode", "fast", "--no-cache")
 
-    def opened_binary() -> bool:
+    def opened_binary_twice() -> bool:
         try:
             fds = os.listdir(f"/proc/{dumper.pid}/fd")
         except OSError:
             return True
+        opened = 0
         for fd in fds:
-            try:
-                if os.readlink(f"/proc/{dumper.pid}/fd/{fd}") == str(binary):
-                    return True
-            except OSError:
-                pass
-        return False
+            with contextlib.suppress(OSError):
+                opened += os.readlink(f"/proc/{dumper.pid}/fd/{fd}") == str(binary)
+        return opened >= 2
 
-    # Analysis opens the target's binary (for CFI, then DWARF); capture never does.
-    _until(opened_binary, "stackdump never opened the target binary")
+    # Before capture the mapped files are opened once (pinned); analysis opens the target's
+    # binary a second time, to read its CFI and DWARF.
+    _until(opened_binary_twice, "stackdump never opened the target binary for analysis")
     sent = time.monotonic()
     dumper.send_signal(signal.SIGINT)
     out, err = dumper.communicate(timeout=DEADLINE_S)

@@ -26,6 +26,14 @@ def sleeper(live, threads_bin):
         yield target
 
 
+def _in_shell(redirect: str, *args: str) -> subprocess.CompletedProcess:
+    """stackdump ARGS run by sh with REDIRECT applied (`2>&-`, `>&-`, `umask 027 &&`)."""
+    script = f'{redirect} exec "$@"' if redirect.endswith("&&") else f'"$@" {redirect}'
+    return subprocess.run(
+        ["sh", "-c", script, "sh", *STACKDUMP, *args], capture_output=True, text=True, timeout=60
+    )
+
+
 def _report_in(path: Path, pid: int) -> None:
     report = parse_report(path.read_text())
     assert report.header["pid"] == str(pid)
@@ -102,22 +110,7 @@ def test_hard_linked_file_is_written_through_every_link(sleeper, tmp_path):
 
 def test_new_file_honours_the_umask(sleeper, tmp_path):
     out = tmp_path / "new.txt"
-    result = subprocess.run(
-        [
-            "sh",
-            "-c",
-            'umask 027 && exec "$@"',
-            "sh",
-            *STACKDUMP,
-            "-p",
-            str(sleeper.pid),
-            "-o",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _in_shell("umask 027 &&", "-p", str(sleeper.pid), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o640
     _report_in(out, sleeper.pid)
@@ -166,34 +159,19 @@ def test_bad_destination_fails_before_any_thread_is_stopped(live, build_dir, tmp
 
 
 def test_closed_stderr_still_gives_the_report(sleeper):
-    result = subprocess.run(
-        ["sh", "-c", '"$@" 2>&-', "sh", *STACKDUMP, "-p", str(sleeper.pid)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _in_shell("2>&-", "-p", str(sleeper.pid))
     assert result.returncode == 0
     parse_report(result.stdout)
 
 
 def test_closed_stdout_fails_cleanly_before_capture_or_writes_to_o(sleeper, tmp_path):
-    closed = subprocess.run(
-        ["sh", "-c", '"$@" >&-', "sh", *STACKDUMP, "-p", str(sleeper.pid)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    closed = _in_shell(">&-", "-p", str(sleeper.pid))
     assert closed.returncode == 2
     assert closed.stderr.splitlines() == [
         "stackdump: error: standard output is closed: nowhere to write the report (give -o FILE)"
     ]
     out = tmp_path / "r.txt"
-    with_file = subprocess.run(
-        ["sh", "-c", '"$@" >&-', "sh", *STACKDUMP, "-p", str(sleeper.pid), "-o", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    with_file = _in_shell(">&-", "-p", str(sleeper.pid), "-o", str(out))
     assert with_file.returncode == 0, with_file.stderr
     _report_in(out, sleeper.pid)
 

@@ -15,11 +15,12 @@ from helpers import (
     Target,
     assert_untouched,
     compile_target,
+    finish,
     parse_report,
     run_stackdump,
     wait_for_syscall,
 )
-from test_live_faults import _wait_until_traced
+from test_live_faults import _start_stackdump, _wait_until_traced
 
 from stackdump import proc
 
@@ -32,22 +33,13 @@ def test_target_killed_mid_dump_keeps_every_captured_stack(live, threads_bin):
     # unwinds its frames), dumped one thread at a time
     with Target(threads_bin("nofp"), {"read": 999}).wait_ready() as target:
         tids = sorted(target.tids["read"])
-        dumper = subprocess.Popen(
-            [*STACKDUMP, "-p", str(target.pid), "--capture", "ptrace"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            # WHEN the target is killed once half its threads were captured
-            assert _wait_until_traced(target.pid, tids[len(tids) // 2], dumper)
-            target.proc.kill()
-            target.proc.wait()
-            out, err = dumper.communicate(timeout=DEADLINE_S)
-        finally:
-            if dumper.poll() is None:
-                dumper.kill()
-                dumper.wait()
+        dumper = _start_stackdump("-p", str(target.pid), "--capture", "ptrace")
+        # WHEN the target is killed once half its threads were captured
+        traced = _wait_until_traced(target.pid, tids[len(tids) // 2], dumper)
+        target.proc.kill()
+        target.proc.wait()
+        out, err = finish(dumper)
+        assert traced
     # THEN the threads captured before keep full, symbolized stacks, and the report and the
     # exit status say the process exited
     assert dumper.returncode == 1, err
@@ -130,16 +122,10 @@ def test_two_dumps_at_once_never_report_each_other(live, threads_bin):
     with Target(threads_bin("O2"), {"read": 200}).wait_ready() as target:
         for _ in range(5):
             dumpers = [
-                subprocess.Popen(
-                    [*STACKDUMP, "-p", str(target.pid), "--capture", "ptrace"],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                for _ in range(2)
+                _start_stackdump("-p", str(target.pid), "--capture", "ptrace") for _ in range(2)
             ]
             for dumper in dumpers:
-                out, err = dumper.communicate(timeout=DEADLINE_S * 3)
+                out, err = finish(dumper)
                 assert dumper.returncode == 0, err
                 report = parse_report(out)
                 assert report.summary["captured"] == 201, [

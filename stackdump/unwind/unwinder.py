@@ -25,7 +25,7 @@ from stackdump.unwind.cfi import (
     CfiRow,
 )
 from stackdump.unwind.memory import StackMemory
-from stackdump.unwind.recover import CodeSource, find_frame_record
+from stackdump.unwind.recover import CodeSource, call_verdict, find_frame_record
 
 END_OF_STACK = "end_of_stack"
 NO_CFI = "no_cfi"
@@ -118,8 +118,10 @@ def unwind(
         memory,
         cfi_lookup,
         max_frames,
-        is_code=is_code,
-        explain=explain,
+        code,
+        is_code,
+        explain,
+        recover=False,  # every register was captured
     )
     if not hybrid.used_cfi:
         return fp_result
@@ -190,10 +192,14 @@ def walk_hybrid(
     code: Optional[CodeSource] = None,
     is_code: IsCode = None,
     explain: Explain = None,
+    recover: bool = True,
 ) -> HybridResult:
-    """Step frames with CFI, else the frame pointer. With `code`, a missing rbp is recovered
-    from a frame record on the stack (passive captures); without, it ends the walk. With
-    `is_code`, a return address outside code ends it with an error."""
+    """Step frames with CFI, else the frame pointer. With `code` and `recover`, a missing
+    rbp is recovered from a frame record on the stack (passive captures); without, it ends
+    the walk. With `is_code`, a return address outside code ends it with an error. An
+    innermost pc with no CFI whose frame pointer leads nowhere (clone3's parent side after
+    its `cfi_endproc`, a leaf in hand-written assembly) is stepped by the return address on
+    top of the stack, when it is in code and follows a call."""
     pc = regs[RIP]
     frames = [Frame(pc=pc, sp=regs[RSP], method="initial", activation=True)]
     activation = True
@@ -208,7 +214,7 @@ def walk_hybrid(
             try:
                 new_regs, cfa, method, signal = _step(row, regs, memory)
             except _MissingRegister as e:
-                if code is None or e.reg != RBP:
+                if not recover or code is None or e.reg != RBP:
                     raise
                 left = max_frames - len(frames)
                 rbp = _recover_rbp(regs, lookup_pc, memory, cfi_lookup, left, code, is_code)
@@ -223,6 +229,12 @@ def walk_hybrid(
                 new_regs, cfa, method, signal = _step(row, regs, memory)
             used_cfi = used_cfi or row is not None
         except _StepFailed as e:
+            top = _stack_top_step(regs, memory, code, is_code) if len(frames) == 1 else None
+            if row is None and top is not None:
+                new_regs, cfa, method, signal = top
+                frames.append(Frame(pc=new_regs[RIP], sp=cfa, cfa=cfa, method=method))
+                regs, pc, activation = new_regs, new_regs[RIP], False
+                continue
             status, error = e.status, str(e)
             if row is None and explain is not None:
                 why = explain(lookup_pc)
@@ -236,6 +248,12 @@ def walk_hybrid(
             status = END_OF_STACK
             break
         if is_code is not None and new_pc not in is_code:
+            top = _stack_top_step(regs, memory, code, is_code) if len(frames) == 1 else None
+            if row is None and top is not None:
+                new_regs, cfa, method, signal = top
+                frames.append(Frame(pc=new_regs[RIP], sp=cfa, cfa=cfa, method=method))
+                regs, pc, activation = new_regs, new_regs[RIP], False
+                continue
             status, error = STEP_ERROR, _not_code(new_pc)
             why = explain(lookup_pc) if row is None and explain is not None else ""
             if why:
@@ -251,6 +269,22 @@ def walk_hybrid(
         frames.append(Frame(pc=new_pc, sp=new_regs[RSP], cfa=cfa, method=method, activation=signal))
         regs, pc, activation = new_regs, new_pc, signal
     return HybridResult(tuple(frames), status, used_cfi, error, recovered)
+
+
+def _stack_top_step(
+    regs: Dict[int, int], memory: StackMemory, code: Optional[CodeSource], is_code: IsCode
+):
+    """(new regs, CFA, method, signal) for a frame that has pushed nothing yet, or None."""
+    if code is None or is_code is None:
+        return None
+    sp = regs[RSP]
+    ra = memory.read_word(sp)
+    if not ra or ra not in is_code or call_verdict(code, ra, None) is None:
+        return None
+    new = {reg: regs[reg] for reg in CALLEE_SAVED if reg in regs}
+    new[RIP] = ra
+    new[RSP] = sp + 8
+    return new, sp + 8, "stack_top", False
 
 
 def _step(row: Optional[CfiRow], regs: Dict[int, int], memory: StackMemory):

@@ -1,0 +1,265 @@
+#!/usr/bin/env python3
+"""Harm to a real server under load: redis-server driven by redis-benchmark on 127.0.0.1,
+with no dumper, and with each dumper dumping it every 200 ms (stackdump in DISABLED and FAST
+mode, FAST without its real-time stop window, eu-stack, and gdb with --gdb), interleaved in
+rounds so that drift in the machine's speed spreads over every dumper alike.
+
+For each dumper it prints redis's throughput, p99 and max latency (from redis-benchmark's
+own figures) as ratios to the no-dumper runs of the same round, the CPU one dump cost, and
+how long each of redis's threads stayed in a ptrace stop: as the scheduler saw it (root and
+tracefs: benchmarks/schedtrace.py; every dumper measured the same way) and as stackdump's
+own pause_us says.
+
+    python3 benchmarks/harm.py [--seconds 6] [--rounds 2] [--io-threads 0,4] [--gdb]
+
+Needs redis-server and redis-benchmark (Debian: redis-server, redis-tools) and eu-stack
+(elfutils). Every connection stays on 127.0.0.1; the load is bounded by --seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from run import pauses, percentile  # noqa: E402
+from schedtrace import TRACEFS, SchedTrace, parse  # noqa: E402
+
+PERIOD_S = 0.2
+CLIENTS = 50
+
+
+@dataclass
+class Dumper:
+    name: str
+    argv: List[str]  # "PID" stands for the target's pid
+    env: Dict[str, str] = field(default_factory=dict)
+
+    def command(self, pid: int) -> List[str]:
+        return [str(pid) if arg == "PID" else arg for arg in self.argv]
+
+
+@dataclass
+class Run:
+    rps: float
+    p99_ms: float
+    max_ms: float
+    dumps: int = 0
+    cpu_s: float = 0.0
+    stops_us: List[float] = field(default_factory=list)
+    pauses_us: List[int] = field(default_factory=list)
+
+
+def dumpers(with_gdb: bool) -> List[Dumper]:
+    stackdump = [sys.executable, "-m", "stackdump"]
+    rows = [
+        Dumper("no dumper", []),
+        Dumper("stackdump DISABLED", [*stackdump, "--mode", "disabled", "-p", "PID"]),
+        Dumper("stackdump FAST", [*stackdump, "-p", "PID"]),
+        Dumper("stackdump FAST, no RT", [*stackdump, "-p", "PID"], {"STACKDUMP_REALTIME": "0"}),
+        Dumper("eu-stack", ["eu-stack", "-p", "PID"]),
+    ]
+    if with_gdb:
+        rows.append(Dumper("gdb", ["gdb", "-batch", "-ex", "thread apply all bt", "-p", "PID"]))
+    return rows
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_redis(port: int, io_threads: int, workdir: str) -> subprocess.Popen:
+    args = [
+        "redis-server",
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", workdir,
+        "--protected-mode", "yes",
+    ]  # fmt: skip
+    if io_threads:
+        args += ["--io-threads", str(io_threads), "--io-threads-do-reads", "yes"]
+    server = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.05)
+
+
+def benchmark(port: int, requests: int) -> Run:
+    out = subprocess.run(
+        [
+            "redis-benchmark",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-c",
+            str(CLIENTS),
+            "-n",
+            str(requests),
+            "-t",
+            "set",
+            "--csv",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    row = next(csv.DictReader(io.StringIO(out)))
+    return Run(float(row["rps"]), float(row["p99_latency_ms"]), float(row["max_latency_ms"]))
+
+
+def dump_loop(dumper: Dumper, pid: int, stop: threading.Event, run: Run) -> None:
+    env = {**os.environ, **dumper.env}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # start from byte code, as installed
+    next_at = time.monotonic()
+    while not stop.is_set():
+        proc = subprocess.Popen(
+            dumper.command(pid), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        )
+        out = proc.stdout.read()
+        _, _, usage = os.wait4(proc.pid, 0)
+        run.dumps += 1
+        run.cpu_s += usage.ru_utime + usage.ru_stime
+        run.pauses_us.extend(pauses(out.decode(errors="replace")))
+        next_at += PERIOD_S
+        stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def thread_ids(pid: int) -> List[int]:
+    return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+
+
+def measure(
+    dumper: Dumper, server: subprocess.Popen, port: int, requests: int, trace: Optional[SchedTrace]
+) -> Run:
+    tids = thread_ids(server.pid)
+    if trace is not None:
+        trace.follow(tids)
+        trace.start()
+    stop = threading.Event()
+    holder = Run(0, 0, 0)
+    loop = None
+    if dumper.argv:
+        loop = threading.Thread(target=dump_loop, args=(dumper, server.pid, stop, holder))
+        loop.start()
+    try:
+        run = benchmark(port, requests)
+    finally:
+        stop.set()
+        if loop is not None:
+            loop.join()
+    if trace is not None:
+        run.stops_us = parse(trace.stop_raw(), set(tids)).all_stopped()
+    run.dumps, run.cpu_s, run.pauses_us = holder.dumps, holder.cpu_s, holder.pauses_us
+    return run
+
+
+def open_trace() -> Optional[SchedTrace]:
+    trace = SchedTrace.open("redis-server")
+    if trace is None:
+        print(f"(no {TRACEFS}: kernel-observed stop columns left empty)", file=sys.stderr)
+    return trace
+
+
+def table(results: Dict[str, List[Run]], baseline: List[Run]) -> List[str]:
+    base_rps = statistics.median(r.rps for r in baseline)
+    base_p99 = statistics.median(r.p99_ms for r in baseline)
+    base_max = statistics.median(r.max_ms for r in baseline)
+    lines = [
+        "| dumper | throughput | p99 latency | max latency | dumps | CPU per dump | "
+        "stop p50 / p99 / max (sched) | pause_us p50 / p99 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        rps = statistics.median(r.rps for r in runs)
+        p99 = statistics.median(r.p99_ms for r in runs)
+        mx = statistics.median(r.max_ms for r in runs)
+        dumps = sum(r.dumps for r in runs)
+        cpu = sum(r.cpu_s for r in runs) / dumps * 1000 if dumps else 0
+        stops = sorted(s for r in runs for s in r.stops_us)
+        own = [p for r in runs for p in r.pauses_us]
+        stop_text = (
+            f"{percentile(stops, 0.5):.0f} / {percentile(stops, 0.99):.0f} / {stops[-1]:.0f} us"
+            if stops
+            else "-"
+        )
+        own_text = f"{percentile(own, 0.5)} / {percentile(own, 0.99)} us" if own else "-"
+        lines.append(
+            f"| {name} | {rps:,.0f}/s ({rps / base_rps:.2f}x) | {p99:.2f} ms "
+            f"({p99 / base_p99:.1f}x) | {mx:.1f} ms ({mx / base_max:.1f}x) | {dumps} | "
+            f"{cpu:.0f} ms | {stop_text} | {own_text} |"
+        )
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="load per run")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--io-threads", default="0,4", help="redis io-threads settings")
+    parser.add_argument("--gdb", action="store_true", help="also gdb (it stops every thread)")
+    args = parser.parse_args(argv)
+    for tool in ("redis-server", "redis-benchmark", "eu-stack"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is missing (apt-get install redis-server redis-tools elfutils)")
+            return 2
+    trace = open_trace()
+    try:
+        for io_threads in (int(x) for x in args.io_threads.split(",")):
+            with tempfile.TemporaryDirectory() as workdir:
+                port = free_port()
+                server = start_redis(port, io_threads, workdir)
+                try:
+                    rate = benchmark(port, 20000).rps  # calibration: requests for --seconds
+                    requests = max(20000, int(rate * args.seconds))
+                    rows = dumpers(args.gdb)
+                    results: Dict[str, List[Run]] = {d.name: [] for d in rows}
+                    for round_no in range(args.rounds):
+                        # Interleaved: each round starts one dumper later.
+                        order = rows[round_no % len(rows) :] + rows[: round_no % len(rows)]
+                        for dumper in order:
+                            results[dumper.name].append(
+                                measure(dumper, server, port, requests, trace)
+                            )
+                    threads = len(thread_ids(server.pid))
+                finally:
+                    server.kill()
+                    server.wait()
+            print(
+                f"\nredis-server, io-threads {io_threads} ({threads} threads), "
+                f"redis-benchmark -c {CLIENTS} -t set -n {requests}, one dump every "
+                f"{PERIOD_S * 1000:.0f} ms, {args.rounds} rounds; ratios to no dumper:"
+            )
+            baseline = results["no dumper"]
+            print("\n".join(table(results, baseline)))
+    finally:
+        if trace is not None:
+            trace.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
