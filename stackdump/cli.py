@@ -18,13 +18,13 @@ from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
 import click
 
 from stackdump import __version__
+from stackdump.cache import default_directory
 from stackdump.engine import DumpOptions, analyze, capture_process
 from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.escape import escape, quote
 from stackdump.interrupts import Interrupted, Interrupts, die_by
 from stackdump.output import Destination, open_destination
 from stackdump.report import text_lines
-from stackdump.symbols.cache import default_directory
 from stackdump.syscalls import INTERRUPT_SENSITIVE_NAMES
 from stackdump.types import CaptureMode, LocationMode, Report
 

@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from stackdump import permissions, proc
+from stackdump.cache import DiskCache
 from stackdump.capture import Tracer
+from stackdump.elf.modules import VDSO, PinnedFiles
+from stackdump.elf.store import ObjectStore
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
 from stackdump.interrupts import Interrupted
 from stackdump.passive import PassiveCapturer
 from stackdump.remote import RemoteMemory, StackCopier
-from stackdump.symbols.cache import DiskCache
-from stackdump.symbols.modules import VDSO, PinnedFiles
-from stackdump.symbols.objects import ObjectCache
+from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive, syscall_name
 from stackdump.types import (
@@ -40,6 +41,7 @@ from stackdump.types import (
     ThreadSnapshot,
     ThreadStatus,
 )
+from stackdump.unwind.cfi_source import CfiSource
 from stackdump.unwind.code_map import CodeMap
 from stackdump.unwind.unwinder import unwind
 
@@ -314,7 +316,7 @@ def analyze(
     stopped = False
     disk = DiskCache(options.cache_dir)
     try:
-        objects = ObjectCache(
+        objects = ObjectStore(
             snapshot.view or snapshot.pid,
             snapshot.maps,
             snapshot.vdso,
@@ -328,6 +330,7 @@ def analyze(
         raise
     with objects, _closing(snapshot.pinned):
         symbolizer = Symbolizer(objects, options.mode)
+        cfi = CfiSource(objects)
         code_map = CodeMap(snapshot.maps)
         for done, thread in enumerate(snapshot.threads):
             if progress is not None:
@@ -335,16 +338,16 @@ def analyze(
             report = None
             if not stopped:
                 try:
-                    report = _thread_report(thread, objects, symbolizer, options, True, code_map)
+                    report = _thread_report(thread, cfi, symbolizer, options, True, code_map)
                 except Interrupted:
                     stopped = True
             if report is None:
-                report = _thread_report(thread, objects, symbolizer, options, False, code_map)
+                report = _thread_report(thread, cfi, symbolizer, options, False, code_map)
                 unsymbolized += report.physical_frames
             reports.append(report)
         if progress is not None:
             progress("symbolization", len(reports), len(reports))
-        cus_decoded = objects.cus_decoded
+        cus_decoded = dwarf_cus_decoded(objects)
     disk.trim()
     elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
     summary = _summarize(snapshot.threads, elapsed_ns, disk.hits, cus_decoded)
@@ -383,7 +386,7 @@ def _closing(files: Optional[ObjectFiles]) -> Iterator[None]:
 
 def _thread_report(
     thread: ThreadSnapshot,
-    objects: ObjectCache,
+    cfi: CfiSource,
     symbolizer: Symbolizer,
     options: DumpOptions,
     symbolize: bool,
@@ -409,7 +412,7 @@ def _thread_report(
             pause_us=pause_us,
             error=thread.error,
         )
-    result = unwind(thread, options.max_frames, objects.cfi_row, objects, code_map, objects.problem)
+    result = unwind(thread, options.max_frames, cfi.row, cfi, code_map, cfi.problem)
     frames: List[SymbolizedFrame] = []
     for frame in result.frames:
         if symbolize:

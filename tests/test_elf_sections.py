@@ -12,8 +12,8 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from helpers import compile_target
 
-from stackdump.symbols import sections
-from stackdump.symbols.elf import ElfObject
+from stackdump.elf import sections
+from stackdump.elf.image import ElfObject
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 

@@ -7,8 +7,8 @@ import subprocess
 import pytest
 from helpers import compile_target
 
+from stackdump.elf.image import ElfObject, build_symbol_table
 from stackdump.symbols.demangle import Demangler
-from stackdump.symbols.elf import ElfObject, build_symbol_table
 
 
 def readelf_functions(path, table=".symtab"):

@@ -3,7 +3,7 @@ make symbolization or CFI lookup raise or hang; their frames degrade instead.
 
 Seeds are real files: test targets built here (with DWARF, and split into a stripped binary
 and its debug file) and the system's libc. Each example writes a mutated copy to disk and runs
-the production path on it (ObjectCache -> CfiTable / DwarfIndex / SymbolTable -> Symbolizer
+the production path on it (ObjectStore -> CfiTable / DwarfIndex / SymbolTable -> Symbolizer
 in FULL_WITH_INLINE, the mode that reads the most) for pcs taken from the unmutated file.
 
 The normal run checks a fixed-seed sample (STACKDUMP_FUZZ_EXAMPLES, default 150 per seed);
@@ -26,11 +26,12 @@ from helpers import compile_target
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stackdump.symbols.cache import DiskCache
-from stackdump.symbols.elf import ElfObject
-from stackdump.symbols.objects import ObjectCache
+from stackdump.cache import DiskCache
+from stackdump.elf.image import ElfObject
+from stackdump.elf.store import ObjectStore
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.types import Frame, LocationMode, MemoryMap
+from stackdump.unwind.cfi_source import CfiSource
 from stackdump.unwind.memory import StackMemory
 from stackdump.unwind.unwinder import walk_hybrid
 
@@ -137,12 +138,13 @@ def _exercise(tmp: Path, seed: Seed, mutated: bytes) -> None:
         binary.write_bytes(mutated)
     size = max(len(seed.data), len(seed.debug_for), 1)
     mapping = MemoryMap(BASE, BASE + size + 0x1000, "r-xp", 0, "00:00", 1, str(binary))
-    with ObjectCache(os.getpid(), (mapping,), None, debug_dirs, DiskCache(None)) as objects:
+    with ObjectStore(os.getpid(), (mapping,), None, debug_dirs, DiskCache(None)) as objects:
         symbolizer = Symbolizer(objects, LocationMode.FULL_WITH_INLINE)
+        cfi = CfiSource(objects)
         for pc in seed.pcs:
-            objects.cfi_row(pc)
-            objects.function_start(pc)
-            objects.code(pc, 16)
+            cfi.row(pc)
+            cfi.function_start(pc)
+            cfi.code(pc, 16)
             symbolizer.symbolize(Frame(pc=pc, activation=True))
             frames = symbolizer.symbolize(Frame(pc=pc + 1))
             assert frames and all(f.pc == pc + 1 for f in frames)
@@ -150,7 +152,7 @@ def _exercise(tmp: Path, seed: Seed, mutated: bytes) -> None:
         words = b"".join((pc + 3).to_bytes(8, "little") for pc in seed.pcs[:16])
         memory = StackMemory(0x7FFF0000, words, 0x7FFF0000, 0x7FFF0000 + len(words))
         regs = {16: seed.pcs[0], 7: 0x7FFF0000, 6: 0x7FFF0000}
-        walk_hybrid(regs, memory, objects.cfi_row, 64, objects)
+        walk_hybrid(regs, memory, cfi.row, 64, cfi)
 
 
 @pytest.mark.parametrize("seed_name", ["threads", "cxx", "debugfile", "libc"])

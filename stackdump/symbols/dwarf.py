@@ -20,8 +20,9 @@ import posixpath
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from stackdump.symbols.cache import DiskCache
-from stackdump.symbols.elf import PARSE_ERRORS, ElfObject
+from stackdump.cache import DiskCache
+from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.elf.store import LoadedObject, ObjectStore
 
 _SCOPE_TAGS = ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
 _CONTAINER_TAGS = ("DW_TAG_namespace", "DW_TAG_module")
@@ -372,3 +373,26 @@ def _decode_lines(program, cu) -> _LineTable:
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def dwarf_of(loaded: LoadedObject) -> Optional[DwarfIndex]:
+    """The DWARF of an object: its debug file's if that has any, else its own. Made once
+    and kept on the object."""
+
+    def make() -> Optional[DwarfIndex]:
+        for source in (loaded.debug, loaded.elf):
+            if source is not None and source.has_section(".debug_info"):
+                return DwarfIndex(source, loaded.cache)
+        return None
+
+    return loaded.derived("dwarf", make)
+
+
+def cus_decoded(store: ObjectStore) -> int:
+    """DWARF line programs decoded so far over every object of the store."""
+    return sum(
+        value.cus_parsed
+        for loaded in store.loaded()
+        for value in loaded.derived_values()
+        if isinstance(value, DwarfIndex)
+    )

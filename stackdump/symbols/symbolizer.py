@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, List, Optional, Tuple
 
+from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.symbols.demangle import Demangler
-from stackdump.symbols.objects import LoadedObject, ObjectCache
+from stackdump.symbols.dwarf import dwarf_of
 from stackdump.types import Frame, LocationMode, SymbolizedFrame
 
 
 class Symbolizer:
-    def __init__(self, objects: ObjectCache, mode: LocationMode = LocationMode.FAST) -> None:
+    def __init__(self, objects: ObjectStore, mode: LocationMode = LocationMode.FAST) -> None:
         self.objects = objects
         self.mode = mode
         self._cache: Dict[Tuple[int, bool], Tuple[SymbolizedFrame, ...]] = {}
@@ -72,7 +73,7 @@ class Symbolizer:
     def _with_locations(
         self, physical: SymbolizedFrame, loaded: LoadedObject, vaddr: int
     ) -> Tuple[SymbolizedFrame, ...]:
-        dwarf = loaded.dwarf()
+        dwarf = dwarf_of(loaded)
         if dwarf is None:
             return (physical,)
         full = self.mode in (LocationMode.FULL, LocationMode.FULL_WITH_INLINE)

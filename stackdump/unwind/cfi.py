@@ -23,7 +23,7 @@ from elftools.dwarf.callframe import CIE, FDE, CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
 from stackdump.arch import RA_COLUMN
-from stackdump.symbols.elf import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
+from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
 
 # Rule kinds for a register (DWARF 5 section 6.4.1).
 SAME = "same"
@@ -190,20 +190,16 @@ class CfiTable:
         self._hdr_offsets: List[int] = []
         self._full: Optional[List[Tuple[int, int, FDE]]] = None
         self._full_starts: List[int] = []
-        self._rows: Dict[int, Optional[CfiRow]] = {}
         self._setup_eh_frame()
 
     def row(self, vaddr: int) -> Optional[CfiRow]:
-        """The CFI row at vaddr, or None when no FDE covers it (or it is unusable)."""
-        if vaddr in self._rows:
-            return self._rows[vaddr]
+        """The CFI row at vaddr, or None when no FDE covers it (or it is unusable). Not
+        memoized here: `cfi_source.CfiSource` keeps the one memo, by absolute pc."""
         try:
             fde = self._find_fde(vaddr)
-            row = row_for(fde, vaddr) if fde is not None else None
+            return row_for(fde, vaddr) if fde is not None else None
         except (CfiError, *PARSE_ERRORS):
-            row = None
-        self._rows[vaddr] = row
-        return row
+            return None
 
     def function_start(self, vaddr: int) -> Optional[int]:
         """Where the FDE covering vaddr begins: the start of its function."""

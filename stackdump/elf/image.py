@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, BinaryIO, Dict, List, Optional, Tuple
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.construct.core import ConstructError
 
-from stackdump.symbols import sections
-from stackdump.symbols.sections import Section, cstring
+from stackdump.elf import sections
+from stackdump.elf.sections import Section, cstring
 
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile

@@ -1,8 +1,10 @@
-"""The objects mapped into one process, each opened once per dump and shared by the
-unwinder (CFI) and the symbolizer (names).
+"""The objects mapped into one process, each opened once and shared by the unwinder (CFI,
+`stackdump.unwind.cfi_source`) and the symbolizer (names and DWARF, `stackdump.symbols`).
 
-An object that cannot be opened or parsed becomes an empty `LoadedObject`: its frames degrade
-to `0x… in OBJECT+0xOFFSET`, the dump goes on.
+What those layers derive from an object (its CFI table, its DWARF index) is kept on the
+`LoadedObject` through `derived()`, so this package needs neither of them. An object that
+cannot be opened or parsed becomes an empty `LoadedObject`: its frames degrade to
+`0x… in OBJECT+0xOFFSET`, the dump goes on.
 """
 
 from __future__ import annotations
@@ -10,12 +12,11 @@ from __future__ import annotations
 import lzma
 import os
 import zlib
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, TypeVar
 
-from stackdump.symbols.cache import DiskCache
-from stackdump.symbols.dwarf import DwarfIndex
-from stackdump.symbols.elf import PARSE_ERRORS, ElfObject, SymbolTable
-from stackdump.symbols.modules import (
+from stackdump.cache import DiskCache
+from stackdump.elf.image import PARSE_ERRORS, ElfObject, SymbolTable
+from stackdump.elf.modules import (
     Module,
     ModuleMap,
     PinnedFiles,
@@ -25,9 +26,9 @@ from stackdump.symbols.modules import (
     open_path,
 )
 from stackdump.types import MemoryMap
-from stackdump.unwind.cfi import CfiRow, CfiTable
 
 _EMPTY = SymbolTable([], [], [], b"")
+T = TypeVar("T")
 
 
 class LoadedObject:
@@ -44,11 +45,9 @@ class LoadedObject:
         self.debug = debug
         # Why the file cannot describe what the process mapped ('' when nothing is known).
         self.problem = problem
-        self._cache = cache
+        self.cache = cache
         self._symbols: Optional[SymbolTable] = None
-        self._cfi: Optional[CfiTable] = None
-        self._dwarf: Optional[DwarfIndex] = None
-        self._dwarf_checked = False
+        self._derived: Dict[str, Any] = {}
 
     def vaddr(self, address: int, mapping: MemoryMap) -> Optional[int]:
         if self.elf is None:
@@ -61,20 +60,17 @@ class LoadedObject:
             self._symbols = self._load_symbols()
         return self._symbols
 
-    def cfi(self) -> Optional[CfiTable]:
-        if self._cfi is None and self.elf is not None:
-            self._cfi = CfiTable(self.elf, self.debug)
-        return self._cfi
+    def derived(self, key: str, make: Callable[[], T]) -> T:
+        """What another layer derives from this object (its CFI table, its DWARF index),
+        made once by `make` and kept with it; `make` may return None."""
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = make()
+            return value
 
-    def dwarf(self) -> Optional[DwarfIndex]:
-        """DWARF of the debug file if it has any, else of the object itself."""
-        if not self._dwarf_checked:
-            self._dwarf_checked = True
-            for source in (self.debug, self.elf):
-                if source is not None and source.has_section(".debug_info"):
-                    self._dwarf = DwarfIndex(source, self._cache)
-                    break
-        return self._dwarf
+    def derived_values(self) -> Iterator[Any]:
+        return iter(self._derived.values())
 
     def _load_symbols(self) -> SymbolTable:
         try:
@@ -95,11 +91,7 @@ class LoadedObject:
     def _cached_symbols(self, elf: ElfObject, prefer: Tuple[str, ...]) -> SymbolTable:
         identity = elf.identity()
         key = f"{identity}/symbols/{','.join(prefer)}" if identity else None
-        return self._cache.fetch(key, SymbolTable, lambda: elf.symbols(prefer))
-
-    @property
-    def cus_decoded(self) -> int:
-        return self._dwarf.cus_parsed if self._dwarf is not None else 0
+        return self.cache.fetch(key, SymbolTable, lambda: elf.symbols(prefer))
 
     def close(self) -> None:
         for obj in (self.elf, self.debug):
@@ -107,8 +99,8 @@ class LoadedObject:
                 obj.close()
 
 
-class ObjectCache:
-    """pc -> (module, mapping, LoadedObject) for one process during one dump."""
+class ObjectStore:
+    """pc -> (module, mapping, LoadedObject) for one process: every object opened once."""
 
     def __init__(
         self,
@@ -127,9 +119,8 @@ class ObjectCache:
         self._debug_dirs = tuple(debug_dirs)
         self._debug_roots = debug_roots(pid, self._debug_dirs)
         self._loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
-        self._rows: Dict[int, Optional[CfiRow]] = {}
 
-    def __enter__(self) -> ObjectCache:
+    def __enter__(self) -> ObjectStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -154,7 +145,7 @@ class ObjectCache:
             self._loaded[module.key] = loaded
         return loaded
 
-    def _resolve(self, address: int) -> Optional[Tuple[LoadedObject, int]]:
+    def resolve(self, address: int) -> Optional[Tuple[LoadedObject, int]]:
         """(object, ELF virtual address) of an absolute address in the target."""
         hit = self.lookup(address)
         if hit is None:
@@ -163,44 +154,13 @@ class ObjectCache:
         vaddr = loaded.vaddr(address, mapping)
         return None if vaddr is None else (loaded, vaddr)
 
-    def _cfi_of(self, pc: int) -> Optional[Tuple[CfiTable, int]]:
-        resolved = self._resolve(pc)
-        if resolved is None:
-            return None
-        loaded, vaddr = resolved
-        table = loaded.cfi()
-        return None if table is None else (table, vaddr)
-
-    def cfi_row(self, pc: int) -> Optional[CfiRow]:
-        """The CFI row for an absolute pc in the target, or None. Memoized by pc: a
-        server's threads share most of their pcs."""
-        try:
-            return self._rows[pc]
-        except KeyError:
-            pass
-        found = self._cfi_of(pc)
-        row = found[0].row(found[1]) if found is not None else None
-        self._rows[pc] = row
-        return row
-
-    def function_start(self, pc: int) -> Optional[int]:
-        """Start of the function holding an absolute pc, by its FDE, else by its symbol
-        (code built without unwind tables has no FDE)."""
-        resolved = self._resolve(pc)
-        if resolved is None:
-            return None
-        loaded, vaddr = resolved
-        table = loaded.cfi()
-        start = table.function_start(vaddr) if table is not None else None
-        if start is None:
-            symbol = loaded.symbols.lookup(vaddr)
-            start = symbol[1] if symbol is not None else None
-        return None if start is None else pc - vaddr + start
+    def loaded(self) -> Iterator[LoadedObject]:
+        return iter(self._loaded.values())
 
     def code(self, address: int, size: int) -> bytes:
         """Bytes of the mapped file at an absolute address (code does not change at run
         time, so the file is as good as the process)."""
-        resolved = self._resolve(address)
+        resolved = self.resolve(address)
         if resolved is None or resolved[0].elf is None:
             return b""
         loaded, vaddr = resolved
@@ -236,10 +196,6 @@ class ObjectCache:
             return ""
         module, _, loaded = hit
         return f"{module.path}: {loaded.problem}" if loaded.problem else ""
-
-    @property
-    def cus_decoded(self) -> int:
-        return sum(loaded.cus_decoded for loaded in self._loaded.values())
 
     def _open_debug_file(self, elf: ElfObject, module: Module) -> Optional[ElfObject]:
         build_id = elf.build_id()

@@ -1,0 +1,65 @@
+"""CFI by absolute address in the target: the row for a pc, the start of its function, and
+the code bytes the call-site checks read, over the objects of an `ObjectStore`.
+
+Rows are memoized here, once, by absolute pc (a server's threads share most of their pcs);
+each object's `CfiTable` is made on first use and kept on its `LoadedObject`.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+from stackdump.elf.store import LoadedObject, ObjectStore
+from stackdump.unwind.cfi import CfiRow, CfiTable
+
+
+def cfi_table(loaded: LoadedObject) -> Optional[CfiTable]:
+    elf = loaded.elf
+    return loaded.derived("cfi", lambda: CfiTable(elf, loaded.debug) if elf else None)
+
+
+class CfiSource:
+    """The unwinder's view of a process's objects (a `recover.CodeSource` too)."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._rows: Dict[int, Optional[CfiRow]] = {}
+
+    def row(self, pc: int) -> Optional[CfiRow]:
+        """The CFI row for an absolute pc in the target, or None."""
+        try:
+            return self._rows[pc]
+        except KeyError:
+            pass
+        found = self._table_of(pc)
+        row = found[0].row(found[1]) if found is not None else None
+        self._rows[pc] = row
+        return row
+
+    def function_start(self, pc: int) -> Optional[int]:
+        """Start of the function holding an absolute pc, by its FDE, else by its symbol
+        (code built without unwind tables has no FDE)."""
+        resolved = self.store.resolve(pc)
+        if resolved is None:
+            return None
+        loaded, vaddr = resolved
+        table = cfi_table(loaded)
+        start = table.function_start(vaddr) if table is not None else None
+        if start is None:
+            symbol = loaded.symbols.lookup(vaddr)
+            start = symbol[1] if symbol is not None else None
+        return None if start is None else pc - vaddr + start
+
+    def code(self, address: int, size: int) -> bytes:
+        return self.store.code(address, size)
+
+    def problem(self, pc: int) -> str:
+        return self.store.problem(pc)
+
+    def _table_of(self, pc: int) -> Optional[Tuple[CfiTable, int]]:
+        resolved = self.store.resolve(pc)
+        if resolved is None:
+            return None
+        loaded, vaddr = resolved
+        table = cfi_table(loaded)
+        return None if table is None else (table, vaddr)
