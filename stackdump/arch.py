@@ -8,9 +8,6 @@ from __future__ import annotations
 
 from typing import Tuple
 
-WORD_SIZE = 8
-ARCH_NAME = "x86_64"
-
 # psABI order: index = DWARF register number.
 DWARF_REGISTER_NAMES: Tuple[str, ...] = (
     "rax",
@@ -31,8 +28,8 @@ DWARF_REGISTER_NAMES: Tuple[str, ...] = (
     "r15",
     "rip",
 )
-RAX, RDX, RCX, RBX, RSI, RDI, RBP, RSP = range(8)
-R8, R9, R10, R11, R12, R13, R14, R15 = range(8, 16)
+RBX, RBP, RSP = 3, 6, 7
+R12, R13, R14, R15 = range(12, 16)
 RIP = 16
 RA_COLUMN = RIP
 NUM_DWARF_REGS = len(DWARF_REGISTER_NAMES)

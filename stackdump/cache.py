@@ -42,7 +42,6 @@ class DiskCache:
         self.directory = directory
         self.max_bytes = max_bytes
         self.hits = 0
-        self.misses = 0
         self._wrote = False
 
     @property
@@ -61,13 +60,11 @@ class DiskCache:
             with open(path, "rb") as f:
                 blob = f.read()
         except OSError:
-            self.misses += 1
             return None
         value = _decode(blob, key)
         if value is None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
-            self.misses += 1
             return None
         self.hits += 1
         return value

@@ -17,7 +17,7 @@ import errno
 import os
 import signal
 import time
-from typing import Optional, Set, Tuple
+from typing import Optional, Set
 
 from ptrace.binding.func import ptrace as _raw_ptrace
 from ptrace.binding.func import ptrace_registers_t
@@ -286,10 +286,6 @@ class Tracer:
             self._pending.discard(tid)
             if os.WIFSTOPPED(status):
                 _detach_quietly(tid, _signal_to_reinject(status))
-
-    @property
-    def pending(self) -> Tuple[int, ...]:
-        return tuple(sorted(self._pending))
 
     # -- internals --------------------------------------------------------------------------
 

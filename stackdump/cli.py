@@ -127,7 +127,6 @@ def build_options(
     skip_blocking_syscalls: bool,
     max_frames: str,
     stack_bytes: str,
-    addresses: bool,
     debug_dirs: Tuple[str, ...] = (),
     no_cache: bool = False,
     capture: str = "auto",
@@ -159,7 +158,6 @@ def build_options(
             stack_bytes,
             lambda t: parse_range("stack_bytes", t, 4096, 67108864),
         ),
-        show_addresses=addresses,
         debug_dirs=debug_search_path(tuple(debug_dirs)),
         cache_dir=None if no_cache else default_directory(),
         capture=_checked("--capture", capture, parse_capture),
@@ -391,7 +389,8 @@ SKIP_HELP = (
 @click.version_option(__version__, "--version", prog_name="stackdump")
 @click.pass_obj
 def command(run: Run, output: Optional[str], **params) -> int:
-    # click names each parameter after build_options' arguments
+    # click names each parameter after build_options' arguments; -a is the writer's
+    show_addresses = params.pop("addresses")
     options = build_options(**params, argv=run.argv)
     for warning in missing_debug_dirs(params["debug_dirs"]):
         _say("warning", warning, style="bold yellow")
@@ -400,7 +399,7 @@ def command(run: Run, output: Optional[str], **params) -> int:
     try:
         report = _dump(options, run)
         run.stage = "write"
-        data = "".join(line + "\n" for line in text_lines(report))
+        data = "".join(line + "\n" for line in text_lines(report, show_addresses))
         run.destination.write(data.encode("utf-8", "backslashreplace"))
         run.destination.commit()
     except BaseException:

@@ -65,7 +65,6 @@ class DumpOptions:
     skip_blocking_syscalls: bool = False
     max_frames: int = 256
     stack_bytes: int = 262144
-    show_addresses: bool = False
     debug_dirs: Tuple[str, ...] = ()
     cache_dir: Optional[str] = None  # None: no disk cache
     capture: CaptureMode = CaptureMode.AUTO
@@ -105,7 +104,6 @@ def resolve_target(pid: int, timeout_ms: int = 100) -> int:
         who = proc.describe_process(tracer)
         raise AlreadyTraced(
             f"process {tgid} is already traced by process {who} (TracerPid {tracer})",
-            tracer_pid=tracer,
             help_text=f"detach that debugger or tracer (or stop it: kill {tracer}) and retry",
         )
     return tgid
@@ -369,7 +367,6 @@ def analyze(
             reported=len(reports),
             process_exited=snapshot.process_exited,
         ),
-        show_addresses=options.show_addresses,
         interrupted=snapshot.interrupted or stopped,
         symbolization_interrupted=stopped,
     )

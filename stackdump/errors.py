@@ -35,10 +35,6 @@ class NotUserProcess(StackdumpError):
 class AlreadyTraced(StackdumpError):
     """Another process (a debugger, strace, another stackdump) traces the target."""
 
-    def __init__(self, message: str, tracer_pid: int, help_text: str = "") -> None:
-        super().__init__(message, help_text)
-        self.tracer_pid = tracer_pid
-
 
 class PermissionDenied(StackdumpError):
     """The kernel refused PTRACE_SEIZE for the target."""

@@ -13,11 +13,12 @@ from stackdump.types import Report, SymbolizedFrame, ThreadReport
 NAME_SPECIALS = ")="
 
 
-def write_text(report: Report, out: TextIO) -> None:
-    out.write("".join(line + "\n" for line in text_lines(report)))
+def write_text(report: Report, out: TextIO, show_addresses: bool = False) -> None:
+    out.write("".join(line + "\n" for line in text_lines(report, show_addresses)))
 
 
-def text_lines(report: Report) -> List[str]:
+def text_lines(report: Report, show_addresses: bool = False) -> List[str]:
+    """`show_addresses` (-a): every frame line starts with its pc."""
     h = report.header
     lines = [
         "stackdump thread stack traces",
@@ -34,7 +35,7 @@ def text_lines(report: Report) -> List[str]:
     for thread in report.threads:
         lines.append(thread_line(thread))
         if thread.frames:
-            lines.extend(frame_lines(thread.frames, report.show_addresses))
+            lines.extend(frame_lines(thread.frames, show_addresses))
         else:
             lines.append("<no stack captured>")
         lines.append("")

@@ -155,6 +155,13 @@ class ProcessSnapshot:
     pinned: Optional[ObjectFiles] = field(default=None, compare=False, repr=False)
 
 
+def lookup_address(pc: int, activation: bool) -> int:
+    """The address to look a frame up at, for CFI and for names alike: a return address
+    (every frame but one where execution stands: the innermost, one a signal interrupted, a
+    signal trampoline) at pc-1, so a call that ends a function stays in its caller."""
+    return pc if activation or pc == 0 else pc - 1
+
+
 @dataclass(frozen=True)
 class Frame:
     """One physical frame found by unwinding.
@@ -172,10 +179,7 @@ class Frame:
 
     @property
     def lookup_pc(self) -> int:
-        """Return addresses are looked up at pc-1 so a trailing call stays in its caller."""
-        if self.activation or self.trampoline or self.pc == 0:
-            return self.pc
-        return self.pc - 1
+        return lookup_address(self.pc, self.activation or self.trampoline)
 
 
 @dataclass(frozen=True)
@@ -253,7 +257,6 @@ class Report:
     header: ReportHeader
     threads: Tuple[ThreadReport, ...]
     summary: Summary
-    show_addresses: bool = False
     interrupted: bool = False  # SIGINT/SIGTERM cut capture or symbolization short
     symbolization_interrupted: bool = False
 

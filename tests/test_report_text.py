@@ -18,13 +18,13 @@ from stackdump.types import (
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
 
 
-def render(report: Report) -> str:
+def render(report: Report, show_addresses: bool = False) -> str:
     out = io.StringIO()
-    write_text(report, out)
+    write_text(report, out, show_addresses)
     return out.getvalue()
 
 
-def make_report(show_addresses=False) -> Report:
+def make_report() -> Report:
     frames = tuple(
         SymbolizedFrame(
             pc=0x7F837BD26F36 + i, function="epoll_wait", module=LIBC, module_offset=0x1000 + i
@@ -75,7 +75,6 @@ def make_report(show_addresses=False) -> Report:
             exited=0,
             errors=0,
         ),
-        show_addresses=show_addresses,
     )
 
 
@@ -115,7 +114,7 @@ def test_text_matches_spec_line_for_line():
 
 
 def test_addresses_put_the_pc_first_once():
-    lines = render(make_report(show_addresses=True)).split("\n")
+    lines = render(make_report(), show_addresses=True).split("\n")
     assert lines[11] == f"    0#  0x00007f837bd26f36 epoll_wait in {LIBC}"
     assert lines[22] == "    11# 0x000055cad18dfd21 in /usr/bin/memcached+0x1dd21"
 
@@ -181,7 +180,7 @@ def test_inlined_lines_carry_their_physical_frames_pc_with_addresses():
     pc = 0x55CAD18DFD21
     inlined = SymbolizedFrame(pc, "helper", "/bin/x", 0x1D21, "x.c", 10, inlined=True)
     physical = SymbolizedFrame(pc, "caller", "/bin/x", 0x1D21, "x.c", 20)
-    report = make_report(show_addresses=True)
+    report = make_report()
     thread = ThreadReport(
         tid=1,
         name="t",
@@ -190,7 +189,7 @@ def test_inlined_lines_carry_their_physical_frames_pc_with_addresses():
         physical_frames=1,
         capture_method="dwarf_cfi",
     )
-    lines = render(Report(report.header, (thread,), report.summary, show_addresses=True))
+    lines = render(Report(report.header, (thread,), report.summary), show_addresses=True)
     # THEN both lines show the pc (as eu-stack -i), both take an index, frames= counts one
     assert "----- thread 1 (t) status=ok capture_method=dwarf_cfi frames=1 -----" in lines
     assert f"    0#  0x{pc:016x} helper at x.c:10 (inlined)" in lines

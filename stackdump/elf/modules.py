@@ -27,10 +27,6 @@ class Module:
     maps: Tuple[MemoryMap, ...]
 
     @property
-    def start(self) -> int:
-        return self.maps[0].start
-
-    @property
     def is_vdso(self) -> bool:
         return self.path == VDSO
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Container, Dict, List, Optional, Tuple
 
 from stackdump.arch import CALLEE_SAVED, RBP, RIP, RSP
-from stackdump.types import Frame, ThreadSnapshot, UnwindResult
+from stackdump.types import Frame, ThreadSnapshot, UnwindResult, lookup_address
 from stackdump.unwind import expr, fp
 from stackdump.unwind.cfi import (
     EXPRESSION,
@@ -208,7 +208,7 @@ def walk_hybrid(
     status, error = FRAME_LIMIT, ""
     recovered = 0
     while len(frames) < max_frames:
-        lookup_pc = pc if activation else pc - 1
+        lookup_pc = lookup_address(pc, activation)
         row = cfi_lookup(lookup_pc)
         try:
             try:
