@@ -62,12 +62,12 @@ def thread_line(t: ThreadReport) -> str:
     if t.syscall_number is not None:
         keys.append(f"syscall_number={t.syscall_number}")
     if t.capture_method is not None:
-        keys.append(f"capture_method={t.capture_method}")
+        keys.append(f"capture_method={t.capture_method.value}")
         keys.append(f"frames={t.physical_frames}")
     if t.fp_status is not None:
-        keys.append(f"fp_status={t.fp_status}")
+        keys.append(f"fp_status={t.fp_status.value}")
     if t.unwind_status is not None:
-        keys.append(f"unwind_status={t.unwind_status}")
+        keys.append(f"unwind_status={t.unwind_status.value}")
     if t.stack_bounds is not None:
         keys.append(f"stack_bounds=0x{t.stack_bounds[0]:x}-0x{t.stack_bounds[1]:x}")
     if t.pause_us is not None:

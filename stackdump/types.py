@@ -28,6 +28,35 @@ class ThreadStatus(enum.Enum):
     SKIPPED_RUNNING = "skipped_running"
 
 
+class FpStatus(enum.Enum):
+    """How the plain frame-pointer walk ended (Doris's checks)."""
+
+    END_OF_CHAIN = "end_of_chain"
+    NO_STACK_RANGE = "no_stack_range"
+    INVALID_FRAME_POINTER = "invalid_frame_pointer"
+    FRAME_LIMIT = "frame_limit"
+    STACK_COPY_LIMIT = "stack_copy_limit"
+
+
+class UnwindStatus(enum.Enum):
+    """How the CFI (hybrid) walk ended."""
+
+    END_OF_STACK = "end_of_stack"
+    NO_CFI = "no_cfi"
+    STEP_ERROR = "step_error"
+    FRAME_LIMIT = "frame_limit"
+    STACK_COPY_LIMIT = "stack_copy_limit"
+    MISSING_REGISTER = "missing_register"  # passive capture: a register no copy could recover
+
+
+class CaptureMethod(enum.Enum):
+    """Where a thread's printed frames came from."""
+
+    FRAME_POINTER = "frame_pointer"  # the frame-pointer walk alone
+    DWARF_CFI = "dwarf_cfi"  # CFI supplied frames the frame-pointer walk could not
+    PASSIVE_SYSCALL = "passive_syscall"  # copied while blocked, never stopped
+
+
 class CaptureMode(enum.Enum):
     """How threads are captured (README "Never harming the target")."""
 
@@ -185,9 +214,9 @@ class Frame:
 @dataclass(frozen=True)
 class UnwindResult:
     frames: Tuple[Frame, ...]
-    capture_method: str
-    fp_status: Optional[str]  # None: no frame-pointer walk ran (passive capture)
-    unwind_status: Optional[str] = None
+    capture_method: CaptureMethod
+    fp_status: Optional[FpStatus]  # None: no frame-pointer walk ran (passive capture)
+    unwind_status: Optional[UnwindStatus] = None
     error: str = ""
     recovered_frame_pointers: int = 0  # frame records found on the stack (passive capture)
 
@@ -212,9 +241,9 @@ class ThreadReport:
     physical_frames: int = 0
     syscall_name: Optional[str] = None
     syscall_number: Optional[int] = None
-    capture_method: Optional[str] = None
-    fp_status: Optional[str] = None
-    unwind_status: Optional[str] = None
+    capture_method: Optional[CaptureMethod] = None
+    fp_status: Optional[FpStatus] = None
+    unwind_status: Optional[UnwindStatus] = None
     stack_bounds: Optional[Tuple[int, int]] = None
     pause_us: Optional[int] = None
     error: str = ""

@@ -6,6 +6,8 @@ import io
 
 from stackdump.report import write_text
 from stackdump.types import (
+    CaptureMethod,
+    FpStatus,
     LocationMode,
     Report,
     ReportHeader,
@@ -13,6 +15,7 @@ from stackdump.types import (
     SymbolizedFrame,
     ThreadReport,
     ThreadStatus,
+    UnwindStatus,
 )
 
 LIBC = "/usr/lib/x86_64-linux-gnu/libc.so.6"
@@ -52,8 +55,8 @@ def make_report() -> Report:
                 status=ThreadStatus.OK,
                 frames=frames,
                 physical_frames=12,
-                capture_method="frame_pointer",
-                fp_status="end_of_chain",
+                capture_method=CaptureMethod.FRAME_POINTER,
+                fp_status=FpStatus.END_OF_CHAIN,
                 stack_bounds=(0x7F2A1C000000, 0x7F2A1C800000),
                 pause_us=38,
             ),
@@ -130,8 +133,8 @@ def test_hundredth_frame_keeps_a_space():
         status=ThreadStatus.OK,
         frames=frames,
         physical_frames=101,
-        capture_method="frame_pointer",
-        fp_status="frame_limit",
+        capture_method=CaptureMethod.FRAME_POINTER,
+        fp_status=FpStatus.FRAME_LIMIT,
     )
     text = render(Report(report.header, (thread,), report.summary))
     assert "\n    100# f\n" in text
@@ -154,8 +157,8 @@ def test_passive_thread_line():
         status=ThreadStatus.OK,
         frames=report.threads[0].frames[:1],
         physical_frames=1,
-        capture_method="passive_syscall",
-        unwind_status="end_of_stack",
+        capture_method=CaptureMethod.PASSIVE_SYSCALL,
+        unwind_status=UnwindStatus.END_OF_STACK,
         stack_bounds=(0x1000, 0x2000),
         pause_us=0,
         recovered_frame_pointers=1,
@@ -187,7 +190,7 @@ def test_inlined_lines_carry_their_physical_frames_pc_with_addresses():
         status=ThreadStatus.OK,
         frames=(inlined, physical),
         physical_frames=1,
-        capture_method="dwarf_cfi",
+        capture_method=CaptureMethod.DWARF_CFI,
     )
     lines = render(Report(report.header, (thread,), report.summary), show_addresses=True)
     # THEN both lines show the pc (as eu-stack -i), both take an index, frames= counts one

@@ -8,34 +8,28 @@ frame pointer of 0 ends it (the outermost frame zeroes rbp).
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
-from stackdump.types import Frame
+from stackdump.types import FpStatus, Frame
 from stackdump.unwind.memory import StackMemory
 
-END_OF_CHAIN = "end_of_chain"
-NO_STACK_RANGE = "no_stack_range"
-INVALID_FRAME_POINTER = "invalid_frame_pointer"
-FRAME_LIMIT = "frame_limit"
-STACK_COPY_LIMIT = "stack_copy_limit"
 
-
-def record_status(memory: StackMemory, fp: int) -> str:
-    """'' when a frame record at fp can be read, else the fp_status that explains why not."""
+def record_status(memory: StackMemory, fp: int) -> Optional[FpStatus]:
+    """None when a frame record at fp can be read, else the fp_status that explains why not."""
     if fp % 8 or not memory.in_mapping(fp, 16):
-        return INVALID_FRAME_POINTER
+        return FpStatus.INVALID_FRAME_POINTER
     if not memory.in_copy(fp, 16):
-        return STACK_COPY_LIMIT
-    return ""
+        return FpStatus.STACK_COPY_LIMIT
+    return None
 
 
-def walk(memory: StackMemory, fp: int, sp: int, frames: List[Frame], max_frames: int) -> str:
+def walk(memory: StackMemory, fp: int, sp: int, frames: List[Frame], max_frames: int) -> FpStatus:
     """Append the return addresses of the chain starting at fp to `frames`; return fp_status.
 
     `frames` already holds the frames found so far (at least the innermost one).
     """
     if not memory.in_mapping(sp, 1) or fp < sp:
-        return NO_STACK_RANGE
+        return FpStatus.NO_STACK_RANGE
     current = fp
     while len(frames) < max_frames:
         status = record_status(memory, current)
@@ -47,11 +41,11 @@ def walk(memory: StackMemory, fp: int, sp: int, frames: List[Frame], max_frames:
         if return_address:
             frames.append(Frame(pc=return_address, sp=current + 16, cfa=current + 16))
         if next_fp == 0:
-            return END_OF_CHAIN
+            return FpStatus.END_OF_CHAIN
         if next_fp <= current:
-            return INVALID_FRAME_POINTER
+            return FpStatus.INVALID_FRAME_POINTER
         status = record_status(memory, next_fp)
         if status:
             return status
         current = next_fp
-    return FRAME_LIMIT
+    return FpStatus.FRAME_LIMIT

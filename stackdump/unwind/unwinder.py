@@ -12,7 +12,15 @@ from dataclasses import dataclass, replace
 from typing import Callable, Container, Dict, List, Optional, Tuple
 
 from stackdump.arch import CALLEE_SAVED, RBP, RIP, RSP
-from stackdump.types import Frame, ThreadSnapshot, UnwindResult, lookup_address
+from stackdump.types import (
+    CaptureMethod,
+    FpStatus,
+    Frame,
+    ThreadSnapshot,
+    UnwindResult,
+    UnwindStatus,
+    lookup_address,
+)
 from stackdump.unwind import expr, fp
 from stackdump.unwind.cfi import (
     EXPRESSION,
@@ -27,15 +35,6 @@ from stackdump.unwind.cfi import (
 from stackdump.unwind.memory import StackMemory
 from stackdump.unwind.recover import CodeSource, call_verdict, find_frame_record
 
-END_OF_STACK = "end_of_stack"
-NO_CFI = "no_cfi"
-STEP_ERROR = "step_error"
-FRAME_LIMIT = "frame_limit"
-STACK_COPY_LIMIT = "stack_copy_limit"
-MISSING_REGISTER = "missing_register"  # passive capture: a register no copy could recover
-
-PASSIVE_SYSCALL = "passive_syscall"
-
 CfiLookup = Callable[[int], Optional[CfiRow]]
 # Whether an address lies in code (unwind.code_map.CodeMap); None: no check.
 IsCode = Optional[Container[int]]
@@ -43,28 +42,28 @@ IsCode = Optional[Container[int]]
 Explain = Optional[Callable[[int], str]]
 
 _FP_ERRORS = {
-    fp.NO_STACK_RANGE: "stack pointer or frame pointer outside the thread's stack mapping",
-    fp.INVALID_FRAME_POINTER: "frame-pointer chain left the stack or did not grow",
-    fp.STACK_COPY_LIMIT: "frame record beyond the copied stack bytes (raise --stack-bytes)",
+    FpStatus.NO_STACK_RANGE: "stack pointer or frame pointer outside the thread's stack mapping",
+    FpStatus.INVALID_FRAME_POINTER: "frame-pointer chain left the stack or did not grow",
+    FpStatus.STACK_COPY_LIMIT: "frame record beyond the copied stack bytes (raise --stack-bytes)",
 }
 
 
 class _StepFailed(Exception):
-    def __init__(self, status: str, message: str) -> None:
+    def __init__(self, status: UnwindStatus, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
 class _MissingRegister(_StepFailed):
     def __init__(self, reg: int, message: str) -> None:
-        super().__init__(MISSING_REGISTER, message)
+        super().__init__(UnwindStatus.MISSING_REGISTER, message)
         self.reg = reg
 
 
 @dataclass(frozen=True)
 class HybridResult:
     frames: Tuple[Frame, ...]
-    status: str
+    status: UnwindStatus
     used_cfi: bool
     error: str
     recovered: int = 0
@@ -96,18 +95,18 @@ def unwind(
     initial = Frame(pc=regs.pc, sp=regs.sp, method="initial", activation=True)
     fp_frames: List[Frame] = [initial]
     if thread.stack_map is None:
-        fp_status = fp.NO_STACK_RANGE
+        fp_status = FpStatus.NO_STACK_RANGE
     else:
         fp_status = fp.walk(memory, regs.fp, regs.sp, fp_frames, max_frames)
     fp_error = _FP_ERRORS.get(fp_status, "")
     bad = _first_outside_code(fp_frames, is_code)
     if bad is not None:
-        fp_status = fp.INVALID_FRAME_POINTER
+        fp_status = FpStatus.INVALID_FRAME_POINTER
         fp_error = _not_code(fp_frames[bad].pc)
         del fp_frames[bad:]
     fp_result = UnwindResult(
         frames=tuple(fp_frames),
-        capture_method="frame_pointer",
+        capture_method=CaptureMethod.FRAME_POINTER,
         fp_status=fp_status,
         error=fp_error,
     )
@@ -125,16 +124,16 @@ def unwind(
     )
     if not hybrid.used_cfi:
         return fp_result
-    fp_clean = fp_status in (fp.END_OF_CHAIN, fp.FRAME_LIMIT)
+    fp_clean = fp_status in (FpStatus.END_OF_CHAIN, FpStatus.FRAME_LIMIT)
     same_as_fp = [f.pc for f in hybrid.frames] == [f.pc for f in fp_frames]
     if same_as_fp and fp_clean:
         return fp_result
-    hybrid_clean = hybrid.status in (END_OF_STACK, FRAME_LIMIT)
+    hybrid_clean = hybrid.status in (UnwindStatus.END_OF_STACK, UnwindStatus.FRAME_LIMIT)
     if not hybrid_clean and fp_clean and len(fp_frames) > len(hybrid.frames):
         return fp_result
     return UnwindResult(
         frames=hybrid.frames,
-        capture_method="dwarf_cfi",
+        capture_method=CaptureMethod.DWARF_CFI,
         fp_status=fp_status,
         unwind_status=hybrid.status,
         error=hybrid.error,
@@ -168,15 +167,15 @@ def _unwind_passive(
     if cfi_lookup is None:
         return UnwindResult(
             frames=(Frame(pc=pc, sp=sp, method="initial", activation=True),),
-            capture_method=PASSIVE_SYSCALL,
+            capture_method=CaptureMethod.PASSIVE_SYSCALL,
             fp_status=None,
-            unwind_status=NO_CFI,
+            unwind_status=UnwindStatus.NO_CFI,
             error="a passive capture needs CFI to unwind",
         )
     hybrid = walk_hybrid({RIP: pc, RSP: sp}, memory, cfi_lookup, max_frames, code, is_code, explain)
     return UnwindResult(
         frames=hybrid.frames,
-        capture_method=PASSIVE_SYSCALL,
+        capture_method=CaptureMethod.PASSIVE_SYSCALL,
         fp_status=None,
         unwind_status=hybrid.status,
         error=hybrid.error,
@@ -205,7 +204,7 @@ def walk_hybrid(
     activation = True
     used_cfi = False
     seen = set()
-    status, error = FRAME_LIMIT, ""
+    status, error = UnwindStatus.FRAME_LIMIT, ""
     recovered = 0
     while len(frames) < max_frames:
         lookup_pc = lookup_address(pc, activation)
@@ -239,13 +238,13 @@ def walk_hybrid(
             if row is None and explain is not None:
                 why = explain(lookup_pc)
                 if why:
-                    status, error = NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}"
+                    status, error = UnwindStatus.NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}"
             break
         if signal:
             frames[-1] = replace(frames[-1], trampoline=True)
         new_pc = new_regs.get(RIP)
         if not new_pc:
-            status = END_OF_STACK
+            status = UnwindStatus.END_OF_STACK
             break
         if is_code is not None and new_pc not in is_code:
             top = _stack_top_step(regs, memory, code, is_code) if len(frames) == 1 else None
@@ -254,16 +253,16 @@ def walk_hybrid(
                 frames.append(Frame(pc=new_regs[RIP], sp=cfa, cfa=cfa, method=method))
                 regs, pc, activation = new_regs, new_regs[RIP], False
                 continue
-            status, error = STEP_ERROR, _not_code(new_pc)
+            status, error = UnwindStatus.STEP_ERROR, _not_code(new_pc)
             why = explain(lookup_pc) if row is None and explain is not None else ""
             if why:
-                status, error = NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}"
+                status, error = UnwindStatus.NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}"
             break
         if not signal and cfa <= regs[RSP]:
-            status, error = STEP_ERROR, f"CFA 0x{cfa:x} does not grow at pc 0x{pc:x}"
+            status, error = UnwindStatus.STEP_ERROR, f"CFA 0x{cfa:x} does not grow at pc 0x{pc:x}"
             break
         if (new_pc, cfa) in seen:
-            status, error = STEP_ERROR, f"unwinding loops at pc 0x{new_pc:x}"
+            status, error = UnwindStatus.STEP_ERROR, f"unwinding loops at pc 0x{new_pc:x}"
             break
         seen.add((new_pc, cfa))
         frames.append(Frame(pc=new_pc, sp=new_regs[RSP], cfa=cfa, method=method, activation=signal))
@@ -310,7 +309,7 @@ def _recover_rbp(
         trial = walk_hybrid(
             {**regs, RBP: rbp}, memory, cfi_lookup, max(frames_left, 2), is_code=is_code
         )
-        return trial.status in (END_OF_STACK, FRAME_LIMIT)
+        return trial.status in (UnwindStatus.END_OF_STACK, UnwindStatus.FRAME_LIMIT)
 
     return find_frame_record(regs[RSP], lookup_pc, memory, code, continues)
 
@@ -320,10 +319,12 @@ def _read(memory: StackMemory, address: int) -> int:
     if value is None:
         if memory.in_any_mapping(address):
             raise _StepFailed(
-                STACK_COPY_LIMIT,
+                UnwindStatus.STACK_COPY_LIMIT,
                 f"saved register at 0x{address:x} beyond the copied stack (raise --stack-bytes)",
             )
-        raise _StepFailed(STEP_ERROR, f"saved register at 0x{address:x} outside the stack")
+        raise _StepFailed(
+            UnwindStatus.STEP_ERROR, f"saved register at 0x{address:x} outside the stack"
+        )
     return value
 
 
@@ -331,12 +332,14 @@ def _eval(code: bytes, regs: Dict[int, int], memory: StackMemory, initial=()) ->
     try:
         return expr.evaluate(expr.parse(code), regs, memory.read_word, initial)
     except expr.ExprError as e:
-        raise _StepFailed(STEP_ERROR, f"CFI expression: {e}") from e
+        raise _StepFailed(UnwindStatus.STEP_ERROR, f"CFI expression: {e}") from e
     except KeyError as e:
         reg = e.args[0] if e.args and isinstance(e.args[0], int) else -1
         raise _MissingRegister(reg, f"CFI expression needs register {reg}, not captured") from e
     except Exception as e:  # noqa: BLE001 - a malformed expression from a hostile binary
-        raise _StepFailed(STEP_ERROR, f"CFI expression unreadable: {type(e).__name__}") from e
+        raise _StepFailed(
+            UnwindStatus.STEP_ERROR, f"CFI expression unreadable: {type(e).__name__}"
+        ) from e
 
 
 def _step_cfi(row: CfiRow, regs: Dict[int, int], memory: StackMemory) -> Tuple[Dict[int, int], int]:
@@ -382,10 +385,11 @@ def _step_frame_pointer(regs: Dict[int, int], memory: StackMemory) -> Tuple[Dict
     if frame is None:
         raise _MissingRegister(RBP, f"no CFI at pc 0x{regs[RIP]:x} and no frame pointer")
     if frame == 0:
-        raise _StepFailed(END_OF_STACK, "")
+        raise _StepFailed(UnwindStatus.END_OF_STACK, "")
     if frame % 8 or frame < regs[RSP] or not memory.in_any_mapping(frame, 16):
         raise _StepFailed(
-            NO_CFI, f"no CFI at pc 0x{regs[RIP]:x} and frame pointer 0x{frame:x} is not valid"
+            UnwindStatus.NO_CFI,
+            f"no CFI at pc 0x{regs[RIP]:x} and frame pointer 0x{frame:x} is not valid",
         )
     new = {reg: regs[reg] for reg in CALLEE_SAVED if reg in regs}
     new[RBP] = _read(memory, frame)
