@@ -18,7 +18,7 @@ from typing import Callable, Iterator, List, Optional, Tuple
 from stackdump import permissions, proc
 from stackdump.cache import DiskCache
 from stackdump.capture import Tracer
-from stackdump.elf.modules import VDSO, PinnedFiles
+from stackdump.elf.modules import VDSO, HostFiles, LiveFiles
 from stackdump.elf.store import ObjectStore
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
 from stackdump.interrupts import Interrupted
@@ -29,8 +29,8 @@ from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive, syscall_name
 from stackdump.types import (
     CaptureMode,
+    FileSource,
     LocationMode,
-    ObjectFiles,
     ProcessSnapshot,
     Report,
     ReportHeader,
@@ -126,7 +126,8 @@ def capture_process(
     should_stop: Optional[ShouldStop] = None,
 ) -> ProcessSnapshot:
     """Read /proc, pin the mapped files, then capture the threads one at a time. The
-    snapshot's `pinned` files belong to the caller (`analyze` closes them)."""
+    snapshot's `files` (the mapped files, opened here) belong to the caller: `analyze`
+    closes them."""
     pid = resolve_target(options.pid, options.timeout_ms)
     started = time.perf_counter_ns()
     # Everything read from /proc up front, before any thread is stopped (docs/FORMAT.md).
@@ -140,7 +141,7 @@ def capture_process(
     exe = proc.read_exe(pid, view)
     members = set(process_tids)
     names = {tid: proc.read_comm(pid, tid) for tid in tids}
-    pinned = PinnedFiles(view, maps)
+    files = LiveFiles(view, maps)
     threads: List[ThreadSnapshot] = []
     interrupted = False
     memory = RemoteMemory(view)
@@ -167,7 +168,7 @@ def capture_process(
                 if progress is not None:
                     progress("capture", done + 1, len(tids))
     except BaseException:
-        pinned.close()
+        files.close()
         raise
     finally:
         memory.close()
@@ -183,8 +184,7 @@ def capture_process(
         interrupted=interrupted,
         thread_count=len(tids),
         process_exited=_process_exited(pid, threads),
-        view=view,
-        pinned=pinned,
+        files=files,
     )
 
 
@@ -312,21 +312,20 @@ def analyze(
     reports: List[ThreadReport] = []
     unsymbolized = 0
     stopped = False
+    files = snapshot.files if snapshot.files is not None else HostFiles()
     disk = DiskCache(options.cache_dir)
     try:
         objects = ObjectStore(
-            snapshot.view or snapshot.pid,
+            files,
             snapshot.maps,
             snapshot.vdso,
             options.debug_dirs,
             disk,
-            snapshot.pinned,
         )
     except BaseException:
-        if snapshot.pinned is not None:
-            snapshot.pinned.close()
+        files.close()
         raise
-    with objects, _closing(snapshot.pinned):
+    with objects, _closing(files):
         symbolizer = Symbolizer(objects, options.mode)
         cfi = CfiSource(objects)
         code_map = CodeMap(snapshot.maps)
@@ -373,12 +372,11 @@ def analyze(
 
 
 @contextlib.contextmanager
-def _closing(files: Optional[ObjectFiles]) -> Iterator[None]:
+def _closing(files: FileSource) -> Iterator[None]:
     try:
         yield
     finally:
-        if files is not None:
-            files.close()
+        files.close()
 
 
 def _thread_report(

@@ -158,8 +158,12 @@ class ThreadSnapshot:
     passive: bool = False
 
 
-class ObjectFiles(Protocol):
-    """Readable paths of mapped files by module (symbols.modules.PinnedFiles)."""
+class FileSource(Protocol):
+    """Where a snapshot's files are read from (elf.modules.LiveFiles, HostFiles): a path
+    to read each mapped object from, and the file-system roots to look for debug files
+    under, the target's first ('' is this machine's)."""
+
+    roots: Tuple[str, ...]
 
     def path(self, module: Any) -> Optional[str]: ...
 
@@ -177,11 +181,8 @@ class ProcessSnapshot:
     interrupted: bool = False  # capture ended early on request: threads holds the captured
     thread_count: int = 0  # threads selected (all the process had, or --thread-id's)
     process_exited: bool = False  # the process was gone when capture ended
-    # A thread whose /proc/<view>/{root,map_files,mem} reach the process's files and memory:
-    # the leader, unless it exited before the others (a zombie leader has none of them).
-    view: int = 0
-    # The mapped files, opened while the process lived (symbols.modules.PinnedFiles).
-    pinned: Optional[ObjectFiles] = field(default=None, compare=False, repr=False)
+    # Where its files are read from; None: this machine's paths (elf.modules.HostFiles).
+    files: Optional[FileSource] = field(default=None, compare=False, repr=False)
 
 
 def lookup_address(pc: int, activation: bool) -> int:

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from stackdump.cache import DiskCache
 from stackdump.elf.image import ElfObject
+from stackdump.elf.modules import HostFiles
 from stackdump.elf.store import ObjectStore
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.types import Frame, LocationMode, MemoryMap
@@ -138,7 +139,7 @@ def _exercise(tmp: Path, seed: Seed, mutated: bytes) -> None:
         binary.write_bytes(mutated)
     size = max(len(seed.data), len(seed.debug_for), 1)
     mapping = MemoryMap(BASE, BASE + size + 0x1000, "r-xp", 0, "00:00", 1, str(binary))
-    with ObjectStore(os.getpid(), (mapping,), None, debug_dirs, DiskCache(None)) as objects:
+    with ObjectStore(HostFiles(), (mapping,), None, debug_dirs, DiskCache(None)) as objects:
         symbolizer = Symbolizer(objects, LocationMode.FULL_WITH_INLINE)
         cfi = CfiSource(objects)
         for pc in seed.pcs:

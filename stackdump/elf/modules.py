@@ -87,11 +87,11 @@ def open_path(pid: int, module: Module) -> Optional[str]:
     return in_root if os.path.exists(in_root) else None
 
 
-def debug_roots(pid: int, debug_dirs: Sequence[str]) -> List[str]:
-    """Directories that hold debug files: the target's /usr/lib/debug, the host's, then the
-    user's (--debug-dir, STACKDUMP_DEBUG_PATH)."""
-    roots = [target_path(pid, "/usr/lib/debug"), "/usr/lib/debug", *debug_dirs]
-    return list(dict.fromkeys(roots))
+def debug_roots(roots: Sequence[str], debug_dirs: Sequence[str]) -> List[str]:
+    """Directories that hold debug files: /usr/lib/debug under each file-system root (the
+    target's first, then the host's), then the user's (--debug-dir, STACKDUMP_DEBUG_PATH)."""
+    places = [f"{root}/usr/lib/debug" for root in roots]
+    return list(dict.fromkeys([*places, *debug_dirs]))
 
 
 def build_id_candidates(roots: Sequence[str], build_id: Optional[str]) -> List[str]:
@@ -102,34 +102,40 @@ def build_id_candidates(roots: Sequence[str], build_id: Optional[str]) -> List[s
 
 
 def debuglink_candidates(
-    pid: int, object_path: str, link: str, debug_dirs: Sequence[str]
+    roots: Sequence[str], object_path: str, link: str, debug_dirs: Sequence[str]
 ) -> List[str]:
-    """gdb's search order for a .gnu_debuglink name: beside the object, in .debug/ beside it,
-    under the global debug directory mirroring the object's directory; then the user's."""
-    if not link or "/" in link:
+    """gdb's search order for a .gnu_debuglink name: beside the object, in .debug/ beside it
+    (in the target's file system), under each root's global debug directory mirroring the
+    object's directory; then the user's."""
+    if not link or "/" in link or not roots:
         return []
     directory = os.path.dirname(object_path)
     places = [
-        target_path(pid, os.path.join(directory, link)),
-        target_path(pid, os.path.join(directory, ".debug", link)),
-        target_path(pid, f"/usr/lib/debug{directory}/{link}"),
-        f"/usr/lib/debug{directory}/{link}",
+        f"{roots[0]}{os.path.join(directory, link)}",
+        f"{roots[0]}{os.path.join(directory, '.debug', link)}",
+        *(f"{root}/usr/lib/debug{directory}/{link}" for root in roots),
     ]
     for root in debug_dirs:
         places += [os.path.join(root, link), f"{root.rstrip('/')}{directory}/{link}"]
     return list(dict.fromkeys(places))
 
 
-class PinnedFiles:
-    """The mapped files of a process, opened while it lives.
+class LiveFiles:
+    """The files of a live process, as it sees them: through /proc/<pid>/root (a target in
+    another mount namespace) and /proc/<pid>/map_files (a file deleted or replaced since it
+    was mapped). `pid` is a thread whose /proc entries show the process's files (see
+    proc.live_thread).
 
-    A process that exits during a dump takes /proc/<pid>/root and /proc/<pid>/map_files with
-    it; these descriptors keep every mapped file readable for unwinding and symbolization
-    afterwards (through /proc/self/fd/N, which also reaches a deleted file). At most `limit`
-    files are pinned, leaving descriptors for everything else; the rest are opened by path
-    when needed, as before. `close()` releases them."""
+    The mapped files are opened (pinned) when this is made, before any thread is stopped: a
+    process that exits during a dump takes /proc/<pid>/root and map_files with it, and these
+    descriptors keep every mapped file readable for unwinding and symbolization afterwards
+    (through /proc/self/fd/N, which also reaches a deleted file). At most `limit` files are
+    pinned, leaving descriptors for everything else; the rest are opened by path when
+    needed. `close()` releases them."""
 
     def __init__(self, pid: int, maps: Sequence[MemoryMap], limit: int = 512) -> None:
+        self.pid = pid
+        self.roots: Tuple[str, ...] = (f"/proc/{pid}/root", "")
         self._fds: Dict[Tuple[str, int, str], int] = {}
         for module in ModuleMap(maps).modules():
             if module.is_vdso or len(self._fds) >= limit:
@@ -144,10 +150,24 @@ class PinnedFiles:
 
     def path(self, module: Module) -> Optional[str]:
         fd = self._fds.get(module.key)
-        return None if fd is None else f"/proc/self/fd/{fd}"
+        return open_path(self.pid, module) if fd is None else f"/proc/self/fd/{fd}"
 
     def close(self) -> None:
         for fd in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
+
+
+class HostFiles:
+    """Files by the paths the process mapped them from, on this machine, reading no /proc
+    entry: for a snapshot whose process is gone (and, later, a core file's)."""
+
+    roots: Tuple[str, ...] = ("",)
+
+    def path(self, module: Module) -> Optional[str]:
+        path = module.maps[0].file_path
+        return path if os.path.isfile(path) else None
+
+    def close(self) -> None:
+        pass

@@ -19,13 +19,11 @@ from stackdump.elf.image import PARSE_ERRORS, ElfObject, SymbolTable
 from stackdump.elf.modules import (
     Module,
     ModuleMap,
-    PinnedFiles,
     build_id_candidates,
     debug_roots,
     debuglink_candidates,
-    open_path,
 )
-from stackdump.types import MemoryMap
+from stackdump.types import FileSource, MemoryMap
 
 _EMPTY = SymbolTable([], [], [], b"")
 T = TypeVar("T")
@@ -104,20 +102,18 @@ class ObjectStore:
 
     def __init__(
         self,
-        pid: int,
+        files: FileSource,
         maps: Sequence[MemoryMap],
         vdso: Optional[bytes],
         debug_dirs: Sequence[str] = (),
         cache: Optional[DiskCache] = None,
-        pinned: Optional[PinnedFiles] = None,
     ) -> None:
-        self.pid = pid
-        self._pinned = pinned
+        self.files = files
         self.cache = cache if cache is not None else DiskCache(None)
         self.modules = ModuleMap(maps)
         self._vdso = vdso
         self._debug_dirs = tuple(debug_dirs)
-        self._debug_roots = debug_roots(pid, self._debug_dirs)
+        self._debug_roots = debug_roots(files.roots, self._debug_dirs)
         self._loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
 
     def __enter__(self) -> ObjectStore:
@@ -174,9 +170,7 @@ class ObjectStore:
                 if self._vdso:
                     elf = ElfObject.from_bytes(self._vdso)
             else:
-                path = self._pinned.path(module) if self._pinned is not None else None
-                if path is None:
-                    path = open_path(self.pid, module)
+                path = self.files.path(module)
                 if path is not None:
                     elf = ElfObject.open(path)
         except PARSE_ERRORS:
@@ -209,7 +203,8 @@ class ObjectStore:
         if link is None:
             return None
         name, crc = link
-        for candidate in debuglink_candidates(self.pid, module.path, name, self._debug_dirs):
+        candidates = debuglink_candidates(self.files.roots, module.path, name, self._debug_dirs)
+        for candidate in candidates:
             if os.path.isfile(candidate) and _crc32(candidate) == crc:
                 debug = _try_open(candidate)
                 if debug is not None:
