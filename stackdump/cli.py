@@ -19,14 +19,21 @@ import click
 
 from stackdump import __version__
 from stackdump.cache import default_directory
-from stackdump.engine import DumpOptions, analyze, capture_process
+from stackdump.capture.live import capture_process
+from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.escape import escape, quote
 from stackdump.interrupts import Interrupted, Interrupts, die_by
 from stackdump.output import Destination, open_destination
 from stackdump.report import text_lines
 from stackdump.syscalls import INTERRUPT_SENSITIVE_NAMES
-from stackdump.types import CaptureMode, LocationMode, Report
+from stackdump.types import (
+    AnalysisOptions,
+    CaptureMode,
+    CaptureOptions,
+    LocationMode,
+    Report,
+)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_REPORT, EXIT_OUTPUT = 0, 1, 2, 3, 4
 MAX_TID = 2**31 - 1
@@ -138,30 +145,32 @@ def build_options(
     tid_text = thread_id if thread_id is not None else tid
     mode_option = "--dwarf-location-info-mode" if dwarf_mode is not None else "--mode"
     mode_text = dwarf_mode if dwarf_mode is not None else mode
+    # Checked in this order, so the first bad value is the one reported.
+    pid_value = _checked(typed_option(argv, ("-p", "--pid")), pid, parse_pid)
+    thread_ids = _checked(tid_option, tid_text, parse_thread_ids) if tid_text is not None else None
+    location = _checked(mode_option, mode_text, parse_mode) if mode_text is not None else None
+    timeout = _checked("--timeout-ms", timeout_ms, lambda t: parse_range("timeout_ms", t, 1, 10000))
+    frames = _checked("--max-frames", max_frames, lambda t: parse_range("max_frames", t, 1, 4096))
+    stack = _checked(
+        "--stack-bytes", stack_bytes, lambda t: parse_range("stack_bytes", t, 4096, 67108864)
+    )
+    how = _checked("--capture", capture, parse_capture)
     return DumpOptions(
-        pid=_checked(typed_option(argv, ("-p", "--pid")), pid, parse_pid),
-        thread_ids=_checked(tid_option, tid_text, parse_thread_ids)
-        if tid_text is not None
-        else None,
-        mode=_checked(mode_option, mode_text, parse_mode)
-        if mode_text is not None
-        else LocationMode.FAST,
-        timeout_ms=_checked(
-            "--timeout-ms", timeout_ms, lambda t: parse_range("timeout_ms", t, 1, 10000)
+        capture=CaptureOptions(
+            pid=pid_value,
+            thread_ids=thread_ids,
+            timeout_ms=timeout,
+            skip_blocking_syscalls=skip_blocking_syscalls,
+            stack_bytes=stack,
+            capture_mode=how,
+            realtime=os.environ.get("STACKDUMP_REALTIME", "1") != "0",
         ),
-        skip_blocking_syscalls=skip_blocking_syscalls,
-        max_frames=_checked(
-            "--max-frames", max_frames, lambda t: parse_range("max_frames", t, 1, 4096)
+        analysis=AnalysisOptions(
+            mode=location or LocationMode.FAST,
+            max_frames=frames,
+            debug_dirs=debug_search_path(tuple(debug_dirs)),
+            cache_dir=None if no_cache else default_directory(),
         ),
-        stack_bytes=_checked(
-            "--stack-bytes",
-            stack_bytes,
-            lambda t: parse_range("stack_bytes", t, 4096, 67108864),
-        ),
-        debug_dirs=debug_search_path(tuple(debug_dirs)),
-        cache_dir=None if no_cache else default_directory(),
-        capture=_checked("--capture", capture, parse_capture),
-        realtime=os.environ.get("STACKDUMP_REALTIME", "1") != "0",
     )
 
 
@@ -273,9 +282,10 @@ def _dump(options: DumpOptions, run: Run) -> Report:
     try:
         run.stage = "capture"
         with run.interrupts.deferred() as phase:
-            snapshot = capture_process(options, progress, phase.requested)
+            snapshot = capture_process(options.capture, progress, phase.requested)
         run.stage = "analysis"
-        return analyze(snapshot, options, started, progress)
+        with Analyzer(options.analysis) as analyzer:
+            return analyzer.analyze(snapshot, started, progress)
     finally:
         progress.close()
 

@@ -66,6 +66,29 @@ class CaptureMode(enum.Enum):
 
 
 @dataclass(frozen=True)
+class CaptureOptions:
+    """How a live process is captured (stackdump.capture.live)."""
+
+    pid: int
+    thread_ids: Optional[Tuple[int, ...]] = None  # None: every thread
+    timeout_ms: int = 100
+    skip_blocking_syscalls: bool = False
+    stack_bytes: int = 262144
+    capture_mode: CaptureMode = CaptureMode.AUTO
+    realtime: bool = True  # SCHED_FIFO during each stop window (capture.ptrace)
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How snapshots are unwound and symbolized (engine.Analyzer)."""
+
+    mode: LocationMode = LocationMode.FAST
+    max_frames: int = 256
+    debug_dirs: Tuple[str, ...] = ()
+    cache_dir: Optional[str] = None  # None: no disk cache
+
+
+@dataclass(frozen=True)
 class MemoryMap:
     """One line of /proc/<pid>/maps."""
 
@@ -183,6 +206,7 @@ class ProcessSnapshot:
     process_exited: bool = False  # the process was gone when capture ended
     # Where its files are read from; None: this machine's paths (elf.modules.HostFiles).
     files: Optional[FileSource] = field(default=None, compare=False, repr=False)
+    options: Optional[CaptureOptions] = None  # how it was captured, for the report header
 
 
 def lookup_address(pc: int, activation: bool) -> int:

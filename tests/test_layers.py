@@ -36,40 +36,46 @@ def test_layer_imports_only_downwards(module, forbidden):
 
 _ANALYZE_EXITED = """
 import dataclasses, json, os, signal, sys
-from stackdump.engine import DumpOptions, analyze, capture_process
-from stackdump.types import LocationMode
+from stackdump.capture.live import capture_process
+from stackdump.engine import Analyzer
+from stackdump.types import AnalysisOptions, CaptureOptions, LocationMode
 
-pid = int(sys.argv[1])
-options = DumpOptions(pid=pid, mode=LocationMode.FAST, cache_dir=None)
-snapshot = capture_process(options)
-snapshot.files.close()
+pid, binary = int(sys.argv[1]), sys.argv[2]
+snapshots = []
+for _ in range(2):
+    snapshot = capture_process(CaptureOptions(pid=pid))
+    snapshot.files.close()
+    snapshots.append(snapshot)
 os.kill(pid, signal.SIGKILL)
-# The process is gone; its files are resolved from this machine's paths.
-snapshot = dataclasses.replace(snapshot, files=None)
 opened = []
 sys.addaudithook(lambda event, args: event == "open" and opened.append(str(args[0])))
-report = analyze(snapshot, options)
+with Analyzer(AnalysisOptions(mode=LocationMode.FAST)) as analyzer:
+    # The process is gone; its files are resolved from this machine's paths.
+    reports = [analyzer.analyze(dataclasses.replace(s, files=None)) for s in snapshots]
 print(json.dumps({
     "proc": [p for p in opened if p.startswith("/proc")],
-    "frames": {t.tid: [f.function for f in t.frames] for t in report.threads},
+    "binary_opened": opened.count(binary),
+    "frames": [{t.tid: [f.function for f in t.frames] for t in r.threads} for r in reports],
 }))
 """
 
 
-def test_analyze_needs_no_live_process(live, threads_bin):
-    """analyze() takes a snapshot, no pid: run on one whose process has exited, with files
-    resolved from the host, it opens no /proc path and still names every frame."""
+def test_analyzer_needs_no_live_process_and_opens_each_file_once(live, threads_bin):
+    """Analysis takes a snapshot, no pid. Two snapshots of a process that has since exited,
+    analyzed by one Analyzer with files resolved from the host: no /proc path is opened, the
+    binary is opened once, and every frame is named both times."""
     import inspect
     import json
 
     from helpers import Target
 
-    from stackdump.engine import analyze
+    from stackdump.engine import Analyzer
 
-    assert "pid" not in inspect.signature(analyze).parameters
-    with Target(threads_bin("O2"), {"read": 1}).wait_ready() as target:
+    assert "pid" not in inspect.signature(Analyzer.analyze).parameters
+    binary = threads_bin("O2")
+    with Target(binary, {"read": 1}).wait_ready() as target:
         out = subprocess.run(
-            [sys.executable, "-c", _ANALYZE_EXITED, str(target.pid)],
+            [sys.executable, "-c", _ANALYZE_EXITED, str(target.pid), str(binary)],
             capture_output=True,
             text=True,
             check=True,
@@ -77,5 +83,7 @@ def test_analyze_needs_no_live_process(live, threads_bin):
         target.proc.wait()
     result = json.loads(out)
     assert result["proc"] == []
-    frames = result["frames"][str(target.tid("read"))]
-    assert frames[1:3] == ["blocking_read", "read_main"], frames
+    assert result["binary_opened"] == 1
+    for frames_by_tid in result["frames"]:
+        frames = frames_by_tid[str(target.tid("read"))]
+        assert frames[1:3] == ["blocking_read", "read_main"], frames

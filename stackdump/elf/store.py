@@ -107,14 +107,18 @@ class ObjectStore:
         vdso: Optional[bytes],
         debug_dirs: Sequence[str] = (),
         cache: Optional[DiskCache] = None,
+        loaded: Optional[Dict[Tuple[str, int, str], LoadedObject]] = None,
     ) -> None:
+        """`loaded`: objects already opened, by module identity, to use and add to (an
+        `engine.Analyzer` keeps them across snapshots and closes them itself)."""
         self.files = files
         self.cache = cache if cache is not None else DiskCache(None)
         self.modules = ModuleMap(maps)
         self._vdso = vdso
         self._debug_dirs = tuple(debug_dirs)
         self._debug_roots = debug_roots(files.roots, self._debug_dirs)
-        self._loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
+        self._owns_loaded = loaded is None
+        self._loaded: Dict[Tuple[str, int, str], LoadedObject] = {} if loaded is None else loaded
 
     def __enter__(self) -> ObjectStore:
         return self
@@ -123,6 +127,8 @@ class ObjectStore:
         self.close()
 
     def close(self) -> None:
+        if not self._owns_loaded:
+            return
         for loaded in self._loaded.values():
             loaded.close()
         self._loaded.clear()

@@ -25,8 +25,8 @@ from ptrace.error import PtraceError
 
 from stackdump import clib, permissions, proc
 from stackdump.arch import DWARF_REGISTER_NAMES
+from stackdump.capture.remote import StackCopier
 from stackdump.errors import PermissionDenied
-from stackdump.remote import StackCopier
 from stackdump.types import MemoryMap, Registers, SyscallState, ThreadSnapshot, ThreadStatus
 
 # python-ptrace 0.9.9 has no wrappers for these (linux/ptrace.h).

@@ -19,7 +19,7 @@ from typing import Optional
 
 from stackdump import proc
 from stackdump.arch import NUM_DWARF_REGS, RIP, RSP
-from stackdump.remote import StackCopier
+from stackdump.capture.remote import StackCopier
 from stackdump.types import Registers, SyscallState, ThreadSnapshot, ThreadStatus
 
 # Between tries at a thread that keeps waking up: long enough for it to block again (an

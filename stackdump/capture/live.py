@@ -1,0 +1,255 @@
+"""Capturing a live process: check the target, read /proc and pin its files before any
+thread is stopped, then capture each thread, by a ptrace stop or in place, into a
+`ProcessSnapshot`. Nothing here parses a binary or unwinds a stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import time
+from typing import Callable, List, Optional
+
+from stackdump import permissions, proc
+from stackdump.capture.passive import PassiveCapturer
+from stackdump.capture.ptrace import Tracer
+from stackdump.capture.remote import RemoteMemory, StackCopier
+from stackdump.elf.modules import VDSO, LiveFiles
+from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
+from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive
+from stackdump.types import (
+    CaptureMode,
+    CaptureOptions,
+    ProcessSnapshot,
+    SyscallState,
+    ThreadSnapshot,
+    ThreadStatus,
+)
+
+FOREIGN = "not a thread of process "
+_EXIT_SETTLE_S = 0.005
+
+# progress(phase, done, total): called between threads, never while one is stopped.
+Progress = Callable[[str, int, int], None]
+# should_stop(): asked between threads; True ends capture early (SIGINT, SIGTERM).
+ShouldStop = Callable[[], bool]
+
+
+def resolve_target(pid: int, timeout_ms: int = 100) -> int:
+    """Check the target can be dumped; return its thread-group id."""
+    if not proc.process_exists(pid):
+        raise ProcessNotFound(f"no such process: {pid}")
+    status = proc.read_status(pid)
+    if not status:
+        raise ProcessNotFound(f"no such process: {pid}")
+    if proc.is_kernel_thread(pid):
+        raise NotUserProcess(f"process {pid} is a kernel thread, not a user-space process")
+    tgid = int(status.get("Tgid", pid) or pid)
+    if tgid == os.getpid():
+        # `bash -c 'stackdump -p $$'` execs stackdump in the shell's place: $$ is us, and
+        # the kernel's bare EPERM would send the user chasing capabilities.
+        raise NotUserProcess(
+            f"process {tgid} is this stackdump itself: a process cannot trace its own threads"
+        )
+    if proc.live_thread(tgid) is None:
+        raise NotUserProcess(f"process {pid} is a zombie: it has exited and has no memory left")
+    tracer = _tracer_after(tgid, timeout_ms)
+    if tracer:
+        who = proc.describe_process(tracer)
+        raise AlreadyTraced(
+            f"process {tgid} is already traced by process {who} (TracerPid {tracer})",
+            help_text=f"detach that debugger or tracer (or stop it: kill {tracer}) and retry",
+        )
+    return tgid
+
+
+def _tracer_after(tgid: int, timeout_ms: int) -> int:
+    """The process's tracer, if it still holds the main thread after `timeout_ms`: another
+    stackdump or eu-stack holds a thread for microseconds, a debugger for good."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        tracer = proc.tracer_of(tgid)
+        if not tracer or time.monotonic() >= deadline:
+            return tracer
+        time.sleep(0.0002)
+
+
+def capture_process(
+    options: CaptureOptions,
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+) -> ProcessSnapshot:
+    """Read /proc, pin the mapped files, then capture the threads one at a time. The
+    snapshot's `files` (the mapped files, opened here) belong to the caller: `analyze`
+    closes them."""
+    pid = resolve_target(options.pid, options.timeout_ms)
+    started = time.perf_counter_ns()
+    # Everything read from /proc up front, before any thread is stopped (docs/FORMAT.md).
+    # Threads first, then the maps: a thread listed was alive when its stack was mapped.
+    process_tids = proc.list_tids(pid)
+    tids = list(options.thread_ids) if options.thread_ids else process_tids
+    if not tids:
+        raise ProcessNotFound(f"no such process: {pid}")
+    view = proc.live_thread(pid, process_tids) or pid
+    maps = proc.read_maps(pid, view)
+    exe = proc.read_exe(pid, view)
+    members = set(process_tids)
+    names = {tid: proc.read_comm(pid, tid) for tid in tids}
+    files = LiveFiles(view, maps)
+    threads: List[ThreadSnapshot] = []
+    interrupted = False
+    memory = RemoteMemory(view)
+    copier = StackCopier(memory, maps, options.stack_bytes)
+    passive = PassiveCapturer(pid, copier, options.timeout_ms)
+    # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
+    # allocates little, so collection waits until every thread runs again.
+    gc_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        vdso = _read_vdso(memory, maps)
+        with Tracer(pid, copier, options.timeout_ms, options.realtime) as tracer:
+            for done, tid in enumerate(tids):
+                if should_stop is not None and should_stop():
+                    interrupted = True
+                    break
+                if tid in members:
+                    thread = _capture_one(tracer, passive, pid, tid, names.get(tid), options)
+                    if _stack_unmapped(thread):
+                        thread = _locate_stack(thread, pid, view, copier)
+                else:
+                    thread = _foreign(pid, tid)
+                threads.append(thread)
+                if progress is not None:
+                    progress("capture", done + 1, len(tids))
+    except BaseException:
+        files.close()
+        raise
+    finally:
+        memory.close()
+        if gc_enabled:
+            gc.enable()
+    return ProcessSnapshot(
+        pid=pid,
+        exe=exe,
+        maps=maps,
+        threads=tuple(threads),
+        vdso=vdso,
+        capture_ns=time.perf_counter_ns() - started,
+        interrupted=interrupted,
+        thread_count=len(tids),
+        process_exited=_process_exited(pid, threads),
+        files=files,
+        options=options,
+    )
+
+
+def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:
+    """Whether the process was gone when capture ended. When threads vanished during
+    capture, a thread of a process being killed can still look alive for a moment (it has
+    taken its SIGKILL and not yet marked itself exiting): look again shortly."""
+    if proc.live_thread(pid) is None:
+        return True
+    if any(t.status is ThreadStatus.THREAD_EXITED and t.attempted for t in threads):
+        time.sleep(_EXIT_SETTLE_S)
+        return proc.live_thread(pid) is None
+    return False
+
+
+def _stack_unmapped(thread: ThreadSnapshot) -> bool:
+    return thread.status is ThreadStatus.OK and thread.stack_map is None and bool(thread.stack)
+
+
+def _locate_stack(
+    thread: ThreadSnapshot, pid: int, view: int, copier: StackCopier
+) -> ThreadSnapshot:
+    """A stack pointer in no mapping we knew of: a stack mapped after the maps were read, or
+    one the read missed (/proc/PID/maps is read in pieces, and a process that maps and
+    unmaps as it runs can slip one past it). The stack was copied blind up to
+    --stack-bytes; now that the thread runs again, read the maps afresh, right away, while
+    the mapping most likely still exists, and keep them for the threads still to come."""
+    maps = proc.read_maps(pid, view)
+    if maps:
+        copier.update_maps(maps)
+    m = copier.mapping(thread.stack_base)
+    if m is None:
+        return thread
+    return dataclasses.replace(thread, stack_map=m, stack=thread.stack[: m.end - thread.stack_base])
+
+
+def _foreign(pid: int, tid: int) -> ThreadSnapshot:
+    """A --thread-id that is not a thread of the process: Doris reports it as exited; the
+    error says what it really is."""
+    owner = proc.thread_group(tid)
+    error = f"{FOREIGN}{pid}"
+    if owner is not None and owner != pid:
+        error += f": it is a thread of process {proc.describe_process(owner)}"
+    return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED, error=error)
+
+
+def _read_vdso(memory: RemoteMemory, maps) -> Optional[bytes]:
+    for m in maps:
+        if m.path == VDSO:
+            return memory.read(m.start, m.end - m.start) or None
+    return None
+
+
+def _capture_one(
+    tracer: Tracer,
+    passive: PassiveCapturer,
+    pid: int,
+    tid: int,
+    name: Optional[str],
+    options: CaptureOptions,
+) -> ThreadSnapshot:
+    if name is None or not proc.thread_exists(pid, tid):
+        return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED)
+    if proc.thread_state(pid, tid) == "Z":
+        # Exited but not yet reaped, as a main thread that called pthread_exit stays while
+        # the others run: there is nothing to stop, and seizing it would fail with EPERM.
+        what = "the main thread" if tid == pid else "the thread"
+        return ThreadSnapshot(
+            tid=tid,
+            name=name,
+            status=ThreadStatus.THREAD_EXITED,
+            error=f"{what} has exited (a zombie); the process lives on in its other threads",
+        )
+    syscall = None
+    if options.skip_blocking_syscalls or options.capture_mode is not CaptureMode.PTRACE:
+        syscall = proc.read_syscall(pid, tid)
+        if syscall is None:
+            if not proc.thread_exists(pid, tid):
+                return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.THREAD_EXITED)
+            # There but unreadable: the same ptrace access check failed. Stopping it will
+            # fail too, with the full explanation; passive capture explains it here.
+            if options.capture_mode is CaptureMode.PASSIVE:
+                raise PermissionDenied(
+                    f"not permitted to read the state of process {pid} "
+                    f"(/proc/{pid}/task/{tid}/syscall)",
+                    help_text=permissions.help_text(pid),
+                )
+    if (
+        options.skip_blocking_syscalls
+        and syscall is not None
+        and syscall.number is not None
+        and is_interrupt_sensitive(syscall.number)
+    ):
+        return ThreadSnapshot(
+            tid=tid, name=name, status=ThreadStatus.SKIPPED_BLOCKING_SYSCALL, syscall=syscall
+        )
+    if options.capture_mode is CaptureMode.PASSIVE:
+        return passive.capture(tid, name, syscall)
+    if (
+        options.capture_mode is CaptureMode.AUTO
+        and syscall is not None
+        and _stop_would_interrupt(pid, syscall)
+    ):
+        return passive.capture(tid, name, syscall)
+    return tracer.capture(tid, name, syscall)
+
+
+def _stop_would_interrupt(pid: int, syscall: SyscallState) -> bool:
+    if syscall.running or syscall.number is None or syscall.number < 0:
+        return False
+    first_arg = syscall.args[0] if syscall.args else -1
+    return interrupted_by_stop(syscall.number, first_arg, lambda fd: proc.fd_is_socket(pid, fd))
