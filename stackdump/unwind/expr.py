@@ -21,6 +21,14 @@ class ExprError(Exception):
     """The expression cannot be evaluated with what the snapshot holds."""
 
 
+class MissingRegister(ExprError):
+    """The expression reads a register the snapshot does not have (a passive capture)."""
+
+    def __init__(self, reg: int) -> None:
+        super().__init__(f"register {reg} unknown")
+        self.reg = reg
+
+
 _STRUCTS = DWARFStructs(little_endian=True, dwarf_format=32, address_size=8)
 _PARSER = DWARFExprParser(_STRUCTS)
 
@@ -64,11 +72,11 @@ def evaluate(ops, regs: Dict[int, int], read_word: ReadWord, initial: Sequence[i
         elif name.startswith("DW_OP_breg") and name != "DW_OP_bregx":
             reg = int(name[10:])
             if reg not in regs:
-                raise ExprError(f"register {reg} unknown")
+                raise MissingRegister(reg)
             stack.append(regs[reg] + args[0])
         elif name == "DW_OP_bregx":
             if args[0] not in regs:
-                raise ExprError(f"register {args[0]} unknown")
+                raise MissingRegister(args[0])
             stack.append(regs[args[0]] + args[1])
         elif name.startswith("DW_OP_const") or name == "DW_OP_addr":
             stack.append(args[0])

@@ -331,11 +331,10 @@ def _read(memory: StackMemory, address: int) -> int:
 def _eval(code: bytes, regs: Dict[int, int], memory: StackMemory, initial=()) -> int:
     try:
         return expr.evaluate(expr.parse(code), regs, memory.read_word, initial)
+    except expr.MissingRegister as e:
+        raise _MissingRegister(e.reg, f"CFI expression needs register {e.reg}, not captured") from e
     except expr.ExprError as e:
         raise _StepFailed(UnwindStatus.STEP_ERROR, f"CFI expression: {e}") from e
-    except KeyError as e:
-        reg = e.args[0] if e.args and isinstance(e.args[0], int) else -1
-        raise _MissingRegister(reg, f"CFI expression needs register {reg}, not captured") from e
     except Exception as e:  # noqa: BLE001 - a malformed expression from a hostile binary
         raise _StepFailed(
             UnwindStatus.STEP_ERROR, f"CFI expression unreadable: {type(e).__name__}"

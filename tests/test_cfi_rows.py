@@ -1,0 +1,116 @@
+"""CFI rows against binutils: every row `readelf --debug-dump=frames-interp` prints for a
+test binary, and a sample of libc's, must be what `CfiTable.row` computes at that address:
+the CFA rule and the rule of every register readelf shows (issue 14, step 5).
+
+readelf's notation: `rsp+16` (CFA = register + offset), `exp` (a DWARF expression), `c-16`
+(saved at CFA-16), `u` (undefined), `s` (same value), `vc+N`, `rN`, `exp`/`vexp`."""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import pytest
+from conftest import ON_CI
+from helpers import compile_target
+
+from stackdump.arch import DWARF_REGISTER_NAMES, RIP
+from stackdump.elf.image import ElfObject
+from stackdump.unwind.cfi import EXPRESSION, OFFSET, REGISTER, SAME, UNDEFINED, CfiTable
+
+LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
+NUMBERS = {name: i for i, name in enumerate(DWARF_REGISTER_NAMES)} | {"ra": RIP}
+FDE_LINE = re.compile(r"^\S+ \S+ \S+ FDE cie=\S+ pc=([0-9a-f]+)\.\.([0-9a-f]+)")
+
+
+@dataclass(frozen=True)
+class Row:
+    loc: int
+    cfa: str
+    rules: Dict[int, str]
+
+
+def readelf_rows(path: str) -> List[Row]:
+    if shutil.which("readelf") is None:
+        if ON_CI:
+            pytest.fail("readelf (binutils) is missing under CI=true")
+        pytest.skip("readelf is not installed")
+    text = subprocess.run(
+        ["readelf", "--debug-dump=frames-interp", path], capture_output=True, text=True
+    ).stdout
+    rows: List[Row] = []
+    columns: Optional[List[str]] = None
+    in_fde = False
+    for line in text.splitlines():
+        if FDE_LINE.match(line):
+            in_fde, columns = True, None
+        elif " CIE " in line:
+            in_fde, columns = False, None
+        elif in_fde and line.strip().startswith("LOC"):
+            columns = line.split()[2:]  # after LOC and CFA
+        elif in_fde and columns and re.match(r"^[0-9a-f]{16} ", line):
+            fields = line.split()
+            rules = {NUMBERS[name]: value for name, value in zip(columns, fields[2:])}
+            rows.append(Row(int(fields[0], 16), fields[1], rules))
+    return rows
+
+
+def expected_cfa(text: str) -> Optional[Tuple[str, object]]:
+    m = re.fullmatch(r"(\w+)([+-]\d+)", text)
+    if m:
+        return ("reg", (NUMBERS[m.group(1)], int(m.group(2))))
+    return None  # exp: compared by kind only
+
+
+def rule_matches(ours: Optional[Tuple[str, object]], theirs: str) -> bool:
+    if theirs == "u":
+        return ours is None or ours[0] == UNDEFINED
+    if theirs == "s":
+        return ours is None or ours[0] == SAME
+    m = re.fullmatch(r"c([+-]\d+)", theirs)
+    if m:
+        return ours == (OFFSET, int(m.group(1)))
+    m = re.fullmatch(r"r(\d+)", theirs)
+    if m:
+        return ours == (REGISTER, int(m.group(1)))
+    if theirs == "exp":
+        return ours is not None and ours[0] == EXPRESSION
+    return True  # vexp, v+N: not in readelf's table often enough to matter here
+
+
+def compare(path: str, rows: List[Row]) -> int:
+    table = CfiTable(ElfObject.open(path))
+    checked = 0
+    for row in rows:
+        ours = table.row(row.loc)
+        assert ours is not None, f"{path}: no row at 0x{row.loc:x}"
+        cfa = expected_cfa(row.cfa)
+        if cfa is not None:
+            assert ours.cfa == cfa, (hex(row.loc), ours.cfa, row.cfa)
+        else:
+            assert ours.cfa[0] == "expr", (hex(row.loc), ours.cfa, row.cfa)
+        rules = dict(ours.rules)
+        for reg, theirs in row.rules.items():
+            if reg == ours.ra_column and theirs == "u":
+                continue  # the outermost frame: no return address, however it is said
+            assert rule_matches(rules.get(reg), theirs), (hex(row.loc), reg, rules, theirs)
+        checked += 1
+    return checked
+
+
+def test_every_row_of_a_test_binary(build_dir):
+    binary = compile_target("threads.c", build_dir, "threads-cfi", ["-O2", "-g"])
+    rows = readelf_rows(str(binary))
+    assert len(rows) > 100
+    assert compare(str(binary), rows) == len(rows)
+
+
+def test_a_sample_of_libc_rows():
+    rows = readelf_rows(LIBC)
+    assert len(rows) > 10_000
+    sample = random.Random(14).sample(rows, 1500)
+    assert compare(LIBC, sample) == len(sample)
