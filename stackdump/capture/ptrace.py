@@ -108,6 +108,76 @@ class StopWindowPriority:
                 os.sched_setscheduler(0, os.SCHED_OTHER, self._OTHER)
 
 
+class _StopWindow:
+    """One thread's stop, from PTRACE_INTERRUPT to PTRACE_DETACH, as a context manager that
+    always detaches.
+
+    Entering holds the real-time priority, interrupts the thread and waits for its stop;
+    `status` is then None (stopped) or why not (exited, timed out: the thread is left
+    seized with the interrupt pending, for `Tracer.reap`). Inside, only registers and memory
+    are copied; `detach()` ends the window there. Leaving detaches a thread still stopped
+    (an error inside the block), re-injecting the signal it stopped on, drops the priority
+    and reaps. `pause_ns` covers interrupt to detach.
+    """
+
+    __slots__ = ("_tracer", "_tid", "_signal", "_stopped", "status", "error", "_start", "_end")
+
+    def __init__(self, tracer: Tracer, tid: int) -> None:
+        self._tracer = tracer
+        self._tid = tid
+        self._signal = 0
+        self._stopped = False
+        self.status: Optional[ThreadStatus] = None
+        self.error = ""
+        self._start = self._end = 0
+
+    def __enter__(self) -> _StopWindow:
+        tracer, tid = self._tracer, self._tid
+        tracer._priority.enter()
+        try:
+            self._start = time.perf_counter_ns()
+            if tracer._ptrace(PTRACE_INTERRUPT, tid, None, None) == -1:
+                e = _stop_window_error(PTRACE_INTERRUPT, tid)
+                if e.errno != errno.ESRCH:
+                    raise e
+                self.status = ThreadStatus.THREAD_EXITED
+                return self
+            outcome = tracer._wait_stop(tid, self._start + tracer._timeout_ns)
+        except BaseException:
+            self._leave()
+            raise
+        if outcome is None:
+            tracer._pending.add(tid)
+            self.status = ThreadStatus.TIMEOUT
+            self.error = f"thread did not stop within {tracer._timeout_ns // 1_000_000} ms"
+        elif outcome < 0:
+            self.status = ThreadStatus.THREAD_EXITED
+        else:
+            self._stopped = True
+            self._signal = outcome
+        return self
+
+    def detach(self) -> None:
+        if self._tracer._ptrace(PTRACE_DETACH, self._tid, None, self._signal or None) == -1:
+            raise _stop_window_error(PTRACE_DETACH, self._tid)
+        self._end = time.perf_counter_ns()
+        self._stopped = False
+
+    @property
+    def pause_ns(self) -> int:
+        return self._end - self._start
+
+    def __exit__(self, *exc) -> None:
+        if self._stopped:
+            self._stopped = False
+            _detach_quietly(self._tid, self._signal)
+        self._leave()
+
+    def _leave(self) -> None:
+        self._tracer._priority.leave()
+        self._tracer.reap()
+
+
 class Tracer:
     """Captures threads of one process, one at a time. Use as a context manager.
 
@@ -166,67 +236,22 @@ class Tracer:
         failed = self._seize(tid)
         if failed is not None:
             return self._seize_failed(tid, name, failed)
-
-        stopped = False
-        signal_to_deliver = 0
-        detached = False
-        regs_struct = None
-        copied = home_copied = 0
-        home: Optional[MemoryMap] = None
-        home_start = 0
-        stack_map: Optional[MemoryMap] = None
-        start_ns = end_ns = 0
-        self._priority.enter()
         try:
-            start_ns = time.perf_counter_ns()
-            if self._ptrace(PTRACE_INTERRUPT, tid, None, None) == -1:
-                e = _stop_window_error(PTRACE_INTERRUPT, tid)
-                if e.errno == errno.ESRCH:
-                    return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, syscall)
-                raise e
-            outcome = self._wait_stop(tid, start_ns + self._timeout_ns)
-            if outcome is None:
-                self._pending.add(tid)
-                return self._snapshot(
-                    tid,
-                    name,
-                    ThreadStatus.TIMEOUT,
-                    syscall,
-                    error=f"thread did not stop within {self._timeout_ns // 1_000_000} ms",
-                )
-            if outcome < 0:
-                return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, syscall)
-            stopped = True
-            signal_to_deliver = outcome
-            if self._ptrace(PTRACE_GETREGS, tid, None, self._regs_address) == -1:
-                raise _stop_window_error(PTRACE_GETREGS, tid)
-            regs_struct = self._regs
-            stack_map, copied = self._copier.copy(tid, regs_struct.rsp)
-            home = self._home_stack(tid, regs_struct.fs_base, stack_map)
-            if home is not None:
-                home_start = max(home.start, home.end - self._copier.stack_bytes)
-                home_copied = self._memory.copy_into(
-                    tid, self._home_buffer, home_start, home.end - home_start
-                )
-            if self._ptrace(PTRACE_DETACH, tid, None, signal_to_deliver or None) == -1:
-                raise _stop_window_error(PTRACE_DETACH, tid)
-            end_ns = time.perf_counter_ns()
-            detached = True
+            with _StopWindow(self, tid) as window:
+                if window.status is not None:
+                    return self._snapshot(tid, name, window.status, syscall, error=window.error)
+                stack_map, copied, home, home_start, home_copied = self._copy_stopped(tid)
+                window.detach()
         except PtraceError as e:
             if e.errno == errno.ESRCH:
                 return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, syscall)
             return self._snapshot(tid, name, ThreadStatus.ATTACH_ERROR, syscall, error=_strerror(e))
-        finally:
-            if stopped and not detached:
-                _detach_quietly(tid, signal_to_deliver)
-            self._priority.leave()
-            self.reap()
 
         if copied == 0 and proc.is_exited(proc.thread_state(self.pid, tid)):
             # Stopped on its way out (its memory already released): nothing was copied
             # because there is nothing left to copy.
             return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, syscall)
-        regs = _registers_from(regs_struct)
+        regs = _registers_from(self._regs)
         stack = self._copier.data(copied)
         extra = ()
         if home_copied > 0 and home is not None:
@@ -239,11 +264,28 @@ class Tracer:
             stack_map=stack_map,
             stack_base=regs.sp,
             stack=stack,
-            pause_ns=end_ns - start_ns,
+            pause_ns=window.pause_ns,
             attempted=True,
             syscall=syscall,
             extra_stacks=extra,
         )
+
+    def _copy_stopped(self, tid: int):
+        """What is done while the thread is stopped: its registers into the preallocated
+        struct, its stack (and, on an alternate signal stack, its own) into the copier's
+        buffers. (stack mapping, bytes copied, home mapping, its start, bytes copied.)"""
+        if self._ptrace(PTRACE_GETREGS, tid, None, self._regs_address) == -1:
+            raise _stop_window_error(PTRACE_GETREGS, tid)
+        regs = self._regs
+        stack_map, copied = self._copier.copy(tid, regs.rsp)
+        home = self._home_stack(tid, regs.fs_base, stack_map)
+        home_start = home_copied = 0
+        if home is not None:
+            home_start = max(home.start, home.end - self._copier.stack_bytes)
+            home_copied = self._memory.copy_into(
+                tid, self._home_buffer, home_start, home.end - home_start
+            )
+        return stack_map, copied, home, home_start, home_copied
 
     def _seize(self, tid: int) -> Optional[PtraceError]:
         """PTRACE_SEIZE; None on success. A thread held by another tracer for a moment (a
