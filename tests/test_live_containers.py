@@ -94,13 +94,26 @@ def shared_lib_target(build_dir):
     return out
 
 
-def test_deleted_binary_and_library(live, shared_lib_target, tmp_path):
+def _copy_of(built: Path, where: Path):
+    """(executable, library) copied from the shared_lib_target build into `where`."""
     for name in ("libtwounits.so", "two_units_shared"):
-        shutil.copy(shared_lib_target / name, tmp_path / name)
-    exe, lib = tmp_path / "two_units_shared", tmp_path / "libtwounits.so"
-    with Target(exe, {}) as target:
-        target.roles_wanted = {"read": 1}  # two_units takes no arguments
-        target.wait_ready()
+        shutil.copy(built / name, where / name)
+    return where / "two_units_shared", where / "libtwounits.so"
+
+
+def _started(exe: Path) -> Target:
+    target = Target(exe, {})
+    target.roles_wanted = {"read": 1}  # two_units takes no arguments
+    try:
+        return target.wait_ready()
+    except BaseException:
+        target.kill()
+        raise
+
+
+def test_deleted_binary_and_library(live, shared_lib_target, tmp_path):
+    exe, lib = _copy_of(shared_lib_target, tmp_path)
+    with _started(exe) as target:
         maps = Path(f"/proc/{target.pid}/maps").read_text()
         assert str(lib) in maps, "the copy of the library ($ORIGIN) is what is mapped"
         exe.unlink()
@@ -121,12 +134,8 @@ def test_library_damaged_on_disk_after_loading(live, shared_lib_target, tmp_path
     """A library truncated or overwritten in place after the process loaded it: its own
     frame degrades to OBJECT+0xOFFSET, and the thread says where and why its walk stopped
     (the process maps the same damaged pages, so there is nothing better to read)."""
-    for name in ("libtwounits.so", "two_units_shared"):
-        shutil.copy(shared_lib_target / name, tmp_path / name)
-    exe, lib = tmp_path / "two_units_shared", tmp_path / "libtwounits.so"
-    with Target(exe, {}) as target:
-        target.roles_wanted = {"read": 1}  # two_units takes no arguments
-        target.wait_ready()
+    exe, lib = _copy_of(shared_lib_target, tmp_path)
+    with _started(exe) as target:
         size = lib.stat().st_size
         with open(lib, "r+b") as f:  # in place: same inode, as `cp new old` or `> old` do
             if damage == "truncate":

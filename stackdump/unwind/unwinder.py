@@ -228,35 +228,30 @@ def walk_hybrid(
                 new_regs, cfa, method, signal = _step(row, regs, memory)
             used_cfi = used_cfi or row is not None
         except _StepFailed as e:
-            top = _stack_top_step(regs, memory, code, is_code) if len(frames) == 1 else None
-            if row is None and top is not None:
-                new_regs, cfa, method, signal = top
-                frames.append(Frame(pc=new_regs[RIP], sp=cfa, cfa=cfa, method=method))
-                regs, pc, activation = new_regs, new_regs[RIP], False
-                continue
-            status, error = e.status, str(e)
-            if row is None and explain is not None:
-                why = explain(lookup_pc)
+            failure: Optional[Tuple[UnwindStatus, str]] = (e.status, str(e))
+        else:
+            failure = None
+            if signal:
+                frames[-1] = replace(frames[-1], trampoline=True)
+            new_pc = new_regs.get(RIP)
+            if not new_pc:
+                status = UnwindStatus.END_OF_STACK
+                break
+            if is_code is not None and new_pc not in is_code:
+                failure = (UnwindStatus.STEP_ERROR, _not_code(new_pc))
+        if failure is not None:
+            if row is None:
+                # No CFI here, and the frame pointer led nowhere.
+                top = _stack_top_step(regs, memory, code, is_code) if len(frames) == 1 else None
+                if top is not None:
+                    new_regs, cfa, method, _ = top
+                    frames.append(Frame(pc=new_regs[RIP], sp=cfa, cfa=cfa, method=method))
+                    regs, pc, activation = new_regs, new_regs[RIP], False
+                    continue
+                why = explain(lookup_pc) if explain is not None else ""
                 if why:
-                    status, error = UnwindStatus.NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}"
-            break
-        if signal:
-            frames[-1] = replace(frames[-1], trampoline=True)
-        new_pc = new_regs.get(RIP)
-        if not new_pc:
-            status = UnwindStatus.END_OF_STACK
-            break
-        if is_code is not None and new_pc not in is_code:
-            top = _stack_top_step(regs, memory, code, is_code) if len(frames) == 1 else None
-            if row is None and top is not None:
-                new_regs, cfa, method, signal = top
-                frames.append(Frame(pc=new_regs[RIP], sp=cfa, cfa=cfa, method=method))
-                regs, pc, activation = new_regs, new_regs[RIP], False
-                continue
-            status, error = UnwindStatus.STEP_ERROR, _not_code(new_pc)
-            why = explain(lookup_pc) if row is None and explain is not None else ""
-            if why:
-                status, error = UnwindStatus.NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}"
+                    failure = (UnwindStatus.NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}")
+            status, error = failure
             break
         if not signal and cfa <= regs[RSP]:
             status, error = UnwindStatus.STEP_ERROR, f"CFA 0x{cfa:x} does not grow at pc 0x{pc:x}"
