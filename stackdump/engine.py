@@ -25,6 +25,7 @@ from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import syscall_name
 from stackdump.types import (
     AnalysisOptions,
+    CaptureMethod,
     CaptureOptions,
     FileSource,
     ProcessSnapshot,
@@ -38,7 +39,7 @@ from stackdump.types import (
 )
 from stackdump.unwind.cfi_source import CfiSource
 from stackdump.unwind.code_map import CodeMap
-from stackdump.unwind.unwinder import unwind
+from stackdump.unwind.unwinder import memory_of, unwind
 
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
 
@@ -192,7 +193,11 @@ def _thread_report(
             pause_us=pause_us,
             error=thread.error,
         )
-    result = unwind(thread, options.max_frames, cfi.row, cfi, code_map, cfi.problem)
+    result = unwind(
+        thread.regs, memory_of(thread), options.max_frames, cfi.row, cfi, code_map, cfi.problem
+    )
+    if thread.passive:
+        result = dataclasses.replace(result, capture_method=CaptureMethod.PASSIVE_SYSCALL)
     frames: List[SymbolizedFrame] = []
     for frame in result.frames:
         if symbolize:

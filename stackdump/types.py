@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol, Tuple
+from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
+
+from stackdump.arch import X86_64, Arch
 
 
 class LocationMode(enum.Enum):
@@ -142,21 +144,34 @@ class SyscallState:
 
 @dataclass(frozen=True)
 class Registers:
-    """General registers indexed by DWARF register number (see arch.py)."""
+    """The register values a source knows, by DWARF register number, and the processor they
+    belong to. A ptrace stop knows them all; a passive copy only pc and sp; a suspended
+    coroutine the ones its switch saved. pc and sp are always known."""
 
-    values: Tuple[int, ...]
+    known: Tuple[Tuple[int, int], ...]
+    arch: Arch = X86_64
+
+    @classmethod
+    def of(cls, values: Mapping[int, int], arch: Arch = X86_64) -> Registers:
+        return cls(tuple(sorted(values.items())), arch)
+
+    def as_dict(self) -> Dict[int, int]:
+        return dict(self.known)
+
+    def get(self, reg: int) -> Optional[int]:
+        return next((value for number, value in self.known if number == reg), None)
 
     @property
     def pc(self) -> int:
-        return self.values[16]
+        return self.as_dict()[self.arch.pc]
 
     @property
     def sp(self) -> int:
-        return self.values[7]
+        return self.as_dict()[self.arch.sp]
 
     @property
-    def fp(self) -> int:
-        return self.values[6]
+    def fp(self) -> Optional[int]:
+        return self.get(self.arch.fp)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ def dump(root: str, pid: int, mode: str) -> str:
     out = subprocess.run(
         [*cmd, "--capture", "ptrace"], capture_output=True, text=True, env=env, cwd="/"
     )
+    if out.returncode not in (0, 1):
+        raise SystemExit(f"stackdump from {root} failed ({out.returncode}):\n{out.stderr}")
     return MASK.sub(r"\1=N", out.stdout)
 
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import ON_CI
 from helpers import compile_target
 
-from stackdump.arch import DWARF_REGISTER_NAMES, RIP
+from stackdump.arch.x86_64 import DWARF_REGISTER_NAMES, RIP
 from stackdump.elf.image import ElfObject
 from stackdump.unwind.cfi import EXPRESSION, OFFSET, REGISTER, SAME, UNDEFINED, CfiTable
 

@@ -12,9 +12,13 @@ import pytest
 from conftest import ON_CI
 from helpers import compile_target
 
+from stackdump.arch import X86_64
+from stackdump.arch.x86_64_calls import CallKind, call_before
 from stackdump.elf.image import ElfObject
+from stackdump.types import FpStatus, Registers, UnwindStatus
 from stackdump.unwind import expr
-from stackdump.unwind.callsite import CallKind, call_before
+from stackdump.unwind.memory import StackMemory
+from stackdump.unwind.unwinder import unwind
 
 CALL = re.compile(r"^\s*([0-9a-f]+):\s+((?:[0-9a-f]{2} )+)\s*call\s+(\S+)")
 
@@ -90,3 +94,21 @@ def test_expression_reading_memory_and_missing_register():
     with pytest.raises(expr.MissingRegister) as missing:
         expr.evaluate(ops, {}, words.get)
     assert missing.value.reg == 6
+
+
+def test_unwind_takes_known_registers_and_bytes_not_a_thread():
+    """The public unwinder works on any source's registers and stack bytes: a full set
+    walks the frame-pointer chain; pc and sp alone need CFI, and say so without it."""
+    base = 0x7000_0000
+    # a frame record at base+16: the caller's frame pointer (0: outermost), return address
+    stack = bytes(16) + (0).to_bytes(8, "little") + (0x401234).to_bytes(8, "little")
+    memory = StackMemory(base, stack, base, base + len(stack))
+    full = Registers.of({X86_64.pc: 0x401000, X86_64.sp: base, X86_64.fp: base + 16})
+    walked = unwind(full, memory, 64)
+    assert [f.pc for f in walked.frames] == [0x401000, 0x401234]
+    assert walked.fp_status is FpStatus.END_OF_CHAIN
+    partial = Registers.of({X86_64.pc: 0x401000, X86_64.sp: base})
+    assert partial.fp is None
+    alone = unwind(partial, memory, 64)
+    assert [f.pc for f in alone.frames] == [0x401000]
+    assert (alone.fp_status, alone.unwind_status) == (None, UnwindStatus.NO_CFI)

@@ -18,7 +18,7 @@ import time
 from typing import Optional
 
 from stackdump import proc
-from stackdump.arch import NUM_DWARF_REGS, RIP, RSP
+from stackdump.arch import X86_64
 from stackdump.capture.remote import StackCopier
 from stackdump.types import Registers, SyscallState, ThreadSnapshot, ThreadStatus
 
@@ -65,13 +65,11 @@ class PassiveCapturer:
             if after_state != state or after != before:
                 raced += 1
                 continue
-            values = [0] * NUM_DWARF_REGS
-            values[RIP], values[RSP] = state.pc, state.sp
             return ThreadSnapshot(
                 tid=tid,
                 name=name,
                 status=ThreadStatus.OK,
-                regs=Registers(tuple(values)),
+                regs=Registers.of({X86_64.pc: state.pc, X86_64.sp: state.sp}),
                 stack_map=stack_map,
                 stack_base=state.sp,
                 stack=self._copier.data(copied),

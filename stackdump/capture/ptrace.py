@@ -24,7 +24,7 @@ from ptrace.binding.func import ptrace_registers_t
 from ptrace.error import PtraceError
 
 from stackdump import clib, permissions, proc
-from stackdump.arch import DWARF_REGISTER_NAMES
+from stackdump.arch import X86_64
 from stackdump.capture.remote import StackCopier
 from stackdump.errors import PermissionDenied
 from stackdump.types import MemoryMap, Registers, SyscallState, ThreadSnapshot, ThreadStatus
@@ -402,7 +402,8 @@ def _detach_quietly(tid: int, sig: int) -> None:
 
 
 def _registers_from(regs_struct) -> Registers:
-    return Registers(tuple(int(getattr(regs_struct, n)) for n in DWARF_REGISTER_NAMES))
+    names = X86_64.ptrace_names
+    return Registers(tuple((i, int(getattr(regs_struct, n))) for i, n in enumerate(names)))
 
 
 def _strerror(e: PtraceError) -> str:

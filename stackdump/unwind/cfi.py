@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 from elftools.dwarf.callframe import CIE, FDE, CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
-from stackdump.arch import RA_COLUMN
+from stackdump.arch.x86_64 import RA_COLUMN
 from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
 
 # Rule kinds for a register (DWARF 5 section 6.4.1).

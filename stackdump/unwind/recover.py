@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 from typing import Callable, List, Optional, Protocol, Tuple
 
-from stackdump.unwind.callsite import CallKind, call_before, is_plt_stub
+from stackdump.arch.x86_64_calls import CallKind, call_before, is_plt_stub
 from stackdump.unwind.memory import StackMemory
 
 # How far above sp a frame record is looked for: frames with bigger locals than this are

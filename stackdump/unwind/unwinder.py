@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Container, Dict, List, Optional, Tuple
 
-from stackdump.arch import CALLEE_SAVED, RBP, RIP, RSP
+from stackdump.arch import X86_64, Arch
 from stackdump.types import (
     CaptureMethod,
     FpStatus,
     Frame,
+    Registers,
     ThreadSnapshot,
     UnwindResult,
     UnwindStatus,
@@ -78,26 +79,23 @@ def memory_of(thread: ThreadSnapshot) -> StackMemory:
 
 
 def unwind(
-    thread: ThreadSnapshot,
+    regs: Registers,
+    memory: StackMemory,
     max_frames: int,
     cfi_lookup: Optional[CfiLookup] = None,
     code: Optional[CodeSource] = None,
     is_code: IsCode = None,
     explain: Explain = None,
 ) -> UnwindResult:
-    regs = thread.regs
-    assert regs is not None
-    memory = memory_of(thread)
-    if thread.passive:
-        return _unwind_passive(
-            regs.pc, regs.sp, memory, max_frames, cfi_lookup, code, is_code, explain
-        )
+    """Frames from a set of known registers and the stack bytes a source copied (`memory_of`
+    a ThreadSnapshot, or any other). With every register, the frame-pointer walk and the
+    CFI walk both run and the better is kept; without the frame pointer (a copy made in
+    place knows only pc and sp), CFI alone, recovering the frame pointer where needed."""
+    if regs.fp is None:
+        return _unwind_without_fp(regs, memory, max_frames, cfi_lookup, code, is_code, explain)
     initial = Frame(pc=regs.pc, sp=regs.sp, method="initial", activation=True)
     fp_frames: List[Frame] = [initial]
-    if thread.stack_map is None:
-        fp_status = FpStatus.NO_STACK_RANGE
-    else:
-        fp_status = fp.walk(memory, regs.fp, regs.sp, fp_frames, max_frames)
+    fp_status = fp.walk(memory, regs.fp, regs.sp, fp_frames, max_frames)
     fp_error = _FP_ERRORS.get(fp_status, "")
     bad = _first_outside_code(fp_frames, is_code)
     if bad is not None:
@@ -113,7 +111,7 @@ def unwind(
     if cfi_lookup is None:
         return fp_result
     hybrid = walk_hybrid(
-        dict(enumerate(regs.values)),
+        regs.as_dict(),
         memory,
         cfi_lookup,
         max_frames,
@@ -121,6 +119,7 @@ def unwind(
         is_code,
         explain,
         recover=False,  # every register was captured
+        arch=regs.arch,
     )
     if not hybrid.used_cfi:
         return fp_result
@@ -152,9 +151,8 @@ def _not_code(pc: int) -> str:
     return f"return address 0x{pc:x} is in no executable mapping: the walk stops before it"
 
 
-def _unwind_passive(
-    pc: int,
-    sp: int,
+def _unwind_without_fp(
+    regs: Registers,
     memory: StackMemory,
     max_frames: int,
     cfi_lookup: Optional[CfiLookup],
@@ -162,20 +160,23 @@ def _unwind_passive(
     is_code: IsCode = None,
     explain: Explain = None,
 ) -> UnwindResult:
-    """pc and sp only: CFI throughout, rbp recovered from frame records when needed. There
-    is no frame-pointer walk to report (`fp_status` is None)."""
+    """No frame pointer (a copy made in place knows pc and sp only): CFI throughout, the
+    frame pointer recovered from frame records when needed. There is no frame-pointer walk
+    to report (`fp_status` is None)."""
     if cfi_lookup is None:
         return UnwindResult(
-            frames=(Frame(pc=pc, sp=sp, method="initial", activation=True),),
-            capture_method=CaptureMethod.PASSIVE_SYSCALL,
+            frames=(Frame(pc=regs.pc, sp=regs.sp, method="initial", activation=True),),
+            capture_method=CaptureMethod.DWARF_CFI,
             fp_status=None,
             unwind_status=UnwindStatus.NO_CFI,
             error="a passive capture needs CFI to unwind",
         )
-    hybrid = walk_hybrid({RIP: pc, RSP: sp}, memory, cfi_lookup, max_frames, code, is_code, explain)
+    hybrid = walk_hybrid(
+        regs.as_dict(), memory, cfi_lookup, max_frames, code, is_code, explain, arch=regs.arch
+    )
     return UnwindResult(
         frames=hybrid.frames,
-        capture_method=CaptureMethod.PASSIVE_SYSCALL,
+        capture_method=CaptureMethod.DWARF_CFI,
         fp_status=None,
         unwind_status=hybrid.status,
         error=hybrid.error,
@@ -192,6 +193,7 @@ def walk_hybrid(
     is_code: IsCode = None,
     explain: Explain = None,
     recover: bool = True,
+    arch: Arch = X86_64,
 ) -> HybridResult:
     """Step frames with CFI, else the frame pointer. With `code` and `recover`, a missing
     rbp is recovered from a frame record on the stack (passive captures); without, it ends
@@ -199,8 +201,8 @@ def walk_hybrid(
     innermost pc with no CFI whose frame pointer leads nowhere (clone3's parent side after
     its `cfi_endproc`, a leaf in hand-written assembly) is stepped by the return address on
     top of the stack, when it is in code and follows a call."""
-    pc = regs[RIP]
-    frames = [Frame(pc=pc, sp=regs[RSP], method="initial", activation=True)]
+    pc = regs[arch.pc]
+    frames = [Frame(pc=pc, sp=regs[arch.sp], method="initial", activation=True)]
     activation = True
     used_cfi = False
     seen = set()
@@ -211,21 +213,21 @@ def walk_hybrid(
         row = cfi_lookup(lookup_pc)
         try:
             try:
-                new_regs, cfa, method, signal = _step(row, regs, memory)
+                new_regs, cfa, method, signal = _step(row, regs, memory, arch)
             except _MissingRegister as e:
-                if not recover or code is None or e.reg != RBP:
+                if not recover or code is None or e.reg != arch.fp:
                     raise
                 left = max_frames - len(frames)
-                rbp = _recover_rbp(regs, lookup_pc, memory, cfi_lookup, left, code, is_code)
+                rbp = _recover_rbp(regs, lookup_pc, memory, cfi_lookup, left, code, is_code, arch)
                 if rbp is None:
                     raise _MissingRegister(
-                        RBP,
+                        arch.fp,
                         f"frame pointer of pc 0x{pc:x} not captured and no frame record "
                         "on the stack could be verified",
                     ) from e
-                regs = {**regs, RBP: rbp}
+                regs = {**regs, arch.fp: rbp}
                 recovered += 1
-                new_regs, cfa, method, signal = _step(row, regs, memory)
+                new_regs, cfa, method, signal = _step(row, regs, memory, arch)
             used_cfi = used_cfi or row is not None
         except _StepFailed as e:
             failure: Optional[Tuple[UnwindStatus, str]] = (e.status, str(e))
@@ -233,7 +235,7 @@ def walk_hybrid(
             failure = None
             if signal:
                 frames[-1] = replace(frames[-1], trampoline=True)
-            new_pc = new_regs.get(RIP)
+            new_pc = new_regs.get(arch.pc)
             if not new_pc:
                 status = UnwindStatus.END_OF_STACK
                 break
@@ -242,50 +244,58 @@ def walk_hybrid(
         if failure is not None:
             if row is None:
                 # No CFI here, and the frame pointer led nowhere.
-                top = _stack_top_step(regs, memory, code, is_code) if len(frames) == 1 else None
+                top = (
+                    _stack_top_step(regs, memory, code, is_code, arch) if len(frames) == 1 else None
+                )
                 if top is not None:
                     new_regs, cfa, method, _ = top
-                    frames.append(Frame(pc=new_regs[RIP], sp=cfa, cfa=cfa, method=method))
-                    regs, pc, activation = new_regs, new_regs[RIP], False
+                    frames.append(Frame(pc=new_regs[arch.pc], sp=cfa, cfa=cfa, method=method))
+                    regs, pc, activation = new_regs, new_regs[arch.pc], False
                     continue
                 why = explain(lookup_pc) if explain is not None else ""
                 if why:
                     failure = (UnwindStatus.NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}")
             status, error = failure
             break
-        if not signal and cfa <= regs[RSP]:
+        if not signal and cfa <= regs[arch.sp]:
             status, error = UnwindStatus.STEP_ERROR, f"CFA 0x{cfa:x} does not grow at pc 0x{pc:x}"
             break
         if (new_pc, cfa) in seen:
             status, error = UnwindStatus.STEP_ERROR, f"unwinding loops at pc 0x{new_pc:x}"
             break
         seen.add((new_pc, cfa))
-        frames.append(Frame(pc=new_pc, sp=new_regs[RSP], cfa=cfa, method=method, activation=signal))
+        frames.append(
+            Frame(pc=new_pc, sp=new_regs[arch.sp], cfa=cfa, method=method, activation=signal)
+        )
         regs, pc, activation = new_regs, new_pc, signal
     return HybridResult(tuple(frames), status, used_cfi, error, recovered)
 
 
 def _stack_top_step(
-    regs: Dict[int, int], memory: StackMemory, code: Optional[CodeSource], is_code: IsCode
+    regs: Dict[int, int],
+    memory: StackMemory,
+    code: Optional[CodeSource],
+    is_code: IsCode,
+    arch: Arch,
 ):
     """(new regs, CFA, method, signal) for a frame that has pushed nothing yet, or None."""
     if code is None or is_code is None:
         return None
-    sp = regs[RSP]
+    sp = regs[arch.sp]
     ra = memory.read_word(sp)
     if not ra or ra not in is_code or call_verdict(code, ra, None) is None:
         return None
-    new = {reg: regs[reg] for reg in CALLEE_SAVED if reg in regs}
-    new[RIP] = ra
-    new[RSP] = sp + 8
-    return new, sp + 8, "stack_top", False
+    new = {reg: regs[reg] for reg in arch.callee_saved if reg in regs}
+    new[arch.pc] = ra
+    new[arch.sp] = sp + arch.word_size
+    return new, sp + arch.word_size, "stack_top", False
 
 
-def _step(row: Optional[CfiRow], regs: Dict[int, int], memory: StackMemory):
+def _step(row: Optional[CfiRow], regs: Dict[int, int], memory: StackMemory, arch: Arch):
     if row is not None:
-        new_regs, cfa = _step_cfi(row, regs, memory)
+        new_regs, cfa = _step_cfi(row, regs, memory, arch)
         return new_regs, cfa, "dwarf_cfi", row.signal_frame
-    new_regs, cfa = _step_frame_pointer(regs, memory)
+    new_regs, cfa = _step_frame_pointer(regs, memory, arch)
     return new_regs, cfa, "frame_pointer", False
 
 
@@ -297,16 +307,22 @@ def _recover_rbp(
     frames_left: int,
     code: CodeSource,
     is_code: IsCode,
+    arch: Arch,
 ) -> Optional[int]:
     def continues(rbp: int) -> bool:
         # Without `code`: a second missing register ends the trial walk as unverifiable.
         # With `is_code`: a record whose chain leaves code is no frame record.
         trial = walk_hybrid(
-            {**regs, RBP: rbp}, memory, cfi_lookup, max(frames_left, 2), is_code=is_code
+            {**regs, arch.fp: rbp},
+            memory,
+            cfi_lookup,
+            max(frames_left, 2),
+            is_code=is_code,
+            arch=arch,
         )
         return trial.status in (UnwindStatus.END_OF_STACK, UnwindStatus.FRAME_LIMIT)
 
-    return find_frame_record(regs[RSP], lookup_pc, memory, code, continues)
+    return find_frame_record(regs[arch.sp], lookup_pc, memory, code, continues)
 
 
 def _read(memory: StackMemory, address: int) -> int:
@@ -336,7 +352,9 @@ def _eval(code: bytes, regs: Dict[int, int], memory: StackMemory, initial=()) ->
         ) from e
 
 
-def _step_cfi(row: CfiRow, regs: Dict[int, int], memory: StackMemory) -> Tuple[Dict[int, int], int]:
+def _step_cfi(
+    row: CfiRow, regs: Dict[int, int], memory: StackMemory, arch: Arch
+) -> Tuple[Dict[int, int], int]:
     kind, arg = row.cfa
     if kind == "reg":
         reg, offset = arg
@@ -345,9 +363,9 @@ def _step_cfi(row: CfiRow, regs: Dict[int, int], memory: StackMemory) -> Tuple[D
         cfa = (regs[reg] + offset) & expr.MASK
     else:
         cfa = _eval(arg, regs, memory)
-    new: Dict[int, int] = {reg: regs[reg] for reg in CALLEE_SAVED if reg in regs}
-    new[RSP] = cfa
-    new.pop(RIP, None)
+    new: Dict[int, int] = {reg: regs[reg] for reg in arch.callee_saved if reg in regs}
+    new[arch.sp] = cfa
+    new.pop(arch.pc, None)
     for reg, (rule, value) in row.rules:
         if rule == OFFSET:
             new[reg] = _read(memory, cfa + value)
@@ -366,27 +384,29 @@ def _step_cfi(row: CfiRow, regs: Dict[int, int], memory: StackMemory) -> Tuple[D
             new.pop(reg, None)
         elif rule == SAME and reg in regs:
             new[reg] = regs[reg]
-    if row.ra_column != RIP:
+    if row.ra_column != arch.pc:
         if row.ra_column in new:
-            new[RIP] = new[row.ra_column]
+            new[arch.pc] = new[row.ra_column]
         else:
-            new.pop(RIP, None)
+            new.pop(arch.pc, None)
     return new, cfa
 
 
-def _step_frame_pointer(regs: Dict[int, int], memory: StackMemory) -> Tuple[Dict[int, int], int]:
-    frame = regs.get(RBP)
+def _step_frame_pointer(
+    regs: Dict[int, int], memory: StackMemory, arch: Arch
+) -> Tuple[Dict[int, int], int]:
+    frame = regs.get(arch.fp)
     if frame is None:
-        raise _MissingRegister(RBP, f"no CFI at pc 0x{regs[RIP]:x} and no frame pointer")
+        raise _MissingRegister(arch.fp, f"no CFI at pc 0x{regs[arch.pc]:x} and no frame pointer")
     if frame == 0:
         raise _StepFailed(UnwindStatus.END_OF_STACK, "")
-    if frame % 8 or frame < regs[RSP] or not memory.in_any_mapping(frame, 16):
+    if frame % arch.word_size or frame < regs[arch.sp] or not memory.in_any_mapping(frame, 16):
         raise _StepFailed(
             UnwindStatus.NO_CFI,
-            f"no CFI at pc 0x{regs[RIP]:x} and frame pointer 0x{frame:x} is not valid",
+            f"no CFI at pc 0x{regs[arch.pc]:x} and frame pointer 0x{frame:x} is not valid",
         )
-    new = {reg: regs[reg] for reg in CALLEE_SAVED if reg in regs}
-    new[RBP] = _read(memory, frame)
-    new[RIP] = _read(memory, frame + 8)
-    new[RSP] = frame + 16
-    return new, frame + 16
+    new = {reg: regs[reg] for reg in arch.callee_saved if reg in regs}
+    new[arch.fp] = _read(memory, frame)
+    new[arch.pc] = _read(memory, frame + arch.word_size)
+    new[arch.sp] = frame + 2 * arch.word_size
+    return new, frame + 2 * arch.word_size

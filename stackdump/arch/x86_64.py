@@ -1,4 +1,5 @@
-"""x86_64 register model: DWARF register numbers and the ptrace register names behind them.
+"""x86_64 register numbers: DWARF numbering and the ptrace register names behind them
+(the `Arch` built from them is `stackdump.arch.X86_64`).
 
 DWARF numbering follows the System V x86-64 psABI, figure 3.36; regnum 16 is the return
 address column, which holds rip.
