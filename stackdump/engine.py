@@ -129,6 +129,7 @@ class Analyzer:
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = dwarf_cus_decoded(objects) - decoded_before
+            modules = objects.module_entries(f.pc for r in reports for f in r.frames)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
         summary = _summarize(
             snapshot.threads, elapsed_ns, self._disk.hits - hits_before, cus_decoded
@@ -146,6 +147,7 @@ class Analyzer:
                 capture=how.capture_mode,
             ),
             threads=tuple(reports),
+            modules=modules,
             summary=dataclasses.replace(
                 summary,
                 unsymbolized=unsymbolized,
@@ -198,19 +200,16 @@ def _thread_report(
     )
     if thread.passive:
         result = dataclasses.replace(result, capture_method=CaptureMethod.PASSIVE_SYSCALL)
-    frames: List[SymbolizedFrame] = []
-    for frame in result.frames:
-        if symbolize:
-            frames.extend(_symbolize_softly(symbolizer, frame))
-        else:
-            frames.append(symbolizer.unsymbolized(frame))
+    if symbolize:
+        frames = [_symbolize_softly(symbolizer, frame) for frame in result.frames]
+    else:
+        frames = [symbolizer.unsymbolized(frame) for frame in result.frames]
     bounds = (thread.stack_map.start, thread.stack_map.end) if thread.stack_map else None
     return ThreadReport(
         tid=thread.tid,
         name=thread.name,
         status=thread.status,
         frames=tuple(frames),
-        physical_frames=len(result.frames),
         capture_method=result.capture_method,
         fp_status=result.fp_status,
         unwind_status=result.unwind_status,
@@ -221,13 +220,13 @@ def _thread_report(
     )
 
 
-def _symbolize_softly(symbolizer: Symbolizer, frame) -> Tuple[SymbolizedFrame, ...]:
+def _symbolize_softly(symbolizer: Symbolizer, frame) -> SymbolizedFrame:
     """Per-frame fail-soft: a parser error no layer anticipated costs this frame its name,
     never the dump (the object layers already turn every known parse error into "unknown")."""
     try:
         return symbolizer.symbolize(frame)
     except Exception:  # noqa: BLE001 - the last line of defence for one frame
-        return (SymbolizedFrame(pc=frame.pc, function=None, module=None, module_offset=None),)
+        return SymbolizedFrame(pc=frame.pc, function=None, module=None, module_offset=None)
 
 
 def _summarize(

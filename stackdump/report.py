@@ -5,7 +5,7 @@ Runbook scripts parse this text, so the key order, spacing and wording are the c
 
 from __future__ import annotations
 
-from typing import List, TextIO
+from typing import List, Optional, TextIO
 
 from stackdump.escape import escape, quote
 from stackdump.types import Report, SymbolizedFrame, ThreadReport
@@ -82,27 +82,37 @@ def thread_line(t: ThreadReport) -> str:
 
 
 def frame_lines(frames, show_addresses: bool) -> List[str]:
-    return [
-        f"    {f'{i}#':<3} {describe_frame(frame, show_addresses)}"
-        for i, frame in enumerate(frames)
-    ]
+    """One line per inlined function (innermost first, ` (inlined)`), then one for the
+    physical frame; indexes number the lines."""
+    texts = []
+    for frame in frames:
+        for call in frame.inlined:
+            texts.append(
+                describe(frame, call.function, call.file, call.line, show_addresses) + " (inlined)"
+            )
+        texts.append(describe(frame, frame.function, frame.file, frame.line, show_addresses))
+    return [f"    {f'{i}#':<3} {text}" for i, text in enumerate(texts)]
 
 
-def describe_frame(f: SymbolizedFrame, show_addresses: bool) -> str:
-    """An inlined function's line carries the pc of the physical frame it is part of, as
-    eu-stack -i prints it."""
-    if f.function is None:
+def describe(
+    f: SymbolizedFrame,
+    function: Optional[str],
+    file: Optional[str],
+    line: Optional[int],
+    show_addresses: bool,
+) -> str:
+    """A frame line's text for `function` at `file:line` in the physical frame `f`: an
+    inlined function's line carries the pc of its physical frame, as eu-stack -i prints it."""
+    if function is None:
         text = f"0x{f.pc:016x}"
     elif show_addresses:
-        text = f"0x{f.pc:016x} {escape(f.function)}"
+        text = f"0x{f.pc:016x} {escape(function)}"
     else:
-        text = escape(f.function)
-    if f.file is not None and f.line is not None:
-        text += f" at {escape(f.file)}:{f.line}"
+        text = escape(function)
+    if file is not None and line is not None:
+        text += f" at {escape(file)}:{line}"
     elif f.module is not None:
         text += f" in {escape(f.module)}"
-        if f.function is None and f.module_offset is not None:
+        if function is None and f.module_offset is not None:
             text += f"+0x{f.module_offset:x}"
-    if f.inlined:
-        text += " (inlined)"
     return text

@@ -262,14 +262,26 @@ class UnwindResult:
 
 
 @dataclass(frozen=True)
+class InlinedCall:
+    """A function inlined at a physical frame's pc, and where in the source execution
+    stands inside it."""
+
+    function: Optional[str]
+    file: Optional[str]
+    line: Optional[int]
+
+
+@dataclass(frozen=True)
 class SymbolizedFrame:
+    """One physical frame (one pc), with the functions inlined at it nested inside."""
+
     pc: int
     function: Optional[str]
     module: Optional[str]  # path as the target sees it; "[vdso]" for the vDSO
     module_offset: Optional[int]  # ELF virtual address of pc, what addr2line -e wants
     file: Optional[str] = None
     line: Optional[int] = None
-    inlined: bool = False
+    inlined: Tuple[InlinedCall, ...] = ()  # innermost first (FULL_WITH_INLINE)
 
 
 @dataclass(frozen=True)
@@ -277,8 +289,7 @@ class ThreadReport:
     tid: int
     name: str
     status: ThreadStatus
-    frames: Tuple[SymbolizedFrame, ...] = ()
-    physical_frames: int = 0
+    frames: Tuple[SymbolizedFrame, ...] = ()  # physical frames, innermost first
     syscall_name: Optional[str] = None
     syscall_number: Optional[int] = None
     capture_method: Optional[CaptureMethod] = None
@@ -288,6 +299,21 @@ class ThreadReport:
     pause_us: Optional[int] = None
     error: str = ""
     recovered_frame_pointers: int = 0
+
+    @property
+    def physical_frames(self) -> int:
+        return len(self.frames)
+
+
+@dataclass(frozen=True)
+class ModuleEntry:
+    """A mapped object that frames point into (what JSON and pprof call a mapping)."""
+
+    path: str  # as the target sees it; "[vdso]" for the vDSO
+    start: int  # its lowest mapped address
+    end: int  # its highest
+    offset: int  # the file offset mapped at `start`
+    build_id: Optional[str]
 
 
 @dataclass(frozen=True)
@@ -326,6 +352,7 @@ class Report:
     header: ReportHeader
     threads: Tuple[ThreadReport, ...]
     summary: Summary
+    modules: Tuple[ModuleEntry, ...] = ()  # every object a frame points into, by address
     interrupted: bool = False  # SIGINT/SIGTERM cut capture or symbolization short
     symbolization_interrupted: bool = False
 

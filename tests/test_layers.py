@@ -87,3 +87,24 @@ def test_analyzer_needs_no_live_process_and_opens_each_file_once(live, threads_b
     for frames_by_tid in result["frames"]:
         frames = frames_by_tid[str(target.tid("read"))]
         assert frames[1:3] == ["blocking_read", "read_main"], frames
+
+
+def test_report_lists_the_modules_its_frames_point_into(live, threads_bin):
+    from helpers import Target
+
+    from stackdump.engine import DumpOptions, dump
+    from stackdump.types import CaptureOptions
+
+    binary = threads_bin("O2")
+    with Target(binary, {"read": 1}).wait_ready() as target:
+        report = dump(DumpOptions(CaptureOptions(pid=target.pid)))
+    paths = [m.path for m in report.modules]
+    assert str(binary) in paths and any(p.endswith("/libc.so.6") for p in paths)
+    assert len(paths) == len(set(paths))
+    for module in report.modules:
+        assert module.start < module.end
+        if module.path == str(binary):
+            readelf = subprocess.run(["readelf", "-n", str(binary)], capture_output=True, text=True)
+            assert module.build_id and module.build_id in readelf.stdout
+    pcs = [f.pc for t in report.threads for f in t.frames if f.module]
+    assert all(any(m.start <= pc < m.end for m in report.modules) for pc in pcs)

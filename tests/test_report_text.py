@@ -8,6 +8,7 @@ from stackdump.report import write_text
 from stackdump.types import (
     CaptureMethod,
     FpStatus,
+    InlinedCall,
     LocationMode,
     Report,
     ReportHeader,
@@ -54,7 +55,6 @@ def make_report() -> Report:
                 name="worker",
                 status=ThreadStatus.OK,
                 frames=frames,
-                physical_frames=12,
                 capture_method=CaptureMethod.FRAME_POINTER,
                 fp_status=FpStatus.END_OF_CHAIN,
                 stack_bounds=(0x7F2A1C000000, 0x7F2A1C800000),
@@ -132,7 +132,6 @@ def test_hundredth_frame_keeps_a_space():
         name="t",
         status=ThreadStatus.OK,
         frames=frames,
-        physical_frames=101,
         capture_method=CaptureMethod.FRAME_POINTER,
         fp_status=FpStatus.FRAME_LIMIT,
     )
@@ -156,7 +155,6 @@ def test_passive_thread_line():
         name="acceptor",
         status=ThreadStatus.OK,
         frames=report.threads[0].frames[:1],
-        physical_frames=1,
         capture_method=CaptureMethod.PASSIVE_SYSCALL,
         unwind_status=UnwindStatus.END_OF_STACK,
         stack_bounds=(0x1000, 0x2000),
@@ -181,15 +179,14 @@ def test_skipped_running_counts_as_skipped_line():
 def test_inlined_lines_carry_their_physical_frames_pc_with_addresses():
     # GIVEN one physical frame with one function inlined at its pc
     pc = 0x55CAD18DFD21
-    inlined = SymbolizedFrame(pc, "helper", "/bin/x", 0x1D21, "x.c", 10, inlined=True)
-    physical = SymbolizedFrame(pc, "caller", "/bin/x", 0x1D21, "x.c", 20)
+    helper = InlinedCall("helper", "x.c", 10)
+    physical = SymbolizedFrame(pc, "caller", "/bin/x", 0x1D21, "x.c", 20, (helper,))
     report = make_report()
     thread = ThreadReport(
         tid=1,
         name="t",
         status=ThreadStatus.OK,
-        frames=(inlined, physical),
-        physical_frames=1,
+        frames=(physical,),
         capture_method=CaptureMethod.DWARF_CFI,
     )
     lines = render(Report(report.header, (thread,), report.summary), show_addresses=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import lzma
 import os
 import zlib
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
 
 from stackdump.cache import DiskCache
 from stackdump.elf.image import PARSE_ERRORS, ElfObject, SymbolTable
@@ -23,7 +23,7 @@ from stackdump.elf.modules import (
     debug_roots,
     debuglink_candidates,
 )
-from stackdump.types import FileSource, MemoryMap
+from stackdump.types import FileSource, MemoryMap, ModuleEntry
 
 _EMPTY = SymbolTable([], [], [], b"")
 T = TypeVar("T")
@@ -155,6 +155,24 @@ class ObjectStore:
         _, mapping, loaded = hit
         vaddr = loaded.vaddr(address, mapping)
         return None if vaddr is None else (loaded, vaddr)
+
+    def module_entries(self, pcs: Iterable[int]) -> Tuple[ModuleEntry, ...]:
+        """The objects these addresses fall in, once each, by address."""
+        found: Dict[Tuple[str, int, str], ModuleEntry] = {}
+        for pc in pcs:
+            hit = self.modules.lookup(pc)
+            if hit is None or hit[0].key in found:
+                continue
+            module = hit[0]
+            elf = self.load(module).elf
+            found[module.key] = ModuleEntry(
+                path=module.path,
+                start=module.maps[0].start,
+                end=module.maps[-1].end,
+                offset=module.maps[0].offset,
+                build_id=elf.build_id() if elf is not None else None,
+            )
+        return tuple(sorted(found.values(), key=lambda m: m.start))
 
     def loaded(self) -> Iterator[LoadedObject]:
         return iter(self._loaded.values())

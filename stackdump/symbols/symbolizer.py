@@ -1,9 +1,9 @@
-"""pc -> SymbolizedFrame(s) for one process, in one LocationMode, memoized per pc.
+"""pc -> SymbolizedFrame for one process, in one LocationMode, memoized per pc.
 
 - DISABLED: the ELF symbol containing the pc; no file:line.
 - FAST: adds file:line through `.debug_aranges` and the CU's line table.
 - FULL: as FAST, falling back to every CU's ranges when aranges has no answer.
-- FULL_WITH_INLINE: as FULL, and one extra frame per inlined function active at the pc,
+- FULL_WITH_INLINE: as FULL, and the functions inlined at the pc nested in the frame,
   innermost first, named from DWARF as gdb and eu-stack name them.
 
 A function with no ELF symbol is named from DWARF in every mode but DISABLED. Most threads of
@@ -14,22 +14,22 @@ the cache belongs to one Symbolizer, hence to one mode.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.symbols.demangle import Demangler
 from stackdump.symbols.dwarf import dwarf_of
-from stackdump.types import Frame, LocationMode, SymbolizedFrame
+from stackdump.types import Frame, InlinedCall, LocationMode, SymbolizedFrame
 
 
 class Symbolizer:
     def __init__(self, objects: ObjectStore, mode: LocationMode = LocationMode.FAST) -> None:
         self.objects = objects
         self.mode = mode
-        self._cache: Dict[Tuple[int, bool], Tuple[SymbolizedFrame, ...]] = {}
+        self._cache: Dict[Tuple[int, bool], SymbolizedFrame] = {}
         self._demangler = Demangler()
 
-    def symbolize(self, frame: Frame) -> Tuple[SymbolizedFrame, ...]:
+    def symbolize(self, frame: Frame) -> SymbolizedFrame:
         key = (frame.pc, frame.lookup_pc == frame.pc)
         cached = self._cache.get(key)
         if cached is None:
@@ -59,57 +59,47 @@ class Symbolizer:
             offset = frame.pc - mapping.start + mapping.offset
         return SymbolizedFrame(frame.pc, None, module.path, offset), loaded, vaddr
 
-    def _symbolize(self, frame: Frame) -> Tuple[SymbolizedFrame, ...]:
+    def _symbolize(self, frame: Frame) -> SymbolizedFrame:
         physical, loaded, vaddr = self._locate(frame)
         if loaded is None or vaddr is None:
-            return (physical,)
+            return physical
         found = loaded.symbols.lookup(vaddr)
         if found is not None:
             physical = replace(physical, function=self._demangler.demangle(found[0]))
         if self.mode is LocationMode.DISABLED:
-            return (physical,)
+            return physical
         return self._with_locations(physical, loaded, vaddr)
 
     def _with_locations(
         self, physical: SymbolizedFrame, loaded: LoadedObject, vaddr: int
-    ) -> Tuple[SymbolizedFrame, ...]:
+    ) -> SymbolizedFrame:
         dwarf = dwarf_of(loaded)
         if dwarf is None:
-            return (physical,)
+            return physical
         full = self.mode in (LocationMode.FULL, LocationMode.FULL_WITH_INLINE)
         cu = dwarf.cu_offset(vaddr, full)
         if cu is None:
-            return (physical,)
+            return physical
         if self.mode is LocationMode.FULL_WITH_INLINE:
             chain = dwarf.inline_chain(cu, vaddr)
             if chain:
-                frames: List[SymbolizedFrame] = []
-                for inline in chain[:-1]:
-                    frames.append(
-                        replace(
-                            physical,
-                            function=self._name(inline.name),
-                            file=inline.file,
-                            line=inline.line,
-                            inlined=True,
-                        )
-                    )
                 outer = chain[-1]
-                frames.append(
-                    replace(
-                        physical,
-                        function=self._name(outer.name) or physical.function,
-                        file=outer.file,
-                        line=outer.line,
-                    )
+                return replace(
+                    physical,
+                    function=self._name(outer.name) or physical.function,
+                    file=outer.file,
+                    line=outer.line,
+                    inlined=tuple(
+                        InlinedCall(self._name(call.name), call.file, call.line)
+                        for call in chain[:-1]
+                    ),
                 )
-                return tuple(frames)
         where = dwarf.location(cu, vaddr)
         function = physical.function
         if function is None:
             function = self._name(dwarf.function_name(cu, vaddr))
         file, line = where if where else (None, None)
-        return (replace(physical, function=function, file=file, line=line),)
+        return replace(physical, function=function, file=file, line=line)
 
     def _name(self, name: Optional[str]) -> Optional[str]:
         return self._demangler.demangle(name) if name else None
