@@ -37,8 +37,12 @@ def test_target_killed_mid_dump_keeps_every_captured_stack(live, threads_bin):
         # WHEN the target is killed once half its threads were captured
         traced = _wait_until_traced(target.pid, tids[len(tids) // 2], dumper)
         target.proc.kill()
-        target.proc.wait()
-        out, err = finish(dumper)
+        try:
+            # Its parent can reap it while stackdump still runs: no exited thread is left
+            # a zombie waiting for its tracer.
+            target.proc.wait(DEADLINE_S)
+        finally:
+            out, err = finish(dumper)
         assert traced
     # THEN the threads captured before keep full, symbolized stacks, and the report and the
     # exit status say the process exited

@@ -64,6 +64,8 @@ _SPIN_NS = 50_000
 # Between tries to seize a thread another tracer holds (it stops a thread for microseconds).
 _RETRY_S = 0.0002
 _UNTRACED_RETRIES = 3
+# How long capture waits at its end for seized threads that were exiting to be reapable.
+_EXIT_REAP_S = 0.05
 
 
 class StopWindowPriority:
@@ -140,6 +142,9 @@ class _StopWindow:
                 e = _stop_window_error(PTRACE_INTERRUPT, tid)
                 if e.errno != errno.ESRCH:
                     raise e
+                # Seized, then gone: an exiting tracee stays a zombie until its tracer
+                # reaps it, and its process cannot be reaped by its parent before that.
+                tracer._exiting.add(tid)
                 self.status = ThreadStatus.THREAD_EXITED
                 return self
             outcome = tracer._wait_stop(tid, self._start + tracer._timeout_ns)
@@ -199,6 +204,7 @@ class Tracer:
         self._regs_address = ctypes.addressof(self._regs)
         self._pending: Set[int] = set()
         self._stubborn_tracers: Set[int] = set()
+        self._exiting: Set[int] = set()  # seized threads that vanished: reap their zombies
         self._priority = StopWindowPriority(realtime)
         self._old_mask: Set[int] = set()
         self.attempts = 0
@@ -211,6 +217,10 @@ class Tracer:
     def __exit__(self, *exc) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         self.reap()
+        deadline = time.monotonic() + _EXIT_REAP_S
+        while self._exiting and time.monotonic() < deadline:
+            time.sleep(0.001)
+            self.reap()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -316,18 +326,20 @@ class Tracer:
                 time.sleep(_RETRY_S)
 
     def reap(self) -> None:
-        """Detach timed-out threads that have reached their stop since."""
-        for tid in list(self._pending):
-            try:
-                pid, status = os.waitpid(tid, os.WNOHANG | WALL)
-            except ChildProcessError:
-                self._pending.discard(tid)
-                continue
-            if pid == 0:
-                continue
-            self._pending.discard(tid)
-            if os.WIFSTOPPED(status):
-                _detach_quietly(tid, _signal_to_reinject(status))
+        """Detach timed-out threads that have reached their stop since, and reap seized
+        threads that exited (a traced thread's zombie is its tracer's to collect)."""
+        for waiting in (self._pending, self._exiting):
+            for tid in list(waiting):
+                try:
+                    pid, status = os.waitpid(tid, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    waiting.discard(tid)
+                    continue
+                if pid == 0:
+                    continue
+                waiting.discard(tid)
+                if os.WIFSTOPPED(status):
+                    _detach_quietly(tid, _signal_to_reinject(status))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -403,7 +415,7 @@ def _detach_quietly(tid: int, sig: int) -> None:
 
 def _registers_from(regs_struct) -> Registers:
     names = X86_64.ptrace_names
-    return Registers(tuple((i, int(getattr(regs_struct, n))) for i, n in enumerate(names)))
+    return Registers.of({i: int(getattr(regs_struct, n)) for i, n in enumerate(names)}, X86_64)
 
 
 def _strerror(e: PtraceError) -> str:
