@@ -13,10 +13,10 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from stackdump.cache import DiskCache
-from stackdump.capture.live import FOREIGN, capture_process
+from stackdump.capture.live import FOREIGN, Progress, ShouldStop, capture_process
 from stackdump.elf.modules import HostFiles
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.interrupts import Interrupted
@@ -42,12 +42,6 @@ from stackdump.unwind.code_map import CodeMap
 from stackdump.unwind.unwinder import memory_of, unwind
 
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
-
-# progress(phase, done, total): phase is "capture" or "symbolization"; called between
-# threads, never while one is stopped.
-Progress = Callable[[str, int, int], None]
-# should_stop(): asked between threads; True ends capture early (SIGINT, SIGTERM).
-ShouldStop = Callable[[], bool]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from stackdump.types import (
 FOREIGN = "not a thread of process "
 _EXIT_SETTLE_S = 0.005
 
-# progress(phase, done, total): called between threads, never while one is stopped.
+# progress(phase, done, total): phase is "capture" or "symbolization"; called between
+# threads, never while one is stopped.
 Progress = Callable[[str, int, int], None]
 # should_stop(): asked between threads; True ends capture early (SIGINT, SIGTERM).
 ShouldStop = Callable[[], bool]
