@@ -205,15 +205,16 @@ def _capture_one(
 ) -> ThreadSnapshot:
     if name is None or not proc.thread_exists(pid, tid):
         return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED)
-    if proc.thread_state(pid, tid) == "Z":
-        # Exited but not yet reaped, as a main thread that called pthread_exit stays while
-        # the others run: there is nothing to stop, and seizing it would fail with EPERM.
-        what = "the main thread" if tid == pid else "the thread"
+    if tid == pid and proc.thread_state(pid, tid) == "Z":
+        # A main thread that called pthread_exit stays a zombie while the others run (any
+        # other thread is released as it exits): there is nothing to stop, and seizing it
+        # would fail with EPERM.
         return ThreadSnapshot(
             tid=tid,
             name=name,
             status=ThreadStatus.THREAD_EXITED,
-            error=f"{what} has exited (a zombie); the process lives on in its other threads",
+            error="the main thread has exited (a zombie); the process lives on in its other "
+            "threads",
         )
     syscall = None
     if options.skip_blocking_syscalls or options.capture_mode is not CaptureMode.PTRACE:
