@@ -181,6 +181,15 @@ def _syscall_lines(pid: int) -> Dict[int, str]:
     return lines
 
 
+def _stayed(before: str, after) -> bool:
+    if after == before:
+        return True
+    if after is None or before == "running":
+        return False
+    first, last = before.split(), after.split()
+    return last[0] == "219" and last[-2:] == first[-2:]
+
+
 def test_real_server_matches_gdb():
     """memcached from Debian: a real multi-threaded server built without frame pointers."""
     memcached = shutil.which("memcached")
@@ -206,9 +215,14 @@ def test_real_server_matches_gdb():
         theirs = gdb_pcs(server.pid)
         after = _syscall_lines(server.pid)
         # A thread that woke up between the two dumps may legitimately differ: compare the
-        # threads that provably stayed in the same call with the same arguments.
-        steady = [tid for tid in before if after.get(tid) == before[tid]]
-        assert len(steady) >= 0.8 * len(before), (before, after)
+        # threads that provably stayed in the same call with the same arguments. A sleep or
+        # timed futex that a ptrace stop (ours, then gdb's) interrupted resumes as
+        # restart_syscall (219) at the same sp and pc: that thread stayed put too.
+        steady = [tid for tid in before if _stayed(before[tid], after.get(tid))]
+        # memcached's main thread wakes once a second for its clock event, and its helper
+        # threads on condition variables; gdb alone takes about a second here. Seen: 7 or 8
+        # of 10 steady, so 0.8 failed now and then (a fresh-clone CI run saw 7).
+        assert len(steady) >= 0.6 * len(before), (before, after)
         compare({t: ours[t] for t in steady}, {t: theirs[t] for t in steady})
         # And the dump is more than libc: memcached's own frames are there.
         assert all(len(ours[t]) >= 3 for t in steady), ours
