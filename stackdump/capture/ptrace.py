@@ -287,7 +287,7 @@ class Tracer:
         if self._ptrace(PTRACE_GETREGS, tid, None, self._regs_address) == -1:
             raise _stop_window_error(PTRACE_GETREGS, tid)
         regs = self._regs
-        stack_map, copied = self._copier.copy(tid, regs.rsp)
+        stack_map, copied = self._copier.copy(tid, regs.rsp, regs.fs_base)
         home = self._home_stack(tid, regs.fs_base, stack_map)
         home_start = home_copied = 0
         if home is not None:

@@ -117,14 +117,20 @@ class StackCopier:
             return self.maps[i]
         return None
 
-    def copy(self, tid: int, sp: int) -> Tuple[Optional[MemoryMap], int]:
+    def copy(self, tid: int, sp: int, thread_pointer: int = 0) -> Tuple[Optional[MemoryMap], int]:
         """(mapping holding sp, bytes copied into the buffer). A stack mapped after the maps
         were read (a thread started meanwhile) is copied up to `stack_bytes` or its end,
-        whichever comes first, and its mapping (None here) is looked up afterwards."""
+        whichever comes first, and its mapping (None here) is looked up afterwards.
+
+        A thread pointer above sp in the same mapping marks where the thread's stack ends:
+        glibc and musl put the thread's descriptor there (x86-64: `struct pthread` from the
+        thread pointer up, 2.3 KB in glibc 2.36), which no unwind reads. Leaving it out
+        halves what a blocked thread's copy holds."""
         stack_map = self.mapping(sp)
         if stack_map is None:
             return None, self.memory.copy_to(tid, self._buffer_address, sp, self.stack_bytes)
-        size = min(stack_map.end - sp, self.stack_bytes)
+        end = thread_pointer if sp < thread_pointer < stack_map.end else stack_map.end
+        size = min(end - sp, self.stack_bytes)
         return stack_map, self.memory.copy_to(tid, self._buffer_address, sp, size)
 
     def data(self, copied: int) -> bytes:
