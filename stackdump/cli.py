@@ -409,8 +409,7 @@ def command(run: Run, output: Optional[str], **params) -> int:
     try:
         report = _dump(options, run)
         run.stage = "write"
-        data = "".join(line + "\n" for line in text_lines(report, show_addresses))
-        run.destination.write(data.encode("utf-8", "backslashreplace"))
+        run.destination.write_lines(text_lines(report, show_addresses))
         run.destination.commit()
     except BaseException:
         run.destination.abort()

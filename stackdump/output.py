@@ -22,7 +22,7 @@ import os
 import select
 import socket
 import stat
-from typing import Optional
+from typing import Iterable, List, Optional
 
 from stackdump.errors import InvalidArgument, OutputError
 from stackdump.escape import quote
@@ -55,9 +55,24 @@ class Destination:
         try:
             if self._truncate:
                 os.ftruncate(self._fd, 0)
+                self._truncate = False
             _write_all(self._fd, data)
         except OSError as e:
             raise self._error(e) from None
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        """Text lines, each ended by a newline, encoded and written about a megabyte at a
+        time: a 10,000-thread report is never held whole as text and as bytes at once."""
+        chunk: List[str] = []
+        size = 0
+        for line in lines:
+            chunk.append(line)
+            size += len(line) + 1
+            if size >= _CHUNK:
+                self.write(_encode(chunk))
+                chunk, size = [], 0
+        if chunk:
+            self.write(_encode(chunk))
 
     def commit(self) -> None:
         try:
@@ -209,6 +224,10 @@ def _umask() -> int:
     old = os.umask(0o022)
     os.umask(old)
     return old
+
+
+def _encode(lines: List[str]) -> bytes:
+    return "".join(line + "\n" for line in lines).encode("utf-8", "backslashreplace")
 
 
 def _write_all(fd: int, data: bytes) -> None:

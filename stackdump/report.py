@@ -5,7 +5,7 @@ Runbook scripts parse this text, so the key order, spacing and wording are the c
 
 from __future__ import annotations
 
-from typing import List, Optional, TextIO
+from typing import Iterator, List, Optional, TextIO
 
 from stackdump.escape import escape, quote
 from stackdump.types import Report, SymbolizedFrame, ThreadReport
@@ -17,34 +17,33 @@ def write_text(report: Report, out: TextIO, show_addresses: bool = False) -> Non
     out.write("".join(line + "\n" for line in text_lines(report, show_addresses)))
 
 
-def text_lines(report: Report, show_addresses: bool = False) -> List[str]:
-    """`show_addresses` (-a): every frame line starts with its pc."""
+def text_lines(report: Report, show_addresses: bool = False) -> Iterator[str]:
+    """The report's lines, one at a time (a 10,000-thread report need not be held as text
+    at once). `show_addresses` (-a): every frame line starts with its pc."""
     h = report.header
-    lines = [
-        "stackdump thread stack traces",
-        f"pid: {h.pid}",
-        f"exe: {escape(h.exe)}",
-        f"thread_count: {h.thread_count}",
-        f"timeout_ms_per_thread: {h.timeout_ms}",
-        f"dwarf_location_info_mode: {h.mode.value.lower()}",
-        f"skip_blocking_syscalls: {'true' if h.skip_blocking_syscalls else 'false'}",
-        f"unwinder: {h.unwinder}",
-        f"capture: {h.capture.value}",
-        "",
-    ]
+    yield "stackdump thread stack traces"
+    yield f"pid: {h.pid}"
+    yield f"exe: {escape(h.exe)}"
+    yield f"thread_count: {h.thread_count}"
+    yield f"timeout_ms_per_thread: {h.timeout_ms}"
+    yield f"dwarf_location_info_mode: {h.mode.value.lower()}"
+    yield f"skip_blocking_syscalls: {'true' if h.skip_blocking_syscalls else 'false'}"
+    yield f"unwinder: {h.unwinder}"
+    yield f"capture: {h.capture.value}"
+    yield ""
     for thread in report.threads:
-        lines.append(thread_line(thread))
+        yield thread_line(thread)
         if thread.frames:
-            lines.extend(frame_lines(thread.frames, show_addresses))
+            yield from frame_lines(thread.frames, show_addresses)
         else:
-            lines.append("<no stack captured>")
-        lines.append("")
+            yield "<no stack captured>"
+        yield ""
     s = report.summary
-    lines.append(
+    yield (
         f"summary: captured={s.captured} skipped={s.skipped} timed_out={s.timed_out} "
         f"remote_signal_attempts={s.remote_signal_attempts}"
     )
-    lines.append(
+    yield (
         f"stats: elapsed_ms={s.elapsed_ms} max_pause_us={s.max_pause_us} "
         f"exited={s.exited} errors={s.errors} cache_hits={s.cache_hits} "
         f"cus_decoded={s.cus_decoded} passive={s.passive} "
@@ -52,7 +51,6 @@ def text_lines(report: Report, show_addresses: bool = False) -> List[str]:
         f"reported={s.reported} process_exited={1 if s.process_exited else 0} "
         f"foreign={s.foreign}"
     )
-    return lines
 
 
 def thread_line(t: ThreadReport) -> str:
