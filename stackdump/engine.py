@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress, ShouldStop, capture_process
@@ -27,7 +27,6 @@ from stackdump.types import (
     AnalysisOptions,
     CaptureMethod,
     CaptureOptions,
-    FileSource,
     ProcessSnapshot,
     Report,
     ReportHeader,
@@ -99,7 +98,7 @@ class Analyzer:
         reports: List[ThreadReport] = []
         unsymbolized = 0
         stopped = False
-        with _closing(files):
+        with contextlib.closing(files):
             objects = ObjectStore(
                 files, snapshot.maps, snapshot.vdso, options.debug_dirs, self._disk, self._loaded
             )
@@ -151,14 +150,6 @@ class Analyzer:
             interrupted=snapshot.interrupted or stopped,
             symbolization_interrupted=stopped,
         )
-
-
-@contextlib.contextmanager
-def _closing(files: FileSource) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        files.close()
 
 
 def _thread_report(
