@@ -292,7 +292,9 @@ def _dump(options: DumpOptions, run: Run) -> Report:
 
 def _interruption_note(report: Report, signal_name: str) -> str:
     parts = []
-    if report.interrupted and not report.symbolization_interrupted:
+    # Capture was cut short exactly when fewer threads were reported than selected; both
+    # phases can have been interrupted (a second signal during symbolization).
+    if report.summary.reported < report.header.thread_count:
         parts.append(
             f"the report covers the {report.summary.reported} of {report.header.thread_count} "
             "thread(s) captured before it"
