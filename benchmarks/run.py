@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -247,7 +248,9 @@ class Bench:
 def bench_target(
     args, binary: Path, roles: Dict[str, int], cloop: Optional[Path], title: str
 ) -> None:
-    stackdump = [sys.executable, "-m", "stackdump"]
+    stackdump = (
+        shlex.split(args.stackdump) if args.stackdump else [sys.executable, "-m", "stackdump"]
+    )
     trace = None if args.no_trace else SchedTrace.open(binary.name)
     with Target(binary, roles).wait_ready() as target:
         pid = str(target.pid)
@@ -303,6 +306,12 @@ def main() -> int:
         choices=("first", "last"),
         default="first",
         help="where the spinning thread is in the order dumpers visit threads (default: first)",
+    )
+    parser.add_argument(
+        "--stackdump",
+        help="the stackdump command to time, e.g. an install.sh install's "
+        "/opt/stackdump/bin/stackdump (default: this Python's -m stackdump, which in a "
+        "development checkout also pays for the editable install's import hook)",
     )
     parser.add_argument(
         "--no-trace",

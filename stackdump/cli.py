@@ -280,12 +280,17 @@ def _dump(options: DumpOptions, run: Run) -> Report:
     started = time.perf_counter_ns()
     progress = TerminalProgress(_isatty(sys.stderr))
     try:
-        run.stage = "capture"
-        with run.interrupts.deferred() as phase:
-            snapshot = capture_process(options.capture, progress, phase.requested)
-        run.stage = "analysis"
         with Analyzer(options.analysis) as analyzer:
-            return analyzer.analyze(snapshot, started, progress)
+            run.stage = "capture"
+            with run.interrupts.deferred() as phase:
+                snapshot = capture_process(
+                    options.capture, progress, phase.requested, analyzer.settle
+                )
+                # A signal while the last thread was captured or unwound found no next
+                # thread to skip: it still asks to stop, so nothing is symbolized.
+                stop = phase.requested() and not snapshot.interrupted
+            run.stage = "analysis"
+            return analyzer.analyze(snapshot, started, progress, stop)
     finally:
         progress.close()
 

@@ -4,7 +4,6 @@ which runs `ldconfig -p` in a subprocess (~3 ms a call; 13 ms of a small dump)."
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 
 def libc() -> ctypes.CDLL:
@@ -18,7 +17,9 @@ def library(soname: str, name: str) -> ctypes.CDLL:
     try:
         return ctypes.CDLL(soname)
     except OSError:
-        found = ctypes.util.find_library(name)
+        from ctypes.util import find_library  # imports subprocess: only if the soname failed
+
+        found = find_library(name)
         if not found:
             raise
         return ctypes.CDLL(found)

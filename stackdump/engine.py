@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress, ShouldStop, capture_process
@@ -27,6 +27,8 @@ from stackdump.types import (
     AnalysisOptions,
     CaptureMethod,
     CaptureOptions,
+    FileSource,
+    Frame,
     ProcessSnapshot,
     Report,
     ReportHeader,
@@ -35,6 +37,7 @@ from stackdump.types import (
     ThreadReport,
     ThreadSnapshot,
     ThreadStatus,
+    UnwindResult,
 )
 from stackdump.unwind.cfi_source import CfiSource
 from stackdump.unwind.code_map import CodeMap
@@ -55,9 +58,75 @@ def dump(
     should_stop: Optional[ShouldStop] = None,
 ) -> Report:
     started = time.perf_counter_ns()
-    snapshot = capture_process(options.capture, progress, should_stop)
     with Analyzer(options.analysis) as analyzer:
+        snapshot = capture_process(options.capture, progress, should_stop, analyzer.settle)
         return analyzer.analyze(snapshot, started, progress)
+
+
+class _Session:
+    """What analyzing one snapshot's threads needs: its objects (sharing the analyzer's
+    loaded ones), CFI, code map and symbolizer, and the counters at its start."""
+
+    def __init__(self, analyzer: Analyzer, files: FileSource, maps, vdso) -> None:
+        options = analyzer.options
+        self.files = files
+        self.objects = ObjectStore(
+            files, maps, vdso, options.debug_dirs, analyzer.disk, analyzer.loaded
+        )
+        self.cfi = CfiSource(self.objects)
+        self.code_map = CodeMap(maps)
+        self.hits_before = analyzer.disk.hits
+        self.decoded_before = dwarf_cus_decoded(self.objects)
+        self.max_frames = options.max_frames
+        self._symbolizer: Optional[Symbolizer] = None
+        self._mode = options.mode
+        self._frames: Dict[Tuple[int, str, bool, bool], Frame] = {}
+
+    @property
+    def symbolizer(self) -> Symbolizer:
+        if self._symbolizer is None:
+            self._symbolizer = Symbolizer(self.objects, self._mode)
+        return self._symbolizer
+
+    def unwind(self, thread: ThreadSnapshot) -> Optional[UnwindResult]:
+        if thread.unwound is not None:
+            return thread.unwound
+        if thread.status is not ThreadStatus.OK or thread.regs is None:
+            return None
+        cfi = self.cfi
+        result = unwind(
+            thread.regs,
+            memory_of(thread),
+            self.max_frames,
+            cfi.row,
+            cfi,
+            self.code_map,
+            cfi.problem,
+        )
+        if thread.passive:
+            result = dataclasses.replace(result, capture_method=CaptureMethod.PASSIVE_SYSCALL)
+        return result
+
+    def settle(self, thread: ThreadSnapshot) -> ThreadSnapshot:
+        """The thread unwound, its stack copy released: what a live capture keeps. Its
+        frames keep what analysis reads (pc, how each was found, what kind of frame it is),
+        not the stack addresses that pointed into the released copy, so threads with the
+        same stack share their frames."""
+        result = self.unwind(thread)
+        if result is None or thread.unwound is not None:
+            return thread
+        shared = self._frames
+        frames = []
+        for f in result.frames:
+            key = (f.pc, f.method, f.activation, f.trampoline)
+            bare = shared.get(key)
+            if bare is None:
+                bare = shared[key] = Frame(
+                    f.pc, method=f.method, activation=f.activation, trampoline=f.trampoline
+                )
+            frames.append(bare)
+        result = dataclasses.replace(result, frames=tuple(frames))
+        return dataclasses.replace(thread, stack=b"", extra_stacks=(), unwound=result)
 
 
 class Analyzer:
@@ -66,9 +135,10 @@ class Analyzer:
 
     def __init__(self, options: AnalysisOptions) -> None:
         self.options = options
-        self._disk = DiskCache(options.cache_dir)
+        self.disk = DiskCache(options.cache_dir)
         # Every object opened so far, by module identity, kept across snapshots.
-        self._loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
+        self.loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
+        self._session: Optional[_Session] = None
 
     def __enter__(self) -> Analyzer:
         return self
@@ -77,55 +147,62 @@ class Analyzer:
         self.close()
 
     def close(self) -> None:
-        for loaded in self._loaded.values():
+        self._session = None
+        for loaded in self.loaded.values():
             loaded.close()
-        self._loaded.clear()
-        self._disk.trim()
+        self.loaded.clear()
+        self.disk.trim()
+
+    def settle(self, files: FileSource, maps, vdso) -> Callable[[ThreadSnapshot], ThreadSnapshot]:
+        """For a source that can hand threads over as it captures them (capture_process's
+        `settle`): unwind each at once and drop its stack bytes, so a dump of 10,000 threads
+        holds their frames, not 10,000 stack copies. `analyze()` then takes the snapshot
+        built from those same files."""
+        self._session = _Session(self, files, maps, vdso)
+        return self._session.settle
 
     def analyze(
         self,
         snapshot: ProcessSnapshot,
         started_ns: Optional[int] = None,
         progress: Optional[Progress] = None,
+        stop_requested: bool = False,
     ) -> Report:
-        """Unwind and symbolize every captured thread. If `Interrupted` (SIGINT/SIGTERM, see
-        stackdump.interrupts) arrives meanwhile, the thread it hit and every later one are
-        unwound again and printed unsymbolized (`0x... in OBJECT+0xOFFSET`): nothing
-        captured is lost, and no more DWARF is read. A second one propagates."""
-        options = self.options
+        """Unwind (unless already done, see `settle`) and symbolize every captured thread.
+        If `Interrupted` (SIGINT/SIGTERM, see stackdump.interrupts) arrives meanwhile, the
+        thread it hit and every later one are printed unsymbolized (`0x... in
+        OBJECT+0xOFFSET`): nothing captured is lost, and no more DWARF is read. A second one
+        propagates. `stop_requested`: one arrived before analysis began (while the last
+        thread was being captured or settled): every frame is printed so."""
         files = snapshot.files if snapshot.files is not None else HostFiles()
-        hits_before = self._disk.hits
+        session = self._session
+        self._session = None
         reports: List[ThreadReport] = []
         unsymbolized = 0
-        stopped = False
+        stopped = stop_requested
         with contextlib.closing(files):
-            objects = ObjectStore(
-                files, snapshot.maps, snapshot.vdso, options.debug_dirs, self._disk, self._loaded
-            )
-            decoded_before = dwarf_cus_decoded(objects)
-            symbolizer = Symbolizer(objects, options.mode)
-            cfi = CfiSource(objects)
-            code_map = CodeMap(snapshot.maps)
+            if session is None or session.files is not snapshot.files:
+                session = _Session(self, files, snapshot.maps, snapshot.vdso)
             for done, thread in enumerate(snapshot.threads):
                 if progress is not None:
                     progress("symbolization", done, len(snapshot.threads))
                 report = None
                 if not stopped:
                     try:
-                        report = _thread_report(thread, cfi, symbolizer, options, True, code_map)
+                        report = _thread_report(thread, session, True)
                     except Interrupted:
                         stopped = True
                 if report is None:
-                    report = _thread_report(thread, cfi, symbolizer, options, False, code_map)
+                    report = _thread_report(thread, session, False)
                     unsymbolized += report.physical_frames
                 reports.append(report)
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
-            cus_decoded = dwarf_cus_decoded(objects) - decoded_before
-            modules = objects.module_entries(f.pc for r in reports for f in r.frames)
+            cus_decoded = dwarf_cus_decoded(session.objects) - session.decoded_before
+            modules = session.objects.module_entries(f.pc for r in reports for f in r.frames)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
         summary = _summarize(
-            snapshot.threads, elapsed_ns, self._disk.hits - hits_before, cus_decoded
+            snapshot.threads, elapsed_ns, self.disk.hits - session.hits_before, cus_decoded
         )
         how = snapshot.options or CaptureOptions(pid=snapshot.pid)
         return Report(
@@ -134,7 +211,7 @@ class Analyzer:
                 exe=snapshot.exe,
                 thread_count=snapshot.thread_count or len(snapshot.threads),
                 timeout_ms=how.timeout_ms,
-                mode=options.mode,
+                mode=self.options.mode,
                 skip_blocking_syscalls=how.skip_blocking_syscalls,
                 unwinder=UNWINDER_NAME,
                 capture=how.capture_mode,
@@ -152,14 +229,7 @@ class Analyzer:
         )
 
 
-def _thread_report(
-    thread: ThreadSnapshot,
-    cfi: CfiSource,
-    symbolizer: Symbolizer,
-    options: AnalysisOptions,
-    symbolize: bool,
-    code_map: CodeMap,
-) -> ThreadReport:
+def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -> ThreadReport:
     pause_us = thread.pause_ns // 1000 if thread.attempted else None
     if thread.passive:
         pause_us = 0
@@ -180,11 +250,9 @@ def _thread_report(
             pause_us=pause_us,
             error=thread.error,
         )
-    result = unwind(
-        thread.regs, memory_of(thread), options.max_frames, cfi.row, cfi, code_map, cfi.problem
-    )
-    if thread.passive:
-        result = dataclasses.replace(result, capture_method=CaptureMethod.PASSIVE_SYSCALL)
+    result = session.unwind(thread)
+    assert result is not None
+    symbolizer = session.symbolizer
     if symbolize:
         frames = [_symbolize_softly(symbolizer, frame) for frame in result.frames]
     else:

@@ -17,11 +17,10 @@ _QUOTED = {**_SHORT, '"': '\\"'}
 def escape(text: str, also: str = "", short_forms=_SHORT) -> str:
     """`text` with the rule above applied; characters in `also` are escaped as `\\xHH` too
     (`)` and `=` in a thread name, where they could end it or forge a key)."""
-    if (
-        text.isprintable()
-        and not any(c in text for c in short_forms)
-        and not any(c in text for c in also)
-    ):
+    # The common case, without a loop in Python: a printable text has no newline, tab or
+    # carriage return, so only a backslash and the extra characters need looking for.
+    special = also + '"' if '"' in short_forms else also
+    if text.isprintable() and "\\" not in text and not any(c in text for c in special):
         return text
     out = []
     for c in text:

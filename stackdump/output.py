@@ -20,7 +20,6 @@ import contextlib
 import errno
 import os
 import select
-import socket
 import stat
 from typing import Iterable, List, Optional
 
@@ -190,6 +189,8 @@ def _in_place(shown: str, real: str, refuse) -> Destination:
 
 
 def _connect(path: str, refuse) -> int:
+    import socket  # only a socket destination needs it
+
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)

@@ -7,6 +7,7 @@ and go while we look; callers turn that into `thread_exited`, never into an exce
 from __future__ import annotations
 
 import os
+import sys
 from typing import Dict, List, Optional, Tuple
 
 from stackdump.escape import escape
@@ -48,7 +49,8 @@ def list_tids(pid: int) -> List[int]:
 
 def read_comm(pid: int, tid: int) -> Optional[str]:
     text = _read_text(f"{PROC}/{pid}/task/{tid}/comm")
-    return None if text is None else _drop_newline(text)
+    # Interned: the threads of a pool share a name, and a dump can hold 10,000 of them.
+    return None if text is None else sys.intern(_drop_newline(text))
 
 
 def _drop_newline(text: str) -> str:
@@ -159,9 +161,10 @@ def parse_maps(text: str) -> Tuple[MemoryMap, ...]:
                 MemoryMap(
                     start=int(start_s, 16),
                     end=int(end_s, 16),
-                    perms=parts[1],
+                    # Interned: 10,000 thread stacks are 20,000 lines with the same few.
+                    perms=sys.intern(parts[1]),
                     offset=int(parts[2], 16),
-                    dev=parts[3],
+                    dev=sys.intern(parts[3]),
                     inode=int(parts[4]),
                     path=_unmangle(parts[5]) if len(parts) > 5 else "",
                 )

@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import enum
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
 
 from stackdump.arch import X86_64, Arch
+
+# What a dump keeps one of per thread or per frame (10,000 threads make ~100,000): frozen, and
+# without a per-instance dict where the interpreter allows (slots: Python 3.10+).
+record = (
+    dataclass(frozen=True, slots=True) if sys.version_info >= (3, 10) else dataclass(frozen=True)
+)
 
 
 class LocationMode(enum.Enum):
@@ -91,7 +98,7 @@ class AnalysisOptions:
     cache_dir: Optional[str] = None  # None: no disk cache
 
 
-@dataclass(frozen=True)
+@record
 class MemoryMap:
     """One line of /proc/<pid>/maps."""
 
@@ -132,7 +139,7 @@ class MemoryMap:
         return self.start <= address < self.end
 
 
-@dataclass(frozen=True)
+@record
 class SyscallState:
     """/proc/<pid>/task/<tid>/syscall: the call a thread is blocked in, or that it runs."""
 
@@ -143,7 +150,7 @@ class SyscallState:
     pc: int = 0
 
 
-@dataclass(frozen=True)
+@record
 class Registers:
     """The register values a source knows, by DWARF register number, and the processor they
     belong to. A ptrace stop knows them all; a passive copy only pc and sp; a suspended
@@ -191,7 +198,7 @@ class Registers:
         return self.get(self.arch.fp)
 
 
-@dataclass(frozen=True)
+@record
 class ThreadSnapshot:
     """What capture copied out of one thread while it was stopped, plus its outcome."""
 
@@ -211,6 +218,9 @@ class ThreadSnapshot:
     extra_stacks: Tuple[Tuple[int, bytes, MemoryMap], ...] = ()
     # Copied while blocked, never stopped: only pc and sp in `regs` are known.
     passive: bool = False
+    # The frames, when the stack was unwound as soon as the thread ran again and its copy
+    # released (`stack` and `extra_stacks` are then empty): see engine.Analyzer.settle.
+    unwound: Optional[UnwindResult] = None
 
 
 class FileSource(Protocol):
@@ -248,7 +258,7 @@ def lookup_address(pc: int, activation: bool) -> int:
     return pc if activation or pc == 0 else pc - 1
 
 
-@dataclass(frozen=True)
+@record
 class Frame:
     """One physical frame found by unwinding.
 
@@ -268,7 +278,7 @@ class Frame:
         return lookup_address(self.pc, self.activation or self.trampoline)
 
 
-@dataclass(frozen=True)
+@record
 class UnwindResult:
     frames: Tuple[Frame, ...]
     capture_method: CaptureMethod
@@ -278,7 +288,7 @@ class UnwindResult:
     recovered_frame_pointers: int = 0  # frame records found on the stack (passive capture)
 
 
-@dataclass(frozen=True)
+@record
 class InlinedCall:
     """A function inlined at a physical frame's pc, and where in the source execution
     stands inside it."""
@@ -288,7 +298,7 @@ class InlinedCall:
     line: Optional[int]
 
 
-@dataclass(frozen=True)
+@record
 class SymbolizedFrame:
     """One physical frame (one pc), with the functions inlined at it nested inside."""
 
@@ -301,7 +311,7 @@ class SymbolizedFrame:
     inlined: Tuple[InlinedCall, ...] = ()  # innermost first (FULL_WITH_INLINE)
 
 
-@dataclass(frozen=True)
+@record
 class ThreadReport:
     tid: int
     name: str

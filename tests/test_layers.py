@@ -108,3 +108,43 @@ def test_report_lists_the_modules_its_frames_point_into(live, threads_bin):
             assert module.build_id and module.build_id in readelf.stdout
     pcs = [f.pc for t in report.threads for f in t.frames if f.module]
     assert all(any(m.start <= pc < m.end for m in report.modules) for pc in pcs)
+
+
+def test_settled_threads_keep_frames_not_stack_bytes(live, threads_bin):
+    """A live dump unwinds each thread as soon as it runs again and releases its stack copy
+    (memory grows with frames, not with 10,000 stack copies): the snapshot it analyzes holds
+    no stack bytes, and the report is the one an unsettled snapshot of the same capture gives."""
+    import dataclasses
+
+    from helpers import Target
+
+    from stackdump.capture.live import capture_process
+    from stackdump.engine import Analyzer
+    from stackdump.types import AnalysisOptions, CaptureOptions, LocationMode, ThreadStatus
+
+    binary = threads_bin("O2")
+    options = AnalysisOptions(mode=LocationMode.DISABLED)
+    with Target(binary, {"read": 2, "cond": 2, "sleep": 1}).wait_ready() as target:
+        with Analyzer(options) as analyzer:
+            settled = capture_process(CaptureOptions(pid=target.pid), settle=analyzer.settle)
+            ok = [t for t in settled.threads if t.status is ThreadStatus.OK]
+            assert len(ok) == 6
+            assert all(t.stack == b"" and t.unwound is not None for t in ok)
+            assert all(len(t.unwound.frames) >= 3 for t in ok)
+            from_settled = analyzer.analyze(settled)
+        raw = capture_process(CaptureOptions(pid=target.pid))
+        assert all(t.stack and t.unwound is None for t in raw.threads)
+        with Analyzer(options) as analyzer:
+            from_raw = analyzer.analyze(raw)
+
+    def frames(report):
+        return {t.tid: [(f.pc, f.function) for f in t.frames] for t in report.threads}
+
+    def shape(report):
+        return [
+            dataclasses.replace(t, frames=(), pause_us=None, stack_bounds=None)
+            for t in report.threads
+        ]
+
+    assert frames(from_settled) == frames(from_raw)
+    assert shape(from_settled) == shape(from_raw)

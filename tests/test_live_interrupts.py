@@ -124,8 +124,9 @@ def test_signal_during_symbolization_prints_the_rest_raw_and_exits_1(big_cu):
                 opened += os.readlink(f"/proc/{dumper.pid}/fd/{fd}") == str(binary)
         return opened >= 2
 
-    # Before capture the mapped files are opened once (pinned); analysis opens the target's
-    # binary a second time, to read its CFI and DWARF.
+    # Before capture the mapped files are opened once (pinned); unwinding opens the target's
+    # binary a second time, to read its CFI, as soon as the (only) thread is captured, and
+    # symbolization then reads its DWARF. A signal at either point stops symbolization.
     _until(opened_binary_twice, "stackdump never opened the target binary for analysis")
     sent = time.monotonic()
     dumper.send_signal(signal.SIGINT)

@@ -13,7 +13,8 @@ from conftest import ON_CI
 from helpers import compile_target
 
 from stackdump.arch import X86_64
-from stackdump.arch.x86_64_calls import CallKind, call_before
+from stackdump.arch.calls import CallKind
+from stackdump.arch.x86_64_calls import call_before
 from stackdump.elf.image import ElfObject
 from stackdump.types import FpStatus, Registers, UnwindStatus
 from stackdump.unwind import expr

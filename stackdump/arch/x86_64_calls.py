@@ -8,14 +8,13 @@ can see through.
 
 from __future__ import annotations
 
-import enum
 import struct
 from typing import Optional, Tuple
 
+from stackdump.arch.calls import CallKind
 
-class CallKind(enum.Enum):
-    DIRECT = "direct"  # E8 rel32: the target is known
-    INDIRECT = "indirect"  # FF /2 through a register or memory
+# The longest call instruction call_before recognises (FF /2 with SIB and disp32).
+MAX_CALL_LENGTH = 7
 
 
 def _modrm_length(modrm: int, sib: Optional[int]) -> int:
@@ -41,7 +40,8 @@ def _modrm_length(modrm: int, sib: Optional[int]) -> int:
 
 def call_before(code: bytes, return_address: int) -> Optional[Tuple[CallKind, int]]:
     """The call that ends where `code` ends (code = the bytes just before return_address):
-    (DIRECT, target) or (INDIRECT, 0), or None when no call instruction ends there."""
+    (DIRECT, target: E8 rel32) or (INDIRECT, 0: FF /2), or None when no call instruction
+    ends there."""
     n = len(code)
     if n >= 5 and code[n - 5] == 0xE8:
         rel = struct.unpack_from("<i", code, n - 5 + 1)[0]

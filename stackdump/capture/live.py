@@ -9,7 +9,7 @@ import dataclasses
 import gc
 import os
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from stackdump import permissions, proc
 from stackdump.capture.passive import PassiveCapturer
@@ -21,6 +21,7 @@ from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive
 from stackdump.types import (
     CaptureMode,
     CaptureOptions,
+    MemoryMap,
     ProcessSnapshot,
     SyscallState,
     ThreadSnapshot,
@@ -35,6 +36,12 @@ _EXIT_SETTLE_S = 0.005
 Progress = Callable[[str, int, int], None]
 # should_stop(): asked between threads; True ends capture early (SIGINT, SIGTERM).
 ShouldStop = Callable[[], bool]
+# settle(files, maps, vdso) -> keep: called once /proc has been read; keep(thread) is applied
+# to each thread as soon as it runs again, before the next is stopped, and what it returns is
+# what the snapshot holds (the engine unwinds there and drops the stack copy).
+Settle = Callable[
+    [LiveFiles, Tuple[MemoryMap, ...], Optional[bytes]], Callable[[ThreadSnapshot], ThreadSnapshot]
+]
 
 
 def resolve_target(pid: int, timeout_ms: int = 100) -> int:
@@ -80,6 +87,7 @@ def capture_process(
     options: CaptureOptions,
     progress: Optional[Progress] = None,
     should_stop: Optional[ShouldStop] = None,
+    settle: Optional[Settle] = None,
 ) -> ProcessSnapshot:
     """Read /proc, pin the mapped files, then capture the threads one at a time. The
     snapshot's `files` (the mapped files, opened here) belong to the caller: `analyze`
@@ -109,6 +117,7 @@ def capture_process(
     gc.disable()
     try:
         vdso = _read_vdso(memory, maps)
+        keep = settle(files, maps, vdso) if settle is not None else None
         with Tracer(pid, copier, options.timeout_ms, options.realtime) as tracer:
             for done, tid in enumerate(tids):
                 if should_stop is not None and should_stop():
@@ -120,7 +129,7 @@ def capture_process(
                         thread = _locate_stack(thread, pid, view, copier)
                 else:
                     thread = _foreign(pid, tid)
-                threads.append(thread)
+                threads.append(keep(thread) if keep is not None else thread)
                 if progress is not None:
                     progress("capture", done + 1, len(tids))
     except BaseException:

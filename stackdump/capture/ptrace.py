@@ -16,18 +16,35 @@ import ctypes
 import errno
 import os
 import signal
+import sys
 import time
+import types
 from typing import Optional, Set
-
-from ptrace.binding.func import ptrace as _raw_ptrace
-from ptrace.binding.func import ptrace_registers_t
-from ptrace.error import PtraceError
 
 from stackdump import clib, permissions, proc
 from stackdump.arch import X86_64
 from stackdump.capture.remote import StackCopier
 from stackdump.errors import PermissionDenied
 from stackdump.types import MemoryMap, Registers, SyscallState, ThreadSnapshot, ThreadStatus
+
+
+def _give_python_ptrace_our_libc() -> None:
+    """python-ptrace's `ptrace.ctypes_libc` finds the C library with
+    `ctypes.util.find_library`, which runs `ldconfig -p` in a subprocess: ~4 ms of every run
+    (`python3 -X importtime`). It only needs `libc` and `LIBC_FILENAME`; hand it the C
+    library this Python already runs on, as stackdump.clib does for us."""
+    if "ptrace.ctypes_libc" not in sys.modules:
+        module = types.ModuleType("ptrace.ctypes_libc")
+        module.libc = clib.libc()  # type: ignore[attr-defined]
+        module.LIBC_FILENAME = "libc.so.6"  # type: ignore[attr-defined]
+        sys.modules["ptrace.ctypes_libc"] = module
+
+
+_give_python_ptrace_our_libc()
+
+from ptrace.binding.func import ptrace as _raw_ptrace  # noqa: E402
+from ptrace.binding.func import ptrace_registers_t  # noqa: E402
+from ptrace.error import PtraceError  # noqa: E402
 
 # python-ptrace 0.9.9 has no wrappers for these (linux/ptrace.h).
 PTRACE_DETACH = 17

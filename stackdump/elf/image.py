@@ -167,6 +167,7 @@ class ElfObject:
         self._stream = stream
         self.path = path
         self._header = sections.read_header(stream)
+        self.machine = self._header.machine  # e_machine (stackdump.arch.for_elf_machine)
         self._elf: Optional[ELFFile] = None
         self._sections: Optional[Dict[str, Section]] = None
         self._all_sections: Tuple[Section, ...] = ()

@@ -39,6 +39,7 @@ _MAX_INFLATED = 1 << 30
 
 @dataclass(frozen=True)
 class ElfHeader:
+    machine: int  # e_machine: which processor (62: x86-64, 183: aarch64)
     phoff: int
     phentsize: int
     phnum: int
@@ -69,6 +70,7 @@ def read_header(stream: BinaryIO) -> ElfHeader:
         raise ELFError("not a 64-bit little-endian ELF object")
     fields = _EHDR64.unpack(raw)
     return ElfHeader(
+        machine=fields[2],
         phoff=fields[5],
         phentsize=fields[9],
         phnum=fields[10],

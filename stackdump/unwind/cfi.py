@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 from elftools.dwarf.callframe import CIE, FDE, CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
-from stackdump.arch.x86_64 import RA_COLUMN
+from stackdump.arch import X86_64, Arch, for_elf_machine
 from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
 
 # Rule kinds for a register (DWARF 5 section 6.4.1).
@@ -162,7 +162,7 @@ def _apply(
         raise CfiError(f"unsupported CFA instruction 0x{op:02x}")
 
 
-def row_for(fde: FDE, vaddr: int) -> CfiRow:
+def row_for(fde: FDE, vaddr: int, arch: Arch = X86_64) -> CfiRow:
     cie = fde.cie
     initial = _State(None, {})
     _execute(cie.instructions, initial, None, cie, 0, None)
@@ -174,7 +174,7 @@ def row_for(fde: FDE, vaddr: int) -> CfiRow:
     return CfiRow(
         cfa=state.cfa,
         rules=tuple(sorted(state.rules.items())),
-        ra_column=cie.header.get("return_address_register", RA_COLUMN),
+        ra_column=cie.header.get("return_address_register", arch.ra_column),
         signal_frame=b"S" in augmentation,
     )
 
@@ -185,6 +185,7 @@ class CfiTable:
     def __init__(self, elf: ElfObject, debug: Optional[ElfObject] = None) -> None:
         self._elf = elf
         self._debug = debug
+        self._arch = for_elf_machine(elf.machine) or X86_64
         self._eh: Optional[CallFrameInfo] = None
         self._hdr_starts: List[int] = []
         self._hdr_offsets: List[int] = []
@@ -197,7 +198,7 @@ class CfiTable:
         memoized here: `cfi_source.CfiSource` keeps the one memo, by absolute pc."""
         try:
             fde = self._find_fde(vaddr)
-            return row_for(fde, vaddr) if fde is not None else None
+            return row_for(fde, vaddr, self._arch) if fde is not None else None
         except (CfiError, *PARSE_ERRORS):
             return None
 

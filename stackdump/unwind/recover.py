@@ -25,7 +25,8 @@ from __future__ import annotations
 import enum
 from typing import Callable, List, Optional, Protocol, Tuple
 
-from stackdump.arch.x86_64_calls import CallKind, call_before, is_plt_stub
+from stackdump.arch import X86_64, Arch
+from stackdump.arch.calls import CallKind
 from stackdump.unwind.memory import StackMemory
 
 # How far above sp a frame record is looked for: frames with bigger locals than this are
@@ -46,12 +47,13 @@ class Verdict(enum.Enum):
 
 
 def call_verdict(
-    code: CodeSource, return_address: int, callee_start: Optional[int]
+    code: CodeSource, return_address: int, callee_start: Optional[int], arch: Arch = X86_64
 ) -> Optional[Verdict]:
     """How the call before return_address relates to the frame's function; None: no call."""
-    if return_address < 8:
+    size = arch.max_call_length
+    if return_address < size + 1:
         return None
-    found = call_before(code.code(return_address - 7, 7), return_address)
+    found = arch.call_before(code.code(return_address - size, size), return_address)
     if found is None:
         return None
     kind, target = found
@@ -59,7 +61,7 @@ def call_verdict(
         return Verdict.UNVERIFIED
     if target == callee_start:
         return Verdict.CONFIRMED
-    if is_plt_stub(code.code(target, 8)):
+    if arch.is_plt_stub(code.code(target, 8)):
         return Verdict.UNVERIFIED
     return Verdict.CONTRADICTED
 
@@ -70,6 +72,7 @@ def find_frame_record(
     memory: StackMemory,
     code: CodeSource,
     continues: Callable[[int], bool],
+    arch: Arch = X86_64,
 ) -> Optional[int]:
     """The rbp value of the frame at (pc, sp), or None when no candidate survives.
     `pc` is the lookup pc (already pc-1 for return addresses); `continues(rbp)` says whether
@@ -88,7 +91,7 @@ def find_frame_record(
         record = address - 16
         if link != 0 and (link <= record or link % 16 or not memory.in_any_mapping(link, 16)):
             continue
-        verdict = call_verdict(code, ret, callee_start)
+        verdict = call_verdict(code, ret, callee_start, arch)
         if verdict is None or verdict is Verdict.CONTRADICTED:
             continue
         if not continues(record):

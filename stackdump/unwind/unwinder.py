@@ -283,7 +283,7 @@ def _stack_top_step(
         return None
     sp = regs[arch.sp]
     ra = memory.read_word(sp)
-    if not ra or ra not in is_code or call_verdict(code, ra, None) is None:
+    if not ra or ra not in is_code or call_verdict(code, ra, None, arch) is None:
         return None
     new = {reg: regs[reg] for reg in arch.callee_saved if reg in regs}
     new[arch.pc] = ra
@@ -322,7 +322,7 @@ def _recover_rbp(
         )
         return trial.status in (UnwindStatus.END_OF_STACK, UnwindStatus.FRAME_LIMIT)
 
-    return find_frame_record(regs[arch.sp], lookup_pc, memory, code, continues)
+    return find_frame_record(regs[arch.sp], lookup_pc, memory, code, continues, arch)
 
 
 def _read(memory: StackMemory, address: int) -> int:
