@@ -13,11 +13,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, NoReturn, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import click
 
-from stackdump import __version__
+from stackdump import __version__, proc
 from stackdump.cache import default_directory
 from stackdump.capture.live import capture_process
 from stackdump.engine import Analyzer, DumpOptions
@@ -34,6 +34,7 @@ from stackdump.types import (
     LocationMode,
     Report,
 )
+from stackdump.views import sort_by_cpu
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_REPORT, EXIT_OUTPUT = 0, 1, 2, 3, 4
 MAX_TID = 2**31 - 1
@@ -80,6 +81,30 @@ def parse_capture(text: str) -> CaptureMode:
     except ValueError:
         names = ", ".join(m.value for m in CaptureMode)
         raise InvalidArgument(f"invalid capture: {escape(text)}, expected one of {names}") from None
+
+
+def parse_choice(key: str, choices: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            names = ", ".join(choices)
+            raise InvalidArgument(f"invalid {key}: {escape(text)}, expected one of {names}")
+        return text.lower()
+
+    return parse
+
+
+FORMATS = ("text", "json", "folded")
+SORTS = ("tid", "cpu")
+
+
+@dataclass(frozen=True)
+class View:
+    """How the report is written: none of it changes what is captured or analyzed."""
+
+    format: str = "text"
+    group: bool = False
+    sort: str = "tid"
+    show_addresses: bool = False
 
 
 def parse_pid(text: str) -> int:
@@ -138,6 +163,8 @@ def build_options(
     no_cache: bool = False,
     capture: str = "auto",
     argv: Sequence[str] = (),
+    kernel: bool = False,
+    cpu_window_ms: int = 0,
 ) -> DumpOptions:
     if thread_id is not None and tid is not None:
         raise InvalidArgument("tid and thread_id are mutually exclusive (--tid and --thread-id)")
@@ -164,6 +191,8 @@ def build_options(
             stack_bytes=stack,
             capture_mode=how,
             realtime=os.environ.get("STACKDUMP_REALTIME", "1") != "0",
+            kernel_stacks=kernel,
+            cpu_window_ms=cpu_window_ms,
         ),
         analysis=AnalysisOptions(
             mode=location or LocationMode.FAST,
@@ -403,20 +432,79 @@ SKIP_HELP = (
     "replaced atomically once the report is complete, keeping its mode and owner; a "
     "device, FIFO or socket is written in place.",
 )
+@click.option(
+    "--format",
+    "output_format",
+    default="text",
+    show_default=True,
+    metavar="FORMAT",
+    help="text (docs/FORMAT.md), json (one document, docs/json-schema.json) or folded "
+    "(one line per distinct stack, for flame graphs).",
+)
+@click.option(
+    "--group",
+    is_flag=True,
+    help="Merge threads with the same stack: one section per distinct stack, biggest first, "
+    "with the TIDs and names it covers (text and json).",
+)
+@click.option(
+    "--sort",
+    "sort",
+    default="tid",
+    show_default=True,
+    metavar="ORDER",
+    help="tid, or cpu: busiest thread first, by the CPU each used in --cpu-window-ms "
+    "measured before capture.",
+)
+@click.option(
+    "--cpu-window-ms",
+    "cpu_window_ms",
+    default="200",
+    show_default=True,
+    metavar="N",
+    help="How long --sort cpu watches the threads' CPU time before capture, 1 to 10000.",
+)
+@click.option(
+    "--kernel",
+    is_flag=True,
+    help="Also print each thread's kernel stack (/proc/PID/task/TID/stack; root only), "
+    "before its user frames, marked [kernel].",
+)
 @click.version_option(__version__, "--version", prog_name="stackdump")
 @click.pass_obj
 def command(run: Run, output: Optional[str], **params) -> int:
-    # click names each parameter after build_options' arguments; -a is the writer's
-    show_addresses = params.pop("addresses")
-    options = build_options(**params, argv=run.argv)
+    # click names each parameter after build_options' arguments; the rest are the writer's
+    view = View(
+        format=_checked("--format", params.pop("output_format"), parse_choice("format", FORMATS)),
+        group=params.pop("group"),
+        sort=_checked("--sort", params.pop("sort"), parse_choice("sort", SORTS)),
+        show_addresses=params.pop("addresses"),
+    )
+    window = _checked(
+        "--cpu-window-ms",
+        params.pop("cpu_window_ms"),
+        lambda t: parse_range("cpu_window_ms", t, 1, 10000),
+    )
+    options = build_options(
+        **params, argv=run.argv, cpu_window_ms=window if view.sort == "cpu" else 0
+    )
     for warning in missing_debug_dirs(params["debug_dirs"]):
         _say("warning", warning, style="bold yellow")
+    if options.capture.kernel_stacks:
+        refusal = proc.kernel_stack_refusal(options.capture.pid)
+        if refusal is not None:
+            _say("note", f"no kernel stacks: {refusal}", style="bold yellow")
     # Where the report goes is settled before the target is touched: a bad -o costs nothing.
     run.destination = open_destination(output, run.stdout_usable)
     try:
         report = _dump(options, run)
         run.stage = "write"
-        run.destination.write_lines(text_lines(report, show_addresses))
+        lines = render(report, view)
+        if _colour_wanted(output, view):
+            from stackdump.writers.colour import coloured_lines
+
+            lines = coloured_lines(lines)
+        run.destination.write_lines(lines)
         run.destination.commit()
     except BaseException:
         run.destination.abort()
@@ -430,6 +518,34 @@ def command(run: Run, output: Optional[str], **params) -> int:
         _error(_interruption_note(report, run.interrupts.signal_name))
         return EXIT_PARTIAL
     return EXIT_PARTIAL if report.partial else EXIT_OK
+
+
+def render(report: Report, view: View) -> Iterator[str]:
+    """The report's lines in the chosen view: every format from the one Report."""
+    if view.sort == "cpu":
+        report = sort_by_cpu(report)
+    if view.format == "json":
+        from stackdump.writers.json_doc import json_lines
+
+        return json_lines(report, view.group)
+    if view.format == "folded":
+        from stackdump.writers.folded import folded_lines
+
+        return folded_lines(report)
+    if view.group:
+        from stackdump.writers.grouped import grouped_lines
+
+        return grouped_lines(report, view.show_addresses)
+    return text_lines(report, view.show_addresses)
+
+
+def _colour_wanted(output: Optional[str], view: View) -> bool:
+    """Colour only for text on our own stdout when it is a terminal (and not NO_COLOR)."""
+    if view.format != "text" or output not in (None, "-"):
+        return False
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return _isatty(sys.stdout)
 
 
 def _interrupted_message(run: Run, e: Interrupted) -> str:

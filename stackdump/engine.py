@@ -18,8 +18,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress, ShouldStop, capture_process
 from stackdump.elf.modules import HostFiles
+from stackdump.elf.packages import symbols_fix
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.interrupts import Interrupted
+from stackdump.locks import with_mutex_waits
 from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import syscall_name
@@ -29,6 +31,7 @@ from stackdump.types import (
     CaptureOptions,
     FileSource,
     Frame,
+    ModuleEntry,
     ProcessSnapshot,
     Report,
     ReportHeader,
@@ -199,7 +202,11 @@ class Analyzer:
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = dwarf_cus_decoded(session.objects) - session.decoded_before
-            modules = session.objects.module_entries(f.pc for r in reports for f in r.frames)
+            modules = session.objects.module_entries(
+                (f.pc, f.function is not None) for r in reports for f in r.frames
+            )
+            modules = tuple(_with_fix(m) for m in modules)
+        threads, deadlocks = with_mutex_waits(reports)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
         summary = _summarize(
             snapshot.threads, elapsed_ns, self.disk.hits - session.hits_before, cus_decoded
@@ -215,8 +222,10 @@ class Analyzer:
                 skip_blocking_syscalls=how.skip_blocking_syscalls,
                 unwinder=UNWINDER_NAME,
                 capture=how.capture_mode,
+                cmdline=snapshot.cmdline,
             ),
-            threads=tuple(reports),
+            threads=threads,
+            deadlocks=deadlocks,
             modules=modules,
             summary=dataclasses.replace(
                 summary,
@@ -233,6 +242,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
     pause_us = thread.pause_ns // 1000 if thread.attempted else None
     if thread.passive:
         pause_us = 0
+    blocked_in = _blocked_in(thread)
     if thread.status is ThreadStatus.SKIPPED_BLOCKING_SYSCALL:
         number = thread.syscall.number if thread.syscall else None
         return ThreadReport(
@@ -241,6 +251,8 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             status=thread.status,
             syscall_name=syscall_name(number) if number is not None else None,
             syscall_number=number,
+            context=thread.context,
+            blocked_in=blocked_in,
         )
     if thread.status is not ThreadStatus.OK or thread.regs is None:
         return ThreadReport(
@@ -249,6 +261,8 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             status=thread.status,
             pause_us=pause_us,
             error=thread.error,
+            context=thread.context,
+            blocked_in=blocked_in,
         )
     result = session.unwind(thread)
     assert result is not None
@@ -270,7 +284,24 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         pause_us=pause_us,
         error=result.error,
         recovered_frame_pointers=result.recovered_frame_pointers,
+        context=thread.context,
+        blocked_in=blocked_in,
     )
+
+
+def _with_fix(module: ModuleEntry) -> ModuleEntry:
+    """An object whose frames went unnamed for want of a symbol table gets the fix."""
+    if not module.unknown_frames or module.symbols == "symtab" or module.path.startswith("["):
+        return module
+    return dataclasses.replace(module, fix=symbols_fix(module.path, module.build_id))
+
+
+def _blocked_in(thread: ThreadSnapshot) -> Optional[str]:
+    """The syscall the thread was blocked in when captured (not one it was running)."""
+    call = thread.syscall
+    if call is None or call.running or call.number is None or call.number < 0:
+        return None
+    return syscall_name(call.number) or str(call.number)
 
 
 def _symbolize_softly(symbolizer: Symbolizer, frame) -> SymbolizedFrame:

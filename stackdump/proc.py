@@ -247,3 +247,69 @@ def describe_process(pid: int) -> str:
     """`1234 (gdb)`, for messages that name another process."""
     comm = _read_text(f"{PROC}/{pid}/comm")
     return f"{pid} ({escape(_drop_newline(comm))})" if comm else str(pid)
+
+
+def parse_stat(text: str) -> Optional[Tuple[str, int]]:
+    """(state letter, user + system clock ticks) from /proc/<pid>/task/<tid>/stat. The name
+    in parentheses may itself hold ')' and spaces: fields are counted after the last ')'."""
+    _, sep, rest = text.rpartition(")")
+    fields = rest.split()
+    if not sep or len(fields) < 13:
+        return None
+    try:
+        return fields[0], int(fields[11]) + int(fields[12])
+    except ValueError:
+        return None
+
+
+def read_stat(pid: int, tid: int) -> Optional[Tuple[str, int]]:
+    text = _read_text(f"{PROC}/{pid}/task/{tid}/stat")
+    return None if text is None else parse_stat(text)
+
+
+def read_wchan(pid: int, tid: int) -> Optional[str]:
+    """The kernel function a sleeping thread waits in; None when running or not shown."""
+    text = _read_text(f"{PROC}/{pid}/task/{tid}/wchan")
+    if not text or text.strip() == "0":
+        return None
+    return sys.intern(text.strip())
+
+
+def parse_kernel_stack(text: str) -> Tuple[str, ...]:
+    """`[<0>] futex_wait_queue+0x60/0x90` lines -> ("futex_wait_queue+0x60/0x90", ...)."""
+    frames = []
+    for line in text.split("\n"):
+        _, sep, frame = line.partition("] ")
+        if sep and frame.strip():
+            frames.append(sys.intern(frame.strip()))
+    return tuple(frames)
+
+
+def read_kernel_stack(pid: int, tid: int) -> Optional[Tuple[str, ...]]:
+    """The thread's kernel stack, innermost first; None when the kernel does not show it
+    (`kernel_stack_refusal` says why)."""
+    text = _read_text(f"{PROC}/{pid}/task/{tid}/stack")
+    return None if text is None else parse_kernel_stack(text)
+
+
+def kernel_stack_refusal(pid: int) -> Optional[str]:
+    """Why /proc/PID/task/*/stack cannot be read here, or None when it can."""
+    try:
+        with open(f"{PROC}/{pid}/stack", "rb") as f:
+            f.read()
+    except PermissionError:
+        return "the kernel shows thread kernel stacks to root only (CAP_SYS_ADMIN)"
+    except FileNotFoundError:
+        return "this kernel has no /proc/PID/stack (CONFIG_STACKTRACE is off)"
+    except OSError as e:
+        return f"/proc/{pid}/stack: {e.strerror or e}"
+    return None
+
+
+def read_cmdline(pid: int) -> Optional[Tuple[str, ...]]:
+    """argv as the process shows it now: a server that renames itself (`postgres:
+    checkpointer`) writes one string with spaces, or leaves NULs behind."""
+    text = _read_text(f"{PROC}/{pid}/cmdline")
+    if text is None:
+        return None
+    return tuple(text.rstrip("\0").split("\0")) if text else ()

@@ -5,10 +5,10 @@ Runbook scripts parse this text, so the key order, spacing and wording are the c
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, TextIO
+from typing import Iterator, List, Optional, TextIO, Tuple
 
 from stackdump.escape import escape, quote
-from stackdump.types import Report, SymbolizedFrame, ThreadReport
+from stackdump.types import ModuleEntry, Report, SymbolizedFrame, ThreadReport
 
 NAME_SPECIALS = ")="
 
@@ -20,6 +20,18 @@ def write_text(report: Report, out: TextIO, show_addresses: bool = False) -> Non
 def text_lines(report: Report, show_addresses: bool = False) -> Iterator[str]:
     """The report's lines, one at a time (a 10,000-thread report need not be held as text
     at once). `show_addresses` (-a): every frame line starts with its pc."""
+    yield from header_lines(report)
+    for thread in report.threads:
+        yield thread_line(thread)
+        if thread.frames or kernel_stack(thread):
+            yield from frame_lines(thread.frames, show_addresses, kernel_stack(thread))
+        else:
+            yield "<no stack captured>"
+        yield ""
+    yield from closing_lines(report)
+
+
+def header_lines(report: Report) -> Iterator[str]:
     h = report.header
     yield "stackdump thread stack traces"
     yield f"pid: {h.pid}"
@@ -30,27 +42,75 @@ def text_lines(report: Report, show_addresses: bool = False) -> Iterator[str]:
     yield f"skip_blocking_syscalls: {'true' if h.skip_blocking_syscalls else 'false'}"
     yield f"unwinder: {h.unwinder}"
     yield f"capture: {h.capture.value}"
+    if h.cmdline is not None:
+        yield f"cmdline: {cmdline_text(h.cmdline)}"
     yield ""
-    for thread in report.threads:
-        yield thread_line(thread)
-        if thread.frames:
-            yield from frame_lines(thread.frames, show_addresses)
-        else:
-            yield "<no stack captured>"
-        yield ""
+
+
+def cmdline_text(argv: Tuple[str, ...]) -> str:
+    """argv joined by spaces; an argument that holds a space, a quote or nothing is quoted."""
+    return " ".join(
+        quote(arg) if not arg or " " in arg or '"' in arg else escape(arg) for arg in argv
+    )
+
+
+def closing_lines(report: Report) -> Iterator[str]:
+    """summary:, stats:, then a line per deadlock and, when frames are unknown, the
+    objects they fall in and how to name them."""
     s = report.summary
     yield (
         f"summary: captured={s.captured} skipped={s.skipped} timed_out={s.timed_out} "
         f"remote_signal_attempts={s.remote_signal_attempts}"
     )
+    yield "stats: " + " ".join(f"{k}={v}" for k, v in stats_fields(report))
+    for cycle in report.deadlocks:
+        yield "deadlock: " + " -> ".join(str(tid) for tid in (*cycle, cycle[0]))
+    unknown = sum(1 for t in report.threads for f in t.frames if f.function is None)
+    if unknown:
+        yield from object_lines(report, unknown)
+
+
+def stats_fields(report: Report) -> List[Tuple[str, int]]:
+    s = report.summary
+    return [
+        ("elapsed_ms", s.elapsed_ms),
+        ("max_pause_us", s.max_pause_us),
+        ("exited", s.exited),
+        ("errors", s.errors),
+        ("cache_hits", s.cache_hits),
+        ("cus_decoded", s.cus_decoded),
+        ("passive", s.passive),
+        ("interrupted", 1 if report.interrupted else 0),
+        ("unsymbolized", s.unsymbolized),
+        ("reported", s.reported),
+        ("process_exited", 1 if s.process_exited else 0),
+        ("foreign", s.foreign),
+    ]
+
+
+def object_lines(report: Report, unknown: int) -> Iterator[str]:
+    in_objects = sum(m.unknown_frames for m in report.modules)
     yield (
-        f"stats: elapsed_ms={s.elapsed_ms} max_pause_us={s.max_pause_us} "
-        f"exited={s.exited} errors={s.errors} cache_hits={s.cache_hits} "
-        f"cus_decoded={s.cus_decoded} passive={s.passive} "
-        f"interrupted={1 if report.interrupted else 0} unsymbolized={s.unsymbolized} "
-        f"reported={s.reported} process_exited={1 if s.process_exited else 0} "
-        f"foreign={s.foreign}"
+        f"unknown_frames: {unknown} frame(s) have no function name, {in_objects} of them in "
+        f"the objects below ({unknown - in_objects} in no mapped file)"
     )
+    for m in report.modules:
+        yield "object " + " ".join(object_keys(m))
+
+
+def object_keys(m: ModuleEntry) -> List[str]:
+    keys = [
+        quote(m.path),
+        f"build_id={m.build_id or 'none'}",
+        f"symbols={m.symbols}",
+        f"debug_file={quote(m.debug_file) if m.debug_file else 'none'}",
+        f"dwarf={1 if m.dwarf else 0}",
+        f"frames={m.frames}",
+        f"unknown={m.unknown_frames}",
+    ]
+    if m.fix:
+        keys.append(f"fix={quote(m.fix)}")
+    return keys
 
 
 def thread_line(t: ThreadReport) -> str:
@@ -74,15 +134,41 @@ def thread_line(t: ThreadReport) -> str:
         keys.append(f"error={quote(t.error)}")
     if t.recovered_frame_pointers:
         keys.append(f"recovered_frame_pointers={t.recovered_frame_pointers}")
+    keys.extend(context_keys(t))
     # ")" and "=" too: a name like `x) status=ok` must neither end the name early nor
     # forge a key (docs/FORMAT.md "Escaping").
     return f"----- thread {t.tid} ({escape(t.name, also=NAME_SPECIALS)}) {' '.join(keys)} -----"
 
 
-def frame_lines(frames, show_addresses: bool) -> List[str]:
-    """One line per inlined function (innermost first, ` (inlined)`), then one for the
-    physical frame; indexes number the lines."""
-    texts = []
+def context_keys(t: ThreadReport) -> List[str]:
+    """What the thread was doing, appended to its line (docs/FORMAT.md "Thread context")."""
+    keys = []
+    c = t.context
+    if c is not None:
+        keys.append(f"state={escape(c.state)}")
+        if c.wchan:
+            keys.append(f"wchan={escape(c.wchan)}")
+        keys.append(f"cpu_ms={c.cpu_ms}")
+        if c.recent_cpu_ms is not None:
+            keys.append(f"recent_cpu_ms={c.recent_cpu_ms}")
+    if t.blocked_in is not None and t.syscall_name is None:
+        keys.append(f"syscall={t.blocked_in}")
+    if t.waits_for_mutex is not None:
+        keys.append(f"waits_for=mutex:0x{t.waits_for_mutex:x}")
+        if t.mutex_holder:
+            keys.append(f"held_by={t.mutex_holder}")
+    return keys
+
+
+def kernel_stack(t: ThreadReport) -> Tuple[str, ...]:
+    return t.context.kernel_stack or () if t.context is not None else ()
+
+
+def frame_lines(frames, show_addresses: bool, kernel: Tuple[str, ...] = ()) -> List[str]:
+    """The kernel's frames (`--kernel`, marked `[kernel]`), then one line per inlined
+    function (innermost first, ` (inlined)`), then one for the physical frame; indexes
+    number the lines."""
+    texts = [f"{escape(k)} [kernel]" for k in kernel]
     for frame in frames:
         for call in frame.inlined:
             texts.append(

@@ -86,6 +86,8 @@ class CaptureOptions:
     stack_bytes: int = 262144
     capture_mode: CaptureMode = CaptureMode.AUTO
     realtime: bool = True  # SCHED_FIFO during each stop window (capture.ptrace)
+    kernel_stacks: bool = False  # also read /proc/PID/task/TID/stack (root)
+    cpu_window_ms: int = 0  # measure each thread's CPU over this window before capture
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,21 @@ class Registers:
 
 
 @record
+class ThreadContext:
+    """What /proc says of a thread just before it is captured: what it was doing, not its
+    stack."""
+
+    state: str  # /proc/PID/task/TID/stat's state letter: R, S, D, T, t, Z, ...
+    wchan: Optional[str]  # the kernel function it sleeps in, where the kernel shows one
+    cpu_ms: int  # user + system time since it started
+    recent_cpu_ms: Optional[int] = None  # CPU used in the window before capture, if measured
+    kernel_stack: Optional[Tuple[str, ...]] = None  # innermost first, as the kernel names them
+    # A futex wait: the futex's address and the 16 bytes there, read while the thread waited
+    # (glibc's mutex: lock, count, owner TID, users).
+    futex: Optional[Tuple[int, bytes]] = None
+
+
+@record
 class ThreadSnapshot:
     """What capture copied out of one thread while it was stopped, plus its outcome."""
 
@@ -221,6 +238,7 @@ class ThreadSnapshot:
     # The frames, when the stack was unwound as soon as the thread ran again and its copy
     # released (`stack` and `extra_stacks` are then empty): see engine.Analyzer.settle.
     unwound: Optional[UnwindResult] = None
+    context: Optional[ThreadContext] = None
 
 
 class FileSource(Protocol):
@@ -246,6 +264,7 @@ class ProcessSnapshot:
     interrupted: bool = False  # capture ended early on request: threads holds the captured
     thread_count: int = 0  # threads selected (all the process had, or --thread-id's)
     process_exited: bool = False  # the process was gone when capture ended
+    cmdline: Optional[Tuple[str, ...]] = None  # the process's argv as it shows it now
     # Where its files are read from; None: this machine's paths (elf.modules.HostFiles).
     files: Optional[FileSource] = field(default=None, compare=False, repr=False)
     options: Optional[CaptureOptions] = None  # how it was captured, for the report header
@@ -309,6 +328,7 @@ class SymbolizedFrame:
     file: Optional[str] = None
     line: Optional[int] = None
     inlined: Tuple[InlinedCall, ...] = ()  # innermost first (FULL_WITH_INLINE)
+    function_offset: Optional[int] = None  # pc minus the start of its ELF symbol
 
 
 @record
@@ -326,6 +346,10 @@ class ThreadReport:
     pause_us: Optional[int] = None
     error: str = ""
     recovered_frame_pointers: int = 0
+    context: Optional[ThreadContext] = None
+    blocked_in: Optional[str] = None  # the syscall a blocked thread was in (any status)
+    waits_for_mutex: Optional[int] = None  # address of the pthread mutex it waits for
+    mutex_holder: Optional[int] = None  # TID the mutex names as its owner (0: none)
 
     @property
     def physical_frames(self) -> int:
@@ -341,6 +365,14 @@ class ModuleEntry:
     end: int  # its highest
     offset: int  # the file offset mapped at `start`
     build_id: Optional[str]
+    # What was found to name its frames: "symtab" (a full symbol table, in the file or its
+    # debug file), "dynsym" (exported functions only), "minidebuginfo", "none".
+    symbols: str = "none"
+    debug_file: Optional[str] = None  # the separate debug file used, if any
+    dwarf: bool = False  # file:line information available (in the file or the debug file)
+    frames: int = 0  # frames of the report in this object
+    unknown_frames: int = 0  # of which no function name was found
+    fix: Optional[str] = None  # how to get its symbols, when it lacks them
 
 
 @dataclass(frozen=True)
@@ -353,6 +385,7 @@ class ReportHeader:
     skip_blocking_syscalls: bool
     unwinder: str
     capture: CaptureMode = CaptureMode.AUTO
+    cmdline: Optional[Tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -382,6 +415,8 @@ class Report:
     modules: Tuple[ModuleEntry, ...] = ()  # every object a frame points into, by address
     interrupted: bool = False  # SIGINT/SIGTERM cut capture or symbolization short
     symbolization_interrupted: bool = False
+    # Cycles of threads each waiting for a mutex the next holds, each from its lowest TID.
+    deadlocks: Tuple[Tuple[int, ...], ...] = ()
 
     @property
     def partial(self) -> bool:

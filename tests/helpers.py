@@ -46,6 +46,12 @@ ROLE_SYSCALL = {
     "recv": 45,
     "futex": 202,
     "nanosleep": 230,
+    # tests/targets/locks.c
+    "ab": 202,
+    "ba": 202,
+    "queued": 202,
+    "holder": 230,
+    "blocked": 202,
     # tests/targets/names.c
     "name": 0,
     # tests/targets/crafted.c

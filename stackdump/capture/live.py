@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import sys
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump import permissions, proc
 from stackdump.capture.passive import PassiveCapturer
@@ -17,18 +18,20 @@ from stackdump.capture.ptrace import Tracer
 from stackdump.capture.remote import RemoteMemory, StackCopier
 from stackdump.elf.modules import VDSO, LiveFiles
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
-from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive
+from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive, syscall_name
 from stackdump.types import (
     CaptureMode,
     CaptureOptions,
     MemoryMap,
     ProcessSnapshot,
     SyscallState,
+    ThreadContext,
     ThreadSnapshot,
     ThreadStatus,
 )
 
 FOREIGN = "not a thread of process "
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _EXIT_SETTLE_S = 0.005
 
 # progress(phase, done, total): phase is "capture" or "symbolization"; called between
@@ -94,6 +97,7 @@ def capture_process(
     closes them."""
     pid = resolve_target(options.pid, options.timeout_ms)
     started = time.perf_counter_ns()
+    recent_cpu = _recent_cpu(pid, options.cpu_window_ms) if options.cpu_window_ms else {}
     # Everything read from /proc up front, before any thread is stopped (docs/FORMAT.md).
     # Threads first, then the maps: a thread listed was alive when its stack was mapped.
     process_tids = proc.list_tids(pid)
@@ -103,6 +107,7 @@ def capture_process(
     view = proc.live_thread(pid, process_tids) or pid
     maps = proc.read_maps(pid, view)
     exe = proc.read_exe(pid, view)
+    cmdline = proc.read_cmdline(pid)
     members = set(process_tids)
     names = {tid: proc.read_comm(pid, tid) for tid in tids}
     files = LiveFiles(view, maps)
@@ -124,9 +129,16 @@ def capture_process(
                     interrupted = True
                     break
                 if tid in members:
-                    thread = _capture_one(tracer, passive, pid, tid, names.get(tid), options)
+                    syscall = proc.read_syscall(pid, tid)
+                    # Read before the stop: stopped, every thread would look stopped.
+                    context = _context(pid, tid, syscall, options, memory, recent_cpu.get(tid))
+                    thread = _capture_one(
+                        tracer, passive, pid, tid, names.get(tid), options, syscall
+                    )
                     if _stack_unmapped(thread):
                         thread = _locate_stack(thread, pid, view, copier)
+                    if context is not None and thread.name != "?":
+                        thread = dataclasses.replace(thread, context=context)
                 else:
                     thread = _foreign(pid, tid)
                 threads.append(keep(thread) if keep is not None else thread)
@@ -149,6 +161,7 @@ def capture_process(
         interrupted=interrupted,
         thread_count=len(tids),
         process_exited=_process_exited(pid, threads),
+        cmdline=cmdline,
         files=files,
         options=options,
     )
@@ -211,6 +224,7 @@ def _capture_one(
     tid: int,
     name: Optional[str],
     options: CaptureOptions,
+    syscall: Optional[SyscallState],
 ) -> ThreadSnapshot:
     if name is None or not proc.thread_exists(pid, tid):
         return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED)
@@ -225,20 +239,18 @@ def _capture_one(
             error="the main thread has exited (a zombie); the process lives on in its other "
             "threads",
         )
-    syscall = None
-    if options.skip_blocking_syscalls or options.capture_mode is not CaptureMode.PTRACE:
-        syscall = proc.read_syscall(pid, tid)
-        if syscall is None:
-            if not proc.thread_exists(pid, tid):
-                return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.THREAD_EXITED)
-            # There but unreadable: the same ptrace access check failed. Stopping it will
-            # fail too, with the full explanation; passive capture explains it here.
-            if options.capture_mode is CaptureMode.PASSIVE:
-                raise PermissionDenied(
-                    f"not permitted to read the state of process {pid} "
-                    f"(/proc/{pid}/task/{tid}/syscall)",
-                    help_text=permissions.help_text(pid),
-                )
+    needs_syscall = options.skip_blocking_syscalls or options.capture_mode is not CaptureMode.PTRACE
+    if syscall is None and needs_syscall:
+        if not proc.thread_exists(pid, tid):
+            return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.THREAD_EXITED)
+        # There but unreadable: the same ptrace access check failed. Stopping it will
+        # fail too, with the full explanation; passive capture explains it here.
+        if options.capture_mode is CaptureMode.PASSIVE:
+            raise PermissionDenied(
+                f"not permitted to read the state of process {pid} "
+                f"(/proc/{pid}/task/{tid}/syscall)",
+                help_text=permissions.help_text(pid),
+            )
     if (
         options.skip_blocking_syscalls
         and syscall is not None
@@ -257,6 +269,52 @@ def _capture_one(
     ):
         return passive.capture(tid, name, syscall)
     return tracer.capture(tid, name, syscall)
+
+
+def _context(
+    pid: int,
+    tid: int,
+    syscall: Optional[SyscallState],
+    options: CaptureOptions,
+    memory: RemoteMemory,
+    recent_cpu_ms: Optional[int],
+) -> Optional[ThreadContext]:
+    stat = proc.read_stat(pid, tid)
+    if stat is None:
+        return None
+    state, ticks = stat
+    futex = None
+    if (
+        syscall is not None
+        and syscall.number is not None
+        and syscall.args
+        and syscall_name(syscall.number) == "futex"
+    ):
+        # The futex word and the three after it: for a glibc mutex, its owner's TID.
+        words = memory.read(syscall.args[0], 16)
+        if words and len(words) == 16:
+            futex = (syscall.args[0], words)
+    return ThreadContext(
+        state=sys.intern(state),
+        wchan=proc.read_wchan(pid, tid),
+        cpu_ms=ticks * 1000 // _CLOCK_TICKS,
+        recent_cpu_ms=recent_cpu_ms,
+        kernel_stack=proc.read_kernel_stack(pid, tid) if options.kernel_stacks else None,
+        futex=futex,
+    )
+
+
+def _recent_cpu(pid: int, window_ms: int) -> Dict[int, int]:
+    """CPU milliseconds each thread used over `window_ms`, measured before any thread is
+    touched: what `top -H` would show."""
+    before = {tid: proc.read_stat(pid, tid) for tid in proc.list_tids(pid)}
+    time.sleep(window_ms / 1000)
+    used = {}
+    for tid, first in before.items():
+        second = proc.read_stat(pid, tid)
+        if first is not None and second is not None:
+            used[tid] = max(0, second[1] - first[1]) * 1000 // _CLOCK_TICKS
+    return used
 
 
 def _stop_would_interrupt(pid: int, syscall: SyscallState) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import lzma
 import os
 import zlib
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from stackdump.cache import DiskCache
 from stackdump.elf.image import PARSE_ERRORS, ElfObject, SymbolTable
@@ -45,6 +45,7 @@ class LoadedObject:
         self.problem = problem
         self.cache = cache
         self._symbols: Optional[SymbolTable] = None
+        self._source = "none"
         self._derived: Dict[str, Any] = {}
 
     def vaddr(self, address: int, mapping: MemoryMap) -> Optional[int]:
@@ -70,18 +71,30 @@ class LoadedObject:
     def derived_values(self) -> Iterator[Any]:
         return iter(self._derived.values())
 
+    @property
+    def symbol_source(self) -> str:
+        """Which table names this object's functions: "symtab", "dynsym" (exported
+        functions only), "minidebuginfo", "none", or "unread" (symbols were not needed)."""
+        return "unread" if self._symbols is None else self._source
+
     def _load_symbols(self) -> SymbolTable:
+        self._source = "none"
         try:
             if self.debug is not None:
                 table = self._cached_symbols(self.debug, (".symtab",))
                 if len(table):
+                    self._source = "symtab"
                     return table
             if self.elf is not None:
                 if not self.elf.has_section(".symtab"):
                     table = _minidebuginfo_symbols(self.elf)
                     if table is not None and len(table):
+                        self._source = "minidebuginfo"
                         return table
-                return self._cached_symbols(self.elf, (".symtab", ".dynsym"))
+                table = self._cached_symbols(self.elf, (".symtab", ".dynsym"))
+                if len(table):
+                    self._source = "symtab" if self.elf.has_section(".symtab") else "dynsym"
+                return table
         except PARSE_ERRORS:
             pass
         return _EMPTY
@@ -156,23 +169,39 @@ class ObjectStore:
         vaddr = loaded.vaddr(address, mapping)
         return None if vaddr is None else (loaded, vaddr)
 
-    def module_entries(self, pcs: Iterable[int]) -> Tuple[ModuleEntry, ...]:
-        """The objects these addresses fall in, once each, by address."""
-        found: Dict[Tuple[str, int, str], ModuleEntry] = {}
-        for pc in pcs:
+    def module_entries(self, frames: Iterable[Tuple[int, bool]]) -> Tuple[ModuleEntry, ...]:
+        """The objects these (pc, named) frames fall in, once each, by address, with what
+        was found to name them and how many were not."""
+        modules: Dict[Tuple[str, int, str], Module] = {}
+        counts: Dict[Tuple[str, int, str], List[int]] = {}
+        for pc, named in frames:
             hit = self.modules.lookup(pc)
-            if hit is None or hit[0].key in found:
+            if hit is None:
                 continue
             module = hit[0]
-            elf = self.load(module).elf
-            found[module.key] = ModuleEntry(
-                path=module.path,
-                start=module.maps[0].start,
-                end=module.maps[-1].end,
-                offset=module.maps[0].offset,
-                build_id=elf.build_id() if elf is not None else None,
+            modules[module.key] = module
+            count = counts.setdefault(module.key, [0, 0])
+            count[0] += 1
+            count[1] += not named
+        entries = []
+        for key, module in modules.items():
+            loaded = self.load(module)
+            elf, debug = loaded.elf, loaded.debug
+            entries.append(
+                ModuleEntry(
+                    path=module.path,
+                    start=module.maps[0].start,
+                    end=module.maps[-1].end,
+                    offset=module.maps[0].offset,
+                    build_id=elf.build_id() if elf is not None else None,
+                    symbols=loaded.symbol_source,
+                    debug_file=debug.path if debug is not None else None,
+                    dwarf=any(o is not None and o.has_section(".debug_info") for o in (elf, debug)),
+                    frames=counts[key][0],
+                    unknown_frames=counts[key][1],
+                )
             )
-        return tuple(sorted(found.values(), key=lambda m: m.start))
+        return tuple(sorted(entries, key=lambda m: m.start))
 
     def loaded(self) -> Iterator[LoadedObject]:
         return iter(self._loaded.values())

@@ -65,7 +65,11 @@ class Symbolizer:
             return physical
         found = loaded.symbols.lookup(vaddr)
         if found is not None:
-            physical = replace(physical, function=self._demangler.demangle(found[0]))
+            physical = replace(
+                physical,
+                function=self._demangler.demangle(found[0]),
+                function_offset=vaddr + (frame.pc - frame.lookup_pc) - found[1],
+            )
         if self.mode is LocationMode.DISABLED:
             return physical
         return self._with_locations(physical, loaded, vaddr)

@@ -1,0 +1,83 @@
+"""Who holds the mutex a thread waits for, and which waits close a cycle (a deadlock).
+
+A thread blocked in `pthread_mutex_lock` sleeps in futex(2) on the mutex's first word; capture
+read that word and the three after it while the thread waited (`ThreadContext.futex`). In
+glibc's `struct __pthread_mutex_s` (sysdeps/nptl/bits/struct_mutex.h, the same on x86-64 and
+aarch64, and part of the ABI: `PTHREAD_MUTEX_INITIALIZER` is compiled into programs) the
+third word, `__owner`, is the TID of the thread holding it. A futex wait counts as a mutex
+wait only when the stack says so (a pthread mutex lock function in its innermost frames):
+condition variables, semaphores and hand-rolled futexes wait on words that name no owner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from stackdump.types import ThreadReport
+
+OWNER_OFFSET = 8
+# Innermost frames looked at for the lock path (futex syscall wrapper, __lll_lock_wait,
+# pthread_mutex_lock).
+_LOCK_DEPTH = 6
+
+
+def _is_mutex_lock(function: Optional[str]) -> bool:
+    if not function:
+        return False
+    name = function.lstrip("_")
+    if name.startswith("lll_lock_wait"):
+        return "private" not in name  # glibc's internal locks are not pthread mutexes
+    return name.startswith("pthread_mutex_") and "lock" in name and "unlock" not in name
+
+
+def mutex_wait(thread: ThreadReport) -> Optional[Tuple[int, int]]:
+    """(mutex address, owner TID or 0) when the thread waits to lock a pthread mutex."""
+    context = thread.context
+    if context is None or context.futex is None:
+        return None
+    if not any(_is_mutex_lock(f.function) for f in thread.frames[:_LOCK_DEPTH]):
+        return None
+    address, words = context.futex
+    owner = int.from_bytes(words[OWNER_OFFSET : OWNER_OFFSET + 4], "little", signed=True)
+    return address, max(owner, 0)
+
+
+def with_mutex_waits(
+    threads: Sequence[ThreadReport],
+) -> Tuple[Tuple[ThreadReport, ...], Tuple[Tuple[int, ...], ...]]:
+    """The threads with `waits_for_mutex`/`mutex_holder` filled in, and every cycle of
+    waits (each from its lowest TID). A thread queued behind a cycle, or waiting for a holder
+    that is not itself waiting for a mutex, is a wait, not a deadlock."""
+    out: List[ThreadReport] = []
+    holder_of: Dict[int, int] = {}
+    for thread in threads:
+        wait = mutex_wait(thread)
+        if wait is None:
+            out.append(thread)
+            continue
+        address, owner = wait
+        out.append(dataclasses.replace(thread, waits_for_mutex=address, mutex_holder=owner))
+        if owner:
+            holder_of[thread.tid] = owner
+    return tuple(out), find_cycles(holder_of)
+
+
+def find_cycles(holder_of: Dict[int, int]) -> Tuple[Tuple[int, ...], ...]:
+    """Cycles in a waits-for graph where each thread waits for at most one other."""
+    cycles = set()
+    done: set = set()
+    for start in holder_of:
+        path: List[int] = []
+        on_path: Dict[int, int] = {}
+        tid: Optional[int] = start
+        while tid is not None and tid not in done and tid not in on_path:
+            on_path[tid] = len(path)
+            path.append(tid)
+            tid = holder_of.get(tid)
+        if tid is not None and tid in on_path:
+            cycle = path[on_path[tid] :]
+            low = cycle.index(min(cycle))
+            cycles.add(tuple(cycle[low:] + cycle[:low]))
+        done.update(path)
+    return tuple(sorted(cycles))

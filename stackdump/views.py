@@ -1,0 +1,87 @@
+"""Orders and groupings of a report's threads that several writers share: busiest first
+(`--sort cpu`), and threads merged by stack (`--group`). Pure functions of the Report."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+from stackdump.types import Report, SymbolizedFrame, ThreadReport, ThreadStatus
+
+
+def sort_by_cpu(report: Report) -> Report:
+    """Threads ordered by the CPU they used in the window measured before capture, busiest
+    first; equal ones (and unmeasured ones, last) keep their order."""
+
+    def used(t: ThreadReport) -> int:
+        c = t.context
+        return -1 if c is None or c.recent_cpu_ms is None else c.recent_cpu_ms
+
+    ordered = sorted(report.threads, key=used, reverse=True)
+    return dataclasses.replace(report, threads=tuple(ordered))
+
+
+def frame_label(f: SymbolizedFrame) -> str:
+    """A frame's name where known, else where it is: `OBJECT+0xOFFSET` (the same in every
+    process of a build), else its pc."""
+    if f.function is not None:
+        return f.function
+    if f.module is not None and f.module_offset is not None:
+        return f"{f.module.rsplit('/', 1)[-1]}+0x{f.module_offset:x}"
+    return f"0x{f.pc:x}"
+
+
+def stack_labels(t: ThreadReport) -> Tuple[str, ...]:
+    """The thread's frames innermost first, inlined functions included, by name."""
+    labels: List[str] = []
+    for frame in t.frames:
+        labels.extend(call.function or frame_label(frame) for call in frame.inlined)
+        labels.append(frame_label(frame))
+    return tuple(labels)
+
+
+@dataclass(frozen=True)
+class ThreadGroup:
+    """Threads with the same stack (status `ok`), or the same status and syscall."""
+
+    threads: Tuple[ThreadReport, ...]
+
+    @property
+    def first(self) -> ThreadReport:
+        return self.threads[0]
+
+    def names(self) -> List[Tuple[str, int]]:
+        """(thread name, how many), most common first."""
+        counts: Dict[str, int] = {}
+        for t in self.threads:
+            counts[t.name] = counts.get(t.name, 0) + 1
+        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def group_threads(threads: Sequence[ThreadReport]) -> Tuple[ThreadGroup, ...]:
+    """Biggest group first; equal sizes in the order their first thread came."""
+    groups: Dict[tuple, List[ThreadReport]] = {}
+    for t in threads:
+        kernel = t.context.kernel_stack if t.context is not None else None
+        if t.status is ThreadStatus.OK:
+            key: tuple = ("ok", stack_labels(t), kernel or ())
+        else:
+            key = (t.status.value, t.syscall_name)
+        groups.setdefault(key, []).append(t)
+    ordered = sorted(groups.values(), key=lambda members: -len(members))
+    return tuple(ThreadGroup(tuple(members)) for members in ordered)
+
+
+def tid_ranges(tids: Sequence[int]) -> str:
+    """101,102,103,107 -> "101-103,107"."""
+    parts: List[str] = []
+    ordered = sorted(tids)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)

@@ -1,0 +1,38 @@
+"""`--group`: the text report with threads of the same stack merged into one section
+(docs/FORMAT.md "Grouped text"). Header and closing lines are the default text's."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from stackdump.escape import escape
+from stackdump.report import NAME_SPECIALS, closing_lines, frame_lines, header_lines, kernel_stack
+from stackdump.types import Report
+from stackdump.views import ThreadGroup, group_threads, tid_ranges
+
+
+def grouped_lines(report: Report, show_addresses: bool = False) -> Iterator[str]:
+    yield from header_lines(report)
+    for group in group_threads(report.threads):
+        yield group_line(group)
+        yield f"tids: {tid_ranges([t.tid for t in group.threads])}"
+        first = group.first
+        if first.frames or kernel_stack(first):
+            yield from frame_lines(first.frames, show_addresses, kernel_stack(first))
+        else:
+            yield "<no stack captured>"
+        yield ""
+    yield from closing_lines(report)
+
+
+def group_line(group: ThreadGroup) -> str:
+    names = ", ".join(f"{escape(n, also=NAME_SPECIALS + ',')} x{k}" for n, k in group.names())
+    first = group.first
+    keys = [f"status={first.status.value}"]
+    if first.syscall_name is not None:
+        keys.append(f"syscall={first.syscall_name}")
+    if first.capture_method is not None:
+        keys.append(f"frames={first.physical_frames}")
+    count = len(group.threads)
+    noun = "thread" if count == 1 else "threads"
+    return f"----- {count} {noun} ({names}) {' '.join(keys)} -----"
