@@ -316,6 +316,8 @@ class ParsedReport:
     threads: List[ThreadSection]
     summary: Dict[str, int]
     stats: Dict[str, int]
+    deadlocks: List[List[int]] = field(default_factory=list)
+    objects: List[Dict[str, str]] = field(default_factory=list)
 
     def thread(self, tid: int) -> ThreadSection:
         matches = [t for t in self.threads if t.tid == tid]
@@ -342,6 +344,11 @@ def parse_report(text: str) -> ParsedReport:
         assert sep and k == key, f"header line {i}: {lines[i]!r}, expected key {key}"
         header[k] = v
     i = len(HEADER_KEYS) + 1
+    while lines[i] != "":  # keys appended to the header (docs/FORMAT.md allows it)
+        k, sep, v = lines[i].partition(": ")
+        assert sep and re.fullmatch(r"[a-z_]+", k) and k not in header, lines[i]
+        header[k] = v
+        i += 1
     assert lines[i] == "", "blank line after header"
     i += 1
     threads: List[ThreadSection] = []
@@ -373,8 +380,25 @@ def parse_report(text: str) -> ParsedReport:
     stats_line = lines[i + 1]
     assert stats_line.startswith("stats: "), stats_line
     stats = {k: int(v) for k, v in (kv.split("=") for kv in stats_line[7:].split())}
-    assert lines[i + 2 :] == [""], f"trailing text: {lines[i + 2 :]!r}"
-    return ParsedReport(header, threads, summary, stats)
+    rest = lines[i + 2 :]
+    deadlocks = []
+    while rest and rest[0].startswith("deadlock: "):
+        cycle = [int(t) for t in rest[0][len("deadlock: ") :].split(" -> ")]
+        assert len(cycle) >= 2 and cycle[0] == cycle[-1], rest[0]
+        deadlocks.append(cycle[:-1])
+        rest = rest[1:]
+    objects = []
+    if rest and rest[0].startswith("unknown_frames: "):
+        rest = rest[1:]
+        while rest and rest[0].startswith("object "):
+            m = re.fullmatch(r'object ("(?:[^"\\]|\\.)*") (.*)', rest[0])
+            assert m, rest[0]
+            keys, _ = _parse_keys(m.group(2))
+            keys["path"] = m.group(1)[1:-1]
+            objects.append(keys)
+            rest = rest[1:]
+    assert rest == [""], f"trailing text: {rest!r}"
+    return ParsedReport(header, threads, summary, stats, deadlocks, objects)
 
 
 KEY_ORDER = [
@@ -393,5 +417,9 @@ KEY_ORDER = [
 
 
 def assert_key_order(section: ThreadSection) -> None:
-    known = [k for k in section.key_order if k in KEY_ORDER]
+    order = section.key_order
+    if section.status != "skipped_blocking_syscall":
+        # Any other blocked thread's syscall= is thread context, appended at the end.
+        order = [k for k in order if k != "syscall"]
+    known = [k for k in order if k in KEY_ORDER]
     assert known == sorted(known, key=KEY_ORDER.index), section.key_order

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -87,10 +88,13 @@ def test_skip_blocking_syscalls_leaves_blocked_reader_alone(threads_bin):
         assert result.returncode == 0, result.stderr
         lines = result.stdout.splitlines()
         name = Path(f"/proc/{target.pid}/task/{reader}/comm").read_text().strip()
-        i = lines.index(
+        prefix = (
             f"----- thread {reader} ({name}) status=skipped_blocking_syscall syscall=read "
-            f"syscall_number=0 -----"
+            f"syscall_number=0 "
         )
+        # Then the thread context (docs/FORMAT.md): what it was doing, not a second syscall=.
+        i = next(k for k, line in enumerate(lines) if line.startswith(prefix))
+        assert re.fullmatch(r"state=S( wchan=\S+)? cpu_ms=\d+ -----", lines[i][len(prefix) :])
         assert lines[i + 1] == "<no stack captured>"
         report = parse_report(result.stdout)
         assert report.header["skip_blocking_syscalls"] == "true"

@@ -112,6 +112,9 @@ def test_text_matches_spec_line_for_line():
         "summary: captured=1 skipped=1 timed_out=0 remote_signal_attempts=1",
         "stats: elapsed_ms=812 max_pause_us=38 exited=0 errors=0 cache_hits=0 cus_decoded=0 "
         "passive=0 interrupted=0 unsymbolized=0 reported=0 process_exited=0 foreign=0",
+        # Appended by issue 15 because a frame is unknown; this report has no module table.
+        "unknown_frames: 1 frame(s) have no function name, 0 of them in the objects below "
+        "(1 in no mapped file)",
         "",
     ]
 

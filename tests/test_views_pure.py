@@ -1,0 +1,49 @@
+"""Pure pieces of issue 15 on real bytes: /proc stat and kernel-stack text as the kernel
+writes it, the waits-for cycle finder, TID ranges, folded-line escaping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stackdump import proc
+from stackdump.locks import find_cycles
+from stackdump.report import cmdline_text
+from stackdump.views import tid_ranges
+
+
+def test_stat_of_a_name_with_parentheses_and_spaces():
+    text = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 1 0 0 0 17 4 0 0 20 0 3 0 1 2 3\n"
+    assert proc.parse_stat(text) == ("S", 21)
+    assert proc.parse_stat("4242 (x") is None
+
+
+def test_stat_of_this_process_as_the_kernel_writes_it():
+    state, ticks = proc.parse_stat(Path("/proc/self/stat").read_text())
+    assert state == "R" and ticks >= 0
+
+
+def test_kernel_stack_lines():
+    text = "[<0>] futex_wait_queue+0x60/0x90\n[<0>] do_syscall_64+0x38/0x90\n"
+    frames = ("futex_wait_queue+0x60/0x90", "do_syscall_64+0x38/0x90")
+    assert proc.parse_kernel_stack(text) == frames
+    assert proc.parse_kernel_stack("") == ()
+
+
+def test_cycles_only_where_waits_close():
+    # 1 <-> 2 deadlock, 3 queued behind it, 4 waits for 5 who waits for nobody,
+    # 6 -> 7 -> 8 -> 6 a three-way cycle.
+    holders = {1: 2, 2: 1, 3: 1, 4: 5, 6: 7, 7: 8, 8: 6}
+    assert find_cycles(holders) == ((1, 2), (6, 7, 8))
+    assert find_cycles({9: 9}) == ((9,),)  # a thread relocking its own normal mutex
+    assert find_cycles({}) == ()
+
+
+def test_tid_ranges():
+    assert tid_ranges([107, 101, 102, 103]) == "101-103,107"
+    assert tid_ranges([5]) == "5"
+
+
+def test_cmdline_quotes_what_needs_it():
+    assert cmdline_text(("postgres: checkpointer", "", "-D", "/var/lib/x\ny")) == (
+        '"postgres: checkpointer" "" -D /var/lib/x\\ny'
+    )
