@@ -37,6 +37,7 @@ from stackdump.types import (
     ReportHeader,
     Summary,
     SymbolizedFrame,
+    SyscallState,
     ThreadReport,
     ThreadSnapshot,
     ThreadStatus,
@@ -84,6 +85,7 @@ class _Session:
         self._symbolizer: Optional[Symbolizer] = None
         self._mode = options.mode
         self._frames: Dict[Tuple[int, str, bool, bool], Frame] = {}
+        self._syscalls: Dict[Tuple[bool, Optional[int]], SyscallState] = {}
 
     @property
     def symbolizer(self) -> Symbolizer:
@@ -114,10 +116,16 @@ class _Session:
         """The thread unwound, its stack copy released: what a live capture keeps. Its
         frames keep what analysis reads (pc, how each was found, what kind of frame it is),
         not the stack addresses that pointed into the released copy, so threads with the
-        same stack share their frames."""
+        same stack share their frames. Its syscall keeps its number (the arguments, sp and
+        pc were for capture)."""
+        syscall = self._slim(thread.syscall)
         result = self.unwind(thread)
         if result is None or thread.unwound is not None:
-            return thread
+            return (
+                thread
+                if syscall is thread.syscall
+                else dataclasses.replace(thread, syscall=syscall)
+            )
         shared = self._frames
         frames = []
         for f in result.frames:
@@ -129,7 +137,18 @@ class _Session:
                 )
             frames.append(bare)
         result = dataclasses.replace(result, frames=tuple(frames))
-        return dataclasses.replace(thread, stack=b"", extra_stacks=(), unwound=result)
+        return dataclasses.replace(
+            thread, stack=b"", extra_stacks=(), unwound=result, syscall=syscall
+        )
+
+    def _slim(self, call: Optional[SyscallState]) -> Optional[SyscallState]:
+        if call is None:
+            return None
+        key = (call.running, call.number)
+        slim = self._syscalls.get(key)
+        if slim is None:
+            slim = self._syscalls[key] = SyscallState(call.running, call.number)
+        return slim
 
 
 class Analyzer:

@@ -112,6 +112,7 @@ def capture_process(
     names = {tid: proc.read_comm(pid, tid) for tid in tids}
     files = LiveFiles(view, maps)
     threads: List[ThreadSnapshot] = []
+    contexts: Dict[ThreadContext, ThreadContext] = {}
     interrupted = False
     memory = RemoteMemory(view)
     copier = StackCopier(memory, maps, options.stack_bytes)
@@ -132,6 +133,9 @@ def capture_process(
                     syscall = proc.read_syscall(pid, tid)
                     # Read before the stop: stopped, every thread would look stopped.
                     context = _context(pid, tid, syscall, options, memory, recent_cpu.get(tid))
+                    # Threads of a pool are mostly alike (S, same wchan, no CPU): share one.
+                    if context is not None:
+                        context = contexts.setdefault(context, context)
                     thread = _capture_one(
                         tracer, passive, pid, tid, names.get(tid), options, syscall
                     )
