@@ -21,8 +21,9 @@ from stackdump.elf.modules import HostFiles
 from stackdump.elf.packages import symbols_fix
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.interrupts import Interrupted
-from stackdump.locks import with_mutex_waits
+from stackdump.locks import OWNER_OFFSET, lock_frame_pc, with_mutex_waits
 from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
+from stackdump.symbols.dwarf import member_offset_at
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import syscall_name
 from stackdump.types import (
@@ -31,6 +32,7 @@ from stackdump.types import (
     CaptureOptions,
     FileSource,
     Frame,
+    LocationMode,
     ModuleEntry,
     ProcessSnapshot,
     Report,
@@ -83,14 +85,14 @@ class _Session:
         self.decoded_before = dwarf_cus_decoded(self.objects)
         self.max_frames = options.max_frames
         self._symbolizer: Optional[Symbolizer] = None
-        self._mode = options.mode
+        self.mode = options.mode
         self._frames: Dict[Tuple[int, str, bool, bool], Frame] = {}
         self._syscalls: Dict[Tuple[bool, Optional[int]], SyscallState] = {}
 
     @property
     def symbolizer(self) -> Symbolizer:
         if self._symbolizer is None:
-            self._symbolizer = Symbolizer(self.objects, self._mode)
+            self._symbolizer = Symbolizer(self.objects, self.mode)
         return self._symbolizer
 
     def unwind(self, thread: ThreadSnapshot) -> Optional[UnwindResult]:
@@ -225,7 +227,8 @@ class Analyzer:
                 (f.pc, f.function is not None) for r in reports for f in r.frames
             )
             modules = tuple(_with_fix(m) for m in modules)
-        threads, deadlocks = with_mutex_waits(reports)
+            owner_offset = OWNER_OFFSET if stopped else _owner_offset(session, reports)
+        threads, deadlocks = with_mutex_waits(reports, owner_offset)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
         summary = _summarize(
             snapshot.threads, elapsed_ns, self.disk.hits - session.hits_before, cus_decoded
@@ -306,6 +309,21 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         context=thread.context,
         blocked_in=blocked_in,
     )
+
+
+def _owner_offset(session: _Session, reports: List[ThreadReport]) -> int:
+    """Where glibc's mutex keeps its owner: as libc's DWARF declares it, in the modes that
+    read DWARF; else the ABI's layout."""
+    if session.mode is LocationMode.DISABLED:
+        return OWNER_OFFSET
+    pc = lock_frame_pc(reports)
+    if pc is None:
+        return OWNER_OFFSET
+    try:
+        found = member_offset_at(session.objects, pc, "__pthread_mutex_s", "__owner")
+    except Exception:  # noqa: BLE001 - a layout we cannot read costs the DWARF answer only
+        found = None
+    return found if found is not None else OWNER_OFFSET
 
 
 def _with_fix(module: ModuleEntry) -> ModuleEntry:

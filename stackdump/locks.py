@@ -4,9 +4,11 @@ A thread blocked in `pthread_mutex_lock` sleeps in futex(2) on the mutex's first
 read that word and the three after it while the thread waited (`ThreadContext.futex`). In
 glibc's `struct __pthread_mutex_s` (sysdeps/nptl/bits/struct_mutex.h, the same on x86-64 and
 aarch64, and part of the ABI: `PTHREAD_MUTEX_INITIALIZER` is compiled into programs) the
-third word, `__owner`, is the TID of the thread holding it. A futex wait counts as a mutex
-wait only when the stack says so (a pthread mutex lock function in its innermost frames):
-condition variables, semaphores and hand-rolled futexes wait on words that name no owner.
+third word, `__owner`, is the TID of the thread holding it. Its offset is taken from libc's
+DWARF where the dump reads DWARF and libc has it (libc6-dbg), else from that layout. A futex
+wait counts as a mutex wait only when the stack says so (a pthread mutex lock function in its
+innermost frames): condition variables, semaphores and hand-rolled futexes wait on words that
+name no owner.
 """
 
 from __future__ import annotations
@@ -31,7 +33,19 @@ def _is_mutex_lock(function: Optional[str]) -> bool:
     return name.startswith("pthread_mutex_") and "lock" in name and "unlock" not in name
 
 
-def mutex_wait(thread: ThreadReport) -> Optional[Tuple[int, int]]:
+def lock_frame_pc(threads: Sequence[ThreadReport]) -> Optional[int]:
+    """The lookup address of a pthread mutex lock frame (a return address, so pc-1), whose
+    CU's DWARF declares the mutex layout; None when no thread waits in one."""
+    for thread in threads:
+        if thread.context is None or thread.context.futex is None:
+            continue
+        for frame in thread.frames[1:_LOCK_DEPTH]:
+            if _is_mutex_lock(frame.function) and frame.function.lstrip("_").startswith("pthread"):
+                return frame.pc - 1
+    return None
+
+
+def mutex_wait(thread: ThreadReport, owner_offset: int = OWNER_OFFSET) -> Optional[Tuple[int, int]]:
     """(mutex address, owner TID or 0) when the thread waits to lock a pthread mutex."""
     context = thread.context
     if context is None or context.futex is None:
@@ -39,20 +53,23 @@ def mutex_wait(thread: ThreadReport) -> Optional[Tuple[int, int]]:
     if not any(_is_mutex_lock(f.function) for f in thread.frames[:_LOCK_DEPTH]):
         return None
     address, words = context.futex
-    owner = int.from_bytes(words[OWNER_OFFSET : OWNER_OFFSET + 4], "little", signed=True)
+    if not 0 <= owner_offset <= len(words) - 4:
+        return None
+    owner = int.from_bytes(words[owner_offset : owner_offset + 4], "little", signed=True)
     return address, max(owner, 0)
 
 
 def with_mutex_waits(
-    threads: Sequence[ThreadReport],
+    threads: Sequence[ThreadReport], owner_offset: int = OWNER_OFFSET
 ) -> Tuple[Tuple[ThreadReport, ...], Tuple[Tuple[int, ...], ...]]:
     """The threads with `waits_for_mutex`/`mutex_holder` filled in, and every cycle of
     waits (each from its lowest TID). A thread queued behind a cycle, or waiting for a holder
-    that is not itself waiting for a mutex, is a wait, not a deadlock."""
+    that is not itself waiting for a mutex, is a wait, not a deadlock. `owner_offset`: where
+    `__owner` is, from libc's DWARF when the caller found it there."""
     out: List[ThreadReport] = []
     holder_of: Dict[int, int] = {}
     for thread in threads:
-        wait = mutex_wait(thread)
+        wait = mutex_wait(thread, owner_offset)
         if wait is None:
             out.append(thread)
             continue

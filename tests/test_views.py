@@ -254,3 +254,28 @@ def test_shell_completion_scripts():
             text=True,
         )
         assert done.returncode == 0 and marker in done.stdout, (shell, done.stderr)
+
+
+def test_mutex_owner_offset_from_dwarf_matches_gdb(build_dir):
+    """held_by= reads glibc's `__owner` where the DWARF of the code declares it; gdb's
+    `ptype /o` of the same struct in the same binary is the referee."""
+    from stackdump.elf.image import ElfObject
+    from stackdump.symbols.dwarf import DwarfIndex
+
+    if shutil.which("gdb") is None:
+        _unavailable("gdb is needed as the referee")
+    binary = compile_target("locks.c", build_dir, "locks", ["-O2", "-g"])
+    shown = subprocess.run(
+        ["gdb", "-batch", "-nx", "-ex", "ptype /o struct __pthread_mutex_s", str(binary)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    expected = int(re.search(r"/\*\s+(\d+)\s+\|\s+\d+ \*/\s+int __owner;", shown).group(1))
+    dwarf = DwarfIndex(ElfObject.open(str(binary)))
+    main = subprocess.run(["nm", str(binary)], capture_output=True, text=True, check=True).stdout
+    address = int(next(line.split()[0] for line in main.splitlines() if line.endswith(" main")), 16)
+    cu = dwarf.cu_offset(address, True)
+    assert cu is not None
+    assert dwarf.member_offset(cu, "__pthread_mutex_s", "__owner") == expected
+    assert dwarf.member_offset(cu, "__pthread_mutex_s", "__no_such_member") is None

@@ -167,6 +167,24 @@ class DwarfIndex:
         chain = self.inline_chain(cu_offset, vaddr)
         return chain[-1].name if chain else None
 
+    def member_offset(self, cu_offset: int, struct: str, member: str) -> Optional[int]:
+        """Byte offset of `member` in the file-scope `struct` as this CU declares it (a
+        constant DW_AT_data_member_location), or None."""
+        cu = self._cu(cu_offset)
+        if cu is None:
+            return None
+        try:
+            for die in cu.get_top_DIE().iter_children():
+                if die.tag != "DW_TAG_structure_type" or _die_name(die) != struct:
+                    continue
+                for child in die.iter_children():
+                    if child.tag == "DW_TAG_member" and _die_name(child) == member:
+                        where = child.attributes.get("DW_AT_data_member_location")
+                        return where.value if where and isinstance(where.value, int) else None
+        except PARSE_ERRORS:
+            return None
+        return None
+
     # -- internals --------------------------------------------------------------------------
 
     def _dwarf(self):
@@ -386,6 +404,24 @@ def dwarf_of(loaded: LoadedObject) -> Optional[DwarfIndex]:
         return None
 
     return loaded.derived("dwarf", make)
+
+
+def member_offset_at(store: ObjectStore, pc: int, struct: str, member: str) -> Optional[int]:
+    """Offset of `member` in `struct` as declared by the DWARF of the code at `pc` (the CU
+    holding it): the layout the running library was built with. Kept on the object."""
+    resolved = store.resolve(pc)
+    if resolved is None:
+        return None
+    loaded, vaddr = resolved
+    dwarf = dwarf_of(loaded)
+    if dwarf is None:
+        return None
+
+    def find() -> Optional[int]:
+        cu = dwarf.cu_offset(vaddr, True)
+        return dwarf.member_offset(cu, struct, member) if cu is not None else None
+
+    return loaded.derived(f"member/{struct}/{member}", find)
 
 
 def cus_decoded(store: ObjectStore) -> int:
