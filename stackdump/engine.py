@@ -138,7 +138,14 @@ class _Session:
                     f.pc, method=f.method, activation=f.activation, trampoline=f.trampoline
                 )
             frames.append(bare)
-        result = dataclasses.replace(result, frames=tuple(frames))
+        result = UnwindResult(  # not dataclasses.replace: ~4 us less, per thread
+            tuple(frames),
+            result.capture_method,
+            result.fp_status,
+            result.unwind_status,
+            result.error,
+            result.recovered_frame_pointers,
+        )
         return dataclasses.replace(
             thread, stack=b"", extra_stacks=(), unwound=result, syscall=syscall
         )

@@ -19,16 +19,50 @@ PF_EXITING = 0x00000004
 
 
 def _read_text(path: str) -> Optional[str]:
+    # os.open/os.read, not open(): a dump reads four or five small files per thread, and the
+    # buffered file object costs ~2 us more each (10,000 threads: ~0.1 s).
     try:
-        with open(path, "rb") as f:
-            # surrogateescape: bytes that are not UTF-8 survive, for paths to open and for
-            # stackdump.escape to show exactly
-            return f.read().decode("utf-8", "surrogateescape")
-    except (FileNotFoundError, ProcessLookupError, NotADirectoryError):
-        return None
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        # ESRCH from a task that is being torn down reads as "gone" too.
+        # ENOENT, ESRCH from a task being torn down, EACCES: all read as "not there".
         return None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    # surrogateescape: bytes that are not UTF-8 survive, for paths to open and for
+    # stackdump.escape to show exactly
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
+
+
+def _read_line(path: str) -> Optional[str]:
+    """A one-line file (stat, syscall, comm, wchan): the kernel writes the whole line in one
+    read, so the second read that would only say "end of file" is skipped; a line that is not
+    whole (no newline, and the read filled the buffer) is read on as usual."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+        if len(data) == 4096 and not data.endswith(b"\n"):
+            rest = [data]
+            while data:
+                data = os.read(fd, 65536)
+                rest.append(data)
+            data = b"".join(rest)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "surrogateescape")
 
 
 def process_exists(pid: int) -> bool:
@@ -48,7 +82,7 @@ def list_tids(pid: int) -> List[int]:
 
 
 def read_comm(pid: int, tid: int) -> Optional[str]:
-    text = _read_text(f"{PROC}/{pid}/task/{tid}/comm")
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/comm")
     # Interned: the threads of a pool share a name, and a dump can hold 10,000 of them.
     return None if text is None else sys.intern(_drop_newline(text))
 
@@ -203,7 +237,7 @@ def parse_syscall(text: str) -> Optional[SyscallState]:
 
 
 def read_syscall(pid: int, tid: int) -> Optional[SyscallState]:
-    text = _read_text(f"{PROC}/{pid}/task/{tid}/syscall")
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/syscall")
     return None if text is None else parse_syscall(text)
 
 
@@ -263,13 +297,13 @@ def parse_stat(text: str) -> Optional[Tuple[str, int]]:
 
 
 def read_stat(pid: int, tid: int) -> Optional[Tuple[str, int]]:
-    text = _read_text(f"{PROC}/{pid}/task/{tid}/stat")
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/stat")
     return None if text is None else parse_stat(text)
 
 
 def read_wchan(pid: int, tid: int) -> Optional[str]:
     """The kernel function a sleeping thread waits in; None when running or not shown."""
-    text = _read_text(f"{PROC}/{pid}/task/{tid}/wchan")
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/wchan")
     if not text or text.strip() == "0":
         return None
     return sys.intern(text.strip())
