@@ -93,7 +93,8 @@ def parse_choice(key: str, choices: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
-FORMATS = ("text", "json", "folded")
+FORMATS = ("text", "json", "folded", "pprof", "speedscope", "chrome-trace")
+PROFILE_FORMATS = ("pprof", "speedscope", "chrome-trace")
 SORTS = ("tid", "cpu")
 
 
@@ -147,6 +148,7 @@ class Run:
     stage: str = "start"  # start, capture, analysis, write
     destination: Optional[Destination] = None
     warnings: List[str] = field(default_factory=list)
+    profile_state: str = "all"
 
 
 def build_options(
@@ -254,7 +256,11 @@ class TerminalProgress:
 
     DELAY_S = 0.5
     PERIOD_S = 0.1
-    LABELS = {"capture": "capturing threads", "symbolization": "symbolizing"}
+    LABELS = {
+        "capture": "capturing threads",
+        "symbolization": "symbolizing",
+        "sampling": "sampling",
+    }
 
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
@@ -470,9 +476,50 @@ SKIP_HELP = (
     help="Also print each thread's kernel stack (/proc/PID/task/TID/stack; root only), "
     "before its user frames, marked [kernel].",
 )
+@click.option(
+    "--samples",
+    "samples",
+    metavar="N",
+    help="Sample the threads N times, --interval-ms apart, and print the profile: stacks "
+    "with their sample counts, busiest first (1 to 1000000).",
+)
+@click.option(
+    "--interval-ms",
+    "interval_ms",
+    default="100",
+    show_default=True,
+    metavar="MS",
+    help="Time from one sample's start to the next, 1 to 60000.",
+)
+@click.option(
+    "--duration-s",
+    "duration_s",
+    metavar="S",
+    help="Instead of --samples: sample for S seconds (1 to 86400) at --hz.",
+)
+@click.option(
+    "--hz",
+    "hz",
+    default="10",
+    show_default=True,
+    metavar="H",
+    help="With --duration-s: samples per second, 1 to 1000.",
+)
+@click.option(
+    "--state",
+    "state",
+    default="all",
+    show_default=True,
+    metavar="STATE",
+    help="Which thread-samples a profile counts: all, running (on CPU) or blocked (off CPU).",
+)
 @click.version_option(__version__, "--version", prog_name="stackdump")
 @click.pass_obj
 def command(run: Run, output: Optional[str], **params) -> int:
+    sampling = _sampling_plan(params)
+    run.profile_state = _checked(
+        "--state", params.pop("state"), parse_choice("state", ("all", "running", "blocked"))
+    )
     # click names each parameter after build_options' arguments; the rest are the writer's
     view = View(
         format=_checked("--format", params.pop("output_format"), parse_choice("format", FORMATS)),
@@ -494,6 +541,11 @@ def command(run: Run, output: Optional[str], **params) -> int:
         refusal = proc.kernel_stack_refusal(options.capture.pid)
         if refusal is not None:
             _say("note", f"no kernel stacks: {refusal}", style="bold yellow")
+    profiling = sampling is not None or view.format in PROFILE_FORMATS
+    if profiling:
+        _check_profile_view(view, options)
+        count, interval = sampling or (1, 100)
+        return _profile(run, output, options, view, count, interval, run.profile_state)
     # Where the report goes is settled before the target is touched: a bad -o costs nothing.
     run.destination = open_destination(output, run.stdout_usable)
     try:
@@ -518,6 +570,108 @@ def command(run: Run, output: Optional[str], **params) -> int:
         _error(_interruption_note(report, run.interrupts.signal_name))
         return EXIT_PARTIAL
     return EXIT_PARTIAL if report.partial else EXIT_OK
+
+
+def _sampling_plan(params: dict) -> Optional[Tuple[int, int]]:
+    """(samples, interval_ms) from --samples/--interval-ms or --duration-s/--hz; None for a
+    single dump. Pops the options build_options does not take."""
+    samples, duration = params.pop("samples"), params.pop("duration_s")
+    interval_text, hz_text = params.pop("interval_ms"), params.pop("hz")
+    if samples is not None and duration is not None:
+        raise InvalidArgument(
+            "samples and duration_s are mutually exclusive (--samples and --duration-s)"
+        )
+    if samples is not None:
+        count = _checked("--samples", samples, lambda t: parse_range("samples", t, 1, 1_000_000))
+        interval = _checked(
+            "--interval-ms", interval_text, lambda t: parse_range("interval_ms", t, 1, 60000)
+        )
+        return count, interval
+    if duration is not None:
+        seconds = _checked(
+            "--duration-s", duration, lambda t: parse_range("duration_s", t, 1, 86400)
+        )
+        hz = _checked("--hz", hz_text, lambda t: parse_range("hz", t, 1, 1000))
+        return seconds * hz, max(1, 1000 // hz)
+    return None
+
+
+def _check_profile_view(view: View, options: DumpOptions) -> None:
+    if view.format == "json":
+        raise InvalidArgument(
+            "invalid format: json is one dump's document; a profile is written as text, "
+            "folded, pprof, speedscope or chrome-trace (--format json)"
+        )
+    if view.sort == "cpu":
+        raise InvalidArgument("--sort cpu orders one dump's threads; a profile is busiest first")
+    if options.capture.kernel_stacks:
+        raise InvalidArgument("--kernel applies to one dump, not to a profile")
+
+
+def _profile(
+    run: Run,
+    output: Optional[str],
+    options: DumpOptions,
+    view: View,
+    count: int,
+    interval: int,
+    state: str,
+) -> int:
+    from stackdump.sampling import sample
+
+    run.destination = open_destination(output, run.stdout_usable)
+    progress = TerminalProgress(_isatty(sys.stderr))
+    try:
+        try:
+            run.stage = "capture"
+            with run.interrupts.deferred() as phase:
+                profile = sample(options, count, interval, state, progress, phase.requested)
+        finally:
+            progress.close()
+        run.stage = "write"
+        if view.format == "pprof":
+            from stackdump.writers.pprof import pprof_bytes
+
+            run.destination.write(pprof_bytes(profile))
+        else:
+            lines = _profile_lines(profile, view)
+            if _colour_wanted(output, view):
+                from stackdump.writers.colour import coloured_lines
+
+                lines = coloured_lines(lines)
+            run.destination.write_lines(lines)
+        run.destination.commit()
+    except BaseException:
+        run.destination.abort()
+        raise
+    if profile.ended_early:
+        _error(f"{profile.ended_early}: the profile covers the samples taken before")
+        return EXIT_PARTIAL
+    if profile.interrupted:
+        _error(
+            f"interrupted by {run.interrupts.signal_name}: the profile covers the "
+            f"{profile.samples_taken} of {count} sample(s) taken before it"
+        )
+        return EXIT_PARTIAL
+    return EXIT_OK
+
+
+def _profile_lines(profile, view: View) -> Iterator[str]:
+    if view.format == "folded":
+        from stackdump.writers.profile_text import profile_folded_lines
+
+        return profile_folded_lines(profile)
+    if view.format == "speedscope":
+        from stackdump.writers.trace_formats import speedscope_lines
+
+        return speedscope_lines(profile)
+    if view.format == "chrome-trace":
+        from stackdump.writers.trace_formats import chrome_trace_lines
+
+        return chrome_trace_lines(profile)
+    from stackdump.writers.profile_text import profile_lines
+
+    return profile_lines(profile, view.show_addresses)
 
 
 def render(report: Report, view: View) -> Iterator[str]:

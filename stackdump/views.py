@@ -32,10 +32,10 @@ def frame_label(f: SymbolizedFrame) -> str:
     return f"0x{f.pc:x}"
 
 
-def stack_labels(t: ThreadReport) -> Tuple[str, ...]:
-    """The thread's frames innermost first, inlined functions included, by name."""
+def stack_labels(frames: Sequence[SymbolizedFrame]) -> Tuple[str, ...]:
+    """Frames innermost first, inlined functions included, by name."""
     labels: List[str] = []
-    for frame in t.frames:
+    for frame in frames:
         labels.extend(call.function or frame_label(frame) for call in frame.inlined)
         labels.append(frame_label(frame))
     return tuple(labels)
@@ -65,7 +65,7 @@ def group_threads(threads: Sequence[ThreadReport]) -> Tuple[ThreadGroup, ...]:
     for t in threads:
         kernel = t.context.kernel_stack if t.context is not None else None
         if t.status is ThreadStatus.OK:
-            key: tuple = ("ok", stack_labels(t), kernel or ())
+            key: tuple = ("ok", stack_labels(t.frames), kernel or ())
         else:
             key = (t.status.value, t.syscall_name)
         groups.setdefault(key, []).append(t)

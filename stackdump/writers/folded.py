@@ -18,7 +18,7 @@ def folded_lines(report: Report) -> Iterator[str]:
     counts: Dict[Tuple[str, ...], int] = {}
     for t in report.threads:
         kernel = t.context.kernel_stack if t.context is not None else None
-        inner_first = tuple(f"{k}_[k]" for k in kernel or ()) + stack_labels(t)
+        inner_first = tuple(f"{k}_[k]" for k in kernel or ()) + stack_labels(t.frames)
         if not inner_first:
             continue
         key = (t.name, *reversed(inner_first))

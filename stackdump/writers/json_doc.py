@@ -44,7 +44,7 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
                 "tid_ranges": tid_ranges([t.tid for t in g.threads]),
                 "names": [{"name": escape(n), "count": k} for n, k in g.names()],
                 "status": g.first.status.value,
-                "stack": [escape(label) for label in stack_labels(g.first)],
+                "stack": [escape(label) for label in stack_labels(g.first.frames)],
             }
             for g in group_threads(report.threads)
         ]

@@ -1,0 +1,162 @@
+"""Profiles over time: the same live capture taken N times by one process (symbol tables, CFI
+and DWARF opened once, each distinct pc symbolized once per sample), aggregated by stack.
+
+Each thread of each sample counts once, labelled running (`state=R` just before it was
+captured) or blocked (any other state: the syscall and wchan say in what). Threads that
+appear or exit between samples are counted in the samples they were in. A stop request
+(SIGINT/SIGTERM) ends sampling after the sample in hand (the first is always taken whole): what was
+sampled is the profile.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+from stackdump.capture.live import Progress, ShouldStop, capture_process
+from stackdump.engine import Analyzer, DumpOptions
+from stackdump.errors import ProcessNotFound
+from stackdump.types import ModuleEntry, ReportHeader, SymbolizedFrame, ThreadStatus
+
+RUNNING, BLOCKED = "running", "blocked"
+STATES = ("all", RUNNING, BLOCKED)
+
+Stack = Tuple[SymbolizedFrame, ...]  # innermost first
+
+
+@dataclass(frozen=True)
+class ThreadSample:
+    """One thread in one sample."""
+
+    sample: int  # index of the sample
+    tid: int
+    stack: int  # index into Profile.stacks
+    state: str  # RUNNING or BLOCKED
+    syscall: Optional[str]
+    wchan: Optional[str]
+
+
+@dataclass(frozen=True)
+class Profile:
+    header: ReportHeader  # of the first sample
+    interval_ms: int
+    samples_taken: int
+    started_ns: int  # wall clock (time.time_ns) of the first sample
+    sample_offsets_ns: Tuple[int, ...]  # when each sample began, from the first
+    duration_ns: int
+    stacks: Tuple[Stack, ...]
+    names: Dict[int, str]  # tid -> thread name (the last one seen)
+    thread_samples: Tuple[ThreadSample, ...]
+    modules: Tuple[ModuleEntry, ...]  # every object a sampled frame points into
+    state_filter: str = "all"
+    interrupted: bool = False
+    ended_early: str = ""  # why sampling stopped before `samples_taken` reached the request
+
+    def counts(self) -> Dict[Tuple[int, str], int]:
+        """(stack, state) -> thread-samples."""
+        out: Dict[Tuple[int, str], int] = {}
+        for s in self.thread_samples:
+            key = (s.stack, s.state)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+def sample(
+    options: DumpOptions,
+    count: int,
+    interval_ms: int,
+    state_filter: str = "all",
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Profile:
+    stop = should_stop or (lambda: False)
+    stacks: Dict[Stack, int] = {}
+    names: Dict[int, str] = {}
+    taken: List[ThreadSample] = []
+    offsets: List[int] = []
+    modules: Dict[str, ModuleEntry] = {}
+    header: Optional[ReportHeader] = None
+    started_wall = time.time_ns()
+    started = clock()
+    ended_early = ""
+    interrupted = False
+    with Analyzer(options.analysis) as analyzer:
+        for index in range(count):
+            # The first sample is always taken whole: a profile has at least one.
+            if index and stop():
+                interrupted = True
+                break
+            began = clock()
+            try:
+                snapshot = capture_process(
+                    options.capture, None, stop if index else None, analyzer.settle
+                )
+            except ProcessNotFound:
+                if header is None:
+                    raise
+                ended_early = f"process {header.pid} exited after {index} sample(s)"
+                break
+            report = analyzer.analyze(snapshot)
+            header = header or report.header
+            offsets.append(int((began - started) * 1e9))
+            for m in report.modules:
+                modules.setdefault(m.path, m)
+            for thread in report.threads:
+                if thread.status is not ThreadStatus.OK or not thread.frames:
+                    continue
+                context = thread.context
+                state = RUNNING if context is not None and context.state == "R" else BLOCKED
+                if state_filter != "all" and state != state_filter:
+                    continue
+                names[thread.tid] = thread.name
+                stack_id = stacks.setdefault(thread.frames, len(stacks))
+                taken.append(
+                    ThreadSample(
+                        index,
+                        thread.tid,
+                        stack_id,
+                        state,
+                        thread.blocked_in,
+                        context.wchan if context is not None else None,
+                    )
+                )
+            if report.interrupted or snapshot.process_exited:
+                interrupted = interrupted or report.interrupted
+                if snapshot.process_exited:
+                    ended_early = f"process {header.pid} exited during sample {index + 1}"
+                break
+            if progress is not None:
+                progress("sampling", index + 1, count)
+            if index + 1 < count and _wait(began + interval_ms / 1000, stop, clock):
+                interrupted = True
+                break
+    if header is None:
+        raise ProcessNotFound(f"no such process: {options.capture.pid}")
+    return Profile(
+        header=header,
+        interval_ms=interval_ms,
+        samples_taken=len(offsets),
+        started_ns=started_wall,
+        sample_offsets_ns=tuple(offsets),
+        duration_ns=int((clock() - started) * 1e9),
+        stacks=tuple(stacks),
+        names=names,
+        thread_samples=tuple(taken),
+        modules=tuple(sorted(modules.values(), key=lambda m: m.start)),
+        state_filter=state_filter,
+        interrupted=interrupted,
+        ended_early=ended_early,
+    )
+
+
+def _wait(until: float, stop: ShouldStop, clock: Callable[[], float]) -> bool:
+    """Sleep until `until`, a little at a time; True when asked to stop meanwhile."""
+    while True:
+        if stop():
+            return True
+        left = until - clock()
+        if left <= 0:
+            return False
+        time.sleep(min(left, 0.02))

@@ -1,0 +1,147 @@
+"""A profile (`--samples`) as pprof's profile.proto, gzipped: what `go tool pprof` reads.
+
+The protobuf wire format is written by hand (varints and length-delimited fields are all this
+message needs). Layout, as github.com/google/pprof/proto/profile.proto defines it:
+- sample types `samples/count` and `wall/nanoseconds` (a thread-sample is worth one interval);
+- one sample per (thread, stack, state), labelled `thread` (name), `tid` and `state`
+  (running/blocked), plus `syscall` and `wchan` where the thread was blocked in one;
+- one location per distinct pc, with its mapping (the mapped object, build-id) and its
+  lines: the functions inlined at the pc first, the physical function last, as pprof wants;
+- one function per (name, file).
+"""
+
+from __future__ import annotations
+
+import gzip
+from typing import Dict, List, Optional, Tuple
+
+from stackdump.sampling import Profile
+from stackdump.types import ModuleEntry, SymbolizedFrame
+from stackdump.views import frame_label
+
+
+def pprof_bytes(profile: Profile) -> bytes:
+    return gzip.compress(_Encoder(profile).encode(), mtime=0)
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # int64 negatives as two's complement, as protobuf does
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field_varint(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value) if value else b""
+
+
+def _field_bytes(number: int, data: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _packed(number: int, values: List[int]) -> bytes:
+    return _field_bytes(number, b"".join(_varint(v) for v in values)) if values else b""
+
+
+class _Encoder:
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.strings: Dict[str, int] = {"": 0}
+        self.functions: Dict[Tuple[str, str], int] = {}
+        self.locations: Dict[int, int] = {}  # pc -> id
+        self.location_data: List[bytes] = []
+        self.mappings: List[ModuleEntry] = list(profile.modules)
+
+    def s(self, text: Optional[str]) -> int:
+        if not text:
+            return 0
+        return self.strings.setdefault(text, len(self.strings))
+
+    def encode(self) -> bytes:
+        p = self.profile
+        out = bytearray()
+        interval_ns = p.interval_ms * 1_000_000
+        for kind, unit in (("samples", "count"), ("wall", "nanoseconds")):
+            out += _field_bytes(1, _field_varint(1, self.s(kind)) + _field_varint(2, self.s(unit)))
+        counts: Dict[Tuple[int, int, str, Optional[str], Optional[str]], int] = {}
+        for t in p.thread_samples:
+            key = (t.tid, t.stack, t.state, t.syscall, t.wchan)
+            counts[key] = counts.get(key, 0) + 1
+        for (tid, stack_id, state, syscall, wchan), count in counts.items():
+            ids = [self.location(f) for f in p.stacks[stack_id]]
+            body = _packed(1, ids) + _packed(2, [count, count * interval_ns])
+            body += self.label("thread", p.names.get(tid, "?"))
+            body += _field_bytes(3, _field_varint(1, self.s("tid")) + _field_varint(3, tid))
+            body += self.label("state", state)
+            if syscall:
+                body += self.label("syscall", syscall)
+            if wchan:
+                body += self.label("wchan", wchan)
+            out += _field_bytes(2, body)
+        for i, m in enumerate(self.mappings, start=1):
+            body = (
+                _field_varint(1, i)
+                + _field_varint(2, m.start)
+                + _field_varint(3, m.end)
+                + _field_varint(4, m.offset)
+                + _field_varint(5, self.s(m.path))
+                + _field_varint(6, self.s(m.build_id))
+                + _field_varint(7, 1 if m.symbols not in ("none", "unread") else 0)
+                + _field_varint(8, 1 if m.dwarf else 0)
+                + _field_varint(9, 1 if m.dwarf else 0)
+                + _field_varint(10, 1 if m.dwarf else 0)
+            )
+            out += _field_bytes(3, body)
+        for data in self.location_data:
+            out += _field_bytes(4, data)
+        for (name, file), fid in self.functions.items():
+            body = (
+                _field_varint(1, fid)
+                + _field_varint(2, self.s(name))
+                + _field_varint(3, self.s(name))
+                + _field_varint(4, self.s(file))
+            )
+            out += _field_bytes(5, body)
+        # The string table last: every index above is known by now.
+        for text in self.strings:
+            out += _field_bytes(6, text.encode("utf-8", "surrogateescape"))
+        out += _field_varint(9, p.started_ns)
+        out += _field_varint(10, p.duration_ns)
+        out += _field_bytes(
+            11, _field_varint(1, self.s("wall")) + _field_varint(2, self.s("nanoseconds"))
+        )
+        out += _field_varint(12, interval_ns)
+        return bytes(out)
+
+    def label(self, key: str, value: str) -> bytes:
+        return _field_bytes(3, _field_varint(1, self.s(key)) + _field_varint(2, self.s(value)))
+
+    def location(self, frame: SymbolizedFrame) -> int:
+        lid = self.locations.get(frame.pc)
+        if lid is not None:
+            return lid
+        lid = self.locations[frame.pc] = len(self.locations) + 1
+        body = _field_varint(1, lid) + _field_varint(3, frame.pc)
+        mapping = self.mapping_of(frame.pc)
+        if mapping:
+            body += _field_varint(2, mapping)
+        lines = [(c.function, c.file, c.line) for c in frame.inlined]
+        lines.append((frame.function, frame.file, frame.line))
+        for function, file, line in lines:
+            name = function or frame_label(frame)
+            fid = self.functions.setdefault((name, file or ""), len(self.functions) + 1)
+            body += _field_bytes(4, _field_varint(1, fid) + _field_varint(2, line or 0))
+        self.location_data.append(body)
+        return lid
+
+    def mapping_of(self, pc: int) -> int:
+        for i, m in enumerate(self.mappings, start=1):
+            if m.start <= pc < m.end:
+                return i
+        return 0

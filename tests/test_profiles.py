@@ -1,0 +1,252 @@
+"""Issue 16: profiles over time, checked by the programs that read them: `go tool pprof`
+(golang-go from Debian) for pprof, speedscope's published file-format schema (from its npm
+package) for speedscope, and the Trace Event Format's rules for chrome-trace."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import ON_CI
+from helpers import Target, run_stackdump
+
+CACHE = Path(os.environ.get("STACKDUMP_TEST_CACHE", Path.home() / ".cache" / "stackdump-tests"))
+SPEEDSCOPE_NPM = "speedscope@1.25.0"
+
+
+def _unavailable(reason: str) -> None:
+    if ON_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _ok(result: subprocess.CompletedProcess):
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def spinner(live, threads_bin):
+    with Target(threads_bin("O2"), {"spin": 1, "sleep": 3, "read": 2}).wait_ready() as target:
+        yield target
+
+
+def _sections(text: str):
+    """[(count, state, first function)] of a text profile."""
+    found = re.findall(
+        r"^----- [\d.]+% (\d+) samples \(.*\) state=(\w+) frames=\d+ -----\n    0#  (\S+)",
+        text,
+        re.M,
+    )
+    return [(int(count), state, function) for count, state, function in found]
+
+
+def test_spinner_dominates_running_samples_and_blocked_excludes_it(spinner):
+    pid = str(spinner.pid)
+    text = _ok(run_stackdump("-p", pid, "--samples", "20", "--interval-ms", "50"))
+    assert "\nsamples: 20\n" in text and "\ninterval_ms: 50\n" in text
+    sections = _sections(text)
+    running = [s for s in sections if s[1] == "running"]
+    assert running and sum(c for c, *_ in running) >= 18
+    spin_running = sum(c for c, _, f in running if f == "leaf")
+    assert spin_running >= 0.9 * sum(c for c, *_ in running)
+    # 20 samples of 7 threads
+    assert sum(c for c, *_ in sections) == 20 * 7
+    blocked = _ok(
+        run_stackdump("-p", pid, "--samples", "5", "--interval-ms", "20", "--state", "blocked")
+    )
+    assert "leaf" not in blocked and "\nstate: blocked\n" in blocked
+    assert all(state == "blocked" for _, state, _ in _sections(blocked))
+
+
+def test_pprof_read_by_go_tool_pprof(spinner, tmp_path):
+    go = shutil.which("go")
+    if go is None:
+        _unavailable("go tool pprof is needed (apt install golang-go)")
+    out = tmp_path / "cpu.pb.gz"
+    pid = str(spinner.pid)
+    _ok(
+        run_stackdump(
+            "-p", pid, "--samples", "6", "--interval-ms", "20", "-o", str(out), "--format", "pprof"
+        )
+    )
+    folded = _ok(run_stackdump("-p", pid, "--samples", "1", "--format", "folded"))
+    raw = subprocess.run(
+        [go, "tool", "pprof", "-raw", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    ).stdout
+    assert "samples/count wall/nanoseconds" in raw
+    samples = re.findall(r"^\s+(\d+)\s+(\d+): ([\d ]+)$", raw, re.M)
+    assert sum(int(count) for count, *_ in samples) == 6 * 7
+    assert all(int(wall) == int(count) * 20_000_000 for count, wall, _ in samples)
+    locations = dict(re.findall(r"^\s+(\d+): 0x[0-9a-f]+ M=\d+ (.*)$", raw, re.M))
+    named = {line.split(" ")[0] for line in locations.values()}
+    for function in ("leaf", "spin_main", "sleep_main", "read_main", "clone3"):
+        assert function in named, function
+    leaf = next(v for v in locations.values() if v.startswith("leaf "))
+    assert re.fullmatch(r"leaf \S*threads\.c:\d+ s=0", leaf), leaf
+    # Per thread, our folded stacks (one sample) and pprof's samples name the same functions.
+    stacks = Counter()
+    for count, _, ids in samples:
+        names = tuple(locations[i].split(" ")[0] for i in ids.split())
+        stacks[tuple(reversed(names))] += int(count)
+    ours = Counter()
+    for line in folded.splitlines():
+        path, count = line.rsplit(" ", 1)
+        ours[tuple(path.split(";")[1:])] += int(count) * 6
+    assert set(stacks) >= {s for s in ours if "leaf" not in s}
+
+
+def test_labels_carry_thread_and_state(spinner, tmp_path):
+    go = shutil.which("go")
+    if go is None:
+        _unavailable("go tool pprof is needed (apt install golang-go)")
+    out = tmp_path / "p.pb.gz"
+    _ok(run_stackdump("-p", str(spinner.pid), "--format", "pprof", "-o", str(out)))
+    raw = subprocess.run(
+        [go, "tool", "pprof", "-raw", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HOME": str(tmp_path)},
+    ).stdout
+    assert f"tid:[{spinner.tid('spin')}]" in raw
+    assert "state:[running]" in raw and "state:[blocked]" in raw and "syscall:[read]" in raw
+
+
+@pytest.fixture(scope="session")
+def speedscope_schema() -> dict:
+    if shutil.which("npm") is None:
+        _unavailable("npm is needed to fetch speedscope's published schema")
+    where = CACHE / ("npm-" + SPEEDSCOPE_NPM.replace("@", "-"))
+    schema = where / "package" / "dist" / "release" / "file-format-schema.json"
+    if not schema.exists():
+        where.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["npm", "pack", SPEEDSCOPE_NPM], cwd=where, capture_output=True, text=True, timeout=300
+        )
+        if done.returncode != 0:
+            _unavailable(f"npm pack {SPEEDSCOPE_NPM} failed: {done.stderr[-300:]}")
+        with tarfile.open(next(where.glob("speedscope-*.tgz"))) as archive:
+            member = archive.extractfile("package/dist/release/file-format-schema.json")
+            schema.parent.mkdir(parents=True, exist_ok=True)
+            schema.write_bytes(member.read())
+    return json.loads(schema.read_text())
+
+
+def test_speedscope_validates_against_its_schema(spinner, speedscope_schema):
+    jsonschema = pytest.importorskip("jsonschema")
+    text = _ok(
+        run_stackdump(
+            "-p",
+            str(spinner.pid),
+            "--samples",
+            "4",
+            "--interval-ms",
+            "20",
+            "--format",
+            "speedscope",
+        )
+    )
+    document = json.loads(text)
+    jsonschema.Draft7Validator(speedscope_schema).validate(document)
+    assert len(document["profiles"]) == 7
+    spin = next(p for p in document["profiles"] if p["name"].endswith(f"({spinner.tid('spin')})"))
+    frames = document["shared"]["frames"]
+    assert len(spin["samples"]) == 4
+    assert frames[spin["samples"][0][-1]]["name"] == "leaf"  # innermost last
+    assert frames[spin["samples"][0][0]]["name"] == "clone3"
+
+
+def test_chrome_trace_follows_the_trace_event_format(spinner):
+    text = _ok(
+        run_stackdump(
+            "-p",
+            str(spinner.pid),
+            "--samples",
+            "3",
+            "--interval-ms",
+            "30",
+            "--format",
+            "chrome-trace",
+        )
+    )
+    events = json.loads(text)["traceEvents"]
+    names = {
+        e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"
+    }
+    slices = [e for e in events if e["ph"] == "X"]
+    assert len(names) == 7 and len(slices) == 3 * 7
+    for e in slices:
+        assert e["pid"] == spinner.pid and e["tid"] in names
+        assert isinstance(e["ts"], (int, float)) and e["dur"] == 30_000
+        assert e["name"] == e["args"]["stack"][-1]
+    per_thread = Counter(e["tid"] for e in slices)
+    assert set(per_thread.values()) == {3}
+    spin = [e for e in slices if e["tid"] == spinner.tid("spin")]
+    assert [e["ts"] for e in spin] == sorted(e["ts"] for e in spin)
+    assert all(e["args"]["state"] == "running" for e in spin)
+
+
+def test_signal_during_sampling_writes_a_shorter_valid_profile(spinner, threads_bin, tmp_path):
+    out = tmp_path / "short.txt"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stackdump",
+            "-p",
+            str(spinner.pid),
+            "--samples",
+            "1000",
+            "--interval-ms",
+            "20",
+            "-o",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    binary = str(threads_bin("O2"))
+
+    def sampling() -> bool:
+        # Capture has begun once stackdump holds the target's mapped files open.
+        try:
+            fds = os.listdir(f"/proc/{proc.pid}/fd")
+        except OSError:
+            return True
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{proc.pid}/fd/{fd}") == binary:
+                    return True
+            except OSError:
+                pass
+        return False
+
+    deadline = time.monotonic() + 30
+    while not sampling():
+        assert time.monotonic() < deadline, "stackdump never began sampling"
+        os.sched_yield()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "interrupted by SIGINT: the profile covers the" in err
+    text = out.read_text()
+    taken = int(re.search(r"^samples: (\d+)$", text, re.M).group(1))
+    assert 1 <= taken < 1000
+    summary = rf"^summary: samples={taken} thread_samples={taken * 7} .* interrupted=1$"
+    assert re.search(summary, text, re.M), text[-300:]
