@@ -41,6 +41,12 @@ def main() -> None:
         interrupts.install()
         stdout_usable = _reopen_closed_streams()
         from stackdump import cli
+
+        if interrupts.count:
+            # The handler ran but its exception never arrived: CPython 3.11 can drop an
+            # exception a signal handler raises while a module's source is being compiled
+            # (no valid .pyc; seen with PYTHONDONTWRITEBYTECODE). The signal still counts.
+            raise Interrupted(interrupts.last or signal.SIGINT)
     except (Interrupted, KeyboardInterrupt) as e:
         interrupts.ignore()
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT

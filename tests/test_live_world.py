@@ -20,7 +20,7 @@ from helpers import (
     run_stackdump,
     wait_for_syscall,
 )
-from test_live_faults import _start_stackdump, _wait_until_traced
+from test_live_faults import _start_stackdump
 
 from stackdump import proc
 
@@ -33,9 +33,13 @@ def test_target_killed_mid_dump_keeps_every_captured_stack(live, threads_bin):
     # unwinds its frames), dumped one thread at a time
     with Target(threads_bin("nofp"), {"read": 999}).wait_ready() as target:
         tids = sorted(target.tids["read"])
+        middle = tids[len(tids) // 2]
+        before = proc.read_context_switches(target.pid, middle)
         dumper = _start_stackdump("-p", str(target.pid), "--capture", "ptrace")
-        # WHEN the target is killed once half its threads were captured
-        traced = _wait_until_traced(target.pid, tids[len(tids) // 2], dumper)
+        # WHEN the target is killed once half its threads were captured: the middle thread,
+        # idle in read, switched context only because stackdump stopped it (a lasting sign,
+        # where its TracerPid shows the dumper for some microseconds only)
+        traced = _wait_until_switched(target.pid, middle, before, dumper)
         target.proc.kill()
         try:
             # Its parent can reap it while stackdump still runs: no exited thread is left
@@ -62,6 +66,15 @@ def test_target_killed_mid_dump_keeps_every_captured_stack(live, threads_bin):
             assert name in functions, (section.tid, section.frames)
     gone = [t for t in report.threads if t.status != "ok"]
     assert gone and all(t.status == "thread_exited" for t in gone)
+
+
+def _wait_until_switched(pid: int, tid: int, before, dumper: subprocess.Popen) -> bool:
+    deadline = time.monotonic() + DEADLINE_S
+    while dumper.poll() is None and time.monotonic() < deadline:
+        if proc.read_context_switches(pid, tid) != before:
+            return True
+        os.sched_yield()
+    return False
 
 
 @pytest.fixture(scope="module")
