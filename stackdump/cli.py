@@ -19,7 +19,7 @@ import click
 
 from stackdump import __version__, proc
 from stackdump.cache import default_directory
-from stackdump.capture.live import capture_process
+from stackdump.capture.live import capture_process, resolve_target
 from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.escape import escape, quote
@@ -366,7 +366,7 @@ SKIP_HELP = (
 
 
 @click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-p", "--pid", "pid", required=True, metavar="PID", help="The target process.")
+@click.option("-p", "--pid", "pid", metavar="PID", help="The target process.")
 @click.option(
     "--thread-id",
     "thread_id",
@@ -513,9 +513,41 @@ SKIP_HELP = (
     metavar="STATE",
     help="Which thread-samples a profile counts: all, running (on CPU) or blocked (off CPU).",
 )
+@click.option(
+    "--symbolize",
+    "symbolize",
+    metavar="ADDRS",
+    help="Instead of dumping: name these addresses (0x..., separated by commas or spaces; "
+    "'-' reads them from stdin, e.g. a backtrace in a log) with -p's maps or --object.",
+)
+@click.option(
+    "--object",
+    "object_path",
+    metavar="FILE",
+    help="With --symbolize and no -p: the ELF object the addresses are in.",
+)
+@click.option(
+    "--load-address",
+    "load_address",
+    default="0",
+    show_default=True,
+    metavar="ADDR",
+    help="With --object: where it was loaded (0: the addresses are its own, as linked).",
+)
+@click.option(
+    "--backtrace",
+    is_flag=True,
+    help="With --symbolize: the addresses are one backtrace, innermost first: every one but "
+    "the first is a return address, looked up at address-1 as a dump does.",
+)
 @click.version_option(__version__, "--version", prog_name="stackdump")
 @click.pass_obj
 def command(run: Run, output: Optional[str], **params) -> int:
+    lookup = _address_lookup(params)
+    if lookup is not None:
+        return _symbolize(run, output, params, *lookup)
+    if params["pid"] is None:
+        raise click.UsageError("Missing option '-p' / '--pid'.")
     sampling = _sampling_plan(params)
     run.profile_state = _checked(
         "--state", params.pop("state"), parse_choice("state", ("all", "running", "blocked"))
@@ -570,6 +602,91 @@ def command(run: Run, output: Optional[str], **params) -> int:
         _error(_interruption_note(report, run.interrupts.signal_name))
         return EXIT_PARTIAL
     return EXIT_PARTIAL if report.partial else EXIT_OK
+
+
+def _address_lookup(params: dict) -> Optional[Tuple[str, Optional[str], int, bool]]:
+    """(addresses text, object, load address, backtrace) for --symbolize, else None. Pops
+    the options build_options does not take."""
+    text, path = params.pop("symbolize"), params.pop("object_path")
+    load_text, backtrace = params.pop("load_address"), params.pop("backtrace")
+    if text is None:
+        if path is not None or backtrace:
+            option = "--object" if path is not None else "--backtrace"
+            raise InvalidArgument(f"{option} applies to --symbolize only")
+        return None
+    if (path is None) == (params["pid"] is None):
+        raise InvalidArgument("--symbolize needs either -p PID or --object FILE")
+    try:
+        load = int(load_text, 16) if load_text.lower().startswith("0x") else int(load_text)
+    except ValueError:
+        raise InvalidArgument(f"invalid load_address: {escape(load_text)}") from None
+    return text, path, load, backtrace
+
+
+def _symbolize(
+    run: Run,
+    output: Optional[str],
+    params: dict,
+    text: str,
+    path: Optional[str],
+    load: int,
+    backtrace: bool,
+) -> int:
+    from stackdump.addresses import address_lines, object_maps, parse_addresses, symbolize
+    from stackdump.elf.modules import HostFiles, LiveFiles
+
+    if text == "-":
+        text = sys.stdin.read() if sys.stdin is not None else ""
+    addresses = parse_addresses(text)
+    if not addresses:
+        raise InvalidArgument(f"invalid symbolize: no 0x... address in {quote(text[:80])}")
+    options = build_options(
+        **{k: v for k, v in params.items() if k in _ANALYSIS_KEYS},
+        pid=params["pid"] or "1",
+        argv=run.argv,
+    ).analysis
+    if path is not None:
+        if not os.path.isfile(path):
+            raise InvalidArgument(f"--object {quote(path)}: no such file")
+        try:
+            maps = object_maps(os.path.abspath(path), load)
+        except Exception as e:  # noqa: BLE001 - any unreadable ELF: one clear message
+            raise InvalidArgument(
+                f"--object {quote(path)}: not a readable ELF object ({type(e).__name__})"
+            ) from None
+        files = HostFiles()
+    else:
+        pid = resolve_target(parse_pid(params["pid"]))
+        view = proc.live_thread(pid) or pid
+        maps = proc.read_maps(pid, view)
+        files = LiveFiles(view, maps)
+    run.destination = open_destination(output, run.stdout_usable)
+    try:
+        with contextlib.closing(files):
+            resolved = symbolize(addresses, files, maps, options, backtrace)
+        run.stage = "write"
+        run.destination.write_lines(address_lines(resolved))
+        run.destination.commit()
+    except BaseException:
+        run.destination.abort()
+        raise
+    return EXIT_OK if all(r.frame.function for r in resolved) else EXIT_PARTIAL
+
+
+_ANALYSIS_KEYS = (
+    "thread_id",
+    "tid",
+    "mode",
+    "dwarf_mode",
+    "timeout_ms",
+    "skip_blocking_syscalls",
+    "max_frames",
+    "stack_bytes",
+    "debug_dirs",
+    "no_cache",
+    "capture",
+    "kernel",
+)
 
 
 def _sampling_plan(params: dict) -> Optional[Tuple[int, int]]:

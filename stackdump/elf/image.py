@@ -110,6 +110,12 @@ class SymbolTable:
 
     def lookup(self, vaddr: int) -> Optional[Tuple[str, int]]:
         """(name, symbol start) of the function containing vaddr."""
+        found = self.find(vaddr)
+        return None if found is None else found[:2]
+
+    def find(self, vaddr: int) -> Optional[Tuple[str, int, int]]:
+        """(name, symbol start, size: 0 when the symbol has none) of the function containing
+        vaddr."""
         i = bisect.bisect_right(self._starts, vaddr) - 1
         if i < 0:
             return None
@@ -118,10 +124,10 @@ class SymbolTable:
         for j in range(i, max(i - 8, -1), -1):
             start, size = self._starts[j], self._sizes[j]
             if start <= vaddr < start + size:
-                return self._name(j), start
+                return self._name(j), start, size
         # Hand-written assembly often has no size: accept it up to the next symbol only.
         if self._sizes[i] == 0:
-            return self._name(i), self._starts[i]
+            return self._name(i), self._starts[i], 0
         return None
 
     def _name(self, i: int) -> str:
