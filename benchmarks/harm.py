@@ -22,7 +22,9 @@ import argparse
 import csv
 import io
 import os
+import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -46,6 +48,10 @@ class Dumper:
     name: str
     argv: List[str]  # "PID" stands for the target's pid
     env: Dict[str, str] = field(default_factory=dict)
+    period_s: float = PERIOD_S  # one run every period_s
+    # Runs once for the whole load, ended by SIGINT (a sampling profiler): `dumps` then
+    # counts its samples, read from its closing message.
+    continuous: bool = False
 
     def command(self, pid: int) -> List[str]:
         return [str(pid) if arg == "PID" else arg for arg in self.argv]
@@ -74,6 +80,49 @@ def dumpers(with_gdb: bool) -> List[Dumper]:
     if with_gdb:
         rows.append(Dumper("gdb", ["gdb", "-batch", "-ex", "thread apply all bt", "-p", "PID"]))
     return rows
+
+
+def profilers() -> List[Dumper]:
+    """Issue 16: sampling profilers, each for the whole load."""
+    stackdump = [sys.executable, "-m", "stackdump", "-p", "PID", "--mode", "disabled"]
+    rows = [
+        Dumper("no profiler", []),
+        Dumper(
+            "stackdump 10 Hz",
+            [*stackdump, "--duration-s", "3600", "--hz", "10", "--format", "pprof",
+             "-o", "/dev/null"],
+            continuous=True,
+        ),
+        Dumper(
+            "stackdump 100 Hz",
+            [*stackdump, "--duration-s", "3600", "--hz", "100", "--format", "pprof",
+             "-o", "/dev/null"],
+            continuous=True,
+        ),
+        Dumper(
+            "gdb 1 Hz (pt-pmp)",
+            ["gdb", "-batch", "-nx", "-ex", "set pagination 0", "-ex", "thread apply all bt",
+             "-p", "PID"],
+            period_s=1.0,
+        ),
+    ]  # fmt: skip
+    if shutil.which("perf") and _perf_works():
+        rows.append(
+            Dumper(
+                "perf record -g 99 Hz",
+                ["perf", "record", "-q", "-g", "-F", "99", "-p", "PID", "-o", "/dev/null"],
+                continuous=True,
+            )
+        )
+    return rows
+
+
+def _perf_works() -> bool:
+    done = subprocess.run(
+        ["perf", "record", "-q", "-F", "99", "-o", "/dev/null", "--", "true"],
+        capture_output=True,
+    )
+    return done.returncode == 0
 
 
 def free_port() -> int:
@@ -144,7 +193,7 @@ def dump_loop(dumper: Dumper, pid: int, stop: threading.Event, run: Run) -> None
         run.dumps += 1
         run.cpu_s += usage.ru_utime + usage.ru_stime
         run.pauses_us.extend(pauses(out.decode(errors="replace")))
-        next_at += PERIOD_S
+        next_at += dumper.period_s
         stop.wait(max(0.0, next_at - time.monotonic()))
 
 
@@ -162,7 +211,14 @@ def measure(
     stop = threading.Event()
     holder = Run(0, 0, 0)
     loop = None
-    if dumper.argv:
+    profiler = None
+    if dumper.continuous:
+        env = {**os.environ, **dumper.env}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        profiler = subprocess.Popen(
+            dumper.command(server.pid), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
+    elif dumper.argv:
         loop = threading.Thread(target=dump_loop, args=(dumper, server.pid, stop, holder))
         loop.start()
     try:
@@ -171,6 +227,13 @@ def measure(
         stop.set()
         if loop is not None:
             loop.join()
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            err = profiler.stderr.read().decode(errors="replace")
+            _, _, usage = os.wait4(profiler.pid, 0)
+            holder.cpu_s = usage.ru_utime + usage.ru_stime
+            taken = re.search(r"covers the (\d+) of", err)
+            holder.dumps = int(taken.group(1)) if taken else 1
     if trace is not None:
         run.stops_us = parse(trace.stop_raw(), set(tids)).all_stopped()
     run.dumps, run.cpu_s, run.pauses_us = holder.dumps, holder.cpu_s, holder.pauses_us
@@ -221,6 +284,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--io-threads", default="0,4", help="redis io-threads settings")
     parser.add_argument("--gdb", action="store_true", help="also gdb (it stops every thread)")
+    parser.add_argument(
+        "--profilers",
+        action="store_true",
+        help="compare sampling profilers instead (stackdump at 10 and 100 Hz, gdb at 1 Hz "
+        "as pt-pmp does, perf record -g where the kernel allows)",
+    )
     args = parser.parse_args(argv)
     for tool in ("redis-server", "redis-benchmark", "eu-stack"):
         if shutil.which(tool) is None:
@@ -235,7 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 try:
                     rate = benchmark(port, 20000).rps  # calibration: requests for --seconds
                     requests = max(20000, int(rate * args.seconds))
-                    rows = dumpers(args.gdb)
+                    rows = profilers() if args.profilers else dumpers(args.gdb)
                     results: Dict[str, List[Run]] = {d.name: [] for d in rows}
                     for round_no in range(args.rounds):
                         # Interleaved: each round starts one dumper later.
@@ -250,10 +319,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     server.wait()
             print(
                 f"\nredis-server, io-threads {io_threads} ({threads} threads), "
-                f"redis-benchmark -c {CLIENTS} -t set -n {requests}, one dump every "
-                f"{PERIOD_S * 1000:.0f} ms, {args.rounds} rounds; ratios to no dumper:"
+                f"redis-benchmark -c {CLIENTS} -t set -n {requests}, "
+                + (
+                    "profilers for the whole load"
+                    if args.profilers
+                    else f"one dump every {PERIOD_S * 1000:.0f} ms"
+                )
+                + f", {args.rounds} rounds; ratios to {rows[0].name}:"
             )
-            baseline = results["no dumper"]
+            baseline = results[rows[0].name]
             print("\n".join(table(results, baseline)))
     finally:
         if trace is not None:

@@ -20,7 +20,7 @@ import click
 from stackdump import __version__, proc
 from stackdump.cache import default_directory
 from stackdump.capture.live import capture_process, resolve_target
-from stackdump.engine import Analyzer, DumpOptions
+from stackdump.engine import Analyzer, DumpOptions, with_fixes
 from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.escape import escape, quote
 from stackdump.interrupts import Interrupted, Interrupts, die_by
@@ -325,7 +325,11 @@ def _dump(options: DumpOptions, run: Run) -> Report:
                 # thread to skip: it still asks to stop, so nothing is symbolized.
                 stop = phase.requested() and not snapshot.interrupted
             run.stage = "analysis"
-            return analyzer.analyze(snapshot, started, progress, stop)
+            report = analyzer.analyze(snapshot, started, progress, stop)
+        # dpkg -S for objects without symbols (a fraction of a second): a first signal now
+        # is only recorded; the report is complete and goes out.
+        with run.interrupts.deferred():
+            return with_fixes(report)
     finally:
         progress.close()
 

@@ -233,7 +233,6 @@ class Analyzer:
             modules = session.objects.module_entries(
                 (f.pc, f.function is not None) for r in reports for f in r.frames
             )
-            modules = tuple(_with_fix(m) for m in modules)
             owner_offset = OWNER_OFFSET if stopped else _owner_offset(session, reports)
         threads, deadlocks = with_mutex_waits(reports, owner_offset)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
@@ -333,8 +332,17 @@ def _owner_offset(session: _Session, reports: List[ThreadReport]) -> int:
     return found if found is not None else OWNER_OFFSET
 
 
+def with_fixes(report: Report) -> Report:
+    """The report with a fix for each object whose frames went unnamed for want of a symbol
+    table (the Debian package to install: `dpkg -S`, ~0.1 s a file). Asked for by a writer
+    that shows it, once per dump; a profile's samples do without."""
+    if not any(m.unknown_frames and m.symbols != "symtab" for m in report.modules):
+        return report
+    modules = tuple(_with_fix(m) for m in report.modules)
+    return dataclasses.replace(report, modules=modules)
+
+
 def _with_fix(module: ModuleEntry) -> ModuleEntry:
-    """An object whose frames went unnamed for want of a symbol table gets the fix."""
     if not module.unknown_frames or module.symbols == "symtab" or module.path.startswith("["):
         return module
     return dataclasses.replace(module, fix=symbols_fix(module.path, module.build_id))
