@@ -128,12 +128,13 @@ def test_labels_carry_thread_and_state(spinner, tmp_path):
 
 
 @pytest.fixture(scope="session")
-def speedscope_schema() -> dict:
+def speedscope_release() -> Path:
+    """speedscope's web app and the schema it publishes, from its npm package, once per cache."""
     if shutil.which("npm") is None:
-        _unavailable("npm is needed to fetch speedscope's published schema")
+        _unavailable("npm is needed to fetch speedscope")
     where = CACHE / ("npm-" + SPEEDSCOPE_NPM.replace("@", "-"))
-    schema = where / "package" / "dist" / "release" / "file-format-schema.json"
-    if not schema.exists():
+    release = where / "package" / "dist" / "release"
+    if not (release / "index.html").exists():
         where.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
             ["npm", "pack", SPEEDSCOPE_NPM], cwd=where, capture_output=True, text=True, timeout=300
@@ -141,10 +142,22 @@ def speedscope_schema() -> dict:
         if done.returncode != 0:
             _unavailable(f"npm pack {SPEEDSCOPE_NPM} failed: {done.stderr[-300:]}")
         with tarfile.open(next(where.glob("speedscope-*.tgz"))) as archive:
-            member = archive.extractfile("package/dist/release/file-format-schema.json")
-            schema.parent.mkdir(parents=True, exist_ok=True)
-            schema.write_bytes(member.read())
-    return json.loads(schema.read_text())
+            for member in archive.getmembers():
+                # Only plain files under package/: nothing outside `where`, no links.
+                if (
+                    member.isfile()
+                    and member.name.startswith("package/")
+                    and ".." not in member.name
+                ):
+                    target = where / member.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(archive.extractfile(member).read())
+    return release
+
+
+@pytest.fixture(scope="session")
+def speedscope_schema(speedscope_release) -> dict:
+    return json.loads((speedscope_release / "file-format-schema.json").read_text())
 
 
 def test_speedscope_validates_against_its_schema(spinner, speedscope_schema):
@@ -169,6 +182,69 @@ def test_speedscope_validates_against_its_schema(spinner, speedscope_schema):
     assert len(spin["samples"]) == 4
     assert frames[spin["samples"][0][-1]]["name"] == "leaf"  # innermost last
     assert frames[spin["samples"][0][0]]["name"] == "clone3"
+
+
+def _load_in_speedscope(release: Path, document: str, name: str, tmp_path: Path) -> str:
+    """The DOM of speedscope's own page after it imported `document` (served, with the app,
+    from 127.0.0.1), rendered by Debian's headless chromium."""
+    import functools
+    import http.server
+    import threading
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        _unavailable("chromium is needed to load the file in speedscope (apt install chromium)")
+    site = tmp_path / "site"
+    shutil.copytree(release, site)
+    (site / name).write_text(document)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        url = f"{base}/index.html#profileURL={base}/{name}"
+        return subprocess.run(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("fmt", ["chrome-trace", "speedscope"])
+def test_speedscope_imports_it(spinner, speedscope_release, tmp_path, fmt):
+    """speedscope's own importer (its Chrome-trace and file-format readers) opens the file:
+    the page takes the file's name, and lists one profile per thread."""
+    text = _ok(
+        run_stackdump(
+            "-p", str(spinner.pid), "--samples", "3", "--interval-ms", "20", "--format", fmt
+        )
+    )
+    dom = _load_in_speedscope(speedscope_release, text, f"stacks-{fmt}.json", tmp_path)
+    # speedscope names the page after the document's own name where it has one
+    title = (
+        f"stackdump -p {spinner.pid}: 3 samples" if fmt == "speedscope" else f"stacks-{fmt}.json"
+    )
+    assert f"<title>{title} - speedscope</title>" in dom, dom[:600]
+    assert "(1/7)" in dom, dom[:2000]
 
 
 def test_chrome_trace_follows_the_trace_event_format(spinner):
