@@ -167,6 +167,7 @@ def build_options(
     argv: Sequence[str] = (),
     kernel: bool = False,
     cpu_window_ms: int = 0,
+    coroutines: bool = False,
 ) -> DumpOptions:
     if thread_id is not None and tid is not None:
         raise InvalidArgument("tid and thread_id are mutually exclusive (--tid and --thread-id)")
@@ -195,6 +196,7 @@ def build_options(
             realtime=os.environ.get("STACKDUMP_REALTIME", "1") != "0",
             kernel_stacks=kernel,
             cpu_window_ms=cpu_window_ms,
+            coroutines=coroutines,
         ),
         analysis=AnalysisOptions(
             mode=location or LocationMode.FAST,
@@ -518,6 +520,12 @@ SKIP_HELP = (
     help="Which thread-samples a profile counts: all, running (on CPU) or blocked (off CPU).",
 )
 @click.option(
+    "--coroutines",
+    is_flag=True,
+    help="Also print every suspended coroutine (boost.context fibers: boost.fiber and others "
+    "switching with jump_fcontext), found by reading memory while every thread runs.",
+)
+@click.option(
     "--symbolize",
     "symbolize",
     metavar="ADDRS",
@@ -690,6 +698,7 @@ _ANALYSIS_KEYS = (
     "no_cache",
     "capture",
     "kernel",
+    "coroutines",
 )
 
 

@@ -44,6 +44,7 @@ from stackdump.types import (
     ThreadSnapshot,
     ThreadStatus,
     UnwindResult,
+    UnwindStatus,
 )
 from stackdump.unwind.cfi_source import CfiSource
 from stackdump.unwind.code_map import CodeMap
@@ -112,6 +113,8 @@ class _Session:
         )
         if thread.passive:
             result = dataclasses.replace(result, capture_method=CaptureMethod.PASSIVE_SYSCALL)
+        elif thread.coroutine:
+            result = dataclasses.replace(result, capture_method=CaptureMethod.SAVED_CONTEXT)
         return result
 
     def settle(self, thread: ThreadSnapshot) -> ThreadSnapshot:
@@ -227,11 +230,18 @@ class Analyzer:
                     report = _thread_report(thread, session, False)
                     unsymbolized += report.physical_frames
                 reports.append(report)
+            coroutines = None
+            if snapshot.coroutines is not None:
+                coroutines = tuple(
+                    _thread_report(c, session, not stopped) for c in snapshot.coroutines
+                )
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = dwarf_cus_decoded(session.objects) - session.decoded_before
             modules = session.objects.module_entries(
-                (f.pc, f.function is not None) for r in reports for f in r.frames
+                (f.pc, f.function is not None)
+                for r in (*reports, *(coroutines or ()))
+                for f in r.frames
             )
             owner_offset = OWNER_OFFSET if stopped else _owner_offset(session, reports)
         threads, deadlocks = with_mutex_waits(reports, owner_offset)
@@ -254,6 +264,8 @@ class Analyzer:
             ),
             threads=threads,
             deadlocks=deadlocks,
+            coroutines=coroutines,
+            coroutines_truncated=snapshot.coroutines_truncated,
             modules=modules,
             summary=dataclasses.replace(
                 summary,
@@ -300,6 +312,11 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
     else:
         frames = [symbolizer.unsymbolized(frame) for frame in result.frames]
     bounds = (thread.stack_map.start, thread.stack_map.end) if thread.stack_map else None
+    unwind_status, error = result.unwind_status, result.error
+    if thread.coroutine and frames and _coroutine_start(frames[-1].function):
+        # A fiber's stack begins in the trampoline make_fcontext set up, which has no CFI:
+        # reaching it is the end of the stack, not a failure.
+        unwind_status, error = UnwindStatus.END_OF_STACK, ""
     return ThreadReport(
         tid=thread.tid,
         name=thread.name,
@@ -307,13 +324,14 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         frames=tuple(frames),
         capture_method=result.capture_method,
         fp_status=result.fp_status,
-        unwind_status=result.unwind_status,
+        unwind_status=unwind_status,
         stack_bounds=bounds,
         pause_us=pause_us,
-        error=result.error,
+        error=error,
         recovered_frame_pointers=result.recovered_frame_pointers,
         context=thread.context,
         blocked_in=blocked_in,
+        coroutine=thread.coroutine,
     )
 
 
@@ -346,6 +364,10 @@ def _with_fix(module: ModuleEntry) -> ModuleEntry:
     if not module.unknown_frames or module.symbols == "symtab" or module.path.startswith("["):
         return module
     return dataclasses.replace(module, fix=symbols_fix(module.path, module.build_id))
+
+
+def _coroutine_start(function: Optional[str]) -> bool:
+    return function in ("make_fcontext", "bthread_make_fcontext")
 
 
 def _blocked_in(thread: ThreadSnapshot) -> Optional[str]:

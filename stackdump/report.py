@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Iterator, List, Optional, TextIO, Tuple
 
 from stackdump.escape import escape, quote
-from stackdump.types import ModuleEntry, Report, SymbolizedFrame, ThreadReport
+from stackdump.types import ModuleEntry, Report, SymbolizedFrame, ThreadReport, ThreadStatus
 
 NAME_SPECIALS = ")="
 
@@ -27,6 +27,14 @@ def text_lines(report: Report, show_addresses: bool = False) -> Iterator[str]:
             yield from frame_lines(thread.frames, show_addresses, kernel_stack(thread))
         else:
             yield "<no stack captured>"
+        yield ""
+    for coroutine in report.coroutines or ():
+        yield thread_line(coroutine)
+        yield from (
+            frame_lines(coroutine.frames, show_addresses)
+            if coroutine.frames
+            else ["<no stack captured>"]
+        )
         yield ""
     yield from closing_lines(report)
 
@@ -63,6 +71,10 @@ def closing_lines(report: Report) -> Iterator[str]:
         f"remote_signal_attempts={s.remote_signal_attempts}"
     )
     yield "stats: " + " ".join(f"{k}={v}" for k, v in stats_fields(report))
+    if report.coroutines is not None:
+        ok = sum(1 for c in report.coroutines if c.status is ThreadStatus.OK)
+        truncated = 1 if report.coroutines_truncated else 0
+        yield f"coroutines: found={len(report.coroutines)} ok={ok} truncated={truncated}"
     for cycle in report.deadlocks:
         yield "deadlock: " + " -> ".join(str(tid) for tid in (*cycle, cycle[0]))
     unknown = sum(1 for t in report.threads for f in t.frames if f.function is None)
@@ -135,6 +147,8 @@ def thread_line(t: ThreadReport) -> str:
     if t.recovered_frame_pointers:
         keys.append(f"recovered_frame_pointers={t.recovered_frame_pointers}")
     keys.extend(context_keys(t))
+    if t.coroutine:
+        return f"----- {t.coroutine} 0x{t.tid:x} {' '.join(keys)} -----"
     # ")" and "=" too: a name like `x) status=ok` must neither end the name early nor
     # forge a key (docs/FORMAT.md "Escaping").
     return f"----- thread {t.tid} ({escape(t.name, also=NAME_SPECIALS)}) {' '.join(keys)} -----"

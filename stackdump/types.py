@@ -65,6 +65,7 @@ class CaptureMethod(enum.Enum):
     FRAME_POINTER = "frame_pointer"  # the frame-pointer walk alone
     DWARF_CFI = "dwarf_cfi"  # CFI supplied frames the frame-pointer walk could not
     PASSIVE_SYSCALL = "passive_syscall"  # copied while blocked, never stopped
+    SAVED_CONTEXT = "saved_context"  # a suspended coroutine: the registers its switch saved
 
 
 class CaptureMode(enum.Enum):
@@ -87,6 +88,7 @@ class CaptureOptions:
     capture_mode: CaptureMode = CaptureMode.AUTO
     realtime: bool = True  # SCHED_FIFO during each stop window (capture.ptrace)
     kernel_stacks: bool = False  # also read /proc/PID/task/TID/stack (root)
+    coroutines: bool = False  # also find suspended coroutines (capture/fcontext.py)
     cpu_window_ms: int = 0  # measure each thread's CPU over this window before capture
 
 
@@ -239,6 +241,7 @@ class ThreadSnapshot:
     # released (`stack` and `extra_stacks` are then empty): see engine.Analyzer.settle.
     unwound: Optional[UnwindResult] = None
     context: Optional[ThreadContext] = None
+    coroutine: str = ""  # "fiber" for a suspended coroutine (`tid` is then its handle)
 
 
 class FileSource(Protocol):
@@ -265,6 +268,8 @@ class ProcessSnapshot:
     thread_count: int = 0  # threads selected (all the process had, or --thread-id's)
     process_exited: bool = False  # the process was gone when capture ended
     cmdline: Optional[Tuple[str, ...]] = None  # the process's argv as it shows it now
+    coroutines: Optional[Tuple[ThreadSnapshot, ...]] = None  # None: not looked for
+    coroutines_truncated: bool = False  # the search stopped at its bounds
     # Where its files are read from; None: this machine's paths (elf.modules.HostFiles).
     files: Optional[FileSource] = field(default=None, compare=False, repr=False)
     options: Optional[CaptureOptions] = None  # how it was captured, for the report header
@@ -350,6 +355,7 @@ class ThreadReport:
     blocked_in: Optional[str] = None  # the syscall a blocked thread was in (any status)
     waits_for_mutex: Optional[int] = None  # address of the pthread mutex it waits for
     mutex_holder: Optional[int] = None  # TID the mutex names as its owner (0: none)
+    coroutine: str = ""  # "fiber": a suspended coroutine, `tid` its saved stack pointer
 
     @property
     def physical_frames(self) -> int:
@@ -417,6 +423,8 @@ class Report:
     symbolization_interrupted: bool = False
     # Cycles of threads each waiting for a mutex the next holds, each from its lowest TID.
     deadlocks: Tuple[Tuple[int, ...], ...] = ()
+    coroutines: Optional[Tuple[ThreadReport, ...]] = None  # None: --coroutines not asked
+    coroutines_truncated: bool = False
 
     @property
     def partial(self) -> bool:

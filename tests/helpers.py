@@ -287,6 +287,7 @@ HEADER_KEYS = [
     "capture",
 ]
 THREAD_RE = re.compile(r"----- thread (\d+) \((.*)\) (status=\S+.*?) -----")
+COROUTINE_RE = re.compile(r"----- (fiber) 0x([0-9a-f]+) (status=\S+.*?) -----")
 FRAME_RE = re.compile(r"    (\d+)# +(\S.*)")
 SUMMARY_RE = re.compile(
     r"summary: captured=(\d+) skipped=(\d+) timed_out=(\d+) remote_signal_attempts=(\d+)"
@@ -318,6 +319,8 @@ class ParsedReport:
     stats: Dict[str, int]
     deadlocks: List[List[int]] = field(default_factory=list)
     objects: List[Dict[str, str]] = field(default_factory=list)
+    coroutines: List[ThreadSection] = field(default_factory=list)
+    coroutine_stats: Dict[str, int] = field(default_factory=dict)
 
     def thread(self, tid: int) -> ThreadSection:
         matches = [t for t in self.threads if t.tid == tid]
@@ -372,6 +375,24 @@ def parse_report(text: str) -> ParsedReport:
         assert lines[i] == "", "blank line after each thread"
         i += 1
         threads.append(section)
+    coroutines: List[ThreadSection] = []
+    while lines[i].startswith("----- fiber "):
+        m = COROUTINE_RE.fullmatch(lines[i])
+        assert m, f"bad coroutine line {lines[i]!r}"
+        keys, order = _parse_keys(m.group(3))
+        section = ThreadSection(int(m.group(2), 16), m.group(1), keys, order)
+        i += 1
+        if lines[i] == "<no stack captured>":
+            i += 1
+        else:
+            while lines[i] != "":
+                fm = FRAME_RE.fullmatch(lines[i])
+                assert fm, f"bad frame line {lines[i]!r}"
+                section.frames.append(fm.group(2))
+                i += 1
+        assert lines[i] == ""
+        i += 1
+        coroutines.append(section)
     m = SUMMARY_RE.fullmatch(lines[i])
     assert m, f"bad summary line {lines[i]!r}"
     summary = dict(
@@ -381,6 +402,10 @@ def parse_report(text: str) -> ParsedReport:
     assert stats_line.startswith("stats: "), stats_line
     stats = {k: int(v) for k, v in (kv.split("=") for kv in stats_line[7:].split())}
     rest = lines[i + 2 :]
+    coroutine_stats: Dict[str, int] = {}
+    if rest and rest[0].startswith("coroutines: "):
+        coroutine_stats = {k: int(v) for k, v in (kv.split("=") for kv in rest[0][12:].split())}
+        rest = rest[1:]
     deadlocks = []
     while rest and rest[0].startswith("deadlock: "):
         cycle = [int(t) for t in rest[0][len("deadlock: ") :].split(" -> ")]
@@ -398,7 +423,9 @@ def parse_report(text: str) -> ParsedReport:
             objects.append(keys)
             rest = rest[1:]
     assert rest == [""], f"trailing text: {rest!r}"
-    return ParsedReport(header, threads, summary, stats, deadlocks, objects)
+    return ParsedReport(
+        header, threads, summary, stats, deadlocks, objects, coroutines, coroutine_stats
+    )
 
 
 KEY_ORDER = [

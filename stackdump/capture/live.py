@@ -148,6 +148,12 @@ def capture_process(
                 threads.append(keep(thread) if keep is not None else thread)
                 if progress is not None:
                     progress("capture", done + 1, len(tids))
+        coroutines, truncated = None, False
+        if options.coroutines and not interrupted:
+            # Every thread runs again: only memory is read from here on.
+            coroutines, truncated = _find_fibers(memory, maps, files, threads, options)
+            if keep is not None:
+                coroutines = tuple(keep(c) for c in coroutines)
     except BaseException:
         files.close()
         raise
@@ -166,9 +172,53 @@ def capture_process(
         thread_count=len(tids),
         process_exited=_process_exited(pid, threads),
         cmdline=cmdline,
+        coroutines=coroutines,
+        coroutines_truncated=truncated,
         files=files,
         options=options,
     )
+
+
+# Bounds of the fiber search (capture/fcontext.py): code scanned for calls, memory scanned
+# for saved contexts, contexts kept.
+_CODE_SCAN_BYTES = 256 << 20
+_MEMORY_SCAN_BYTES = 1 << 30
+_MAX_COROUTINES = 100_000
+
+
+def _find_fibers(memory, maps, files, threads, options: CaptureOptions):
+    from stackdump.capture import fcontext
+    from stackdump.elf.modules import ModuleMap
+
+    paths = {}
+    for m in maps:
+        if m.is_file and m.executable and m.file_path not in paths:
+            hit = ModuleMap([x for x in maps if x.file_path == m.file_path]).lookup(m.start)
+            path = files.path(hit[0]) if hit is not None else None
+            if path is not None:
+                paths[m.file_path] = path
+    switches = fcontext.switch_functions(memory, maps, paths)
+    if not switches:
+        return (), False
+    by_address = {fn.address: fn for fn in switches}
+    returns = fcontext.return_addresses(memory, maps, set(by_address), _CODE_SCAN_BYTES)
+    if not returns:
+        return (), False
+    # A return address after a call names the switch called only through the layout, which
+    # every switch function of one object shares: take the first.
+    layout = switches[0]
+    skip = [(t.stack_map.start, t.stack_map.end) for t in threads if t.stack_map is not None]
+    skip += [(m.start, m.end) for m in maps if m.path == "[stack]"]
+    contexts, truncated = fcontext.find_saved_contexts(
+        memory, maps, {ra: layout for ra in returns}, skip, _MEMORY_SCAN_BYTES, _MAX_COROUTINES
+    )
+    snapshots = tuple(
+        dataclasses.replace(
+            fcontext.context_snapshot(c, memory, maps, options.stack_bytes), coroutine="fiber"
+        )
+        for c in contexts
+    )
+    return snapshots, truncated
 
 
 def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:

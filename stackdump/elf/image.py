@@ -18,7 +18,7 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, BinaryIO, Dict, Iterator, List, Optional, Set, Tuple
 
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.construct.core import ConstructError
@@ -129,6 +129,13 @@ class SymbolTable:
         if self._sizes[i] == 0:
             return self._name(i), self._starts[i], 0
         return None
+
+    def named(self, names: Set[str]) -> Iterator[Tuple[str, int]]:
+        """(name, start) of every function called one of `names`."""
+        for i, start in enumerate(self._starts):
+            name = self._name(i)
+            if name in names:
+                yield name, start
 
     def _name(self, i: int) -> str:
         # Debug files spell versioned symbols `name@@GLIBC_2.2.5`; the version is noise here.

@@ -16,12 +16,12 @@ _SEPARATOR = ";"
 
 def folded_lines(report: Report) -> Iterator[str]:
     counts: Dict[Tuple[str, ...], int] = {}
-    for t in report.threads:
+    for t in (*report.threads, *(report.coroutines or ())):
         kernel = t.context.kernel_stack if t.context is not None else None
         inner_first = tuple(f"{k}_[k]" for k in kernel or ()) + stack_labels(t.frames)
         if not inner_first:
             continue
-        key = (t.name, *reversed(inner_first))
+        key = (t.coroutine or t.name, *reversed(inner_first))
         counts[key] = counts.get(key, 0) + 1
     for key, count in counts.items():
         yield _SEPARATOR.join(escape(part, also=_SEPARATOR) for part in key) + f" {count}"

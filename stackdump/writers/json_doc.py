@@ -58,6 +58,11 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
     }
     yield f'"summary": {_dump(summary)},'
     yield f'"stats": {_dump(dict(stats_fields(report)))},'
+    if report.coroutines is not None:
+        coroutines = [
+            {**thread_object(c, modules), "coroutine": c.coroutine} for c in report.coroutines
+        ]
+        yield f'"coroutines": {_dump(coroutines)},'
     yield f'"deadlocks": {_dump([list(c) for c in report.deadlocks])},'
     yield f'"objects": {_dump([object_entry(m) for m in report.modules])}}}'
 

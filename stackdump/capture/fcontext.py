@@ -1,0 +1,235 @@
+"""Suspended boost.context fibers (boost.fiber, and any runtime switching with boost.context's
+`jump_fcontext`/`ontop_fcontext`), found from outside with no runtime-specific knowledge.
+
+A context switch calls one of those functions, which pushes the callee-saved registers below
+the return address on the suspending stack and keeps the stack pointer as the handle. So a
+suspended fiber's stack holds, at its top, a block whose last word is a return address just
+after a call to a switch function. Discovery:
+1. the switch functions, by name, in the mapped objects' symbol tables, and where each saves
+   which register: read from the function's own code (`lea -N(%rsp),%rsp`, then
+   `mov %reg, off(%rsp)`), not from one boost version's layout;
+2. the return addresses of every call to them (direct, or through a PLT stub whose GOT slot
+   holds a switch function), from the process's code as mapped;
+3. those return addresses as 8-byte words in the process's writable anonymous memory (heap,
+   mmapped stacks), skipping every thread's own stack; each hit is one saved context.
+
+Only memory is read, while every thread runs: nothing is stopped. Every walk is bounded
+(`scan_bytes`, `limit`); a context whose memory changed meanwhile unwinds to an error for
+that fiber alone.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from stackdump.arch import x86_64
+from stackdump.capture.remote import RemoteMemory
+from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
+
+SWITCH_NAMES = ("jump_fcontext", "ontop_fcontext")
+_CALL = re.compile(rb"\xe8", re.DOTALL)
+_QWORD = struct.Struct("<Q")
+# mov r64, disp8(%rsp): REX.W (R for r8-r15), 89, ModRM mod=01 rm=100, SIB 0x24, disp8.
+_MOV_TO_RSP = re.compile(rb"([\x48\x4c])\x89([\x44\x4c\x54\x5c\x64\x6c\x74\x7c])\x24(.)", re.DOTALL)
+# ModRM reg field -> DWARF number, without and with REX.R.
+_REG = {
+    False: {0: 0, 1: 2, 2: 1, 3: x86_64.RBX, 4: x86_64.RSP, 5: x86_64.RBP, 6: 4, 7: 5},
+    True: {4: x86_64.R12, 5: x86_64.R13, 6: x86_64.R14, 7: x86_64.R15, 0: 8, 1: 9, 2: 10, 3: 11},
+}
+
+
+@dataclass(frozen=True)
+class SwitchFunction:
+    address: int  # absolute
+    frame: int  # bytes pushed below the return address
+    slots: Tuple[Tuple[int, int], ...]  # (DWARF register, offset from the saved sp)
+
+
+def layout(code: bytes, address: int) -> Optional[SwitchFunction]:
+    """The save layout from a switch function's first instructions: `lea -N(%rsp),%rsp`
+    (48 8d 64 24 disp8), then `mov %reg, off(%rsp)` for each saved register. None for code
+    of another shape (a boost built differently): that object's fibers are not looked for."""
+    start = code.find(b"\x48\x8d\x64\x24")
+    if start < 0 or start > 8 or len(code) < start + 5:
+        return None
+    frame = -struct.unpack_from("<b", code, start + 4)[0]
+    if frame <= 0 or frame % 8:
+        return None
+    slots: Dict[int, int] = {}
+    for m in _MOV_TO_RSP.finditer(code, start + 5, start + 5 + 64):
+        rex_r = m.group(1) == b"\x4c"
+        reg = _REG[rex_r][(m.group(2)[0] >> 3) & 7]
+        offset = m.group(3)[0]
+        if offset < frame and reg not in slots:
+            slots[reg] = offset
+    callee_saved = set(x86_64.CALLEE_SAVED)
+    if not callee_saved <= set(slots):
+        return None
+    return SwitchFunction(address, frame, tuple(sorted(slots.items())))
+
+
+def switch_functions(
+    memory: RemoteMemory, maps: Sequence[MemoryMap], paths: Dict[str, str]
+) -> List[SwitchFunction]:
+    """The switch functions of the mapped objects (`paths`: mapped path -> a path to read
+    it at), with their layouts read from the code as mapped."""
+    found = []
+    for mapped, path in paths.items():
+        starts = _symbol_addresses(path, SWITCH_NAMES)
+        if not starts:
+            continue
+        base = _load_base(maps, mapped)
+        if base is None:
+            continue
+        for vaddr in starts:
+            code = memory.read(base + vaddr, 96)
+            fn = layout(code, base + vaddr) if code else None
+            if fn is not None:
+                found.append(fn)
+    return found
+
+
+def _symbol_addresses(path: str, names: Sequence[str]) -> List[int]:
+    try:
+        elf = ElfObject.open(path)
+    except (OSError, *PARSE_ERRORS):
+        return []
+    try:
+        # Most objects name no switch function: their string tables say so without a
+        # symbol table being built.
+        strings = (elf.section_bytes(".dynstr") or b"") + (elf.section_bytes(".strtab") or b"")
+        if not any(name.encode() in strings for name in names):
+            return []
+        wanted = set(names)
+        table = elf.symbols((".symtab", ".dynsym"))
+        return sorted({start for name, start in table.named(wanted) if start})
+    except PARSE_ERRORS:
+        return []
+    finally:
+        elf.close()
+
+
+def _load_base(maps: Sequence[MemoryMap], path: str) -> Optional[int]:
+    first = next((m for m in maps if m.path == path), None)
+    return None if first is None else first.start - first.offset
+
+
+def return_addresses(
+    memory: RemoteMemory, maps: Sequence[MemoryMap], targets: Set[int], limit: int
+) -> Set[int]:
+    """Addresses just after a `call` (E8 rel32) to one of `targets`, or to a PLT stub whose
+    GOT slot holds one, in the executable mappings of files (at most `limit` bytes of code)."""
+    found: Set[int] = set()
+    budget = limit
+    stubs: Dict[int, bool] = {}
+    for m in maps:
+        if not (m.executable and m.is_file) or budget <= 0:
+            continue
+        size = min(m.end - m.start, budget)
+        budget -= size
+        code = memory.read(m.start, size)
+        for hit in _CALL.finditer(code):
+            p = hit.start()
+            if p + 5 > len(code):
+                break
+            target = (m.start + p + 5 + struct.unpack_from("<i", code, p + 1)[0]) & (2**64 - 1)
+            if target in targets:
+                found.add(m.start + p + 5)
+                continue
+            if not m.contains(target):
+                continue
+            if target not in stubs:
+                stubs[target] = _stub_to(memory, code, target - m.start, target, targets)
+            if stubs[target]:
+                found.add(m.start + p + 5)
+    return found
+
+
+def _stub_to(memory: RemoteMemory, code: bytes, offset: int, address: int, targets) -> bool:
+    """Whether the code at `offset` is a PLT stub (`jmp *disp(%rip)`, maybe after endbr64 and
+    a bnd prefix) whose GOT slot, as the process has it now, holds one of `targets`."""
+    stub = code[offset : offset + 16]
+    skip = 4 if stub.startswith(b"\xf3\x0f\x1e\xfa") else 0
+    if stub[skip : skip + 1] == b"\xf2":
+        skip += 1
+    if stub[skip : skip + 2] != b"\xff\x25" or len(stub) < skip + 6:
+        return False
+    got = address + skip + 6 + struct.unpack_from("<i", stub, skip + 2)[0]
+    slot = memory.read(got, 8)
+    return len(slot) == 8 and _QWORD.unpack(slot)[0] in targets
+
+
+@dataclass(frozen=True)
+class SavedContext:
+    sp: int  # the saved stack pointer: the fiber's handle
+    switch: SwitchFunction
+
+
+def find_saved_contexts(
+    memory: RemoteMemory,
+    maps: Sequence[MemoryMap],
+    returns: Dict[int, SwitchFunction],
+    skip: Iterable[Tuple[int, int]],
+    scan_bytes: int,
+    limit: int,
+) -> Tuple[List[SavedContext], bool]:
+    """(contexts, whether the scan stopped at `scan_bytes` or `limit`)."""
+    skipped = sorted(skip)
+    contexts: List[SavedContext] = []
+    budget = scan_bytes
+    patterns = [(_QWORD.pack(ra), fn) for ra, fn in returns.items()]
+    for m in maps:
+        if not (m.readable and m.writable) or m.is_file or m.path.startswith("[v"):
+            continue
+        if any(start <= m.start and m.end <= end for start, end in skipped):
+            continue
+        if budget <= 0:
+            return contexts, True
+        size = min(m.end - m.start, budget)
+        budget -= size
+        data = memory.read(m.start, size)
+        for pattern, fn in patterns:
+            at = data.find(pattern)
+            while at >= 0:
+                where = m.start + at
+                if at % 8 == 0 and not any(s <= where < e for s, e in skipped):
+                    contexts.append(SavedContext(where - fn.frame, fn))
+                    if len(contexts) >= limit:
+                        return contexts, True
+                at = data.find(pattern, at + 1)
+    contexts.sort(key=lambda c: c.sp)
+    return contexts, False
+
+
+def context_snapshot(
+    context: SavedContext, memory: RemoteMemory, maps: Sequence[MemoryMap], stack_bytes: int
+) -> ThreadSnapshot:
+    """The fiber as a snapshot the unwinder takes: its saved registers (pc is the return
+    address, sp the stack as the switch found it) and its stack from there up."""
+    fn = context.switch
+    block = memory.read(context.sp, fn.frame + 8)
+    if len(block) < fn.frame + 8:
+        return ThreadSnapshot(
+            tid=context.sp, name="fiber", status=ThreadStatus.THREAD_EXITED,
+            error="its saved context can no longer be read",
+        )  # fmt: skip
+    values = {reg: _QWORD.unpack_from(block, off)[0] for reg, off in fn.slots}
+    values[x86_64.RIP] = _QWORD.unpack_from(block, fn.frame)[0]
+    values[x86_64.RSP] = context.sp + fn.frame + 8
+    mapping = next((m for m in maps if m.contains(context.sp)), None)
+    top = mapping.end if mapping is not None else context.sp + stack_bytes
+    base = values[x86_64.RSP]
+    stack = memory.read(base, min(top - base, stack_bytes))
+    return ThreadSnapshot(
+        tid=context.sp,
+        name="fiber",
+        status=ThreadStatus.OK,
+        regs=Registers.of(values),
+        stack_map=mapping,
+        stack_base=base,
+        stack=stack,
+    )

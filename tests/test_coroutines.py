@@ -1,0 +1,113 @@
+"""Issue 17 (boost.context part): suspended fibers of a real boost.fiber program, found from
+outside by the return addresses of its context switches, unwound whole, in every build the
+issue names: frame pointers or not, DWARF or symbols only."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import ON_CI
+from helpers import TARGETS, Target, parse_report, run_stackdump
+
+SLEEPERS, WAITERS = 5, 3
+VARIANTS = {
+    "O2-g": (["-O2", "-g"], False),
+    "O2-fp-g": (["-O2", "-g", "-fno-omit-frame-pointer"], False),
+    "O2-symbols-only": (["-O2", "-g"], True),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def fibers(request, live, build_dir):
+    flags, strip_debug = VARIANTS[request.param]
+    binary = build_dir / f"fibers-{request.param}"
+    if not binary.exists():
+        done = subprocess.run(
+            ["g++", *flags, "-o", str(binary), str(TARGETS / "fibers.cpp"),
+             "-lboost_fiber", "-lboost_context"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            reason = f"boost.fiber is needed (apt install libboost-fiber-dev): {done.stderr[-300:]}"
+            if ON_CI:
+                pytest.fail(reason)
+            pytest.skip(reason)
+        if strip_debug:
+            subprocess.run(["strip", "--strip-debug", str(binary)], check=True)
+    with Target(binary, {}, extra_args=[str(SLEEPERS), str(WAITERS)]).wait_ready() as target:
+        yield target, request.param
+
+
+def _chain(section, names):
+    functions = [f.split(" at ")[0].split(" in ")[0] for f in section.frames]
+    positions = [functions.index(n) for n in names if n in functions]
+    return len(positions) == len(names) and positions == sorted(positions)
+
+
+def test_every_parked_fiber_is_found_with_its_chain(fibers):
+    target, variant = fibers
+    mode = "disabled" if "symbols-only" in variant else "fast"
+    out = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", mode)
+    assert out.returncode == 0, out.stderr
+    report = parse_report(out.stdout)
+    sleeping = [
+        c
+        for c in report.coroutines
+        if _chain(c, ["fiber_sleep_leaf", "fiber_sleep_middle", "fiber_sleep_entry"])
+    ]
+    locking = [c for c in report.coroutines if _chain(c, ["fiber_lock_leaf", "fiber_lock_entry"])]
+    assert len(sleeping) == SLEEPERS, [c.frames for c in report.coroutines]
+    assert len(locking) == WAITERS
+    for c in sleeping + locking:
+        assert c.status == "ok" and c.keys["capture_method"] == "saved_context"
+        assert c.keys["unwind_status"] == "end_of_stack" and "error" not in c.keys, c.keys
+    # the scheduler's own dispatcher fiber is suspended too; nothing else is
+    assert len(report.coroutines) == SLEEPERS + WAITERS + 1
+    assert report.coroutine_stats == {"found": 9, "ok": 9, "truncated": 0}
+    # no thread was disturbed: the main thread is still in its read
+    assert report.thread(target.pid).functions()[:1] == ["read"]
+
+
+def test_without_the_option_nothing_changes(fibers):
+    target, _ = fibers
+    out = run_stackdump("-p", str(target.pid), "--mode", "disabled")
+    assert out.returncode == 0, out.stderr
+    assert "----- fiber" not in out.stdout and "coroutines:" not in out.stdout
+    assert parse_report(out.stdout).coroutines == []
+
+
+def test_a_process_without_fibers_has_none(live, threads_bin):
+    with Target(threads_bin("O2"), {"sleep": 2}).wait_ready() as target:
+        out = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", "disabled")
+    assert out.returncode == 0, out.stderr
+    report = parse_report(out.stdout)
+    assert report.coroutines == [] and report.coroutine_stats == {
+        "found": 0,
+        "ok": 0,
+        "truncated": 0,
+    }
+
+
+def test_json_and_folded_carry_the_fibers(fibers):
+    import json
+    from pathlib import Path
+
+    jsonschema = pytest.importorskip("jsonschema")
+    target, _ = fibers
+    schema = json.loads(
+        (Path(__file__).resolve().parent.parent / "docs" / "json-schema.json").read_text()
+    )
+    out = run_stackdump(
+        "-p", str(target.pid), "--coroutines", "--format", "json", "--mode", "disabled"
+    )
+    assert out.returncode == 0, out.stderr
+    document = json.loads(out.stdout)
+    jsonschema.Draft202012Validator(schema).validate(document)
+    assert len(document["coroutines"]) == SLEEPERS + WAITERS + 1
+    folded = run_stackdump("-p", str(target.pid), "--coroutines", "--format", "folded").stdout
+    lines = [line for line in folded.splitlines() if line.startswith("fiber;")]
+    sleepers = [
+        line for line in lines if "fiber_sleep_entry;fiber_sleep_middle;fiber_sleep_leaf" in line
+    ]
+    assert sum(int(line.rsplit(" ", 1)[1]) for line in sleepers) == SLEEPERS
