@@ -5,6 +5,7 @@ issue names: frame pointers or not, DWARF or symbols only."""
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import ON_CI
@@ -111,3 +112,70 @@ def test_json_and_folded_carry_the_fibers(fibers):
         line for line in lines if "fiber_sleep_entry;fiber_sleep_middle;fiber_sleep_leaf" in line
     ]
     assert sum(int(line.rsplit(" ", 1)[1]) for line in sleepers) == SLEEPERS
+
+
+# The register slots both switch functions leave below the return address: boost.context's
+# `jump_fcontext` (lea -0x38 then movs, boost 1.74) and brpc's `bthread_jump_fcontext` (six
+# pushes then lea -0x8), read by `layout` from their machine code.
+EXPECTED_SLOTS = ((3, 0x28), (6, 0x30), (12, 0x08), (13, 0x10), (14, 0x18), (15, 0x20))
+BRPC = Path(__file__).resolve().parent.parent.parent / "shared" / "third_party"
+
+
+def _layouts(library, names):
+    from stackdump.capture.fcontext import layout
+    from stackdump.elf.image import ElfObject
+
+    elf = ElfObject.open(str(library))
+    try:
+        return {
+            name: layout(elf.read_vaddr_range(start, 96), start, name)
+            for name, start in elf.symbols().named(set(names))
+        }
+    finally:
+        elf.close()
+
+
+def test_layout_of_boost_context_jump_fcontext():
+    library = Path("/usr/lib/x86_64-linux-gnu/libboost_context.so.1.74.0")
+    if not library.exists():
+        reason = "libboost-context1.74.0 is needed (apt install libboost-fiber-dev)"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    found = _layouts(library, ["jump_fcontext", "ontop_fcontext"])
+    for name in ("jump_fcontext", "ontop_fcontext"):
+        assert found[name] is not None, name
+        assert (found[name].frame, found[name].slots) == (0x38, EXPECTED_SLOTS)
+        assert found[name].kind == "fiber"
+
+
+def test_layout_of_brpc_bthread_jump_fcontext(tmp_path):
+    import tarfile
+
+    archives = sorted(BRPC.glob("brpc-*.tar.gz"))
+    if not archives:
+        reason = f"the brpc source archive is needed ({BRPC})"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with tarfile.open(archives[0]) as archive:
+        for name in ("brpc/src/bthread/context.cpp", "brpc/src/bthread/context.h"):
+            target = tmp_path / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(archive.extractfile(name).read())
+    library = tmp_path / "libcontext.so"
+    subprocess.run(
+        ["g++", "-shared", "-fPIC", "-O2", "-I", str(tmp_path / "brpc" / "src"),
+         str(tmp_path / "brpc/src/bthread/context.cpp"), "-o", str(library)],
+        check=True,
+    )  # fmt: skip
+    found = _layouts(library, ["bthread_jump_fcontext"])["bthread_jump_fcontext"]
+    assert found is not None
+    assert (found.frame, found.slots, found.kind) == (0x38, EXPECTED_SLOTS, "bthread")
+
+
+def test_layout_refuses_other_code():
+    from stackdump.capture.fcontext import layout
+
+    assert layout(b"\x55\x48\x89\xe5\xc3", 0) is None  # push %rbp; mov %rsp,%rbp; ret
+    assert layout(b"", 0) is None

@@ -30,7 +30,7 @@ from stackdump.capture.remote import RemoteMemory
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
-SWITCH_NAMES = ("jump_fcontext", "ontop_fcontext")
+SWITCH_NAMES = ("jump_fcontext", "ontop_fcontext", "bthread_jump_fcontext")
 _CALL = re.compile(rb"\xe8", re.DOTALL)
 _QWORD = struct.Struct("<Q")
 # mov r64, disp8(%rsp): REX.W (R for r8-r15), 89, ModRM mod=01 rm=100, SIB 0x24, disp8.
@@ -47,29 +47,66 @@ class SwitchFunction:
     address: int  # absolute
     frame: int  # bytes pushed below the return address
     slots: Tuple[Tuple[int, int], ...]  # (DWARF register, offset from the saved sp)
+    name: str = ""
+
+    @property
+    def kind(self) -> str:
+        """What its contexts are called in the report: brpc's copy switches bthreads."""
+        return "bthread" if self.name.startswith("bthread_") else "fiber"
 
 
-def layout(code: bytes, address: int) -> Optional[SwitchFunction]:
-    """The save layout from a switch function's first instructions: `lea -N(%rsp),%rsp`
-    (48 8d 64 24 disp8), then `mov %reg, off(%rsp)` for each saved register. None for code
-    of another shape (a boost built differently): that object's fibers are not looked for."""
-    start = code.find(b"\x48\x8d\x64\x24")
-    if start < 0 or start > 8 or len(code) < start + 5:
+_PUSH = {0x55: x86_64.RBP, 0x53: x86_64.RBX}
+# stmxcsr (%rsp), fnstcw 0x4(%rsp), cmp $0,%rcx: between the saves, saving nothing we need.
+_SKIPPED = {b"\x0f\xae\x1c\x24", b"\xd9\x7c\x24\x04", b"\x48\x83\xf9\x00"}
+_PUSH_REX = {0x54: x86_64.R12, 0x55: x86_64.R13, 0x56: x86_64.R14, 0x57: x86_64.R15}
+
+
+def layout(code: bytes, address: int, name: str = "") -> Optional[SwitchFunction]:
+    """The save layout from a switch function's first instructions, as it runs them:
+    `push %reg` (boost.context before 1.61, brpc's bthread_jump_fcontext), `lea -N(%rsp),%rsp`
+    and `mov %reg, off(%rsp)` (boost.context since), up to the first other instruction. None
+    for code of another shape (a boost built differently): those fibers are not looked for."""
+    pushed: List[Tuple[int, int]] = []  # (register, depth below the return address)
+    depth = 0
+    movs: Dict[int, int] = {}
+    at = 0
+    while at < min(len(code), 96):
+        op = code[at]
+        if op in _PUSH:
+            depth += 8
+            pushed.append((_PUSH[op], depth))
+            at += 1
+        elif op == 0x41 and at + 1 < len(code) and code[at + 1] in _PUSH_REX:
+            depth += 8
+            pushed.append((_PUSH_REX[code[at + 1]], depth))
+            at += 2
+        elif code[at : at + 4] == b"\x48\x8d\x64\x24" and at + 5 <= len(code):
+            change = struct.unpack_from("<b", code, at + 4)[0]
+            if change > 0:
+                break
+            depth -= change
+            at += 5
+        elif code[at : at + 2] == b"\x49\x89" and at == 0:
+            at += 3  # ontop_fcontext's `mov %rdx,%r8` before it saves anything
+        elif code[at : at + 4] in _SKIPPED:
+            at += 4  # saving the FPU control words; brpc's test of whether to save them
+        elif op == 0x74 and at + 2 <= len(code):
+            at += 2  # je over them
+        else:
+            m = _MOV_TO_RSP.match(code, at)
+            if m is None:
+                break
+            reg = _REG[m.group(1) == b"\x4c"][(m.group(2)[0] >> 3) & 7]
+            movs.setdefault(reg, depth - m.group(3)[0])  # as depth below the return address
+            at += 5
+    if depth <= 0 or depth % 8:
         return None
-    frame = -struct.unpack_from("<b", code, start + 4)[0]
-    if frame <= 0 or frame % 8:
+    slots: Dict[int, int] = {reg: depth - below for reg, below in pushed}
+    for reg, below in movs.items():
+        slots.setdefault(reg, depth - below)
+    if not set(x86_64.CALLEE_SAVED) <= set(slots):
         return None
-    slots: Dict[int, int] = {}
-    for m in _MOV_TO_RSP.finditer(code, start + 5, start + 5 + 64):
-        rex_r = m.group(1) == b"\x4c"
-        reg = _REG[rex_r][(m.group(2)[0] >> 3) & 7]
-        offset = m.group(3)[0]
-        if offset < frame and reg not in slots:
-            slots[reg] = offset
-    callee_saved = set(x86_64.CALLEE_SAVED)
-    if not callee_saved <= set(slots):
-        return None
-    return SwitchFunction(address, frame, tuple(sorted(slots.items())))
+    return SwitchFunction(address, depth, tuple(sorted(slots.items())), name)
 
 
 def switch_functions(
@@ -85,15 +122,15 @@ def switch_functions(
         base = _load_base(maps, mapped)
         if base is None:
             continue
-        for vaddr in starts:
+        for vaddr, name in starts:
             code = memory.read(base + vaddr, 96)
-            fn = layout(code, base + vaddr) if code else None
+            fn = layout(code, base + vaddr, name) if code else None
             if fn is not None:
                 found.append(fn)
     return found
 
 
-def _symbol_addresses(path: str, names: Sequence[str]) -> List[int]:
+def _symbol_addresses(path: str, names: Sequence[str]) -> List[Tuple[int, str]]:
     try:
         elf = ElfObject.open(path)
     except (OSError, *PARSE_ERRORS):
@@ -106,7 +143,7 @@ def _symbol_addresses(path: str, names: Sequence[str]) -> List[int]:
             return []
         wanted = set(names)
         table = elf.symbols((".symtab", ".dynsym"))
-        return sorted({start for name, start in table.named(wanted) if start})
+        return sorted({(start, name) for name, start in table.named(wanted) if start})
     except PARSE_ERRORS:
         return []
     finally:
@@ -120,12 +157,13 @@ def _load_base(maps: Sequence[MemoryMap], path: str) -> Optional[int]:
 
 def return_addresses(
     memory: RemoteMemory, maps: Sequence[MemoryMap], targets: Set[int], limit: int
-) -> Set[int]:
-    """Addresses just after a `call` (E8 rel32) to one of `targets`, or to a PLT stub whose
-    GOT slot holds one, in the executable mappings of files (at most `limit` bytes of code)."""
-    found: Set[int] = set()
+) -> Dict[int, int]:
+    """return address -> the target called, for every `call` (E8 rel32) to one of `targets`
+    or to a PLT stub whose GOT slot holds one, in the executable mappings of files (at most
+    `limit` bytes of code)."""
+    found: Dict[int, int] = {}
     budget = limit
-    stubs: Dict[int, bool] = {}
+    stubs: Dict[int, Optional[int]] = {}
     for m in maps:
         if not (m.executable and m.is_file) or budget <= 0:
             continue
@@ -138,29 +176,30 @@ def return_addresses(
                 break
             target = (m.start + p + 5 + struct.unpack_from("<i", code, p + 1)[0]) & (2**64 - 1)
             if target in targets:
-                found.add(m.start + p + 5)
+                found[m.start + p + 5] = target
                 continue
             if not m.contains(target):
                 continue
             if target not in stubs:
                 stubs[target] = _stub_to(memory, code, target - m.start, target, targets)
-            if stubs[target]:
-                found.add(m.start + p + 5)
+            if stubs[target] is not None:
+                found[m.start + p + 5] = stubs[target]
     return found
 
 
-def _stub_to(memory: RemoteMemory, code: bytes, offset: int, address: int, targets) -> bool:
-    """Whether the code at `offset` is a PLT stub (`jmp *disp(%rip)`, maybe after endbr64 and
-    a bnd prefix) whose GOT slot, as the process has it now, holds one of `targets`."""
+def _stub_to(memory: RemoteMemory, code: bytes, offset: int, address: int, targets):
+    """The target a PLT stub at `offset` (`jmp *disp(%rip)`, maybe after endbr64 and a bnd
+    prefix) jumps to, when its GOT slot, as the process has it now, holds one of `targets`."""
     stub = code[offset : offset + 16]
     skip = 4 if stub.startswith(b"\xf3\x0f\x1e\xfa") else 0
     if stub[skip : skip + 1] == b"\xf2":
         skip += 1
     if stub[skip : skip + 2] != b"\xff\x25" or len(stub) < skip + 6:
-        return False
+        return None
     got = address + skip + 6 + struct.unpack_from("<i", stub, skip + 2)[0]
     slot = memory.read(got, 8)
-    return len(slot) == 8 and _QWORD.unpack(slot)[0] in targets
+    value = _QWORD.unpack(slot)[0] if len(slot) == 8 else None
+    return value if value in targets else None
 
 
 @dataclass(frozen=True)
@@ -214,7 +253,7 @@ def context_snapshot(
     block = memory.read(context.sp, fn.frame + 8)
     if len(block) < fn.frame + 8:
         return ThreadSnapshot(
-            tid=context.sp, name="fiber", status=ThreadStatus.THREAD_EXITED,
+            tid=context.sp, name=fn.kind, status=ThreadStatus.THREAD_EXITED,
             error="its saved context can no longer be read",
         )  # fmt: skip
     values = {reg: _QWORD.unpack_from(block, off)[0] for reg, off in fn.slots}
@@ -226,7 +265,7 @@ def context_snapshot(
     stack = memory.read(base, min(top - base, stack_bytes))
     return ThreadSnapshot(
         tid=context.sp,
-        name="fiber",
+        name=fn.kind,
         status=ThreadStatus.OK,
         regs=Registers.of(values),
         stack_map=mapping,

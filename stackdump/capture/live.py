@@ -204,17 +204,20 @@ def _find_fibers(memory, maps, files, threads, options: CaptureOptions):
     returns = fcontext.return_addresses(memory, maps, set(by_address), _CODE_SCAN_BYTES)
     if not returns:
         return (), False
-    # A return address after a call names the switch called only through the layout, which
-    # every switch function of one object shares: take the first.
-    layout = switches[0]
     skip = [(t.stack_map.start, t.stack_map.end) for t in threads if t.stack_map is not None]
     skip += [(m.start, m.end) for m in maps if m.path == "[stack]"]
     contexts, truncated = fcontext.find_saved_contexts(
-        memory, maps, {ra: layout for ra in returns}, skip, _MEMORY_SCAN_BYTES, _MAX_COROUTINES
+        memory,
+        maps,
+        {ra: by_address[target] for ra, target in returns.items()},
+        skip,
+        _MEMORY_SCAN_BYTES,
+        _MAX_COROUTINES,
     )
     snapshots = tuple(
         dataclasses.replace(
-            fcontext.context_snapshot(c, memory, maps, options.stack_bytes), coroutine="fiber"
+            fcontext.context_snapshot(c, memory, maps, options.stack_bytes),
+            coroutine=c.switch.kind,
         )
         for c in contexts
     )
