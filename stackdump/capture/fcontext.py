@@ -20,6 +20,7 @@ that fiber alone.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from dataclasses import dataclass
@@ -208,6 +209,10 @@ class SavedContext:
     switch: SwitchFunction
 
 
+_CHUNK = 8 << 20
+_PAGE_SIZE = 4096
+
+
 def find_saved_contexts(
     memory: RemoteMemory,
     maps: Sequence[MemoryMap],
@@ -215,37 +220,121 @@ def find_saved_contexts(
     skip: Iterable[Tuple[int, int]],
     scan_bytes: int,
     limit: int,
+    pages: Optional[Pagemap] = None,
 ) -> Tuple[List[SavedContext], bool]:
-    """(contexts, whether the scan stopped at `scan_bytes` or `limit`)."""
+    """(contexts, whether the scan stopped at `scan_bytes` or `limit`). Only pages the
+    process has (`pages`, from /proc/PID/pagemap) are read, a chunk at a time: 10,000 fiber
+    stacks of 128 KiB are 1.3 GB mapped and 80 MB resident, and reading a page the process
+    never touched would map one into it."""
     skipped = sorted(skip)
     contexts: List[SavedContext] = []
     budget = scan_bytes
-    patterns = [(_QWORD.pack(ra), fn) for ra, fn in returns.items()]
+    # Return addresses into one object share their top 5 bytes: one search per object, then
+    # a set lookup for each aligned word found.
+    groups: Dict[bytes, None] = {}
+    for ra in returns:
+        groups.setdefault(_QWORD.pack(ra)[3:], None)
+    pages = pages or Pagemap(None)
     for m in maps:
         if not (m.readable and m.writable) or m.is_file or m.path.startswith("[v"):
             continue
         if any(start <= m.start and m.end <= end for start, end in skipped):
             continue
-        if budget <= 0:
-            return contexts, True
-        size = min(m.end - m.start, budget)
-        budget -= size
-        data = memory.read(m.start, size)
-        for pattern, fn in patterns:
-            at = data.find(pattern)
-            while at >= 0:
-                where = m.start + at
-                if at % 8 == 0 and not any(s <= where < e for s, e in skipped):
-                    contexts.append(SavedContext(where - fn.frame, fn))
-                    if len(contexts) >= limit:
-                        return contexts, True
-                at = data.find(pattern, at + 1)
+        for run_start, run_end in pages.present(m.start, m.end):
+            at = run_start
+            while at < run_end:
+                if budget <= 0 or len(contexts) >= limit:
+                    return contexts, True
+                size = min(run_end - at, _CHUNK, budget)
+                budget -= size
+                data = memory.read(at, size)
+                _search(data, at, groups, returns, skipped, contexts)
+                at += size
     contexts.sort(key=lambda c: c.sp)
-    return contexts, False
+    return contexts[:limit], len(contexts) > limit
+
+
+def _search(data, base, groups, returns, skipped, contexts) -> None:
+    for tail in groups:
+        at = data.find(tail)
+        while at >= 0:
+            word = at - 3
+            if word >= 0 and word % 8 == 0:
+                value = _QWORD.unpack_from(data, word)[0]
+                fn = returns.get(value)
+                where = base + word
+                if fn is not None and not any(s <= where < e for s, e in skipped):
+                    contexts.append(SavedContext(where - fn.frame, fn))
+            at = data.find(tail, at + 1)
+
+
+class Pagemap:
+    """Which pages of a range the process has (present or swapped), from /proc/PID/pagemap;
+    every page when it cannot be read."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        self._fd: Optional[int] = None
+        if path is not None:
+            try:
+                self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._fd = None
+
+    def present(self, start: int, end: int) -> Iterable[Tuple[int, int]]:
+        if self._fd is None:
+            return [(start, end)]
+        first, count = start // _PAGE_SIZE, (end - start) // _PAGE_SIZE
+        try:
+            raw = os.pread(self._fd, count * 8, first * 8)
+        except OSError:
+            return [(start, end)]
+        if len(raw) != count * 8:
+            return [(start, end)]
+        runs: List[Tuple[int, int]] = []
+        entries = struct.unpack(f"<{count}Q", raw)
+        run = None
+        for i, entry in enumerate(entries):
+            if entry >> 62:  # present (63) or swapped (62)
+                if run is None:
+                    run = i
+            elif run is not None:
+                runs.append((start + run * _PAGE_SIZE, start + i * _PAGE_SIZE))
+                run = None
+        if run is not None:
+            runs.append((start + run * _PAGE_SIZE, end))
+        return runs
+
+    def resident_end(self, maps: Sequence[MemoryMap]):
+        """address -> the end of the run of pages the process has that holds it (the end
+        of its mapping when that cannot be told)."""
+        cache: Dict[int, List[Tuple[int, int]]] = {}
+
+        def end_of(address: int) -> int:
+            mapping = next((m for m in maps if m.contains(address)), None)
+            if mapping is None:
+                return address
+            runs = cache.get(mapping.start)
+            if runs is None:
+                runs = cache[mapping.start] = list(self.present(mapping.start, mapping.end))
+            for start, end in runs:
+                if start <= address < end:
+                    return end
+            return address
+
+        return end_of
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def context_snapshot(
-    context: SavedContext, memory: RemoteMemory, maps: Sequence[MemoryMap], stack_bytes: int
+    context: SavedContext,
+    memory: RemoteMemory,
+    maps: Sequence[MemoryMap],
+    stack_bytes: int,
+    resident_end=None,
 ) -> ThreadSnapshot:
     """The fiber as a snapshot the unwinder takes: its saved registers (pc is the return
     address, sp the stack as the switch found it) and its stack from there up."""
@@ -261,6 +350,10 @@ def context_snapshot(
     values[x86_64.RSP] = context.sp + fn.frame + 8
     mapping = next((m for m in maps if m.contains(context.sp)), None)
     top = mapping.end if mapping is not None else context.sp + stack_bytes
+    if resident_end is not None:
+        # Stop where the process's pages stop: fiber stacks often lie side by side in one
+        # mapping, and reading a page the process never touched would map one into it.
+        top = min(top, resident_end(context.sp))
     base = values[x86_64.RSP]
     stack = memory.read(base, min(top - base, stack_bytes))
     return ThreadSnapshot(
