@@ -287,7 +287,7 @@ HEADER_KEYS = [
     "capture",
 ]
 THREAD_RE = re.compile(r"----- thread (\d+) \((.*)\) (status=\S+.*?) -----")
-COROUTINE_RE = re.compile(r"----- (fiber) 0x([0-9a-f]+) (status=\S+.*?) -----")
+COROUTINE_RE = re.compile(r"----- (fiber|bthread) 0x([0-9a-f]+) (status=\S+.*?) -----")
 FRAME_RE = re.compile(r"    (\d+)# +(\S.*)")
 SUMMARY_RE = re.compile(
     r"summary: captured=(\d+) skipped=(\d+) timed_out=(\d+) remote_signal_attempts=(\d+)"
@@ -376,7 +376,7 @@ def parse_report(text: str) -> ParsedReport:
         i += 1
         threads.append(section)
     coroutines: List[ThreadSection] = []
-    while lines[i].startswith("----- fiber "):
+    while lines[i].startswith(("----- fiber ", "----- bthread ")):
         m = COROUTINE_RE.fullmatch(lines[i])
         assert m, f"bad coroutine line {lines[i]!r}"
         keys, order = _parse_keys(m.group(3))

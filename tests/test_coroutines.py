@@ -4,6 +4,7 @@ issue names: frame pointers or not, DWARF or symbols only."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -179,3 +180,90 @@ def test_layout_refuses_other_code():
 
     assert layout(b"\x55\x48\x89\xe5\xc3", 0) is None  # push %rbp; mov %rsp,%rbp; ret
     assert layout(b"", 0) is None
+
+
+# brpc, built once per machine from the source archive into the test cache (about 5 minutes
+# on 2 cores): only its static library, which is all a bthread program links.
+BRPC_DEPS = (
+    "apt install cmake libgflags-dev libprotobuf-dev protobuf-compiler libprotoc-dev "
+    "libleveldb-dev libssl-dev"
+)
+
+
+@pytest.fixture(scope="session")
+def brpc_library() -> Path:
+    import hashlib
+    import os
+    import tarfile
+
+    archives = sorted(BRPC.glob("brpc-*.tar.gz"))
+    if not archives or shutil.which("cmake") is None:
+        reason = f"the brpc source archive ({BRPC}) and its build tools ({BRPC_DEPS}) are needed"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    digest = hashlib.sha256(archives[0].read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("STACKDUMP_TEST_CACHE", Path.home() / ".cache" / "stackdump-tests"))
+    root = cache / f"brpc-{digest}"
+    output = root / "brpc" / "build" / "output"
+    if not (root / ".complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        with tarfile.open(archives[0]) as archive:
+            for member in archive.getmembers():
+                if (member.isfile() or member.isdir()) and ".." not in member.name:
+                    archive.extract(member, root)
+        build = root / "brpc" / "build"
+        build.mkdir()
+        for command in (
+            ["cmake", "..", "-DBUILD_BRPC_TOOLS=OFF", "-DDOWNLOAD_GTEST=OFF",
+             "-DCMAKE_BUILD_TYPE=RelWithDebInfo"],
+            ["make", f"-j{os.cpu_count() or 2}", "brpc-static"],
+        ):  # fmt: skip
+            done = subprocess.run(command, cwd=build, capture_output=True, text=True)
+            if done.returncode != 0:
+                reason = f"building brpc failed ({BRPC_DEPS}?): {done.stderr[-500:]}"
+                if ON_CI:
+                    pytest.fail(reason)
+                pytest.skip(reason)
+        (root / ".complete").touch()
+    return output
+
+
+@pytest.fixture(scope="module", params=["O2-g", "O2-symbols-only"])
+def bthreads(request, live, build_dir, brpc_library):
+    binary = build_dir / f"bthreads-{request.param}"
+    if not binary.exists():
+        subprocess.run(
+            ["g++", "-O2", "-g", "-I", str(brpc_library / "include"),
+             str(TARGETS / "bthreads.cpp"), str(brpc_library / "lib" / "libbrpc.a"),
+             "-lgflags", "-lprotobuf", "-lleveldb", "-lssl", "-lcrypto", "-ldl", "-lpthread",
+             "-lz", "-o", str(binary)],
+            check=True,
+        )  # fmt: skip
+        if request.param == "O2-symbols-only":
+            subprocess.run(["strip", "--strip-debug", str(binary)], check=True)
+    with Target(binary, {}, extra_args=["5", "3", "2"]).wait_ready() as target:
+        yield target, request.param
+
+
+def test_every_parked_bthread_is_found_with_its_chain(bthreads):
+    target, variant = bthreads
+    mode = "disabled" if "symbols-only" in variant else "fast"
+    out = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", mode)
+    assert out.returncode == 0, out.stderr
+    report = parse_report(out.stdout)
+    found = report.coroutines
+    assert all(c.name == "bthread" for c in found)
+    sleeping = [
+        c
+        for c in found
+        if _chain(c, ["bthread_usleep", "bt_sleep_leaf", "bt_sleep_middle", "bt_sleep_entry"])
+    ]
+    locking = [c for c in found if _chain(c, ["bt_lock_leaf", "bt_lock_entry"])]
+    butex = [c for c in found if _chain(c, ["bt_butex_leaf", "bt_butex_entry"])]
+    assert (len(sleeping), len(locking), len(butex)) == (5, 3, 2), [c.frames for c in found]
+    assert len(found) == 10
+    for c in found:
+        assert c.keys["unwind_status"] == "end_of_stack" and "error" not in c.keys, c.keys
+        assert _chain(c, ["bthread::TaskGroup::task_runner(long)"]) or mode == "disabled"
