@@ -4,6 +4,7 @@ issue names: frame pointers or not, DWARF or symbols only."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -267,3 +268,12 @@ def test_every_parked_bthread_is_found_with_its_chain(bthreads):
     for c in found:
         assert c.keys["unwind_status"] == "end_of_stack" and "error" not in c.keys, c.keys
         assert _chain(c, ["bthread::TaskGroup::task_runner(long)"]) or mode == "disabled"
+
+
+def test_group_merges_fibers_parked_alike(fibers):
+    target, _ = fibers
+    out = run_stackdump("-p", str(target.pid), "--coroutines", "--group", "--mode", "disabled")
+    assert out.returncode == 0, out.stderr
+    heads = re.findall(r"^----- (\d+) fibers? status=ok frames=\d+ -----$", out.stdout, re.M)
+    counts = sorted(int(count) for count in heads)
+    assert counts == [1, WAITERS, SLEEPERS], heads

@@ -69,6 +69,10 @@ def _load_stop_window_ptrace():
     return fn
 
 
+def _ignore_signal(signum: int, frame: object) -> None:
+    """SIGALRM's handler: its only job is to make a blocked system call return EINTR."""
+
+
 def _stop_window_error(request: int, tid: int) -> PtraceError:
     err = ctypes.get_errno()
     return PtraceError(f"ptrace({request}, {tid}): {os.strerror(err)}", errno=err, pid=tid)
@@ -229,9 +233,13 @@ class Tracer:
     def __enter__(self) -> Tracer:
         # Blocked, SIGCHLD stays pending for sigtimedwait instead of being discarded.
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+        # SIGALRM ends a PTRACE_SEIZE that waits too long (see _seize_once).
+        self._old_alarm = signal.signal(signal.SIGALRM, _ignore_signal)
         return self
 
     def __exit__(self, *exc) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._old_alarm)
         signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         self.reap()
         deadline = time.monotonic() + _EXIT_REAP_S
@@ -322,9 +330,17 @@ class Tracer:
         untraced_refusals = 0
         while True:
             try:
-                _raw_ptrace(PTRACE_SEIZE, tid, 0, 0)
+                self._seize_once(tid, max(deadline - time.perf_counter_ns(), 1_000_000))
                 return None
             except PtraceError as e:
+                if e.errno == errno.EINTR:
+                    # The seize waited the whole timeout: the process is in execve, which
+                    # holds the lock PTRACE_SEIZE takes until its other threads are gone,
+                    # and a thread we hold (a zombie to reap, a timed-out one to release)
+                    # may be one it waits for. Release them and move on, instead of both
+                    # waiting for ever.
+                    self.reap()
+                    return e
                 if e.errno != errno.EPERM:
                     return e
                 tracer = proc.tracer_of(self.pid, tid)
@@ -341,6 +357,14 @@ class Tracer:
                     self._stubborn_tracers.add(tracer)
                     return e
                 time.sleep(_RETRY_S)
+
+    def _seize_once(self, tid: int, limit_ns: int) -> None:
+        """PTRACE_SEIZE, interrupted by SIGALRM (EINTR) if it blocks beyond `limit_ns`."""
+        signal.setitimer(signal.ITIMER_REAL, limit_ns / 1e9)
+        try:
+            _raw_ptrace(PTRACE_SEIZE, tid, 0, 0)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def reap(self) -> None:
         """Detach timed-out threads that have reached their stop since, and reap seized
@@ -375,6 +399,17 @@ class Tracer:
     def _seize_failed(self, tid: int, name: str, e: PtraceError) -> ThreadSnapshot:
         if e.errno == errno.ESRCH:
             return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, None)
+        if e.errno == errno.EINTR:
+            if not proc.thread_exists(self.pid, tid):
+                return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, None)
+            return self._snapshot(
+                tid,
+                name,
+                ThreadStatus.TIMEOUT,
+                None,
+                error=f"could not be attached within {self._timeout_ns // 1_000_000} ms "
+                "(the process was in execve)",
+            )
         if e.errno == errno.EPERM:
             tracer = proc.tracer_of(self.pid, tid)
             if tracer:

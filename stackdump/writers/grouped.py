@@ -22,6 +22,21 @@ def grouped_lines(report: Report, show_addresses: bool = False) -> Iterator[str]
         else:
             yield "<no stack captured>"
         yield ""
+    for group in group_threads(report.coroutines or ()):
+        first = group.first
+        count = len(group.threads)
+        kind = first.coroutine + ("s" if count > 1 else "")
+        keys = [f"status={first.status.value}"]
+        if first.capture_method is not None:
+            keys.append(f"frames={first.physical_frames}")
+        yield f"----- {count} {kind} {' '.join(keys)} -----"
+        yield "handles: " + ",".join(
+            f"0x{t.tid:x}" for t in sorted(group.threads, key=lambda t: t.tid)
+        )
+        yield from (
+            frame_lines(first.frames, show_addresses) if first.frames else ["<no stack captured>"]
+        )
+        yield ""
     yield from closing_lines(report)
 
 
