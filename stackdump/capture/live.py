@@ -215,11 +215,12 @@ def _find_fibers(memory, maps, files, threads, options: CaptureOptions, keep):
             _MAX_COROUTINES,
             pages,
         )
-        resident_end = pages.resident_end(maps)
+        index = fcontext.MapIndex(maps)
+        resident_end = pages.resident_end(index)
         snapshots = []
         for c in contexts:
             snapshot = dataclasses.replace(
-                fcontext.context_snapshot(c, memory, maps, options.stack_bytes, resident_end),
+                fcontext.context_snapshot(c, memory, index, options.stack_bytes, resident_end),
                 coroutine=c.switch.kind,
             )
             # Settled at once: 10,000 fibers' stack copies are never held together.
