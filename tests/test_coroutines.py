@@ -231,12 +231,13 @@ def brpc_library() -> Path:
     return output
 
 
-@pytest.fixture(scope="module", params=["O2-g", "O2-symbols-only"])
+@pytest.fixture(scope="module", params=["O2-g", "O2-fp-g", "O2-symbols-only"])
 def bthreads(request, live, build_dir, brpc_library):
     binary = build_dir / f"bthreads-{request.param}"
     if not binary.exists():
+        fp = ["-fno-omit-frame-pointer"] if "fp" in request.param else []
         subprocess.run(
-            ["g++", "-O2", "-g", "-I", str(brpc_library / "include"),
+            ["g++", "-O2", "-g", *fp, "-I", str(brpc_library / "include"),
              str(TARGETS / "bthreads.cpp"), str(brpc_library / "lib" / "libbrpc.a"),
              "-lgflags", "-lprotobuf", "-lleveldb", "-lssl", "-lcrypto", "-ldl", "-lpthread",
              "-lz", "-o", str(binary)],
