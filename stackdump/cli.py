@@ -450,8 +450,9 @@ SKIP_HELP = (
     default="text",
     show_default=True,
     metavar="FORMAT",
-    help="text (docs/FORMAT.md), json (one document, docs/json-schema.json) or folded "
-    "(one line per distinct stack, for flame graphs).",
+    help="text (docs/FORMAT.md), json (one document, docs/json-schema.json), folded (one "
+    "line per distinct stack, for flame graphs); for a profile also pprof, speedscope and "
+    "chrome-trace.",
 )
 @click.option(
     "--group",
