@@ -278,3 +278,21 @@ def test_group_merges_fibers_parked_alike(fibers):
     heads = re.findall(r"^----- (\d+) fibers? status=ok frames=\d+ -----$", out.stdout, re.M)
     counts = sorted(int(count) for count in heads)
     assert counts == [1, WAITERS, SLEEPERS], heads
+
+
+def test_a_context_in_unreadable_memory_degrades_that_coroutine_only():
+    """A hit whose memory is gone by the time it is read (a fiber freed meanwhile, a stale
+    or hostile word) becomes one coroutine with an error, never an exception."""
+    import os
+
+    from stackdump.capture.fcontext import MapIndex, SavedContext, SwitchFunction, context_snapshot
+    from stackdump.capture.remote import RemoteMemory
+    from stackdump.types import ThreadStatus
+
+    switch = SwitchFunction(0, 0x38, EXPECTED_SLOTS, "jump_fcontext")
+    memory = RemoteMemory(os.getpid())
+    try:
+        snapshot = context_snapshot(SavedContext(0x10, switch), memory, MapIndex([]), 4096)
+    finally:
+        memory.close()
+    assert snapshot.status is ThreadStatus.THREAD_EXITED and snapshot.error
