@@ -332,6 +332,8 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         context=thread.context,
         blocked_in=blocked_in,
         coroutine=thread.coroutine,
+        coroutine_id=thread.coroutine_id,
+        entry_function=_entry_name(session, thread.entry) if symbolize else None,
     )
 
 
@@ -364,6 +366,12 @@ def _with_fix(module: ModuleEntry) -> ModuleEntry:
     if not module.unknown_frames or module.symbols == "symtab" or module.path.startswith("["):
         return module
     return dataclasses.replace(module, fix=symbols_fix(module.path, module.build_id))
+
+
+def _entry_name(session: _Session, entry: Optional[int]) -> Optional[str]:
+    if not entry:
+        return None
+    return _symbolize_softly(session.symbolizer, Frame(pc=entry, activation=True)).function
 
 
 def _coroutine_start(function: Optional[str]) -> bool:

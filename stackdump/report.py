@@ -148,6 +148,11 @@ def thread_line(t: ThreadReport) -> str:
         keys.append(f"recovered_frame_pointers={t.recovered_frame_pointers}")
     keys.extend(context_keys(t))
     if t.coroutine:
+        if t.coroutine_id is not None:
+            keys.append(f"handle=0x{t.tid:x}")
+            if t.entry_function:
+                keys.append(f"entry={quote(t.entry_function)}")
+            return f"----- {t.coroutine} {t.coroutine_id} {' '.join(keys)} -----"
         return f"----- {t.coroutine} 0x{t.tid:x} {' '.join(keys)} -----"
     # ")" and "=" too: a name like `x) status=ok` must neither end the name early nor
     # forge a key (docs/FORMAT.md "Escaping").

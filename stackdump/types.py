@@ -242,6 +242,8 @@ class ThreadSnapshot:
     unwound: Optional[UnwindResult] = None
     context: Optional[ThreadContext] = None
     coroutine: str = ""  # "fiber" for a suspended coroutine (`tid` is then its handle)
+    coroutine_id: Optional[int] = None  # the runtime's own id (a bthread_t), when read
+    entry: Optional[int] = None  # the coroutine's entry function, when read
 
 
 class FileSource(Protocol):
@@ -356,6 +358,8 @@ class ThreadReport:
     waits_for_mutex: Optional[int] = None  # address of the pthread mutex it waits for
     mutex_holder: Optional[int] = None  # TID the mutex names as its owner (0: none)
     coroutine: str = ""  # "fiber": a suspended coroutine, `tid` its saved stack pointer
+    coroutine_id: Optional[int] = None  # the runtime's own id (a bthread_t), when read
+    entry_function: Optional[str] = None  # its entry function, named
 
     @property
     def physical_frames(self) -> int:

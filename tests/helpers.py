@@ -287,7 +287,7 @@ HEADER_KEYS = [
     "capture",
 ]
 THREAD_RE = re.compile(r"----- thread (\d+) \((.*)\) (status=\S+.*?) -----")
-COROUTINE_RE = re.compile(r"----- (fiber|bthread) 0x([0-9a-f]+) (status=\S+.*?) -----")
+COROUTINE_RE = re.compile(r"----- (fiber|bthread) (0x[0-9a-f]+|\d+) (status=\S+.*?) -----")
 FRAME_RE = re.compile(r"    (\d+)# +(\S.*)")
 SUMMARY_RE = re.compile(
     r"summary: captured=(\d+) skipped=(\d+) timed_out=(\d+) remote_signal_attempts=(\d+)"
@@ -380,7 +380,7 @@ def parse_report(text: str) -> ParsedReport:
         m = COROUTINE_RE.fullmatch(lines[i])
         assert m, f"bad coroutine line {lines[i]!r}"
         keys, order = _parse_keys(m.group(3))
-        section = ThreadSection(int(m.group(2), 16), m.group(1), keys, order)
+        section = ThreadSection(int(m.group(2), 0), m.group(1), keys, order)
         i += 1
         if lines[i] == "<no stack captured>":
             i += 1

@@ -296,3 +296,36 @@ def test_a_context_in_unreadable_memory_degrades_that_coroutine_only():
     finally:
         memory.close()
     assert snapshot.status is ThreadStatus.THREAD_EXITED and snapshot.error
+
+
+def test_bthread_ids_and_entries_agree_with_brpcs_gdb_script(bthreads, brpc_library):
+    """brpc's tools/gdb_bthread_stack.py (`bthread_begin`, `bthread_list`) under gdb on the
+    same process lists each bthread's id and entry function; ours are read from the same
+    TaskMeta pool without stopping anything, and join each to its stack."""
+    target, variant = bthreads
+    out = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", "disabled")
+    assert out.returncode == 0, out.stderr
+    ours = {c.tid: c.keys.get("entry", "").strip('"') for c in parse_report(out.stdout).coroutines}
+    if "symbols-only" in variant:
+        # No DWARF: the script cannot run, and our layout is brpc 1.13+'s; ids still come.
+        entries = {"bt_sleep_entry": 5, "bt_lock_entry": 3, "bt_butex_entry": 2}
+        assert sorted(ours.values()) == sorted(n for n, k in entries.items() for _ in range(k))
+        assert all(tid >> 32 for tid in ours)  # a version in the high half: a bthread_t
+        return
+    if shutil.which("gdb") is None:
+        if ON_CI:
+            pytest.fail("gdb is the referee")
+        pytest.skip("gdb is the referee")
+    root = brpc_library.parent.parent.parent
+    script = root / "brpc" / "tools" / "gdb_bthread_stack.py"
+    shown = subprocess.run(
+        ["gdb", "-batch", "-nx", "-p", str(target.pid), "-ex", f"source {script}",
+         "-ex", "bthread_begin", "-ex", "bthread_list", "-ex", "bthread_end"],
+        capture_output=True, text=True, timeout=300,
+    ).stdout  # fmt: skip
+    theirs = {
+        int(tid): name
+        for tid, name in re.findall(r"^#\d+\s+(\d+)\s+0x[0-9a-f]+ <([A-Za-z_]\w*)", shown, re.M)
+    }
+    assert len(theirs) == 10, shown[-800:]
+    assert ours == theirs

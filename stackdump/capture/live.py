@@ -217,17 +217,53 @@ def _find_fibers(memory, maps, files, threads, options: CaptureOptions, keep):
         )
         index = fcontext.MapIndex(maps)
         resident_end = pages.resident_end(index)
+        ids = _bthread_ids(memory, maps, paths, contexts)
         snapshots = []
         for c in contexts:
             snapshot = dataclasses.replace(
                 fcontext.context_snapshot(c, memory, index, options.stack_bytes, resident_end),
                 coroutine=c.switch.kind,
+                coroutine_id=ids.get(c.sp, (None, None))[0],
+                entry=ids.get(c.sp, (None, None))[1],
             )
             # Settled at once: 10,000 fibers' stack copies are never held together.
             snapshots.append(keep(snapshot) if keep is not None else snapshot)
     finally:
         pages.close()
     return tuple(snapshots), truncated
+
+
+def _bthread_ids(memory, maps, paths, contexts):
+    """handle -> (bthread id, entry) for the bthreads among `contexts` (capture/bthreads.py)."""
+    from stackdump.capture import bthreads
+    from stackdump.elf.image import PARSE_ERRORS, ElfObject
+
+    if not any(c.switch.kind == "bthread" for c in contexts):
+        return {}
+    wanted = {bthreads.NGROUP, bthreads.BLOCK_GROUPS}
+    for mapped, path in paths.items():
+        try:
+            elf = ElfObject.open(path)
+        except (OSError, *PARSE_ERRORS):
+            continue
+        try:
+            values = elf.symbol_values(wanted)
+            if len(values) != 2:
+                continue
+            first = next((m for m in maps if m.path == mapped), None)
+            if first is None:
+                continue
+            # The load bias: 0 for a fixed-address executable, the mapping's for a PIE/DSO.
+            vaddr = elf.file_offset_to_vaddr(first.offset)
+            if vaddr is None:
+                continue
+            base = first.start - vaddr
+            layout = bthreads.layout_from_dwarf(elf) or bthreads.FALLBACK
+            statics = (base + values[bthreads.NGROUP], base + values[bthreads.BLOCK_GROUPS])
+            return bthreads.bthread_ids(memory, statics, layout, _MAX_COROUTINES * 4)
+        finally:
+            elf.close()
+    return {}
 
 
 def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:

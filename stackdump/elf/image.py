@@ -307,6 +307,24 @@ class ElfObject:
         except PARSE_ERRORS:
             return None
 
+    def symbol_values(self, names: Set[str]) -> Dict[str, int]:
+        """name -> value of the defined symbols (of any kind: data too) called one of
+        `names`, from .symtab else .dynsym."""
+        found: Dict[str, int] = {}
+        for table, strings in ((".symtab", ".strtab"), (".dynsym", ".dynstr")):
+            symtab, strtab = self.section_bytes(table), self.section_bytes(strings)
+            if not symtab or not strtab or not any(n.encode() in strtab for n in names):
+                continue
+            usable = len(symtab) - len(symtab) % _SYM64.size
+            for name, _info, _other, shndx, value, _size in _SYM64.iter_unpack(symtab[:usable]):
+                if shndx != 0 and value:
+                    text = cstring(strtab, name)
+                    if text in names:
+                        found.setdefault(text, value)
+            if len(found) == len(names):
+                break
+        return found
+
     def symbols(self, prefer: Tuple[str, ...] = (".symtab", ".dynsym")) -> SymbolTable:
         """The first non-empty table among `prefer`, built anew: callers keep it (LoadedObject
         does, through the disk cache)."""

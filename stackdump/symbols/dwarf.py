@@ -167,6 +167,38 @@ class DwarfIndex:
         chain = self.inline_chain(cu_offset, vaddr)
         return chain[-1].name if chain else None
 
+    def struct_layout(self, cu_offset: int, qualified: str) -> Optional[Tuple[int, Dict[str, int]]]:
+        """(byte size, member -> offset) of the struct `qualified` (namespaces joined by
+        `::`) as this CU defines it, or None."""
+        cu = self._cu(cu_offset)
+        if cu is None:
+            return None
+
+        def search(die, prefix: str):
+            for child in die.iter_children():
+                name = _die_name(child) or ""
+                if child.tag == "DW_TAG_namespace":
+                    found = search(child, prefix + name + "::")
+                    if found is not None:
+                        return found
+                elif (
+                    child.tag in ("DW_TAG_structure_type", "DW_TAG_class_type")
+                    and prefix + name == qualified
+                    and "DW_AT_byte_size" in child.attributes
+                ):
+                    members = {}
+                    for m in child.iter_children():
+                        where = m.attributes.get("DW_AT_data_member_location")
+                        if m.tag == "DW_TAG_member" and where and isinstance(where.value, int):
+                            members[_die_name(m) or ""] = where.value
+                    return child.attributes["DW_AT_byte_size"].value, members
+            return None
+
+        try:
+            return search(cu.get_top_DIE(), "")
+        except PARSE_ERRORS:
+            return None
+
     def member_offset(self, cu_offset: int, struct: str, member: str) -> Optional[int]:
         """Byte offset of `member` in the file-scope `struct` as this CU declares it (a
         constant DW_AT_data_member_location), or None."""

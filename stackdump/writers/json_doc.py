@@ -60,7 +60,13 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
     yield f'"stats": {_dump(dict(stats_fields(report)))},'
     if report.coroutines is not None:
         coroutines = [
-            {**thread_object(c, modules), "coroutine": c.coroutine} for c in report.coroutines
+            {
+                **thread_object(c, modules),
+                "coroutine": c.coroutine,
+                "coroutine_id": c.coroutine_id,
+                "entry": escape(c.entry_function) if c.entry_function else None,
+            }
+            for c in report.coroutines
         ]
         yield f'"coroutines": {_dump(coroutines)},'
     yield f'"deadlocks": {_dump([list(c) for c in report.deadlocks])},'

@@ -1,0 +1,136 @@
+"""brpc bthread ids and entry functions, for the bthreads `capture/fcontext.py` found.
+
+brpc keeps every bthread's `TaskMeta` in `butil::ResourcePool<bthread::TaskMeta>`: `_ngroup`
+block groups in `_block_groups`, each with `nblock` blocks of `BLOCK_NITEM` items and an
+`nitem` count, as brpc's own tools/gdb_bthread_stack.py walks them. A TaskMeta is live when the
+version in its `tid` (high 32 bits) equals `*version_butex`; it has run when it has a
+`stack`, whose `ContextualStack.context` is the stack pointer its last switch saved: the handle
+by which fcontext.py knows the suspended bthread. So each handle gets its bthread id (`tid`)
+and entry function (`fn`).
+
+Struct layouts come from the target's DWARF (the CU holding `TaskGroup::task_runner`, which
+defines both structs); without DWARF, from the layout of brpc 1.13+ on x86-64 (TaskMeta 240
+bytes: version_butex 24, tid 32, fn 48, stack 64; ContextualStack.context 8, after the vtable
+1.13 added). Only memory is read, while every thread runs; every count is bounded, and a torn
+or garbage read costs that bthread its id, never the dump.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from stackdump.capture.remote import RemoteMemory
+from stackdump.elf.image import PARSE_ERRORS, ElfObject
+
+NGROUP = "_ZN5butil12ResourcePoolIN7bthread8TaskMetaEE7_ngroupE"
+BLOCK_GROUPS = "_ZN5butil12ResourcePoolIN7bthread8TaskMetaEE13_block_groupsE"
+TASK_RUNNER = "_ZN7bthread9TaskGroup11task_runnerEl"
+MAX_GROUPS = 65536  # RP_MAX_BLOCK_NGROUP
+GROUP_NBLOCK = 65536  # RP_GROUP_NBLOCK
+BLOCK_MAX_SIZE, BLOCK_MAX_ITEM = 64 * 1024, 256  # ResourcePoolBlockMax{Size,Item} defaults
+_Q = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class Layout:
+    meta_size: int
+    version_butex: int
+    tid: int
+    fn: int
+    stack: int
+    context: int  # in ContextualStack
+    source: str  # "dwarf" or "brpc 1.13+"
+
+    @property
+    def block_nitem(self) -> int:
+        return min(max(BLOCK_MAX_SIZE // self.meta_size, 1), BLOCK_MAX_ITEM)
+
+
+FALLBACK = Layout(240, 24, 32, 48, 64, 8, "brpc 1.13+")
+
+
+def layout_from_dwarf(elf: ElfObject) -> Optional[Layout]:
+    """The layout the binary's DWARF declares, or None without DWARF."""
+    from stackdump.symbols.dwarf import DwarfIndex  # only a bthread program reads it
+
+    try:
+        starts = [start for _, start in elf.symbols().named({TASK_RUNNER})]
+        if not starts or not elf.has_section(".debug_info"):
+            return None
+        dwarf = DwarfIndex(elf)
+        cu_offset = dwarf.cu_offset(starts[0], True)
+        meta = (
+            dwarf.struct_layout(cu_offset, "bthread::TaskMeta") if cu_offset is not None else None
+        )
+        stack = dwarf.struct_layout(cu_offset, "bthread::ContextualStack") if meta else None
+    except PARSE_ERRORS:
+        return None
+    if not meta or not stack:
+        return None
+    size, members = meta
+    try:
+        return Layout(
+            size,
+            members["version_butex"],
+            members["tid"],
+            members["fn"],
+            members["stack"],
+            stack[1]["context"],
+            "dwarf",
+        )
+    except KeyError:
+        return None
+
+
+def bthread_ids(
+    memory: RemoteMemory, statics: Tuple[int, int], layout: Layout, limit: int
+) -> Dict[int, Tuple[int, int]]:
+    """saved stack pointer -> (bthread id, entry function address), for every live bthread
+    that has a stack. `statics`: the absolute addresses of `_ngroup` and `_block_groups`."""
+    ngroup_at, groups_at = statics
+    found: Dict[int, Tuple[int, int]] = {}
+    ngroup = _word(memory, ngroup_at)
+    if ngroup is None:
+        return found
+    nitem_at = layout.meta_size * layout.block_nitem
+    seen = 0
+    for g in range(min(ngroup, MAX_GROUPS)):
+        group = _word(memory, groups_at + 8 * g)
+        nblock = _word(memory, group) if group else None
+        if not nblock:
+            continue
+        pointers = memory.read(group + 8, 8 * min(nblock, GROUP_NBLOCK))
+        for (block,) in struct.iter_unpack("<Q", pointers[: len(pointers) // 8 * 8]):
+            if not block:
+                continue
+            data = memory.read(block, nitem_at + 8)
+            if len(data) < nitem_at + 8:
+                continue
+            nitem = min(_Q.unpack_from(data, nitem_at)[0], layout.block_nitem)
+            for i in range(nitem):
+                seen += 1
+                if seen > limit:
+                    return found
+                meta = i * layout.meta_size
+                tid = _Q.unpack_from(data, meta + layout.tid)[0]
+                stack = _Q.unpack_from(data, meta + layout.stack)[0]
+                butex = _Q.unpack_from(data, meta + layout.version_butex)[0]
+                if not stack or not butex or not tid:
+                    continue
+                version = memory.read(butex, 4)
+                if len(version) != 4 or struct.unpack("<I", version)[0] != tid >> 32:
+                    continue  # a TaskMeta freed or reused: not a live bthread
+                handle = _word(memory, stack + layout.context)
+                if handle:
+                    fn = _Q.unpack_from(data, meta + layout.fn)[0]
+                    found[handle] = (tid, fn)
+    return found
+
+
+def _word(memory: RemoteMemory, address: int) -> Optional[int]:
+    if not address:
+        return None
+    data = memory.read(address, 8)
+    return _Q.unpack(data)[0] if len(data) == 8 else None
