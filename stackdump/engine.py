@@ -333,6 +333,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         blocked_in=blocked_in,
         coroutine=thread.coroutine,
         coroutine_id=thread.coroutine_id,
+        running_coroutine=thread.running_coroutine,
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
     )
 

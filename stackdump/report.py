@@ -172,6 +172,8 @@ def context_keys(t: ThreadReport) -> List[str]:
             keys.append(f"recent_cpu_ms={c.recent_cpu_ms}")
     if t.blocked_in is not None and t.syscall_name is None:
         keys.append(f"syscall={t.blocked_in}")
+    if t.running_coroutine is not None:
+        keys.append(f"bthread={t.running_coroutine}")
     if t.waits_for_mutex is not None:
         keys.append(f"waits_for=mutex:0x{t.waits_for_mutex:x}")
         if t.mutex_holder:

@@ -244,6 +244,7 @@ class ThreadSnapshot:
     coroutine: str = ""  # "fiber" for a suspended coroutine (`tid` is then its handle)
     coroutine_id: Optional[int] = None  # the runtime's own id (a bthread_t), when read
     entry: Optional[int] = None  # the coroutine's entry function, when read
+    running_coroutine: Optional[int] = None  # a worker thread: the bthread it was running
 
 
 class FileSource(Protocol):
@@ -360,6 +361,7 @@ class ThreadReport:
     coroutine: str = ""  # "fiber": a suspended coroutine, `tid` its saved stack pointer
     coroutine_id: Optional[int] = None  # the runtime's own id (a bthread_t), when read
     entry_function: Optional[str] = None  # its entry function, named
+    running_coroutine: Optional[int] = None  # a worker thread: the bthread it was running
 
     @property
     def physical_frames(self) -> int:

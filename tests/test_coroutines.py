@@ -245,7 +245,7 @@ def bthreads(request, live, build_dir, brpc_library):
         )  # fmt: skip
         if request.param == "O2-symbols-only":
             subprocess.run(["strip", "--strip-debug", str(binary)], check=True)
-    with Target(binary, {}, extra_args=["5", "3", "2"]).wait_ready() as target:
+    with Target(binary, {}, extra_args=["5", "3", "2", "1"]).wait_ready() as target:
         yield target, request.param
 
 
@@ -327,5 +327,24 @@ def test_bthread_ids_and_entries_agree_with_brpcs_gdb_script(bthreads, brpc_libr
         int(tid): name
         for tid, name in re.findall(r"^#\d+\s+(\d+)\s+0x[0-9a-f]+ <([A-Za-z_]\w*)", shown, re.M)
     }
-    assert len(theirs) == 10, shown[-800:]
-    assert ours == theirs
+    assert len(theirs) == 11, shown[-800:]
+    # theirs lists every bthread with a stack, the one running on a worker too
+    running = {tid for tid, name in theirs.items() if name == "bt_spin_entry"}
+    assert len(running) == 1
+    assert ours == {tid: name for tid, name in theirs.items() if tid not in running}
+
+
+def test_a_worker_running_a_bthread_names_it(bthreads):
+    """The bthread spinning on a worker is not suspended: it is that worker's thread section,
+    and the worker's line says which bthread it runs (`bthread=ID`, by the stack its sp is in)."""
+    target, variant = bthreads
+    out = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", "disabled")
+    assert out.returncode == 0, out.stderr
+    report = parse_report(out.stdout)
+    workers = [t for t in report.threads if "bthread" in t.keys]
+    assert len(workers) == 1, [t.keys for t in report.threads]
+    worker = workers[0]
+    assert _chain(worker, ["bt_spin_leaf", "bt_spin_entry"]), worker.frames
+    spinner_id = int(worker.keys["bthread"])
+    assert spinner_id >> 32 and spinner_id not in {c.tid for c in report.coroutines}
+    assert len(report.coroutines) == 10  # the spinner is not among the suspended

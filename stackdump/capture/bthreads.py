@@ -42,13 +42,17 @@ class Layout:
     stack: int
     context: int  # in ContextualStack
     source: str  # "dwarf" or "brpc 1.13+"
+    attr: int = 72  # TaskMeta.attr, whose first field is the stack type (0: the pthread's own)
+    storage: int = 24  # ContextualStack.storage (a StackStorage)
+    stacksize: int = 0  # in StackStorage
+    bottom: int = 8  # in StackStorage: the stack's highest address
 
     @property
     def block_nitem(self) -> int:
         return min(max(BLOCK_MAX_SIZE // self.meta_size, 1), BLOCK_MAX_ITEM)
 
 
-FALLBACK = Layout(240, 24, 32, 48, 64, 8, "brpc 1.13+")
+FALLBACK = Layout(240, 24, 32, 48, 64, 8, "brpc 1.13+", 72, 24, 0, 8)
 
 
 def layout_from_dwarf(elf: ElfObject) -> Optional[Layout]:
@@ -67,7 +71,8 @@ def layout_from_dwarf(elf: ElfObject) -> Optional[Layout]:
         stack = dwarf.struct_layout(cu_offset, "bthread::ContextualStack") if meta else None
     except PARSE_ERRORS:
         return None
-    if not meta or not stack:
+    storage = dwarf.struct_layout(cu_offset, "bthread::StackStorage") if stack else None
+    if not meta or not stack or not storage:
         return None
     size, members = meta
     try:
@@ -79,21 +84,50 @@ def layout_from_dwarf(elf: ElfObject) -> Optional[Layout]:
             members["stack"],
             stack[1]["context"],
             "dwarf",
+            members["attr"],
+            stack[1]["storage"],
+            storage[1]["stacksize"],
+            storage[1]["bottom"],
         )
     except KeyError:
         return None
 
 
+@dataclass(frozen=True)
+class Bthreads:
+    """What the TaskMeta pool says: each suspended bthread by its saved stack pointer, and
+    the stack each live bthread owns (to tell which one a worker thread is running)."""
+
+    by_handle: Dict[int, Tuple[int, int]]  # saved sp -> (bthread id, entry function)
+    stacks: Tuple[Tuple[int, int, int], ...]  # (low, high, bthread id), sorted
+
+    def running_on(self, sp: int) -> Optional[int]:
+        """The bthread whose stack holds `sp`: the one a worker with that sp is running."""
+        import bisect
+
+        i = bisect.bisect_right(self.stacks, (sp, float("inf"), 0)) - 1
+        if i >= 0 and self.stacks[i][0] <= sp < self.stacks[i][1]:
+            return self.stacks[i][2]
+        return None
+
+
 def bthread_ids(
     memory: RemoteMemory, statics: Tuple[int, int], layout: Layout, limit: int
-) -> Dict[int, Tuple[int, int]]:
-    """saved stack pointer -> (bthread id, entry function address), for every live bthread
-    that has a stack. `statics`: the absolute addresses of `_ngroup` and `_block_groups`."""
-    ngroup_at, groups_at = statics
+) -> Bthreads:
+    """Every live bthread that has a stack: its id and entry function by its saved stack
+    pointer, and its stack's range. `statics`: the addresses of `_ngroup` and
+    `_block_groups`."""
     found: Dict[int, Tuple[int, int]] = {}
+    stacks: list = []
+    _walk(memory, statics, layout, limit, found, stacks)
+    return Bthreads(found, tuple(sorted(stacks)))
+
+
+def _walk(memory, statics, layout: Layout, limit: int, found, stacks) -> None:
+    ngroup_at, groups_at = statics
     ngroup = _word(memory, ngroup_at)
     if ngroup is None:
-        return found
+        return
     nitem_at = layout.meta_size * layout.block_nitem
     seen = 0
     for g in range(min(ngroup, MAX_GROUPS)):
@@ -112,21 +146,31 @@ def bthread_ids(
             for i in range(nitem):
                 seen += 1
                 if seen > limit:
-                    return found
+                    return
                 meta = i * layout.meta_size
                 tid = _Q.unpack_from(data, meta + layout.tid)[0]
                 stack = _Q.unpack_from(data, meta + layout.stack)[0]
                 butex = _Q.unpack_from(data, meta + layout.version_butex)[0]
                 if not stack or not butex or not tid:
                     continue
+                if struct.unpack_from("<i", data, meta + layout.attr)[0] == 0:
+                    continue  # a worker's main task, on the pthread's own stack: that thread
                 version = memory.read(butex, 4)
                 if len(version) != 4 or struct.unpack("<I", version)[0] != tid >> 32:
                     continue  # a TaskMeta freed or reused: not a live bthread
-                handle = _word(memory, stack + layout.context)
+                block_of_stack = memory.read(stack, layout.storage + layout.bottom + 8)
+                if len(block_of_stack) < layout.storage + layout.bottom + 8:
+                    continue
+                handle = _Q.unpack_from(block_of_stack, layout.context)[0]
+                size = struct.unpack_from("<i", block_of_stack, layout.storage + layout.stacksize)[
+                    0
+                ]
+                bottom = _Q.unpack_from(block_of_stack, layout.storage + layout.bottom)[0]
+                if 0 < size <= 1 << 30 and bottom > size:
+                    stacks.append((bottom - size, bottom, tid))
                 if handle:
                     fn = _Q.unpack_from(data, meta + layout.fn)[0]
                     found[handle] = (tid, fn)
-    return found
 
 
 def _word(memory: RemoteMemory, address: int) -> Optional[int]:

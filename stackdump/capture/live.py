@@ -151,7 +151,15 @@ def capture_process(
         coroutines, truncated = None, False
         if options.coroutines and not interrupted:
             # Every thread runs again: only memory is read from here on.
-            coroutines, truncated = _find_fibers(memory, maps, files, threads, options, keep)
+            coroutines, truncated, running = _find_fibers(
+                memory, maps, files, threads, options, keep
+            )
+            threads = [
+                dataclasses.replace(t, running_coroutine=running(t.regs.sp))
+                if t.regs is not None and running(t.regs.sp) is not None
+                else t
+                for t in threads
+            ]
     except BaseException:
         files.close()
         raise
@@ -197,11 +205,11 @@ def _find_fibers(memory, maps, files, threads, options: CaptureOptions, keep):
                 paths[m.file_path] = path
     switches = fcontext.switch_functions(memory, maps, paths)
     if not switches:
-        return (), False
+        return (), False, _nothing_running
     by_address = {fn.address: fn for fn in switches}
     returns = fcontext.return_addresses(memory, maps, set(by_address), _CODE_SCAN_BYTES)
     if not returns:
-        return (), False
+        return (), False, _nothing_running
     skip = [(t.stack_map.start, t.stack_map.end) for t in threads if t.stack_map is not None]
     skip += [(m.start, m.end) for m in maps if m.path == "[stack]"]
     pages = fcontext.Pagemap(f"/proc/{memory.pid}/pagemap")
@@ -217,7 +225,13 @@ def _find_fibers(memory, maps, files, threads, options: CaptureOptions, keep):
         )
         index = fcontext.MapIndex(maps)
         resident_end = pages.resident_end(index)
-        ids = _bthread_ids(memory, maps, paths, contexts)
+        pool = _bthread_ids(memory, maps, paths, switches)
+        ids = pool.by_handle if pool is not None else {}
+        if ids:
+            # A bthread stack is reused: a saved context no live TaskMeta names is what a
+            # bthread that ran on that stack before left behind (the one running there now
+            # is its worker's thread section).
+            contexts = [c for c in contexts if c.switch.kind != "bthread" or c.sp in ids]
         snapshots = []
         for c in contexts:
             snapshot = dataclasses.replace(
@@ -230,16 +244,20 @@ def _find_fibers(memory, maps, files, threads, options: CaptureOptions, keep):
             snapshots.append(keep(snapshot) if keep is not None else snapshot)
     finally:
         pages.close()
-    return tuple(snapshots), truncated
+    return tuple(snapshots), truncated, pool.running_on if pool is not None else _nothing_running
 
 
-def _bthread_ids(memory, maps, paths, contexts):
-    """handle -> (bthread id, entry) for the bthreads among `contexts` (capture/bthreads.py)."""
+def _nothing_running(sp: int) -> None:
+    return None
+
+
+def _bthread_ids(memory, maps, paths, switches):
+    """brpc's TaskMeta pool (capture/bthreads.py), when the process switches bthreads."""
     from stackdump.capture import bthreads
     from stackdump.elf.image import PARSE_ERRORS, ElfObject
 
-    if not any(c.switch.kind == "bthread" for c in contexts):
-        return {}
+    if not any(fn.kind == "bthread" for fn in switches):
+        return None
     wanted = {bthreads.NGROUP, bthreads.BLOCK_GROUPS}
     for mapped, path in paths.items():
         try:
@@ -263,7 +281,7 @@ def _bthread_ids(memory, maps, paths, contexts):
             return bthreads.bthread_ids(memory, statics, layout, _MAX_COROUTINES * 4)
         finally:
             elf.close()
-    return {}
+    return None
 
 
 def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:
