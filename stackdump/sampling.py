@@ -2,7 +2,8 @@
 and DWARF opened once, each distinct pc symbolized once per sample), aggregated by stack.
 
 Each thread of each sample counts once, labelled running (`state=R` just before it was
-captured) or blocked (any other state: the syscall and wchan say in what). Threads that
+captured) or blocked (any other state: the syscall and wchan say in what); with
+`--coroutines`, each suspended coroutine counts too, as blocked, named by its kind. Threads that
 appear or exit between samples are counted in the samples they were in. A stop request
 (SIGINT/SIGTERM) ends sampling after the sample in hand (the first is always taken whole): what was
 sampled is the profile.
@@ -103,14 +104,15 @@ def sample(
             offsets.append(int((began - started) * 1e9))
             for m in report.modules:
                 modules.setdefault(m.path, m)
-            for thread in report.threads:
+            for thread in (*report.threads, *(report.coroutines or ())):
                 if thread.status is not ThreadStatus.OK or not thread.frames:
                     continue
                 context = thread.context
+                # A suspended coroutine (--coroutines) is off CPU by definition.
                 state = RUNNING if context is not None and context.state == "R" else BLOCKED
                 if state_filter != "all" and state != state_filter:
                     continue
-                names[thread.tid] = thread.name
+                names[thread.tid] = thread.coroutine or thread.name
                 stack_id = stacks.setdefault(thread.frames, len(stacks))
                 taken.append(
                     ThreadSample(

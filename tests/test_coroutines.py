@@ -348,3 +348,21 @@ def test_a_worker_running_a_bthread_names_it(bthreads):
     spinner_id = int(worker.keys["bthread"])
     assert spinner_id >> 32 and spinner_id not in {c.tid for c in report.coroutines}
     assert len(report.coroutines) == 10  # the spinner is not among the suspended
+
+
+def test_a_profile_counts_suspended_fibers(fibers):
+    target, variant = fibers
+    out = run_stackdump(
+        "-p", str(target.pid), "--coroutines", "--samples", "3", "--interval-ms", "20",
+        "--mode", "disabled", "--format", "folded",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    counts = {}
+    for line in out.stdout.splitlines():
+        stack, count = line.rsplit(" ", 1)
+        counts[stack] = counts.get(stack, 0) + int(count)
+    chain = "fiber_sleep_entry;fiber_sleep_middle;fiber_sleep_leaf"
+    sleepers = sum(
+        n for stack, n in counts.items() if stack.startswith("fiber;") and chain in stack
+    )
+    assert sleepers == 3 * SLEEPERS, counts

@@ -85,8 +85,9 @@ _SPIN_NS = 50_000
 # Between tries to seize a thread another tracer holds (it stops a thread for microseconds).
 _RETRY_S = 0.0002
 _UNTRACED_RETRIES = 3
-# How long capture waits at its end for seized threads that were exiting to be reapable.
-_EXIT_REAP_S = 0.05
+# How long capture waits at its end for seized threads that were exiting to be reapable (a
+# thread of a killed 1,000-thread process can take longer than 50 ms to become a zombie).
+_EXIT_REAP_S = 2.0
 
 
 class StopWindowPriority:
@@ -243,9 +244,18 @@ class Tracer:
         signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         self.reap()
         deadline = time.monotonic() + _EXIT_REAP_S
-        while self._exiting and time.monotonic() < deadline:
+        while self._held_dying() and time.monotonic() < deadline:
             time.sleep(0.001)
             self.reap()
+
+    def _held_dying(self) -> bool:
+        """Whether a thread we still hold is on its way out: a traced thread's zombie is its
+        tracer's to collect, and until we do, its process cannot be reaped by its parent (a
+        process killed mid-dump). A held thread that lives on (stuck in D state) is left to
+        the kernel, which detaches it when stackdump exits."""
+        if self._exiting:
+            return True
+        return any(proc.thread_leaving(self.pid, tid) for tid in self._pending)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -279,6 +289,10 @@ class Tracer:
                 window.detach()
         except PtraceError as e:
             if e.errno == errno.ESRCH:
+                # Seized, then gone before we detached (killed while stopped): its zombie
+                # is ours to collect, or its process cannot be reaped by its parent.
+                self._exiting.add(tid)
+                self.reap()
                 return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, syscall)
             return self._snapshot(tid, name, ThreadStatus.ATTACH_ERROR, syscall, error=_strerror(e))
 
