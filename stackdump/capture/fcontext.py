@@ -379,6 +379,15 @@ def context_snapshot(
         top = min(top, resident_end(context.sp))
     base = values[x86_64.RSP]
     stack = memory.read(base, min(top - base, stack_bytes))
+    if memory.read(context.sp, fn.frame + 8) != block:
+        # Resumed (and maybe suspended again) while we read it: the stack copied is not the
+        # one those registers describe. Reported as such, never unwound into garbage.
+        return ThreadSnapshot(
+            tid=context.sp,
+            name=fn.kind,
+            status=ThreadStatus.THREAD_EXITED,
+            error="it was resumed while its stack was read",
+        )
     return ThreadSnapshot(
         tid=context.sp,
         name=fn.kind,
