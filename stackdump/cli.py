@@ -596,12 +596,7 @@ def command(run: Run, output: Optional[str], **params) -> int:
     try:
         report = _dump(options, run)
         run.stage = "write"
-        lines = render(report, view)
-        if _colour_wanted(output, view):
-            from stackdump.writers.colour import coloured_lines
-
-            lines = coloured_lines(lines)
-        run.destination.write_lines(lines)
+        _write_text(run, output, view, render(report, view))
         run.destination.commit()
     except BaseException:
         run.destination.abort()
@@ -765,12 +760,7 @@ def _profile(
 
             run.destination.write(pprof_bytes(profile))
         else:
-            lines = _profile_lines(profile, view)
-            if _colour_wanted(output, view):
-                from stackdump.writers.colour import coloured_lines
-
-                lines = coloured_lines(lines)
-            run.destination.write_lines(lines)
+            _write_text(run, output, view, _profile_lines(profile, view))
         run.destination.commit()
     except BaseException:
         run.destination.abort()
@@ -822,6 +812,15 @@ def render(report: Report, view: View) -> Iterator[str]:
 
         return grouped_lines(report, view.show_addresses)
     return text_lines(report, view.show_addresses)
+
+
+def _write_text(run: Run, output: Optional[str], view: View, lines: Iterator[str]) -> None:
+    """Lines to the destination, coloured when they go to a terminal."""
+    if _colour_wanted(output, view):
+        from stackdump.writers.colour import coloured_lines
+
+        lines = coloured_lines(lines)
+    run.destination.write_lines(lines)
 
 
 def _colour_wanted(output: Optional[str], view: View) -> bool:

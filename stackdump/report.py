@@ -21,22 +21,18 @@ def text_lines(report: Report, show_addresses: bool = False) -> Iterator[str]:
     """The report's lines, one at a time (a 10,000-thread report need not be held as text
     at once). `show_addresses` (-a): every frame line starts with its pc."""
     yield from header_lines(report)
-    for thread in report.threads:
+    for thread in (*report.threads, *(report.coroutines or ())):
         yield thread_line(thread)
-        if thread.frames or kernel_stack(thread):
-            yield from frame_lines(thread.frames, show_addresses, kernel_stack(thread))
-        else:
-            yield "<no stack captured>"
-        yield ""
-    for coroutine in report.coroutines or ():
-        yield thread_line(coroutine)
-        yield from (
-            frame_lines(coroutine.frames, show_addresses)
-            if coroutine.frames
-            else ["<no stack captured>"]
-        )
+        yield from stack_lines(thread, show_addresses)
         yield ""
     yield from closing_lines(report)
+
+
+def stack_lines(t: ThreadReport, show_addresses: bool) -> List[str]:
+    """A section's frame lines, kernel ones first, or `<no stack captured>`."""
+    if t.frames or kernel_stack(t):
+        return frame_lines(t.frames, show_addresses, kernel_stack(t))
+    return ["<no stack captured>"]
 
 
 def header_lines(report: Report) -> Iterator[str]:

@@ -337,6 +337,24 @@ def _parse_keys(text: str) -> Tuple[Dict[str, str], List[str]]:
     return keys, order
 
 
+def _read_frames(lines: List[str], i: int, section: ThreadSection) -> int:
+    """A section's frame lines (or `<no stack captured>`) and its closing blank line, from
+    line i; returns the line after."""
+    if lines[i] == "<no stack captured>":
+        i += 1
+    else:
+        while lines[i] != "":
+            fm = FRAME_RE.fullmatch(lines[i])
+            assert fm, f"bad frame line {lines[i]!r}"
+            assert int(fm.group(1)) == len(section.frames), "frame indices count up from 0"
+            width = len(fm.group(1)) + 1
+            assert lines[i][4 + width :].startswith(" " * max(1, 4 - width)), lines[i]
+            section.frames.append(fm.group(2))
+            i += 1
+    assert lines[i] == "", "blank line after each section"
+    return i + 1
+
+
 def parse_report(text: str) -> ParsedReport:
     """Strict parser of the text format (docs/FORMAT.md): any deviation fails an assertion."""
     lines = text.split("\n")
@@ -360,20 +378,7 @@ def parse_report(text: str) -> ParsedReport:
         assert m, f"bad thread line {lines[i]!r}"
         keys, order = _parse_keys(m.group(3))
         section = ThreadSection(int(m.group(1)), m.group(2), keys, order)
-        i += 1
-        if lines[i] == "<no stack captured>":
-            i += 1
-        else:
-            while lines[i] != "":
-                fm = FRAME_RE.fullmatch(lines[i])
-                assert fm, f"bad frame line {lines[i]!r}"
-                assert int(fm.group(1)) == len(section.frames), "frame indices count up from 0"
-                width = len(fm.group(1)) + 1
-                assert lines[i][4 + width :].startswith(" " * max(1, 4 - width)), lines[i]
-                section.frames.append(fm.group(2))
-                i += 1
-        assert lines[i] == "", "blank line after each thread"
-        i += 1
+        i = _read_frames(lines, i + 1, section)
         threads.append(section)
     coroutines: List[ThreadSection] = []
     while lines[i].startswith(("----- fiber ", "----- bthread ")):
@@ -381,17 +386,7 @@ def parse_report(text: str) -> ParsedReport:
         assert m, f"bad coroutine line {lines[i]!r}"
         keys, order = _parse_keys(m.group(3))
         section = ThreadSection(int(m.group(2), 0), m.group(1), keys, order)
-        i += 1
-        if lines[i] == "<no stack captured>":
-            i += 1
-        else:
-            while lines[i] != "":
-                fm = FRAME_RE.fullmatch(lines[i])
-                assert fm, f"bad frame line {lines[i]!r}"
-                section.frames.append(fm.group(2))
-                i += 1
-        assert lines[i] == ""
-        i += 1
+        i = _read_frames(lines, i + 1, section)
         coroutines.append(section)
     m = SUMMARY_RE.fullmatch(lines[i])
     assert m, f"bad summary line {lines[i]!r}"

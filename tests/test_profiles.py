@@ -81,13 +81,7 @@ def test_pprof_read_by_go_tool_pprof(spinner, tmp_path):
         )
     )
     folded = _ok(run_stackdump("-p", pid, "--samples", "1", "--format", "folded"))
-    raw = subprocess.run(
-        [go, "tool", "pprof", "-raw", str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "HOME": str(tmp_path)},
-    ).stdout
+    raw = _pprof_raw(go, out, tmp_path)
     assert "samples/count wall/nanoseconds" in raw
     samples = re.findall(r"^\s+(\d+)\s+(\d+): ([\d ]+)$", raw, re.M)
     assert sum(int(count) for count, *_ in samples) == 6 * 7
@@ -110,19 +104,24 @@ def test_pprof_read_by_go_tool_pprof(spinner, tmp_path):
     assert set(stacks) >= {s for s in ours if "leaf" not in s}
 
 
+def _pprof_raw(go: str, profile: Path, home: Path) -> str:
+    """`go tool pprof -raw` of a profile (its cache in a throwaway HOME)."""
+    return subprocess.run(
+        [go, "tool", "pprof", "-raw", str(profile)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HOME": str(home)},
+    ).stdout
+
+
 def test_labels_carry_thread_and_state(spinner, tmp_path):
     go = shutil.which("go")
     if go is None:
         _unavailable("go tool pprof is needed (apt install golang-go)")
     out = tmp_path / "p.pb.gz"
     _ok(run_stackdump("-p", str(spinner.pid), "--format", "pprof", "-o", str(out)))
-    raw = subprocess.run(
-        [go, "tool", "pprof", "-raw", str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "HOME": str(tmp_path)},
-    ).stdout
+    raw = _pprof_raw(go, out, tmp_path)
     assert f"tid:[{spinner.tid('spin')}]" in raw
     assert "state:[running]" in raw and "state:[blocked]" in raw and "syscall:[read]" in raw
 

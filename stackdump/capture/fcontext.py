@@ -326,11 +326,10 @@ class Pagemap:
             runs.append((start + run * _PAGE_SIZE, end))
         return runs
 
-    def resident_end(self, maps: Sequence[MemoryMap]):
+    def resident_end(self, index: MapIndex):
         """address -> the end of the run of pages the process has that holds it (the end
         of its mapping when that cannot be told)."""
         cache: Dict[int, List[Tuple[int, int]]] = {}
-        index = maps if isinstance(maps, MapIndex) else MapIndex(maps)
 
         def end_of(address: int) -> int:
             mapping = index.find(address)
@@ -371,7 +370,7 @@ def context_snapshot(
     values = {reg: _QWORD.unpack_from(block, off)[0] for reg, off in fn.slots}
     values[x86_64.RIP] = _QWORD.unpack_from(block, fn.frame)[0]
     values[x86_64.RSP] = context.sp + fn.frame + 8
-    mapping = maps.find(context.sp) if isinstance(maps, MapIndex) else None
+    mapping = maps.find(context.sp)
     top = mapping.end if mapping is not None else context.sp + stack_bytes
     if resident_end is not None:
         # Stop where the process's pages stop: fiber stacks often lie side by side in one

@@ -154,12 +154,7 @@ def capture_process(
             coroutines, truncated, running = _find_fibers(
                 memory, maps, files, threads, options, keep
             )
-            threads = [
-                dataclasses.replace(t, running_coroutine=running(t.regs.sp))
-                if t.regs is not None and running(t.regs.sp) is not None
-                else t
-                for t in threads
-            ]
+            threads = [_mark_running(t, running) for t in threads]
     except BaseException:
         files.close()
         raise
@@ -197,9 +192,10 @@ def _find_fibers(memory, maps, files, threads, options: CaptureOptions, keep):
     from stackdump.elf.modules import ModuleMap
 
     paths = {}
+    modules = ModuleMap(maps)
     for m in maps:
         if m.is_file and m.executable and m.file_path not in paths:
-            hit = ModuleMap([x for x in maps if x.file_path == m.file_path]).lookup(m.start)
+            hit = modules.lookup(m.start)
             path = files.path(hit[0]) if hit is not None else None
             if path is not None:
                 paths[m.file_path] = path
@@ -249,6 +245,14 @@ def _find_fibers(memory, maps, files, threads, options: CaptureOptions, keep):
 
 def _nothing_running(sp: int) -> None:
     return None
+
+
+def _mark_running(thread: ThreadSnapshot, running) -> ThreadSnapshot:
+    """A worker thread with the coroutine it was running (its sp is in that one's stack)."""
+    coroutine = running(thread.regs.sp) if thread.regs is not None else None
+    if coroutine is None:
+        return thread
+    return dataclasses.replace(thread, running_coroutine=coroutine)
 
 
 def _bthread_ids(memory, maps, paths, switches):

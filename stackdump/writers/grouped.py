@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from stackdump.escape import escape
-from stackdump.report import NAME_SPECIALS, closing_lines, frame_lines, header_lines, kernel_stack
+from stackdump.report import NAME_SPECIALS, closing_lines, header_lines, stack_lines
 from stackdump.types import Report
 from stackdump.views import ThreadGroup, group_threads, tid_ranges
 
@@ -16,11 +16,7 @@ def grouped_lines(report: Report, show_addresses: bool = False) -> Iterator[str]
     for group in group_threads(report.threads):
         yield group_line(group)
         yield f"tids: {tid_ranges([t.tid for t in group.threads])}"
-        first = group.first
-        if first.frames or kernel_stack(first):
-            yield from frame_lines(first.frames, show_addresses, kernel_stack(first))
-        else:
-            yield "<no stack captured>"
+        yield from stack_lines(group.first, show_addresses)
         yield ""
     for group in group_threads(report.coroutines or ()):
         first = group.first
@@ -33,9 +29,7 @@ def grouped_lines(report: Report, show_addresses: bool = False) -> Iterator[str]
         yield "handles: " + ",".join(
             f"0x{t.tid:x}" for t in sorted(group.threads, key=lambda t: t.tid)
         )
-        yield from (
-            frame_lines(first.frames, show_addresses) if first.frames else ["<no stack captured>"]
-        )
+        yield from stack_lines(first, show_addresses)
         yield ""
     yield from closing_lines(report)
 
