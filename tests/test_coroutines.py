@@ -266,6 +266,10 @@ def test_every_parked_bthread_is_found_with_its_chain(bthreads):
     butex = [c for c in found if _chain(c, ["bt_butex_leaf", "bt_butex_entry"])]
     assert (len(sleeping), len(locking), len(butex)) == (5, 3, 2), [c.frames for c in found]
     assert len(found) == 10
+    # Ids and entries from the TaskMeta pool: by DWARF, or by the layout the pool agrees with.
+    assert len({c.tid for c in found}) == 10 and all(c.tid >> 32 for c in found)
+    entries = {c.keys.get("entry") for c in found}
+    assert entries == {'"bt_sleep_entry"', '"bt_lock_entry"', '"bt_butex_entry"'}, entries
     for c in found:
         assert c.keys["unwind_status"] == "end_of_stack" and "error" not in c.keys, c.keys
         assert _chain(c, ["bthread::TaskGroup::task_runner(long)"]) or mode == "disabled"
@@ -366,3 +370,58 @@ def test_a_profile_counts_suspended_fibers(fibers):
         n for stack, n in counts.items() if stack.startswith("fiber;") and chain in stack
     )
     assert sleepers == 3 * SLEEPERS, counts
+
+
+def test_a_fiber_resumed_while_its_stack_is_read_is_reported_not_unwound(fibers):
+    """A fiber that runs between the read of its saved registers and the re-read after its
+    stack rewrites those registers when it suspends again. The target is made to do exactly
+    that mid-read (the slot where jump_fcontext keeps rbx is rewritten through
+    /proc/PID/mem while the stack is copied): stackdump says so for that fiber."""
+    import os
+
+    from stackdump.capture.fcontext import MapIndex, SavedContext, SwitchFunction, context_snapshot
+    from stackdump.capture.remote import RemoteMemory
+    from stackdump.proc import read_maps
+    from stackdump.types import ThreadStatus
+
+    target, _ = fibers
+    out = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", "disabled")
+    assert out.returncode == 0, out.stderr
+    handle = parse_report(out.stdout).coroutines[0].tid
+    switch = SwitchFunction(0, 0x38, EXPECTED_SLOTS, "jump_fcontext")
+    rbx_slot = handle + dict(EXPECTED_SLOTS)[3]
+
+    class ResumedMidRead(RemoteMemory):
+        reads = 0
+
+        def read(self, address: int, size: int) -> bytes:
+            self.reads += 1
+            data = super().read(address, size)
+            if self.reads == 2:  # the stack: the fiber runs and suspends again meanwhile
+                with open(f"/proc/{target.pid}/mem", "r+b", buffering=0) as mem:
+                    mem.seek(rbx_slot)
+                    saved = mem.read(8)
+                    mem.seek(rbx_slot)
+                    mem.write(bytes(b ^ 0xFF for b in saved))
+            return data
+
+    index = MapIndex(read_maps(target.pid))
+    memory = ResumedMidRead(target.pid)
+    with open(f"/proc/{target.pid}/mem", "rb", buffering=0) as mem:
+        mem.seek(rbx_slot)
+        kept = mem.read(8)
+    try:
+        plain = RemoteMemory(target.pid)
+        as_found = context_snapshot(SavedContext(handle, switch), plain, index, 1 << 20)
+        plain.close()
+        assert as_found.status is ThreadStatus.OK and as_found.regs is not None
+        resumed = context_snapshot(SavedContext(handle, switch), memory, index, 1 << 20)
+    finally:
+        memory.close()
+        with open(f"/proc/{target.pid}/mem", "r+b", buffering=0) as mem:
+            mem.seek(rbx_slot)
+            mem.write(kept)  # the module's later tests dump this target again
+    assert memory.reads == 3
+    assert resumed.status is ThreadStatus.THREAD_EXITED and resumed.regs is None
+    assert resumed.error == "it was resumed while its stack was read"
+    assert os.path.exists(f"/proc/{target.pid}")

@@ -9,10 +9,14 @@ by which fcontext.py knows the suspended bthread. So each handle gets its bthrea
 and entry function (`fn`).
 
 Struct layouts come from the target's DWARF (the CU holding `TaskGroup::task_runner`, which
-defines both structs); without DWARF, from the layout of brpc 1.13+ on x86-64 (TaskMeta 240
-bytes: version_butex 24, tid 32, fn 48, stack 64; ContextualStack.context 8, after the vtable
-1.13 added). Only memory is read, while every thread runs; every count is bounded, and a torn
-or garbage read costs that bthread its id, never the dump.
+defines both structs). Without DWARF, from `LAYOUTS`: brpc's x86-64 layouts from 0.9.7 to
+today, measured by compiling `offsetof` against each release's own headers (see its comment),
+and chosen by which one the pool's memory agrees with: the layouts differ in the TaskMeta's
+size (the pool's stride), where `fn`/`stack` are, and where ContextualStack keeps `context`
+(after the vtable 1.13 added), so under a wrong one items fail the checks a right one passes
+(a live version, a saved stack pointer inside the bthread's own stack). Only memory is read,
+while every thread runs; every count is bounded, and a torn or garbage read costs that
+bthread its id, never the dump.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class Layout:
     fn: int
     stack: int
     context: int  # in ContextualStack
-    source: str  # "dwarf" or "brpc 1.13+"
+    source: str  # "dwarf", or the brpc releases a built-in layout is for
     attr: int = 72  # TaskMeta.attr, whose first field is the stack type (0: the pthread's own)
     storage: int = 24  # ContextualStack.storage (a StackStorage)
     stacksize: int = 0  # in StackStorage
@@ -52,7 +56,21 @@ class Layout:
         return min(max(BLOCK_MAX_SIZE // self.meta_size, 1), BLOCK_MAX_ITEM)
 
 
-FALLBACK = Layout(240, 24, 32, 48, 64, 8, "brpc 1.13+", 72, 24, 0, 8)
+# brpc's layouts on x86-64, from `offsetof`/`sizeof` compiled against each release's headers
+# (git archive TAG src; g++ -S of an array of offsetof values): TaskMeta size, version_butex,
+# tid, fn, stack, attr; ContextualStack context, storage; StackStorage stacksize, bottom.
+# What moved: 1.8 added TaskMeta.sleep_failed (size 136); 1.12 TaskMeta.status and friends
+# (160); 1.13 ContextualStack's virtual destructor (context 0 -> 8, storage 16 -> 24); 1.16
+# more TaskMeta state (232); after 1.17, priority_index before fn (240, fn 48).
+LAYOUTS = (
+    Layout(240, 24, 32, 48, 64, 8, "brpc after 1.17", 72, 24, 0, 8),
+    Layout(232, 24, 32, 40, 56, 8, "brpc 1.16-1.17", 64, 24, 0, 8),
+    Layout(160, 24, 32, 40, 56, 8, "brpc 1.13-1.15", 64, 24, 0, 8),
+    Layout(160, 24, 32, 40, 56, 0, "brpc 1.12", 64, 16, 0, 8),
+    Layout(136, 24, 32, 40, 56, 0, "brpc 1.8-1.11", 64, 16, 0, 8),
+    Layout(128, 24, 32, 40, 56, 0, "brpc 0.9.7-1.7", 64, 16, 0, 8),
+)
+_PROBE_ITEMS = 512  # items read per layout to choose one
 
 
 def layout_from_dwarf(elf: ElfObject) -> Optional[Layout]:
@@ -119,11 +137,34 @@ def bthread_ids(
     `_block_groups`."""
     found: Dict[int, Tuple[int, int]] = {}
     stacks: list = []
-    _walk(memory, statics, layout, limit, found, stacks)
+    for item in _live(memory, statics, layout, limit):
+        tid, fn, handle, stack = item
+        if stack is not None:
+            stacks.append((*stack, tid))
+        if handle:
+            found[handle] = (tid, fn)
     return Bthreads(found, tuple(sorted(stacks)))
 
 
-def _walk(memory, statics, layout: Layout, limit: int, found, stacks) -> None:
+def choose_layout(memory: RemoteMemory, statics: Tuple[int, int]) -> Optional[Layout]:
+    """The built-in layout the pool's memory agrees with most: the one under which most of
+    its first items are live bthreads whose saved stack pointer is inside their own stack.
+    None when none does (no bthread has run yet, or not brpc's pool as we know it)."""
+    best, best_score = None, 0
+    for layout in LAYOUTS:
+        score = sum(
+            1
+            for _, _, handle, stack in _live(memory, statics, layout, _PROBE_ITEMS)
+            if stack is not None and stack[0] <= handle < stack[1]
+        )
+        if score > best_score:
+            best, best_score = layout, score
+    return best
+
+
+def _live(memory, statics, layout: Layout, limit: int):
+    """(tid, fn, saved sp, (stack low, stack high) or None) of each live TaskMeta with a
+    stack, of at most `limit` items read."""
     ngroup_at, groups_at = statics
     ngroup = _word(memory, ngroup_at)
     if ngroup is None:
@@ -147,30 +188,31 @@ def _walk(memory, statics, layout: Layout, limit: int, found, stacks) -> None:
                 seen += 1
                 if seen > limit:
                     return
-                meta = i * layout.meta_size
-                tid = _Q.unpack_from(data, meta + layout.tid)[0]
-                stack = _Q.unpack_from(data, meta + layout.stack)[0]
-                butex = _Q.unpack_from(data, meta + layout.version_butex)[0]
-                if not stack or not butex or not tid:
-                    continue
-                if struct.unpack_from("<i", data, meta + layout.attr)[0] == 0:
-                    continue  # a worker's main task, on the pthread's own stack: that thread
-                version = memory.read(butex, 4)
-                if len(version) != 4 or struct.unpack("<I", version)[0] != tid >> 32:
-                    continue  # a TaskMeta freed or reused: not a live bthread
-                block_of_stack = memory.read(stack, layout.storage + layout.bottom + 8)
-                if len(block_of_stack) < layout.storage + layout.bottom + 8:
-                    continue
-                handle = _Q.unpack_from(block_of_stack, layout.context)[0]
-                size = struct.unpack_from("<i", block_of_stack, layout.storage + layout.stacksize)[
-                    0
-                ]
-                bottom = _Q.unpack_from(block_of_stack, layout.storage + layout.bottom)[0]
-                if 0 < size <= 1 << 30 and bottom > size:
-                    stacks.append((bottom - size, bottom, tid))
-                if handle:
-                    fn = _Q.unpack_from(data, meta + layout.fn)[0]
-                    found[handle] = (tid, fn)
+                item = _item(memory, layout, data, i * layout.meta_size)
+                if item is not None:
+                    yield item
+
+
+def _item(memory, layout: Layout, data: bytes, meta: int):
+    tid = _Q.unpack_from(data, meta + layout.tid)[0]
+    stack = _Q.unpack_from(data, meta + layout.stack)[0]
+    butex = _Q.unpack_from(data, meta + layout.version_butex)[0]
+    if not stack or not butex or not tid:
+        return None
+    if struct.unpack_from("<i", data, meta + layout.attr)[0] == 0:
+        return None  # a worker's main task, on the pthread's own stack: that thread
+    version = memory.read(butex, 4)
+    if len(version) != 4 or struct.unpack("<I", version)[0] != tid >> 32:
+        return None  # a TaskMeta freed or reused: not a live bthread
+    end = layout.storage + layout.bottom + 8
+    block_of_stack = memory.read(stack, end)
+    if len(block_of_stack) < end:
+        return None
+    handle = _Q.unpack_from(block_of_stack, layout.context)[0]
+    size = struct.unpack_from("<i", block_of_stack, layout.storage + layout.stacksize)[0]
+    bottom = _Q.unpack_from(block_of_stack, layout.storage + layout.bottom)[0]
+    in_range = (bottom - size, bottom) if 0 < size <= 1 << 30 and bottom > size else None
+    return tid, _Q.unpack_from(data, meta + layout.fn)[0], handle, in_range
 
 
 def _word(memory: RemoteMemory, address: int) -> Optional[int]:

@@ -280,8 +280,10 @@ def _bthread_ids(memory, maps, paths, switches):
             if vaddr is None:
                 continue
             base = first.start - vaddr
-            layout = bthreads.layout_from_dwarf(elf) or bthreads.FALLBACK
             statics = (base + values[bthreads.NGROUP], base + values[bthreads.BLOCK_GROUPS])
+            layout = bthreads.layout_from_dwarf(elf) or bthreads.choose_layout(memory, statics)
+            if layout is None:
+                return None
             return bthreads.bthread_ids(memory, statics, layout, _MAX_COROUTINES * 4)
         finally:
             elf.close()

@@ -86,4 +86,3 @@ def profile_folded_lines(profile: Profile) -> Iterator[str]:
         counts[key] = counts.get(key, 0) + 1
     for key, count in sorted(counts.items(), key=lambda item: -item[1]):
         yield ";".join(escape(part, also=";") for part in key) + f" {count}"
-
