@@ -232,6 +232,11 @@ class ElfObject:
         self._stream.close()
 
     @property
+    def stream(self) -> BinaryIO:
+        """The open file (or in-memory image): for views of its sections."""
+        return self._stream
+
+    @property
     def elffile(self) -> ELFFile:
         """pyelftools' view of the file, opened on first use (DWARF): its import and section
         objects cost ~30 ms that a dump without DWARF never pays."""

@@ -15,6 +15,7 @@ import zlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from stackdump.cache import DiskCache
+from stackdump.elf.dwarf_sections import supplement_candidates
 from stackdump.elf.image import PARSE_ERRORS, ElfObject, SymbolTable
 from stackdump.elf.modules import (
     Module,
@@ -38,9 +39,14 @@ class LoadedObject:
         debug: Optional[ElfObject],
         cache: DiskCache,
         problem: str = "",
+        supplements: Optional[Callable[[Optional[str], str, str], Optional[ElfObject]]] = None,
     ) -> None:
+        """`supplements(debug path, name, build_id)`: the store's search for a dwz
+        supplementary file."""
         self.elf = elf
         self.debug = debug
+        self._supplements = supplements
+        self._opened: List[ElfObject] = []
         # Why the file cannot describe what the process mapped ('' when nothing is known).
         self.problem = problem
         self.cache = cache
@@ -104,10 +110,22 @@ class LoadedObject:
         key = f"{identity}/symbols/{','.join(prefer)}" if identity else None
         return self.cache.fetch(key, SymbolTable, lambda: elf.symbols(prefer))
 
+    def find_supplement(self, name: str, build_id: str) -> Optional[ElfObject]:
+        """The dwz supplementary file this object's debug info names, opened and kept open
+        with it; None when it cannot be found."""
+        if self._supplements is None:
+            return None
+        source = self.debug if self.debug is not None else self.elf
+        found = self._supplements(source.path if source else None, name, build_id)
+        if found is not None:
+            self._opened.append(found)
+        return found
+
     def close(self) -> None:
-        for obj in (self.elf, self.debug):
+        for obj in (self.elf, self.debug, *self._opened):
             if obj is not None:
                 obj.close()
+        self._opened.clear()
 
 
 class ObjectStore:
@@ -234,7 +252,21 @@ class ObjectStore:
         debug = None
         if not elf.has_section(".symtab") or not elf.has_section(".debug_info"):
             debug = self._open_debug_file(elf, module)
-        return LoadedObject(elf, debug, self.cache, problem)
+        return LoadedObject(elf, debug, self.cache, problem, self._open_supplement)
+
+    def _open_supplement(
+        self, debug_path: Optional[str], name: str, build_id: str
+    ) -> Optional[ElfObject]:
+        candidates = supplement_candidates(
+            debug_path, name, build_id, self.files.roots, self._debug_roots
+        )
+        for candidate in candidates:
+            found = _try_open(candidate)
+            if found is not None:
+                if found.build_id() == build_id:
+                    return found
+                found.close()
+        return None
 
     def problem(self, pc: int) -> str:
         """Why the object holding pc cannot describe it ('' when nothing is known)."""

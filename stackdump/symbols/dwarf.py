@@ -18,9 +18,10 @@ import array
 import bisect
 import posixpath
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump.cache import DiskCache
+from stackdump.elf import dwarf_sections
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.elf.store import LoadedObject, ObjectStore
 
@@ -103,9 +104,17 @@ class DwarfIndex:
     warm FAST lookup never has pyelftools load the debug sections at all.
     """
 
-    def __init__(self, elf: ElfObject, cache: Optional[DiskCache] = None) -> None:
+    def __init__(
+        self,
+        elf: ElfObject,
+        cache: Optional[DiskCache] = None,
+        find_supplement: Optional[Callable[[str, str], Optional[ElfObject]]] = None,
+    ) -> None:
+        """`find_supplement(name, build_id)`: the dwz supplementary file the debug info
+        names, opened (the store's search), or None."""
         self._elf = elf
         self._cache = cache if cache is not None else DiskCache(None)
+        self._find_supplement = find_supplement or (lambda name, build_id: None)
         self._identity = elf.identity()
         self._info = None
         self._failed = False
@@ -222,7 +231,9 @@ class DwarfIndex:
     def _dwarf(self):
         if self._info is None and not self._failed:
             try:
-                self._info = self._elf.elffile.get_dwarf_info(relocate_dwarf_sections=False)
+                self._info = dwarf_sections.dwarf_info(
+                    self._elf, self._cache.directory, self._find_supplement
+                )
             except PARSE_ERRORS:
                 self._failed = True
         return self._info
@@ -432,7 +443,7 @@ def dwarf_of(loaded: LoadedObject) -> Optional[DwarfIndex]:
     def make() -> Optional[DwarfIndex]:
         for source in (loaded.debug, loaded.elf):
             if source is not None and source.has_section(".debug_info"):
-                return DwarfIndex(source, loaded.cache)
+                return DwarfIndex(source, loaded.cache, loaded.find_supplement)
         return None
 
     return loaded.derived("dwarf", make)
