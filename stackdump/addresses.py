@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from stackdump.cache import DiskCache
+from stackdump.elf.debuginfod import Debuginfod
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.elf.store import ObjectStore
 from stackdump.escape import escape
@@ -64,9 +65,11 @@ def symbolize(
     them: the first where execution stood, every later one a return address, looked up at
     address - 1 as a dump does."""
     out = []
+    remote = Debuginfod(options.debuginfod) if options.debuginfod else None
     with ObjectStore(
-        files, maps, None, options.debug_dirs, DiskCache(options.cache_dir)
+        files, maps, None, options.debug_dirs, DiskCache(options.cache_dir), remote=remote
     ) as objects:
+        objects.allow_downloads()  # nothing is stopped here
         symbolizer = Symbolizer(objects, options.mode)
         for i, address in enumerate(addresses):
             frame = Frame(pc=address, activation=not backtrace or i == 0)

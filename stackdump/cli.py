@@ -20,6 +20,7 @@ import click
 from stackdump import __version__, proc
 from stackdump.cache import default_directory
 from stackdump.capture.live import capture_process, resolve_target
+from stackdump.elf.debuginfod import settings_from_environ
 from stackdump.engine import Analyzer, DumpOptions, with_fixes
 from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.escape import escape, quote
@@ -163,6 +164,7 @@ def build_options(
     stack_bytes: str,
     debug_dirs: Tuple[str, ...] = (),
     no_cache: bool = False,
+    no_debuginfod: bool = False,
     capture: str = "auto",
     argv: Sequence[str] = (),
     kernel: bool = False,
@@ -203,6 +205,7 @@ def build_options(
             max_frames=frames,
             debug_dirs=debug_search_path(tuple(debug_dirs)),
             cache_dir=None if no_cache else default_directory(),
+            debuginfod=None if no_debuginfod else settings_from_environ(os.environ),
         ),
     )
 
@@ -425,6 +428,11 @@ SKIP_HELP = (
     "--no-cache",
     is_flag=True,
     help="Neither read nor write the symbol cache ($XDG_CACHE_HOME/stackdump).",
+)
+@click.option(
+    "--no-debuginfod",
+    is_flag=True,
+    help="Download no debug files, even with DEBUGINFOD_URLS set.",
 )
 @click.option(
     "--capture",
@@ -692,6 +700,7 @@ _ANALYSIS_KEYS = (
     "stack_bytes",
     "debug_dirs",
     "no_cache",
+    "no_debuginfod",
     "capture",
     "kernel",
     "coroutines",

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress, ShouldStop, capture_process
+from stackdump.elf.debuginfod import Debuginfod
 from stackdump.elf.modules import HostFiles
 from stackdump.elf.packages import symbols_fix
 from stackdump.elf.store import LoadedObject, ObjectStore
@@ -78,7 +79,7 @@ class _Session:
         options = analyzer.options
         self.files = files
         self.objects = ObjectStore(
-            files, maps, vdso, options.debug_dirs, analyzer.disk, analyzer.loaded
+            files, maps, vdso, options.debug_dirs, analyzer.disk, analyzer.loaded, analyzer.remote
         )
         self.cfi = CfiSource(self.objects)
         self.code_map = CodeMap(maps)
@@ -170,6 +171,7 @@ class Analyzer:
     def __init__(self, options: AnalysisOptions) -> None:
         self.options = options
         self.disk = DiskCache(options.cache_dir)
+        self.remote = Debuginfod(options.debuginfod) if options.debuginfod else None
         # Every object opened so far, by module identity, kept across snapshots.
         self.loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
         self._session: Optional[_Session] = None
@@ -217,6 +219,10 @@ class Analyzer:
         with contextlib.closing(files):
             if session is None or session.files is not snapshot.files:
                 session = _Session(self, files, snapshot.maps, snapshot.vdso)
+            if self.remote is not None:
+                # Capture is over: every thread runs, the network may be waited for.
+                self.remote.progress = progress
+                session.objects.allow_downloads()
             for done, thread in enumerate(snapshot.threads):
                 if progress is not None:
                     progress("symbolization", done, len(snapshot.threads))

@@ -100,6 +100,18 @@ class AnalysisOptions:
     max_frames: int = 256
     debug_dirs: Tuple[str, ...] = ()
     cache_dir: Optional[str] = None  # None: no disk cache
+    debuginfod: Optional[DebuginfodSettings] = None  # None: no downloads
+
+
+@dataclass(frozen=True)
+class DebuginfodSettings:
+    """Where and how debug files are downloaded (elf/debuginfod.py), from the environment
+    libdebuginfod reads."""
+
+    urls: Tuple[str, ...]
+    cache_path: str
+    timeout_s: float = 90.0
+    max_size: int = 0  # bytes; 0: no limit
 
 
 @record

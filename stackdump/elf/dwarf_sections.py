@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import mmap
 import os
-import tempfile
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from stackdump.elf import sections
@@ -112,6 +111,8 @@ def _inflated(packed: SectionView, size: int, scratch: Optional[str]):
     inflate = sections.inflater(kind)
     if inflate is None:
         return None
+    import tempfile  # only a compressed section needs it
+
     out = tempfile.TemporaryFile(dir=scratch)  # noqa: SIM115 - mapped, then closed
     try:
         written = 0

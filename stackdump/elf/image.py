@@ -275,6 +275,28 @@ class ElfObject:
                     return b""
         return b""
 
+    def vaddr_view(self, vaddr: int) -> Tuple[Optional[BinaryIO], int]:
+        """(stream, size) of the file bytes from vaddr to the end of its PT_LOAD segment: a
+        read-only map of the file (nothing copied), or for an in-memory image its bytes."""
+        for seg in self.segments:
+            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+                skip = vaddr - seg.vaddr
+                size = seg.filesz - skip
+                try:
+                    fileno = self._stream.fileno()
+                except (OSError, AttributeError, io.UnsupportedOperation):
+                    data = self.read_vaddr_range(vaddr)
+                    return io.BytesIO(data), len(data)
+                from stackdump.elf.dwarf_sections import SectionView
+
+                try:
+                    if seg.offset + skip + size > os.fstat(fileno).st_size or size <= 0:
+                        return None, 0
+                    return SectionView(fileno, seg.offset + skip, size), size
+                except (OSError, ValueError, OverflowError):
+                    return None, 0
+        return None, 0
+
     def identity(self) -> Optional[str]:
         """A cache key for this file's contents: build-id and size (a debug file and its
         object share a build-id, not a size), else path, size, mtime and inode."""

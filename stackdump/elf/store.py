@@ -15,6 +15,7 @@ import zlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from stackdump.cache import DiskCache
+from stackdump.elf.debuginfod import Debuginfod
 from stackdump.elf.dwarf_sections import supplement_candidates
 from stackdump.elf.image import PARSE_ERRORS, ElfObject, SymbolTable
 from stackdump.elf.modules import (
@@ -27,6 +28,7 @@ from stackdump.elf.modules import (
 from stackdump.types import FileSource, MemoryMap, ModuleEntry
 
 _EMPTY = SymbolTable([], [], [], b"")
+_LATER = object()  # a pending download not allowed yet
 T = TypeVar("T")
 
 
@@ -44,7 +46,9 @@ class LoadedObject:
         """`supplements(debug path, name, build_id)`: the store's search for a dwz
         supplementary file."""
         self.elf = elf
-        self.debug = debug
+        self._debug = debug
+        # Asked once downloads are allowed (after capture): a debug file from debuginfod.
+        self._pending: Optional[Callable[[], Any]] = None
         self._supplements = supplements
         self._opened: List[ElfObject] = []
         # Why the file cannot describe what the process mapped ('' when nothing is known).
@@ -53,6 +57,24 @@ class LoadedObject:
         self._symbols: Optional[SymbolTable] = None
         self._source = "none"
         self._derived: Dict[str, Any] = {}
+
+    @property
+    def debug(self) -> Optional[ElfObject]:
+        """The separate debug file: found locally when the object was opened, else fetched
+        from debuginfod on first use once the store allows downloads."""
+        if self._pending is not None:
+            found = self._pending()
+            if found is not _LATER:
+                self._pending = None
+                self._debug = found
+                if found is not None:
+                    self._symbols = None  # named again, from the debug file's .symtab
+        return self._debug
+
+    @property
+    def debug_found(self) -> Optional[ElfObject]:
+        """The debug file if one was found so far, downloading nothing."""
+        return self._debug
 
     def vaddr(self, address: int, mapping: MemoryMap) -> Optional[int]:
         if self.elf is None:
@@ -122,7 +144,7 @@ class LoadedObject:
         return found
 
     def close(self) -> None:
-        for obj in (self.elf, self.debug, *self._opened):
+        for obj in (self.elf, self._debug, *self._opened):
             if obj is not None:
                 obj.close()
         self._opened.clear()
@@ -139,9 +161,13 @@ class ObjectStore:
         debug_dirs: Sequence[str] = (),
         cache: Optional[DiskCache] = None,
         loaded: Optional[Dict[Tuple[str, int, str], LoadedObject]] = None,
+        remote: Optional[Debuginfod] = None,
     ) -> None:
         """`loaded`: objects already opened, by module identity, to use and add to (an
-        `engine.Analyzer` keeps them across snapshots and closes them itself)."""
+        `engine.Analyzer` keeps them across snapshots and closes them itself). `remote`:
+        where to download debug files no directory has, once `allow_downloads()`."""
+        self._remote = remote
+        self._downloads = False
         self.files = files
         self.cache = cache if cache is not None else DiskCache(None)
         self.modules = ModuleMap(maps)
@@ -163,6 +189,10 @@ class ObjectStore:
         for loaded in self._loaded.values():
             loaded.close()
         self._loaded.clear()
+
+    def allow_downloads(self) -> None:
+        """From now on (capture is over) debug files may come from debuginfod."""
+        self._downloads = True
 
     def lookup(self, address: int) -> Optional[Tuple[Module, MemoryMap, LoadedObject]]:
         hit = self.modules.lookup(address)
@@ -204,7 +234,7 @@ class ObjectStore:
         entries = []
         for key, module in modules.items():
             loaded = self.load(module)
-            elf, debug = loaded.elf, loaded.debug
+            elf, debug = loaded.elf, loaded.debug_found
             entries.append(
                 ModuleEntry(
                     path=module.path,
@@ -252,7 +282,23 @@ class ObjectStore:
         debug = None
         if not elf.has_section(".symtab") or not elf.has_section(".debug_info"):
             debug = self._open_debug_file(elf, module)
-        return LoadedObject(elf, debug, self.cache, problem, self._open_supplement)
+        loaded = LoadedObject(elf, debug, self.cache, problem, self._open_supplement)
+        build_id = elf.build_id()
+        if debug is None and self._remote is not None and build_id and not module.is_vdso:
+            label = os.path.basename(module.path)
+            loaded._pending = lambda: self._download(build_id, label)
+        return loaded
+
+    def _download(self, build_id: str, label: str) -> Any:
+        """The debug file debuginfod has for build_id, opened; _LATER during capture."""
+        if not self._downloads or self._remote is None:
+            return _LATER
+        path = self._remote.find(build_id, "debuginfo", label)
+        found = _try_open(path) if path is not None else None
+        if found is not None and found.build_id() != build_id:
+            found.close()
+            return None
+        return found
 
     def _open_supplement(
         self, debug_path: Optional[str], name: str, build_id: str
@@ -265,6 +311,14 @@ class ObjectStore:
             if found is not None:
                 if found.build_id() == build_id:
                     return found
+                found.close()
+        if self._downloads and self._remote is not None:
+            # debuginfod serves a dwz file by its build-id, as any debug file.
+            path = self._remote.find(build_id, "debuginfo", os.path.basename(name))
+            found = _try_open(path) if path is not None else None
+            if found is not None and found.build_id() == build_id:
+                return found
+            if found is not None:
                 found.close()
         return None
 

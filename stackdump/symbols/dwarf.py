@@ -66,13 +66,14 @@ class _LineTable:
 
 
 class _RangeIndex:
-    """Sorted, non-overlapping-by-construction address ranges -> CU offset."""
+    """Sorted address ranges -> CU offset, in packed arrays (a 1 GB-DWARF binary has
+    hundreds of thousands of them; loaded from the disk cache as they were written)."""
 
     def __init__(self, entries: List[Tuple[int, int, int]]) -> None:
         entries = sorted(e for e in entries if e[0] < e[1])
-        self.starts = [e[0] for e in entries]
-        self.ends = [e[1] for e in entries]
-        self.offsets = [e[2] for e in entries]
+        self.starts = array.array("Q", [e[0] for e in entries])
+        self.ends = array.array("Q", [e[1] for e in entries])
+        self.offsets = array.array("Q", [e[2] for e in entries])
 
     def find(self, vaddr: int) -> Optional[int]:
         i = bisect.bisect_right(self.starts, vaddr) - 1
@@ -83,18 +84,19 @@ class _RangeIndex:
         return None
 
     def to_fields(self) -> dict:
-        return {
-            "starts": array.array("Q", self.starts),
-            "ends": array.array("Q", self.ends),
-            "offsets": array.array("Q", self.offsets),
-        }
+        return {"starts": self.starts, "ends": self.ends, "offsets": self.offsets}
 
     @classmethod
     def from_fields(cls, f: dict) -> _RangeIndex:
         starts, ends, offsets = f["starts"], f["ends"], f["offsets"]
         if not (len(starts) == len(ends) == len(offsets)):
             raise ValueError("inconsistent cached range index")
-        return cls(list(zip(starts.tolist(), ends.tolist(), offsets.tolist())))
+        if any(a.typecode != "Q" for a in (starts, ends, offsets)):
+            raise ValueError("inconsistent cached range index")
+        index = cls([])
+        # Written sorted; an entry altered on disk can only misplace a lookup, never crash.
+        index.starts, index.ends, index.offsets = starts, ends, offsets
+        return index
 
 
 class DwarfIndex:

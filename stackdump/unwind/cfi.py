@@ -187,8 +187,9 @@ class CfiTable:
         self._debug = debug
         self._arch = for_elf_machine(elf.machine) or X86_64
         self._eh: Optional[CallFrameInfo] = None
-        self._hdr_starts: List[int] = []
-        self._hdr_offsets: List[int] = []
+        self._hdr_table = b""  # .eh_frame_hdr's sorted (initial location, FDE) pairs
+        self._hdr_vaddr = 0
+        self._eh_vaddr = 0
         self._full: Optional[List[Tuple[int, int, FDE]]] = None
         self._full_starts: List[int] = []
         self._setup_eh_frame()
@@ -223,15 +224,16 @@ class CfiTable:
             table = hdr[12 : 12 + 8 * count]
             if len(table) < 8 * count:
                 return
-            pairs = list(struct.iter_unpack("<ii", table))
-            eh_bytes = self._elf.read_vaddr_range(eh_frame_vaddr)
-            if not eh_bytes:
+            eh_stream, eh_size = self._elf.vaddr_view(eh_frame_vaddr)
+            if eh_stream is None:
                 return
             self._eh = CallFrameInfo(
-                io.BytesIO(eh_bytes), len(eh_bytes), eh_frame_vaddr, _STRUCTS, for_eh_frame=True
+                eh_stream, eh_size, eh_frame_vaddr, _STRUCTS, for_eh_frame=True
             )
-            self._hdr_starts = [hdr_vaddr + loc for loc, _ in pairs]
-            self._hdr_offsets = [hdr_vaddr + fde - eh_frame_vaddr for _, fde in pairs]
+            # The table stays packed, searched in place: a big binary has 200,000 FDEs.
+            self._hdr_table = table
+            self._hdr_vaddr = hdr_vaddr
+            self._eh_vaddr = eh_frame_vaddr
         except PARSE_ERRORS:
             self._eh = None
 
@@ -242,10 +244,10 @@ class CfiTable:
         return 0, None
 
     def _find_fde(self, vaddr: int) -> Optional[FDE]:
-        if self._eh is not None and self._hdr_starts:
-            i = bisect.bisect_right(self._hdr_starts, vaddr) - 1
-            if i >= 0:
-                entry = self._eh._parse_entry_at(self._hdr_offsets[i])
+        if self._eh is not None and self._hdr_table:
+            offset = _table_lookup(self._hdr_table, vaddr - self._hdr_vaddr)
+            if offset is not None:
+                entry = self._eh._parse_entry_at(self._hdr_vaddr + offset - self._eh_vaddr)
                 if isinstance(entry, FDE) and _covers(entry, vaddr):
                     return entry
             return None
@@ -295,3 +297,19 @@ def _all_fdes(elf: ElfObject, name: str, for_eh_frame: bool) -> List[Tuple[int, 
 def _covers(fde: FDE, vaddr: int) -> bool:
     start = fde.header["initial_location"]
     return start <= vaddr < start + fde.header["address_range"]
+
+
+_PAIR = struct.Struct("<ii")
+
+
+def _table_lookup(table: bytes, location: int) -> Optional[int]:
+    """The FDE offset of the last pair of a sorted .eh_frame_hdr table whose initial location
+    (both relative to the header) is <= location; None before the first."""
+    lo, hi = 0, len(table) // 8
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _PAIR.unpack_from(table, mid * 8)[0] <= location:
+            lo = mid + 1
+        else:
+            hi = mid
+    return _PAIR.unpack_from(table, (lo - 1) * 8)[1] if lo else None

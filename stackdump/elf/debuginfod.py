@@ -1,0 +1,197 @@
+"""A debuginfod client: debug files (and executables) by build-id from the servers in
+`DEBUGINFOD_URLS`, kept in libdebuginfod's own cache so that gdb, eu-stack and stackdump
+share their downloads.
+
+What libdebuginfod does (elfutils debuginfod/debuginfod-client.c), and so what this does:
+- the cache is `$DEBUGINFOD_CACHE_PATH`, else `~/.debuginfod_client_cache` if it exists,
+  else `$XDG_CACHE_HOME/debuginfod_client` (`~/.cache/debuginfod_client`); a file lives at
+  `CACHE/BUILDID/debuginfo` (or `executable`), mode 0400, in a 0700 directory, written to a
+  temporary name and renamed into place;
+- an empty file there is a negative hit (the servers said 404): no server is asked again
+  until it is older than `CACHE/cache_miss_s` seconds (600 when that file is missing);
+- `DEBUGINFOD_TIMEOUT` (seconds, default 90) bounds each connection and read, and
+  `DEBUGINFOD_MAXSIZE` (bytes) refuses a bigger file (also sent as `X-DEBUGINFOD-MAXSIZE`).
+
+One thing more: what arrives must carry the build-id asked for, or it is dropped (a rogue or
+broken server cannot rename frames), and nothing is cached for it. Called only after capture,
+while every thread of the target runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from typing import Callable, Mapping, Optional
+
+from stackdump.elf import sections
+from stackdump.elf.image import PARSE_ERRORS
+from stackdump.types import DebuginfodSettings
+
+_BUILD_ID = re.compile(r"[0-9a-f]{2,128}")
+_DEFAULT_TIMEOUT_S = 90.0
+_CACHE_MISS_DEFAULT_S = 600
+_CHUNK = 1 << 16
+Progress = Callable[[str, int, int], None]
+
+
+def settings_from_environ(environ: Mapping[str, str]) -> Optional[DebuginfodSettings]:
+    """The settings libdebuginfod would use, or None when no server is set."""
+    urls = tuple(u.rstrip("/") for u in environ.get("DEBUGINFOD_URLS", "").split() if u)
+    if not urls:
+        return None
+    return DebuginfodSettings(
+        urls=urls,
+        cache_path=cache_path(environ),
+        timeout_s=_number(environ.get("DEBUGINFOD_TIMEOUT"), _DEFAULT_TIMEOUT_S),
+        max_size=int(_number(environ.get("DEBUGINFOD_MAXSIZE"), 0)),
+    )
+
+
+def cache_path(environ: Mapping[str, str]) -> str:
+    explicit = environ.get("DEBUGINFOD_CACHE_PATH")
+    if explicit:
+        return explicit
+    home = environ.get("HOME") or "/"
+    legacy = os.path.join(home, ".debuginfod_client_cache")
+    if os.path.isdir(legacy):
+        return legacy
+    xdg = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    return os.path.join(xdg, "debuginfod_client")
+
+
+def _number(text: Optional[str], default: float) -> float:
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        return default
+    return value if value >= 0 else default
+
+
+class Debuginfod:
+    """Finds files by build-id: in the cache, else from each server in turn."""
+
+    def __init__(self, settings: DebuginfodSettings, progress: Optional[Progress] = None) -> None:
+        self.settings = settings
+        self.progress = progress
+        self.downloads = 0  # files fetched from a server by this client (tests count them)
+
+    def find(self, build_id: str, kind: str = "debuginfo", label: str = "") -> Optional[str]:
+        """The cached path of `kind` ("debuginfo" or "executable") for `build_id`, fetched
+        if need be; None when no server has it (or it could not be fetched)."""
+        build_id = build_id.lower()
+        if not _BUILD_ID.fullmatch(build_id) or kind not in ("debuginfo", "executable"):
+            return None
+        directory = os.path.join(self.settings.cache_path, build_id)
+        target = os.path.join(directory, kind)
+        cached = self._cached(target)
+        if cached is not None:
+            return cached or None
+        try:
+            os.makedirs(self.settings.cache_path, exist_ok=True)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError:
+            return None
+        all_missing = True
+        for url in self.settings.urls:
+            outcome = self._download(f"{url}/buildid/{build_id}/{kind}", target, build_id, label)
+            if outcome == "ok":
+                return target
+            all_missing = all_missing and outcome == "missing"
+        if all_missing:
+            with contextlib.suppress(OSError):
+                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        return None
+
+    def _cached(self, target: str) -> Optional[str]:
+        """The target when cached; "" for a negative hit still fresh; None to ask a server."""
+        try:
+            st = os.stat(target)
+        except OSError:
+            return None
+        if st.st_size > 0:
+            return target
+        if time.time() - st.st_mtime <= self._cache_miss_s():
+            return ""
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+        return None
+
+    def _cache_miss_s(self) -> float:
+        try:
+            with open(os.path.join(self.settings.cache_path, "cache_miss_s")) as f:
+                return float(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return _CACHE_MISS_DEFAULT_S
+
+    def _download(self, url: str, target: str, build_id: str, label: str) -> str:
+        """ "ok", "missing" (the server said 404) or "failed"."""
+        import tempfile  # (its import costs every run ~3 ms; only a download needs it)
+        import urllib.error
+        import urllib.request
+
+        headers = {"User-Agent": "stackdump"}
+        if self.settings.max_size:
+            headers["X-DEBUGINFOD-MAXSIZE"] = str(self.settings.max_size)
+        request = urllib.request.Request(url, headers=headers)
+        timeout = self.settings.timeout_s or None
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".stackdump-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                try:
+                    response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
+                except urllib.error.HTTPError as e:
+                    return "missing" if e.code == 404 else "failed"
+                except (OSError, ValueError):
+                    return "failed"
+                with response:
+                    if not self._copy(response, out, label or build_id):
+                        return "failed"
+            if _build_id_of(tmp) != build_id:
+                return "failed"  # not what was asked for: never cached, never used
+            os.chmod(tmp, 0o400)
+            os.rename(tmp, target)
+            tmp = ""
+            self.downloads += 1
+            return "ok"
+        finally:
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+    def _copy(self, response, out, label: str) -> bool:
+        limit = self.settings.max_size
+        try:
+            total = int(response.headers.get("Content-Length") or 0)
+        except ValueError:
+            total = 0
+        if limit and total > limit:
+            return False
+        done = 0
+        try:
+            while True:
+                chunk = response.read(_CHUNK)
+                if not chunk:
+                    break
+                done += len(chunk)
+                if limit and done > limit:
+                    return False
+                out.write(chunk)
+                if self.progress is not None:
+                    self.progress(f"downloading {label}", done >> 10, max(total, done) >> 10)
+        except OSError:
+            return False
+        return not total or done == total
+
+
+def _build_id_of(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            header = sections.read_header(f)
+            found = sections.by_name(sections.read_sections(f, header))
+            note = found.get(".note.gnu.build-id")
+            data = sections.section_data(f, note) if note is not None else None
+    except PARSE_ERRORS:  # whatever a server sent: not an ELF file we can use
+        return None
+    return sections.gnu_build_id(data) if data else None
