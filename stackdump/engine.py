@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -372,7 +373,9 @@ def with_fixes(report: Report) -> Report:
 def _with_fix(module: ModuleEntry) -> ModuleEntry:
     if not module.unknown_frames or module.symbols == "symtab" or module.path.startswith("["):
         return module
-    return dataclasses.replace(module, fix=symbols_fix(module.path, module.build_id))
+    debuginfod = bool(os.environ.get("DEBUGINFOD_URLS", "").strip())
+    fix = symbols_fix(module.path, module.build_id, debuginfod)
+    return dataclasses.replace(module, fix=fix)
 
 
 def _entry_name(session: _Session, entry: Optional[int]) -> Optional[str]:

@@ -233,12 +233,13 @@ def wait_for_syscall(pid: int, tid: int, nr: int) -> str:
         os.sched_yield()
 
 
-def run_stackdump(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_stackdump(*args: str, timeout: float = 120, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "stackdump", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -445,3 +446,42 @@ def assert_key_order(section: ThreadSection) -> None:
         order = [k for k in order if k != "syscall"]
     known = [k for k in order if k in KEY_ORDER]
     assert known == sorted(known, key=KEY_ORDER.index), section.key_order
+
+
+def locations(frames: List[str]) -> List[Tuple[str, Optional[str], Optional[int], bool]]:
+    """(function, file, line, inlined) of each frame line."""
+    out = []
+    for text in frames:
+        inlined = text.endswith(" (inlined)")
+        text = text[: -len(" (inlined)")] if inlined else text
+        m = re.fullmatch(r"(.*) at (.*):(\d+)", text)
+        if m:
+            out.append((m.group(1), m.group(2), int(m.group(3)), inlined))
+        else:
+            out.append((re.split(r" in ", text, maxsplit=1)[0], None, None, inlined))
+    return out
+
+
+def eu_stack(pid: int, env=None) -> Dict[int, List[Tuple[str, Optional[str], Optional[int]]]]:
+    out = subprocess.run(
+        ["eu-stack", "-p", str(pid), "-s", "-i"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    ).stdout
+    threads: Dict[int, list] = {}
+    current = None
+    for line in out.splitlines():
+        m = re.match(r"TID (\d+):", line)
+        if m:
+            current = threads.setdefault(int(m.group(1)), [])
+            continue
+        m = re.match(r"#\d+\s+0x[0-9a-f]+\s*(.*)", line)
+        if m and current is not None:
+            current.append([m.group(1) or None, None, None])
+            continue
+        m = re.match(r"\s+(.*?):(\d+)(?::\d+)?$", line)
+        if m and current:
+            current[-1][1], current[-1][2] = m.group(1), int(m.group(2))
+    return {tid: [tuple(f) for f in frames] for tid, frames in threads.items()}

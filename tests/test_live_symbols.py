@@ -6,7 +6,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List
 
 import pytest
 from helpers import (
@@ -14,7 +14,9 @@ from helpers import (
     Target,
     assert_untouched,
     compile_target,
+    eu_stack,
     link_two_units,
+    locations,
     parse_report,
     run_stackdump,
 )
@@ -29,20 +31,6 @@ def dump(target: Target, *args: str):
     assert result.returncode == 0, result.stderr
     assert_untouched(target.pid)
     return parse_report(result.stdout)
-
-
-def locations(frames: List[str]) -> List[Tuple[str, Optional[str], Optional[int], bool]]:
-    """(function, file, line, inlined) of each frame line."""
-    out = []
-    for text in frames:
-        inlined = text.endswith(" (inlined)")
-        text = text[: -len(" (inlined)")] if inlined else text
-        m = re.fullmatch(r"(.*) at (.*):(\d+)", text)
-        if m:
-            out.append((m.group(1), m.group(2), int(m.group(3)), inlined))
-        else:
-            out.append((re.split(r" in ", text, maxsplit=1)[0], None, None, inlined))
-    return out
 
 
 def test_libc_frame_has_its_source_line_in_fast_mode(threads_bin):
@@ -205,27 +193,6 @@ def test_cu_without_aranges_is_found_by_full_mode_only(build_dir):
 
 
 # -- FULL_WITH_INLINE against eu-stack -s -i ---------------------------------------------------
-
-
-def eu_stack(pid: int) -> Dict[int, List[Tuple[str, Optional[str], Optional[int]]]]:
-    out = subprocess.run(
-        ["eu-stack", "-p", str(pid), "-s", "-i"], capture_output=True, text=True, timeout=120
-    ).stdout
-    threads: Dict[int, list] = {}
-    current = None
-    for line in out.splitlines():
-        m = re.match(r"TID (\d+):", line)
-        if m:
-            current = threads.setdefault(int(m.group(1)), [])
-            continue
-        m = re.match(r"#\d+\s+0x[0-9a-f]+\s*(.*)", line)
-        if m and current is not None:
-            current.append([m.group(1) or None, None, None])
-            continue
-        m = re.match(r"\s+(.*?):(\d+)(?::\d+)?$", line)
-        if m and current:
-            current[-1][1], current[-1][2] = m.group(1), int(m.group(2))
-    return {tid: [tuple(f) for f in frames] for tid, frames in threads.items()}
 
 
 def test_inline_frames_match_eu_stack(build_dir):

@@ -199,11 +199,14 @@ def test_unknown_frames_name_the_object_and_its_fix(live, threads_bin, build_dir
         shutil.copy(threads_bin("O2"), stripped)
         subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
     with Target(stripped, {"read": 1}).wait_ready() as target:
-        report = parse_report(_ok(run_stackdump("-p", str(target.pid), "--mode", "disabled")))
+        env = {k: v for k, v in os.environ.items() if k != "DEBUGINFOD_URLS"}
+        out = run_stackdump("-p", str(target.pid), "--mode", "disabled", env=env)
+        report = parse_report(_ok(out))
     objects = {o["path"]: o for o in report.objects}
     ours = objects[str(stripped)]
     assert ours["symbols"] in ("none", "dynsym") and int(ours["unknown"]) > 0
     assert "--debug-dir" in ours["fix"] and "rebuild it with symbols" in ours["fix"]
+    assert "DEBUGINFOD_URLS set to a debuginfod server" in ours["fix"]
     libc = next(o for path, o in objects.items() if path.endswith("/libc.so.6"))
     assert libc["unknown"] == "0" and "fix" not in libc
 

@@ -35,11 +35,14 @@ def owning_package(path: str) -> Optional[str]:
     return None
 
 
-def symbols_fix(path: str, build_id: Optional[str]) -> str:
-    """What to do so that `path`'s functions get names."""
+def symbols_fix(path: str, build_id: Optional[str], debuginfod: bool = False) -> str:
+    """What to do so that `path`'s functions get names. `debuginfod`: whether a server
+    was set (DEBUGINFOD_URLS); when none was, setting one is a fix too."""
     where = "--debug-dir DIR with its debug file"
     if build_id:
         where += f" (DIR/.build-id/{build_id[:2]}/{build_id[2:]}.debug)"
+        if not debuginfod:
+            where += ", or DEBUGINFOD_URLS set to a debuginfod server that has it"
     package = owning_package(path)
     if package is not None:
         debug = _DEBUG_PACKAGES.get(package, f"{package}-dbgsym")

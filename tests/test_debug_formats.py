@@ -1,0 +1,237 @@
+"""Every real way debug info ships: compressed sections (zlib, zstd), split DWARF, dwz's
+supplementary files, and debuginfod (Debian's own server, run here on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ON_CI
+from helpers import (
+    Target,
+    compile_target,
+    eu_stack,
+    locations,
+    parse_report,
+    run_stackdump,
+)
+
+pytestmark = pytest.mark.usefixtures("live")
+
+
+def _need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        reason = f"{tool} is not installed (.ci/run installs {package})"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _frames(target: Target, mode: str, *extra: str, env=None):
+    out = run_stackdump("-p", str(target.pid), "--mode", mode, "--no-cache", *extra, env=env)
+    assert out.returncode == 0, out.stderr
+    report = parse_report(out.stdout)
+    return {role: report.thread(target.tid(role)).frames for role in ("read", "cond")}
+
+
+def _build_id(binary: Path) -> str:
+    out = subprocess.run(["readelf", "-n", str(binary)], capture_output=True, text=True).stdout
+    return out.split("Build ID: ", 1)[1].split()[0]
+
+
+# -- compressed sections and split DWARF ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def variants(build_dir):
+    """threads.c built alike five times, its debug info shipped five ways."""
+    base = ["-O2", "-g", "-gdwarf-5"]
+    built = {
+        "plain": compile_target("threads.c", build_dir, "dbg-plain", base),
+        "zlib": compile_target("threads.c", build_dir, "dbg-zlib", [*base, "-gz=zlib"]),
+        "split": compile_target("threads.c", build_dir, "dbg-split", [*base, "-gsplit-dwarf"]),
+    }
+    zstd = build_dir / "dbg-zstd"
+    if not zstd.exists():
+        subprocess.run(
+            ["objcopy", "--compress-debug-sections=zstd", str(built["plain"]), str(zstd)],
+            check=True,
+        )
+    built["zstd"] = zstd
+    return built
+
+
+def test_compressed_and_split_debug_info_give_identical_locations(variants):
+    sections = subprocess.run(
+        ["readelf", "-SW", str(variants["zstd"])], capture_output=True, text=True
+    ).stdout
+    assert " .debug_info " in sections and "C (compressed)" in sections
+    seen = {}
+    for name, binary in variants.items():
+        with Target(binary, {"read": 1, "cond": 1}).wait_ready() as target:
+            seen[name] = {
+                mode: _frames(target, mode) for mode in ("fast", "full", "full_with_inline")
+            }
+    plain = seen["plain"]
+    assert any(" at " in f and "threads.c:" in f for f in plain["fast"]["read"]), plain
+    for name, found in seen.items():
+        assert found == plain, name
+
+
+# -- dwz ------------------------------------------------------------------------------------
+
+
+def test_dwz_supplementary_debug_info_matches_eu_stack(build_dir):
+    _need("dwz", "dwz")
+    _need("eu-stack", "elfutils")
+    one = compile_target("cxx_threads.cpp", build_dir, "dwz-one", ["-O2", "-g"])
+    two = compile_target("cxx_threads.cpp", build_dir, "dwz-two", ["-O2", "-g", "-DDWZ_TWIN"])
+    common = build_dir / "dwz-common.debug"
+    if not common.exists():
+        subprocess.run(
+            ["dwz", "-m", str(common), "-M", str(common), str(one), str(two)],
+            check=True,
+            capture_output=True,
+        )
+    sections = subprocess.run(["readelf", "-SW", str(one)], capture_output=True, text=True).stdout
+    assert ".gnu_debugaltlink" in sections
+    roles = {"worker": 1, "waiter": 1, "thrower": 1}
+    with Target(one, roles).wait_ready() as target:
+        out = run_stackdump("-p", str(target.pid), "--mode", "full_with_inline", "--no-cache")
+        assert out.returncode == 0, out.stderr
+        theirs = eu_stack(target.pid)
+    report = parse_report(out.stdout)
+    compared = 0
+    for section in report.threads:
+        ours = [(f, file, line) for f, file, line, _ in locations(section.frames)]
+        ours = [(None if f.startswith("0x") else f, file, line) for f, file, line in ours]
+        expected = theirs[section.tid]
+        if expected and expected[-1][0] == "_start":
+            ours, expected = ours[:-1], expected[:-1]
+        assert ours == expected, f"thread {section.tid}:\n{ours}\n{expected}"
+        compared += len(ours)
+    assert compared > 20
+    # Names that live only in the supplementary file (dwz moved the shared DIEs there).
+    assert any("storage::engine::" in f for s in report.threads for f in s.frames)
+
+
+# -- debuginfod ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_served(url: str, server: subprocess.Popen) -> None:
+    """Until the server answers for the file (it scans its directory after it starts)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "debuginfod exited"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)  # polling a condition with a deadline, not waiting and hoping
+    pytest.fail(f"debuginfod never served {url}")
+
+
+@pytest.fixture
+def stripped(build_dir, tmp_path):
+    """threads.c with its debug info moved out: (stripped binary, directory of the debug
+    file, build-id)."""
+    full = compile_target("threads.c", build_dir, "dbgd-full", ["-O1", "-g"])
+    served = tmp_path / "served"
+    served.mkdir()
+    debug = served / "threads.debug"
+    binary = tmp_path / "threads-stripped"
+    subprocess.run(["objcopy", "--only-keep-debug", str(full), str(debug)], check=True)
+    subprocess.run(["objcopy", "--strip-debug", str(full), str(binary)], check=True)
+    return binary, served, _build_id(binary)
+
+
+def test_debuginfod_serves_the_debug_file_and_its_cache_is_shared(stripped, tmp_path):
+    _need("debuginfod", "debuginfod")
+    binary, served, build_id = stripped
+    port = _free_port()
+    cache = tmp_path / "client-cache"
+    server = subprocess.Popen(
+        ["debuginfod", "-F", str(served), "-p", str(port), "-d", str(tmp_path / "db.sqlite")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        **os.environ,
+        "DEBUGINFOD_URLS": f"http://127.0.0.1:{port}",
+        "DEBUGINFOD_CACHE_PATH": str(cache),
+    }
+    try:
+        _wait_served(f"http://127.0.0.1:{port}/buildid/{build_id}/debuginfo", server)
+        with Target(binary, {"read": 1, "cond": 1}).wait_ready() as target:
+            without = _frames(target, "fast", "--no-debuginfod", env=env)
+            assert not any("threads.c:" in f for f in without["read"]), without
+            fetched = _frames(target, "fast", env=env)
+            assert any("threads.c:" in f for f in fetched["read"]), fetched
+            assert (cache / build_id / "debuginfo").stat().st_size > 0
+            server.terminate()
+            server.wait(timeout=30)
+            # The server is gone: the second dump reads the cache.
+            assert _frames(target, "fast", env=env) == fetched
+            # libdebuginfod reads the same cache: eu-stack gets the lines from our download.
+            if shutil.which("eu-stack"):
+                theirs = eu_stack(target.pid, env)[target.tid("read")]
+                assert any(file and file.endswith("threads.c") for _, file, _ in theirs)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+class _Rogue(http.server.BaseHTTPRequestHandler):
+    """Answers every build-id with the same file: the wrong one for any other build-id."""
+
+    payload = b""
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.payload)))
+        self.end_headers()
+        self.wfile.write(self.payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_debug_file_with_the_wrong_build_id_is_rejected(stripped, tmp_path, build_dir):
+    binary, _, build_id = stripped
+    other = compile_target("threads.c", build_dir, "dbgd-other", ["-O0", "-g"])
+    assert _build_id(other) != build_id
+    _Rogue.payload = other.read_bytes()
+    rogue = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Rogue)
+    thread = threading.Thread(target=rogue.serve_forever, daemon=True)
+    thread.start()
+    cache = tmp_path / "client-cache"
+    env = {
+        **os.environ,
+        "DEBUGINFOD_URLS": f"http://127.0.0.1:{rogue.server_address[1]}",
+        "DEBUGINFOD_CACHE_PATH": str(cache),
+    }
+    try:
+        with Target(binary, {"read": 1, "cond": 1}).wait_ready() as target:
+            found = _frames(target, "fast", env=env)
+    finally:
+        rogue.shutdown()
+        rogue.server_close()
+    assert not any("threads.c:" in f for f in found["read"]), found
+    assert not (cache / build_id / "debuginfo").exists()
