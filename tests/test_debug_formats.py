@@ -3,8 +3,10 @@ supplementary files, and debuginfod (Debian's own server, run here on 127.0.0.1)
 
 from __future__ import annotations
 
+import difflib
 import http.server
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -89,6 +91,31 @@ def test_compressed_and_split_debug_info_give_identical_locations(variants):
 # -- dwz ------------------------------------------------------------------------------------
 
 
+def _agrees_with_eu_stack(binary: Path) -> list:
+    """Every thread's FULL_WITH_INLINE frames (function, file, line) equal eu-stack -s -i's
+    on the same process; the frames of every thread."""
+    roles = {"worker": 1, "waiter": 1, "thrower": 1, "spin": 1}  # (it starts all four)
+    with Target(binary, roles).wait_ready() as target:
+        out = run_stackdump("-p", str(target.pid), "--mode", "full_with_inline", "--no-cache")
+        assert out.returncode == 0, out.stderr
+        theirs = eu_stack(target.pid)
+        spin = target.tid("spin")
+    report = parse_report(out.stdout)
+    compared = 0
+    for section in report.threads:
+        if section.tid == spin:
+            continue  # it moved between the two dumps
+        ours = [(f, file, line) for f, file, line, _ in locations(section.frames)]
+        ours = [(None if f.startswith("0x") else f, file, line) for f, file, line in ours]
+        expected = theirs[section.tid]
+        if expected and expected[-1][0] == "_start":
+            ours, expected = ours[:-1], expected[:-1]
+        assert ours == expected, f"thread {section.tid}:\n{ours}\n{expected}"
+        compared += len(ours)
+    assert compared > 20
+    return [f for s in report.threads for f in s.frames]
+
+
 def test_dwz_supplementary_debug_info_matches_eu_stack(build_dir):
     _need("dwz", "dwz")
     _need("eu-stack", "elfutils")
@@ -103,24 +130,42 @@ def test_dwz_supplementary_debug_info_matches_eu_stack(build_dir):
         )
     sections = subprocess.run(["readelf", "-SW", str(one)], capture_output=True, text=True).stdout
     assert ".gnu_debugaltlink" in sections
-    roles = {"worker": 1, "waiter": 1, "thrower": 1}
-    with Target(one, roles).wait_ready() as target:
-        out = run_stackdump("-p", str(target.pid), "--mode", "full_with_inline", "--no-cache")
-        assert out.returncode == 0, out.stderr
-        theirs = eu_stack(target.pid)
-    report = parse_report(out.stdout)
-    compared = 0
-    for section in report.threads:
-        ours = [(f, file, line) for f, file, line, _ in locations(section.frames)]
-        ours = [(None if f.startswith("0x") else f, file, line) for f, file, line in ours]
-        expected = theirs[section.tid]
-        if expected and expected[-1][0] == "_start":
-            ours, expected = ours[:-1], expected[:-1]
-        assert ours == expected, f"thread {section.tid}:\n{ours}\n{expected}"
-        compared += len(ours)
-    assert compared > 20
+    frames = _agrees_with_eu_stack(one)
     # Names that live only in the supplementary file (dwz moved the shared DIEs there).
-    assert any("storage::engine::" in f for s in report.threads for f in s.frames)
+    assert any("storage::engine::" in f for f in frames)
+
+
+def test_split_dwarf_gives_the_inline_frames_of_a_plain_build(build_dir):
+    """-gsplit-dwarf: the executable keeps skeleton units and line tables, the DIEs (names,
+    inline chains) are in the .dwo file each skeleton names. The same program built without
+    it (whose frames equal eu-stack's, above and in test_live_symbols) is the oracle:
+    eu-stack 0.188 shows no inlined frames from a .dwo."""
+    split = compile_target(
+        "cxx_threads.cpp", build_dir, "split-cxx", ["-O2", "-g", "-gsplit-dwarf"]
+    )
+    assert list(build_dir.glob("split-cxx*.dwo")), "gcc wrote no .dwo file"
+    plain = compile_target("cxx_threads.cpp", build_dir, "plain-cxx", ["-O2", "-g"])
+    roles = {"worker": 1, "waiter": 1, "thrower": 1}
+    seen = []
+    for binary in (plain, split):
+        with Target(binary, {**roles, "spin": 1}).wait_ready() as target:
+            out = run_stackdump("-p", str(target.pid), "--mode", "full_with_inline", "--no-cache")
+            assert out.returncode == 0, out.stderr
+            report = parse_report(out.stdout)
+            seen.append(
+                {
+                    # An unnamed frame prints its address, which ASLR moves between runs.
+                    role: [re.sub(r"^0x[0-9a-f]+ in ", "0x... in ", f) for f in frames]
+                    for role, frames in (
+                        (role, report.thread(target.tid(role)).frames) for role in roles
+                    )
+                }
+            )
+    for role in roles:
+        diff = "\n".join(difflib.unified_diff(seen[0][role], seen[1][role], lineterm=""))
+        assert seen[1][role] == seen[0][role], f"{role}:\n{diff}"
+    inlined = [f for frames in seen[1].values() for f in frames if f.endswith("(inlined)")]
+    assert len(inlined) >= 4, seen[1]
 
 
 # -- debuginfod ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ file), then by build-id under the debug roots; a file whose build-id differs is 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap
 import os
@@ -212,3 +213,71 @@ def supplement_candidates(
     if len(build_id) > 2:
         places += [f"{root}/.build-id/{build_id[:2]}/{build_id[2:]}.debug" for root in debug_roots]
     return tuple(dict.fromkeys(places))
+
+
+# A .dwo file's sections, by DWARFInfo's keyword; .debug_addr stays the executable's.
+_SPLIT_SECTIONS = {
+    "debug_info_sec": ".debug_info.dwo",
+    "debug_abbrev_sec": ".debug_abbrev.dwo",
+    "debug_str_sec": ".debug_str.dwo",
+    "debug_str_offsets_sec": ".debug_str_offsets.dwo",
+    "debug_line_sec": ".debug_line.dwo",
+    "debug_loclists_sec": ".debug_loclists.dwo",
+    "debug_rnglists_sec": ".debug_rnglists.dwo",
+}
+# In a .dwo holding one unit, its indexed forms count from just after each section's header
+# (DWARF 5, 7.3.2.1): 8 bytes of .debug_str_offsets, 12 of .debug_rnglists/.debug_loclists.
+_SPLIT_BASES = {
+    "DW_AT_str_offsets_base": 8,
+    "DW_AT_rnglists_base": 12,
+    "DW_AT_loclists_base": 12,
+    "DW_AT_stmt_list": 0,
+}
+
+
+def split_dwarf_info(dwo, executable_info, scratch: Optional[str]):
+    """DWARFInfo over a .dwo file's sections (`-gsplit-dwarf`), its addresses taken from the
+    executable's .debug_addr, as its skeleton unit says."""
+    from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo
+
+    descriptors = {keyword: None for keyword in _SECTIONS}
+    for keyword, name in _SPLIT_SECTIONS.items():
+        section = dwo.section(name)
+        stream = section_stream(dwo.stream, section, scratch) if section is not None else None
+        if stream is not None:
+            size = stream.seek(0, os.SEEK_END)
+            stream.seek(0)
+            descriptors[keyword] = DebugSectionDescriptor(stream, name, section.offset, size, 0)
+    descriptors["debug_addr_sec"] = executable_info.debug_addr_sec
+    return DWARFInfo(config=executable_info.config, **descriptors)
+
+
+def split_unit(split, skeleton):
+    """The split unit of `split` that `skeleton` (a CU of the executable) stands for (the same
+    dwo_id), its top DIE given the bases the skeleton holds for it (address base, low pc)
+    and those a one-unit .dwo implies; None when the file has no such unit."""
+    from elftools.common.exceptions import DWARFError
+    from elftools.dwarf.die import AttributeValue
+
+    want = skeleton.header.get("dwo_id")
+    for unit in split.iter_CUs():
+        if want is not None and unit.header.get("dwo_id") not in (None, want):
+            continue
+        with contextlib.suppress(DWARFError):
+            unit.get_top_DIE()  # its indexed attributes need the bases added below
+        if not unit._dielist:
+            return None
+        top = unit._dielist[0]
+        given = skeleton.get_top_DIE().attributes
+        bases = dict(_SPLIT_BASES)
+        for name in ("DW_AT_addr_base", "DW_AT_GNU_addr_base", "DW_AT_low_pc"):
+            if name in given:
+                bases[name.replace("GNU_", "")] = given[name].value
+        for name, value in bases.items():
+            if name not in top.attributes:
+                top.attributes[name] = AttributeValue(
+                    name, "DW_FORM_sec_offset", value, value, 0, 0
+                )
+        top._translate_indirect_attributes()
+        return unit
+    return None

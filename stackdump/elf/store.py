@@ -144,6 +144,10 @@ class LoadedObject:
         return found
 
     def close(self) -> None:
+        for value in self._derived.values():
+            closing = getattr(value, "close", None)
+            if closing is not None:
+                closing()  # what a layer opened for this object (a DWARF index's .dwo files)
         for obj in (self.elf, self._debug, *self._opened):
             if obj is not None:
                 obj.close()

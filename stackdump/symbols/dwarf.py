@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import contextlib
 import posixpath
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
@@ -124,6 +125,8 @@ class DwarfIndex:
         self._cu_ranges: Optional[_RangeIndex] = None
         self._lines: Dict[int, Optional[_LineTable]] = {}
         self._cus: Dict[int, object] = {}
+        self._split: Dict[int, tuple] = {}
+        self._opened: List[ElfObject] = []  # .dwo files
         self.cus_parsed = 0  # line programs decoded: for tests that prove caching
 
     # -- public -----------------------------------------------------------------------------
@@ -154,12 +157,11 @@ class DwarfIndex:
     def inline_chain(self, cu_offset: int, vaddr: int) -> List[InlineFrame]:
         """Functions active at vaddr, innermost first; the last is the physical function.
         Empty when no subprogram covers vaddr."""
-        cu = self._cu(cu_offset)
-        table = self._line_table(cu_offset)
+        cu, info, table = self._die_cu(cu_offset)
         if cu is None:
             return []
         try:
-            scopes = self._scopes_at(cu, vaddr)
+            scopes = self._scopes_at(cu, info, vaddr)
         except PARSE_ERRORS:
             return []
         functions = [d for d in scopes if d.tag != "DW_TAG_lexical_block"]
@@ -240,6 +242,54 @@ class DwarfIndex:
                 self._failed = True
         return self._info
 
+    def _die_cu(self, offset: int):
+        """(CU, its DWARFInfo, the line table its DW_AT_call_file numbers index) whose DIEs
+        describe the code of the CU at `offset`: for a split-DWARF skeleton unit, the split
+        unit in its .dwo file; else that CU itself."""
+        if offset not in self._split:
+            cu = self._cu(offset)
+            found = (cu, self._dwarf(), self._line_table(offset))
+            if cu is not None:
+                with contextlib.suppress(*PARSE_ERRORS):
+                    found = self._split_unit(cu) or found
+            self._split[offset] = found
+        return self._split[offset]
+
+    def _split_unit(self, skeleton):
+        top = skeleton.get_top_DIE()
+        attrs = top.attributes
+        name_attr = attrs.get("DW_AT_dwo_name") or attrs.get("DW_AT_GNU_dwo_name")
+        if name_attr is None:
+            return None
+        name = _text(name_attr.value)
+        comp_dir = _text(attrs["DW_AT_comp_dir"].value) if "DW_AT_comp_dir" in attrs else ""
+        places = [posixpath.join(comp_dir, name)]
+        if self._elf.path:
+            places.append(
+                posixpath.join(posixpath.dirname(self._elf.path), posixpath.basename(name))
+            )
+        for path in dict.fromkeys(places):
+            try:
+                dwo = ElfObject.open(path)
+            except PARSE_ERRORS:
+                continue
+            self._opened.append(dwo)
+            info = self._dwarf()
+            split = dwarf_sections.split_dwarf_info(dwo, info, self._cache.directory)
+            unit = dwarf_sections.split_unit(split, skeleton)
+            if unit is None:
+                continue
+            program = split.line_program_for_CU(unit)
+            files = _decode_lines(program, unit) if program is not None else None
+            return unit, split, files or self._line_table(skeleton.cu_offset)
+        return None
+
+    def close(self) -> None:
+        for elf in self._opened:
+            elf.close()
+        self._opened.clear()
+        self._split.clear()
+
     def _cu(self, offset: int):
         if offset not in self._cus:
             info = self._dwarf()
@@ -297,9 +347,8 @@ class DwarfIndex:
         except PARSE_ERRORS:
             return None
 
-    def _scopes_at(self, cu, vaddr: int) -> list:
+    def _scopes_at(self, cu, info, vaddr: int) -> list:
         """The nested DIEs (outermost first) whose ranges contain vaddr."""
-        info = self._dwarf()
         chain = []
         parent = cu.get_top_DIE()
         for _ in range(_MAX_DEPTH):
@@ -370,8 +419,6 @@ def _die_ranges(die, cu, info) -> List[Tuple[int, int]]:
     if ranges is None:
         return []
     attr = attrs["DW_AT_ranges"]
-    if attr.form == "DW_FORM_rnglistx":
-        return []  # split DWARF: not supported
     top = cu.get_top_DIE()
     base = top.attributes["DW_AT_low_pc"].value if "DW_AT_low_pc" in top.attributes else 0
     out = []
