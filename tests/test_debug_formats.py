@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from conftest import ON_CI
 from helpers import (
+    TARGETS,
     Target,
     compile_target,
     eu_stack,
+    link_two_units,
     locations,
     parse_report,
     run_stackdump,
@@ -280,3 +282,45 @@ def test_a_debug_file_with_the_wrong_build_id_is_rejected(stripped, tmp_path, bu
         rogue.server_close()
     assert not any("threads.c:" in f for f in found["read"]), found
     assert not (cache / build_id / "debuginfo").exists()
+
+
+# -- .gdb_index ---------------------------------------------------------------------------
+
+
+def test_full_mode_finds_a_cu_through_gdb_index_without_walking_cus(build_dir, tmp_path):
+    """FULL looks up a pc aranges does not cover in `.gdb_index`'s address table when the
+    binary has one (gdb-add-index), instead of reading every CU's ranges."""
+    _need("gdb-add-index", "gdb")
+    from stackdump.elf.image import ElfObject
+    from stackdump.symbols.dwarf import DwarfIndex
+
+    lib_object = tmp_path / "two_units_lib.o"
+    subprocess.run(
+        ["gcc", "-O1", "-g", "-c", str(TARGETS / "two_units_lib.c"), "-o", str(lib_object)],
+        check=True,
+    )
+    subprocess.run(["objcopy", "--remove-section=.debug_aranges", str(lib_object)], check=True)
+    plain = link_two_units(lib_object, tmp_path / "two_units")
+    indexed = tmp_path / "two_units_indexed"
+    shutil.copy(plain, indexed)
+    subprocess.run(["gdb-add-index", str(indexed)], check=True, capture_output=True)
+
+    found = {}
+    for binary in (plain, indexed):
+        elf = ElfObject.open(str(binary))
+        try:
+            pc = elf.symbol_values({"lib_blocking_read"})["lib_blocking_read"]
+            dwarf = DwarfIndex(elf)
+            assert dwarf.cu_offset(pc, False) is None  # aranges does not know that CU
+            cu = dwarf.cu_offset(pc, True)
+            found[binary.name] = (cu, dwarf.location(cu, pc), dwarf.cus_walked)
+        finally:
+            elf.close()
+    assert found["two_units"][:2] == found["two_units_indexed"][:2]
+    assert found["two_units"][1][0] == f"{TARGETS}/two_units_lib.c"
+    assert found["two_units"][2] > 0 and found["two_units_indexed"][2] == 0, found
+    with Target(indexed, {"read": 1}).wait_ready() as target:
+        out = run_stackdump("-p", str(target.pid), "--mode", "full", "--no-cache")
+        assert out.returncode == 0, out.stderr
+        frames = parse_report(out.stdout).thread(target.tid("read")).frames
+    assert frames[1] == f"lib_blocking_read at {TARGETS}/two_units_lib.c:10", frames

@@ -18,6 +18,7 @@ import array
 import bisect
 import contextlib
 import posixpath
+import struct
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -128,6 +129,7 @@ class DwarfIndex:
         self._split: Dict[int, tuple] = {}
         self._opened: List[ElfObject] = []  # .dwo files
         self.cus_parsed = 0  # line programs decoded: for tests that prove caching
+        self.cus_walked = 0  # CUs read to index their ranges (none with a .gdb_index)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -315,10 +317,14 @@ class DwarfIndex:
         return _RangeIndex(entries)
 
     def _build_cu_ranges(self) -> _RangeIndex:
+        indexed = gdb_index_ranges(self._elf.section_bytes(".gdb_index") or b"")
+        if indexed:
+            return _RangeIndex(indexed)  # gdb-add-index's address table: no CU is walked
         entries = []
         info = self._dwarf()
         try:
             for cu in _each_cu(info) if info is not None else ():
+                self.cus_walked += 1
                 top = cu.get_top_DIE()
                 for low, high in _die_ranges(top, cu, info):
                     entries.append((low, high, cu.cu_offset))
@@ -367,6 +373,34 @@ class DwarfIndex:
             chain.append(found)
             parent = found
         return chain
+
+
+_GDB_INDEX_HEADER = struct.Struct("<6I")
+_GDB_ADDRESS = struct.Struct("<QQI")
+
+
+def gdb_index_ranges(data: bytes) -> List[Tuple[int, int, int]]:
+    """(low, high, CU offset) from a `.gdb_index` section (versions 7 to 9, gdb's
+    "Index Section Format"): its CU list (offset, length pairs) and its address area
+    (low, high, CU number). [] for anything else, or anything inconsistent."""
+    if len(data) < _GDB_INDEX_HEADER.size:
+        return []
+    version, cu_list, types_list, address_area, symbols, _pool = _GDB_INDEX_HEADER.unpack_from(data)
+    if not 7 <= version <= 9 or not cu_list <= types_list <= address_area <= symbols <= len(data):
+        return []
+    offsets = [
+        o
+        for o, _ in struct.iter_unpack(
+            "<QQ", data[cu_list : types_list - (types_list - cu_list) % 16]
+        )
+    ]
+    out = []
+    end = symbols - (symbols - address_area) % _GDB_ADDRESS.size
+    for low, high, number in _GDB_ADDRESS.iter_unpack(data[address_area:end]):
+        if number >= len(offsets):
+            return []
+        out.append((low, high, offsets[number]))
+    return out
 
 
 def _each_cu(info):
