@@ -6,7 +6,7 @@ makes gcc emit a lot of debug information per line of source. The program itself
 threads target like tests/targets/threads.c: it prints `ready ROLE TID` lines and serves
 `status` on stdin, so benchmarks/run.py can drive it.
 
-    python3 benchmarks/gen_big_dwarf.py OUT_DIR [--units 40] [--per-unit 150] [--copies N]
+    python3 benchmarks/gen_big_dwarf.py [OUT_DIR] [--units 40] [--per-unit 150] [--copies N]
 
 `--copies N` links N more copies of every unit without compiling them again: each is the
 unit's object with its namespace renamed (`objcopy --redefine-syms`, so the copies' symbols
@@ -103,11 +103,23 @@ def copy_unit(u: int, obj: Path, copy: int) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("out", type=Path)
+    parser.add_argument(
+        "out",
+        type=Path,
+        nargs="?",
+        help="where to build (default: ~/.cache/stackdump-tests/big-dwarf-UNITS-PER-COPIES, "
+        "reused when the binary is there)",
+    )
     parser.add_argument("--units", type=int, default=40)
     parser.add_argument("--per-unit", type=int, default=150)
     parser.add_argument("--copies", type=int, default=0)
     args = parser.parse_args()
+    if args.out is None:
+        cache = Path(os.environ.get("STACKDUMP_TEST_CACHE", Path.home() / ".cache/stackdump-tests"))
+        args.out = cache / f"big-dwarf-{args.units}-{args.per_unit}-{args.copies}"
+        if (args.out / "big_dwarf").exists():
+            print(args.out / "big_dwarf")
+            return 0
     args.out.mkdir(parents=True, exist_ok=True)
     sources = []
     for u in range(args.units):
