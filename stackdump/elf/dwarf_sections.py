@@ -20,6 +20,7 @@ import contextlib
 import io
 import mmap
 import os
+import struct
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from stackdump.elf import sections
@@ -235,21 +236,77 @@ _SPLIT_BASES = {
 }
 
 
-def split_dwarf_info(dwo, executable_info, scratch: Optional[str]):
+def split_dwarf_info(dwo, executable_info, scratch: Optional[str], parts=None):
     """DWARFInfo over a .dwo file's sections (`-gsplit-dwarf`), its addresses taken from the
-    executable's .debug_addr, as its skeleton unit says."""
+    executable's .debug_addr, as its skeleton unit says. `parts`: for a .dwp package, the
+    one unit's contribution (offset, size) to each section, by section name (`dwp_parts`)."""
     from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo
 
     descriptors = {keyword: None for keyword in _SECTIONS}
     for keyword, name in _SPLIT_SECTIONS.items():
         section = dwo.section(name)
-        stream = section_stream(dwo.stream, section, scratch) if section is not None else None
+        if section is None:
+            continue
+        if parts is not None and name in parts:
+            start, size = parts[name]
+            if section.flags & sections.SHF_COMPRESSED or start + size > section.size:
+                continue
+            stream = (
+                SectionView(dwo.stream.fileno(), section.offset + start, size) if size else None
+            )
+        else:
+            stream = section_stream(dwo.stream, section, scratch)
         if stream is not None:
             size = stream.seek(0, os.SEEK_END)
             stream.seek(0)
             descriptors[keyword] = DebugSectionDescriptor(stream, name, section.offset, size, 0)
     descriptors["debug_addr_sec"] = executable_info.debug_addr_sec
     return DWARFInfo(config=executable_info.config, **descriptors)
+
+
+# DWARF 5 section identifiers in a package's index (7.3.5.3), by the .dwo section they name.
+_DW_SECT = {
+    1: ".debug_info.dwo",
+    3: ".debug_abbrev.dwo",
+    4: ".debug_line.dwo",
+    5: ".debug_loclists.dwo",
+    6: ".debug_str_offsets.dwo",
+    8: ".debug_rnglists.dwo",
+}
+
+
+def dwp_parts(index: bytes, dwo_id: int) -> Optional[Dict[str, Tuple[int, int]]]:
+    """The unit `dwo_id`'s (offset, size) in each section of a .dwp package, from its
+    `.debug_cu_index` (DWARF 5, 7.3.5.3: a header, a hash table of unit signatures, a
+    parallel table of row numbers, then section ids, offsets and sizes by row). None when
+    the package does not hold that unit or the index is not one this reads."""
+    if len(index) < 16:
+        return None
+    version, _padding, columns, units, slots = struct.unpack_from("<HHIII", index)
+    if version != 5 or not columns or columns > 64 or slots > len(index) // 12:
+        return None
+    rows_at = 16 + 8 * slots
+    ids_at = rows_at + 4 * slots
+    offsets_at = ids_at + 4 * columns
+    sizes_at = offsets_at + 4 * columns * units
+    if sizes_at + 4 * columns * units > len(index):
+        return None
+    signatures = struct.unpack_from(f"<{slots}Q", index, 16)
+    for slot, signature in enumerate(signatures):
+        if signature != dwo_id:
+            continue
+        row = struct.unpack_from("<I", index, rows_at + 4 * slot)[0]
+        if not 0 < row <= units:
+            return None
+        ids = struct.unpack_from(f"<{columns}I", index, ids_at)
+        offsets = struct.unpack_from(f"<{columns}I", index, offsets_at + 4 * columns * (row - 1))
+        sizes = struct.unpack_from(f"<{columns}I", index, sizes_at + 4 * columns * (row - 1))
+        return {
+            _DW_SECT[kind]: (offset, size)
+            for kind, offset, size in zip(ids, offsets, sizes)
+            if kind in _DW_SECT
+        }
+    return None
 
 
 def split_unit(split, skeleton):

@@ -47,6 +47,7 @@ class LoadedObject:
         supplementary file."""
         self.elf = elf
         self._debug = debug
+        self.origin: Optional[str] = None  # the object's path in the target's file system
         # Asked once downloads are allowed (after capture): a debug file from debuginfod.
         self._pending: Optional[Callable[[], Any]] = None
         self._supplements = supplements
@@ -287,6 +288,9 @@ class ObjectStore:
         if not elf.has_section(".symtab") or not elf.has_section(".debug_info"):
             debug = self._open_debug_file(elf, module)
         loaded = LoadedObject(elf, debug, self.cache, problem, self._open_supplement)
+        if not module.is_vdso and self.files.roots:
+            # Where the target sees the file: its split-DWARF files are looked for beside it.
+            loaded.origin = f"{self.files.roots[0]}{module.path}"
         build_id = elf.build_id()
         if debug is None and self._remote is not None and build_id and not module.is_vdso:
             label = os.path.basename(module.path)

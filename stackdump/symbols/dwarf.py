@@ -113,9 +113,12 @@ class DwarfIndex:
         elf: ElfObject,
         cache: Optional[DiskCache] = None,
         find_supplement: Optional[Callable[[str, str], Optional[ElfObject]]] = None,
+        origin: Optional[str] = None,
     ) -> None:
         """`find_supplement(name, build_id)`: the dwz supplementary file the debug info
-        names, opened (the store's search), or None."""
+        names, opened (the store's search), or None. `origin`: where the object lives (its
+        .dwp and .dwo files are looked for beside it), when not where `elf` was read from."""
+        self._origin = origin or elf.path
         self._elf = elf
         self._cache = cache if cache is not None else DiskCache(None)
         self._find_supplement = find_supplement or (lambda name, build_id: None)
@@ -128,6 +131,7 @@ class DwarfIndex:
         self._cus: Dict[int, object] = {}
         self._split: Dict[int, tuple] = {}
         self._opened: List[ElfObject] = []  # .dwo files
+        self._package = None  # (the .dwp, its .debug_cu_index), or False when there is none
         self.cus_parsed = 0  # line programs decoded: for tests that prove caching
         self.cus_walked = 0  # CUs read to index their ranges (none with a .gdb_index)
 
@@ -263,13 +267,14 @@ class DwarfIndex:
         name_attr = attrs.get("DW_AT_dwo_name") or attrs.get("DW_AT_GNU_dwo_name")
         if name_attr is None:
             return None
+        found = self._from_package(skeleton)
+        if found is not None:
+            return found
         name = _text(name_attr.value)
         comp_dir = _text(attrs["DW_AT_comp_dir"].value) if "DW_AT_comp_dir" in attrs else ""
         places = [posixpath.join(comp_dir, name)]
-        if self._elf.path:
-            places.append(
-                posixpath.join(posixpath.dirname(self._elf.path), posixpath.basename(name))
-            )
+        if self._origin:
+            places.append(posixpath.join(posixpath.dirname(self._origin), posixpath.basename(name)))
         for path in dict.fromkeys(places):
             try:
                 dwo = ElfObject.open(path)
@@ -285,6 +290,35 @@ class DwarfIndex:
             files = _decode_lines(program, unit) if program is not None else None
             return unit, split, files or self._line_table(skeleton.cu_offset)
         return None
+
+    def _from_package(self, skeleton):
+        """The split unit from the .dwp package beside the executable (`dwp`, `llvm-dwp`:
+        every .dwo of a program in one file), where gdb looks for it: EXECUTABLE.dwp."""
+        dwo_id = skeleton.header.get("dwo_id")
+        if dwo_id is None or not self._origin:
+            return None
+        if self._package is None:
+            self._package = False
+            try:
+                package = ElfObject.open(self._origin + ".dwp")
+            except PARSE_ERRORS:
+                return None
+            self._opened.append(package)
+            self._package = (package, package.section_bytes(".debug_cu_index") or b"")
+        if not self._package:
+            return None
+        package, index = self._package
+        parts = dwarf_sections.dwp_parts(index, dwo_id)
+        if parts is None:
+            return None
+        info = self._dwarf()
+        split = dwarf_sections.split_dwarf_info(package, info, self._cache.directory, parts)
+        unit = dwarf_sections.split_unit(split, skeleton)
+        if unit is None:
+            return None
+        program = split.line_program_for_CU(unit)
+        files = _decode_lines(program, unit) if program is not None else None
+        return unit, split, files or self._line_table(skeleton.cu_offset)
 
     def close(self) -> None:
         for elf in self._opened:
@@ -546,7 +580,7 @@ def dwarf_of(loaded: LoadedObject) -> Optional[DwarfIndex]:
     def make() -> Optional[DwarfIndex]:
         for source in (loaded.debug, loaded.elf):
             if source is not None and source.has_section(".debug_info"):
-                return DwarfIndex(source, loaded.cache, loaded.find_supplement)
+                return DwarfIndex(source, loaded.cache, loaded.find_supplement, loaded.origin)
         return None
 
     return loaded.derived("dwarf", make)
