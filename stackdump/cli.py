@@ -150,6 +150,7 @@ class Run:
     destination: Optional[Destination] = None
     warnings: List[str] = field(default_factory=list)
     profile_state: str = "all"
+    core: Optional[Tuple[str, Optional[str], str]] = None  # --core FILE, --exe, --sysroot
 
 
 def build_options(
@@ -178,7 +179,8 @@ def build_options(
     mode_option = "--dwarf-location-info-mode" if dwarf_mode is not None else "--mode"
     mode_text = dwarf_mode if dwarf_mode is not None else mode
     # Checked in this order, so the first bad value is the one reported.
-    pid_value = _checked(typed_option(argv, ("-p", "--pid")), pid, parse_pid)
+    # (A core file has no pid to check: its process is gone.)
+    pid_value = _checked(typed_option(argv, ("-p", "--pid")), pid, parse_pid) if pid else 0
     thread_ids = _checked(tid_option, tid_text, parse_thread_ids) if tid_text is not None else None
     location = _checked(mode_option, mode_text, parse_mode) if mode_text is not None else None
     timeout = _checked("--timeout-ms", timeout_ms, lambda t: parse_range("timeout_ms", t, 1, 10000))
@@ -315,6 +317,22 @@ def _isatty(stream) -> bool:
         return False
 
 
+def _core_source(params: dict) -> Optional[Tuple[str, Optional[str], str]]:
+    """(core file, --exe, --sysroot) for a dump of a core file, else None. Pops them."""
+    core, exe, sysroot = params.pop("core"), params.pop("exe"), params.pop("sysroot")
+    if core is None:
+        if exe is not None or sysroot is not None:
+            raise InvalidArgument("--exe and --sysroot need --core FILE")
+        return None
+    if params["pid"] is not None:
+        raise InvalidArgument("pid and core are mutually exclusive (-p and --core)")
+    if exe is not None and not os.path.isfile(exe):
+        raise InvalidArgument(f"invalid exe: {exe} (no such file)")
+    if sysroot is not None and not os.path.isdir(sysroot):
+        raise InvalidArgument(f"invalid sysroot: {sysroot} (no such directory)")
+    return core, exe, sysroot or ""
+
+
 def _dump(options: DumpOptions, run: Run) -> Report:
     """Capture, then unwind and symbolize, each phase winding down on its first signal."""
     started = time.perf_counter_ns()
@@ -323,9 +341,12 @@ def _dump(options: DumpOptions, run: Run) -> Report:
         with Analyzer(options.analysis) as analyzer:
             run.stage = "capture"
             with run.interrupts.deferred() as phase:
-                snapshot = capture_process(
-                    options.capture, progress, phase.requested, analyzer.settle
-                )
+                if run.core is not None:
+                    snapshot = _core_snapshot(run.core, options, analyzer)
+                else:
+                    snapshot = capture_process(
+                        options.capture, progress, phase.requested, analyzer.settle
+                    )
                 # A signal while the last thread was captured or unwound found no next
                 # thread to skip: it still asks to stop, so nothing is symbolized.
                 stop = phase.requested() and not snapshot.interrupted
@@ -337,6 +358,15 @@ def _dump(options: DumpOptions, run: Run) -> Report:
             return with_fixes(report)
     finally:
         progress.close()
+
+
+def _core_snapshot(core: Tuple[str, Optional[str], str], options: DumpOptions, analyzer):
+    from stackdump.capture.core import capture_core
+
+    path, exe, sysroot = core
+    remote = analyzer.remote
+    fetch = (lambda build_id: remote.find(build_id, "executable", "executable")) if remote else None
+    return capture_core(path, options.capture, exe, sysroot, fetch)
 
 
 def _interruption_note(report: Report, signal_name: str) -> str:
@@ -376,6 +406,24 @@ SKIP_HELP = (
 
 @click.command(help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-p", "--pid", "pid", metavar="PID", help="The target process.")
+@click.option(
+    "--core",
+    "core",
+    metavar="FILE",
+    help="Instead of a live process: a core file (the kernel's, systemd-coredump's, gcore's).",
+)
+@click.option(
+    "--exe",
+    "exe",
+    metavar="PATH",
+    help="With --core: the executable, when not at the path the core names.",
+)
+@click.option(
+    "--sysroot",
+    "sysroot",
+    metavar="DIR",
+    help="With --core: read the core's mapped files under DIR (a core from another machine).",
+)
 @click.option(
     "--thread-id",
     "thread_id",
@@ -567,9 +615,13 @@ def command(run: Run, output: Optional[str], **params) -> int:
     lookup = _address_lookup(params)
     if lookup is not None:
         return _symbolize(run, output, params, *lookup)
-    if params["pid"] is None:
-        raise click.UsageError("Missing option '-p' / '--pid'.")
+    run.core = _core_source(params)
+    if params["pid"] is None and run.core is None:
+        raise click.UsageError("Missing option '-p' / '--pid' (or --core FILE).")
     sampling = _sampling_plan(params)
+    if run.core is not None and (sampling is not None or params["coroutines"]):
+        what = "--coroutines" if params["coroutines"] else "sampling"
+        raise InvalidArgument(f"{what} needs a live process (-p), not a core file")
     run.profile_state = _checked(
         "--state", params.pop("state"), parse_choice("state", ("all", "running", "blocked"))
     )

@@ -27,11 +27,12 @@ from stackdump.locks import OWNER_OFFSET, lock_frame_pc, with_mutex_waits
 from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
 from stackdump.symbols.dwarf import member_offset_at
 from stackdump.symbols.symbolizer import Symbolizer
-from stackdump.syscalls import syscall_name
+from stackdump.syscalls import signal_name, syscall_name
 from stackdump.types import (
     AnalysisOptions,
     CaptureMethod,
     CaptureOptions,
+    CoreInfo,
     FileSource,
     Frame,
     LocationMode,
@@ -251,6 +252,8 @@ class Analyzer:
                 for f in r.frames
             )
             owner_offset = OWNER_OFFSET if stopped else _owner_offset(session, reports)
+        if snapshot.core is not None and snapshot.core.signal:
+            reports = _mark_signal_thread(reports, snapshot.core)
         threads, deadlocks = with_mutex_waits(reports, owner_offset)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
         summary = _summarize(
@@ -268,6 +271,7 @@ class Analyzer:
                 unwinder=UNWINDER_NAME,
                 capture=how.capture_mode,
                 cmdline=snapshot.cmdline,
+                core=snapshot.core,
             ),
             threads=threads,
             deadlocks=deadlocks,
@@ -283,6 +287,14 @@ class Analyzer:
             interrupted=snapshot.interrupted or stopped,
             symbolization_interrupted=stopped,
         )
+
+
+def _mark_signal_thread(reports: List[ThreadReport], core: CoreInfo) -> List[ThreadReport]:
+    """A core's thread that received the fatal signal says so on its line."""
+    name = signal_name(core.signal)
+    return [
+        dataclasses.replace(r, signal=name) if r.tid == core.signal_thread else r for r in reports
+    ]
 
 
 def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -> ThreadReport:

@@ -44,3 +44,7 @@ class OutputError(StackdumpError):
     """The report could not be written whole (a full disk, a closed pipe): exit 4."""
 
     exit_code = 4
+
+
+class InvalidCore(StackdumpError):
+    """--core names no readable ELF core file of a processor stackdump knows: no report."""

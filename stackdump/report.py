@@ -8,7 +8,15 @@ from __future__ import annotations
 from typing import Iterator, List, Optional, TextIO, Tuple
 
 from stackdump.escape import escape, quote
-from stackdump.types import ModuleEntry, Report, SymbolizedFrame, ThreadReport, ThreadStatus
+from stackdump.syscalls import signal_name
+from stackdump.types import (
+    CoreInfo,
+    ModuleEntry,
+    Report,
+    SymbolizedFrame,
+    ThreadReport,
+    ThreadStatus,
+)
 
 NAME_SPECIALS = ")="
 
@@ -48,7 +56,21 @@ def header_lines(report: Report) -> Iterator[str]:
     yield f"capture: {h.capture.value}"
     if h.cmdline is not None:
         yield f"cmdline: {cmdline_text(h.cmdline)}"
+    if h.core is not None:
+        yield from core_lines(h.core)
     yield ""
+
+
+def core_lines(core: CoreInfo) -> Iterator[str]:
+    """The header lines of a core file's report (docs/FORMAT.md "Core files")."""
+    yield f"core: {escape(core.path)}"
+    if core.signal:
+        yield f"signal: {signal_name(core.signal)}"
+        yield f"signal_thread: {core.signal_thread}"
+        if core.fault_address is not None:
+            yield f"fault_address: 0x{core.fault_address:x}"
+    for problem in core.problems:
+        yield f"core_problem: {escape(problem)}"
 
 
 def cmdline_text(argv: Tuple[str, ...]) -> str:
@@ -170,6 +192,8 @@ def context_keys(t: ThreadReport) -> List[str]:
         keys.append(f"syscall={t.blocked_in}")
     if t.running_coroutine is not None:
         keys.append(f"bthread={t.running_coroutine}")
+    if t.signal is not None:
+        keys.append(f"signal={t.signal}")
     if t.waits_for_mutex is not None:
         keys.append(f"waits_for=mutex:0x{t.waits_for_mutex:x}")
         if t.mutex_holder:

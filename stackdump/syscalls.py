@@ -124,3 +124,13 @@ def interrupted_by_stop(number: int, first_arg: int, is_socket: Callable[[int], 
     if name in EINTR_ON_STOP:
         return True
     return name in _FD_CALLS and is_socket(first_arg)
+
+
+def signal_name(number: int) -> str:
+    """SIGSEGV for 11; the number itself for a signal Python does not name."""
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -74,6 +74,7 @@ class CaptureMode(enum.Enum):
     AUTO = "auto"  # stop threads, except those blocked in calls a stop would interrupt
     PTRACE = "ptrace"  # stop every thread
     PASSIVE = "passive"  # stop none: blocked threads are copied in place, running ones skipped
+    CORE = "core"  # nothing to stop: a core file (capture/core.py)
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,18 @@ class FileSource(Protocol):
 
 
 @dataclass(frozen=True)
+class CoreInfo:
+    """What a core file says of the process's end: for the report's header."""
+
+    path: str
+    signal: int  # the signal that killed it (0 for a gcore of a live process)
+    signal_code: int = 0
+    fault_address: Optional[int] = None  # si_addr, for SIGSEGV, SIGBUS, SIGILL, SIGFPE
+    signal_thread: int = 0  # the thread that received it (the first thread in the core)
+    problems: Tuple[str, ...] = ()  # what the file lacks (truncated, malformed notes)
+
+
+@dataclass(frozen=True)
 class ProcessSnapshot:
     pid: int
     exe: str
@@ -288,6 +301,7 @@ class ProcessSnapshot:
     # Where its files are read from; None: this machine's paths (elf.modules.HostFiles).
     files: Optional[FileSource] = field(default=None, compare=False, repr=False)
     options: Optional[CaptureOptions] = None  # how it was captured, for the report header
+    core: Optional[CoreInfo] = None  # the snapshot is a core file's
 
 
 def lookup_address(pc: int, activation: bool) -> int:
@@ -374,6 +388,7 @@ class ThreadReport:
     coroutine_id: Optional[int] = None  # the runtime's own id (a bthread_t), when read
     entry_function: Optional[str] = None  # its entry function, named
     running_coroutine: Optional[int] = None  # a worker thread: the bthread it was running
+    signal: Optional[str] = None  # a core's thread that received the fatal signal: its name
 
     @property
     def physical_frames(self) -> int:
@@ -410,6 +425,7 @@ class ReportHeader:
     unwinder: str
     capture: CaptureMode = CaptureMode.AUTO
     cmdline: Optional[Tuple[str, ...]] = None
+    core: Optional[CoreInfo] = None
 
 
 @dataclass(frozen=True)

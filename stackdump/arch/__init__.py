@@ -18,6 +18,7 @@ from stackdump.arch import x86_64, x86_64_calls
 from stackdump.arch.calls import CallKind
 
 EM_X86_64 = 62
+EM_AARCH64 = 183
 
 
 @dataclass(frozen=True)

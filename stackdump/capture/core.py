@@ -1,0 +1,352 @@
+"""A core file as a snapshot: the threads of its NT_PRSTATUS notes with their registers and
+the stack bytes the core holds, its mappings (PT_LOAD, named by NT_FILE), its vDSO, and the
+files it mapped, read from this machine's disk (or under `--sysroot`), `--exe` standing in
+for the executable. Nobody had to be stopped: this is the snapshot capture.live produces,
+from a process that is gone.
+
+A mapped file is used only if it is the one the process had: where the core holds the
+file's first page (the kernel dumps ELF headers by default, gdb's gcore too), its build-id
+must match the file's; a file that differs, or is missing, is asked of debuginfod by that
+build-id (`/executable`) when a server is set. A thread whose stack the core does not hold
+(a truncated core) is reported with an error; its registers are kept.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import os
+import struct
+import zlib
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from stackdump.arch import EM_AARCH64
+from stackdump.capture.core_notes import AT_SYSINFO_EHDR, Core, NotACore, parse_core
+from stackdump.elf import sections
+from stackdump.elf.modules import VDSO, Module
+from stackdump.errors import InvalidCore
+from stackdump.types import (
+    CaptureMode,
+    CaptureOptions,
+    CoreInfo,
+    MemoryMap,
+    ProcessSnapshot,
+    Registers,
+    ThreadSnapshot,
+    ThreadStatus,
+)
+
+
+_SIGSTOP = 19
+
+
+class CoreMemory:
+    """The process's memory as the core holds it, and, where it does not (pages of a file
+    the core left out: gcore omits unchanged code, the kernel dumps only a file's first
+    page), the mapped file's bytes."""
+
+    def __init__(self, stream, core: Core, files: Sequence[Tuple[int, int, str, int]]) -> None:
+        self._stream = stream
+        self._segments = [s for s in core.segments if s.filesz]
+        self._starts = [s.vaddr for s in self._segments]
+        self._files = sorted(files)  # (start, end, path on this machine, file offset)
+        self._file_starts = [f[0] for f in self._files]
+
+    def read(self, address: int, size: int) -> bytes:
+        """Bytes from address on, as many of `size` as one region holds ("" if none)."""
+        i = bisect.bisect_right(self._starts, address) - 1
+        if i >= 0:
+            seg = self._segments[i]
+            if seg.vaddr <= address < seg.vaddr + seg.filesz:
+                self._stream.seek(seg.offset + address - seg.vaddr)
+                return self._stream.read(min(size, seg.vaddr + seg.filesz - address))
+        j = bisect.bisect_right(self._file_starts, address) - 1
+        if j < 0 or not self._files[j][0] <= address < self._files[j][1]:
+            return b""
+        start, end, path, offset = self._files[j]
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset + address - start)
+                return f.read(min(size, end - address))
+        except OSError:
+            return b""
+
+
+class CoreFiles:
+    """The core's mapped files on this machine: under `sysroot` when the core came from
+    another one, `exe` for the executable, each checked against the build-id the core
+    recorded; debuginfod's copy (`/executable`) when the local one is missing or differs."""
+
+    def __init__(
+        self,
+        sysroot: str,
+        exe_path: str,
+        exe_override: Optional[str],
+        build_ids: Dict[str, str],
+        fetch=None,
+    ) -> None:
+        self.roots: Tuple[str, ...] = (sysroot.rstrip("/"),) if sysroot else ("",)
+        self._exe_path = exe_path
+        self._exe_override = exe_override
+        self._build_ids = build_ids  # mapped path -> build-id the core's memory shows
+        self._fetch = fetch  # (build_id) -> path of the executable debuginfod has, or None
+        self.mismatched: List[str] = []
+
+    def local_path(self, path: str) -> str:
+        if self._exe_override and path == self._exe_path:
+            return self._exe_override
+        return f"{self.roots[0]}{path}"
+
+    def path(self, module: Module) -> Optional[str]:
+        wanted = self._build_ids.get(module.path)
+        local = self.local_path(module.path)
+        if os.path.isfile(local):
+            found = _file_build_id(local)
+            if wanted is None or found is None or found == wanted:
+                return local
+            self.mismatched.append(module.path)
+        if wanted and self._fetch is not None:
+            return self._fetch(wanted)
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def capture_core(
+    path: str,
+    options: CaptureOptions,
+    exe: Optional[str] = None,
+    sysroot: str = "",
+    fetch=None,
+) -> ProcessSnapshot:
+    """The snapshot a core file holds. InvalidCore when it is not one."""
+    try:
+        stream = open(path, "rb")  # noqa: SIM115 - kept open by the snapshot's memory
+    except OSError as e:
+        raise InvalidCore(f"cannot read core file {path}: {e.strerror}") from None
+    try:
+        core = parse_core(stream)
+    except NotACore as e:
+        stream.close()
+        raise InvalidCore(f"{path}: {e}") from None
+    except OSError as e:
+        stream.close()
+        raise InvalidCore(f"cannot read core file {path}: {e}") from None
+    exe_path = _executable(core)
+    local = CoreFiles(sysroot, exe_path, exe, {}, fetch)
+    backing = [(e.start, e.end, local.local_path(e.path), e.offset) for e in core.files]
+    memory = CoreMemory(stream, core, backing)
+    maps = _maps(core, memory)
+    build_ids = _build_ids(core, memory)
+    vdso = _vdso(core, memory)
+    arch_regs = _registers_of(core)
+    threads = []
+    selected = set(options.thread_ids) if options.thread_ids else None
+    for index, t in enumerate(core.threads):
+        if selected is not None and t.tid not in selected:
+            continue
+        name = core.name if t.tid == core.pid or (index == 0 and not core.pid) else "?"
+        threads.append(_thread(t, name, arch_regs(t.registers), maps, memory, options))
+    stream_keeper = _Closing(stream, CoreFiles(sysroot, exe_path, exe, build_ids, fetch))
+    if options.thread_ids is None:
+        threads.sort(key=lambda t: t.tid)
+    else:
+        order = {tid: i for i, tid in enumerate(options.thread_ids)}
+        threads.sort(key=lambda t: order[t.tid])
+    # gcore stops a live process with SIGSTOP to write its core: no signal ended it.
+    signal = 0 if core.writer == "gdb" and core.signal in (_SIGSTOP, 0) else core.signal
+    info = CoreInfo(
+        path=os.path.abspath(path),
+        signal=signal,
+        signal_code=core.signal_code,
+        fault_address=core.fault_address,
+        signal_thread=core.threads[0].tid if core.threads else 0,
+        problems=core.problems,
+    )
+    return ProcessSnapshot(
+        pid=core.pid or (core.threads[0].tid if core.threads else 0),
+        exe=exe_path or core.name,
+        maps=maps,
+        threads=tuple(threads),
+        vdso=vdso,
+        capture_ns=0,
+        thread_count=len(threads),
+        cmdline=tuple(core.args.split()) if core.args else None,
+        files=stream_keeper,
+        options=dataclasses.replace(options, capture_mode=CaptureMode.CORE),
+        core=info,
+    )
+
+
+class _Closing:
+    """The snapshot's FileSource: the core's files, and the core itself closed with it."""
+
+    def __init__(self, stream, files: CoreFiles) -> None:
+        self._stream = stream
+        self._files = files
+        self.roots = files.roots
+
+    def path(self, module: Module) -> Optional[str]:
+        return self._files.path(module)
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+def _executable(core: Core) -> str:
+    """The executable's path: the file mapped where the auxiliary vector's AT_PHDR points
+    (its program headers), else the first file mapped."""
+    from stackdump.capture.core_notes import AT_PHDR
+
+    phdr = core.auxv.get(AT_PHDR)
+    for entry in core.files:
+        if phdr is not None and entry.start <= phdr < entry.end:
+            return entry.path
+    return core.files[0].path if core.files else ""
+
+
+def _maps(core: Core, memory: CoreMemory) -> Tuple[MemoryMap, ...]:
+    """The mappings: one per PT_LOAD (the kernel and gcore write one per mapping), named by
+    NT_FILE; and NT_FILE's mappings no PT_LOAD stands for (gcore leaves out unchanged code),
+    taken as code, since that is what is left out."""
+    files = {e.start: e for e in core.files}
+    vdso_at = core.auxv.get(AT_SYSINFO_EHDR)
+    main_sp = _main_sp(core)
+    out = []
+    for seg in core.segments:
+        entry = files.pop(seg.vaddr, None)
+        if entry is not None:
+            path, offset = entry.path, entry.offset
+            inode = zlib.crc32(path.encode()) | 1  # files are told apart by path here
+        else:
+            path, offset, inode = "", 0, 0
+            if seg.vaddr == vdso_at:
+                path = VDSO
+            elif main_sp is not None and seg.vaddr <= main_sp < seg.end:
+                path = "[stack]"
+        out.append(MemoryMap(seg.vaddr, seg.end, seg.perms, offset, "00:00", inode, path))
+    for entry in files.values():
+        inode = zlib.crc32(entry.path.encode()) | 1
+        out.append(
+            MemoryMap(entry.start, entry.end, "r-xp", entry.offset, "00:00", inode, entry.path)
+        )
+    return tuple(sorted(out, key=lambda m: m.start))
+
+
+def _main_sp(core: Core) -> Optional[int]:
+    for t in core.threads:
+        if t.tid == core.pid:
+            return t.registers.get("rsp", t.registers.get("sp"))
+    return None
+
+
+def _vdso(core: Core, memory: CoreMemory) -> Optional[bytes]:
+    at = core.auxv.get(AT_SYSINFO_EHDR)
+    if not at:
+        return None
+    for seg in core.segments:
+        if seg.vaddr == at:
+            data = memory.read(at, seg.memsz)
+            return data or None
+    return None
+
+
+def _build_ids(core: Core, memory: CoreMemory) -> Dict[str, str]:
+    """path -> build-id, from each mapped ELF file's first page as the core holds it."""
+    out: Dict[str, str] = {}
+    seen = set()
+    for entry in core.files:
+        if entry.offset != 0 or entry.path in seen:
+            continue
+        seen.add(entry.path)
+        found = _memory_build_id(memory, entry.start)
+        if found:
+            out[entry.path] = found
+    return out
+
+
+def _memory_build_id(memory: CoreMemory, base: int) -> Optional[str]:
+    head = memory.read(base, 64)
+    if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
+        return None
+    phoff, phentsize, phnum = (
+        struct.unpack_from("<Q", head, 32)[0],
+        *struct.unpack_from("<HH", head, 54),
+    )
+    if phentsize < 56 or phnum > 256:
+        return None
+    table = memory.read(base + phoff, phentsize * phnum)
+    first_vaddr = None
+    notes = []
+    for i in range(len(table) // phentsize):
+        p_type, _f, offset, vaddr, _pa, filesz, _memsz, _al = struct.unpack_from(
+            "<IIQQQQQQ", table, i * phentsize
+        )
+        if p_type == 1 and first_vaddr is None:
+            first_vaddr = vaddr - offset  # the load bias is base - first_vaddr
+        elif p_type == 4:
+            notes.append((vaddr, filesz))
+    if first_vaddr is None:
+        return None
+    for vaddr, filesz in notes:
+        data = memory.read(base + vaddr - first_vaddr, min(filesz, 4096))
+        found = sections.gnu_build_id(data)
+        if found:
+            return found
+    return None
+
+
+def _file_build_id(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            header = sections.read_header(f)
+            by_name = sections.by_name(sections.read_sections(f, header))
+            note = by_name.get(".note.gnu.build-id")
+            data = sections.section_data(f, note) if note is not None else None
+    except Exception:  # noqa: BLE001 - not an ELF file we can read: no build-id to compare
+        return None
+    return sections.gnu_build_id(data) if data else None
+
+
+def _registers_of(core: Core):
+    from stackdump.arch import X86_64, x86_64
+
+    if core.machine == EM_AARCH64:
+        from stackdump.arch import AARCH64, aarch64
+
+        def aarch64_regs(regs: Dict[str, int]) -> Registers:
+            values = {i: regs[f"x{i}"] for i in range(31)}
+            values[aarch64.SP] = regs["sp"]
+            values[aarch64.PC] = regs["pc"]
+            return Registers.of(values, AARCH64)
+
+        return aarch64_regs
+
+    def x86_64_regs(regs: Dict[str, int]) -> Registers:
+        names = x86_64.DWARF_REGISTER_NAMES
+        return Registers.of({i: regs[n] for i, n in enumerate(names)}, X86_64)
+
+    return x86_64_regs
+
+
+def _thread(t, name: str, regs: Registers, maps: Sequence[MemoryMap], memory, options):
+    sp = regs.get(regs.arch.sp) or 0
+    mapping = next((m for m in maps if m.start <= sp < m.end), None)
+    if mapping is None:
+        return ThreadSnapshot(
+            tid=t.tid, name=name, status=ThreadStatus.OK, regs=regs,
+            error="its stack pointer is in no memory the core holds",
+        )  # fmt: skip
+    stack = memory.read(sp, min(mapping.end - sp, options.stack_bytes))
+    error = "" if stack else "the core does not hold its stack (a truncated core?)"
+    return ThreadSnapshot(
+        tid=t.tid,
+        name=name,
+        status=ThreadStatus.OK,
+        regs=regs,
+        stack_map=mapping,
+        stack_base=sp,
+        stack=stack,
+        error=error,
+    )

@@ -1,0 +1,85 @@
+/* A target that crashes the way servers do, for core-file tests: two threads blocked in
+ * read(), and one that dereferences a null pointer in crash_here() (called through
+ * crash_caller()); its SIGSEGV handler, on_segv(), calls abort() as a crash reporter would,
+ * so the kernel's core shows the faulting thread's stack through the signal frame.
+ * Every thread prints "ready ROLE TID" first; main waits for a line on stdin, then crashes.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int idle_pipe[2];
+static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void announce(const char *role) {
+    pthread_mutex_lock(&print_lock);
+    printf("ready %s %ld\n", role, (long)syscall(SYS_gettid));
+    fflush(stdout);
+    pthread_mutex_unlock(&print_lock);
+}
+
+static void on_segv(int sig) {
+    (void)sig;
+    abort();
+}
+
+__attribute__((noinline)) static void crash_here(volatile int *where) {
+    *where = 42;
+}
+
+__attribute__((noinline)) static void crash_caller(volatile int *where) {
+    crash_here(where);
+    __asm__ volatile("" ::: "memory"); /* not a tail call */
+}
+
+static pthread_mutex_t go_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t go = PTHREAD_COND_INITIALIZER;
+static int crash_now;
+
+static void *crasher_main(void *arg) {
+    (void)arg;
+    announce("crasher");
+    pthread_mutex_lock(&go_lock);
+    while (!crash_now) pthread_cond_wait(&go, &go_lock);
+    pthread_mutex_unlock(&go_lock);
+    crash_caller(NULL);
+    return NULL;
+}
+
+__attribute__((noinline)) static void blocking_read(void) {
+    char c;
+    while (read(idle_pipe[0], &c, 1) != 0) {
+    }
+}
+
+static void *reader_main(void *arg) {
+    (void)arg;
+    announce("read");
+    blocking_read();
+    return NULL;
+}
+
+int main(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_segv;
+    sigaction(SIGSEGV, &sa, NULL);
+    if (pipe(idle_pipe)) return 1;
+    pthread_t t;
+    for (int i = 0; i < 2; i++)
+        if (pthread_create(&t, NULL, reader_main, NULL)) return 3;
+    if (pthread_create(&t, NULL, crasher_main, NULL)) return 3;
+    announce("main");
+    char line[64];
+    if (!fgets(line, sizeof line, stdin)) return 0;
+    pthread_mutex_lock(&go_lock);
+    crash_now = 1;
+    pthread_cond_signal(&go);
+    pthread_mutex_unlock(&go_lock);
+    for (;;) pause();
+}

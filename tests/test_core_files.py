@@ -1,0 +1,223 @@
+"""Core files: gcore's and the kernel's, against the live dump taken just before and gdb on
+the same core, and truncated or garbage cores."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from conftest import ON_CI
+from helpers import (
+    TARGETS,
+    Target,
+    compile_target,
+    parse_report,
+    run_stackdump,
+)
+
+pytestmark = pytest.mark.usefixtures("live")
+
+GDB_SCRIPT = Path(__file__).parent / "gdb_pcs.py"
+ROLES = {"read": 2, "cond": 1, "sleep": 1, "epoll": 1, "recurse": 1, "spin": 1}
+
+
+def _need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        reason = f"{tool} is not installed (.ci/run installs {package})"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _pcs(report) -> Dict[int, List[int]]:
+    return {
+        t.tid: [int(re.match(r"0x([0-9a-f]+)", f).group(1), 16) for f in t.frames]
+        for t in report.threads
+    }
+
+
+def _dump(*args: str):
+    out = run_stackdump(*args, "-a", "--mode", "disabled", "--max-frames", "4096")
+    assert out.returncode == 0, out.stderr
+    return parse_report(out.stdout)
+
+
+def _gdb_on_core(binary: Path, core: Path) -> Dict[int, List[int]]:
+    out = subprocess.run(
+        ["gdb", "-batch", "-nx", "-c", str(core), str(binary), "-x", str(GDB_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    threads = {}
+    for line in out.splitlines():
+        if line.startswith("THREAD "):
+            fields = line.split()
+            threads[int(fields[1])] = [int(pc, 16) for pc in fields[2:]]
+    return threads
+
+
+def _gcore(pid: int, where: Path) -> Path:
+    subprocess.run(
+        ["gcore", "-o", str(where), str(pid)], check=True, capture_output=True, timeout=300
+    )
+    return Path(f"{where}.{pid}")
+
+
+@pytest.mark.parametrize("variant", ["O2", "nofp"])
+def test_gcore_pcs_equal_the_live_dump_and_gdb_on_the_core(threads_bin, variant, tmp_path):
+    _need("gcore", "gdb")
+    binary = threads_bin(variant)
+    with Target(binary, ROLES).wait_ready() as target:
+        live = _pcs(_dump("-p", str(target.pid)))
+        core = _gcore(target.pid, tmp_path / "core")
+        spin = set(target.tids["spin"])
+    report = _dump("--core", str(core))
+    assert report.header["capture"] == "core"
+    assert report.header["core"] == str(core)
+    assert "signal" not in report.header  # gcore's SIGSTOP ended nothing
+    from_core = _pcs(report)
+    assert set(from_core) == set(live)
+    for tid, pcs in from_core.items():
+        start = 1 if tid in spin else 0  # the spinner ran on between the two
+        if tid in spin:
+            # (it may have been anywhere in its loop: compare from its caller)
+            assert pcs[-3:] == live[tid][-3:], (tid, pcs, live[tid])
+        else:
+            assert pcs[start:] == live[tid][start:], (tid, pcs, live[tid])
+    gdb = _gdb_on_core(binary, core)
+    assert {tid: pcs for tid, pcs in gdb.items()} == from_core
+    # file:line in FAST, from the files the core names
+    fast = run_stackdump("--core", str(core), "--mode", "fast")
+    assert fast.returncode == 0, fast.stderr
+    reader = parse_report(fast.stdout).thread(target.tids["read"][0])
+    assert reader.frames[1].startswith("blocking_read at ") and "threads.c:" in reader.frames[1]
+
+
+@pytest.fixture
+def kernel_core(build_dir, tmp_path):
+    """A core the kernel wrote for tests/targets/crash.c: (binary, core, crasher's TID)."""
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    if pattern.startswith("|") or "/" in pattern or "%" in pattern:
+        reason = f"kernel.core_pattern is {pattern!r}: cores do not land in the cwd here"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    binary = compile_target("crash.c", build_dir, "crash", ["-O1", "-g"])
+
+    def allow_cores():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    process = subprocess.Popen(
+        [str(binary)],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=allow_cores,
+    )
+    tids: Dict[str, List[int]] = {}
+    for _ in range(4):  # two readers, the crasher, then main
+        line = process.stdout.readline()
+        assert line, "the target exited before it was ready"
+        _, role, tid = line.split()
+        tids.setdefault(role, []).append(int(tid))
+    process.stdin.write("crash\n")
+    process.stdin.flush()
+    assert process.wait(timeout=60) == -6  # SIGABRT, from its SIGSEGV handler
+    core = tmp_path / pattern
+    if not core.exists():
+        core = tmp_path / f"{pattern}.{process.pid}"
+    assert core.exists(), sorted(os.listdir(tmp_path))
+    return binary, core, tids
+
+
+def test_kernel_core_marks_the_faulting_thread_through_its_signal_frame(kernel_core):
+    binary, core, tids = kernel_core
+    out = run_stackdump("--core", str(core), "--mode", "fast")
+    assert out.returncode == 0, out.stderr
+    report = parse_report(out.stdout)
+    crasher = tids["crasher"][0]
+    assert report.header["signal"] == "SIGABRT"
+    assert report.header["signal_thread"] == str(crasher)
+    assert sorted(t.tid for t in report.threads) == sorted(sum(tids.values(), []))
+    section = report.thread(crasher)
+    assert section.keys["signal"] == "SIGABRT"
+    assert all("signal" not in t.keys for t in report.threads if t.tid != crasher)
+    names = [f.split(" at ")[0].split(" in ")[0] for f in section.frames]
+    chain = ["abort", "on_segv", "__restore_rt", "crash_here", "crash_caller", "crasher_main"]
+    positions = [names.index(n) for n in chain]
+    assert positions == sorted(positions), names
+    assert section.keys["unwind_status"] == "end_of_stack"
+    # pcs equal gdb's on the same core
+    assert _gdb_on_core(binary, core) == _pcs(_dump("--core", str(core)))
+
+
+def test_truncated_and_garbage_cores_never_raise(kernel_core, tmp_path):
+    _, core, _ = kernel_core
+    data = core.read_bytes()
+    rng = random.Random(19)
+    cuts = sorted(rng.randrange(1, len(data)) for _ in range(12)) + [64, 1000, 5000]
+    damaged = tmp_path / "damaged"
+    for cut in cuts:
+        damaged.write_bytes(data[:cut])
+        out = run_stackdump("--core", str(damaged), "--mode", "fast")
+        assert out.returncode in (0, 1, 3), (cut, out.returncode, out.stderr)
+        assert "Traceback" not in out.stderr, (cut, out.stderr)
+    # garbage over the notes: random bytes where the program headers point
+    notes_at = int.from_bytes(data[32:40], "little")
+    for seed in range(6):
+        rng = random.Random(seed)
+        garbage = bytearray(data)
+        for _ in range(64):
+            at = rng.randrange(notes_at, min(len(data), notes_at + 8192))
+            garbage[at] = rng.randrange(256)
+        damaged.write_bytes(bytes(garbage))
+        out = run_stackdump("--core", str(damaged), "--mode", "fast")
+        assert out.returncode in (0, 1, 3), (seed, out.returncode, out.stderr)
+        assert "Traceback" not in out.stderr, (seed, out.stderr)
+
+
+def test_core_arguments_are_checked(tmp_path, threads_bin):
+    missing = run_stackdump("--core", str(tmp_path / "nothing"))
+    assert missing.returncode == 3 and "cannot read core file" in missing.stderr
+    not_core = run_stackdump("--core", str(threads_bin("O0")))
+    assert not_core.returncode == 3 and "not a core file" in not_core.stderr
+    both = run_stackdump("--core", str(tmp_path / "x"), "-p", "1")
+    assert both.returncode == 2 and "mutually exclusive" in both.stderr
+    stray = run_stackdump("-p", "1", "--exe", str(threads_bin("O0")))
+    assert stray.returncode == 2 and "--exe and --sysroot need --core" in stray.stderr
+
+
+def test_exe_and_sysroot_find_files_elsewhere(threads_bin, tmp_path):
+    """A core from another machine: its files under --sysroot, the executable by --exe."""
+    _need("gcore", "gdb")
+    original = tmp_path / "app"
+    shutil.copy(threads_bin("O2"), original)
+    with Target(original, {"read": 1}).wait_ready() as target:
+        core = _gcore(target.pid, tmp_path / "core")
+        reader = target.tids["read"][0]
+    moved = tmp_path / "elsewhere" / "app"
+    moved.parent.mkdir()
+    original.rename(moved)
+    gone = parse_report(run_stackdump("--core", str(core)).stdout).thread(reader)
+    assert not any(f.startswith("blocking_read") for f in gone.frames), gone.frames
+    found = run_stackdump("--core", str(core), "--exe", str(moved), "--sysroot", "/")
+    assert found.returncode == 0, found.stderr
+    frames = parse_report(found.stdout).thread(reader).frames
+    assert frames[1].startswith("blocking_read at "), frames
+    # a different binary at that path is not taken for the one the process had
+    other = tmp_path / "other"
+    subprocess.run(
+        ["gcc", "-O0", "-g", "-pthread", str(TARGETS / "threads.c"), "-o", str(other)], check=True
+    )
+    wrong = run_stackdump("--core", str(core), "--exe", str(other))
+    frames = parse_report(wrong.stdout).thread(reader).frames
+    assert not any(f.startswith("blocking_read") for f in frames), frames
