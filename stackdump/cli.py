@@ -392,6 +392,7 @@ Each thread is stopped only while its registers and stack are copied (microsecon
 thread at a time; unwinding and symbolization run afterwards on the copy. Threads blocked in
 calls that a stop would interrupt with EINTR (epoll_wait, semop, sigtimedwait, socket calls)
 are never stopped: their stacks are copied while they stay blocked (--capture).
+With --core FILE, the same report from a core file instead.
 
 The output format, statuses and exit codes are described in docs/FORMAT.md and
 stackdump(1)."""

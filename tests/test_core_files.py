@@ -158,6 +158,19 @@ def test_kernel_core_marks_the_faulting_thread_through_its_signal_frame(kernel_c
     assert section.keys["unwind_status"] == "end_of_stack"
     # pcs equal gdb's on the same core
     assert _gdb_on_core(binary, core) == _pcs(_dump("--core", str(core)))
+    # and the JSON report says the same, valid against its schema
+    import json
+
+    import jsonschema
+
+    out = run_stackdump("--core", str(core), "--format", "json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    schema = json.loads((Path(__file__).parent.parent / "docs" / "json-schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert doc["header"]["capture"] == "core"
+    assert doc["header"]["core"]["signal"] == "SIGABRT"
+    assert [t["tid"] for t in doc["threads"] if t.get("signal") == "SIGABRT"] == [crasher]
 
 
 def test_truncated_and_garbage_cores_never_raise(kernel_core, tmp_path):

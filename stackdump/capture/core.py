@@ -36,7 +36,6 @@ from stackdump.types import (
     ThreadStatus,
 )
 
-
 _SIGSTOP = 19
 
 

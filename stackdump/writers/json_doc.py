@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from stackdump.escape import escape
 from stackdump.report import stats_fields
+from stackdump.syscalls import signal_name
 from stackdump.types import ModuleEntry, Report, SymbolizedFrame, ThreadReport
 from stackdump.views import group_threads, stack_labels, tid_ranges
 
@@ -30,6 +31,14 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
         "unwinder": h.unwinder,
         "capture": h.capture.value,
     }
+    if h.core is not None:
+        header["core"] = {
+            "path": escape(h.core.path),
+            "signal": signal_name(h.core.signal) if h.core.signal else None,
+            "signal_thread": h.core.signal_thread if h.core.signal else None,
+            "fault_address": h.core.fault_address,
+            "problems": [escape(p) for p in h.core.problems],
+        }
     yield f'{{"schema": {SCHEMA_VERSION}, "header": {_dump(header)}, "threads": ['
     modules = _ModuleIndex(report.modules)
     last = len(report.threads) - 1
@@ -99,6 +108,7 @@ def thread_object(t: ThreadReport, modules: _ModuleIndex) -> Dict[str, Any]:
         if c and c.kernel_stack is not None
         else None,
         "frames": [frame_object(i, f, modules) for i, f in enumerate(t.frames)],
+        **({"signal": t.signal} if t.signal is not None else {}),
     }
 
 
