@@ -618,11 +618,10 @@ def command(run: Run, output: Optional[str], **params) -> int:
         return _symbolize(run, output, params, *lookup)
     run.core = _core_source(params)
     if params["pid"] is None and run.core is None:
-        raise click.UsageError("Missing option '-p' / '--pid' (or --core FILE).")
+        raise click.UsageError("Missing option '-p' / '--pid'.")
     sampling = _sampling_plan(params)
-    if run.core is not None and (sampling is not None or params["coroutines"]):
-        what = "--coroutines" if params["coroutines"] else "sampling"
-        raise InvalidArgument(f"{what} needs a live process (-p), not a core file")
+    if run.core is not None and sampling is not None:
+        raise InvalidArgument("sampling needs a live process (-p), not a core file")
     run.profile_state = _checked(
         "--state", params.pop("state"), parse_choice("state", ("all", "running", "blocked"))
     )

@@ -1,13 +1,18 @@
-"""x86_64 system-call numbers, and the sets of calls stackdump treats specially.
+"""System-call numbers of this machine's processor (x86_64 or aarch64: /proc shows the
+target's numbers, and a live target runs on this machine), and the sets of calls stackdump
+treats specially.
 
-Numbers from the kernel's arch/x86/entry/syscalls/syscall_64.tbl.
+Numbers from the kernel's arch/x86/entry/syscalls/syscall_64.tbl and, for aarch64, the
+generic table include/uapi/asm-generic/unistd.h (aarch64 has no poll, select, epoll_wait,
+pause: their libc wrappers call ppoll, pselect6, epoll_pwait).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
-SYSCALL_NAMES: Dict[int, str] = {
+X86_64_SYSCALL_NAMES: Dict[int, str] = {
     0: "read",
     1: "write",
     7: "poll",
@@ -47,6 +52,48 @@ SYSCALL_NAMES: Dict[int, str] = {
     426: "io_uring_enter",
     441: "epoll_pwait2",
 }
+
+AARCH64_SYSCALL_NAMES: Dict[int, str] = {
+    0: "io_setup",
+    4: "io_getevents",
+    22: "epoll_pwait",
+    25: "fcntl",
+    63: "read",
+    64: "write",
+    65: "readv",
+    66: "writev",
+    67: "pread64",
+    68: "pwrite64",
+    72: "pselect6",
+    73: "ppoll",
+    98: "futex",
+    101: "nanosleep",
+    115: "clock_nanosleep",
+    128: "restart_syscall",
+    133: "rt_sigsuspend",
+    137: "rt_sigtimedwait",
+    190: "semget",
+    192: "semtimedop",
+    193: "semop",
+    202: "accept",
+    203: "connect",
+    206: "sendto",
+    207: "recvfrom",
+    211: "sendmsg",
+    212: "recvmsg",
+    242: "accept4",
+    243: "recvmmsg",
+    260: "wait4",
+    269: "sendmmsg",
+    292: "io_pgetevents",
+    426: "io_uring_enter",
+    441: "epoll_pwait2",
+    95: "waitid",
+}
+
+SYSCALL_NAMES: Dict[int, str] = (
+    AARCH64_SYSCALL_NAMES if os.uname().machine == "aarch64" else X86_64_SYSCALL_NAMES
+)
 
 # Doris's list: calls a diagnostic stop may interrupt. `--skip-blocking-syscalls` leaves a
 # thread blocked in one of these alone.

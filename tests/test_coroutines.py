@@ -425,3 +425,29 @@ def test_a_fiber_resumed_while_its_stack_is_read_is_reported_not_unwound(fibers)
     assert resumed.status is ThreadStatus.THREAD_EXITED and resumed.regs is None
     assert resumed.error == "it was resumed while its stack was read"
     assert os.path.exists(f"/proc/{target.pid}")
+
+
+def test_fibers_in_a_core_equal_the_live_dump(fibers, tmp_path):
+    """--coroutines on gcore's core of the same process: the same suspended fibers, by
+    handle, with the same frames (nothing runs in between: they are parked)."""
+    if shutil.which("gcore") is None:
+        reason = "gcore is not installed (.ci/run installs gdb)"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    target, _ = fibers
+    live = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", "disabled")
+    assert live.returncode == 0, live.stderr
+    subprocess.run(
+        ["gcore", "-o", str(tmp_path / "core"), str(target.pid)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    core = tmp_path / f"core.{target.pid}"
+    dumped = run_stackdump("--core", str(core), "--coroutines", "--mode", "disabled")
+    assert dumped.returncode == 0, dumped.stderr
+    ours = {c.tid: c.frames for c in parse_report(live.stdout).coroutines}
+    theirs = {c.tid: c.frames for c in parse_report(dumped.stdout).coroutines}
+    assert len(ours) == SLEEPERS + WAITERS + 1, sorted(ours)
+    assert theirs == ours

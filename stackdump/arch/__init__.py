@@ -3,10 +3,10 @@ the frame pointer and the CIE's default return-address column, the callee-saved 
 how ptrace names its registers, and how to recognise the call instruction before a return
 address (and a PLT stub) in code bytes.
 
-`X86_64` is the only one today (`x86_64.py`, `x86_64_calls.py`); an `aarch64.py` beside it
-(pc, sp = 31, fp = x29, lr = x30, `bl`/`blr` before a return address) is where a second one
-goes, registered in `for_elf_machine`. Everything above capture asks a `Registers` value (or
-an ELF object's e_machine) for its `Arch` instead of assuming x86 numbers.
+`X86_64` (`x86_64.py`, `x86_64_calls.py`) and `AARCH64` (`aarch64.py`, `aarch64_calls.py`:
+sp = 31, fp = x29, the return address in x30, `bl`/`blr` before a return address), by ELF
+e_machine in `for_elf_machine`. Everything above capture asks a `Registers` value (or an ELF
+object's e_machine) for its `Arch` instead of assuming x86 numbers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Tuple
 
-from stackdump.arch import x86_64, x86_64_calls
+from stackdump.arch import aarch64, aarch64_calls, x86_64, x86_64_calls
 from stackdump.arch.calls import CallKind
 
 EM_X86_64 = 62
@@ -36,6 +36,12 @@ class Arch:
     call_before: Callable[[bytes, int], Optional[Tuple[CallKind, int]]] = field(compare=False)
     max_call_length: int
     is_plt_stub: Callable[[bytes], bool] = field(compare=False)  # code at a call's target
+    # What a return address keeps of the word it was saved as: aarch64's pointer
+    # authentication signs the top bits.
+    address_mask: int = 0xFFFF_FFFF_FFFF_FFFF
+    # sigreturn_registers(code at pc, sp, read_word): the interrupted registers when pc is a
+    # signal trampoline without CFI; None where trampolines carry CFI (x86-64's libc).
+    sigreturn_registers: Optional[Callable] = field(default=None, compare=False)
 
 
 X86_64 = Arch(
@@ -52,9 +58,32 @@ X86_64 = Arch(
     is_plt_stub=x86_64_calls.is_plt_stub,
 )
 
-_BY_ELF_MACHINE = {EM_X86_64: X86_64}
+AARCH64 = Arch(
+    name="aarch64",
+    word_size=8,
+    pc=aarch64.PC,
+    sp=aarch64.SP,
+    fp=aarch64.FP,
+    ra_column=aarch64.RA_COLUMN,
+    callee_saved=aarch64.CALLEE_SAVED,
+    ptrace_names=aarch64.DWARF_REGISTER_NAMES,
+    call_before=aarch64_calls.call_before,
+    max_call_length=aarch64_calls.MAX_CALL_LENGTH,
+    is_plt_stub=aarch64_calls.is_plt_stub,
+    address_mask=aarch64.ADDRESS_MASK,
+    sigreturn_registers=aarch64_calls.sigreturn_registers,
+)
+
+_BY_ELF_MACHINE = {EM_X86_64: X86_64, EM_AARCH64: AARCH64}
 
 
 def for_elf_machine(machine: int) -> Optional[Arch]:
     """The Arch of an ELF file's e_machine, None for a processor stackdump does not know."""
     return _BY_ELF_MACHINE.get(machine)
+
+
+def host() -> Arch:
+    """The processor this stackdump runs on: a live target's (ptrace reads its registers)."""
+    import os
+
+    return AARCH64 if os.uname().machine == "aarch64" else X86_64

@@ -136,6 +136,16 @@ def capture_core(
     local = CoreFiles(sysroot, exe_path, exe, {}, fetch)
     backing = [(e.start, e.end, local.local_path(e.path), e.offset) for e in core.files]
     memory = CoreMemory(stream, core, backing)
+    if not core.files:
+        # No NT_FILE (qemu-user's cores, older writers): the loader's own list says which
+        # objects are where, as gdb reads it.
+        found = _link_map_files(core, memory, exe, sysroot)
+        if found:
+            core = dataclasses.replace(core, files=found)
+            exe_path = exe_path or _executable(core)
+            local = CoreFiles(sysroot, exe_path, exe, {}, fetch)
+            backing = [(e.start, e.end, local.local_path(e.path), e.offset) for e in found]
+            memory = CoreMemory(stream, core, backing)
     maps = _maps(core, memory)
     build_ids = _build_ids(core, memory)
     vdso = _vdso(core, memory)
@@ -147,7 +157,16 @@ def capture_core(
             continue
         name = core.name if t.tid == core.pid or (index == 0 and not core.pid) else "?"
         threads.append(_thread(t, name, arch_regs(t.registers), maps, memory, options))
-    stream_keeper = _Closing(stream, CoreFiles(sysroot, exe_path, exe, build_ids, fetch))
+    stream_keeper = _Closing(stream, CoreFiles(sysroot, exe_path, exe, build_ids, fetch), memory)
+    coroutines, truncated = None, False
+    if options.coroutines:
+        # Suspended fibers and bthreads, in the memory the core holds (capture/coroutines.py).
+        from stackdump.capture.coroutines import find_coroutines, mark_running
+
+        coroutines, truncated, running = find_coroutines(
+            memory, maps, stream_keeper, threads, options, None, CorePages(core)
+        )
+        threads = [mark_running(t, running) for t in threads]
     if options.thread_ids is None:
         threads.sort(key=lambda t: t.tid)
     else:
@@ -175,19 +194,49 @@ def capture_core(
         files=stream_keeper,
         options=dataclasses.replace(options, capture_mode=CaptureMode.CORE),
         core=info,
+        coroutines=coroutines,
+        coroutines_truncated=truncated,
     )
+
+
+class CorePages:
+    """Which pages of a range the core holds (fcontext.Pagemap's questions, for a core):
+    the coroutine search reads only those."""
+
+    def __init__(self, core: Core) -> None:
+        self._held = [(s.vaddr, s.vaddr + s.filesz) for s in core.segments if s.filesz]
+
+    def present(self, start: int, end: int):
+        return [(max(a, start), min(b, end)) for a, b in self._held if a < end and start < b]
+
+    def resident_end(self, index):
+        def end_of(address: int) -> int:
+            for a, b in self._held:
+                if a <= address < b:
+                    return b
+            return address
+
+        return end_of
+
+    def close(self) -> None:
+        pass
 
 
 class _Closing:
     """The snapshot's FileSource: the core's files, and the core itself closed with it."""
 
-    def __init__(self, stream, files: CoreFiles) -> None:
+    def __init__(self, stream, files: CoreFiles, memory: CoreMemory) -> None:
         self._stream = stream
         self._files = files
+        self._memory = memory
         self.roots = files.roots
 
     def path(self, module: Module) -> Optional[str]:
         return self._files.path(module)
+
+    def read_memory(self, address: int, size: int) -> bytes:
+        """The process's memory as the core holds it: code no file backs (ObjectStore.code)."""
+        return self._memory.read(address, size)
 
     def close(self) -> None:
         self._stream.close()
@@ -225,12 +274,95 @@ def _maps(core: Core, memory: CoreMemory) -> Tuple[MemoryMap, ...]:
             elif main_sp is not None and seg.vaddr <= main_sp < seg.end:
                 path = "[stack]"
         out.append(MemoryMap(seg.vaddr, seg.end, seg.perms, offset, "00:00", inode, path))
+    held = sorted((m.start, m.end) for m in out)
     for entry in files.values():
+        if any(start < entry.end and entry.start < end for start, end in held):
+            continue  # (a file's range the core splits differently: its segments stand)
         inode = zlib.crc32(entry.path.encode()) | 1
         out.append(
             MemoryMap(entry.start, entry.end, "r-xp", entry.offset, "00:00", inode, entry.path)
         )
     return tuple(sorted(out, key=lambda m: m.start))
+
+
+_DT_NULL, _DT_DEBUG = 0, 21
+_PAGE = 4096
+
+
+def _link_map_files(core: Core, memory: CoreMemory, exe: Optional[str], sysroot: str):
+    """The mapped objects by the dynamic loader's list (`_r_debug.r_map`, found through the
+    executable's DT_DEBUG): each object's PT_LOAD segments at its load bias. Needs the
+    executable: `--exe`, or the auxiliary vector's AT_EXECFN when that is an absolute path."""
+    from stackdump.capture.core_notes import AT_EXECFN, AT_PHDR, CoreFileEntry
+    from stackdump.elf.image import PARSE_ERRORS, ElfObject
+
+    guest_exe = _string(memory, core.auxv.get(AT_EXECFN, 0))
+    exe_local = exe or (f"{sysroot.rstrip('/')}{guest_exe}" if guest_exe.startswith("/") else "")
+    phdr_at = core.auxv.get(AT_PHDR)
+    if not exe_local or not phdr_at:
+        return ()
+    try:
+        elf = ElfObject.open(exe_local)
+    except PARSE_ERRORS:
+        return ()
+    try:
+        loads = [p for p in elf.program_headers if p.type == 1]
+        first = next((p for p in loads if p.offset == 0), None)
+        if first is None:
+            return ()
+        bias = phdr_at - (first.vaddr + elf._header.phoff)
+        dynamic = next((p for p in elf.program_headers if p.type == 2), None)
+    finally:
+        elf.close()
+    # The executable by the path the core gives, when absolute (AT_EXECFN is the path it
+    # was run by: `./server` says nothing once the cwd is unknown).
+    guest = guest_exe if guest_exe.startswith("/") else os.path.abspath(exe_local)
+    objects = [(guest, bias, exe_local)]
+    if dynamic is not None:
+        debug = 0
+        data = memory.read(bias + dynamic.vaddr, min(dynamic.memsz, 16 * 512))
+        for tag, value in struct.iter_unpack("<qQ", data[: len(data) // 16 * 16]):
+            if tag == _DT_NULL:
+                break
+            if tag == _DT_DEBUG:
+                debug = value
+        entry = _word(memory, debug + 8) if debug else None
+        for _ in range(4096):
+            if not entry:
+                break
+            l_addr, l_name = _word(memory, entry), _word(memory, entry + 8)
+            name = _string(memory, l_name or 0)
+            if name.startswith("/"):
+                objects.append((name, l_addr or 0, f"{sysroot.rstrip('/')}{name}"))
+            entry = _word(memory, entry + 24)
+    out = []
+    for guest, load_bias, local_path in objects:
+        try:
+            obj = ElfObject.open(local_path)
+        except PARSE_ERRORS:
+            continue
+        try:
+            for p in obj.program_headers:
+                if p.type != 1 or not p.memsz:
+                    continue
+                start = (load_bias + p.vaddr) & ~(_PAGE - 1)
+                end = (load_bias + p.vaddr + p.memsz + _PAGE - 1) & ~(_PAGE - 1)
+                out.append(CoreFileEntry(start, end, p.offset & ~(_PAGE - 1), guest))
+        finally:
+            obj.close()
+    return tuple(out)
+
+
+def _word(memory: CoreMemory, address: int) -> Optional[int]:
+    data = memory.read(address, 8) if address else b""
+    return struct.unpack("<Q", data)[0] if len(data) == 8 else None
+
+
+def _string(memory: CoreMemory, address: int) -> str:
+    if not address:
+        return ""
+    data = memory.read(address, 4096)
+    return data.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
 def _main_sp(core: Core) -> Optional[int]:

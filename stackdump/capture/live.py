@@ -13,6 +13,8 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump import permissions, proc
+from stackdump.capture.coroutines import find_coroutines, mark_running
+from stackdump.capture.fcontext import Pagemap
 from stackdump.capture.passive import PassiveCapturer
 from stackdump.capture.ptrace import Tracer
 from stackdump.capture.remote import RemoteMemory, StackCopier
@@ -151,10 +153,14 @@ def capture_process(
         coroutines, truncated = None, False
         if options.coroutines and not interrupted:
             # Every thread runs again: only memory is read from here on.
-            coroutines, truncated, running = _find_fibers(
-                memory, maps, files, threads, options, keep
-            )
-            threads = [_mark_running(t, running) for t in threads]
+            pages = Pagemap(f"/proc/{memory.pid}/pagemap")
+            try:
+                coroutines, truncated, running = find_coroutines(
+                    memory, maps, files, threads, options, keep, pages
+                )
+            finally:
+                pages.close()
+            threads = [mark_running(t, running) for t in threads]
     except BaseException:
         files.close()
         raise
@@ -178,116 +184,6 @@ def capture_process(
         files=files,
         options=options,
     )
-
-
-# Bounds of the fiber search (capture/fcontext.py): code scanned for calls, memory scanned
-# for saved contexts, contexts kept.
-_CODE_SCAN_BYTES = 256 << 20
-_MEMORY_SCAN_BYTES = 1 << 30
-_MAX_COROUTINES = 100_000
-
-
-def _find_fibers(memory, maps, files, threads, options: CaptureOptions, keep):
-    from stackdump.capture import fcontext
-    from stackdump.elf.modules import ModuleMap
-
-    paths = {}
-    modules = ModuleMap(maps)
-    for m in maps:
-        if m.is_file and m.executable and m.file_path not in paths:
-            hit = modules.lookup(m.start)
-            path = files.path(hit[0]) if hit is not None else None
-            if path is not None:
-                paths[m.file_path] = path
-    switches = fcontext.switch_functions(memory, maps, paths)
-    if not switches:
-        return (), False, _nothing_running
-    by_address = {fn.address: fn for fn in switches}
-    returns = fcontext.return_addresses(memory, maps, set(by_address), _CODE_SCAN_BYTES)
-    if not returns:
-        return (), False, _nothing_running
-    skip = [(t.stack_map.start, t.stack_map.end) for t in threads if t.stack_map is not None]
-    skip += [(m.start, m.end) for m in maps if m.path == "[stack]"]
-    pages = fcontext.Pagemap(f"/proc/{memory.pid}/pagemap")
-    try:
-        contexts, truncated = fcontext.find_saved_contexts(
-            memory,
-            maps,
-            {ra: by_address[target] for ra, target in returns.items()},
-            skip,
-            _MEMORY_SCAN_BYTES,
-            _MAX_COROUTINES,
-            pages,
-        )
-        index = fcontext.MapIndex(maps)
-        resident_end = pages.resident_end(index)
-        pool = _bthread_ids(memory, maps, paths, switches)
-        ids = pool.by_handle if pool is not None else {}
-        if ids:
-            # A bthread stack is reused: a saved context no live TaskMeta names is what a
-            # bthread that ran on that stack before left behind (the one running there now
-            # is its worker's thread section).
-            contexts = [c for c in contexts if c.switch.kind != "bthread" or c.sp in ids]
-        snapshots = []
-        for c in contexts:
-            snapshot = dataclasses.replace(
-                fcontext.context_snapshot(c, memory, index, options.stack_bytes, resident_end),
-                coroutine=c.switch.kind,
-                coroutine_id=ids.get(c.sp, (None, None))[0],
-                entry=ids.get(c.sp, (None, None))[1],
-            )
-            # Settled at once: 10,000 fibers' stack copies are never held together.
-            snapshots.append(keep(snapshot) if keep is not None else snapshot)
-    finally:
-        pages.close()
-    return tuple(snapshots), truncated, pool.running_on if pool is not None else _nothing_running
-
-
-def _nothing_running(sp: int) -> None:
-    return None
-
-
-def _mark_running(thread: ThreadSnapshot, running) -> ThreadSnapshot:
-    """A worker thread with the coroutine it was running (its sp is in that one's stack)."""
-    coroutine = running(thread.regs.sp) if thread.regs is not None else None
-    if coroutine is None:
-        return thread
-    return dataclasses.replace(thread, running_coroutine=coroutine)
-
-
-def _bthread_ids(memory, maps, paths, switches):
-    """brpc's TaskMeta pool (capture/bthreads.py), when the process switches bthreads."""
-    from stackdump.capture import bthreads
-    from stackdump.elf.image import PARSE_ERRORS, ElfObject
-
-    if not any(fn.kind == "bthread" for fn in switches):
-        return None
-    wanted = {bthreads.NGROUP, bthreads.BLOCK_GROUPS}
-    for mapped, path in paths.items():
-        try:
-            elf = ElfObject.open(path)
-        except (OSError, *PARSE_ERRORS):
-            continue
-        try:
-            values = elf.symbol_values(wanted)
-            if len(values) != 2:
-                continue
-            first = next((m for m in maps if m.path == mapped), None)
-            if first is None:
-                continue
-            # The load bias: 0 for a fixed-address executable, the mapping's for a PIE/DSO.
-            vaddr = elf.file_offset_to_vaddr(first.offset)
-            if vaddr is None:
-                continue
-            base = first.start - vaddr
-            statics = (base + values[bthreads.NGROUP], base + values[bthreads.BLOCK_GROUPS])
-            layout = bthreads.layout_from_dwarf(elf) or bthreads.choose_layout(memory, statics)
-            if layout is None:
-                return None
-            return bthreads.bthread_ids(memory, statics, layout, _MAX_COROUTINES * 4)
-        finally:
-            elf.close()
-    return None
 
 
 def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:

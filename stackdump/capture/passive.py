@@ -18,9 +18,11 @@ import time
 from typing import Optional
 
 from stackdump import proc
-from stackdump.arch import X86_64
+from stackdump.arch import host
 from stackdump.capture.remote import StackCopier
 from stackdump.types import Registers, SyscallState, ThreadSnapshot, ThreadStatus
+
+_HOST = host()
 
 # Between tries at a thread that keeps waking up: long enough for it to block again (an
 # event loop between two epoll_waits), short enough to catch it when it does.
@@ -69,7 +71,7 @@ class PassiveCapturer:
                 tid=tid,
                 name=name,
                 status=ThreadStatus.OK,
-                regs=Registers.of({X86_64.pc: state.pc, X86_64.sp: state.sp}),
+                regs=Registers.of({_HOST.pc: state.pc, _HOST.sp: state.sp}, _HOST),
                 stack_map=stack_map,
                 stack_base=state.sp,
                 stack=self._copier.data(copied),

@@ -22,7 +22,7 @@ import types
 from typing import Optional, Set
 
 from stackdump import clib, permissions, proc
-from stackdump.arch import X86_64
+from stackdump.arch import AARCH64, X86_64, host
 from stackdump.capture.remote import StackCopier
 from stackdump.errors import PermissionDenied
 from stackdump.types import MemoryMap, Registers, SyscallState, ThreadSnapshot, ThreadStatus
@@ -54,6 +54,8 @@ PTRACE_EVENT_STOP = 128
 WALL = 0x40000000  # __WALL: wait for clone children, which every non-leader thread is
 
 PTRACE_GETREGS = 12
+PTRACE_GETREGSET, NT_PRSTATUS = 0x4204, 1
+_HOST = host()  # a live target runs on this machine's processor
 
 
 def _load_stop_window_ptrace():
@@ -224,6 +226,8 @@ class Tracer:
         self._ptrace = _load_stop_window_ptrace()
         self._regs = ptrace_registers_t()
         self._regs_address = ctypes.addressof(self._regs)
+        self._iovec = _IoVec(self._regs_address, ctypes.sizeof(self._regs))
+        self._iovec_address = ctypes.addressof(self._iovec)
         self._pending: Set[int] = set()
         self._stubborn_tracers: Set[int] = set()
         self._exiting: Set[int] = set()  # seized threads that vanished: reap their zombies
@@ -323,11 +327,17 @@ class Tracer:
         """What is done while the thread is stopped: its registers into the preallocated
         struct, its stack (and, on an alternate signal stack, its own) into the copier's
         buffers. (stack mapping, bytes copied, home mapping, its start, bytes copied.)"""
-        if self._ptrace(PTRACE_GETREGS, tid, None, self._regs_address) == -1:
-            raise _stop_window_error(PTRACE_GETREGS, tid)
-        regs = self._regs
-        stack_map, copied = self._copier.copy(tid, regs.rsp, regs.fs_base)
-        home = self._home_stack(tid, regs.fs_base, stack_map)
+        if _HOST is AARCH64:
+            # No PTRACE_GETREGS there: the NT_PRSTATUS regset, into the same struct.
+            if self._ptrace(PTRACE_GETREGSET, tid, NT_PRSTATUS, self._iovec_address) == -1:
+                raise _stop_window_error(PTRACE_GETREGSET, tid)
+            sp, thread_pointer = self._regs.sp, 0  # (TPIDR_EL0 is another regset: unread)
+        else:
+            if self._ptrace(PTRACE_GETREGS, tid, None, self._regs_address) == -1:
+                raise _stop_window_error(PTRACE_GETREGS, tid)
+            sp, thread_pointer = self._regs.rsp, self._regs.fs_base
+        stack_map, copied = self._copier.copy(tid, sp, thread_pointer)
+        home = self._home_stack(tid, thread_pointer, stack_map) if thread_pointer else None
         home_start = home_copied = 0
         if home is not None:
             home_start = max(home.start, home.end - self._copier.stack_bytes)
@@ -480,8 +490,17 @@ def _detach_quietly(tid: int, sig: int) -> None:
 
 
 def _registers_from(regs_struct) -> Registers:
+    if _HOST is AARCH64:
+        # python-ptrace's aarch64 user_pt_regs: r0..r30, sp, pc (DWARF 0-30, 31, 32).
+        values = {i: int(getattr(regs_struct, f"r{i}")) for i in range(31)}
+        values[AARCH64.sp], values[AARCH64.pc] = int(regs_struct.sp), int(regs_struct.pc)
+        return Registers.of(values, AARCH64)
     names = X86_64.ptrace_names
     return Registers.of({i: int(getattr(regs_struct, n)) for i, n in enumerate(names)}, X86_64)
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("length", ctypes.c_size_t))
 
 
 def _strerror(e: PtraceError) -> str:

@@ -264,7 +264,9 @@ class ObjectStore:
         time, so the file is as good as the process)."""
         resolved = self.resolve(address)
         if resolved is None or resolved[0].elf is None:
-            return b""
+            # No file: code the source holds in memory (a core's trampoline page), if any.
+            read_memory = getattr(self.files, "read_memory", None)
+            return read_memory(address, size) if read_memory is not None else b""
         loaded, vaddr = resolved
         return loaded.elf.read_vaddr_range(vaddr, size)
 

@@ -45,6 +45,9 @@ DEF_CFA_REGISTER, DEF_CFA_OFFSET, DEF_CFA_EXPRESSION, EXPRESSION_OP = 0x0D, 0x0E
 OFFSET_EXTENDED_SF, DEF_CFA_SF, DEF_CFA_OFFSET_SF = 0x11, 0x12, 0x13
 VAL_OFFSET_OP, VAL_OFFSET_SF, VAL_EXPRESSION_OP = 0x14, 0x15, 0x16
 GNU_ARGS_SIZE, GNU_NEGATIVE_OFFSET_EXTENDED = 0x2E, 0x2F
+# DW_CFA_AARCH64_negate_ra_state (SPARC's GNU_window_save number): the return address is
+# signed (pointer authentication) from here, or no longer.
+AARCH64_NEGATE_RA_STATE = 0x2D
 
 _STRUCTS = DWARFStructs(little_endian=True, dwarf_format=32, address_size=8)
 _MAX_STATE_DEPTH = 64
@@ -67,17 +70,19 @@ class CfiRow:
     rules: Tuple[Tuple[int, Rule], ...]
     ra_column: int
     signal_frame: bool
+    ra_signed: bool = False  # aarch64: the saved return address carries a signature
 
 
 class _State:
-    __slots__ = ("cfa", "rules")
+    __slots__ = ("cfa", "rules", "ra_signed")
 
-    def __init__(self, cfa, rules: Dict[int, Rule]) -> None:
+    def __init__(self, cfa, rules: Dict[int, Rule], ra_signed: bool = False) -> None:
         self.cfa = cfa
         self.rules = rules
+        self.ra_signed = ra_signed
 
     def copy(self) -> _State:
-        return _State(self.cfa, dict(self.rules))
+        return _State(self.cfa, dict(self.rules), self.ra_signed)
 
 
 def _execute(
@@ -155,9 +160,11 @@ def _apply(
         if not stack:
             raise CfiError("restore_state without remember_state")
         saved = stack.pop()
-        state.cfa, state.rules = saved.cfa, saved.rules
+        state.cfa, state.rules, state.ra_signed = saved.cfa, saved.rules, saved.ra_signed
     elif op in (NOP, GNU_ARGS_SIZE):
         pass  # args_size matters to exception handling only
+    elif op == AARCH64_NEGATE_RA_STATE:
+        state.ra_signed = not state.ra_signed
     else:
         raise CfiError(f"unsupported CFA instruction 0x{op:02x}")
 
@@ -176,6 +183,7 @@ def row_for(fde: FDE, vaddr: int, arch: Arch = X86_64) -> CfiRow:
         rules=tuple(sorted(state.rules.items())),
         ra_column=cie.header.get("return_address_register", arch.ra_column),
         signal_frame=b"S" in augmentation,
+        ra_signed=state.ra_signed,
     )
 
 

@@ -23,10 +23,18 @@ def record_status(memory: StackMemory, fp: int) -> Optional[FpStatus]:
     return None
 
 
-def walk(memory: StackMemory, fp: int, sp: int, frames: List[Frame], max_frames: int) -> FpStatus:
+def walk(
+    memory: StackMemory,
+    fp: int,
+    sp: int,
+    frames: List[Frame],
+    max_frames: int,
+    address_mask: int = 0xFFFF_FFFF_FFFF_FFFF,
+) -> FpStatus:
     """Append the return addresses of the chain starting at fp to `frames`; return fp_status.
 
     `frames` already holds the frames found so far (at least the innermost one).
+    `address_mask`: what a saved return address keeps (aarch64 signs its top bits).
     """
     if not memory.in_mapping(sp, 1) or fp < sp:
         return FpStatus.NO_STACK_RANGE
@@ -38,6 +46,7 @@ def walk(memory: StackMemory, fp: int, sp: int, frames: List[Frame], max_frames:
         next_fp = memory.read_word(current)
         return_address = memory.read_word(current + 8)
         assert next_fp is not None and return_address is not None
+        return_address &= address_mask
         if return_address:
             frames.append(Frame(pc=return_address, sp=current + 16, cfa=current + 16))
         if next_fp == 0:

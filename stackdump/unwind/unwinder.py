@@ -95,7 +95,7 @@ def unwind(
         return _unwind_without_fp(regs, memory, max_frames, cfi_lookup, code, is_code, explain)
     initial = Frame(pc=regs.pc, sp=regs.sp, method="initial", activation=True)
     fp_frames: List[Frame] = [initial]
-    fp_status = fp.walk(memory, regs.fp, regs.sp, fp_frames, max_frames)
+    fp_status = fp.walk(memory, regs.fp, regs.sp, fp_frames, max_frames, regs.arch.address_mask)
     fp_error = _FP_ERRORS.get(fp_status, "")
     bad = _first_outside_code(fp_frames, is_code)
     if bad is not None:
@@ -211,6 +211,22 @@ def walk_hybrid(
     while len(frames) < max_frames:
         lookup_pc = lookup_address(pc, activation)
         row = cfi_lookup(lookup_pc)
+        trampoline = _sigreturn(regs, memory, code, arch) if row is None else None
+        if trampoline is not None:
+            # A signal trampoline without CFI: the interrupted frame, from the sigcontext.
+            frames[-1] = replace(frames[-1], trampoline=True)
+            frames.append(
+                Frame(
+                    pc=trampoline[arch.pc],
+                    sp=trampoline[arch.sp],
+                    cfa=trampoline[arch.sp],
+                    method="signal_frame",
+                    activation=True,
+                )
+            )
+            regs, pc, activation = trampoline, trampoline[arch.pc], True
+            used_cfi = True
+            continue
         try:
             try:
                 new_regs, cfa, method, signal = _step(row, regs, memory, arch)
@@ -257,7 +273,10 @@ def walk_hybrid(
                     failure = (UnwindStatus.NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}")
             status, error = failure
             break
-        if not signal and cfa <= regs[arch.sp]:
+        # The CFA grows with every frame, except that a leaf on a link-register processor
+        # (aarch64) pushed nothing: its CFA is its sp, its return address in x30.
+        leaf = cfa == regs[arch.sp] and arch.ra_column != arch.pc
+        if not signal and cfa <= regs[arch.sp] and not leaf:
             status, error = UnwindStatus.STEP_ERROR, f"CFA 0x{cfa:x} does not grow at pc 0x{pc:x}"
             break
         if (new_pc, cfa) in seen:
@@ -282,13 +301,28 @@ def _stack_top_step(
     if code is None or is_code is None:
         return None
     sp = regs[arch.sp]
-    ra = memory.read_word(sp)
+    if arch.ra_column != arch.pc:
+        # The return address of a function that has saved nothing is in the link register.
+        ra = regs.get(arch.ra_column, 0) & arch.address_mask
+        after = sp
+    else:
+        ra = memory.read_word(sp) or 0
+        after = sp + arch.word_size
     if not ra or ra not in is_code or call_verdict(code, ra, None, arch) is None:
         return None
     new = {reg: regs[reg] for reg in arch.callee_saved if reg in regs}
     new[arch.pc] = ra
-    new[arch.sp] = sp + arch.word_size
-    return new, sp + arch.word_size, "stack_top", False
+    new[arch.sp] = after
+    return new, after, "stack_top", False
+
+
+def _sigreturn(regs: Dict[int, int], memory: StackMemory, code: Optional[CodeSource], arch: Arch):
+    if arch.sigreturn_registers is None or code is None:
+        return None
+    found = arch.sigreturn_registers(code.code(regs[arch.pc], 8), regs[arch.sp], memory.read_word)
+    if found is None or not found.get(arch.pc):
+        return None
+    return found
 
 
 def _step(row: Optional[CfiRow], regs: Dict[int, int], memory: StackMemory, arch: Arch):
@@ -389,6 +423,8 @@ def _step_cfi(
             new[arch.pc] = new[row.ra_column]
         else:
             new.pop(arch.pc, None)
+    if arch.pc in new:
+        new[arch.pc] &= arch.address_mask  # a signed return address (aarch64 PAC)
     return new, cfa
 
 
@@ -407,6 +443,6 @@ def _step_frame_pointer(
         )
     new = {reg: regs[reg] for reg in arch.callee_saved if reg in regs}
     new[arch.fp] = _read(memory, frame)
-    new[arch.pc] = _read(memory, frame + arch.word_size)
+    new[arch.pc] = _read(memory, frame + arch.word_size) & arch.address_mask
     new[arch.sp] = frame + 2 * arch.word_size
     return new, frame + 2 * arch.word_size

@@ -2,6 +2,7 @@
  * read(), and one that dereferences a null pointer in crash_here() (called through
  * crash_caller()); its SIGSEGV handler, on_segv(), calls abort() as a crash reporter would,
  * so the kernel's core shows the faulting thread's stack through the signal frame.
+ * With the argument "plain", no handler: the SIGSEGV itself ends the process.
  * Every thread prints "ready ROLE TID" first; main waits for a line on stdin, then crashes.
  */
 #define _GNU_SOURCE
@@ -64,11 +65,13 @@ static void *reader_main(void *arg) {
     return NULL;
 }
 
-int main(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_segv;
-    sigaction(SIGSEGV, &sa, NULL);
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "plain") != 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_segv;
+        sigaction(SIGSEGV, &sa, NULL);
+    }
     if (pipe(idle_pipe)) return 1;
     pthread_t t;
     for (int i = 0; i < 2; i++)

@@ -1,0 +1,22 @@
+"""aarch64 register numbers: DWARF numbering (AADWARF64: x0-x30 are 0-30, sp is 31, the pc
+32) and the names Linux gives them in `user_pt_regs` (the `Arch` built from them is
+`stackdump.arch.AARCH64`).
+
+x29 is the frame pointer and x30 the link register: the return address is in x30 until a
+function saves it, in a frame record (x29, x30) that x29 points at, the same two-word shape
+as x86-64's. With pointer authentication, a saved x30 carries a signature in its top bits
+(`DW_CFA_AARCH64_negate_ra_state` says where); user addresses fit in 48 bits, so masking to
+48 bits strips it.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+DWARF_REGISTER_NAMES: Tuple[str, ...] = (*(f"x{i}" for i in range(31)), "sp", "pc")
+FP, LR, SP, PC = 29, 30, 31, 32
+RA_COLUMN = LR
+# Callee-saved (AAPCS64 6.1.1): x19-x28 and the frame pointer; x30 too, for unwinding: a
+# function that has not saved it yet still holds its caller's return address there.
+CALLEE_SAVED = (*range(19, 29), FP, LR)
+ADDRESS_MASK = (1 << 48) - 1

@@ -1,0 +1,119 @@
+"""The coroutine search over a process's memory, live or in a core: suspended boost.context
+fibers and bthreads (`fcontext.py`), brpc's ids for them (`bthreads.py`), each unwound as a
+snapshot of its own, and which coroutine each worker thread was running.
+
+`memory` reads the process (`remote.RemoteMemory` live, `core.CoreMemory` from a core),
+`pages` says which of its pages exist (`fcontext.Pagemap` from /proc/PID/pagemap live, the
+core's dumped segments). Nothing here stops a thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from stackdump.types import CaptureOptions, ThreadSnapshot
+
+# Bounds of the fiber search (capture/fcontext.py): code scanned for calls, memory scanned
+# for saved contexts, contexts kept.
+_CODE_SCAN_BYTES = 256 << 20
+_MEMORY_SCAN_BYTES = 1 << 30
+_MAX_COROUTINES = 100_000
+
+
+def find_coroutines(memory, maps, files, threads, options: CaptureOptions, keep, pages):
+    from stackdump.capture import fcontext
+    from stackdump.elf.modules import ModuleMap
+
+    paths = {}
+    modules = ModuleMap(maps)
+    for m in maps:
+        if m.is_file and m.executable and m.file_path not in paths:
+            hit = modules.lookup(m.start)
+            path = files.path(hit[0]) if hit is not None else None
+            if path is not None:
+                paths[m.file_path] = path
+    switches = fcontext.switch_functions(memory, maps, paths)
+    if not switches:
+        return (), False, _nothing_running
+    by_address = {fn.address: fn for fn in switches}
+    returns = fcontext.return_addresses(memory, maps, set(by_address), _CODE_SCAN_BYTES)
+    if not returns:
+        return (), False, _nothing_running
+    skip = [(t.stack_map.start, t.stack_map.end) for t in threads if t.stack_map is not None]
+    skip += [(m.start, m.end) for m in maps if m.path == "[stack]"]
+    contexts, truncated = fcontext.find_saved_contexts(
+        memory,
+        maps,
+        {ra: by_address[target] for ra, target in returns.items()},
+        skip,
+        _MEMORY_SCAN_BYTES,
+        _MAX_COROUTINES,
+        pages,
+    )
+    index = fcontext.MapIndex(maps)
+    resident_end = pages.resident_end(index)
+    pool = _bthread_ids(memory, maps, paths, switches)
+    ids = pool.by_handle if pool is not None else {}
+    if ids:
+        # A bthread stack is reused: a saved context no live TaskMeta names is what a
+        # bthread that ran on that stack before left behind (the one running there now
+        # is its worker's thread section).
+        contexts = [c for c in contexts if c.switch.kind != "bthread" or c.sp in ids]
+    snapshots = []
+    for c in contexts:
+        snapshot = dataclasses.replace(
+            fcontext.context_snapshot(c, memory, index, options.stack_bytes, resident_end),
+            coroutine=c.switch.kind,
+            coroutine_id=ids.get(c.sp, (None, None))[0],
+            entry=ids.get(c.sp, (None, None))[1],
+        )
+        # Settled at once: 10,000 fibers' stack copies are never held together.
+        snapshots.append(keep(snapshot) if keep is not None else snapshot)
+    return tuple(snapshots), truncated, pool.running_on if pool is not None else _nothing_running
+
+
+def _nothing_running(sp: int) -> None:
+    return None
+
+
+def mark_running(thread: ThreadSnapshot, running) -> ThreadSnapshot:
+    """A worker thread with the coroutine it was running (its sp is in that one's stack)."""
+    coroutine = running(thread.regs.sp) if thread.regs is not None else None
+    if coroutine is None:
+        return thread
+    return dataclasses.replace(thread, running_coroutine=coroutine)
+
+
+def _bthread_ids(memory, maps, paths, switches):
+    """brpc's TaskMeta pool (capture/bthreads.py), when the process switches bthreads."""
+    from stackdump.capture import bthreads
+    from stackdump.elf.image import PARSE_ERRORS, ElfObject
+
+    if not any(fn.kind == "bthread" for fn in switches):
+        return None
+    wanted = {bthreads.NGROUP, bthreads.BLOCK_GROUPS}
+    for mapped, path in paths.items():
+        try:
+            elf = ElfObject.open(path)
+        except (OSError, *PARSE_ERRORS):
+            continue
+        try:
+            values = elf.symbol_values(wanted)
+            if len(values) != 2:
+                continue
+            first = next((m for m in maps if m.path == mapped), None)
+            if first is None:
+                continue
+            # The load bias: 0 for a fixed-address executable, the mapping's for a PIE/DSO.
+            vaddr = elf.file_offset_to_vaddr(first.offset)
+            if vaddr is None:
+                continue
+            base = first.start - vaddr
+            statics = (base + values[bthreads.NGROUP], base + values[bthreads.BLOCK_GROUPS])
+            layout = bthreads.layout_from_dwarf(elf) or bthreads.choose_layout(memory, statics)
+            if layout is None:
+                return None
+            return bthreads.bthread_ids(memory, statics, layout, _MAX_COROUTINES * 4)
+        finally:
+            elf.close()
+    return None
