@@ -26,6 +26,7 @@ from stackdump.interrupts import Interrupted
 from stackdump.locks import OWNER_OFFSET, lock_frame_pc, with_mutex_waits
 from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
 from stackdump.symbols.dwarf import member_offset_at
+from stackdump.symbols.jit import JitCode
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import signal_name, syscall_name
 from stackdump.types import (
@@ -85,6 +86,7 @@ class _Session:
         )
         self.cfi = CfiSource(self.objects)
         self.code_map = CodeMap(maps)
+        self._maps = maps
         self.hits_before = analyzer.disk.hits
         self.decoded_before = dwarf_cus_decoded(self.objects)
         self.max_frames = options.max_frames
@@ -96,7 +98,9 @@ class _Session:
     @property
     def symbolizer(self) -> Symbolizer:
         if self._symbolizer is None:
-            self._symbolizer = Symbolizer(self.objects, self.mode)
+            # A live process's JIT code is named by its perf map; a core's only marked.
+            jit = JitCode(self._maps, getattr(self.files, "pid", None))
+            self._symbolizer = Symbolizer(self.objects, self.mode, jit)
         return self._symbolizer
 
     def unwind(self, thread: ThreadSnapshot) -> Optional[UnwindResult]:

@@ -19,13 +19,21 @@ from typing import Dict, Optional, Tuple
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.symbols.demangle import Demangler
 from stackdump.symbols.dwarf import dwarf_of
+from stackdump.symbols.jit import JIT_MODULE, JitCode
 from stackdump.types import Frame, InlinedCall, LocationMode, SymbolizedFrame
 
 
 class Symbolizer:
-    def __init__(self, objects: ObjectStore, mode: LocationMode = LocationMode.FAST) -> None:
+    def __init__(
+        self,
+        objects: ObjectStore,
+        mode: LocationMode = LocationMode.FAST,
+        jit: Optional[JitCode] = None,
+    ) -> None:
+        """`jit`: the process's JIT code, for pcs no object holds (symbols/jit.py)."""
         self.objects = objects
         self.mode = mode
+        self.jit = jit
         self._cache: Dict[Tuple[int, bool], SymbolizedFrame] = {}
         self._demangler = Demangler()
 
@@ -49,6 +57,8 @@ class Symbolizer:
         """The nameless frame, its object and the ELF address of its lookup pc."""
         hit = self.objects.lookup(frame.lookup_pc)
         if hit is None:
+            if self.jit is not None and self.jit.covers(frame.lookup_pc):
+                return SymbolizedFrame(frame.pc, None, JIT_MODULE, None), None, None
             return SymbolizedFrame(frame.pc, None, None, None), None, None
         module, mapping, loaded = hit
         vaddr = loaded.vaddr(frame.lookup_pc, mapping)
@@ -61,6 +71,11 @@ class Symbolizer:
 
     def _symbolize(self, frame: Frame) -> SymbolizedFrame:
         physical, loaded, vaddr = self._locate(frame)
+        if physical.module == JIT_MODULE and self.jit is not None:
+            named = self.jit.name(frame.lookup_pc)
+            if named is not None:
+                physical = replace(physical, function=named[0], function_offset=frame.pc - named[1])
+            return physical
         if loaded is None or vaddr is None:
             return physical
         found = loaded.symbols.lookup(vaddr)

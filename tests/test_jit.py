@@ -1,0 +1,92 @@
+"""JIT code: frames in anonymous executable memory say so (` in [jit]`), and take their names
+from the perf map the runtime writes (node --perf-basic-prof), unless that map could be a
+forgery (another user's, or writable by others)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ON_CI
+from helpers import TARGETS, parse_report, run_stackdump
+
+pytestmark = pytest.mark.usefixtures("live")
+JIT_NAME = re.compile(r"^JS:\*hotLoopInJavaScript .*spin\.js:\d+:\d+ in \[jit\]$")
+JIT_BARE = re.compile(r"^0x[0-9a-f]{16} in \[jit\]$")
+
+
+@pytest.fixture
+def node_target():
+    node = shutil.which("node")
+    if node is None:
+        reason = "node is not installed (.ci/run installs nodejs)"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    process = subprocess.Popen(
+        [node, "--perf-basic-prof", str(TARGETS / "spin.js")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("ready js "), line
+        perf_map = Path(f"/tmp/perf-{process.pid}.map")
+        # Until V8 has compiled the loop: its optimized code is then on the stack for good.
+        deadline = time.monotonic() + 60
+        while "JS:*hotLoopInJavaScript" not in _text(perf_map):
+            assert time.monotonic() < deadline, "V8 never optimized the loop"
+            assert process.poll() is None, "node exited"
+            time.sleep(0.05)  # polling a condition with a deadline
+        yield process.pid, perf_map
+    finally:
+        process.kill()
+        process.wait()
+        Path(f"/tmp/perf-{process.pid}.map").unlink(missing_ok=True)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def _main_frames(pid: int):
+    out = run_stackdump("-p", str(pid), "--thread-id", str(pid), "--mode", "disabled")
+    assert out.returncode in (0, 1), out.stderr
+    return parse_report(out.stdout).thread(pid).frames
+
+
+def test_jit_frames_are_named_from_the_perf_map(node_target):
+    pid, _ = node_target
+    frames = _main_frames(pid)
+    assert any(JIT_NAME.match(f) for f in frames), frames
+
+
+def test_jit_frames_without_a_map_say_they_are_jit_code(node_target):
+    pid, perf_map = node_target
+    perf_map.rename(perf_map.with_suffix(".hidden"))
+    try:
+        frames = _main_frames(pid)
+    finally:
+        perf_map.with_suffix(".hidden").rename(perf_map)
+    assert any(JIT_BARE.match(f) for f in frames), frames
+    assert not any("hotLoopInJavaScript" in f for f in frames)
+
+
+@pytest.mark.parametrize("forgery", ["other_owner", "world_writable"])
+def test_a_perf_map_anyone_else_could_have_written_is_ignored(node_target, forgery):
+    pid, perf_map = node_target
+    if forgery == "other_owner":
+        os.chown(perf_map, 65534, 65534)  # nobody
+    else:
+        perf_map.chmod(0o666)
+    frames = _main_frames(pid)
+    assert any(JIT_BARE.match(f) for f in frames), frames
+    assert not any("hotLoopInJavaScript" in f for f in frames)
