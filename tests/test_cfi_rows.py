@@ -7,6 +7,7 @@ readelf's notation: `rsp+16` (CFA = register + offset), `exp` (a DWARF expressio
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -114,3 +115,49 @@ def test_a_sample_of_libc_rows():
     assert len(rows) > 10_000
     sample = random.Random(14).sample(rows, 1500)
     assert compare(LIBC, sample) == len(sample)
+
+
+def test_a_debug_frame_index_is_built_once_and_then_read_from_the_cache(tmp_path):
+    """A Go binary has no .eh_frame_hdr: its CFI is a (zlib-compressed) .debug_frame, whose
+    index of every FDE is built once per binary and kept in the disk cache; a second table
+    over the same file reads it back and gives the same rows."""
+    from stackdump.cache import DiskCache
+
+    go = shutil.which("go")
+    if go is None:
+        reason = "go is not installed (.ci/run installs golang-go)"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    source = tmp_path / "main.go"
+    source.write_text('package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hi") }\n')
+    binary = tmp_path / "hello"
+    env = {
+        **os.environ,
+        "GOCACHE": str(tmp_path / "gocache"),
+        "GOPATH": str(tmp_path / "gopath"),
+        "GO111MODULE": "off",
+    }
+    subprocess.run([go, "build", "-o", str(binary), str(source)], check=True, env=env)
+    sections = subprocess.run(["readelf", "-SW", str(binary)], capture_output=True, text=True)
+    assert ".debug_frame" in sections.stdout and ".eh_frame_hdr" not in sections.stdout
+    symbols = subprocess.run(["nm", str(binary)], capture_output=True, text=True).stdout
+    starts = [int(line.split()[0], 16) for line in symbols.splitlines() if " T main.main" in line]
+    starts += [
+        int(line.split()[0], 16) for line in symbols.splitlines() if " T fmt.Fprintln" in line
+    ]
+    assert len(starts) == 2, starts
+    cache = DiskCache(str(tmp_path / "cache"))
+    rows = []
+    for _ in range(2):
+        elf = ElfObject.open(str(binary))
+        try:
+            table = CfiTable(elf, None, cache)
+            rows.append([table.row(pc + 8) for pc in starts])
+            rows.append(table.indexes_built)
+        finally:
+            elf.close()
+    first, built_first, second, built_second = rows
+    assert all(row is not None for row in first), first
+    assert (built_first, built_second) == (1, 0)
+    assert second == first

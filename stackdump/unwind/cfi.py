@@ -13,8 +13,8 @@ stopping at the target pc: pyelftools' `get_decoded()` builds the whole table an
 
 from __future__ import annotations
 
+import array
 import bisect
-import io
 import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -23,6 +23,7 @@ from elftools.dwarf.callframe import CIE, FDE, CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
 from stackdump.arch import X86_64, Arch, for_elf_machine
+from stackdump.cache import DiskCache
 from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
 
 # Rule kinds for a register (DWARF 5 section 6.4.1).
@@ -190,16 +191,22 @@ def row_for(fde: FDE, vaddr: int, arch: Arch = X86_64) -> CfiRow:
 class CfiTable:
     """The call frame information of one ELF object, looked up by ELF virtual address."""
 
-    def __init__(self, elf: ElfObject, debug: Optional[ElfObject] = None) -> None:
+    def __init__(
+        self, elf: ElfObject, debug: Optional[ElfObject] = None, cache: Optional[DiskCache] = None
+    ) -> None:
+        """`cache`: where the index of an object without .eh_frame_hdr (Go's and other
+        .debug_frame-only binaries) is kept by the object's identity, built once."""
         self._elf = elf
         self._debug = debug
+        self._cache = cache if cache is not None else DiskCache(None)
         self._arch = for_elf_machine(elf.machine) or X86_64
         self._eh: Optional[CallFrameInfo] = None
         self._hdr_table = b""  # .eh_frame_hdr's sorted (initial location, FDE) pairs
         self._hdr_vaddr = 0
         self._eh_vaddr = 0
-        self._full: Optional[List[Tuple[int, int, FDE]]] = None
-        self._full_starts: List[int] = []
+        self._full: Optional[_FdeIndex] = None
+        self._full_cfi: Optional[CallFrameInfo] = None
+        self.indexes_built = 0  # full FDE indexes built (not loaded from the cache): tests
         self._setup_eh_frame()
 
     def row(self, vaddr: int) -> Optional[CfiRow]:
@@ -263,43 +270,109 @@ class CfiTable:
 
     def _find_in_full_index(self, vaddr: int) -> Optional[FDE]:
         if self._full is None:
-            self._full = self._build_full_index()
-            self._full_starts = [start for start, _, _ in self._full]
-        i = bisect.bisect_right(self._full_starts, vaddr) - 1
-        if i >= 0 and vaddr < self._full[i][1]:
-            return self._full[i][2]
+            identity = self._elf.identity()
+            key = f"{identity}/fde-index" if identity else None
+            self._full = self._cache.fetch(key, _FdeIndex, self._build_full_index) or _FdeIndex()
+            self._full_cfi = self._section_cfi(self._full)
+        index = self._full
+        i = bisect.bisect_right(index.starts, vaddr) - 1
+        if i < 0 or vaddr >= index.ends[i] or self._full_cfi is None:
+            return None
+        entry = self._full_cfi._parse_entry_at(index.offsets[i])
+        return entry if isinstance(entry, FDE) and _covers(entry, vaddr) else None
+
+    def _sources(self):
+        """(ELF object, section name, is .eh_frame) in the order the index looks."""
+        for number, source in enumerate((self._elf, self._debug)):
+            if source is not None:
+                for name, eh in ((".eh_frame", True), (".debug_frame", False)):
+                    yield number, source, name, eh
+
+    def _build_full_index(self) -> _FdeIndex:
+        """Every FDE of .eh_frame, else of .debug_frame (object's, then debug file's): its
+        range and its offset in the section, parsed once (pyelftools parses every entry)."""
+        self.indexes_built += 1
+        for number, source, name, eh in self._sources():
+            cfi = _section_cfi(source, name, eh)
+            if cfi is None:
+                continue
+            try:
+                fdes = [e for e in cfi.get_entries() if isinstance(e, FDE)]
+            except PARSE_ERRORS:
+                continue
+            if fdes:
+                return _FdeIndex.of(fdes, number, name)
+        return _FdeIndex()
+
+    def _section_cfi(self, index: _FdeIndex) -> Optional[CallFrameInfo]:
+        for number, source, name, eh in self._sources():
+            if number == index.source and name == index.section:
+                return _section_cfi(source, name, eh)
         return None
 
-    def _build_full_index(self) -> List[Tuple[int, int, FDE]]:
-        """Every FDE of .eh_frame, else of .debug_frame (object's, then debug file's)."""
-        for source in (self._elf, self._debug):
-            if source is None:
-                continue
-            for name, eh in ((".eh_frame", True), (".debug_frame", False)):
-                entries = _all_fdes(source, name, eh)
-                if entries:
-                    return entries
-        return []
 
+class _FdeIndex:
+    """Sorted FDE ranges and each FDE's offset in its section, in packed arrays, and which
+    section they index (the disk cache holds it; the FDEs are parsed one at a time)."""
 
-def _all_fdes(elf: ElfObject, name: str, for_eh_frame: bool) -> List[Tuple[int, int, FDE]]:
-    section = elf.section(name)
-    data = elf.section_bytes(name)
-    if section is None or not data:
-        return []
-    try:
-        cfi = CallFrameInfo(
-            io.BytesIO(data), len(data), section.addr, _STRUCTS, for_eh_frame=for_eh_frame
+    SECTIONS = (".eh_frame", ".debug_frame")
+
+    def __init__(self, starts=None, ends=None, offsets=None, source: int = 0, section: str = ""):
+        self.starts = starts if starts is not None else array.array("Q")
+        self.ends = ends if ends is not None else array.array("Q")
+        self.offsets = offsets if offsets is not None else array.array("Q")
+        self.source = source
+        self.section = section
+
+    @classmethod
+    def of(cls, fdes: List[FDE], source: int, section: str) -> _FdeIndex:
+        rows = sorted(
+            (
+                f.header["initial_location"],
+                f.header["initial_location"] + f.header["address_range"],
+                f.offset,
+            )
+            for f in fdes
         )
-        fdes = [e for e in cfi.get_entries() if isinstance(e, FDE)]
+        return cls(
+            array.array("Q", [r[0] & _MASK for r in rows]),
+            array.array("Q", [r[1] & _MASK for r in rows]),
+            array.array("Q", [r[2] for r in rows]),
+            source,
+            section,
+        )
+
+    def to_fields(self) -> dict:
+        where = array.array("Q", [self.source, self.SECTIONS.index(self.section)])
+        return {"starts": self.starts, "ends": self.ends, "offsets": self.offsets, "where": where}
+
+    @classmethod
+    def from_fields(cls, f: dict) -> _FdeIndex:
+        starts, ends, offsets, where = f["starts"], f["ends"], f["offsets"], f["where"]
+        if not (len(starts) == len(ends) == len(offsets)) or len(where) != 2:
+            raise ValueError("inconsistent cached FDE index")
+        return cls(starts, ends, offsets, where[0], cls.SECTIONS[where[1]])
+
+
+_MASK = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def _section_cfi(elf: ElfObject, name: str, for_eh_frame: bool) -> Optional[CallFrameInfo]:
+    """pyelftools' reader over a map of the section (nothing copied), or None."""
+    from stackdump.elf.dwarf_sections import section_stream
+
+    section = elf.section(name)
+    if section is None:
+        return None
+    try:
+        stream = section_stream(elf.stream, section, None)
+        if stream is None:
+            return None
+        size = stream.seek(0, 2)
+        stream.seek(0)
+        return CallFrameInfo(stream, size, section.addr, _STRUCTS, for_eh_frame=for_eh_frame)
     except PARSE_ERRORS:
-        return []
-    out = [
-        (f.header["initial_location"], f.header["initial_location"] + f.header["address_range"], f)
-        for f in fdes
-    ]
-    out.sort(key=lambda t: t[0])
-    return out
+        return None
 
 
 def _covers(fde: FDE, vaddr: int) -> bool:

@@ -15,7 +15,7 @@ from stackdump.unwind.cfi import CfiRow, CfiTable
 
 def cfi_table(loaded: LoadedObject) -> Optional[CfiTable]:
     elf = loaded.elf
-    return loaded.derived("cfi", lambda: CfiTable(elf, loaded.debug) if elf else None)
+    return loaded.derived("cfi", lambda: CfiTable(elf, loaded.debug, loaded.cache) if elf else None)
 
 
 class CfiSource:
