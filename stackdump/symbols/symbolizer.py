@@ -19,6 +19,7 @@ from typing import Dict, Optional, Tuple
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.symbols.demangle import Demangler
 from stackdump.symbols.dwarf import dwarf_of
+from stackdump.symbols.gopclntab import go_table
 from stackdump.symbols.jit import JIT_MODULE, JitCode
 from stackdump.types import Frame, InlinedCall, LocationMode, SymbolizedFrame
 
@@ -78,6 +79,9 @@ class Symbolizer:
             return physical
         if loaded is None or vaddr is None:
             return physical
+        go = loaded.derived("gopclntab", lambda: go_table(loaded.elf) if loaded.elf else None)
+        if go is not None:
+            return self._go_frame(physical, go, frame, vaddr)
         found = loaded.symbols.lookup(vaddr)
         if found is not None:
             physical = replace(
@@ -88,6 +92,21 @@ class Symbolizer:
         if self.mode is LocationMode.DISABLED:
             return physical
         return self._with_locations(physical, loaded, vaddr)
+
+    def _go_frame(self, physical: SymbolizedFrame, go, frame: Frame, vaddr: int):
+        """A Go function, by the runtime's own tables: one name in every mode (the symbol
+        table's `runtime.epollwait.abi0` and DWARF's `runtime.epollwait` are one function),
+        file:line in every mode that prints locations, also for a binary built -s -w."""
+        found = go.lookup(vaddr)
+        if found is None:
+            return physical
+        name, entry, file, line = found
+        physical = replace(
+            physical, function=name, function_offset=vaddr + (frame.pc - frame.lookup_pc) - entry
+        )
+        if self.mode is LocationMode.DISABLED or file is None or line is None:
+            return physical
+        return replace(physical, file=file, line=line)
 
     def _with_locations(
         self, physical: SymbolizedFrame, loaded: LoadedObject, vaddr: int

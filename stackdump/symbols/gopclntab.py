@@ -1,0 +1,123 @@
+"""Go's own tables: function names and file:line from `.gopclntab`, which every Go binary
+carries (also built `-ldflags=-s -w`, without symbols or DWARF), for Go 1.18 and later.
+
+Layout (the Go runtime's runtime/symtab.go, `pcHeader` and `_func`): a header (magic
+0xfffffff0 for 1.18-1.19, 0xfffffff1 for 1.20+; the pc quantum; the pointer size; the
+number of functions and files; the text start; offsets of the name, compilation-unit, file,
+pc-value and function tables), a table of (entry offset, `_func` offset) pairs sorted by
+entry, and per function a `_func` whose pc-value tables map pcs to a file index (through the
+function's compilation unit) and a line. A pc-value table is a series of (value delta
+zig-zag varint, pc delta varint times the quantum) pairs, the value starting at -1.
+
+One name per function in every mode: the runtime's own, as its tracebacks print it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+from typing import Optional, Tuple
+
+_MAGICS = {0xFFFFFFF0: "1.18", 0xFFFFFFF1: "1.20"}
+_MAX_STEPS = 1 << 20
+
+
+class GoTable:
+    """pc -> (function name, entry, file, line) for one Go binary."""
+
+    def __init__(self, data: bytes, version: str, quantum: int, text: int, offsets) -> None:
+        self._data = data
+        self._v120 = version == "1.20"
+        self._quantum = quantum
+        self._text = text
+        self._names, self._cus, self._files, self._pcs, self._funcs = offsets
+        nfunc = self._nfunc
+        table = data[self._funcs : self._funcs + 8 * (nfunc + 1)]
+        pairs = list(struct.iter_unpack("<II", table[: len(table) // 8 * 8]))
+        self._entries = [text + entry for entry, _ in pairs]
+        self._func_offsets = [off for _, off in pairs]
+
+    @classmethod
+    def parse(cls, data: bytes) -> Optional[GoTable]:
+        if len(data) < 72:
+            return None
+        magic, _, _, quantum, ptr_size = struct.unpack_from("<IBBBB", data)
+        if magic not in _MAGICS or ptr_size != 8 or quantum not in (1, 2, 4):
+            return None
+        nfunc, _nfiles, text, names, cus, files, pcs, funcs = struct.unpack_from("<8Q", data, 8)
+        if max(names, cus, files, pcs, funcs) >= len(data) or nfunc > len(data) // 8:
+            return None
+        return cls(data, _MAGICS[magic], quantum, text, (names, cus, files, pcs, funcs))
+
+    @property
+    def _nfunc(self) -> int:
+        return struct.unpack_from("<Q", self._data, 8)[0]
+
+    def lookup(self, pc: int) -> Optional[Tuple[str, int, Optional[str], Optional[int]]]:
+        """(name, entry, file, line) of the function holding pc (file and line None when the
+        tables do not say), or None outside every function."""
+        i = bisect.bisect_right(self._entries, pc) - 1
+        if i < 0 or i >= len(self._entries) - 1:  # the last entry only ends the text
+            return None
+        func = self._funcs + self._func_offsets[i]
+        try:
+            entry_off, name_off = struct.unpack_from("<Ii", self._data, func)
+            pcfile, pcln = struct.unpack_from("<II", self._data, func + 20)
+            cu_offset = struct.unpack_from("<I", self._data, func + 32)[0]
+        except struct.error:
+            return None
+        entry = self._text + entry_off
+        name = self._string(self._names + name_off)
+        file_index = self._value(pcfile, entry, pc)
+        line = self._value(pcln, entry, pc)
+        file = None
+        if file_index is not None and file_index >= 0:
+            at = self._cus + 4 * (cu_offset + file_index)
+            if at + 4 <= len(self._data):
+                file_off = struct.unpack_from("<I", self._data, at)[0]
+                if file_off != 0xFFFFFFFF:
+                    file = self._string(self._files + file_off)
+        return name, entry, file, line if line and line > 0 else None
+
+    def _string(self, at: int) -> str:
+        end = self._data.find(b"\0", at, at + 4096)
+        return self._data[at : end if end >= 0 else at].decode("utf-8", "replace")
+
+    def _value(self, table_off: int, entry: int, target: int) -> Optional[int]:
+        if not table_off:
+            return None
+        at = self._pcs + table_off
+        value, pc, first = -1, entry, True
+        for _ in range(_MAX_STEPS):
+            delta, at = _uvarint(self._data, at)
+            if delta is None or (delta == 0 and not first):
+                return None
+            value += -(delta >> 1) - 1 if delta & 1 else delta >> 1
+            step, at = _uvarint(self._data, at)
+            if step is None:
+                return None
+            pc += step * self._quantum
+            first = False
+            if target < pc:
+                return value
+        return None
+
+
+def _uvarint(data: bytes, at: int) -> Tuple[Optional[int], int]:
+    value = shift = 0
+    for _ in range(10):
+        if at >= len(data):
+            return None, at
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+    return None, at
+
+
+def go_table(elf) -> Optional[GoTable]:
+    """The `.gopclntab` of an ELF object, parsed lazily per lookup; None for a non-Go one."""
+    data = elf.section_bytes(".gopclntab")
+    return GoTable.parse(data) if data else None

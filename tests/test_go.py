@@ -1,0 +1,129 @@
+"""Go binaries: names and file:line from Go's own `.gopclntab` (present also in a binary built
+`-ldflags=-s -w`), checked against `go tool addr2line`; and a live Go server's frames named
+alike in every mode, with file:line in FAST, stripped or not."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ON_CI
+from helpers import TARGETS, parse_report, run_stackdump
+
+pytestmark = pytest.mark.usefixtures("live")
+
+
+@pytest.fixture(scope="module")
+def go_builds(build_dir):
+    go = shutil.which("go")
+    if go is None:
+        reason = "go is not installed (.ci/run installs golang-go)"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    env = {
+        **os.environ,
+        "GOCACHE": str(build_dir / "gocache"),
+        "GOPATH": str(build_dir / "gopath"),
+        "GO111MODULE": "off",
+        "GOFLAGS": "",
+    }
+    built = {}
+    for name, flags in (("dwarf", []), ("stripped", ["-ldflags=-s -w"])):
+        out = build_dir / f"goserver-{name}"
+        if not out.exists():
+            subprocess.run(
+                [go, "build", *flags, "-o", str(out), str(TARGETS / "goserver" / "main.go")],
+                check=True,
+                env=env,
+            )
+        built[name] = out
+    return go, env, built
+
+
+def test_gopclntab_names_and_lines_equal_go_tool_addr2line(go_builds):
+    from stackdump.elf.image import ElfObject
+    from stackdump.symbols.gopclntab import go_table
+
+    go, env, built = go_builds
+    symbols = subprocess.run(["nm", str(built["dwarf"])], capture_output=True, text=True).stdout
+    starts = [int(line.split()[0], 16) for line in symbols.splitlines() if " T " in line]
+    rng = random.Random(20)
+    pcs = [start + rng.randrange(0, 32) for start in rng.sample(starts, 300)]
+    answer = subprocess.run(
+        [go, "tool", "addr2line", str(built["dwarf"])],
+        input="".join(f"0x{pc:x}\n" for pc in pcs),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.splitlines()
+    compared = 0
+    for binary in built.values():  # -s -w keeps the code where it was, and .gopclntab
+        elf = ElfObject.open(str(binary))
+        try:
+            table = go_table(elf)
+            assert table is not None
+            for i, pc in enumerate(pcs):
+                name, where = answer[2 * i], answer[2 * i + 1]
+                file, _, line = where.rpartition(":")
+                found = table.lookup(pc)
+                assert found is not None and found[0] == name, (hex(pc), found, name)
+                if file and not file.startswith("<") and int(line) > 0:
+                    assert (found[2], found[3]) == (file, int(line)), (hex(pc), found, where)
+                    compared += 1
+        finally:
+            elf.close()
+    assert compared > 400
+
+
+def _server(binary: Path):
+    process = subprocess.Popen([str(binary)], stdout=subprocess.PIPE, text=True)
+    line = process.stdout.readline()
+    assert line.startswith("ready go "), line
+    # Until every thread sleeps in the kernel: the runtime's threads settle after start-up.
+    deadline = time.monotonic() + 30
+    while True:
+        states = []
+        for tid in os.listdir(f"/proc/{process.pid}/task"):
+            with contextlib.suppress(OSError):  # a thread that just exited
+                states.append(Path(f"/proc/{process.pid}/task/{tid}/syscall").read_text())
+        if states and not any(s.startswith("running") for s in states):
+            return process
+        assert time.monotonic() < deadline, states
+        time.sleep(0.01)  # polling a condition with a deadline
+
+
+@pytest.mark.parametrize("variant", ["dwarf", "stripped"])
+def test_go_server_frames_are_named_alike_in_every_mode_with_lines(go_builds, variant):
+    _, _, built = go_builds
+    process = _server(built[variant])
+    try:
+        reports = {}
+        for mode in ("disabled", "fast", "full_with_inline"):
+            out = run_stackdump("-p", str(process.pid), "--mode", mode)
+            assert out.returncode in (0, 1), out.stderr
+            reports[mode] = parse_report(out.stdout)
+    finally:
+        process.kill()
+        process.wait()
+    names = {
+        mode: {
+            f.split(" at ")[0].split(" in ")[0]
+            for t in report.threads
+            for f in t.frames
+            if not f.startswith("0x")
+        }
+        for mode, report in reports.items()
+    }
+    assert "runtime.futex" in names["disabled"], names["disabled"]
+    assert names["fast"] == names["disabled"] == names["full_with_inline"]
+    assert not any(n.endswith(".abi0") for n in names["disabled"])
+    fast = [f for t in reports["fast"].threads for f in t.frames]
+    assert any(f.startswith("runtime.futex at ") and "sys_linux_amd64.s:" in f for f in fast)
