@@ -340,6 +340,13 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         # A fiber's stack begins in the trampoline make_fcontext set up, which has no CFI:
         # reaching it is the end of the stack, not a failure.
         unwind_status, error = UnwindStatus.END_OF_STACK, ""
+    top = next((i for i, f in enumerate(frames) if f.function in _GO_STACK_TOPS), None)
+    if top is not None and symbolize:
+        # Go's own tracebacks end there: what lies beyond (mcall's caller on another stack,
+        # mstart's cgo trampoline) is not this stack's (runtime/traceback.go, topofstack).
+        frames = frames[: top + 1]
+        result = dataclasses.replace(result, frames=result.frames[: top + 1])
+        unwind_status, error = UnwindStatus.END_OF_STACK, ""
     return ThreadReport(
         tid=thread.tid,
         name=thread.name,
@@ -398,6 +405,13 @@ def _entry_name(session: _Session, entry: Optional[int]) -> Optional[str]:
     if not entry:
         return None
     return _symbolize_softly(session.symbolizer, Frame(pc=entry, activation=True)).function
+
+
+# Where the Go runtime's tracebacks stop: a thread's first frame (mstart, rt0_go), a goroutine's
+# first (goexit), and the switches to the g0 stack (mcall, morestack).
+_GO_STACK_TOPS = frozenset(
+    ("runtime.mstart", "runtime.rt0_go", "runtime.goexit", "runtime.mcall", "runtime.morestack")
+)
 
 
 def _coroutine_start(function: Optional[str]) -> bool:
