@@ -326,6 +326,9 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             error=thread.error,
             context=thread.context,
             blocked_in=blocked_in,
+            coroutine=thread.coroutine,
+            coroutine_id=thread.coroutine_id,
+            coroutine_keys=thread.coroutine_keys,
         )
     result = session.unwind(thread)
     assert result is not None
@@ -365,6 +368,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         coroutine_id=thread.coroutine_id,
         running_coroutine=thread.running_coroutine,
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
+        coroutine_keys=thread.coroutine_keys,
     )
 
 

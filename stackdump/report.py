@@ -165,6 +165,7 @@ def thread_line(t: ThreadReport) -> str:
     if t.recovered_frame_pointers:
         keys.append(f"recovered_frame_pointers={t.recovered_frame_pointers}")
     keys.extend(context_keys(t))
+    keys.extend(f"{k}={quote(v) if ' ' in v or not v else escape(v)}" for k, v in t.coroutine_keys)
     if t.coroutine:
         if t.coroutine_id is not None:
             keys.append(f"handle=0x{t.tid:x}")

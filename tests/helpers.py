@@ -288,7 +288,9 @@ HEADER_KEYS = [
     "capture",
 ]
 THREAD_RE = re.compile(r"----- thread (\d+) \((.*)\) (status=\S+.*?) -----")
-COROUTINE_RE = re.compile(r"----- (fiber|bthread) (0x[0-9a-f]+|\d+) (status=\S+.*?) -----")
+COROUTINE_RE = re.compile(
+    r"----- (fiber|bthread|goroutine) (0x[0-9a-f]+|\d+) (status=\S+.*?) -----"
+)
 FRAME_RE = re.compile(r"    (\d+)# +(\S.*)")
 SUMMARY_RE = re.compile(
     r"summary: captured=(\d+) skipped=(\d+) timed_out=(\d+) remote_signal_attempts=(\d+)"
@@ -382,7 +384,7 @@ def parse_report(text: str) -> ParsedReport:
         i = _read_frames(lines, i + 1, section)
         threads.append(section)
     coroutines: List[ThreadSection] = []
-    while lines[i].startswith(("----- fiber ", "----- bthread ")):
+    while lines[i].startswith(("----- fiber ", "----- bthread ", "----- goroutine ")):
         m = COROUTINE_RE.fullmatch(lines[i])
         assert m, f"bad coroutine line {lines[i]!r}"
         keys, order = _parse_keys(m.group(3))

@@ -32,13 +32,14 @@ def find_coroutines(memory, maps, files, threads, options: CaptureOptions, keep,
             path = files.path(hit[0]) if hit is not None else None
             if path is not None:
                 paths[m.file_path] = path
+    go = _goroutines(memory, maps, paths, options)
     switches = fcontext.switch_functions(memory, maps, paths)
     if not switches:
-        return (), False, _nothing_running
+        return tuple(keep(g) if keep is not None else g for g in go), False, _nothing_running
     by_address = {fn.address: fn for fn in switches}
     returns = fcontext.return_addresses(memory, maps, set(by_address), _CODE_SCAN_BYTES)
     if not returns:
-        return (), False, _nothing_running
+        return tuple(keep(g) if keep is not None else g for g in go), False, _nothing_running
     skip = [(t.stack_map.start, t.stack_map.end) for t in threads if t.stack_map is not None]
     skip += [(m.start, m.end) for m in maps if m.path == "[stack]"]
     contexts, truncated = fcontext.find_saved_contexts(
@@ -69,7 +70,45 @@ def find_coroutines(memory, maps, files, threads, options: CaptureOptions, keep,
         )
         # Settled at once: 10,000 fibers' stack copies are never held together.
         snapshots.append(keep(snapshot) if keep is not None else snapshot)
+    snapshots.extend(keep(g) if keep is not None else g for g in go)
     return tuple(snapshots), truncated, pool.running_on if pool is not None else _nothing_running
+
+
+def _goroutines(memory, maps, paths, options: CaptureOptions) -> list:
+    """Go's goroutines (capture/goroutines.py), from the executable that has runtime.allgs."""
+    from stackdump.capture import goroutines
+    from stackdump.elf.image import PARSE_ERRORS, ElfObject
+
+    for mapped, path in paths.items():
+        try:
+            elf = ElfObject.open(path)
+        except (OSError, *PARSE_ERRORS):
+            continue
+        try:
+            if not elf.has_section(".gopclntab"):
+                continue
+            values = elf.symbol_values({goroutines.ALLGS, goroutines.WAIT_REASONS})
+            if goroutines.ALLGS not in values:
+                continue
+            first = next((m for m in maps if m.path == mapped), None)
+            vaddr = elf.file_offset_to_vaddr(first.offset) if first is not None else None
+            layout = goroutines.layout_from_dwarf(elf)
+            if vaddr is None or layout is None:
+                continue
+            bias = first.start - vaddr
+            reasons = values.get(goroutines.WAIT_REASONS)
+            return goroutines.goroutines(
+                memory,
+                bias + values[goroutines.ALLGS],
+                bias + reasons if reasons else None,
+                layout,
+                maps,
+                options.stack_bytes,
+                _MAX_COROUTINES,
+            )
+        finally:
+            elf.close()
+    return []
 
 
 def _nothing_running(sp: int) -> None:

@@ -218,6 +218,23 @@ class DwarfIndex:
         except PARSE_ERRORS:
             return None
 
+    def find_struct(self, qualified: str, cu_name: str) -> Optional[Tuple[int, Dict[str, int]]]:
+        """`struct_layout` of `qualified` in the first compilation unit named `cu_name` that
+        defines it (Go puts its types in one of a package's several units)."""
+        info = self._dwarf()
+        if info is None:
+            return None
+        for cu in _each_cu(info):
+            try:
+                name = _die_name(cu.get_top_DIE())
+            except PARSE_ERRORS:
+                continue
+            if name == cu_name:
+                found = self.struct_layout(cu.cu_offset, qualified)
+                if found is not None:
+                    return found
+        return None
+
     def member_offset(self, cu_offset: int, struct: str, member: str) -> Optional[int]:
         """Byte offset of `member` in the file-scope `struct` as this CU declares it (a
         constant DW_AT_data_member_location), or None."""

@@ -109,6 +109,7 @@ def thread_object(t: ThreadReport, modules: _ModuleIndex) -> Dict[str, Any]:
         else None,
         "frames": [frame_object(i, f, modules) for i, f in enumerate(t.frames)],
         **({"signal": t.signal} if t.signal is not None else {}),
+        **({"runtime": {k: escape(v) for k, v in t.coroutine_keys}} if t.coroutine_keys else {}),
     }
 
 

@@ -1,12 +1,15 @@
-// A Go target for Go-table tests: an HTTP server on a loopback port with goroutines parked
-// in known functions. Prints "ready go PID" once they are started.
+// A Go target for Go tests: an HTTP server on a loopback port with goroutines parked in known
+// functions. Prints "ready go PID" once they are started; on a "stacks" line on stdin, prints
+// its own runtime.Stack(all) dump, then "end stacks".
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -30,6 +33,13 @@ func main() {
 	if err != nil {
 		os.Exit(1)
 	}
+	go http.Serve(listener, nil)
 	fmt.Printf("ready go %d\n", os.Getpid())
-	http.Serve(listener, nil)
+	lines := bufio.NewScanner(os.Stdin)
+	for lines.Scan() {
+		buf := make([]byte, 1<<20)
+		n := runtime.Stack(buf, true)
+		fmt.Printf("%s\nend stacks\n", buf[:n])
+	}
+	select {}
 }
