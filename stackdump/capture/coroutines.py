@@ -32,14 +32,14 @@ def find_coroutines(memory, maps, files, threads, options: CaptureOptions, keep,
             path = files.path(hit[0]) if hit is not None else None
             if path is not None:
                 paths[m.file_path] = path
-    go = _goroutines(memory, maps, paths, options)
+    go = _goroutines(memory, maps, paths, options, keep)
     switches = fcontext.switch_functions(memory, maps, paths)
     if not switches:
-        return tuple(keep(g) if keep is not None else g for g in go), False, _nothing_running
+        return tuple(go), False, _nothing_running
     by_address = {fn.address: fn for fn in switches}
     returns = fcontext.return_addresses(memory, maps, set(by_address), _CODE_SCAN_BYTES)
     if not returns:
-        return tuple(keep(g) if keep is not None else g for g in go), False, _nothing_running
+        return tuple(go), False, _nothing_running
     skip = [(t.stack_map.start, t.stack_map.end) for t in threads if t.stack_map is not None]
     skip += [(m.start, m.end) for m in maps if m.path == "[stack]"]
     contexts, truncated = fcontext.find_saved_contexts(
@@ -70,11 +70,11 @@ def find_coroutines(memory, maps, files, threads, options: CaptureOptions, keep,
         )
         # Settled at once: 10,000 fibers' stack copies are never held together.
         snapshots.append(keep(snapshot) if keep is not None else snapshot)
-    snapshots.extend(keep(g) if keep is not None else g for g in go)
+    snapshots.extend(go)
     return tuple(snapshots), truncated, pool.running_on if pool is not None else _nothing_running
 
 
-def _goroutines(memory, maps, paths, options: CaptureOptions) -> list:
+def _goroutines(memory, maps, paths, options: CaptureOptions, keep) -> list:
     """Go's goroutines (capture/goroutines.py), from the executable that has runtime.allgs."""
     from stackdump.capture import goroutines
     from stackdump.elf.image import PARSE_ERRORS, ElfObject
@@ -105,6 +105,7 @@ def _goroutines(memory, maps, paths, options: CaptureOptions) -> list:
                 maps,
                 options.stack_bytes,
                 _MAX_COROUTINES,
+                keep,
             )
         finally:
             elf.close()
