@@ -7,6 +7,7 @@ fails: a green CI must mean the real thing ran.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,19 @@ import pytest
 from helpers import compile_target
 
 ON_CI = os.environ.get("CI") == "true"
+
+
+def need_tool(tool: str, package: str) -> str:
+    """The tool's path; when it is missing, the test skips saying which package .ci/run
+    installs, and under CI=true fails instead."""
+    path = shutil.which(tool)
+    if path is None:
+        reason = f"{tool} is not installed (.ci/run installs {package})"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
 
 VARIANTS = {
     "O0": ["-O0", "-g", "-fno-omit-frame-pointer"],

@@ -487,3 +487,48 @@ def eu_stack(pid: int, env=None) -> Dict[int, List[Tuple[str, Optional[str], Opt
         if m and current:
             current[-1][1], current[-1][2] = m.group(1), int(m.group(2))
     return {tid: [tuple(f) for f in frames] for tid, frames in threads.items()}
+
+
+def parse_gdb_frames(output: str) -> Tuple[Dict[int, List[int]], Dict[int, List[str]]]:
+    """Per thread, the physical frames' pcs and gdb's names for them, from what
+    tests/gdb_pcs.py printed (`THREAD tid pc...` and `NAMES tid<TAB>name...` lines)."""
+    pcs: Dict[int, List[int]] = {}
+    names: Dict[int, List[str]] = {}
+    for line in output.splitlines():
+        if line.startswith("THREAD "):
+            fields = line.split()
+            pcs[int(fields[1])] = [int(pc, 16) for pc in fields[2:]]
+        elif line.startswith("NAMES "):
+            head, *rest = line.split("\t")
+            names[int(head.split()[1])] = rest
+    return pcs, names
+
+
+def crash_on_request(
+    argv: Sequence[str], cwd: Path, timeout: float
+) -> Tuple[int, Dict[str, List[int]]]:
+    """Run tests/targets/crash.c (natively or under qemu), cores allowed, until its four
+    threads are ready, tell it to crash, and wait up to `timeout` seconds: (its exit
+    status, role -> TIDs)."""
+    import resource
+
+    def allow_cores():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    process = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=allow_cores,
+    )
+    tids: Dict[str, List[int]] = {}
+    for _ in range(4):  # two readers, the crasher, then main
+        line = process.stdout.readline()
+        assert line, "the target exited before it was ready"
+        _, role, tid = line.split()
+        tids.setdefault(role, []).append(int(tid))
+    process.stdin.write("crash\n")
+    process.stdin.flush()
+    return process.wait(timeout=timeout), tids

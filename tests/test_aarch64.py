@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import resource
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pytest
-from conftest import ON_CI
-from helpers import TARGETS, parse_report, run_stackdump
+from conftest import need_tool
+from helpers import TARGETS, crash_on_request, parse_gdb_frames, parse_report, run_stackdump
 
 SYSROOT = "/usr/aarch64-linux-gnu"
 GDB_SCRIPT = Path(__file__).parent / "gdb_pcs.py"
@@ -33,11 +31,7 @@ def cross(build_dir):
         ("qemu-aarch64", "qemu-user"),
         ("gdb-multiarch", "gdb-multiarch"),
     ):
-        if shutil.which(tool) is None:
-            reason = f"{tool} is not installed (.ci/run installs {package})"
-            if ON_CI:
-                pytest.fail(reason)
-            pytest.skip(reason)
+        need_tool(tool, package)
 
     def build(variant: str) -> Path:
         out = build_dir / f"crash-aarch64-{variant}"
@@ -54,27 +48,9 @@ def cross(build_dir):
 
 def _guest_core(binary: Path, where: Path, *args: str) -> Tuple[Path, Dict[str, List[int]]]:
     """Run the program under qemu-aarch64 until it crashes; (qemu's core of it, role -> TIDs)."""
-
-    def allow_cores():
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-
-    process = subprocess.Popen(
-        ["qemu-aarch64", "-L", SYSROOT, str(binary), *args],
-        cwd=where,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=allow_cores,
+    _, tids = crash_on_request(
+        ["qemu-aarch64", "-L", SYSROOT, str(binary), *args], where, timeout=120
     )
-    tids: Dict[str, List[int]] = {}
-    for _ in range(4):
-        line = process.stdout.readline()
-        assert line, "the target exited before it was ready"
-        _, role, tid = line.split()
-        tids.setdefault(role, []).append(int(tid))
-    process.stdin.write("crash\n")
-    process.stdin.flush()
-    process.wait(timeout=120)
     with_cores = [p for p in where.iterdir() if p.name.startswith("qemu_") and p.suffix == ".core"]
     assert len(with_cores) == 1, sorted(os.listdir(where))
     host_core = where / "core"  # qemu's own, when the host writes one: not ours to read
@@ -90,15 +66,7 @@ def _gdb(binary: Path, core: Path) -> Tuple[Dict[int, List[int]], Dict[int, List
          "-ex", f"file {binary}", "-ex", f"core-file {core}", "-x", str(GDB_SCRIPT)],
         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     ).stdout  # fmt: skip
-    pcs, names = {}, {}
-    for line in out.splitlines():
-        if line.startswith("THREAD "):
-            fields = line.split()
-            pcs[int(fields[1])] = [int(pc, 16) for pc in fields[2:]]
-        elif line.startswith("NAMES "):
-            head, *rest = line.split("\t")
-            names[int(head.split()[1])] = rest
-    return pcs, names
+    return parse_gdb_frames(out)
 
 
 def _ours(binary: Path, core: Path, mode: str = "disabled"):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import pytest
-from conftest import ON_CI
+from conftest import ON_CI, need_tool
 from helpers import compile_target
 
 from stackdump.arch.x86_64 import DWARF_REGISTER_NAMES, RIP
@@ -123,12 +123,7 @@ def test_a_debug_frame_index_is_built_once_and_then_read_from_the_cache(tmp_path
     over the same file reads it back and gives the same rows."""
     from stackdump.cache import DiskCache
 
-    go = shutil.which("go")
-    if go is None:
-        reason = "go is not installed (.ci/run installs golang-go)"
-        if ON_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    go = need_tool("go", "golang-go")
     source = tmp_path / "main.go"
     source.write_text('package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hi") }\n')
     binary = tmp_path / "hello"

@@ -6,18 +6,19 @@ from __future__ import annotations
 import os
 import random
 import re
-import resource
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import ON_CI
+from conftest import ON_CI, need_tool
 from helpers import (
     TARGETS,
     Target,
     compile_target,
+    crash_on_request,
+    parse_gdb_frames,
     parse_report,
     run_stackdump,
 )
@@ -26,14 +27,6 @@ pytestmark = pytest.mark.usefixtures("live")
 
 GDB_SCRIPT = Path(__file__).parent / "gdb_pcs.py"
 ROLES = {"read": 2, "cond": 1, "sleep": 1, "epoll": 1, "recurse": 1, "spin": 1}
-
-
-def _need(tool: str, package: str) -> None:
-    if shutil.which(tool) is None:
-        reason = f"{tool} is not installed (.ci/run installs {package})"
-        if ON_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def _pcs(report) -> Dict[int, List[int]]:
@@ -56,12 +49,7 @@ def _gdb_on_core(binary: Path, core: Path) -> Dict[int, List[int]]:
         text=True,
         timeout=300,
     ).stdout
-    threads = {}
-    for line in out.splitlines():
-        if line.startswith("THREAD "):
-            fields = line.split()
-            threads[int(fields[1])] = [int(pc, 16) for pc in fields[2:]]
-    return threads
+    return parse_gdb_frames(out)[0]
 
 
 def _gcore(pid: int, where: Path) -> Path:
@@ -73,7 +61,7 @@ def _gcore(pid: int, where: Path) -> Path:
 
 @pytest.mark.parametrize("variant", ["O2", "nofp"])
 def test_gcore_pcs_equal_the_live_dump_and_gdb_on_the_core(threads_bin, variant, tmp_path):
-    _need("gcore", "gdb")
+    need_tool("gcore", "gdb")
     binary = threads_bin(variant)
     with Target(binary, ROLES).wait_ready() as target:
         live = _pcs(_dump("-p", str(target.pid)))
@@ -111,30 +99,11 @@ def kernel_core(build_dir, tmp_path):
             pytest.fail(reason)
         pytest.skip(reason)
     binary = compile_target("crash.c", build_dir, "crash", ["-O1", "-g"])
-
-    def allow_cores():
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-
-    process = subprocess.Popen(
-        [str(binary)],
-        cwd=tmp_path,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=allow_cores,
-    )
-    tids: Dict[str, List[int]] = {}
-    for _ in range(4):  # two readers, the crasher, then main
-        line = process.stdout.readline()
-        assert line, "the target exited before it was ready"
-        _, role, tid = line.split()
-        tids.setdefault(role, []).append(int(tid))
-    process.stdin.write("crash\n")
-    process.stdin.flush()
-    assert process.wait(timeout=60) == -6  # SIGABRT, from its SIGSEGV handler
+    status, tids = crash_on_request([str(binary)], tmp_path, timeout=60)
+    assert status == -6  # SIGABRT, from its SIGSEGV handler
     core = tmp_path / pattern
     if not core.exists():
-        core = tmp_path / f"{pattern}.{process.pid}"
+        core = tmp_path / f"{pattern}.{tids['main'][0]}"
     assert core.exists(), sorted(os.listdir(tmp_path))
     return binary, core, tids
 
@@ -211,7 +180,7 @@ def test_core_arguments_are_checked(tmp_path, threads_bin):
 
 def test_exe_and_sysroot_find_files_elsewhere(threads_bin, tmp_path):
     """A core from another machine: its files under --sysroot, the executable by --exe."""
-    _need("gcore", "gdb")
+    need_tool("gcore", "gdb")
     original = tmp_path / "app"
     shutil.copy(threads_bin("O2"), original)
     with Target(original, {"read": 1}).wait_ready() as target:

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ON_CI
+from conftest import ON_CI, need_tool
 from helpers import TARGETS, Target, parse_report, run_stackdump
 
 SLEEPERS, WAITERS = 5, 3
@@ -430,11 +430,7 @@ def test_a_fiber_resumed_while_its_stack_is_read_is_reported_not_unwound(fibers)
 def test_fibers_in_a_core_equal_the_live_dump(fibers, tmp_path):
     """--coroutines on gcore's core of the same process: the same suspended fibers, by
     handle, with the same frames (nothing runs in between: they are parked)."""
-    if shutil.which("gcore") is None:
-        reason = "gcore is not installed (.ci/run installs gdb)"
-        if ON_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    need_tool("gcore", "gdb")
     target, _ = fibers
     live = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", "disabled")
     assert live.returncode == 0, live.stderr

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ON_CI
+from conftest import ON_CI, need_tool
 from helpers import (
     TARGETS,
     Target,
@@ -29,14 +29,6 @@ from helpers import (
 )
 
 pytestmark = pytest.mark.usefixtures("live")
-
-
-def _need(tool: str, package: str) -> None:
-    if shutil.which(tool) is None:
-        reason = f"{tool} is not installed (.ci/run installs {package})"
-        if ON_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 def _frames(target: Target, mode: str, *extra: str, env=None):
@@ -119,8 +111,8 @@ def _agrees_with_eu_stack(binary: Path) -> list:
 
 
 def test_dwz_supplementary_debug_info_matches_eu_stack(build_dir):
-    _need("dwz", "dwz")
-    _need("eu-stack", "elfutils")
+    need_tool("dwz", "dwz")
+    need_tool("eu-stack", "elfutils")
     one = compile_target("cxx_threads.cpp", build_dir, "dwz-one", ["-O2", "-g"])
     two = compile_target("cxx_threads.cpp", build_dir, "dwz-two", ["-O2", "-g", "-DDWZ_TWIN"])
     common = build_dir / "dwz-common.debug"
@@ -226,7 +218,7 @@ def stripped(build_dir, tmp_path):
 
 
 def test_debuginfod_serves_the_debug_file_and_its_cache_is_shared(stripped, tmp_path):
-    _need("debuginfod", "debuginfod")
+    need_tool("debuginfod", "debuginfod")
     binary, served, build_id = stripped
     port = _free_port()
     cache = tmp_path / "client-cache"
@@ -307,7 +299,7 @@ def test_a_debug_file_with_the_wrong_build_id_is_rejected(stripped, tmp_path, bu
 def test_full_mode_finds_a_cu_through_gdb_index_without_walking_cus(build_dir, tmp_path):
     """FULL looks up a pc aranges does not cover in `.gdb_index`'s address table when the
     binary has one (gdb-add-index), instead of reading every CU's ranges."""
-    _need("gdb-add-index", "gdb")
+    need_tool("gdb-add-index", "gdb")
     from stackdump.elf.image import ElfObject
     from stackdump.symbols.dwarf import DwarfIndex
 

@@ -9,13 +9,12 @@ import contextlib
 import os
 import random
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ON_CI
+from conftest import need_tool
 from helpers import TARGETS, parse_report, run_stackdump
 
 pytestmark = pytest.mark.usefixtures("live")
@@ -23,12 +22,7 @@ pytestmark = pytest.mark.usefixtures("live")
 
 @pytest.fixture(scope="module")
 def go_builds(build_dir):
-    go = shutil.which("go")
-    if go is None:
-        reason = "go is not installed (.ci/run installs golang-go)"
-        if ON_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    go = need_tool("go", "golang-go")
     env = {
         **os.environ,
         "GOCACHE": str(build_dir / "gocache"),

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ON_CI
+from conftest import need_tool
 from helpers import TARGETS, parse_report, run_stackdump
 
 pytestmark = pytest.mark.usefixtures("live")
@@ -22,12 +21,7 @@ JIT_BARE = re.compile(r"^0x[0-9a-f]{16} in \[jit\]$")
 
 @pytest.fixture
 def node_target():
-    node = shutil.which("node")
-    if node is None:
-        reason = "node is not installed (.ci/run installs nodejs)"
-        if ON_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
+    node = need_tool("node", "nodejs")
     process = subprocess.Popen(
         [node, "--perf-basic-prof", str(TARGETS / "spin.js")],
         stdout=subprocess.PIPE,

@@ -16,6 +16,7 @@ from helpers import (
     Target,
     assert_untouched,
     compile_target,
+    parse_gdb_frames,
     parse_report,
     read_syscall_line,
     run_stackdump,
@@ -110,12 +111,7 @@ def gdb_pcs(pid: int) -> Dict[int, List[int]]:
         text=True,
         timeout=300,
     ).stdout
-    threads = {}
-    for line in out.splitlines():
-        if line.startswith("THREAD "):
-            fields = line.split()
-            threads[int(fields[1])] = [int(pc, 16) for pc in fields[2:]]
-    return threads
+    return parse_gdb_frames(out)[0]
 
 
 def stackdump_pcs(pid: int, tids=None) -> Dict[int, List[int]]:

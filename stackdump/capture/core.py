@@ -18,11 +18,12 @@ import dataclasses
 import os
 import struct
 import zlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 from stackdump.arch import EM_AARCH64
 from stackdump.capture.core_notes import AT_SYSINFO_EHDR, Core, NotACore, parse_core
 from stackdump.elf import sections
+from stackdump.elf.image import file_build_id
 from stackdump.elf.modules import VDSO, Module
 from stackdump.errors import InvalidCore
 from stackdump.types import (
@@ -72,12 +73,16 @@ class CoreMemory:
 
 
 class CoreFiles:
-    """The core's mapped files on this machine: under `sysroot` when the core came from
-    another one, `exe` for the executable, each checked against the build-id the core
-    recorded; debuginfod's copy (`/executable`) when the local one is missing or differs."""
+    """The snapshot's FileSource: the core's mapped files on this machine, under `sysroot`
+    when the core came from another one, `exe_override` for the executable, each checked
+    against the build-id the core recorded; debuginfod's copy (`/executable`) when the local
+    one is missing or differs. It holds the core open, for the process's memory
+    (`read_memory`: code no file backs), and closes it."""
 
     def __init__(
         self,
+        stream,
+        memory: CoreMemory,
         sysroot: str,
         exe_path: str,
         exe_override: Optional[str],
@@ -85,31 +90,44 @@ class CoreFiles:
         fetch=None,
     ) -> None:
         self.roots: Tuple[str, ...] = (sysroot.rstrip("/"),) if sysroot else ("",)
-        self._exe_path = exe_path
-        self._exe_override = exe_override
+        self._stream = stream
+        self._memory = memory
+        self._where = (sysroot, exe_path, exe_override)
         self._build_ids = build_ids  # mapped path -> build-id the core's memory shows
         self._fetch = fetch  # (build_id) -> path of the executable debuginfod has, or None
-        self.mismatched: List[str] = []
-
-    def local_path(self, path: str) -> str:
-        if self._exe_override and path == self._exe_path:
-            return self._exe_override
-        return f"{self.roots[0]}{path}"
 
     def path(self, module: Module) -> Optional[str]:
         wanted = self._build_ids.get(module.path)
-        local = self.local_path(module.path)
+        local = _local_path(module.path, *self._where)
         if os.path.isfile(local):
-            found = _file_build_id(local)
+            found = file_build_id(local)
             if wanted is None or found is None or found == wanted:
                 return local
-            self.mismatched.append(module.path)
         if wanted and self._fetch is not None:
             return self._fetch(wanted)
         return None
 
+    def read_memory(self, address: int, size: int) -> bytes:
+        """The process's memory as the core holds it: code no file backs (ObjectStore.code)."""
+        return self._memory.read(address, size)
+
     def close(self) -> None:
-        pass
+        self._stream.close()
+
+
+def _local_path(path: str, sysroot: str, exe_path: str, exe_override: Optional[str]) -> str:
+    """Where a file the core names is on this machine."""
+    if exe_override and path == exe_path:
+        return exe_override
+    return f"{sysroot.rstrip('/')}{path}"
+
+
+def _backing(core: Core, sysroot: str, exe_path: str, exe_override: Optional[str]):
+    """(start, end, local path, file offset) of each mapped file: CoreMemory's fallback."""
+    return [
+        (e.start, e.end, _local_path(e.path, sysroot, exe_path, exe_override), e.offset)
+        for e in core.files
+    ]
 
 
 def capture_core(
@@ -133,9 +151,7 @@ def capture_core(
         stream.close()
         raise InvalidCore(f"cannot read core file {path}: {e}") from None
     exe_path = _executable(core)
-    local = CoreFiles(sysroot, exe_path, exe, {}, fetch)
-    backing = [(e.start, e.end, local.local_path(e.path), e.offset) for e in core.files]
-    memory = CoreMemory(stream, core, backing)
+    memory = CoreMemory(stream, core, _backing(core, sysroot, exe_path, exe))
     if not core.files:
         # No NT_FILE (qemu-user's cores, older writers): the loader's own list says which
         # objects are where, as gdb reads it.
@@ -143,9 +159,7 @@ def capture_core(
         if found:
             core = dataclasses.replace(core, files=found)
             exe_path = exe_path or _executable(core)
-            local = CoreFiles(sysroot, exe_path, exe, {}, fetch)
-            backing = [(e.start, e.end, local.local_path(e.path), e.offset) for e in found]
-            memory = CoreMemory(stream, core, backing)
+            memory = CoreMemory(stream, core, _backing(core, sysroot, exe_path, exe))
     maps = _maps(core, memory)
     build_ids = _build_ids(core, memory)
     vdso = _vdso(core, memory)
@@ -157,14 +171,14 @@ def capture_core(
             continue
         name = core.name if t.tid == core.pid or (index == 0 and not core.pid) else "?"
         threads.append(_thread(t, name, arch_regs(t.registers), maps, memory, options))
-    stream_keeper = _Closing(stream, CoreFiles(sysroot, exe_path, exe, build_ids, fetch), memory)
+    files = CoreFiles(stream, memory, sysroot, exe_path, exe, build_ids, fetch)
     coroutines, truncated = None, False
     if options.coroutines:
-        # Suspended fibers and bthreads, in the memory the core holds (capture/coroutines.py).
+        # Suspended fibers, bthreads and goroutines, in the memory the core holds.
         from stackdump.capture.coroutines import find_coroutines, mark_running
 
         coroutines, truncated, running = find_coroutines(
-            memory, maps, stream_keeper, threads, options, None, CorePages(core)
+            memory, maps, files, threads, options, None, CorePages(core)
         )
         threads = [mark_running(t, running) for t in threads]
     if options.thread_ids is None:
@@ -191,7 +205,7 @@ def capture_core(
         capture_ns=0,
         thread_count=len(threads),
         cmdline=tuple(core.args.split()) if core.args else None,
-        files=stream_keeper,
+        files=files,
         options=dataclasses.replace(options, capture_mode=CaptureMode.CORE),
         core=info,
         coroutines=coroutines,
@@ -220,26 +234,6 @@ class CorePages:
 
     def close(self) -> None:
         pass
-
-
-class _Closing:
-    """The snapshot's FileSource: the core's files, and the core itself closed with it."""
-
-    def __init__(self, stream, files: CoreFiles, memory: CoreMemory) -> None:
-        self._stream = stream
-        self._files = files
-        self._memory = memory
-        self.roots = files.roots
-
-    def path(self, module: Module) -> Optional[str]:
-        return self._files.path(module)
-
-    def read_memory(self, address: int, size: int) -> bytes:
-        """The process's memory as the core holds it: code no file backs (ObjectStore.code)."""
-        return self._memory.read(address, size)
-
-    def close(self) -> None:
-        self._stream.close()
 
 
 def _executable(core: Core) -> str:
@@ -426,18 +420,6 @@ def _memory_build_id(memory: CoreMemory, base: int) -> Optional[str]:
         if found:
             return found
     return None
-
-
-def _file_build_id(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as f:
-            header = sections.read_header(f)
-            by_name = sections.by_name(sections.read_sections(f, header))
-            note = by_name.get(".note.gnu.build-id")
-            data = sections.section_data(f, note) if note is not None else None
-    except Exception:  # noqa: BLE001 - not an ELF file we can read: no build-id to compare
-        return None
-    return sections.gnu_build_id(data) if data else None
 
 
 def _registers_of(core: Core):

@@ -16,7 +16,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
+from elftools.common.exceptions import ELFError
+
 from stackdump.arch import EM_AARCH64, EM_X86_64
+from stackdump.elf import sections
 
 ET_CORE = 4
 PT_LOAD, PT_NOTE = 1, 4
@@ -26,7 +29,6 @@ NT_FILE = 0x46494C45
 AT_SYSINFO_EHDR, AT_PHDR, AT_ENTRY, AT_EXECFN = 33, 3, 9, 31
 PF_X, PF_W, PF_R = 1, 2, 4
 
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
 _NOTE = struct.Struct("<III")
 # elf_prstatus_common: elf_siginfo (3 ints), pr_cursig (short, padded), sigpend, sighold,
@@ -111,21 +113,12 @@ def parse_core(stream: BinaryIO) -> Core:
     """The core's segments and notes. NotACore when it is no 64-bit little-endian ELF core
     of a processor stackdump knows; anything else short or wrong costs what it holds."""
     size = stream.seek(0, os.SEEK_END)
-    stream.seek(0)
-    raw = stream.read(_EHDR.size)
-    if len(raw) < _EHDR.size or raw[:4] != b"\x7fELF":
-        raise NotACore("not an ELF file")
-    if raw[4] != 2 or raw[5] != 1:
-        raise NotACore("not a 64-bit little-endian ELF file")
-    fields = _EHDR.unpack(raw)
-    e_type, machine, phoff, phentsize, phnum = (
-        fields[1],
-        fields[2],
-        fields[5],
-        fields[9],
-        fields[10],
-    )
-    if e_type != ET_CORE:
+    try:
+        header = sections.read_header(stream)
+    except ELFError as e:
+        raise NotACore(str(e)) from None
+    machine, phoff, phentsize, phnum = header.machine, header.phoff, header.phentsize, header.phnum
+    if header.type != ET_CORE:
         raise NotACore("an ELF file, but not a core file (e_type is not ET_CORE)")
     if machine not in (EM_X86_64, EM_AARCH64):
         raise NotACore(f"a core file of an unsupported processor (e_machine {machine})")

@@ -77,6 +77,29 @@ def find_coroutines(memory, maps, files, threads, options: CaptureOptions, keep,
 def _goroutines(memory, maps, paths, options: CaptureOptions, keep) -> list:
     """Go's goroutines (capture/goroutines.py), from the executable that has runtime.allgs."""
     from stackdump.capture import goroutines
+
+    wanted = {goroutines.ALLGS, goroutines.WAIT_REASONS}
+    for elf, found in _objects_defining(maps, paths, wanted, {goroutines.ALLGS}, ".gopclntab"):
+        layout = goroutines.layout_from_dwarf(elf)
+        if layout is None:
+            continue
+        return goroutines.goroutines(
+            memory,
+            found[goroutines.ALLGS],
+            found.get(goroutines.WAIT_REASONS),
+            layout,
+            maps,
+            options.stack_bytes,
+            _MAX_COROUTINES,
+            keep,
+        )
+    return []
+
+
+def _objects_defining(maps, paths, names, required, section: str = ""):
+    """(ELF object, where each of `names` it defines is in the process) for each mapped object
+    that defines every one of `required` (and holds `section`, when given); the object is
+    open while the caller looks at it."""
     from stackdump.elf.image import PARSE_ERRORS, ElfObject
 
     for mapped, path in paths.items():
@@ -85,31 +108,20 @@ def _goroutines(memory, maps, paths, options: CaptureOptions, keep) -> list:
         except (OSError, *PARSE_ERRORS):
             continue
         try:
-            if not elf.has_section(".gopclntab"):
+            if section and not elf.has_section(section):
                 continue
-            values = elf.symbol_values({goroutines.ALLGS, goroutines.WAIT_REASONS})
-            if goroutines.ALLGS not in values:
+            values = elf.symbol_values(names)
+            if not required <= set(values):
                 continue
             first = next((m for m in maps if m.path == mapped), None)
             vaddr = elf.file_offset_to_vaddr(first.offset) if first is not None else None
-            layout = goroutines.layout_from_dwarf(elf)
-            if vaddr is None or layout is None:
+            if vaddr is None:
                 continue
+            # The load bias: 0 for a fixed-address executable, the mapping's for a PIE/DSO.
             bias = first.start - vaddr
-            reasons = values.get(goroutines.WAIT_REASONS)
-            return goroutines.goroutines(
-                memory,
-                bias + values[goroutines.ALLGS],
-                bias + reasons if reasons else None,
-                layout,
-                maps,
-                options.stack_bytes,
-                _MAX_COROUTINES,
-                keep,
-            )
+            yield elf, {name: bias + value for name, value in values.items()}
         finally:
             elf.close()
-    return []
 
 
 def _nothing_running(sp: int) -> None:
@@ -127,33 +139,14 @@ def mark_running(thread: ThreadSnapshot, running) -> ThreadSnapshot:
 def _bthread_ids(memory, maps, paths, switches):
     """brpc's TaskMeta pool (capture/bthreads.py), when the process switches bthreads."""
     from stackdump.capture import bthreads
-    from stackdump.elf.image import PARSE_ERRORS, ElfObject
 
     if not any(fn.kind == "bthread" for fn in switches):
         return None
     wanted = {bthreads.NGROUP, bthreads.BLOCK_GROUPS}
-    for mapped, path in paths.items():
-        try:
-            elf = ElfObject.open(path)
-        except (OSError, *PARSE_ERRORS):
-            continue
-        try:
-            values = elf.symbol_values(wanted)
-            if len(values) != 2:
-                continue
-            first = next((m for m in maps if m.path == mapped), None)
-            if first is None:
-                continue
-            # The load bias: 0 for a fixed-address executable, the mapping's for a PIE/DSO.
-            vaddr = elf.file_offset_to_vaddr(first.offset)
-            if vaddr is None:
-                continue
-            base = first.start - vaddr
-            statics = (base + values[bthreads.NGROUP], base + values[bthreads.BLOCK_GROUPS])
-            layout = bthreads.layout_from_dwarf(elf) or bthreads.choose_layout(memory, statics)
-            if layout is None:
-                return None
-            return bthreads.bthread_ids(memory, statics, layout, _MAX_COROUTINES * 4)
-        finally:
-            elf.close()
+    for elf, found in _objects_defining(maps, paths, wanted, wanted):
+        statics = (found[bthreads.NGROUP], found[bthreads.BLOCK_GROUPS])
+        layout = bthreads.layout_from_dwarf(elf) or bthreads.choose_layout(memory, statics)
+        if layout is None:
+            return None
+        return bthreads.bthread_ids(memory, statics, layout, _MAX_COROUTINES * 4)
     return None

@@ -139,8 +139,6 @@ def _wait_reasons(memory, at: int) -> Dict[int, str]:
     for i in range(len(data) // 16):
         pointer, length = struct.unpack_from("<QQ", data, 16 * i)
         if not pointer or not 0 < length <= 64:
-            if i:
-                continue
             continue
         text = memory.read(pointer, length)
         if len(text) == length:

@@ -25,8 +25,7 @@ import re
 import time
 from typing import Callable, Mapping, Optional
 
-from stackdump.elf import sections
-from stackdump.elf.image import PARSE_ERRORS
+from stackdump.elf.image import file_build_id
 from stackdump.types import DebuginfodSettings
 
 _BUILD_ID = re.compile(r"[0-9a-f]{2,128}")
@@ -148,7 +147,7 @@ class Debuginfod:
                 with response:
                     if not self._copy(response, out, label or build_id):
                         return "failed"
-            if _build_id_of(tmp) != build_id:
+            if file_build_id(tmp) != build_id:
                 return "failed"  # not what was asked for: never cached, never used
             os.chmod(tmp, 0o400)
             os.rename(tmp, target)
@@ -183,15 +182,3 @@ class Debuginfod:
         except OSError:
             return False
         return not total or done == total
-
-
-def _build_id_of(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as f:
-            header = sections.read_header(f)
-            found = sections.by_name(sections.read_sections(f, header))
-            note = found.get(".note.gnu.build-id")
-            data = sections.section_data(f, note) if note is not None else None
-    except PARSE_ERRORS:  # whatever a server sent: not an ELF file we can use
-        return None
-    return sections.gnu_build_id(data) if data else None

@@ -48,7 +48,6 @@ _SECTIONS = {
     "gnu_debugaltlink_sec": ".gnu_debugaltlink",
     "debug_types_sec": ".debug_types",
 }
-_CHUNK = 1 << 20
 _MAX_INFLATED = 16 << 30  # one section, inflated: a hostile header must not fill the disk
 
 

@@ -142,6 +142,21 @@ class SymbolTable:
         return cstring(self._strtab, self._names[i]).split("@", 1)[0]
 
 
+def file_build_id(path: str) -> Optional[str]:
+    """The GNU build-id of the ELF file at `path`; None when it has none or is no ELF file
+    (what a server sent, what lies at a core's mapped path)."""
+    try:
+        elf = ElfObject.open(path)
+    except PARSE_ERRORS:
+        return None
+    try:
+        return elf.build_id()
+    except PARSE_ERRORS:
+        return None
+    finally:
+        elf.close()
+
+
 def build_symbol_table(symtab: bytes, strtab: bytes) -> SymbolTable:
     entries = []
     usable = len(symtab) - len(symtab) % _SYM64.size

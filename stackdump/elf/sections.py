@@ -44,6 +44,7 @@ _MAX_INFLATED = 1 << 30
 @dataclass(frozen=True)
 class ElfHeader:
     machine: int  # e_machine: which processor (62: x86-64, 183: aarch64)
+    type: int  # e_type: 2 an executable, 3 a shared object (or PIE), 4 a core
     phoff: int
     phentsize: int
     phnum: int
@@ -75,6 +76,7 @@ def read_header(stream: BinaryIO) -> ElfHeader:
     fields = _EHDR64.unpack(raw)
     return ElfHeader(
         machine=fields[2],
+        type=fields[1],
         phoff=fields[5],
         phentsize=fields[9],
         phnum=fields[10],

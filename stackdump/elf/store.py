@@ -303,12 +303,14 @@ class ObjectStore:
         """The debug file debuginfod has for build_id, opened; _LATER during capture."""
         if not self._downloads or self._remote is None:
             return _LATER
+        return self._fetched(build_id, label)
+
+    def _fetched(self, build_id: str, label: str) -> Optional[ElfObject]:
+        """The debug file debuginfod has for build_id (debuginfod serves a dwz file the same
+        way), opened, its build-id checked again."""
+        assert self._remote is not None
         path = self._remote.find(build_id, "debuginfo", label)
-        found = _try_open(path) if path is not None else None
-        if found is not None and found.build_id() != build_id:
-            found.close()
-            return None
-        return found
+        return _open_with_build_id(path, build_id) if path is not None else None
 
     def _open_supplement(
         self, debug_path: Optional[str], name: str, build_id: str
@@ -317,19 +319,11 @@ class ObjectStore:
             debug_path, name, build_id, self.files.roots, self._debug_roots
         )
         for candidate in candidates:
-            found = _try_open(candidate)
+            found = _open_with_build_id(candidate, build_id)
             if found is not None:
-                if found.build_id() == build_id:
-                    return found
-                found.close()
-        if self._downloads and self._remote is not None:
-            # debuginfod serves a dwz file by its build-id, as any debug file.
-            path = self._remote.find(build_id, "debuginfo", os.path.basename(name))
-            found = _try_open(path) if path is not None else None
-            if found is not None and found.build_id() == build_id:
                 return found
-            if found is not None:
-                found.close()
+        if self._downloads and self._remote is not None:
+            return self._fetched(build_id, os.path.basename(name))
         return None
 
     def problem(self, pc: int) -> str:
@@ -377,6 +371,15 @@ def _file_problem(module: Module, path: str, elf: Optional[ElfObject]) -> str:
     if elf is None:
         return "the file is no longer a readable ELF object: changed after it was loaded"
     return ""
+
+
+def _open_with_build_id(path: str, build_id: str) -> Optional[ElfObject]:
+    """The ELF file at path, opened, if its build-id is `build_id`."""
+    found = _try_open(path)
+    if found is not None and found.build_id() != build_id:
+        found.close()
+        return None
+    return found
 
 
 def _try_open(path: str) -> Optional[ElfObject]:

@@ -298,14 +298,9 @@ class DwarfIndex:
             except PARSE_ERRORS:
                 continue
             self._opened.append(dwo)
-            info = self._dwarf()
-            split = dwarf_sections.split_dwarf_info(dwo, info, self._cache.directory)
-            unit = dwarf_sections.split_unit(split, skeleton)
-            if unit is None:
-                continue
-            program = split.line_program_for_CU(unit)
-            files = _decode_lines(program, unit) if program is not None else None
-            return unit, split, files or self._line_table(skeleton.cu_offset)
+            found = self._split_in(dwo, skeleton)
+            if found is not None:
+                return found
         return None
 
     def _from_package(self, skeleton):
@@ -328,8 +323,12 @@ class DwarfIndex:
         parts = dwarf_sections.dwp_parts(index, dwo_id)
         if parts is None:
             return None
-        info = self._dwarf()
-        split = dwarf_sections.split_dwarf_info(package, info, self._cache.directory, parts)
+        return self._split_in(package, skeleton, parts)
+
+    def _split_in(self, dwo: ElfObject, skeleton, parts=None):
+        """(split unit, its DWARFInfo, the line table of its call_file numbers) for
+        `skeleton` in a .dwo file, or in one unit's `parts` of a .dwp; None if not there."""
+        split = dwarf_sections.split_dwarf_info(dwo, self._dwarf(), self._cache.directory, parts)
         unit = dwarf_sections.split_unit(split, skeleton)
         if unit is None:
             return None
