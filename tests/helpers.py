@@ -529,6 +529,15 @@ def crash_on_request(
         assert line, "the target exited before it was ready"
         _, role, tid = line.split()
         tids.setdefault(role, []).append(int(tid))
+    # Every thread blocked (main in pause, the crasher in its read of stdin) before the crash:
+    # a thread still running on its way there would leave a stack no oracle can pin down.
+    deadline = time.monotonic() + DEADLINE_S
+    while any(
+        read_syscall_line(process.pid, int(tid)) == "running"
+        for tid in os.listdir(f"/proc/{process.pid}/task")
+    ):
+        assert time.monotonic() < deadline, "the target's threads never all blocked"
+        time.sleep(0.001)  # polling a condition with a deadline
     process.stdin.write("crash\n")
     process.stdin.flush()
     return process.wait(timeout=timeout), tids

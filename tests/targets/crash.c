@@ -3,7 +3,9 @@
  * crash_caller()); its SIGSEGV handler, on_segv(), calls abort() as a crash reporter would,
  * so the kernel's core shows the faulting thread's stack through the signal frame.
  * With the argument "plain", no handler: the SIGSEGV itself ends the process.
- * Every thread prints "ready ROLE TID" first; main waits for a line on stdin, then crashes.
+ * Every thread prints "ready ROLE TID" first. The crasher reads a line from stdin, then
+ * crashes; main sits in pause() throughout, so that every other thread is blocked in a
+ * known call when the crash comes.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -38,16 +40,12 @@ __attribute__((noinline)) static void crash_caller(volatile int *where) {
     __asm__ volatile("" ::: "memory"); /* not a tail call */
 }
 
-static pthread_mutex_t go_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t go = PTHREAD_COND_INITIALIZER;
-static int crash_now;
-
 static void *crasher_main(void *arg) {
     (void)arg;
     announce("crasher");
-    pthread_mutex_lock(&go_lock);
-    while (!crash_now) pthread_cond_wait(&go, &go_lock);
-    pthread_mutex_unlock(&go_lock);
+    char c;
+    while (read(0, &c, 1) == 1 && c != '\n') {
+    }
     crash_caller(NULL);
     return NULL;
 }
@@ -78,11 +76,5 @@ int main(int argc, char **argv) {
         if (pthread_create(&t, NULL, reader_main, NULL)) return 3;
     if (pthread_create(&t, NULL, crasher_main, NULL)) return 3;
     announce("main");
-    char line[64];
-    if (!fgets(line, sizeof line, stdin)) return 0;
-    pthread_mutex_lock(&go_lock);
-    crash_now = 1;
-    pthread_cond_signal(&go);
-    pthread_mutex_unlock(&go_lock);
     for (;;) pause();
 }
