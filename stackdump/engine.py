@@ -328,7 +328,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             blocked_in=blocked_in,
             coroutine=thread.coroutine,
             coroutine_id=thread.coroutine_id,
-            coroutine_keys=thread.coroutine_keys,
+            runtime_keys=thread.runtime_keys,
         )
     result = session.unwind(thread)
     assert result is not None
@@ -368,7 +368,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         coroutine_id=thread.coroutine_id,
         running_coroutine=thread.running_coroutine,
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
-        coroutine_keys=thread.coroutine_keys,
+        runtime_keys=thread.runtime_keys,
     )
 
 

@@ -165,7 +165,7 @@ def thread_line(t: ThreadReport) -> str:
     if t.recovered_frame_pointers:
         keys.append(f"recovered_frame_pointers={t.recovered_frame_pointers}")
     keys.extend(context_keys(t))
-    keys.extend(f"{k}={quote(v) if ' ' in v or not v else escape(v)}" for k, v in t.coroutine_keys)
+    keys.extend(runtime_key_texts(t.runtime_keys))
     if t.coroutine:
         if t.coroutine_id is not None:
             keys.append(f"handle=0x{t.tid:x}")
@@ -176,6 +176,11 @@ def thread_line(t: ThreadReport) -> str:
     # ")" and "=" too: a name like `x) status=ok` must neither end the name early nor
     # forge a key (docs/FORMAT.md "Escaping").
     return f"----- thread {t.tid} ({escape(t.name, also=NAME_SPECIALS)}) {' '.join(keys)} -----"
+
+
+def runtime_key_texts(keys) -> List[str]:
+    """A runtime's own keys as `key=value`, quoted when the value has a space."""
+    return [f"{k}={quote(v) if ' ' in v or not v else escape(v)}" for k, v in keys]
 
 
 def context_keys(t: ThreadReport) -> List[str]:

@@ -258,8 +258,9 @@ class ThreadSnapshot:
     coroutine_id: Optional[int] = None  # the runtime's own id (a bthread_t), when read
     entry: Optional[int] = None  # the coroutine's entry function, when read
     running_coroutine: Optional[int] = None  # a worker thread: the bthread it was running
-    # What the runtime says of a coroutine (a goroutine's go_status, wait_reason), in order.
-    coroutine_keys: Tuple[Tuple[str, str], ...] = ()
+    # What a language runtime says of it, in order: a goroutine's go_status, wait_reason;
+    # a Go thread's goroutine and go_stack.
+    runtime_keys: Tuple[Tuple[str, str], ...] = ()
 
 
 class FileSource(Protocol):
@@ -391,7 +392,7 @@ class ThreadReport:
     entry_function: Optional[str] = None  # its entry function, named
     running_coroutine: Optional[int] = None  # a worker thread: the bthread it was running
     signal: Optional[str] = None  # a core's thread that received the fatal signal: its name
-    coroutine_keys: Tuple[Tuple[str, str], ...] = ()  # the runtime's own words (goroutines)
+    runtime_keys: Tuple[Tuple[str, str], ...] = ()  # a language runtime's own words (Go)
 
     @property
     def physical_frames(self) -> int:

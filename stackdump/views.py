@@ -59,13 +59,22 @@ class ThreadGroup:
         return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
+# The runtime keys a group shares (a goroutine's status and wait reason, a Go thread's stack),
+# so that goroutines parked alike in different ways stay apart, as in Go's own dumps.
+GROUP_RUNTIME_KEYS = ("go_status", "wait_reason", "go_stack")
+
+
+def group_keys(t: ThreadReport) -> Tuple[Tuple[str, str], ...]:
+    return tuple((k, v) for k, v in t.runtime_keys if k in GROUP_RUNTIME_KEYS)
+
+
 def group_threads(threads: Sequence[ThreadReport]) -> Tuple[ThreadGroup, ...]:
     """Biggest group first; equal sizes in the order their first thread came."""
     groups: Dict[tuple, List[ThreadReport]] = {}
     for t in threads:
         kernel = t.context.kernel_stack if t.context is not None else None
         if t.status is ThreadStatus.OK:
-            key: tuple = ("ok", stack_labels(t.frames), kernel or ())
+            key: tuple = ("ok", stack_labels(t.frames), kernel or (), group_keys(t))
         else:
             key = (t.status.value, t.syscall_name)
         groups.setdefault(key, []).append(t)

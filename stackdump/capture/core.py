@@ -173,12 +173,19 @@ def capture_core(
         threads.append(_thread(t, name, arch_regs(t.registers), maps, memory, options))
     files = CoreFiles(stream, memory, sysroot, exe_path, exe, build_ids, fetch)
     coroutines, truncated = None, False
+    from stackdump.capture.coroutines import (
+        find_coroutines,
+        go_runtime,
+        mark_running,
+        with_go_keys,
+    )
+
+    go = go_runtime(memory, maps, files, core.pid, [t.tid for t in threads])
+    threads = with_go_keys(memory, go, threads)
     if options.coroutines:
         # Suspended fibers, bthreads and goroutines, in the memory the core holds.
-        from stackdump.capture.coroutines import find_coroutines, mark_running
-
         coroutines, truncated, running = find_coroutines(
-            memory, maps, files, threads, options, None, CorePages(core)
+            memory, maps, files, threads, options, None, CorePages(core), go
         )
         threads = [mark_running(t, running) for t in threads]
     if options.thread_ids is None:

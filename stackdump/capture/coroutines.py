@@ -20,8 +20,8 @@ _MEMORY_SCAN_BYTES = 1 << 30
 _MAX_COROUTINES = 100_000
 
 
-def find_coroutines(memory, maps, files, threads, options: CaptureOptions, keep, pages):
-    from stackdump.capture import fcontext
+def mapped_paths(maps, files) -> dict:
+    """Each mapped executable file's path in the maps -> where it can be opened."""
     from stackdump.elf.modules import ModuleMap
 
     paths = {}
@@ -32,7 +32,23 @@ def find_coroutines(memory, maps, files, threads, options: CaptureOptions, keep,
             path = files.path(hit[0]) if hit is not None else None
             if path is not None:
                 paths[m.file_path] = path
-    go = _goroutines(memory, maps, paths, options, keep)
+    return paths
+
+
+def find_coroutines(
+    memory, maps, files, threads, options: CaptureOptions, keep, pages, go=None, now_ns=None
+):
+    """(coroutine snapshots, whether a bound was reached, which bthread a worker thread's sp
+    runs). `go`: the process's Go runtime (`go_runtime`), when it is a Go program; `now_ns`:
+    CLOCK_MONOTONIC when the process is live (the clock Go stamps waits with)."""
+    from stackdump.capture import fcontext, goroutines
+
+    paths = mapped_paths(maps, files)
+    go = (
+        goroutines.goroutines(memory, go, maps, options.stack_bytes, _MAX_COROUTINES, keep, now_ns)
+        if go is not None
+        else []
+    )
     switches = fcontext.switch_functions(memory, maps, paths)
     if not switches:
         return tuple(go), False, _nothing_running
@@ -74,32 +90,35 @@ def find_coroutines(memory, maps, files, threads, options: CaptureOptions, keep,
     return tuple(snapshots), truncated, pool.running_on if pool is not None else _nothing_running
 
 
-def _goroutines(memory, maps, paths, options: CaptureOptions, keep) -> list:
-    """Go's goroutines (capture/goroutines.py), from the executable that has runtime.allgs."""
+def go_runtime(memory, maps, files, pid: int, tids):
+    """The Go runtime when the executable (the first file mapped) is a Go program (has
+    `.gopclntab`), else None."""
     from stackdump.capture import goroutines
 
-    wanted = {goroutines.ALLGS, goroutines.WAIT_REASONS}
-    for elf, found in _objects_defining(maps, paths, wanted, {goroutines.ALLGS}, ".gopclntab"):
-        layout = goroutines.layout_from_dwarf(elf)
-        if layout is None:
-            continue
-        return goroutines.goroutines(
-            memory,
-            found[goroutines.ALLGS],
-            found.get(goroutines.WAIT_REASONS),
-            layout,
-            maps,
-            options.stack_bytes,
-            _MAX_COROUTINES,
-            keep,
-        )
-    return []
+    exe = next((m.file_path for m in maps if m.is_file), None)
+    paths = {k: v for k, v in mapped_paths(maps, files).items() if k == exe}
+    for elf, found in _objects_defining(maps, paths, goroutines.SYMBOLS, set(), ".gopclntab"):
+        return goroutines.find_runtime(memory, elf, found.pop("", 0), found, pid, tids)
+    return None
+
+
+def with_go_keys(memory, runtime, threads) -> list:
+    """Each Go thread with the goroutine it serves and the stack it was on (runtime keys)."""
+    from stackdump.capture import goroutines
+
+    if runtime is None:
+        return list(threads)
+    keys = goroutines.thread_keys(memory, runtime, threads)
+    return [
+        dataclasses.replace(t, runtime_keys=t.runtime_keys + keys[t.tid]) if t.tid in keys else t
+        for t in threads
+    ]
 
 
 def _objects_defining(maps, paths, names, required, section: str = ""):
-    """(ELF object, where each of `names` it defines is in the process) for each mapped object
-    that defines every one of `required` (and holds `section`, when given); the object is
-    open while the caller looks at it."""
+    """(ELF object, where each of `names` it defines is in the process, and its load bias
+    under "") for each mapped object that defines every one of `required` (and holds
+    `section`, when given); the object is open while the caller looks at it."""
     from stackdump.elf.image import PARSE_ERRORS, ElfObject
 
     for mapped, path in paths.items():
@@ -119,7 +138,7 @@ def _objects_defining(maps, paths, names, required, section: str = ""):
                 continue
             # The load bias: 0 for a fixed-address executable, the mapping's for a PIE/DSO.
             bias = first.start - vaddr
-            yield elf, {name: bias + value for name, value in values.items()}
+            yield elf, {"": bias, **{name: bias + value for name, value in values.items()}}
         finally:
             elf.close()
 
@@ -144,6 +163,7 @@ def _bthread_ids(memory, maps, paths, switches):
         return None
     wanted = {bthreads.NGROUP, bthreads.BLOCK_GROUPS}
     for elf, found in _objects_defining(maps, paths, wanted, wanted):
+        del found[""]
         statics = (found[bthreads.NGROUP], found[bthreads.BLOCK_GROUPS])
         layout = bthreads.layout_from_dwarf(elf) or bthreads.choose_layout(memory, statics)
         if layout is None:

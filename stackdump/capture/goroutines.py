@@ -1,44 +1,127 @@
-"""Go goroutines, read from outside: every `runtime.g` in `runtime.allgs`, with its id, status
-and wait reason, as a snapshot unwound from its saved `sched` context (pc, sp and the frame
-pointer Go keeps on amd64) over its own stack.
+"""Go's runtime, read from outside: every `runtime.g` in `runtime.allgs`, with its id, status,
+wait reason and wait time, as a snapshot unwound from its saved `sched` context (pc, sp and
+the frame pointer Go keeps on amd64) over its own stack; and, for each OS thread, the
+goroutine its `runtime.m` serves and whether it was on that goroutine's stack, on the
+system stack (`g0`) or on the signal stack (`gsignal`).
 
-Struct offsets come from the binary's DWARF (`runtime.g`, `runtime.gobuf`, `runtime.stack`,
-which Go puts in one of the `runtime` package's compilation units); a binary without DWARF
-(`-s -w`) is not read yet. Only memory is read, while every thread runs; a goroutine that ran
-meanwhile (its saved context changed while its stack was read) is reported as such; every
-count is bounded. A running goroutine is on its thread's stack, which that thread's section
-shows; dead and idle ones are left out.
+Where things are: struct offsets from the binary's DWARF (`runtime.g`, `runtime.gobuf`,
+`runtime.m`, which Go puts in one of the `runtime` package's units), else from the table of
+each Go release's layout below (the release read from `.go.buildinfo`). `runtime.allgs`,
+`runtime.allm` and `runtime.waitReasonStrings` from the symbol table, else (a binary built
+`-ldflags=-s -w`) found in the process's own memory: the slice in `.bss` whose elements read
+as goroutines, the list head in `.bss` whose `m`s are this process's threads, the array in
+`.data` whose first strings are the runtime's first wait reasons. Every candidate is checked
+against what the runtime keeps true, so a wrong layout finds nothing rather than garbage.
+
+Only memory is read, while every thread runs; a goroutine that ran meanwhile (its saved
+context changed while its stack was read) is reported as such; every count is bounded.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+import time
+from array import array
+from dataclasses import dataclass, replace
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
-ALLGS, WAIT_REASONS = "runtime.allgs", "runtime.waitReasonStrings"
-# runtime2.go: _Gidle .. _Gpreempted; _Gscan (0x1000) is ORed in while a GC scans it.
+ALLGS, ALLM, WAIT_REASONS = "runtime.allgs", "runtime.allm", "runtime.waitReasonStrings"
+SYMBOLS = frozenset((ALLGS, ALLM, WAIT_REASONS))
+# runtime2.go: _Gidle .. _Gpreempted, _Gleaked (1.26), _Gdeadextra (1.27: dead, on a cgo
+# callback's extra m); _Gscan (0x1000) is ORed in while a GC scans it.
 STATUS = {1: "runnable", 2: "running", 3: "syscall", 4: "waiting", 6: "dead", 8: "copystack",
-          9: "preempted"}  # fmt: skip
+          9: "preempted", 10: "leaked", 11: "dead"}  # fmt: skip
+_PARKED = (4, 10)  # waiting, leaked: with a wait reason
+_NOT_SHOWN = (2, 6, 11)  # running (its thread's section), dead
 _SCAN = 0x1000
 _MAX_WAIT_REASONS = 64
+_MAX_MS = 100_000
+_SCAN_BYTES = 64 << 20  # of .bss or .data searched for allgs, allm, waitReasonStrings
+_MAX_CANDIDATES = 1 << 18  # distinct pointers in .bss tried as runtime.allm
 _Q = struct.Struct("<Q")
+_FIRST_REASONS = (b"GC assist marking", b"IO wait")  # waitReasonStrings[1], [2] since Go 1.11
 
 
 @dataclass(frozen=True)
 class GoLayout:
-    g_size: int
+    """Offsets in runtime.g (whose stack.lo, stack.hi are at 0, 8), runtime.gobuf and
+    runtime.m (whose g0 is at 0)."""
+
     goid: int
     status: int
     wait_reason: int
+    wait_since: int
+    m: int  # g.m
     sched: int  # a runtime.gobuf
     sp: int  # in gobuf
     pc: int
     bp: int
-    stack_hi: int  # g.stack.hi
+    m_procid: int
+    m_gsignal: int
+    m_curg: int
+    m_alllink: int
+
+    @property
+    def g_size(self) -> int:
+        """The bytes of a g read: up to its last field used."""
+        return max(self.goid, self.status, self.wait_reason, self.wait_since, self.sched
+                   + self.bp) + 8  # fmt: skip
+
+    @property
+    def m_size(self) -> int:
+        return max(self.m_procid, self.m_gsignal, self.m_curg, self.m_alllink) + 8
+
+
+# Each Go release's layout for linux/amd64 (and arm64: same sizes), measured from the DWARF of
+# a program built by that release's Debian golang-1.N package (tests/test_go_releases.py
+# measures them again and checks this table); 1.20, which Debian never packaged, read from
+# its runtime2.go, where nothing before these fields differs from 1.19 and 1.21. What moved:
+# 1.22 shrank runtime.m before alllink; 1.23 added g.syscallbp before atomicstatus; 1.25
+# removed gobuf.ret (g and m shrank by 8) and moved m fields; 1.26 grew m before alllink.
+_L119 = GoLayout(goid=152, status=144, wait_reason=176, wait_since=168, m=48, sched=56, sp=0,
+                 pc=8, bp=48, m_procid=72, m_gsignal=80, m_curg=192, m_alllink=336)  # fmt: skip
+_L122 = replace(_L119, m_alllink=328)
+_L123 = replace(_L122, goid=160, status=152, wait_reason=184, wait_since=176)
+_L125 = replace(_L119, bp=40, m_procid=64, m_gsignal=72, m_curg=184, m_alllink=344)
+_L126 = replace(_L125, m_alllink=352)
+LAYOUTS: Tuple[Tuple[int, GoLayout], ...] = (  # (first minor release, layout), in order
+    (19, _L119), (22, _L122), (23, _L123), (25, _L125), (26, _L126),
+)  # fmt: skip
+NEWEST_MEASURED = 27
+
+
+def layout_for_release(minor: int) -> Optional[GoLayout]:
+    """Go 1.`minor`'s layout; a release newer than the table gets the newest one (a change
+    would make nothing validate, not garbage); before 1.19, none."""
+    chosen = None
+    for first, layout in LAYOUTS:
+        if minor >= first:
+            chosen = layout
+    return chosen
+
+
+def go_release(elf: ElfObject) -> Optional[Tuple[str, int]]:
+    """("go1.21.13", 21) from `.go.buildinfo` (kept by `-s -w`): a 16-byte magic header
+    then, since Go 1.18, the version as a varint-prefixed string at offset 32."""
+    data = elf.section_bytes(".go.buildinfo") or b""
+    if not data.startswith(b"\xff Go buildinf:") or len(data) < 33 or not data[15] & 2:
+        return None
+    length, at = 0, 32
+    for shift in range(0, 35, 7):
+        if at >= len(data):
+            return None
+        byte = data[at]
+        at += 1
+        length |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            break
+    version = data[at : at + min(length, 64)].decode("ascii", "replace")
+    parts = version[2:].split(".") if version.startswith("go1.") else []
+    digits = "".join(c for c in parts[1] if c.isdigit()) if len(parts) > 1 else ""
+    return (version, int(digits)) if digits else None
 
 
 def layout_from_dwarf(elf: ElfObject) -> Optional[GoLayout]:
@@ -50,67 +133,276 @@ def layout_from_dwarf(elf: ElfObject) -> Optional[GoLayout]:
         dwarf = DwarfIndex(elf)
         g = dwarf.find_struct("runtime.g", "runtime")
         gobuf = dwarf.find_struct("runtime.gobuf", "runtime")
-        stack = dwarf.find_struct("runtime.stack", "runtime")
-        if not g or not gobuf or not stack:
+        m = dwarf.find_struct("runtime.m", "runtime")
+        if not g or not gobuf or not m:
             return None
-        size, m = g
+        g, gobuf, m = g[1], gobuf[1], m[1]
         return GoLayout(
-            size, m["goid"], m["atomicstatus"], m["waitreason"], m["sched"],
-            gobuf[1]["sp"], gobuf[1]["pc"], gobuf[1]["bp"], m["stack"] + stack[1]["hi"],
+            goid=g["goid"], status=g["atomicstatus"], wait_reason=g["waitreason"],
+            wait_since=g["waitsince"], m=g["m"], sched=g["sched"], sp=gobuf["sp"],
+            pc=gobuf["pc"], bp=gobuf["bp"], m_procid=m["procid"], m_gsignal=m["gsignal"],
+            m_curg=m["curg"], m_alllink=m["alllink"],
         )  # fmt: skip
     except (KeyError, *PARSE_ERRORS):
         return None
 
 
+@dataclass(frozen=True)
+class GoRuntime:
+    """Where one Go process keeps its goroutines and threads (addresses in the process)."""
+
+    layout: GoLayout
+    layout_source: str  # "dwarf" or the release ("go1.21.13")
+    allgs: Optional[int]  # the slice header
+    allm: Optional[int]  # the list head
+    wait_reasons: Optional[int]
+
+
+def find_runtime(
+    memory, elf: ElfObject, bias: int, symbols: Mapping[str, int], pid: int, tids: Iterable[int]
+) -> Optional[GoRuntime]:
+    """The Go runtime of the process whose executable is `elf` (loaded at `bias`), or None
+    for a Go release without a known layout."""
+    layout, source = layout_from_dwarf(elf), "dwarf"
+    release = go_release(elf)
+    if layout is None and release is not None:
+        layout, source = layout_for_release(release[1]), release[0]
+    if layout is None:
+        return None
+    allgs, allm = symbols.get(ALLGS), symbols.get(ALLM)
+    reasons = symbols.get(WAIT_REASONS)
+    if allgs is None or allm is None:
+        bss = _section_words(memory, elf, ".bss", bias)
+        if allgs is None and bss is not None:
+            allgs = _search_allgs(memory, layout, *bss)
+        if allm is None and bss is not None:
+            allm = _search_allm(memory, layout, *bss, {pid, *tids})
+    if reasons is None:
+        reasons = _search_wait_reasons(memory, elf, bias)
+    return GoRuntime(layout, source, allgs, allm, reasons)
+
+
+def _section_words(memory, elf: ElfObject, name: str, bias: int):
+    section = elf.section(name)
+    if section is None or not section.addr:
+        return None
+    start = bias + section.addr
+    data = memory.read(start, min(section.size, _SCAN_BYTES))
+    words = array("Q")
+    words.frombytes(data[: len(data) // 8 * 8])
+    return start, words
+
+
+def _read_g(memory, g: int, layout: GoLayout) -> Optional[bytes]:
+    data = memory.read(g, layout.g_size) if g and not g & 7 else b""
+    return data if len(data) == layout.g_size else None
+
+
+def _plausible_g(data: bytes, layout: GoLayout) -> bool:
+    """What the runtime keeps true of a live or dead g: a stack of at least Go's minimum
+    2 KiB, a known status, a goroutine id below 2^48, a saved sp inside its stack when
+    parked."""
+    lo, hi = struct.unpack_from("<QQ", data)
+    status = struct.unpack_from("<I", data, layout.status)[0] & ~_SCAN
+    goid = _Q.unpack_from(data, layout.goid)[0]
+    if status in (6, 11) and lo == hi == 0:
+        return goid < 1 << 48  # dead, its stack freed
+    if not (2048 <= hi - lo <= 1 << 32 and status in (0, *STATUS) and goid < 1 << 48):
+        return False
+    sp = _Q.unpack_from(data, layout.sched + layout.sp)[0]
+    return status not in _PARKED or lo <= sp < hi
+
+
+def _search_allgs(memory, layout: GoLayout, start: int, words) -> Optional[int]:
+    """The slice header {array, len, cap} in .bss whose first elements all read as
+    goroutines with distinct ids: the longest such slice is runtime.allgs."""
+    best, best_len = None, 0
+    for i in range(len(words) - 2):
+        pointer, length, cap = words[i], words[i + 1], words[i + 2]
+        if not 0 < length <= cap <= 1 << 26 or pointer & 7 or length <= best_len:
+            continue
+        sample = memory.read(pointer, 8 * min(length, 8))
+        if len(sample) != 8 * min(length, 8):
+            continue
+        ids = set()
+        for (g,) in struct.iter_unpack("<Q", sample):
+            data = _read_g(memory, g, layout)
+            if data is None or not _plausible_g(data, layout):
+                break
+            ids.add(_Q.unpack_from(data, layout.goid)[0])
+        else:
+            if len(ids) == len(sample) // 8:
+                best, best_len = start + 8 * i, length
+    return best
+
+
+def _search_allm(memory, layout: GoLayout, start: int, words, tids) -> Optional[int]:
+    """The pointer in .bss to an m whose procid is one of this process's threads and whose
+    g0 points back at it, heading the longest such chain through alllink: runtime.allm."""
+    best, best_len = None, 0
+    seen = set()
+    for i, pointer in enumerate(words):
+        if not pointer or pointer & 7 or pointer in seen or len(seen) >= _MAX_CANDIDATES:
+            continue
+        seen.add(pointer)
+        if _m_chain(memory, layout, pointer, tids, 1):
+            length = len(_m_chain(memory, layout, pointer, tids, _MAX_MS))
+            if length > best_len:
+                best, best_len = start + 8 * i, length
+    return best
+
+
+def _m_chain(memory, layout: GoLayout, m: int, tids, limit: int) -> List[Tuple[int, bytes]]:
+    """(address, bytes) of each m from `m` along alllink while its g0's m is itself and
+    (unless `tids` is None) its procid is one of `tids`."""
+    chain: List[Tuple[int, bytes]] = []
+    while m and not m & 7 and len(chain) < limit:
+        data = memory.read(m, layout.m_size)
+        if len(data) != layout.m_size:
+            break
+        procid = _Q.unpack_from(data, layout.m_procid)[0]
+        g0 = _Q.unpack_from(data, 0)[0]
+        back = memory.read(g0 + layout.m, 8) if g0 and not g0 & 7 else b""
+        if (tids is not None and procid not in tids) or len(back) != 8 or _Q.unpack(back)[0] != m:
+            break
+        chain.append((m, data))
+        m = _Q.unpack_from(data, layout.m_alllink)[0]
+    return chain
+
+
+def _search_wait_reasons(memory, elf: ElfObject, bias: int) -> Optional[int]:
+    """runtime.waitReasonStrings: the array of Go strings in .data whose entries 1 and 2 are
+    the runtime's first two wait reasons, wherever the linker put their bytes."""
+    rodata = elf.section(".rodata")
+    data = elf.section_bytes(".rodata") if rodata is not None else None
+    found = _section_words(memory, elf, ".data", bias)
+    if not data or found is None:
+        return None
+    start, words = found
+    targets = []
+    for text in _FIRST_REASONS:
+        at, places = data.find(text), set()
+        while at >= 0 and len(places) < 64:
+            places.add(bias + rodata.addr + at)
+            at = data.find(text, at + 1)
+        targets.append(places)
+    first, second = targets
+    one, two = (len(text) for text in _FIRST_REASONS)
+    for i in range(2, len(words) - 3):
+        lengths = words[i + 1] == one and words[i + 3] == two
+        if lengths and words[i] in first and words[i + 2] in second:
+            return start + 8 * (i - 2)
+    return None
+
+
+def thread_keys(
+    memory, runtime: GoRuntime, threads: Sequence[ThreadSnapshot]
+) -> Dict[int, Tuple[Tuple[str, str], ...]]:
+    """tid -> the runtime keys of each Go thread: the goroutine its m serves (`goroutine`,
+    `go_status`) and the stack its sp was on when captured when that is not the goroutine's
+    (`go_stack=g0`: the system stack, where the runtime, the scheduler and cgo calls run;
+    `gsignal`: the signal stack). Read after capture: the m is the thread's for life; the
+    goroutine is the one it serves now, kept only when the captured sp agrees."""
+    if runtime.allm is None:
+        return {}
+    layout = runtime.layout
+    head = memory.read(runtime.allm, 8)
+    if len(head) != 8:
+        return {}
+    by_tid = {
+        _Q.unpack_from(data, layout.m_procid)[0]: data
+        for _, data in _m_chain(memory, layout, _Q.unpack(head)[0], None, _MAX_MS)
+    }
+    out = {}
+    for thread in threads:
+        data = by_tid.get(thread.tid)
+        if data is None or thread.regs is None:
+            continue
+        sp = thread.regs.sp
+        keys: List[Tuple[str, str]] = []
+        curg = _Q.unpack_from(data, layout.m_curg)[0]
+        g = _read_g(memory, curg, layout) if curg else None
+        on_curg = g is not None and _within_stack(g, sp)
+        if g is not None:
+            status = struct.unpack_from("<I", g, layout.status)[0] & ~_SCAN
+            keys.append(("goroutine", str(_Q.unpack_from(g, layout.goid)[0])))
+            keys.append(("go_status", STATUS.get(status, str(status))))
+        for name, at in (("g0", 0), ("gsignal", layout.m_gsignal)):
+            system = _read_g(memory, _Q.unpack_from(data, at)[0], layout)
+            if not on_curg and system is not None and _within_stack(system, sp):
+                keys.append(("go_stack", name))
+        if g is not None and not on_curg and not any(k == "go_stack" for k, _ in keys):
+            del keys[:2]  # it serves another goroutine by now
+        if keys:
+            out[thread.tid] = tuple(keys)
+    return out
+
+
+def _within_stack(g: bytes, sp: int) -> bool:
+    lo, hi = struct.unpack_from("<QQ", g)
+    return lo <= sp < hi
+
+
 def goroutines(
     memory,
-    allgs: int,
-    wait_reasons_at: Optional[int],
-    layout: GoLayout,
+    runtime: GoRuntime,
     maps: Sequence[MemoryMap],
     stack_bytes: int,
     limit: int,
     keep=None,
+    now_ns: Optional[int] = None,
 ) -> List[ThreadSnapshot]:
     """Every goroutine but the running, dead and idle ones, as snapshots, each passed to
     `keep` at once (the engine unwinds it and drops its stack copy: 100,000 goroutines'
-    stacks are never held together)."""
-    header = memory.read(allgs, 16)
+    stacks are never held together). `now_ns`: CLOCK_MONOTONIC now, the runtime's clock,
+    for wait times (None for a core: no clock to compare with)."""
+    if runtime.allgs is None:
+        return []
+    header = memory.read(runtime.allgs, 16)
     if len(header) != 16:
         return []
-    array, count = struct.unpack("<QQ", header)
+    array_at, count = struct.unpack("<QQ", header)
     count = min(count, limit)
-    pointers = memory.read(array, 8 * count) if array and count else b""
-    reasons = _wait_reasons(memory, wait_reasons_at) if wait_reasons_at else {}
+    pointers = memory.read(array_at, 8 * count) if array_at and count else b""
+    reasons = _wait_reasons(memory, runtime.wait_reasons) if runtime.wait_reasons else {}
     out = []
     for (g,) in struct.iter_unpack("<Q", pointers[: len(pointers) // 8 * 8]):
-        snapshot = _goroutine(memory, g, layout, reasons, maps, stack_bytes)
+        snapshot = _goroutine(memory, g, runtime.layout, reasons, maps, stack_bytes, now_ns)
         if snapshot is not None:
             out.append(keep(snapshot) if keep is not None else snapshot)
     return out
 
 
-def _goroutine(memory, g: int, layout: GoLayout, reasons, maps, stack_bytes):
-    data = memory.read(g, layout.g_size) if g else b""
-    if len(data) < layout.g_size:
+def monotonic_now() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def _goroutine(memory, g: int, layout: GoLayout, reasons, maps, stack_bytes, now_ns):
+    data = _read_g(memory, g, layout)
+    if data is None:
         return None
     status = struct.unpack_from("<I", data, layout.status)[0] & ~_SCAN
-    if status not in STATUS or status in (2, 6):
-        return None  # running: its thread's section; dead: nothing left
+    if status not in STATUS or status in _NOT_SHOWN:
+        return None
     goid = _Q.unpack_from(data, layout.goid)[0]
     keys = [("go_status", STATUS[status])]
-    reason = reasons.get(data[layout.wait_reason]) if status == 4 else None
+    reason = reasons.get(data[layout.wait_reason]) if status in _PARKED else None
     if reason:
         keys.append(("wait_reason", reason))
+    since = struct.unpack_from("<q", data, layout.wait_since)[0]
+    if now_ns is not None and since > 0 and status in (3, *_PARKED) and now_ns >= since:
+        # The runtime stamps it only when a GC finds the goroutine blocked (mgcmark.go);
+        # its own dumps print it in minutes.
+        keys.append(("wait_s", str((now_ns - since) // 1_000_000_000)))
     sched = layout.sched
     sp = _Q.unpack_from(data, sched + layout.sp)[0]
     pc = _Q.unpack_from(data, sched + layout.pc)[0]
     bp = _Q.unpack_from(data, sched + layout.bp)[0]
-    hi = _Q.unpack_from(data, layout.stack_hi)[0]
+    hi = _Q.unpack_from(data, 8)[0]
     mapping = next((m for m in maps if m.start <= sp < m.end), None)
     base = dict(
         tid=g, name="goroutine", coroutine="goroutine", coroutine_id=goid,
-        coroutine_keys=tuple(keys),
+        runtime_keys=tuple(keys),
     )  # fmt: skip
     if not pc or not sp or mapping is None or not sp < hi <= mapping.end:
         return ThreadSnapshot(

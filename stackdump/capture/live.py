@@ -13,7 +13,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump import permissions, proc
-from stackdump.capture.coroutines import find_coroutines, mark_running
+from stackdump.capture.coroutines import find_coroutines, go_runtime, mark_running, with_go_keys
 from stackdump.capture.fcontext import Pagemap
 from stackdump.capture.passive import PassiveCapturer
 from stackdump.capture.ptrace import Tracer
@@ -151,12 +151,15 @@ def capture_process(
                 if progress is not None:
                     progress("capture", done + 1, len(tids))
         coroutines, truncated = None, False
+        # Every thread runs again: only memory is read from here on.
+        now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        go = None if interrupted else go_runtime(memory, maps, files, pid, process_tids)
+        threads = with_go_keys(memory, go, threads)
         if options.coroutines and not interrupted:
-            # Every thread runs again: only memory is read from here on.
             pages = Pagemap(f"/proc/{memory.pid}/pagemap")
             try:
                 coroutines, truncated, running = find_coroutines(
-                    memory, maps, files, threads, options, keep, pages
+                    memory, maps, files, threads, options, keep, pages, go, now_ns
                 )
             finally:
                 pages.close()

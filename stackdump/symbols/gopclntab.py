@@ -1,13 +1,15 @@
-"""Go's own tables: function names and file:line from `.gopclntab`, which every Go binary
-carries (also built `-ldflags=-s -w`, without symbols or DWARF), for Go 1.18 and later.
+"""Go's own tables: function names, file:line and frame sizes from `.gopclntab`, which every
+Go binary carries (also built `-ldflags=-s -w`, without symbols, DWARF or CFI), for Go 1.18
+and later.
 
 Layout (the Go runtime's runtime/symtab.go, `pcHeader` and `_func`): a header (magic
 0xfffffff0 for 1.18-1.19, 0xfffffff1 for 1.20+; the pc quantum; the pointer size; the
-number of functions and files; the text start; offsets of the name, compilation-unit, file,
-pc-value and function tables), a table of (entry offset, `_func` offset) pairs sorted by
-entry, and per function a `_func` whose pc-value tables map pcs to a file index (through the
-function's compilation unit) and a line. A pc-value table is a series of (value delta
-zig-zag varint, pc delta varint times the quantum) pairs, the value starting at -1.
+number of functions and files; the text start, 0 since Go 1.26, so `.text`'s address is
+used; offsets of the name, compilation-unit, file, pc-value and function tables), a table
+of (entry offset, `_func` offset) pairs sorted by entry, and per function a `_func` whose
+pc-value tables map pcs to a file index (through the function's compilation unit), a line
+and the frame size (pcsp). A pc-value table is a series of (value delta zig-zag varint, pc
+delta varint times the quantum) pairs, the value starting at -1.
 
 One name per function in every mode: the runtime's own, as its tracebacks print it.
 """
@@ -38,7 +40,7 @@ class GoTable:
         self._func_offsets = [off for _, off in pairs]
 
     @classmethod
-    def parse(cls, data: bytes) -> Optional[GoTable]:
+    def parse(cls, data: bytes, text_start: Optional[int] = None) -> Optional[GoTable]:
         if len(data) < 72:
             return None
         magic, _, _, quantum, ptr_size = struct.unpack_from("<IBBBB", data)
@@ -47,6 +49,8 @@ class GoTable:
         nfunc, _nfiles, text, names, cus, files, pcs, funcs = struct.unpack_from("<8Q", data, 8)
         if max(names, cus, files, pcs, funcs) >= len(data) or nfunc > len(data) // 8:
             return None
+        if text_start is not None:
+            text = text_start  # Go 1.26 and later write 0 there
         return cls(data, _MAGICS[magic], quantum, text, (names, cus, files, pcs, funcs))
 
     @property
@@ -78,6 +82,20 @@ class GoTable:
                 if file_off != 0xFFFFFFFF:
                     file = self._string(self._files + file_off)
         return name, entry, file, line if line and line > 0 else None
+
+    def frame_size(self, pc: int) -> Optional[int]:
+        """How far sp is below the caller's return address slot at pc (the function's pcsp
+        table: what Go's own tracebacks unwind by), or None outside every function."""
+        i = bisect.bisect_right(self._entries, pc) - 1
+        if i < 0 or i >= len(self._entries) - 1:
+            return None
+        func = self._funcs + self._func_offsets[i]
+        try:
+            entry_off, pcsp = struct.unpack_from("<I12xI", self._data, func)
+        except struct.error:
+            return None
+        size = self._value(pcsp, self._text + entry_off, pc)
+        return size if size is not None and 0 <= size < 1 << 30 else None
 
     def _string(self, at: int) -> str:
         end = self._data.find(b"\0", at, at + 4096)
@@ -118,6 +136,8 @@ def _uvarint(data: bytes, at: int) -> Tuple[Optional[int], int]:
 
 
 def go_table(elf) -> Optional[GoTable]:
-    """The `.gopclntab` of an ELF object, parsed lazily per lookup; None for a non-Go one."""
+    """The `.gopclntab` of an ELF object, parsed lazily per lookup; None for a non-Go one.
+    Entries are offsets from the start of `.text`, as Go's own tools read them."""
     data = elf.section_bytes(".gopclntab")
-    return GoTable.parse(data) if data else None
+    text = elf.section(".text")
+    return GoTable.parse(data, text.addr if text is not None else None) if data else None

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 from elftools.dwarf.callframe import CIE, FDE, CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
-from stackdump.arch import X86_64, Arch, for_elf_machine
+from stackdump.arch import X86_64, Arch, for_elf_machine, x86_64
 from stackdump.cache import DiskCache
 from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
 
@@ -207,16 +207,38 @@ class CfiTable:
         self._full: Optional[_FdeIndex] = None
         self._full_cfi: Optional[CallFrameInfo] = None
         self.indexes_built = 0  # full FDE indexes built (not loaded from the cache): tests
+        self._go = None  # a Go binary's GoTable (False: not one), for pcs without an FDE
         self._setup_eh_frame()
 
     def row(self, vaddr: int) -> Optional[CfiRow]:
-        """The CFI row at vaddr, or None when no FDE covers it (or it is unusable). Not
-        memoized here: `cfi_source.CfiSource` keeps the one memo, by absolute pc."""
+        """The CFI row at vaddr, or None when no FDE covers it (or it is unusable); in a Go
+        binary without CFI (`-s -w`), the row Go's own pcsp table gives. Not memoized
+        here: `cfi_source.CfiSource` keeps the one memo, by absolute pc."""
         try:
             fde = self._find_fde(vaddr)
-            return row_for(fde, vaddr, self._arch) if fde is not None else None
+            if fde is not None:
+                return row_for(fde, vaddr, self._arch)
         except (CfiError, *PARSE_ERRORS):
             return None
+        return self._go_row(vaddr)
+
+    def _go_row(self, vaddr: int) -> Optional[CfiRow]:
+        """amd64 Go: the return address sits `frame_size` above sp; once the frame holds
+        more than that slot, the prologue has pushed the caller's rbp just below it."""
+        if self._arch is not X86_64:
+            return None
+        if self._go is None:
+            from stackdump.symbols.gopclntab import go_table
+
+            found = go_table(self._elf) if self._elf.has_section(".gopclntab") else None
+            self._go = found or False
+        size = self._go.frame_size(vaddr) if self._go else None
+        if size is None:
+            return None
+        rules: Tuple[Tuple[int, Rule], ...] = ((x86_64.RIP, (OFFSET, -8)),)
+        if size >= 16:
+            rules = ((x86_64.RBP, (OFFSET, -16)), *rules)
+        return CfiRow(("reg", (x86_64.RSP, size + 8)), rules, x86_64.RIP, False)
 
     def function_start(self, vaddr: int) -> Optional[int]:
         """Where the FDE covering vaddr begins: the start of its function."""

@@ -6,9 +6,15 @@ from __future__ import annotations
 from typing import Iterator
 
 from stackdump.escape import escape
-from stackdump.report import NAME_SPECIALS, closing_lines, header_lines, stack_lines
+from stackdump.report import (
+    NAME_SPECIALS,
+    closing_lines,
+    header_lines,
+    runtime_key_texts,
+    stack_lines,
+)
 from stackdump.types import Report
-from stackdump.views import ThreadGroup, group_threads, tid_ranges
+from stackdump.views import ThreadGroup, group_keys, group_threads, tid_ranges
 
 
 def grouped_lines(report: Report, show_addresses: bool = False) -> Iterator[str]:
@@ -25,10 +31,14 @@ def grouped_lines(report: Report, show_addresses: bool = False) -> Iterator[str]
         keys = [f"status={first.status.value}"]
         if first.capture_method is not None:
             keys.append(f"frames={first.physical_frames}")
+        keys.extend(runtime_key_texts(group_keys(first)))
         yield f"----- {count} {kind} {' '.join(keys)} -----"
-        yield "handles: " + ",".join(
-            f"0x{t.tid:x}" for t in sorted(group.threads, key=lambda t: t.tid)
-        )
+        if first.coroutine == "goroutine":  # 100,000 of them: ids as ranges, like tids
+            yield f"ids: {tid_ranges([t.coroutine_id for t in group.threads])}"
+        else:
+            yield "handles: " + ",".join(
+                f"0x{t.tid:x}" for t in sorted(group.threads, key=lambda t: t.tid)
+            )
         yield from stack_lines(first, show_addresses)
         yield ""
     yield from closing_lines(report)
@@ -42,6 +52,7 @@ def group_line(group: ThreadGroup) -> str:
         keys.append(f"syscall={first.syscall_name}")
     if first.capture_method is not None:
         keys.append(f"frames={first.physical_frames}")
+    keys.extend(runtime_key_texts(group_keys(first)))
     count = len(group.threads)
     noun = "thread" if count == 1 else "threads"
     return f"----- {count} {noun} ({names}) {' '.join(keys)} -----"

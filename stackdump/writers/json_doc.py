@@ -13,7 +13,7 @@ from stackdump.escape import escape
 from stackdump.report import stats_fields
 from stackdump.syscalls import signal_name
 from stackdump.types import ModuleEntry, Report, SymbolizedFrame, ThreadReport
-from stackdump.views import group_threads, stack_labels, tid_ranges
+from stackdump.views import group_keys, group_threads, stack_labels, tid_ranges
 
 SCHEMA_VERSION = 1
 
@@ -54,6 +54,7 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
                 "names": [{"name": escape(n), "count": k} for n, k in g.names()],
                 "status": g.first.status.value,
                 "stack": [escape(label) for label in stack_labels(g.first.frames)],
+                **({"runtime": dict(group_keys(g.first))} if group_keys(g.first) else {}),
             }
             for g in group_threads(report.threads)
         ]
@@ -109,7 +110,7 @@ def thread_object(t: ThreadReport, modules: _ModuleIndex) -> Dict[str, Any]:
         else None,
         "frames": [frame_object(i, f, modules) for i, f in enumerate(t.frames)],
         **({"signal": t.signal} if t.signal is not None else {}),
-        **({"runtime": {k: escape(v) for k, v in t.coroutine_keys}} if t.coroutine_keys else {}),
+        **({"runtime": {k: escape(v) for k, v in t.runtime_keys}} if t.runtime_keys else {}),
     }
 
 

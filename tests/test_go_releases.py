@@ -1,0 +1,353 @@
+"""Goroutines of every Go release from 1.19 to 1.27, each built with Debian's own toolchain
+for that release (tests/go_toolchains.py), with DWARF and `-ldflags=-s -w`: the layout table
+against each release's DWARF, `--coroutines` against the program's own `runtime.Stack` dump
+and against Debian's delve, and each thread's goroutine."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import ON_CI
+from helpers import CACHE, TARGETS, parse_report, run_stackdump
+
+pytestmark = pytest.mark.usefixtures("live")
+
+RELEASES = ["1.19", "1.21", "1.22", "1.23", "1.24", "1.25", "1.26", "1.27"]
+SOURCE = TARGETS / "goserver" / "main.go"
+PARKED = {  # function -> how main.go parks three goroutines in it (runtime.Stack's words)
+    "main.parkedInSleep": "sleep",
+    "main.parkedOnChannel": "chan receive",
+    "main.parkedInSelect": "select",
+    "main.chainInner": "chan receive",
+}
+
+
+def tid_ranges(ids):
+    from stackdump.views import tid_ranges as ranges
+
+    return ranges(ids)
+
+
+def _toolchain(release: str) -> Path:
+    import go_toolchains
+
+    try:
+        return go_toolchains.goroot(release)
+    except (OSError, RuntimeError) as e:  # no network, no dpkg-deb, no golang-go
+        if ON_CI:
+            pytest.fail(f"Go {release}: {e}")
+        pytest.skip(f"Go {release} toolchain unavailable: {e}")
+
+
+def _build(release: str, variant: str) -> Path:
+    """The Go target built by `release`, cached by the toolchain and the source."""
+    root = _toolchain(release)
+    key = hashlib.sha256(str(root).encode() + SOURCE.read_bytes()).hexdigest()[:16]
+    out = CACHE / "go-targets" / f"goserver-{release}-{variant}-{key}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "GOROOT": str(root),
+            "GOCACHE": str(CACHE / "go-targets" / f"gocache-{release}"),
+            "GOPATH": str(CACHE / "go-targets" / "gopath"),
+            "GOTOOLCHAIN": "local",
+            "GOFLAGS": "",
+            "GO111MODULE": "off",
+            "CGO_ENABLED": "0",
+        }
+        flags = ["-ldflags=-s -w"] if variant == "stripped" else []
+        partial = out.with_suffix(".partial")
+        subprocess.run(
+            [str(root / "bin" / "go"), "build", *flags, "-o", str(partial), str(SOURCE)],
+            check=True,
+            env=env,
+        )
+        partial.rename(out)
+    return out
+
+
+class GoServer:
+    """The running target, stdin held open for its commands."""
+
+    def __init__(self, binary: Path) -> None:
+        self.process = subprocess.Popen(
+            [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout.readline().startswith("ready go ")
+        self.pid = self.process.pid
+
+    def command(self, line: str, until: str) -> list:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        lines = []
+        while True:
+            text = self.process.stdout.readline()
+            assert text, "the Go target exited"
+            if text.strip() == until:
+                return lines
+            lines.append(text.rstrip("\n"))
+
+    def runtime_stack(self) -> dict:
+        """goroutine id -> (state, function names) from the program's own runtime.Stack."""
+        found = {}
+        for block in "\n".join(self.command("stacks", "end stacks")).split("\n\n"):
+            rows = block.strip().splitlines()
+            if not rows or not rows[0].startswith("goroutine "):
+                continue
+            head = rows[0].split(" ", 2)
+            state = head[2].rsplit("[", 1)[1].split("]")[0].split(",")[0]
+            names = [
+                r.rsplit("(", 1)[0] for r in rows[1:] if not r.startswith(("\t", "created by"))
+            ]
+            found[int(head[1])] = (state, names)
+        return found
+
+    def settle(self) -> dict:
+        """Until the program itself sees all 15 goroutines of main.go parked, and every
+        thread sleeps in the kernel; then its runtime.Stack dump."""
+        deadline = time.monotonic() + 30
+        while True:
+            theirs = self.runtime_stack()
+            parked = Counter(
+                fn for _, names in theirs.values() for fn in names if fn in PARKED
+            ) + Counter("mutex" for _, names in theirs.values() if "main.parkedOnMutex" in names)
+            if all(parked[fn] == 3 for fn in [*PARKED, "mutex"]) and not self._running():
+                return theirs
+            assert time.monotonic() < deadline, theirs
+            time.sleep(0.01)  # polling a condition with a deadline
+
+    def _running(self) -> bool:
+        for tid in os.listdir(f"/proc/{self.pid}/task"):
+            try:
+                if Path(f"/proc/{self.pid}/task/{tid}/syscall").read_text().startswith("run"):
+                    return True
+            except OSError:
+                continue
+        return False
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def _goroutines(text: str) -> dict:
+    """goroutine id -> (keys, function names) from our report."""
+    out = {}
+    for section in parse_report(text).coroutines:
+        assert section.name == "goroutine", section.name
+        names = [
+            f.split(" at ")[0].split(" in ")[0]
+            for f in section.frames
+            if " at <autogenerated>:" not in f  # wrappers Go's dump hides too
+        ]
+        out[section.tid] = (section.keys, names)
+    return out
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_layout_table_is_each_releases_dwarf(release):
+    """The table `-s -w` binaries are read with equals what each release's DWARF says."""
+    from stackdump.capture import goroutines
+    from stackdump.elf.image import ElfObject
+
+    elf = ElfObject.open(str(_build(release, "dwarf")))
+    try:
+        assert goroutines.go_release(elf)[0].startswith(f"go{release}")
+        measured = goroutines.layout_from_dwarf(elf)
+    finally:
+        elf.close()
+    assert measured == goroutines.layout_for_release(int(release.split(".")[1])), release
+
+
+@pytest.mark.parametrize("variant", ["dwarf", "stripped"])
+@pytest.mark.parametrize("release", RELEASES)
+def test_goroutines_agree_with_runtime_stack(release, variant):
+    server = GoServer(_build(release, variant))
+    try:
+        server.settle()
+        # The second collection stamps every blocked goroutine's wait start with the end of
+        # the first (mgcmark.go: work.tstart, 0 until a collection ended).
+        server.command("gc", "gc done")
+        server.command("gc", "gc done")
+        theirs = server.settle()
+        out = run_stackdump("-p", str(server.pid), "--coroutines", "--mode", "fast")
+        assert out.returncode in (0, 1), out.stderr
+        grouped = run_stackdump("-p", str(server.pid), "--coroutines", "--group", "--mode", "fast")
+        after = server.runtime_stack()
+        age_s = time.time() - os.stat(f"/proc/{server.pid}").st_mtime
+    finally:
+        server.stop()
+    ours = _goroutines(out.stdout)
+    compared = 0
+    for goid, (state, names) in theirs.items():
+        if state == "running" or after.get(goid) != (state, names):
+            continue  # printing the dump, or it moved while we looked: no fixed answer
+        assert goid in ours, (goid, state, names, sorted(ours))
+        keys, our_names = ours[goid]
+        if state not in ("runnable", "syscall"):
+            assert keys.get("wait_reason", "").strip('"') == state, (goid, keys, state)
+        # Go's dump hides the runtime's frames and shows inlined functions, which are not
+        # physical frames: ours outside the runtime appear in its order, ending alike.
+        mine = [n for n in our_names if not n.startswith("runtime.")]
+        if len(mine) > 1 and re.search(r"\.(func|gowrap)\d+$", mine[-1]):
+            # The closure `go f(x)` wraps f in, which Go's dump hides; f may be inlined
+            # into it (Go's inline tree, not read yet), which Go's dump shows.
+            mine = mine[:-1]
+            if names[-1] not in mine:
+                names = names[:-1]
+        it = iter(names)
+        assert all(name in it for name in mine), f"{goid}:\n{names}\n{our_names}"
+        assert mine and mine[-1] == names[-1], (goid, names, our_names)
+        compared += 1
+    assert compared >= 15
+    for function, reason in PARKED.items():
+        chains = [(k, n) for k, n in ours.values() if function in n]
+        assert len(chains) == 3, (function, ours)
+        for keys, names in chains:
+            assert keys["wait_reason"].strip('"') == reason, keys
+            assert names[-1] == "runtime.goexit", names
+            # Stamped by the collection above, so no later than the process's start.
+            assert 0 <= int(keys["wait_s"]) <= age_s + 1, (keys, age_s)
+    chain = next(n for _, n in ours.values() if "main.chainInner" in n)
+    at = chain.index("main.chainInner")
+    assert chain[at : at + 3] == ["main.chainInner", "main.chainMiddle", "main.chainOuter"]
+    # Grouped, main.go's five kinds of parked goroutines are five sections of three, each
+    # with its wait reason and the ids the ungrouped report gave them.
+    for function, reason in [*PARKED.items(), ("main.parkedOnMutex", None)]:
+        ids = sorted(goid for goid, (_, n) in ours.items() if function in n)
+        head = re.search(
+            rf"^----- 3 goroutines status=ok frames=\d+ go_status=waiting wait_reason=(.+) -----\n"
+            rf"ids: {tid_ranges(ids)}\n",
+            grouped.stdout,
+            re.M,
+        )
+        assert head, (function, ids, grouped.stdout)
+        assert reason is None or head[1].strip('"') == reason
+    # Each thread names the goroutine it serves: main's, blocked reading stdin, is served
+    # by one thread in a syscall on its own stack; idle threads are on their g0 stacks.
+    threads = parse_report(out.stdout).threads
+    serving = [t for t in threads if t.keys.get("goroutine") == "1"]
+    assert len(serving) == 1, [t.keys for t in threads]
+    assert serving[0].keys["go_status"] == "syscall" and "go_stack" not in serving[0].keys
+    assert "main.main" in serving[0].functions()
+    on_g0 = [t for t in threads if t.keys.get("go_stack") == "g0"]
+    assert on_g0, [t.keys for t in threads]
+    for t in on_g0:  # from the thread's start, or from where it switched stacks
+        assert t.functions()[-1] in ("runtime.mstart", "runtime.rt0_go", "runtime.mcall"), t.frames
+
+
+def _delve(pid: int) -> dict:
+    """goroutine id -> (wait reason, physical pcs, innermost first) from Debian's delve."""
+    import go_toolchains
+
+    try:
+        dlv = go_toolchains.delve()
+    except (OSError, RuntimeError) as e:
+        if ON_CI:
+            pytest.fail(f"delve: {e}")
+        pytest.skip(f"delve unavailable: {e}")
+    out = subprocess.run(
+        [
+            str(dlv),
+            "attach",
+            str(pid),
+            "--allow-non-terminal-interactive=true",
+            "--check-go-version=false",
+        ],  # fmt: skip
+        input="goroutines -t 100\nquit -c\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TERM": "dumb"},
+    ).stdout
+    found: dict = {}
+    current = None
+    for line in re.sub(r"\x1b\[[0-9;]*m", "", out).splitlines():
+        head = re.match(r"[ *]*Goroutine (\d+) - .*\[([^\]]*)\]\s*$", line)
+        if head:
+            current = found[int(head[1])] = (head[2].split(" ")[0], [])
+            continue
+        frame = re.match(r"\s+\d+\s+0x([0-9a-f]+) in ", line)
+        if frame and current is not None:
+            pc = int(frame[1], 16)
+            if not current[1] or current[1][-1] != pc:  # inlined: the same pc again
+                current[1].append(pc)
+    assert found, out
+    return found
+
+
+def _our_pcs(pid: int) -> dict:
+    import jsonschema
+
+    out = run_stackdump("-p", str(pid), "--coroutines", "--format", "json", "--mode", "disabled")
+    assert out.returncode in (0, 1), out.stderr
+    document = json.loads(out.stdout)
+    schema = json.loads((TARGETS.parent.parent / "docs" / "json-schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(document)
+    assert any("goroutine" in t.get("runtime", {}) for t in document["threads"])
+    return {
+        c["coroutine_id"]: (c.get("runtime", {}), [f["pc"] for f in c["frames"]])
+        for c in document["coroutines"]
+    }
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_goroutines_agree_with_delve(release):
+    """Frame for frame with delve on the DWARF build; delve cannot list the goroutines of a
+    `-s -w` build ("could not find goroutine array"), so the stripped build, whose code is
+    the same bytes at the same addresses, must give the DWARF build's stacks for main.go's
+    15 parked goroutines."""
+    stacks = {}
+    for variant in ("dwarf", "stripped"):
+        server = GoServer(_build(release, variant))
+        try:
+            server.settle()
+            ours = _our_pcs(server.pid)
+            theirs = _delve(server.pid) if variant == "dwarf" else None
+            server.settle()  # still parked: delve detached and left it running
+        finally:
+            server.stop()
+        if theirs is not None:
+            compared = 0
+            for goid, (reason, pcs) in theirs.items():
+                if goid not in ours or reason in ("running", "syscall"):
+                    continue  # a running goroutine is in a thread's section
+                keys, our_pcs = ours[goid]
+                assert our_pcs == pcs, (goid, [hex(p) for p in our_pcs], [hex(p) for p in pcs])
+                compared += 1
+            assert compared >= 15, (sorted(theirs), sorted(ours))
+        main_pcs = _main_pcs(_build(release, "dwarf"))
+        stacks[variant] = Counter(
+            tuple(pcs) for _, pcs in ours.values() if any(pc in main_pcs for pc in pcs)
+        )
+    assert sum(stacks["dwarf"].values()) == 15, stacks["dwarf"]
+    assert stacks["stripped"] == stacks["dwarf"]
+
+
+class _Functions:
+    """The code of main.go's parked functions (from the DWARF build's symbols)."""
+
+    def __init__(self, binary: Path) -> None:
+        text = subprocess.run(["nm", "-n", str(binary)], capture_output=True, text=True).stdout
+        rows = [line.split() for line in text.splitlines() if len(line.split()) == 3]
+        self.ranges = [
+            (int(row[0], 16), int(rows[i + 1][0], 16))
+            for i, row in enumerate(rows[:-1])
+            if row[2].startswith(("main.parked", "main.chain"))
+        ]
+
+    def __contains__(self, pc: int) -> bool:
+        return any(start <= pc < end for start, end in self.ranges)
+
+
+def _main_pcs(binary: Path) -> _Functions:
+    return _Functions(binary)
