@@ -412,10 +412,11 @@ def _entry_name(session: _Session, entry: Optional[int]) -> Optional[str]:
 
 
 # Where the Go runtime's tracebacks stop: a thread's first frame (mstart, rt0_go), a goroutine's
-# first (goexit), and the switches to the g0 stack (mcall, morestack).
+# first (goexit), and the switches to the g0 stack (mcall, morestack, systemstack).
 _GO_STACK_TOPS = frozenset(
-    ("runtime.mstart", "runtime.rt0_go", "runtime.goexit", "runtime.mcall", "runtime.morestack")
-)
+    ("runtime.mstart", "runtime.rt0_go", "runtime.goexit", "runtime.mcall", "runtime.morestack",
+     "runtime.systemstack")
+)  # fmt: skip
 
 
 def _coroutine_start(function: Optional[str]) -> bool:

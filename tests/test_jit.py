@@ -1,6 +1,7 @@
 """JIT code: frames in anonymous executable memory say so (` in [jit]`), and take their names
-from the perf map the runtime writes (node --perf-basic-prof), unless that map could be a
-forgery (another user's, or writable by others)."""
+from the perf map the runtime writes (node --perf-basic-prof; a JVM's, written on
+`jcmd PID Compiler.perfmap`), unless that map could be a forgery (another user's, or
+writable by others)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,39 @@ def test_a_perf_map_anyone_else_could_have_written_is_ignored(node_target, forge
     frames = _main_frames(pid)
     assert any(JIT_BARE.match(f) for f in frames), frames
     assert not any("hotLoopInJavaScript" in f for f in frames)
+
+
+@pytest.fixture
+def java_target(build_dir):
+    javac = need_tool("javac", "openjdk-17-jdk-headless")
+    jcmd = need_tool("jcmd", "openjdk-17-jdk-headless")
+    java = need_tool("java", "openjdk-17-jdk-headless")
+    classes = build_dir / "java"
+    if not (classes / "Spin.class").exists():
+        subprocess.run([javac, "-d", str(classes), str(TARGETS / "Spin.java")], check=True)
+    process = subprocess.Popen(
+        [java, "-cp", str(classes), "Spin"], stdout=subprocess.PIPE, text=True
+    )
+    perf_map = Path(f"/tmp/perf-{process.pid}.map")
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("ready java "), line
+        # Until the JIT has compiled the loop (the map lists what is compiled when asked).
+        deadline = time.monotonic() + 60
+        while "Spin.hotLoopInJava" not in _text(perf_map):
+            assert time.monotonic() < deadline, "the JIT never compiled the loop"
+            assert process.poll() is None, "java exited"
+            subprocess.run([jcmd, str(process.pid), "Compiler.perfmap"], capture_output=True)
+            time.sleep(0.2)  # polling a condition with a deadline
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait()
+        perf_map.unlink(missing_ok=True)
+
+
+def test_java_jit_frames_are_named_from_the_jvms_perf_map(java_target):
+    out = run_stackdump("-p", str(java_target), "--mode", "disabled")
+    assert out.returncode in (0, 1), out.stderr
+    frames = [f for t in parse_report(out.stdout).threads for f in t.frames]
+    assert "long Spin.hotLoopInJava(long) in [jit]" in frames, frames

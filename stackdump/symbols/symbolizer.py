@@ -96,7 +96,9 @@ class Symbolizer:
     def _go_frame(self, physical: SymbolizedFrame, go, frame: Frame, vaddr: int):
         """A Go function, by the runtime's own tables: one name in every mode (the symbol
         table's `runtime.epollwait.abi0` and DWARF's `runtime.epollwait` are one function),
-        file:line in every mode that prints locations, also for a binary built -s -w."""
+        file:line in every mode that prints locations, also for a binary built -s -w; with
+        Go's inline tree, the physical frame's line is its own (the outermost call site)
+        and FULL_WITH_INLINE adds the functions inlined there."""
         found = go.lookup(vaddr)
         if found is None:
             return physical
@@ -104,7 +106,16 @@ class Symbolizer:
         physical = replace(
             physical, function=name, function_offset=vaddr + (frame.pc - frame.lookup_pc) - entry
         )
-        if self.mode is LocationMode.DISABLED or file is None or line is None:
+        if self.mode is LocationMode.DISABLED:
+            return physical
+        chain = go.inline_chain(vaddr)
+        if chain:
+            file, line = chain[-1][1], chain[-1][2]
+            if self.mode is LocationMode.FULL_WITH_INLINE:
+                physical = replace(
+                    physical, inlined=tuple(InlinedCall(*call) for call in chain[:-1])
+                )
+        if file is None or line is None:
             return physical
         return replace(physical, file=file, line=line)
 

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Dump a Go server's threads and goroutines with stackdump, gdb and delve, in one run.
+
+Starts a Go binary speaking tests/targets/goserver's protocol (prints "ready go PID", keeps
+15 goroutines parked), waits until every thread sleeps, then times each command R times and
+prints a table of medians: wall time, its ratio to gdb's `thread apply all bt`, and peak RSS.
+"cold" stackdump runs get an empty cache directory and, as root, a dropped page cache first;
+"warm" ones follow a run of the same command.
+
+    python3 benchmarks/go_dump.py BINARY [--repeat 3] [--stackdump stackdump] [--dlv DLV]
+
+BINARY: the test target (tests/test_go_releases.py builds it, e.g.
+~/.cache/stackdump-tests/go-targets/goserver-1.19-dwarf-*) or a large one from
+benchmarks/gen_big_go.py. DLV: Debian's delve (tests/go_toolchains.py fetches sid's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+
+def start(binary: str) -> subprocess.Popen:
+    target = subprocess.Popen(
+        [binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert target.stdout.readline().startswith("ready go ")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until no thread runs
+        states = []
+        for tid in os.listdir(f"/proc/{target.pid}/task"):
+            try:
+                states.append(Path(f"/proc/{target.pid}/task/{tid}/syscall").read_text())
+            except OSError:
+                continue
+        if states and not any(s.startswith("running") for s in states):
+            break
+        time.sleep(0.01)
+    return target
+
+
+def timed(argv: List[str], stdin: str = "", env=None) -> Tuple[float, int, int]:
+    """(seconds, peak RSS in MiB, exit status) of one command."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    proc.stdin.write(stdin.encode())
+    proc.stdin.close()
+    _, status, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - started, usage.ru_maxrss // 1024, os.waitstatus_to_exitcode(status)
+
+
+def drop_caches() -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["sync"], check=False)
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--stackdump", default="stackdump")
+    parser.add_argument("--dlv", default=shutil.which("dlv"))
+    args = parser.parse_args()
+    target = start(args.binary)
+    pid = str(target.pid)
+    rows: List[Tuple[str, Optional[float], int]] = []
+    try:
+        cache = tempfile.mkdtemp(prefix="stackdump-go-bench-")
+        env = {**os.environ, "XDG_CACHE_HOME": cache}
+        commands = []
+        for mode in ("disabled", "fast", "full_with_inline"):
+            for extra in ([], ["--coroutines"]):
+                argv = [args.stackdump, "-p", pid, "--mode", mode, *extra]
+                commands.append((f"stackdump {mode} {' '.join(extra)}".strip(), argv, "", True))
+        commands.append(("gdb thread apply all bt", [
+            "gdb", "-q", "-batch", "-nx", "-p", pid, "-ex", "thread apply all bt"], "", False))
+        if args.dlv:
+            commands.append(("dlv goroutines -t", [
+                args.dlv, "attach", pid, "--allow-non-terminal-interactive=true",
+                "--check-go-version=false"], "goroutines -t 100\nquit -c\n", False))
+        for label, argv, stdin, cold in commands:
+            for kind in ("cold", "warm") if cold else ("warm",):
+                times, peaks = [], []
+                for _ in range(args.repeat):
+                    if kind == "cold":
+                        shutil.rmtree(cache, ignore_errors=True)
+                        os.makedirs(cache)
+                        drop_caches()
+                    else:
+                        timed(argv, stdin, env)  # the run it follows
+                    seconds, peak, status = timed(argv, stdin, env)
+                    if status not in (0, 1):
+                        print(f"{label}: exit {status}", file=sys.stderr)
+                    times.append(seconds)
+                    peaks.append(peak)
+                rows.append((f"{label} ({kind})", statistics.median(times), max(peaks)))
+        assert target.poll() is None, "the target died"
+    finally:
+        target.kill()
+        target.wait()
+    size = os.path.getsize(args.binary) >> 20
+    gdb = next(t for label, t, _ in rows if label.startswith("gdb"))
+    print(f"{args.binary} ({size} MiB), {args.repeat} runs, medians")
+    print(f"{'command':46} {'wall s':>8} {'/ gdb':>6} {'peak MiB':>9}")
+    for label, seconds, peak in rows:
+        print(f"{label:46} {seconds:8.2f} {seconds / gdb:6.2f} {peak:9d}")
+
+
+if __name__ == "__main__":
+    main()
