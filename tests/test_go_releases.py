@@ -363,3 +363,30 @@ class _Functions:
 
 def _main_pcs(binary: Path) -> _Functions:
     return _Functions(binary)
+
+
+@pytest.mark.parametrize("release", ["1.19", RELEASES[-1]])
+def test_goroutines_of_a_core_equal_the_live_ones(release, tmp_path):
+    """gcore's core of a `-s -w` server: the same goroutines, keys and frames as the live
+    dump taken just before (while everything stayed parked), and each thread's goroutine."""
+    server = GoServer(_build(release, "stripped"))
+    try:
+        server.settle()
+        live = run_stackdump("-p", str(server.pid), "--coroutines", "--mode", "fast")
+        core = tmp_path / "core"
+        subprocess.run(["gcore", "-o", str(core), str(server.pid)], capture_output=True, check=True)
+        server.settle()  # nothing moved meanwhile
+    finally:
+        server.stop()
+    dumped = run_stackdump(
+        "--core", f"{core}.{server.pid}", "--coroutines", "--mode", "fast", "--no-debuginfod"
+    )
+    assert dumped.returncode in (0, 1), dumped.stderr
+    ours, theirs = _goroutines(live.stdout), _goroutines(dumped.stdout)
+    assert len(ours) >= 15 and set(ours) == set(theirs)
+    for goid, (keys, names) in ours.items():
+        wanted = {k: v for k, v in keys.items() if k in ("go_status", "wait_reason")}
+        assert {k: theirs[goid][0].get(k) for k in wanted} == wanted, goid
+        assert theirs[goid][1] == names, goid
+    threads = {t.tid: t.keys for t in parse_report(dumped.stdout).threads}
+    assert any(k.get("goroutine") == "1" for k in threads.values()), threads

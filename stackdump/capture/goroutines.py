@@ -187,10 +187,22 @@ def _section_words(memory, elf: ElfObject, name: str, bias: int):
     if section is None or not section.addr:
         return None
     start = bias + section.addr
-    data = memory.read(start, min(section.size, _SCAN_BYTES))
+    data = _read_all(memory, start, min(section.size, _SCAN_BYTES))
     words = array("Q")
     words.frombytes(data[: len(data) // 8 * 8])
     return start, words
+
+
+def _read_all(memory, start: int, size: int) -> bytes:
+    """Up to `size` bytes from `start`, across the pieces a read stops at (a core's segments
+    split a section or an array where its mappings did)."""
+    data = bytearray()
+    while len(data) < size:
+        piece = memory.read(start + len(data), min(size - len(data), 1 << 20))
+        if not piece:
+            break
+        data += piece
+    return bytes(data)
 
 
 def _read_g(memory, g: int, layout: GoLayout) -> Optional[bytes]:
@@ -363,7 +375,7 @@ def goroutines(
         return []
     array_at, count = struct.unpack("<QQ", header)
     count = min(count, limit)
-    pointers = memory.read(array_at, 8 * count) if array_at and count else b""
+    pointers = _read_all(memory, array_at, 8 * count) if array_at and count else b""
     reasons = _wait_reasons(memory, runtime.wait_reasons) if runtime.wait_reasons else {}
     out = []
     for (g,) in struct.iter_unpack("<Q", pointers[: len(pointers) // 8 * 8]):
