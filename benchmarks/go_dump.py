@@ -29,9 +29,7 @@ from typing import List, Optional, Tuple
 
 
 def start(binary: str) -> subprocess.Popen:
-    target = subprocess.Popen(
-        [binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    target = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert target.stdout.readline().startswith("ready go ")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # until no thread runs
@@ -87,12 +85,29 @@ def main() -> None:
             for extra in ([], ["--coroutines"]):
                 argv = [args.stackdump, "-p", pid, "--mode", mode, *extra]
                 commands.append((f"stackdump {mode} {' '.join(extra)}".strip(), argv, "", True))
-        commands.append(("gdb thread apply all bt", [
-            "gdb", "-q", "-batch", "-nx", "-p", pid, "-ex", "thread apply all bt"], "", False))
+        commands.append(
+            (
+                "gdb thread apply all bt",
+                ["gdb", "-q", "-batch", "-nx", "-p", pid, "-ex", "thread apply all bt"],
+                "",
+                False,
+            )
+        )
         if args.dlv:
-            commands.append(("dlv goroutines -t", [
-                args.dlv, "attach", pid, "--allow-non-terminal-interactive=true",
-                "--check-go-version=false"], "goroutines -t 100\nquit -c\n", False))
+            commands.append(
+                (
+                    "dlv goroutines -t",
+                    [
+                        args.dlv,
+                        "attach",
+                        pid,
+                        "--allow-non-terminal-interactive=true",
+                        "--check-go-version=false",
+                    ],
+                    "goroutines -t 100\nquit -c\n",
+                    False,
+                )
+            )
         for label, argv, stdin, cold in commands:
             for kind in ("cold", "warm") if cold else ("warm",):
                 times, peaks = [], []
