@@ -120,7 +120,8 @@ def test_a_sample_of_libc_rows():
 def test_a_debug_frame_index_is_built_once_and_then_read_from_the_cache(tmp_path):
     """A Go binary has no .eh_frame_hdr: its CFI is a (zlib-compressed) .debug_frame, whose
     index of every FDE is built once per binary and kept in the disk cache; a second table
-    over the same file reads it back and gives the same rows."""
+    over the same file reads it back and gives the same rows. (Go code itself is unwound by
+    Go's pcsp table, the next test, so a dump of Go code builds no index at all.)"""
     from stackdump.cache import DiskCache
 
     go = need_tool("go", "golang-go")
@@ -148,7 +149,7 @@ def test_a_debug_frame_index_is_built_once_and_then_read_from_the_cache(tmp_path
         elf = ElfObject.open(str(binary))
         try:
             table = CfiTable(elf, None, cache)
-            rows.append([table.row(pc + 8) for pc in starts])
+            rows.append([table.fde_row(pc + 8) for pc in starts])
             rows.append(table.indexes_built)
         finally:
             elf.close()
@@ -156,3 +157,43 @@ def test_a_debug_frame_index_is_built_once_and_then_read_from_the_cache(tmp_path
     assert all(row is not None for row in first), first
     assert (built_first, built_second) == (1, 0)
     assert second == first
+
+
+def test_go_code_is_unwound_by_its_pcsp_table_as_its_debug_frame_says(tmp_path):
+    """Every Go function's row from `.gopclntab`'s pcsp table (what `-s -w` binaries keep)
+    equals the row its `.debug_frame` FDE gives (CFA and return address), at 2,000 pcs; and
+    rows for Go code build no FDE index."""
+    from stackdump.elf.image import ElfObject
+    from stackdump.unwind.cfi import CfiTable
+
+    go = need_tool("go", "golang-go")
+    binary = tmp_path / "hello"
+    source = tmp_path / "main.go"
+    source.write_text('package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hi") }\n')
+    env = {**os.environ, "GOCACHE": str(tmp_path / "gocache"), "GO111MODULE": "off"}
+    subprocess.run([go, "build", "-o", str(binary), str(source)], check=True, env=env)
+    symbols = subprocess.run(["nm", "-nS", str(binary)], capture_output=True, text=True).stdout
+    functions = [
+        (int(f[0], 16), int(f[1], 16))
+        for f in (line.split() for line in symbols.splitlines())
+        if len(f) == 4 and f[2] in "Tt" and int(f[1], 16) > 1
+    ]
+    rng = random.Random(20)
+    pcs = [start + rng.randrange(size) for start, size in rng.choices(functions, k=2000)]
+    elf = ElfObject.open(str(binary))
+    try:
+        table = CfiTable(elf)
+        ours = [table.row(pc) for pc in pcs]
+        assert table.indexes_built == 0
+        theirs = [table.fde_row(pc) for pc in pcs]
+    finally:
+        elf.close()
+    compared = 0
+    for pc, mine, fde in zip(pcs, ours, theirs):
+        if fde is None:
+            continue  # assembly without an FDE
+        assert mine is not None, hex(pc)
+        assert mine.cfa == fde.cfa, (hex(pc), mine, fde)
+        assert dict(mine.rules)[16] == dict(fde.rules)[16], (hex(pc), mine, fde)
+        compared += 1
+    assert compared > 1900

@@ -4,9 +4,10 @@ the frame pointer Go keeps on amd64) over its own stack; and, for each OS thread
 goroutine its `runtime.m` serves and whether it was on that goroutine's stack, on the
 system stack (`g0`) or on the signal stack (`gsignal`).
 
-Where things are: struct offsets from the binary's DWARF (`runtime.g`, `runtime.gobuf`,
-`runtime.m`, which Go puts in one of the `runtime` package's units), else from the table of
-each Go release's layout below (the release read from `.go.buildinfo`). `runtime.allgs`,
+Where things are: struct offsets from the table of each Go release's layout below (the
+release read from `.go.buildinfo`), else, for a release newer than the table, from the
+binary's DWARF (`runtime.g`, `runtime.gobuf`, `runtime.m`, which Go puts in one of the
+`runtime` package's units). `runtime.allgs`,
 `runtime.allm` and `runtime.waitReasonStrings` from the symbol table, else (a binary built
 `-ldflags=-s -w`) found in the process's own memory: the slice in `.bss` whose elements read
 as goroutines, the list head in `.bss` whose `m`s are this process's threads, the array in
@@ -163,8 +164,15 @@ def find_runtime(
 ) -> Optional[GoRuntime]:
     """The Go runtime of the process whose executable is `elf` (loaded at `bias`), or None
     for a Go release without a known layout."""
-    layout, source = layout_from_dwarf(elf), "dwarf"
+    # The table first: reading three structs' DWARF costs a Go server's dump more than all
+    # the rest (tests/test_go_releases.py checks the table against every release's DWARF);
+    # DWARF for a release newer than the table.
     release = go_release(elf)
+    layout, source = None, ""
+    if release is not None and release[1] <= NEWEST_MEASURED:
+        layout, source = layout_for_release(release[1]), release[0]
+    if layout is None:
+        layout, source = layout_from_dwarf(elf), "dwarf"
     if layout is None and release is not None:
         layout, source = layout_for_release(release[1]), release[0]
     if layout is None:

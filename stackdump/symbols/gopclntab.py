@@ -221,7 +221,7 @@ class GoTable:
         except struct.error:
             return None
         size = self._value(pcsp, self._text + entry_off, pc)
-        return size if size is not None and 0 <= size < 1 << 30 else None
+        return size if size is not None and 0 <= size <= 1 << 31 else None
 
     def _string(self, at: int) -> str:
         end = self._data.find(b"\0", at, at + 4096)

@@ -211,42 +211,52 @@ class CfiTable:
         self._setup_eh_frame()
 
     def row(self, vaddr: int) -> Optional[CfiRow]:
-        """The CFI row at vaddr, or None when no FDE covers it (or it is unusable); in a Go
-        binary without CFI (`-s -w`), the row Go's own pcsp table gives. Not memoized
-        here: `cfi_source.CfiSource` keeps the one memo, by absolute pc."""
+        """The CFI row at vaddr, or None when nothing describes it. Go code's row comes
+        from Go's own pcsp table, what Go's `.debug_frame` is written from, so that no FDE
+        index is built for a Go binary (or needed, built `-s -w`); anything else's from its
+        FDE. Not memoized here: `cfi_source.CfiSource` keeps the one memo, by absolute pc."""
+        return self._go_row(vaddr) or self.fde_row(vaddr)
+
+    def fde_row(self, vaddr: int) -> Optional[CfiRow]:
+        """The row the FDE covering vaddr gives, or None (no FDE, or an unusable one)."""
         try:
             fde = self._find_fde(vaddr)
-            if fde is not None:
-                return row_for(fde, vaddr, self._arch)
+            return row_for(fde, vaddr, self._arch) if fde is not None else None
         except (CfiError, *PARSE_ERRORS):
             return None
-        return self._go_row(vaddr)
-
-    def _go_row(self, vaddr: int) -> Optional[CfiRow]:
-        """amd64 Go: the return address sits `frame_size` above sp; once the frame holds
-        more than that slot, the prologue has pushed the caller's rbp just below it."""
-        if self._arch is not X86_64:
-            return None
-        if self._go is None:
-            from stackdump.symbols.gopclntab import go_table
-
-            found = go_table(self._elf) if self._elf.has_section(".gopclntab") else None
-            self._go = found or False
-        size = self._go.frame_size(vaddr) if self._go else None
-        if size is None:
-            return None
-        rules: Tuple[Tuple[int, Rule], ...] = ((x86_64.RIP, (OFFSET, -8)),)
-        if size >= 16:
-            rules = ((x86_64.RBP, (OFFSET, -16)), *rules)
-        return CfiRow(("reg", (x86_64.RSP, size + 8)), rules, x86_64.RIP, False)
 
     def function_start(self, vaddr: int) -> Optional[int]:
-        """Where the FDE covering vaddr begins: the start of its function."""
+        """Where the function holding vaddr begins: Go's entry, else its FDE's start."""
+        go = self._go_table()
+        found = go.lookup(vaddr) if go else None
+        if found is not None:
+            return found[1]
         try:
             fde = self._find_fde(vaddr)
         except PARSE_ERRORS:
             return None
         return fde.header["initial_location"] if fde is not None else None
+
+    def _go_table(self):
+        if self._go is None:
+            from stackdump.symbols.gopclntab import go_table
+
+            found = go_table(self._elf) if self._elf.has_section(".gopclntab") else None
+            self._go = found or False
+        return self._go
+
+    def _go_row(self, vaddr: int) -> Optional[CfiRow]:
+        """amd64 Go: the return address sits `frame_size` above sp, as Go's `.debug_frame`
+        says (which gives no rule for rbp either)."""
+        if self._arch is not X86_64:
+            return None
+        go = self._go_table()
+        size = go.frame_size(vaddr) if go else None
+        if size is None:
+            return None
+        return CfiRow(
+            ("reg", (x86_64.RSP, size + 8)), ((x86_64.RIP, (OFFSET, -8)),), x86_64.RIP, False
+        )
 
     def _setup_eh_frame(self) -> None:
         try:
