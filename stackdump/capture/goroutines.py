@@ -43,6 +43,7 @@ _MAX_MS = 100_000
 _SCAN_BYTES = 64 << 20  # of .bss or .data searched for allgs, allm, waitReasonStrings
 _MAX_CANDIDATES = 1 << 18  # distinct pointers in .bss tried as runtime.allm
 _Q = struct.Struct("<Q")
+_EM_X86_64 = 62
 _FIRST_REASONS = (b"GC assist marking", b"IO wait")  # waitReasonStrings[1], [2] since Go 1.11
 
 
@@ -163,7 +164,10 @@ def find_runtime(
     memory, elf: ElfObject, bias: int, symbols: Mapping[str, int], pid: int, tids: Iterable[int]
 ) -> Optional[GoRuntime]:
     """The Go runtime of the process whose executable is `elf` (loaded at `bias`), or None
-    for a Go release without a known layout."""
+    for a Go release without a known layout, or an arm64 one (its gobuf holds lr and the
+    goroutine walk knows amd64's registers only)."""
+    if elf.machine != _EM_X86_64:
+        return None
     # The table first: reading three structs' DWARF costs a Go server's dump more than all
     # the rest (tests/test_go_releases.py checks the table against every release's DWARF);
     # DWARF for a release newer than the table.

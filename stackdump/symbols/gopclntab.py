@@ -64,28 +64,15 @@ class GoTable:
     def lookup(self, pc: int) -> Optional[Tuple[str, int, Optional[str], Optional[int]]]:
         """(name, entry, file, line) of the function holding pc (file and line None when the
         tables do not say), or None outside every function."""
-        i = bisect.bisect_right(self._entries, pc) - 1
-        if i < 0 or i >= len(self._entries) - 1:  # the last entry only ends the text
+        func = self._func_at(pc)
+        if func is None:
             return None
-        func = self._funcs + self._func_offsets[i]
         try:
             entry_off, name_off = struct.unpack_from("<Ii", self._data, func)
-            pcfile, pcln = struct.unpack_from("<II", self._data, func + 20)
-            cu_offset = struct.unpack_from("<I", self._data, func + 32)[0]
+            entry = self._text + entry_off
+            return (self._string(self._names + name_off), entry, *self._location(func, entry, pc))
         except struct.error:
             return None
-        entry = self._text + entry_off
-        name = self._string(self._names + name_off)
-        file_index = self._value(pcfile, entry, pc)
-        line = self._value(pcln, entry, pc)
-        file = None
-        if file_index is not None and file_index >= 0:
-            at = self._cus + 4 * (cu_offset + file_index)
-            if at + 4 <= len(self._data):
-                file_off = struct.unpack_from("<I", self._data, at)[0]
-                if file_off != 0xFFFFFFFF:
-                    file = self._string(self._files + file_off)
-        return name, entry, file, line if line and line > 0 else None
 
     def with_funcdata(self, read, candidates: Tuple[int, ...]) -> GoTable:
         """Lets inline trees be read: `read(vaddr, size)` reads the binary, `candidates` are
@@ -131,8 +118,9 @@ class GoTable:
         return chain
 
     def _func_at(self, pc: int) -> Optional[int]:
+        """Where the _func of the function holding pc is, or None outside every function."""
         i = bisect.bisect_right(self._entries, pc) - 1
-        if i < 0 or i >= len(self._entries) - 1:
+        if i < 0 or i >= len(self._entries) - 1:  # the last entry only ends the text
             return None
         return self._funcs + self._func_offsets[i]
 
@@ -212,10 +200,9 @@ class GoTable:
     def frame_size(self, pc: int) -> Optional[int]:
         """How far sp is below the caller's return address slot at pc (the function's pcsp
         table: what Go's own tracebacks unwind by), or None outside every function."""
-        i = bisect.bisect_right(self._entries, pc) - 1
-        if i < 0 or i >= len(self._entries) - 1:
+        func = self._func_at(pc)
+        if func is None:
             return None
-        func = self._funcs + self._func_offsets[i]
         try:
             entry_off, pcsp = struct.unpack_from("<I12xI", self._data, func)
         except struct.error:
