@@ -412,10 +412,11 @@ def _entry_name(session: _Session, entry: Optional[int]) -> Optional[str]:
 
 
 # Where the Go runtime's tracebacks stop: a thread's first frame (mstart, rt0_go), a goroutine's
-# first (goexit), and the switches to the g0 stack (mcall, morestack, systemstack).
+# first (goexit), and the switches to the g0 stack (mcall, morestack, systemstack, and
+# asmcgocall, where a cgo call's C code runs).
 _GO_STACK_TOPS = frozenset(
     ("runtime.mstart", "runtime.rt0_go", "runtime.goexit", "runtime.mcall", "runtime.morestack",
-     "runtime.systemstack")
+     "runtime.systemstack", "runtime.asmcgocall")
 )  # fmt: skip
 
 

@@ -4,12 +4,12 @@ and later.
 
 Layout (the Go runtime's runtime/symtab.go, `pcHeader` and `_func`): a header (magic
 0xfffffff0 for 1.18-1.19, 0xfffffff1 for 1.20+; the pc quantum; the pointer size; the
-number of functions and files; the text start, 0 since Go 1.26, so `.text`'s address is
-used; offsets of the name, compilation-unit, file, pc-value and function tables), a table
-of (entry offset, `_func` offset) pairs sorted by entry, and per function a `_func` whose
-pc-value tables map pcs to a file index (through the function's compilation unit), a line
-and the frame size (pcsp). A pc-value table is a series of (value delta zig-zag varint, pc
-delta varint times the quantum) pairs, the value starting at -1.
+number of functions and files; the text start, 0 since Go 1.26, so `runtime.text` or
+`.text`'s address is used; offsets of the name, compilation-unit, file, pc-value and
+function tables), a table of (entry offset, `_func` offset) pairs sorted by entry, and per
+function a `_func` whose pc-value tables map pcs to a file index (through the function's
+compilation unit), a line and the frame size (pcsp). A pc-value table is a series of (value
+delta zig-zag varint, pc delta varint times the quantum) pairs, the value starting at -1.
 
 One name per function in every mode: the runtime's own, as its tracebacks print it.
 """
@@ -53,7 +53,7 @@ class GoTable:
         nfunc, _nfiles, text, names, cus, files, pcs, funcs = struct.unpack_from("<8Q", data, 8)
         if max(names, cus, files, pcs, funcs) >= len(data) or nfunc > len(data) // 8:
             return None
-        if text_start is not None:
+        if not text and text_start is not None:
             text = text_start  # Go 1.26 and later write 0 there
         return cls(data, _MAGICS[magic], quantum, text, (names, cus, files, pcs, funcs))
 
@@ -250,10 +250,17 @@ def _uvarint(data: bytes, at: int) -> Tuple[Optional[int], int]:
 
 def go_table(elf) -> Optional[GoTable]:
     """The `.gopclntab` of an ELF object, parsed lazily per lookup; None for a non-Go one.
-    Entries are offsets from the start of `.text`, as Go's own tools read them."""
+    Entries are offsets from `runtime.text`: the header says where up to Go 1.25; from 1.26,
+    the symbol, else the start of `.text` (where it is unless a C linker put C code first:
+    a cgo binary built `-s -w` by Go 1.26+ is not named right)."""
     data = elf.section_bytes(".gopclntab")
-    text = elf.section(".text")
-    table = GoTable.parse(data, text.addr if text is not None else None) if data else None
+    if not data:
+        return None
+    text = elf.symbol_values({"runtime.text"}).get("runtime.text")
+    if text is None:
+        section = elf.section(".text")
+        text = section.addr if section is not None else None
+    table = GoTable.parse(data, text)
     if table is None:
         return None
     return table.with_funcdata(elf.read_vaddr_range, _moduledata_words(elf))

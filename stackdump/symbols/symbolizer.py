@@ -80,8 +80,9 @@ class Symbolizer:
         if loaded is None or vaddr is None:
             return physical
         go = loaded.derived("gopclntab", lambda: go_table(loaded.elf) if loaded.elf else None)
-        if go is not None:
+        if go is not None and go.lookup(vaddr) is not None:
             return self._go_frame(physical, go, frame, vaddr)
+        # Not Go code (or C code a cgo binary links in): its symbols and DWARF.
         found = loaded.symbols.lookup(vaddr)
         if found is not None:
             physical = replace(
