@@ -47,11 +47,11 @@ def _toolchain(release: str) -> Path:
         pytest.skip(f"Go {release} toolchain unavailable: {e}")
 
 
-def _build(release: str, variant: str) -> Path:
-    """The Go target built by `release`, cached by the toolchain and the source."""
+def _build(release: str, variant: str, source: Path = SOURCE, cgo: bool = False) -> Path:
+    """A Go target built by `release`, cached by the toolchain and the source."""
     root = _toolchain(release)
-    key = hashlib.sha256(str(root).encode() + SOURCE.read_bytes()).hexdigest()[:16]
-    out = CACHE / "go-targets" / f"goserver-{release}-{variant}-{key}"
+    key = hashlib.sha256(str(root).encode() + source.read_bytes()).hexdigest()[:16]
+    out = CACHE / "go-targets" / f"{source.parent.name}-{release}-{variant}-{key}"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         env = {
@@ -62,12 +62,12 @@ def _build(release: str, variant: str) -> Path:
             "GOTOOLCHAIN": "local",
             "GOFLAGS": "",
             "GO111MODULE": "off",
-            "CGO_ENABLED": "0",
+            "CGO_ENABLED": "1" if cgo else "0",
         }
         flags = ["-ldflags=-s -w"] if variant == "stripped" else []
         partial = out.with_suffix(".partial")
         subprocess.run(
-            [str(root / "bin" / "go"), "build", *flags, "-o", str(partial), str(SOURCE)],
+            [str(root / "bin" / "go"), "build", *flags, "-o", str(partial), str(source)],
             check=True,
             env=env,
         )
@@ -390,3 +390,38 @@ def test_goroutines_of_a_core_equal_the_live_ones(release, tmp_path):
         assert theirs[goid][1] == names, goid
     threads = {t.tid: t.keys for t in parse_report(dumped.stdout).threads}
     assert any(k.get("goroutine") == "1" for k in threads.values()), threads
+
+
+@pytest.mark.parametrize("variant", ["dwarf", "stripped"])
+@pytest.mark.parametrize("release", ["1.19", RELEASES[-1]])
+def test_a_goroutine_blocked_in_c_through_cgo(release, variant):
+    """A cgo call: its C code runs on the thread's system stack (g0), whose frames are C's
+    (named by their symbols when it has them), ending where the call switched stacks
+    (runtime.asmcgocall); the thread names the goroutine it serves, and that goroutine's own
+    frames, the Go side of the call, are its --coroutines section. The C linker puts C code
+    before Go's in .text, which Go's function table must not count from."""
+    binary = _build(release, variant, TARGETS / "gocgo" / "main.go", cgo=True)
+    process = subprocess.Popen([str(binary)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith("ready go ")
+        deadline = time.monotonic() + 30  # until the main thread is in pause()
+        while not Path(f"/proc/{process.pid}/syscall").read_text().startswith("34 "):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)  # polling a condition with a deadline
+        out = run_stackdump("-p", str(process.pid), "--coroutines", "--mode", "fast")
+    finally:
+        process.kill()
+        process.wait()
+    assert out.returncode in (0, 1), out.stderr
+    report = parse_report(out.stdout)
+    main = report.thread(process.pid)
+    names = main.functions()
+    assert names[0] == "pause" and names[-1] == "runtime.asmcgocall", main.frames
+    if variant == "dwarf":
+        assert names[-2].endswith("_Cfunc_block_in_c"), main.frames
+    assert main.keys["go_status"] == "syscall" and main.keys["go_stack"] == "g0", main.keys
+    goroutine = next(c for c in report.coroutines if str(c.tid) == main.keys["goroutine"])
+    chain = [f.split(" at ")[0] for f in goroutine.frames]
+    assert chain[chain.index("main.callIntoC") :] == [
+        "main.callIntoC", "main.main", "runtime.main", "runtime.goexit"
+    ], goroutine.frames  # fmt: skip

@@ -251,19 +251,22 @@ def _uvarint(data: bytes, at: int) -> Tuple[Optional[int], int]:
 def go_table(elf) -> Optional[GoTable]:
     """The `.gopclntab` of an ELF object, parsed lazily per lookup; None for a non-Go one.
     Entries are offsets from `runtime.text`: the header says where up to Go 1.25; from 1.26,
-    the symbol, else the start of `.text` (where it is unless a C linker put C code first:
-    a cgo binary built `-s -w` by Go 1.26+ is not named right)."""
+    the symbol, else the module data's lowest address inside `.text` (its minpc), not the
+    start of `.text`, where a C linker puts C code first in a cgo binary."""
     data = elf.section_bytes(".gopclntab")
     if not data:
         return None
+    words = _moduledata_words(elf)
     text = elf.symbol_values({"runtime.text"}).get("runtime.text")
-    if text is None:
-        section = elf.section(".text")
-        text = section.addr if section is not None else None
+    section = elf.section(".text")
+    if text is None and section is not None:
+        # moduledata's minpc (= text): the lowest address it holds inside .text.
+        inside = [w for w in words if section.addr <= w < section.addr + section.size]
+        text = min(inside, default=section.addr)
     table = GoTable.parse(data, text)
     if table is None:
         return None
-    return table.with_funcdata(elf.read_vaddr_range, _moduledata_words(elf))
+    return table.with_funcdata(elf.read_vaddr_range, words)
 
 
 def _moduledata_words(elf) -> Tuple[int, ...]:
