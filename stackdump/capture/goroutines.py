@@ -280,7 +280,9 @@ def _m_chain(memory, layout: GoLayout, m: int, tids, limit: int) -> List[Tuple[i
     """(address, bytes) of each m from `m` along alllink while its g0's m is itself and
     (unless `tids` is None) its procid is one of `tids`."""
     chain: List[Tuple[int, bytes]] = []
-    while m and not m & 7 and len(chain) < limit:
+    seen = set()
+    while m and not m & 7 and len(chain) < limit and m not in seen:  # a torn list may loop
+        seen.add(m)
         data = memory.read(m, layout.m_size)
         if len(data) != layout.m_size:
             break
