@@ -135,7 +135,10 @@ def test_signal_during_symbolization_prints_the_rest_raw_and_exits_1(big_cu):
     err_text = err.decode()
     _assert_no_traceback(err_text)
     assert dumper.returncode == 1, err_text
-    assert took < 0.5, f"{took:.3f} s from SIGINT to exit"
+    # Left alone, this dump takes about 3 s (the next test); interrupted, 0.35-0.45 s here, a
+    # little more on a loaded machine (0.54 s seen in CI). Well under half the full run: the
+    # signal stopped the work, which the raw frames below show too.
+    assert took < 1.5, f"{took:.3f} s from SIGINT to exit"
     assert "interrupted by SIGINT: symbolization stopped" in err_text
     report = parse_report(out.decode())
     assert report.stats["interrupted"] == 1
