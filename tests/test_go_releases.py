@@ -425,3 +425,69 @@ def test_a_goroutine_blocked_in_c_through_cgo(release, variant):
     assert chain[chain.index("main.callIntoC") :] == [
         "main.callIntoC", "main.main", "runtime.main", "runtime.goexit"
     ], goroutine.frames  # fmt: skip
+
+
+def test_a_goroutine_that_runs_while_it_is_read_is_reported_not_unwound():
+    """A torn read degrades that goroutine only. While one parked goroutine's stack is being
+    read, its saved pc is rewritten in the target (through /proc/PID/mem, then restored), as
+    if it had run meanwhile: that goroutine says so, every other one is unwound."""
+    from stackdump import proc
+    from stackdump.capture import goroutines
+    from stackdump.capture.remote import RemoteMemory
+    from stackdump.elf.image import ElfObject
+
+    binary = _build(RELEASES[-1], "stripped")
+    server = GoServer(binary)
+    try:
+        server.settle()
+        memory = RemoteMemory(server.pid)
+        elf = ElfObject.open(str(binary))
+        try:
+            runtime = goroutines.find_runtime(
+                memory, elf, 0, {}, server.pid, proc.list_tids(server.pid)
+            )
+        finally:
+            elf.close()
+        layout = runtime.layout
+        maps = proc.read_maps(server.pid)
+        first = goroutines.goroutines(memory, runtime, maps, 1 << 20, 100_000)
+        victim = next(g for g in first if ("wait_reason", "sleep") in g.runtime_keys)
+        pc_at = victim.tid + layout.sched + layout.pc
+
+        class Racing:
+            """The target's memory, where the victim 'runs' while its stack is copied."""
+
+            def __init__(self) -> None:
+                self.saved = b""
+
+            def read(self, address: int, size: int) -> bytes:
+                data = memory.read(address, size)
+                if address == victim.stack_base and not self.saved:
+                    with open(f"/proc/{server.pid}/mem", "r+b", buffering=0) as mem:
+                        mem.seek(pc_at)
+                        self.saved = mem.read(8)
+                        mem.seek(pc_at)
+                        mem.write((int.from_bytes(self.saved, "little") + 1).to_bytes(8, "little"))
+                return data
+
+        racing = Racing()
+        try:
+            second = goroutines.goroutines(racing, runtime, maps, 1 << 20, 100_000)
+        finally:
+            with open(f"/proc/{server.pid}/mem", "r+b", buffering=0) as mem:
+                mem.seek(pc_at)
+                mem.write(racing.saved)
+        assert racing.saved
+        server.settle()  # it slept on, untouched
+    finally:
+        server.stop()
+    by_id = {g.coroutine_id: g for g in second}
+    assert by_id[victim.coroutine_id].error == "it ran while its stack was read"
+    assert by_id[victim.coroutine_id].regs is None
+    # Every other goroutine reads as it did before (the same frames' registers and errors).
+    before = {g.coroutine_id: (g.error, g.regs) for g in first}
+    others = {
+        g.coroutine_id: (g.error, g.regs) for g in second if g is not by_id[victim.coroutine_id]
+    }
+    assert others == {k: v for k, v in before.items() if k != victim.coroutine_id}
+    assert sum(not error for error, _ in others.values()) >= 20, others
