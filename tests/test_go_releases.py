@@ -47,11 +47,14 @@ def _toolchain(release: str) -> Path:
         pytest.skip(f"Go {release} toolchain unavailable: {e}")
 
 
-def _build(release: str, variant: str, source: Path = SOURCE, cgo: bool = False) -> Path:
+def _build(
+    release: str, variant: str, source: Path = SOURCE, cgo: bool = False, arch: str = "amd64"
+) -> Path:
     """A Go target built by `release`, cached by the toolchain and the source."""
     root = _toolchain(release)
     key = hashlib.sha256(str(root).encode() + source.read_bytes()).hexdigest()[:16]
-    out = CACHE / "go-targets" / f"{source.parent.name}-{release}-{variant}-{key}"
+    name = f"{source.parent.name}-{release}-{variant}{'-' + arch if arch != 'amd64' else ''}"
+    out = CACHE / "go-targets" / f"{name}-{key}"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
         env = {
@@ -63,6 +66,7 @@ def _build(release: str, variant: str, source: Path = SOURCE, cgo: bool = False)
             "GOFLAGS": "",
             "GO111MODULE": "off",
             "CGO_ENABLED": "1" if cgo else "0",
+            "GOARCH": arch,
         }
         flags = ["-ldflags=-s -w"] if variant == "stripped" else []
         partial = out.with_suffix(".partial")
@@ -491,3 +495,77 @@ def test_a_goroutine_that_runs_while_it_is_read_is_reported_not_unwound():
     }
     assert others == {k: v for k, v in before.items() if k != victim.coroutine_id}
     assert sum(not error for error, _ in others.values()) >= 20, others
+
+
+def _go_crash_dump(text: str) -> dict:
+    """goroutine id -> (state, pcs of its physical frames, innermost first) from the
+    traceback Go prints as it crashes with GOTRACEBACK=crash (every frame line but an
+    inlined one ends in `pc=0x...`)."""
+    found = {}
+    for block in text.split("\n\n"):
+        rows = block.strip().splitlines()
+        head = re.match(r"goroutine (\d+) .*\[([^\],]*)", rows[0]) if rows else None
+        if head is None:
+            continue
+        pcs = [int(m[1], 16) for r in rows if (m := re.search(r" pc=0x([0-9a-f]+)$", r))]
+        found[int(head[1])] = (head[2], pcs)
+    return found
+
+
+@pytest.mark.parametrize("variant", ["dwarf", "stripped"])
+def test_arm64_goroutines_in_a_core_equal_gos_own_crash_dump(variant, tmp_path):
+    """An arm64 Go server under qemu-aarch64, made to crash by SIGQUIT with GOTRACEBACK=crash:
+    Go prints every goroutine's frames with their pcs, qemu writes the core, and
+    `--core --coroutines` gives each parked goroutine's pcs exactly (unwound through the
+    arm64 frame layout: the return address at sp, the caller's frame pointer below it)."""
+    import resource
+    import signal
+
+    from conftest import need_tool
+
+    qemu = need_tool("qemu-aarch64", "qemu-user")
+    binary = _build(RELEASES[-1], variant, arch="arm64")
+
+    def allow_cores():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    process = subprocess.Popen(
+        [qemu, str(binary)],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "GOTRACEBACK": "crash"},
+        preexec_fn=allow_cores,
+    )
+    server = GoServer.__new__(GoServer)
+    server.process, server.pid = process, process.pid
+    try:
+        assert process.stdout.readline().startswith("ready go ")
+        server.settle()
+        process.send_signal(signal.SIGQUIT)
+        _, crash = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    cores = list(tmp_path.glob("qemu_*.core"))
+    assert len(cores) == 1, (list(tmp_path.iterdir()), crash[-2000:])
+    theirs = _go_crash_dump(crash)
+    out = run_stackdump(
+        "--core", str(cores[0]), "--exe", str(binary), "--coroutines", "--format", "json",
+        "--mode", "disabled", "--no-debuginfod",
+    )  # fmt: skip
+    assert out.returncode in (0, 1), out.stderr
+    ours = {
+        c["coroutine_id"]: [f["pc"] for f in c["frames"]]
+        for c in json.loads(out.stdout)["coroutines"]
+    }
+    compared = 0
+    for goid, (state, pcs) in theirs.items():
+        if state in ("running", "syscall", "idle") or goid == 0:
+            continue  # its frames are its thread's (and the signal's); 0: an m's g0
+        assert ours.get(goid) == pcs, (goid, state, [hex(p) for p in ours.get(goid, [])],
+                                       [hex(p) for p in pcs])  # fmt: skip
+        compared += 1
+    assert compared >= 15, (sorted(theirs), sorted(ours))

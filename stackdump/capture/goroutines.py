@@ -26,6 +26,7 @@ from array import array
 from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from stackdump.arch import X86_64, Arch
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
@@ -43,7 +44,6 @@ _MAX_MS = 100_000
 _SCAN_BYTES = 64 << 20  # of .bss or .data searched for allgs, allm, waitReasonStrings
 _MAX_CANDIDATES = 1 << 18  # distinct pointers in .bss tried as runtime.allm
 _Q = struct.Struct("<Q")
-_EM_X86_64 = 62
 _FIRST_REASONS = (b"GC assist marking", b"IO wait")  # waitReasonStrings[1], [2] since Go 1.11
 
 
@@ -60,7 +60,8 @@ class GoLayout:
     sched: int  # a runtime.gobuf
     sp: int  # in gobuf
     pc: int
-    bp: int
+    bp: int  # the frame pointer: rbp on amd64, x29 on arm64
+    lr: int  # arm64's link register (x30) when the switch saved it
     m_procid: int
     m_gsignal: int
     m_curg: int
@@ -77,17 +78,19 @@ class GoLayout:
         return max(self.m_procid, self.m_gsignal, self.m_curg, self.m_alllink) + 8
 
 
-# Each Go release's layout for linux/amd64 (and arm64: same sizes), measured from the DWARF of
+# Each Go release's layout for linux/amd64 and arm64 (the same: checked on arm64 for 1.27),
+# measured from the DWARF of
 # a program built by that release's Debian golang-1.N package (tests/test_go_releases.py
 # measures them again and checks this table); 1.20, which Debian never packaged, read from
 # its runtime2.go, where nothing before these fields differs from 1.19 and 1.21. What moved:
 # 1.22 shrank runtime.m before alllink; 1.23 added g.syscallbp before atomicstatus; 1.25
 # removed gobuf.ret (g and m shrank by 8) and moved m fields; 1.26 grew m before alllink.
 _L119 = GoLayout(goid=152, status=144, wait_reason=176, wait_since=168, m=48, sched=56, sp=0,
-                 pc=8, bp=48, m_procid=72, m_gsignal=80, m_curg=192, m_alllink=336)  # fmt: skip
+                 pc=8, bp=48, lr=40, m_procid=72, m_gsignal=80, m_curg=192,
+                 m_alllink=336)  # fmt: skip
 _L122 = replace(_L119, m_alllink=328)
 _L123 = replace(_L122, goid=160, status=152, wait_reason=184, wait_since=176)
-_L125 = replace(_L119, bp=40, m_procid=64, m_gsignal=72, m_curg=184, m_alllink=344)
+_L125 = replace(_L119, bp=40, lr=32, m_procid=64, m_gsignal=72, m_curg=184, m_alllink=344)
 _L126 = replace(_L125, m_alllink=352)
 LAYOUTS: Tuple[Tuple[int, GoLayout], ...] = (  # (first minor release, layout), in order
     (19, _L119), (22, _L122), (23, _L123), (25, _L125), (26, _L126),
@@ -142,7 +145,8 @@ def layout_from_dwarf(elf: ElfObject) -> Optional[GoLayout]:
         return GoLayout(
             goid=g["goid"], status=g["atomicstatus"], wait_reason=g["waitreason"],
             wait_since=g["waitsince"], m=g["m"], sched=g["sched"], sp=gobuf["sp"],
-            pc=gobuf["pc"], bp=gobuf["bp"], m_procid=m["procid"], m_gsignal=m["gsignal"],
+            pc=gobuf["pc"], bp=gobuf["bp"], lr=gobuf["lr"], m_procid=m["procid"],
+            m_gsignal=m["gsignal"],
             m_curg=m["curg"], m_alllink=m["alllink"],
         )  # fmt: skip
     except (KeyError, *PARSE_ERRORS):
@@ -158,15 +162,18 @@ class GoRuntime:
     allgs: Optional[int]  # the slice header
     allm: Optional[int]  # the list head
     wait_reasons: Optional[int]
+    arch: Arch = X86_64
 
 
 def find_runtime(
     memory, elf: ElfObject, bias: int, symbols: Mapping[str, int], pid: int, tids: Iterable[int]
 ) -> Optional[GoRuntime]:
     """The Go runtime of the process whose executable is `elf` (loaded at `bias`), or None
-    for a Go release without a known layout, or an arm64 one (its gobuf holds lr and the
-    goroutine walk knows amd64's registers only)."""
-    if elf.machine != _EM_X86_64:
+    for a Go release without a known layout or a processor other than amd64 and arm64."""
+    from stackdump.arch import for_elf_machine
+
+    arch = for_elf_machine(elf.machine)
+    if arch is None:
         return None
     # The table first: reading three structs' DWARF costs a Go server's dump more than all
     # the rest (tests/test_go_releases.py checks the table against every release's DWARF);
@@ -191,7 +198,7 @@ def find_runtime(
             allm = _search_allm(memory, layout, *bss, {pid, *tids})
     if reasons is None:
         reasons = _search_wait_reasons(memory, elf, bias)
-    return GoRuntime(layout, source, allgs, allm, reasons)
+    return GoRuntime(layout, source, allgs, allm, reasons, arch)
 
 
 def _section_words(memory, elf: ElfObject, name: str, bias: int):
@@ -393,7 +400,7 @@ def goroutines(
     reasons = _wait_reasons(memory, runtime.wait_reasons) if runtime.wait_reasons else {}
     out = []
     for (g,) in struct.iter_unpack("<Q", pointers[: len(pointers) // 8 * 8]):
-        snapshot = _goroutine(memory, g, runtime.layout, reasons, maps, stack_bytes, now_ns)
+        snapshot = _goroutine(memory, g, runtime, reasons, maps, stack_bytes, now_ns)
         if snapshot is not None:
             out.append(keep(snapshot) if keep is not None else snapshot)
     return out
@@ -403,7 +410,8 @@ def monotonic_now() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
-def _goroutine(memory, g: int, layout: GoLayout, reasons, maps, stack_bytes, now_ns):
+def _goroutine(memory, g: int, runtime: GoRuntime, reasons, maps, stack_bytes, now_ns):
+    layout = runtime.layout
     data = _read_g(memory, g, layout)
     if data is None:
         return None
@@ -434,7 +442,9 @@ def _goroutine(memory, g: int, layout: GoLayout, reasons, maps, stack_bytes, now
         return ThreadSnapshot(
             status=ThreadStatus.THREAD_EXITED, error="its saved context is not readable", **base
         )
-    stack = memory.read(sp, min(hi - sp, stack_bytes))
+    # From just below sp: arm64 Go code saves the caller's frame pointer at sp-8.
+    low = max(_Q.unpack_from(data, 0)[0], mapping.start, sp - 16)
+    stack = _read_all(memory, low, min(hi - low, stack_bytes))
     if (
         memory.read(g + sched, layout.bp + 8)[: layout.bp + 8]
         != data[sched : sched + layout.bp + 8]
@@ -442,12 +452,27 @@ def _goroutine(memory, g: int, layout: GoLayout, reasons, maps, stack_bytes, now
         return ThreadSnapshot(
             status=ThreadStatus.THREAD_EXITED, error="it ran while its stack was read", **base
         )
-    from stackdump.arch import X86_64, x86_64
-
-    regs = Registers.of({x86_64.RIP: pc, x86_64.RSP: sp, x86_64.RBP: bp}, X86_64)
+    regs = _registers(runtime.arch, pc, sp, bp, _Q.unpack_from(data, sched + layout.lr)[0])
     return ThreadSnapshot(
-        status=ThreadStatus.OK, regs=regs, stack_map=mapping, stack_base=sp, stack=stack, **base
+        status=ThreadStatus.OK, regs=regs, stack_map=mapping, stack_base=low, stack=stack, **base
     )
+
+
+def _registers(arch: Arch, pc: int, sp: int, fp: int, lr: int) -> Registers:
+    """A goroutine's saved context as registers: on arm64 also the link register, which is
+    where a function that saved no frame yet keeps its return address."""
+    values = {arch.pc: pc, arch.sp: sp}
+    if arch is X86_64:
+        from stackdump.arch import x86_64
+
+        values[x86_64.RBP] = fp
+    else:
+        from stackdump.arch import aarch64
+
+        values[aarch64.FP] = fp
+        if lr:
+            values[aarch64.LR] = lr
+    return Registers.of(values, arch)
 
 
 def _wait_reasons(memory, at: int) -> Dict[int, str]:

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Tuple
 from elftools.dwarf.callframe import CIE, FDE, CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
-from stackdump.arch import X86_64, Arch, for_elf_machine, x86_64
+from stackdump.arch import AARCH64, X86_64, Arch, aarch64, for_elf_machine, x86_64
 from stackdump.cache import DiskCache
 from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
 
@@ -246,17 +246,24 @@ class CfiTable:
         return self._go
 
     def _go_row(self, vaddr: int) -> Optional[CfiRow]:
-        """amd64 Go: the return address sits `frame_size` above sp, as Go's `.debug_frame`
-        says (which gives no rule for rbp either)."""
-        if self._arch is not X86_64:
-            return None
+        """Go code's row from its frame size, as Go's `.debug_frame` says. amd64: the return
+        address sits `size` above sp (no rule for rbp). arm64: the prologue stores the link
+        register at the new sp and the caller's frame pointer just below it, so with a frame
+        the return address is at sp and x29 at sp-8; without one, it is still in x30."""
         go = self._go_table()
         size = go.frame_size(vaddr) if go else None
         if size is None:
             return None
-        return CfiRow(
-            ("reg", (x86_64.RSP, size + 8)), ((x86_64.RIP, (OFFSET, -8)),), x86_64.RIP, False
-        )
+        if self._arch is X86_64:
+            return CfiRow(
+                ("reg", (x86_64.RSP, size + 8)), ((x86_64.RIP, (OFFSET, -8)),), x86_64.RIP, False
+            )
+        if self._arch is AARCH64:
+            if size == 0:
+                return CfiRow(("reg", (aarch64.SP, 0)), (), aarch64.LR, False)
+            rules = ((aarch64.FP, (OFFSET, -size - 8)), (aarch64.LR, (OFFSET, -size)))
+            return CfiRow(("reg", (aarch64.SP, size)), rules, aarch64.LR, False)
+        return None
 
     def _setup_eh_frame(self) -> None:
         try:
