@@ -327,13 +327,17 @@ def test_goroutines_agree_with_delve(release):
             ours = _our_pcs(server.pid)
             theirs = _delve(server.pid) if variant == "dwarf" else None
             server.settle()  # still parked: delve detached and left it running
+            again = _our_pcs(server.pid) if theirs is not None else {}
         finally:
             server.stop()
         if theirs is not None:
             compared = 0
             for goid, (reason, pcs, names) in theirs.items():
-                if goid not in ours or reason in ("running", "syscall"):
-                    continue  # a running goroutine is in a thread's section
+                moved = goid not in ours or ours[goid] != again.get(goid)
+                if moved or reason in ("running", "syscall"):
+                    # Running (in a thread's section), or it moved around delve's look (the
+                    # runtime's own may wake): no fixed answer.
+                    continue
                 our_pcs, our_names = ours[goid]
                 assert our_pcs == pcs, (goid, [hex(p) for p in our_pcs], [hex(p) for p in pcs])
                 assert our_names == names, (goid, our_names, names)
@@ -387,8 +391,15 @@ def test_goroutines_of_a_core_equal_the_live_ones(release, tmp_path):
     )
     assert dumped.returncode in (0, 1), dumped.stderr
     ours, theirs = _goroutines(live.stdout), _goroutines(dumped.stdout)
-    assert len(ours) >= 15 and set(ours) == set(theirs)
-    for goid, (keys, names) in ours.items():
+    # main.go's 15 parked goroutines stay put between the two (server.settle() above checks
+    # it); the runtime's own (the scavenger, GC workers) may wake in between.
+    mains = {
+        goid: v
+        for goid, v in ours.items()
+        if any(n in PARKED or n == "main.parkedOnMutex" for n in v[1])
+    }
+    assert len(mains) == 15 and set(mains) <= set(theirs), (sorted(ours), sorted(theirs))
+    for goid, (keys, names) in mains.items():
         wanted = {k: v for k, v in keys.items() if k in ("go_status", "wait_reason")}
         assert {k: theirs[goid][0].get(k) for k in wanted} == wanted, goid
         assert theirs[goid][1] == names, goid
