@@ -24,7 +24,16 @@ JIT_BARE = re.compile(r"^0x[0-9a-f]{16} in \[jit\]$")
 def node_target():
     node = need_tool("node", "nodejs")
     process = subprocess.Popen(
-        [node, "--perf-basic-prof", str(TARGETS / "spin.js")],
+        # Synchronous on-stack replacement: the main thread compiles the loop and enters the
+        # code at once, so the map naming it means the thread runs it. (Concurrent OSR
+        # names it from another thread first: a dump was seen in the interpreter then.)
+        [
+            node,
+            "--perf-basic-prof",
+            "--no-concurrent-osr",
+            "--no-concurrent-recompilation",
+            str(TARGETS / "spin.js"),
+        ],  # fmt: skip
         stdout=subprocess.PIPE,
         text=True,
     )
