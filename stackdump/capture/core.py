@@ -53,6 +53,18 @@ class CoreMemory:
         self._file_starts = [f[0] for f in self._files]
 
     def read(self, address: int, size: int) -> bytes:
+        """Bytes from address on, as many of `size` as the core and the files hold without a
+        gap ("" if none), across the regions a mapping was split into (like a live read,
+        which crosses adjacent mappings)."""
+        data = self._read_region(address, size)
+        while data and len(data) < size:
+            more = self._read_region(address + len(data), size - len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    def _read_region(self, address: int, size: int) -> bytes:
         """Bytes from address on, as many of `size` as one region holds ("" if none)."""
         i = bisect.bisect_right(self._starts, address) - 1
         if i >= 0:

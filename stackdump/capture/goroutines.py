@@ -206,22 +206,10 @@ def _section_words(memory, elf: ElfObject, name: str, bias: int):
     if section is None or not section.addr:
         return None
     start = bias + section.addr
-    data = _read_all(memory, start, min(section.size, _SCAN_BYTES))
+    data = memory.read(start, min(section.size, _SCAN_BYTES))
     words = array("Q")
     words.frombytes(data[: len(data) // 8 * 8])
     return start, words
-
-
-def _read_all(memory, start: int, size: int) -> bytes:
-    """Up to `size` bytes from `start`, across the pieces a read stops at (a core's segments
-    split a section or an array where its mappings did)."""
-    data = bytearray()
-    while len(data) < size:
-        piece = memory.read(start + len(data), min(size - len(data), 1 << 20))
-        if not piece:
-            break
-        data += piece
-    return bytes(data)
 
 
 def _read_g(memory, g: int, layout: GoLayout) -> Optional[bytes]:
@@ -396,7 +384,7 @@ def goroutines(
         return []
     array_at, count = struct.unpack("<QQ", header)
     count = min(count, limit)
-    pointers = _read_all(memory, array_at, 8 * count) if array_at and count else b""
+    pointers = memory.read(array_at, 8 * count) if array_at and count else b""
     reasons = _wait_reasons(memory, runtime.wait_reasons) if runtime.wait_reasons else {}
     out = []
     for (g,) in struct.iter_unpack("<Q", pointers[: len(pointers) // 8 * 8]):
@@ -444,7 +432,7 @@ def _goroutine(memory, g: int, runtime: GoRuntime, reasons, maps, stack_bytes, n
         )
     # From just below sp: arm64 Go code saves the caller's frame pointer at sp-8.
     low = max(_Q.unpack_from(data, 0)[0], mapping.start, sp - 16)
-    stack = _read_all(memory, low, min(hi - low, stack_bytes))
+    stack = memory.read(low, min(hi - low, stack_bytes))
     if (
         memory.read(g + sched, layout.bp + 8)[: layout.bp + 8]
         != data[sched : sched + layout.bp + 8]
