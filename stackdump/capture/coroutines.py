@@ -96,7 +96,8 @@ def go_runtime(memory, maps, files, pid: int, tids):
     from stackdump.capture import goroutines
 
     exe = next((m.file_path for m in maps if m.is_file), None)
-    paths = {k: v for k, v in mapped_paths(maps, files).items() if k == exe}
+    # Only the executable's path is resolved: this runs on every dump, Go or not.
+    paths = mapped_paths([m for m in maps if m.file_path == exe], files)
     for elf, found in _objects_defining(maps, paths, goroutines.SYMBOLS, set(), ".gopclntab"):
         return goroutines.find_runtime(memory, elf, found.pop("", 0), found, pid, tids)
     return None

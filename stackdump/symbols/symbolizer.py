@@ -80,8 +80,9 @@ class Symbolizer:
         if loaded is None or vaddr is None:
             return physical
         go = loaded.derived("gopclntab", lambda: go_table(loaded.elf) if loaded.elf else None)
-        if go is not None and go.lookup(vaddr) is not None:
-            return self._go_frame(physical, go, frame, vaddr)
+        found = go.lookup(vaddr) if go is not None else None
+        if found is not None:
+            return self._go_frame(physical, go, found, frame, vaddr)
         # Not Go code (or C code a cgo binary links in): its symbols and DWARF.
         found = loaded.symbols.lookup(vaddr)
         if found is not None:
@@ -94,15 +95,12 @@ class Symbolizer:
             return physical
         return self._with_locations(physical, loaded, vaddr)
 
-    def _go_frame(self, physical: SymbolizedFrame, go, frame: Frame, vaddr: int):
+    def _go_frame(self, physical: SymbolizedFrame, go, found, frame: Frame, vaddr: int):
         """A Go function, by the runtime's own tables: one name in every mode (the symbol
         table's `runtime.epollwait.abi0` and DWARF's `runtime.epollwait` are one function),
         file:line in every mode that prints locations, also for a binary built -s -w; with
         Go's inline tree, the physical frame's line is its own (the outermost call site)
-        and FULL_WITH_INLINE adds the functions inlined there."""
-        found = go.lookup(vaddr)
-        if found is None:
-            return physical
+        and FULL_WITH_INLINE adds the functions inlined there. `found`: `go.lookup`'s."""
         name, entry, file, line = found
         physical = replace(
             physical, function=name, function_offset=vaddr + (frame.pc - frame.lookup_pc) - entry
