@@ -27,20 +27,15 @@ import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers import any_thread_running  # noqa: E402
+
 
 def start(binary: str) -> subprocess.Popen:
     target = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert target.stdout.readline().startswith("ready go ")
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # until no thread runs
-        states = []
-        for tid in os.listdir(f"/proc/{target.pid}/task"):
-            try:
-                states.append(Path(f"/proc/{target.pid}/task/{tid}/syscall").read_text())
-            except OSError:
-                continue
-        if states and not any(s.startswith("running") for s in states):
-            break
+    while any_thread_running(target.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     return target
 

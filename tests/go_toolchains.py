@@ -11,6 +11,7 @@ release and delve ahead of the tests (`python3 tests/go_toolchains.py`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import lzma
 import os
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict
 
 MIRROR = os.environ.get("STACKDUMP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 CACHE = Path(os.environ.get("STACKDUMP_TEST_CACHE", Path.home() / ".cache" / "stackdump-tests"))
@@ -43,26 +44,35 @@ def goroot(release: str) -> Path:
         if not (system / "bin" / "go").exists():
             raise RuntimeError("golang-go (Go 1.19) is not installed (.ci/run installs it)")
         return system
-    suite = SUITES[release]
-    index = _packages(suite)
-    go, src = index[f"golang-{release}-go"], index[f"golang-{release}-src"]
-    key = hashlib.sha256((go["SHA256"] + src["SHA256"]).encode()).hexdigest()[:16]
-    root = CACHE / f"go-{release}-{key}"
-    done = root / ".complete"
-    if not done.exists():
+    index = _packages(SUITES[release])
+    root = _unpacked(
+        f"go-{release}", (index[f"golang-{release}-go"], index[f"golang-{release}-src"])
+    )
+    return root / "usr" / "lib" / f"go-{release}"
+
+
+def _unpacked(name: str, packages) -> Path:
+    """A directory of the test cache with the packages unpacked in it, once per their
+    SHA256s (a `.complete` marker says an earlier unpacking finished)."""
+    key = hashlib.sha256("".join(p["SHA256"] for p in packages).encode()).hexdigest()[:16]
+    root = CACHE / f"{name}-{key}"
+    if not (root / ".complete").exists():
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
-        for package in (go, src):
+        for package in packages:
             deb = _download(package)
             try:
                 subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
             finally:
                 deb.unlink()
-        done.touch()
-    return root / "usr" / "lib" / f"go-{release}"
+        (root / ".complete").touch()
+    return root
 
 
-def _packages(suite: str, wanted: Tuple[str, ...] = ()) -> Dict[str, Dict[str, str]]:
+@functools.cache
+def _packages(suite: str) -> Dict[str, Dict[str, str]]:
+    """The suite's Go toolchain and delve packages, by name (its index is read once per
+    test session, not once per build)."""
     url = f"{MIRROR}/dists/{suite}/main/binary-amd64/Packages.xz"
     with urllib.request.urlopen(url, timeout=120) as response:
         text = lzma.decompress(response.read()).decode("utf-8", "replace")
@@ -72,7 +82,7 @@ def _packages(suite: str, wanted: Tuple[str, ...] = ()) -> Dict[str, Dict[str, s
             line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
         )
         name = fields.get("Package", "")
-        if name in wanted or name.startswith("golang-1.") and name.endswith(("-go", "-src")):
+        if name == "delve" or name.startswith("golang-1.") and name.endswith(("-go", "-src")):
             out[name] = fields
     return out
 
@@ -99,18 +109,7 @@ def _download(package: Dict[str, str]) -> Path:
 def delve() -> Path:
     """Debian's newest delve (sid's), which reads every Go release here (bookworm's 1.20
     stops at Go 1.20): unpacked once, like the toolchains. It needs only libc."""
-    package = _packages("sid", ("delve",))["delve"]
-    root = CACHE / f"delve-{package['SHA256'][:16]}"
-    if not (root / ".complete").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        deb = _download(package)
-        try:
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        finally:
-            deb.unlink()
-        (root / ".complete").touch()
-    return root / "usr" / "bin" / "dlv"
+    return _unpacked("delve", (_packages("sid")["delve"],)) / "usr" / "bin" / "dlv"
 
 
 if __name__ == "__main__":

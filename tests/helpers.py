@@ -222,6 +222,14 @@ def read_syscall_line(pid: int, tid: int) -> Optional[str]:
         return None
 
 
+def any_thread_running(pid: int) -> bool:
+    """Whether some thread of the process is on a CPU or runnable, not blocked in a system
+    call (a thread that exits meanwhile counts as not running)."""
+    return any(
+        read_syscall_line(pid, int(tid)) == "running" for tid in os.listdir(f"/proc/{pid}/task")
+    )
+
+
 def wait_for_syscall(pid: int, tid: int, nr: int) -> str:
     deadline = time.monotonic() + DEADLINE_S
     while True:
@@ -532,10 +540,7 @@ def crash_on_request(
     # Every thread blocked (main in pause, the crasher in its read of stdin) before the crash:
     # a thread still running on its way there would leave a stack no oracle can pin down.
     deadline = time.monotonic() + DEADLINE_S
-    while any(
-        read_syscall_line(process.pid, int(tid)) == "running"
-        for tid in os.listdir(f"/proc/{process.pid}/task")
-    ):
+    while any_thread_running(process.pid):
         assert time.monotonic() < deadline, "the target's threads never all blocked"
         time.sleep(0.001)  # polling a condition with a deadline
     process.stdin.write("crash\n")

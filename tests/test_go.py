@@ -5,7 +5,6 @@ own tracebacks end."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import need_tool
-from helpers import TARGETS, parse_report, run_stackdump
+from helpers import TARGETS, any_thread_running, parse_report, run_stackdump
 
 pytestmark = pytest.mark.usefixtures("live")
 
@@ -84,15 +83,10 @@ def _server(binary: Path):
     assert line.startswith("ready go "), line
     # Until every thread sleeps in the kernel: the runtime's threads settle after start-up.
     deadline = time.monotonic() + 30
-    while True:
-        states = []
-        for tid in os.listdir(f"/proc/{process.pid}/task"):
-            with contextlib.suppress(OSError):  # a thread that just exited
-                states.append(Path(f"/proc/{process.pid}/task/{tid}/syscall").read_text())
-        if states and not any(s.startswith("running") for s in states):
-            return process
-        assert time.monotonic() < deadline, states
+    while any_thread_running(process.pid):
+        assert time.monotonic() < deadline
         time.sleep(0.01)  # polling a condition with a deadline
+    return process
 
 
 @pytest.mark.parametrize("variant", ["dwarf", "stripped"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ON_CI
-from helpers import CACHE, TARGETS, parse_report, run_stackdump
+from helpers import CACHE, TARGETS, any_thread_running, parse_report, run_stackdump
 
 pytestmark = pytest.mark.usefixtures("live")
 
@@ -124,19 +124,12 @@ class GoServer:
             parked = Counter(
                 fn for _, names in theirs.values() for fn in names if fn in PARKED
             ) + Counter("mutex" for _, names in theirs.values() if "main.parkedOnMutex" in names)
-            if all(parked[fn] == 3 for fn in [*PARKED, "mutex"]) and not self._running():
+            if all(parked[fn] == 3 for fn in [*PARKED, "mutex"]) and not any_thread_running(
+                self.pid
+            ):
                 return theirs
             assert time.monotonic() < deadline, theirs
             time.sleep(0.01)  # polling a condition with a deadline
-
-    def _running(self) -> bool:
-        for tid in os.listdir(f"/proc/{self.pid}/task"):
-            try:
-                if Path(f"/proc/{self.pid}/task/{tid}/syscall").read_text().startswith("run"):
-                    return True
-            except OSError:
-                continue
-        return False
 
     def stop(self) -> None:
         self.process.kill()
