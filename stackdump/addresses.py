@@ -6,6 +6,7 @@ No thread is stopped: a live process gives only its maps and files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from stackdump.elf.debuginfod import Debuginfod
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.elf.store import ObjectStore
 from stackdump.escape import escape
+from stackdump.notes import Notes
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.types import AnalysisOptions, FileSource, Frame, MemoryMap, SymbolizedFrame
 
@@ -60,15 +62,22 @@ def symbolize(
     maps: Sequence[MemoryMap],
     options: AnalysisOptions,
     backtrace: bool = False,
-) -> List[Resolved]:
+) -> Tuple[List[Resolved], Tuple[str, ...]]:
     """Each address as given (addr2line's rule), or, with `backtrace`, as a backtrace lists
     them: the first where execution stood, every later one a return address, looked up at
-    address - 1 as a dump does."""
+    address - 1 as a dump does. Also the warnings for stderr (files refused, a cache not
+    used), as a dump's Report.warnings."""
     out = []
     remote = Debuginfod(options.debuginfod) if options.debuginfod else None
-    with ObjectStore(
-        files, maps, None, options.debug_dirs, DiskCache(options.cache_dir), remote=remote
-    ) as objects:
+    cache = DiskCache(options.cache_dir)
+    notes = Notes()
+    with contextlib.ExitStack() as closing:
+        closing.callback(cache.close)
+        if remote is not None:
+            closing.callback(remote.close)
+        objects = closing.enter_context(
+            ObjectStore(files, maps, None, options.debug_dirs, cache, remote=remote, notes=notes)
+        )
         objects.allow_downloads()  # nothing is stopped here
         symbolizer = Symbolizer(objects, options.mode)
         for i, address in enumerate(addresses):
@@ -78,7 +87,9 @@ def symbolize(
             except Exception:  # noqa: BLE001 - one address's parse error costs its name only
                 found = SymbolizedFrame(address, None, None, None)
             out.append(Resolved(address, found, _size(objects, frame)))
-    return out
+        notes.add(cache.problem)
+        notes.add(remote.problem if remote is not None else "")
+    return out, notes.take()
 
 
 def _size(objects: ObjectStore, frame: Frame) -> Optional[int]:

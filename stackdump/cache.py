@@ -7,6 +7,13 @@ payload; an entry that fails any check is deleted and recomputed, never trusted.
 Writes go to a temporary file renamed into place, so two stackdumps running at once never
 see a half-written entry. The directory is bounded: after a dump, the oldest entries are
 removed until it is back under the limit.
+
+Root runs stackdump against other users' processes, so the directory is used only when it is
+the running user's alone (`safefs.open_private_dir`: else one warning, `problem`, and the dump
+goes on uncached), and every entry is read, written and removed relative to its descriptor,
+following no symlink and opening only regular files. What goes in is the caller's concern:
+entries are made only from files no one but root or the running user can have written
+(`ElfObject.identity`), since a build-id is a claim a file makes, not proof of its content.
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ import array
 import contextlib
 import json
 import os
+import stat
 import struct
 import zlib
-from typing import Callable, Dict, Optional, TypeVar, Union
+from typing import Callable, Dict, Optional, Tuple, TypeVar, Union
+
+from stackdump import safefs
 
 MAGIC = b"SDC1"
 FORMAT_VERSION = 1
@@ -34,63 +44,100 @@ def default_directory() -> str:
 
 
 class DiskCache:
-    """get/put of named fields under a string key. A `None` directory disables it."""
+    """get/put of named fields under a string key. A `None` directory disables it; so does a
+    directory that is not safe to use (`problem` then says why, for one warning)."""
 
     def __init__(self, directory: Optional[str], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.hits = 0
+        self.problem = ""
         self._wrote = False
+        self._fd: Optional[int] = None  # the directory, opened on first use
+        self._opened = directory is None
 
     @property
     def enabled(self) -> bool:
-        return self.directory is not None
+        return self._dir() is not None
 
-    def _path(self, key: str) -> str:
+    def _dir(self) -> Optional[int]:
+        if not self._opened:
+            self._opened = True
+            assert self.directory is not None
+            self._fd, why = safefs.open_private_dir(self.directory)
+            if self._fd is None:
+                self.problem = f"cache directory {self.directory} not used: {why}"
+        return self._fd
+
+    def _place(self, key: str) -> Tuple[str, str]:
         # A file name, not a secret: each entry carries its full key, so a collision costs a
         # rebuild, never a wrong answer. zlib's checksums spare hashlib's import (~3 ms, every
         # run pays it).
         data = f"{FORMAT_VERSION}\0{key}".encode()
         digest = f"{zlib.crc32(data):08x}{zlib.adler32(data):08x}"
-        return os.path.join(self.directory, digest[:2], digest[2:])
+        return digest[:2], digest[2:]
 
     def get(self, key: str) -> Optional[Dict[str, Value]]:
-        if not self.enabled:
+        top = self._dir()
+        if top is None:
             return None
-        path = self._path(key)
+        subdir, name = self._place(key)
+        sub = safefs.open_private_subdir(top, subdir, create=False)
+        if sub is None:
+            return None
         try:
-            with open(path, "rb") as f:
+            try:
+                fd = safefs.open_regular(name, dir_fd=sub, follow=False)
+            except safefs.NotRegularFile:
+                # Not ours to have made: no entry stackdump writes is anything else.
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=sub)
+                return None
+            except OSError:
+                return None
+            with os.fdopen(fd, "rb") as f:
                 blob = f.read()
+            value = _decode(blob, key)
+            if value is None:
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=sub)
+                return None
         except OSError:
             return None
-        value = _decode(blob, key)
-        if value is None:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            return None
+        finally:
+            os.close(sub)
         self.hits += 1
         return value
 
     def put(self, key: str, fields: Dict[str, Value]) -> None:
-        if not self.enabled:
+        top = self._dir()
+        if top is None:
             return
-        path = self._path(key)
+        subdir, name = self._place(key)
+        sub = safefs.open_private_subdir(top, subdir, create=True)
+        if sub is None:
+            return
+        tmp = f".tmp-{os.getpid()}-{name}"
         try:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            import tempfile  # only a dump that builds something writes (~2 ms to import)
-
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+            fd = os.open(
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o600,
+                dir_fd=sub,
+            )
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(_encode(key, fields))
-                os.replace(tmp, path)
+                os.replace(tmp, name, src_dir_fd=sub, dst_dir_fd=sub)
             except BaseException:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                    os.unlink(tmp, dir_fd=sub)
                 raise
             self._wrote = True
         except OSError:
             pass  # a read-only or full disk costs speed, not correctness
+        finally:
+            os.close(sub)
 
     def fetch(self, key: Optional[str], cls, build: Callable[[], Optional[T]]) -> Optional[T]:
         """`cls.from_fields(entry)` for a valid entry under key, else `build()`, stored.
@@ -117,27 +164,42 @@ class DiskCache:
 
     def trim(self) -> None:
         """Remove the oldest entries while the directory exceeds its bound."""
-        if not self.enabled or not self._wrote:
+        top = self._fd
+        if top is None or not self._wrote:
             return
         entries = []
         total = 0
-        for root, _dirs, files in os.walk(self.directory):
-            for name in files:
-                path = os.path.join(root, name)
-                try:
-                    st = os.stat(path)
-                except OSError:
+        with contextlib.suppress(OSError):
+            for sub_entry in os.scandir(top):
+                sub = safefs.open_private_subdir(top, sub_entry.name, create=False)
+                if sub is None:
                     continue
-                entries.append((st.st_mtime, st.st_size, path))
-                total += st.st_size
+                with contextlib.suppress(OSError), os.scandir(sub) as listing:
+                    for entry in listing:
+                        st = entry.stat(follow_symlinks=False)
+                        if stat.S_ISREG(st.st_mode):
+                            entries.append((st.st_mtime, st.st_size, sub_entry.name, entry.name))
+                            total += st.st_size
+                os.close(sub)
         if total <= self.max_bytes:
             return
-        for _mtime, size, path in sorted(entries):
+        for _mtime, size, subdir, name in sorted(entries):
+            sub = safefs.open_private_subdir(top, subdir, create=False)
+            if sub is None:
+                continue
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(name, dir_fd=sub)
                 total -= size
+            os.close(sub)
             if total <= self.max_bytes * 0.8:
                 break
+
+    def close(self) -> None:
+        self.trim()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _encode(key: str, fields: Dict[str, Value]) -> bytes:

@@ -17,9 +17,9 @@ from typing import Callable, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import click
 
-from stackdump import __version__, proc
+from stackdump import __version__, proc, safefs
 from stackdump.cache import default_directory
-from stackdump.capture.live import capture_process, resolve_target
+from stackdump.capture.live import capture_process, readable_maps, resolve_target
 from stackdump.elf.debuginfod import settings_from_environ
 from stackdump.engine import Analyzer, DumpOptions, with_fixes
 from stackdump.errors import InvalidArgument, StackdumpError
@@ -255,6 +255,11 @@ def _error(message: str, help_text: str = "") -> None:
     _say("error", message, help_text)
 
 
+def _warn(messages: Sequence[str]) -> None:
+    for message in messages:
+        _say("warning", message, style="bold yellow")
+
+
 class TerminalProgress:
     """A progress bar on stderr, only when it is a terminal and the dump has already taken
     half a second (a short dump, or an early error, never flashes one). Drawn from the
@@ -317,6 +322,17 @@ def _isatty(stream) -> bool:
         return False
 
 
+def _named_file(option: str, path: str) -> None:
+    """A file the user named must be a regular file we can read: anything else (a FIFO that
+    would block the read forever, a device, a directory) is a usage error, exit 2."""
+    try:
+        os.close(safefs.open_regular(path))
+    except FileNotFoundError:
+        raise InvalidArgument(f"{option} {quote(path)}: no such file") from None
+    except OSError as e:
+        raise InvalidArgument(f"{option} {quote(path)}: {e.strerror or e}") from None
+
+
 def _core_source(params: dict) -> Optional[Tuple[str, Optional[str], str]]:
     """(core file, --exe, --sysroot) for a dump of a core file, else None. Pops them."""
     core, exe, sysroot = params.pop("core"), params.pop("exe"), params.pop("sysroot")
@@ -326,8 +342,9 @@ def _core_source(params: dict) -> Optional[Tuple[str, Optional[str], str]]:
         return None
     if params["pid"] is not None:
         raise InvalidArgument("pid and core are mutually exclusive (-p and --core)")
-    if exe is not None and not os.path.isfile(exe):
-        raise InvalidArgument(f"invalid exe: {exe} (no such file)")
+    _named_file("--core", core)
+    if exe is not None:
+        _named_file("--exe", exe)
     if sysroot is not None and not os.path.isdir(sysroot):
         raise InvalidArgument(f"invalid sysroot: {sysroot} (no such directory)")
     return core, exe, sysroot or ""
@@ -640,8 +657,7 @@ def command(run: Run, output: Optional[str], **params) -> int:
     options = build_options(
         **params, argv=run.argv, cpu_window_ms=window if view.sort == "cpu" else 0
     )
-    for warning in missing_debug_dirs(params["debug_dirs"]):
-        _say("warning", warning, style="bold yellow")
+    _warn(missing_debug_dirs(params["debug_dirs"]))
     if options.capture.kernel_stacks:
         refusal = proc.kernel_stack_refusal(options.capture.pid)
         if refusal is not None:
@@ -661,6 +677,7 @@ def command(run: Run, output: Optional[str], **params) -> int:
     except BaseException:
         run.destination.abort()
         raise
+    _warn(report.warnings)
     if report.summary.process_exited:
         _error(
             f"process {report.header.pid} exited during the dump: the "
@@ -714,8 +731,7 @@ def _symbolize(
         argv=run.argv,
     ).analysis
     if path is not None:
-        if not os.path.isfile(path):
-            raise InvalidArgument(f"--object {quote(path)}: no such file")
+        _named_file("--object", path)
         try:
             maps = object_maps(os.path.abspath(path), load)
         except Exception as e:  # noqa: BLE001 - any unreadable ELF: one clear message
@@ -726,18 +742,19 @@ def _symbolize(
     else:
         pid = resolve_target(parse_pid(params["pid"]))
         view = proc.live_thread(pid) or pid
-        maps = proc.read_maps(pid, view)
+        maps = readable_maps(pid, view)
         files = LiveFiles(view, maps)
     run.destination = open_destination(output, run.stdout_usable)
     try:
         with contextlib.closing(files):
-            resolved = symbolize(addresses, files, maps, options, backtrace)
+            resolved, warnings = symbolize(addresses, files, maps, options, backtrace)
         run.stage = "write"
         run.destination.write_lines(address_lines(resolved))
         run.destination.commit()
     except BaseException:
         run.destination.abort()
         raise
+    _warn(warnings)
     return EXIT_OK if all(r.frame.function for r in resolved) else EXIT_PARTIAL
 
 
@@ -826,6 +843,7 @@ def _profile(
     except BaseException:
         run.destination.abort()
         raise
+    _warn(profile.warnings)
     if profile.ended_early:
         _error(f"{profile.ended_early}: the profile covers the samples taken before")
         return EXIT_PARTIAL

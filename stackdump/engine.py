@@ -24,6 +24,7 @@ from stackdump.elf.packages import symbols_fix
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.interrupts import Interrupted
 from stackdump.locks import OWNER_OFFSET, lock_frame_pc, with_mutex_waits
+from stackdump.notes import Notes
 from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
 from stackdump.symbols.dwarf import member_offset_at
 from stackdump.symbols.jit import JitCode
@@ -82,7 +83,14 @@ class _Session:
         options = analyzer.options
         self.files = files
         self.objects = ObjectStore(
-            files, maps, vdso, options.debug_dirs, analyzer.disk, analyzer.loaded, analyzer.remote
+            files,
+            maps,
+            vdso,
+            options.debug_dirs,
+            analyzer.disk,
+            analyzer.loaded,
+            analyzer.remote,
+            analyzer.notes,
         )
         self.cfi = CfiSource(self.objects)
         self.code_map = CodeMap(maps)
@@ -178,6 +186,7 @@ class Analyzer:
         self.options = options
         self.disk = DiskCache(options.cache_dir)
         self.remote = Debuginfod(options.debuginfod) if options.debuginfod else None
+        self.notes = Notes()  # warnings for stderr, each said once however many snapshots
         # Every object opened so far, by module identity, kept across snapshots.
         self.loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
         self._session: Optional[_Session] = None
@@ -193,7 +202,9 @@ class Analyzer:
         for loaded in self.loaded.values():
             loaded.close()
         self.loaded.clear()
-        self.disk.trim()
+        self.disk.close()
+        if self.remote is not None:
+            self.remote.close()
 
     def settle(self, files: FileSource, maps, vdso) -> Callable[[ThreadSnapshot], ThreadSnapshot]:
         """For a source that can hand threads over as it captures them (capture_process's
@@ -290,7 +301,15 @@ class Analyzer:
             ),
             interrupted=snapshot.interrupted or stopped,
             symbolization_interrupted=stopped,
+            warnings=self.warnings(),
         )
+
+    def warnings(self) -> Tuple[str, ...]:
+        """What was skipped or not trusted since the last call (each said once)."""
+        self.notes.add(self.disk.problem)
+        if self.remote is not None:
+            self.notes.add(self.remote.problem)
+        return self.notes.take()
 
 
 def _mark_signal_thread(reports: List[ThreadReport], core: CoreInfo) -> List[ThreadReport]:

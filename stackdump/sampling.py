@@ -53,6 +53,7 @@ class Profile:
     state_filter: str = "all"
     interrupted: bool = False
     ended_early: str = ""  # why sampling stopped before `samples_taken` reached the request
+    warnings: Tuple[str, ...] = ()  # for stderr, as Report.warnings
 
     def counts(self) -> Dict[Tuple[int, str], int]:
         """(stack, state) -> thread-samples."""
@@ -83,6 +84,7 @@ def sample(
     started = clock()
     ended_early = ""
     interrupted = False
+    warnings: List[str] = []
     with Analyzer(options.analysis) as analyzer:
         for index in range(count):
             # The first sample is always taken whole: a profile has at least one.
@@ -100,6 +102,7 @@ def sample(
                 ended_early = f"process {header.pid} exited after {index} sample(s)"
                 break
             report = analyzer.analyze(snapshot)
+            warnings.extend(report.warnings)
             header = header or report.header
             offsets.append(int((began - started) * 1e9))
             for m in report.modules:
@@ -150,6 +153,7 @@ def sample(
         state_filter=state_filter,
         interrupted=interrupted,
         ended_early=ended_early,
+        warnings=tuple(warnings),
     )
 
 

@@ -463,6 +463,8 @@ class Report:
     deadlocks: Tuple[Tuple[int, ...], ...] = ()
     coroutines: Optional[Tuple[ThreadReport, ...]] = None  # None: --coroutines not asked
     coroutines_truncated: bool = False
+    # For stderr, not the report: files found but refused, a cache not used (notes.Notes).
+    warnings: Tuple[str, ...] = ()
 
     @property
     def partial(self) -> bool:

@@ -20,6 +20,7 @@ import struct
 import zlib
 from typing import Dict, Optional, Sequence, Tuple
 
+from stackdump import safefs
 from stackdump.arch import EM_AARCH64
 from stackdump.capture.core_notes import AT_SYSINFO_EHDR, Core, NotACore, parse_core
 from stackdump.elf import sections
@@ -77,7 +78,7 @@ class CoreMemory:
             return b""
         start, end, path, offset = self._files[j]
         try:
-            with open(path, "rb") as f:
+            with safefs.open_binary(path) as f:
                 f.seek(offset + address - start)
                 return f.read(min(size, end - address))
         except OSError:
@@ -151,7 +152,7 @@ def capture_core(
 ) -> ProcessSnapshot:
     """The snapshot a core file holds. InvalidCore when it is not one."""
     try:
-        stream = open(path, "rb")  # noqa: SIM115 - kept open by the snapshot's memory
+        stream = safefs.open_binary(path)  # kept open by the snapshot's memory
     except OSError as e:
         raise InvalidCore(f"cannot read core file {path}: {e.strerror}") from None
     try:

@@ -77,6 +77,22 @@ def resolve_target(pid: int, timeout_ms: int = 100) -> int:
     return tgid
 
 
+def readable_maps(pid: int, view: int) -> Tuple[MemoryMap, ...]:
+    """The process's memory map read through thread `view`; PermissionDenied (as a dump's)
+    when the kernel will not show it to us: another user's process without CAP_SYS_PTRACE,
+    where an empty map would name every address `??`."""
+    try:
+        os.close(os.open(f"/proc/{pid}/task/{view}/maps", os.O_RDONLY | os.O_CLOEXEC))
+    except PermissionError:
+        raise PermissionDenied(
+            f"not permitted to read the memory map of process {pid} (/proc/{pid}/maps)",
+            help_text=permissions.help_text(pid),
+        ) from None
+    except OSError:
+        pass  # gone meanwhile: an empty map, as read_maps gives
+    return proc.read_maps(pid, view)
+
+
 def _tracer_after(tgid: int, timeout_ms: int) -> int:
     """The process's tracer, if it still holds the main thread after `timeout_ms`: another
     stackdump or eu-stack holds a thread for microseconds, a debugger for good."""

@@ -12,9 +12,13 @@ What libdebuginfod does (elfutils debuginfod/debuginfod-client.c), and so what t
 - `DEBUGINFOD_TIMEOUT` (seconds, default 90) bounds each connection and read, and
   `DEBUGINFOD_MAXSIZE` (bytes) refuses a bigger file (also sent as `X-DEBUGINFOD-MAXSIZE`).
 
-One thing more: what arrives must carry the build-id asked for, or it is dropped (a rogue or
-broken server cannot rename frames), and nothing is cached for it. Called only after capture,
-while every thread of the target runs.
+Two things more: what arrives must carry the build-id asked for, or it is dropped (a rogue or
+broken server cannot rename frames), and nothing is cached for it; and the cache is used only
+when it is the running user's alone (safefs.open_private_dir: root with another user's HOME
+or DEBUGINFOD_CACHE_PATH must not read files that user planted, nor write through their
+links): otherwise files are downloaded into a private directory for this run, removed at the
+end, and `problem` says why. Called only after capture, while every thread of the target
+runs.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import time
 from typing import Callable, Mapping, Optional
 
+from stackdump import safefs
 from stackdump.elf.image import file_build_id
 from stackdump.types import DebuginfodSettings
 
@@ -75,6 +81,34 @@ class Debuginfod:
         self.settings = settings
         self.progress = progress
         self.downloads = 0  # files fetched from a server by this client (tests count them)
+        self.problem = ""  # why the shared cache was not used ("" when it was)
+        self._cache: Optional[str] = None  # the directory in use, chosen on first find
+        self._private: Optional[str] = None  # this run's own, when the shared one is unsafe
+
+    def cache_dir(self) -> str:
+        """The shared cache when it is safe to use, else a private one for this run."""
+        if self._cache is None:
+            fd, why = safefs.open_private_dir(self.settings.cache_path)
+            if fd is not None:
+                os.close(fd)
+                self._cache = self.settings.cache_path
+            else:
+                import tempfile  # only this case needs it (~2 ms to import)
+
+                self._private = self._cache = tempfile.mkdtemp(prefix="stackdump-debuginfod-")
+                self.problem = (
+                    f"debuginfod cache {self.settings.cache_path} not used: {why}; "
+                    "downloads are kept for this run only"
+                )
+        return self._cache
+
+    def close(self) -> None:
+        """Remove this run's private cache, if one was made (open files stay readable)."""
+        if self._private is not None:
+            import shutil
+
+            shutil.rmtree(self._private, ignore_errors=True)
+            self._private = None
 
     def find(self, build_id: str, kind: str = "debuginfo", label: str = "") -> Optional[str]:
         """The cached path of `kind` ("debuginfo" or "executable") for `build_id`, fetched
@@ -82,13 +116,13 @@ class Debuginfod:
         build_id = build_id.lower()
         if not _BUILD_ID.fullmatch(build_id) or kind not in ("debuginfo", "executable"):
             return None
-        directory = os.path.join(self.settings.cache_path, build_id)
+        cache = self.cache_dir()
+        directory = os.path.join(cache, build_id)
         target = os.path.join(directory, kind)
         cached = self._cached(target)
         if cached is not None:
             return cached or None
         try:
-            os.makedirs(self.settings.cache_path, exist_ok=True)
             os.makedirs(directory, mode=0o700, exist_ok=True)
         except OSError:
             return None
@@ -109,6 +143,8 @@ class Debuginfod:
             st = os.stat(target)
         except OSError:
             return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
         if st.st_size > 0:
             return target
         if time.time() - st.st_mtime <= self._cache_miss_s():
@@ -119,8 +155,9 @@ class Debuginfod:
 
     def _cache_miss_s(self) -> float:
         try:
-            with open(os.path.join(self.settings.cache_path, "cache_miss_s")) as f:
-                return float(f.read().split()[0])
+            fd = safefs.open_regular(os.path.join(self.cache_dir(), "cache_miss_s"))
+            with os.fdopen(fd) as f:
+                return float(f.read(64).split()[0])
         except (OSError, ValueError, IndexError):
             return _CACHE_MISS_DEFAULT_S
 

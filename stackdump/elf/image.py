@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, Dict, Iterator, List, Optional, Set,
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.construct.core import ConstructError
 
+from stackdump import safefs
 from stackdump.elf import sections
 from stackdump.elf.sections import Section, cstring
 
@@ -232,7 +233,9 @@ class ElfObject:
 
     @classmethod
     def open(cls, path: str) -> ElfObject:
-        f = open(path, "rb")  # noqa: SIM115 - kept open for lazy section reads
+        """The ELF file at path. Only a regular file is opened, never blocking
+        (safefs.NotRegularFile, an OSError, otherwise)."""
+        f = safefs.open_binary(path)
         try:
             return cls(f, path)
         except BaseException:
@@ -314,12 +317,17 @@ class ElfObject:
 
     def identity(self) -> Optional[str]:
         """A cache key for this file's contents: build-id and size (a debug file and its
-        object share a build-id, not a size), else path, size, mtime and inode."""
+        object share a build-id, not a size), else path, size, mtime and inode. None (not
+        cached) for a file that someone other than root and the running user can have
+        written: its build-id may be a forgery of another file's, and what is derived from
+        it must not name that file's frames in later dumps (safefs.trusted)."""
         if self.path is None:
             return None
         try:
             st = os.fstat(self._stream.fileno())
         except (OSError, ValueError, AttributeError):
+            return None
+        if not safefs.trusted(st):
             return None
         build_id = self.build_id()
         if build_id:

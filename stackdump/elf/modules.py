@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from stackdump import safefs
 from stackdump.types import MemoryMap
 
 VDSO = "[vdso]"
@@ -144,7 +145,8 @@ class LiveFiles:
             if path is None:
                 continue
             try:
-                self._fds[module.key] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                # Never blocks: a FIFO swapped in for the file is refused, not waited on.
+                self._fds[module.key] = safefs.open_regular(path)
             except OSError:
                 continue
 

@@ -25,6 +25,9 @@ from stackdump.elf.modules import (
     debug_roots,
     debuglink_candidates,
 )
+from stackdump.escape import quote
+from stackdump.notes import Notes
+from stackdump.safefs import NotRegularFile
 from stackdump.types import FileSource, MemoryMap, ModuleEntry
 
 _EMPTY = SymbolTable([], [], [], b"")
@@ -42,10 +45,14 @@ class LoadedObject:
         cache: DiskCache,
         problem: str = "",
         supplements: Optional[Callable[[Optional[str], str, str], Optional[ElfObject]]] = None,
+        open_found: Optional[Callable[[str], Optional[ElfObject]]] = None,
     ) -> None:
         """`supplements(debug path, name, build_id)`: the store's search for a dwz
-        supplementary file."""
+        supplementary file. `open_found(path)`: how a file found beside this one (a .dwo,
+        a .dwp) is opened: None when it is missing or unusable, skipped with a warning when
+        it is not a regular file."""
         self.elf = elf
+        self.open_found = open_found or _try_open
         self._debug = debug
         self.origin: Optional[str] = None  # the object's path in the target's file system
         # Asked once downloads are allowed (after capture): a debug file from debuginfod.
@@ -167,10 +174,13 @@ class ObjectStore:
         cache: Optional[DiskCache] = None,
         loaded: Optional[Dict[Tuple[str, int, str], LoadedObject]] = None,
         remote: Optional[Debuginfod] = None,
+        notes: Optional[Notes] = None,
     ) -> None:
         """`loaded`: objects already opened, by module identity, to use and add to (an
         `engine.Analyzer` keeps them across snapshots and closes them itself). `remote`:
-        where to download debug files no directory has, once `allow_downloads()`."""
+        where to download debug files no directory has, once `allow_downloads()`. `notes`:
+        where files that were found but refused are told."""
+        self.notes = notes if notes is not None else Notes()
         self._remote = remote
         self._downloads = False
         self.files = files
@@ -280,7 +290,7 @@ class ObjectStore:
             else:
                 path = self.files.path(module)
                 if path is not None:
-                    elf = ElfObject.open(path)
+                    elf = self.open_found(path)
         except PARSE_ERRORS:
             elf = None
         problem = _file_problem(module, path, elf) if path is not None else ""
@@ -289,7 +299,9 @@ class ObjectStore:
         debug = None
         if not elf.has_section(".symtab") or not elf.has_section(".debug_info"):
             debug = self._open_debug_file(elf, module)
-        loaded = LoadedObject(elf, debug, self.cache, problem, self._open_supplement)
+        loaded = LoadedObject(
+            elf, debug, self.cache, problem, self._open_supplement, self.open_found
+        )
         if not module.is_vdso and self.files.roots:
             # Where the target sees the file: its split-DWARF files are looked for beside it.
             loaded.origin = f"{self.files.roots[0]}{module.path}"
@@ -310,7 +322,7 @@ class ObjectStore:
         way), opened, its build-id checked again."""
         assert self._remote is not None
         path = self._remote.find(build_id, "debuginfo", label)
-        return _open_with_build_id(path, build_id) if path is not None else None
+        return self._open_with_build_id(path, build_id) if path is not None else None
 
     def _open_supplement(
         self, debug_path: Optional[str], name: str, build_id: str
@@ -319,7 +331,7 @@ class ObjectStore:
             debug_path, name, build_id, self.files.roots, self._debug_roots
         )
         for candidate in candidates:
-            found = _open_with_build_id(candidate, build_id)
+            found = self._open_with_build_id(candidate, build_id)
             if found is not None:
                 return found
         if self._downloads and self._remote is not None:
@@ -337,7 +349,7 @@ class ObjectStore:
     def _open_debug_file(self, elf: ElfObject, module: Module) -> Optional[ElfObject]:
         build_id = elf.build_id()
         for candidate in build_id_candidates(self._debug_roots, build_id):
-            debug = _try_open(candidate)
+            debug = self.open_found(candidate)
             if debug is not None:
                 if build_id is None or debug.build_id() in (None, build_id):
                     return debug
@@ -348,11 +360,33 @@ class ObjectStore:
         name, crc = link
         candidates = debuglink_candidates(self.files.roots, module.path, name, self._debug_dirs)
         for candidate in candidates:
-            if os.path.isfile(candidate) and _crc32(candidate) == crc:
-                debug = _try_open(candidate)
-                if debug is not None:
-                    return debug
+            debug = self.open_found(candidate)
+            if debug is None:
+                continue
+            if _crc32(debug) == crc:
+                return debug
+            debug.close()
         return None
+
+    def open_found(self, path: str) -> Optional[ElfObject]:
+        """An ELF file stackdump found (not one the user named), opened; None when it is
+        missing or unusable. One that is not a regular file (a FIFO or device planted where
+        a debug file or an object was expected) is skipped with a warning."""
+        try:
+            return ElfObject.open(path)
+        except NotRegularFile as e:
+            self.notes.add(f"skipped {quote(path)}: {e.strerror}")
+            return None
+        except PARSE_ERRORS:
+            return None
+
+    def _open_with_build_id(self, path: str, build_id: str) -> Optional[ElfObject]:
+        """The ELF file at path, opened, if its build-id is `build_id`."""
+        found = self.open_found(path)
+        if found is not None and found.build_id() != build_id:
+            found.close()
+            return None
+        return found
 
 
 def _file_problem(module: Module, path: str, elf: Optional[ElfObject]) -> str:
@@ -373,18 +407,7 @@ def _file_problem(module: Module, path: str, elf: Optional[ElfObject]) -> str:
     return ""
 
 
-def _open_with_build_id(path: str, build_id: str) -> Optional[ElfObject]:
-    """The ELF file at path, opened, if its build-id is `build_id`."""
-    found = _try_open(path)
-    if found is not None and found.build_id() != build_id:
-        found.close()
-        return None
-    return found
-
-
 def _try_open(path: str) -> Optional[ElfObject]:
-    if not os.path.isfile(path):
-        return None
     try:
         return ElfObject.open(path)
     except PARSE_ERRORS:
@@ -407,13 +430,15 @@ def _debuglink(elf: ElfObject) -> Optional[Tuple[str, int]]:
     )
 
 
-def _crc32(path: str) -> Optional[int]:
+def _crc32(elf: ElfObject) -> Optional[int]:
+    """The CRC32 of the whole opened file (.gnu_debuglink's check)."""
     crc = 0
+    stream = elf.stream
     try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                crc = zlib.crc32(chunk, crc)
-    except OSError:
+        stream.seek(0)
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            crc = zlib.crc32(chunk, crc)
+    except (OSError, ValueError):
         return None
     return crc & 0xFFFFFFFF
 

@@ -114,11 +114,15 @@ class DwarfIndex:
         cache: Optional[DiskCache] = None,
         find_supplement: Optional[Callable[[str, str], Optional[ElfObject]]] = None,
         origin: Optional[str] = None,
+        open_found: Optional[Callable[[str], Optional[ElfObject]]] = None,
     ) -> None:
         """`find_supplement(name, build_id)`: the dwz supplementary file the debug info
         names, opened (the store's search), or None. `origin`: where the object lives (its
-        .dwp and .dwo files are looked for beside it), when not where `elf` was read from."""
+        .dwp and .dwo files are looked for beside it), when not where `elf` was read from.
+        `open_found(path)`: how a .dwo or .dwp is opened (the store's: only regular files,
+        the others skipped with a warning), None when it cannot be."""
         self._origin = origin or elf.path
+        self._open_found = open_found or _open_elf
         self._elf = elf
         self._cache = cache if cache is not None else DiskCache(None)
         self._find_supplement = find_supplement or (lambda name, build_id: None)
@@ -293,9 +297,8 @@ class DwarfIndex:
         if self._origin:
             places.append(posixpath.join(posixpath.dirname(self._origin), posixpath.basename(name)))
         for path in dict.fromkeys(places):
-            try:
-                dwo = ElfObject.open(path)
-            except PARSE_ERRORS:
+            dwo = self._open_found(path)
+            if dwo is None:
                 continue
             self._opened.append(dwo)
             found = self._split_in(dwo, skeleton)
@@ -311,9 +314,8 @@ class DwarfIndex:
             return None
         if self._package is None:
             self._package = False
-            try:
-                package = ElfObject.open(self._origin + ".dwp")
-            except PARSE_ERRORS:
+            package = self._open_found(self._origin + ".dwp")
+            if package is None:
                 return None
             self._opened.append(package)
             self._package = (package, package.section_bytes(".debug_cu_index") or b"")
@@ -589,6 +591,13 @@ def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _open_elf(path: str) -> Optional[ElfObject]:
+    try:
+        return ElfObject.open(path)
+    except PARSE_ERRORS:
+        return None
+
+
 def dwarf_of(loaded: LoadedObject) -> Optional[DwarfIndex]:
     """The DWARF of an object: its debug file's if that has any, else its own. Made once
     and kept on the object."""
@@ -596,7 +605,9 @@ def dwarf_of(loaded: LoadedObject) -> Optional[DwarfIndex]:
     def make() -> Optional[DwarfIndex]:
         for source in (loaded.debug, loaded.elf):
             if source is not None and source.has_section(".debug_info"):
-                return DwarfIndex(source, loaded.cache, loaded.find_supplement, loaded.origin)
+                return DwarfIndex(
+                    source, loaded.cache, loaded.find_supplement, loaded.origin, loaded.open_found
+                )
         return None
 
     return loaded.derived("dwarf", make)
