@@ -327,10 +327,13 @@ def _named_file(option: str, path: str) -> None:
     would block the read forever, a device, a directory) is a usage error, exit 2."""
     try:
         os.close(safefs.open_regular(path))
+    except safefs.NotRegularFile as e:
+        raise InvalidArgument(f"{option} {quote(path)}: {e.strerror}") from None
     except FileNotFoundError:
-        raise InvalidArgument(f"{option} {quote(path)}: no such file") from None
-    except OSError as e:
-        raise InvalidArgument(f"{option} {quote(path)}: {e.strerror or e}") from None
+        if option != "--core":  # a core that cannot be read is "no report" (exit 3)
+            raise InvalidArgument(f"{option} {quote(path)}: no such file") from None
+    except OSError:
+        pass  # unreadable: said by whatever reads it
 
 
 def _core_source(params: dict) -> Optional[Tuple[str, Optional[str], str]]:

@@ -79,8 +79,18 @@ def resolve_target(pid: int, timeout_ms: int = 100) -> int:
 
 def readable_maps(pid: int, view: int) -> Tuple[MemoryMap, ...]:
     """The process's memory map read through thread `view`; PermissionDenied (as a dump's)
-    when the kernel will not show it to us: another user's process without CAP_SYS_PTRACE,
-    where an empty map would name every address `??`."""
+    when the kernel will not show us its map or its files (another user's process without
+    CAP_SYS_PTRACE), where every address would be named `??`."""
+    for what, path in (("memory map", "maps"), ("files", "root/")):
+        try:
+            os.stat(f"/proc/{pid}/task/{view}/{path}")
+        except PermissionError:
+            raise PermissionDenied(
+                f"not permitted to read the {what} of process {pid} (/proc/{pid}/{path})",
+                help_text=permissions.help_text(pid),
+            ) from None
+        except OSError:
+            pass  # gone meanwhile: an empty map, as read_maps gives
     try:
         os.close(os.open(f"/proc/{pid}/task/{view}/maps", os.O_RDONLY | os.O_CLOEXEC))
     except PermissionError:
@@ -89,7 +99,7 @@ def readable_maps(pid: int, view: int) -> Tuple[MemoryMap, ...]:
             help_text=permissions.help_text(pid),
         ) from None
     except OSError:
-        pass  # gone meanwhile: an empty map, as read_maps gives
+        pass
     return proc.read_maps(pid, view)
 
 

@@ -1,0 +1,182 @@
+"""Root runs stackdump against processes other users own (issue 27): nothing such a user
+plants (a file forging another's build-id, a cache directory, a FIFO) may steer or hang it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ON_CI
+from helpers import TARGETS, parse_report, run_stackdump, wait_for_syscall
+from test_live_permissions import NOBODY, _run_without_cap_sys_ptrace
+
+BUILD_ID = "0x5eed" + "ab" * 18
+NOBODY_WRAP = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+def _need_root() -> None:
+    problem = ""
+    if shutil.which("setpriv") is None:
+        problem = "setpriv(1) is not installed"
+    elif os.geteuid() != 0:
+        problem = "needs root, to run a process as nobody"
+    if problem:
+        if ON_CI:
+            pytest.fail(problem)
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def nobody_dir():
+    directory = tempfile.mkdtemp(prefix="stackdump-trust-")
+    os.chmod(directory, 0o755)
+    try:
+        yield Path(directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _build(source: str, out: Path) -> None:
+    cmd = ["gcc", "-O0", "-fno-omit-frame-pointer", f"-Wl,--build-id={BUILD_ID}"]
+    subprocess.run([*cmd, str(TARGETS / source), "-o", str(out)], check=True)
+
+
+def _pad(paths, size: int) -> None:
+    for path in paths:
+        os.truncate(path, size)
+
+
+class _Blocked:
+    """A program blocked in read() on a pipe; kill() it in a finally block."""
+
+    def __init__(self, argv) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE)
+        wait_for_syscall(self.proc.pid, self.proc.pid, 0)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdin.close()
+
+
+def _functions(out: str):
+    return [t.functions() for t in parse_report(out).threads]
+
+
+@pytest.fixture
+def forged(live, nobody_dir):
+    """(the real program, root's; the forger, nobody's): the same build-id and size."""
+    _need_root()
+    victim = nobody_dir / "victim"
+    _build("trust_victim.c", victim)
+    home = nobody_dir / "nobody"
+    home.mkdir()
+    forger = home / "forger"
+    _build("trust_forger.c", forger)
+    _pad((victim, forger), max(victim.stat().st_size, forger.stat().st_size) + 4096)
+    os.chown(home, NOBODY, NOBODY)
+    os.chown(forger, NOBODY, NOBODY)
+    return victim, forger
+
+
+@pytest.mark.parametrize("mode", ["DISABLED", "FULL"])
+def test_a_forged_build_id_names_no_other_process_frames(forged, tmp_path, mode):
+    # GIVEN nobody's process running a file that claims the real program's build-id and size
+    victim, forger = forged
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    attacker = _Blocked([*NOBODY_WRAP, str(forger)])
+    try:
+        # WHEN root dumps it with the cache on
+        first = run_stackdump("-p", str(attacker.proc.pid), "--mode", mode, env=env)
+        assert first.returncode == 0, first.stderr
+        # (its own frames are named from its own table, in that dump)
+        assert "HACKD_wait" in first.stdout
+    finally:
+        attacker.kill()
+    real = _Blocked([str(victim)])
+    try:
+        uncached = run_stackdump("-p", str(real.proc.pid), "--mode", mode, "--no-cache")
+        cached = run_stackdump("-p", str(real.proc.pid), "--mode", mode, env=env)
+    finally:
+        real.kill()
+    # THEN a later dump of the real program names its frames as an uncached dump does
+    assert cached.returncode == 0, cached.stderr
+    assert "HACKD" not in cached.stdout
+    assert "victim_wait" in cached.stdout
+    assert _functions(cached.stdout) == _functions(uncached.stdout)
+
+
+def test_a_cache_directory_another_user_owns_is_not_used(live, nobody_dir, tmp_path):
+    _need_root()
+    # GIVEN $XDG_CACHE_HOME/stackdump made by nobody: a FIFO where an entry would be, and a
+    # subdirectory that is a symlink to a directory of root's
+    victim = nobody_dir / "victim"
+    _build("trust_victim.c", victim)
+    home = tmp_path / "xdg"
+    home.mkdir()
+    planted = home / "stackdump"
+    planted.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for i in range(256):
+        name = f"{i:02x}"
+        if i % 2:
+            os.symlink(elsewhere, planted / name)
+        else:
+            (planted / name).mkdir()
+            for j in range(4):
+                os.mkfifo(planted / name / f"fifo{j}")
+    for path in planted.rglob("*"):
+        os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+    os.chown(planted, NOBODY, NOBODY)
+    env = {**os.environ, "XDG_CACHE_HOME": str(home)}
+    real = _Blocked([str(victim)])
+    try:
+        # WHEN root dumps with that cache
+        started = time.monotonic()
+        result = run_stackdump("-p", str(real.proc.pid), "--mode", "FULL", env=env, timeout=60)
+        took = time.monotonic() - started
+        uncached = run_stackdump("-p", str(real.proc.pid), "--mode", "FULL", "--no-cache")
+    finally:
+        real.kill()
+    # THEN it finishes, with one warning naming the directory and why, correct names, and
+    # nothing written through the links
+    assert took < 30
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, result.stderr
+    assert str(planted) in warnings[0] and f"uid {NOBODY}" in warnings[0]
+    assert _functions(result.stdout) == _functions(uncached.stdout)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_core_of_a_fifo_is_a_usage_error_at_once(tmp_path):
+    fifo = tmp_path / "core"
+    os.mkfifo(fifo)
+    result = run_stackdump("--core", str(fifo), timeout=20)
+    assert result.returncode == 2, result
+    assert "not a regular file (a FIFO)" in result.stderr
+    assert result.stdout == ""
+
+
+def test_symbolize_without_permission_fails_as_a_dump_does(live, nobody_dir):
+    # GIVEN nobody's process, and root without CAP_SYS_PTRACE (who may not read its maps)
+    _need_root()
+    victim = nobody_dir / "victim"
+    _build("trust_victim.c", victim)
+    os.chmod(victim, 0o755)
+    target = _Blocked([*NOBODY_WRAP, str(victim)])
+    try:
+        result = _run_without_cap_sys_ptrace("--symbolize", "0x1000", "-p", str(target.proc.pid))
+    finally:
+        target.kill()
+    # THEN the permission error of a dump, not '??' with exit 0
+    assert result.returncode == 3, result
+    assert "stackdump: error: not permitted to read the" in result.stderr
+    assert "hint:" in result.stderr
+    assert result.stdout == ""
