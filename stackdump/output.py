@@ -4,8 +4,12 @@ then written whole, or failing with a message that names what the user typed.
 stackdump runs as root from scripts, so it must never replace a file that is not its to
 replace (docs/FORMAT.md "Output destination"):
 
-- a new path, or an existing regular file with one link: a temporary file beside it (after
-  resolving symlinks), renamed over it once the whole report is in it, so the file appears
+- the path is walked one directory at a time, following only symlinks owned by the running
+  user or root (safefs.resolve): a link another user planted in /tmp is refused (exit 2)
+  before anything is touched, and the directory found is held open, so the temporary file
+  and the rename land in it even if the path is swapped meanwhile;
+- a new path, or an existing regular file with one link: a temporary file beside it,
+  renamed over it once the whole report is in it, so the file appears
   complete or not at all; an existing file keeps its mode and owner, a new one gets the
   umask's mode;
 - a regular file with other hard links, or whose owner cannot be kept: written in place;
@@ -23,6 +27,7 @@ import select
 import stat
 from typing import Iterable, List, Optional
 
+from stackdump import safefs
 from stackdump.errors import InvalidArgument, OutputError
 from stackdump.escape import quote
 
@@ -42,6 +47,7 @@ class Destination:
         temp: Optional[str] = None,
         final: Optional[str] = None,
         truncate: bool = False,
+        dir_fd: Optional[int] = None,
     ) -> None:
         self.shown = shown  # for messages: what the user typed, quoted
         self._fd = fd
@@ -49,6 +55,7 @@ class Destination:
         self._temp = temp
         self._final = final
         self._truncate = truncate  # in place into a regular file: only once we have a report
+        self._dir_fd = dir_fd  # the directory temp and final are names in
 
     def write(self, data: bytes) -> None:
         try:
@@ -79,18 +86,26 @@ class Destination:
                 fd, self._fd = self._fd, -1
                 os.close(fd)
             if self._temp is not None and self._final is not None:
-                os.rename(self._temp, self._final)
+                os.rename(self._temp, self._final, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
                 self._temp = None
         except OSError as e:
             raise self._error(e) from None
+        self._close_dir()
 
     def abort(self) -> None:
         if self._owns_fd and self._fd >= 0:
             fd, self._fd = self._fd, -1
             _quietly(os.close, fd)
         if self._temp is not None:
-            _quietly(os.unlink, self._temp)
+            with contextlib.suppress(OSError):
+                os.unlink(self._temp, dir_fd=self._dir_fd)
             self._temp = None
+        self._close_dir()
+
+    def _close_dir(self) -> None:
+        if self._dir_fd is not None:
+            fd, self._dir_fd = self._dir_fd, None
+            _quietly(os.close, fd)
 
     def cut_note(self) -> str:
         """What an interrupted or failed write left behind, for the message."""
@@ -123,32 +138,54 @@ def open_destination(path: Optional[str], stdout_usable: bool = True) -> Destina
         return InvalidArgument(f"cannot write the report to {shown}: {why}")
 
     try:
-        st: Optional[os.stat_result] = os.stat(path)
+        followed: Optional[os.stat_result] = os.stat(path)
+    except OSError:
+        followed = None
+    if followed is not None:
+        # Our own stdout or stderr (`-o /dev/stdout`, `-o /proc/self/fd/2`, or a file the
+        # shell redirected one of them to): write to that descriptor, never rename over it.
+        for fd in (1, 2):
+            if _same_file(followed, fd):
+                return Destination(shown, fd, owns_fd=False)
+    try:
+        dir_fd, name = safefs.resolve(path)
+    except OSError as e:
+        raise refuse(e.strerror or str(e)) from None
+    try:
+        return _open_in(dir_fd, name, shown, refuse)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+
+
+def _open_in(dir_fd: int, name: str, shown: str, refuse) -> Destination:
+    """The destination `name` in directory dir_fd (which the Destination then owns)."""
+    try:
+        st: Optional[os.stat_result] = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         st = None
     except OSError as e:
         raise refuse(e.strerror or str(e)) from None
     if st is not None:
-        # Our own stdout or stderr (`-o /dev/stdout`, `-o /proc/self/fd/2`, or a file the
-        # shell redirected one of them to): write to that descriptor, never rename over it.
-        for fd in (1, 2):
-            if _same_file(st, fd):
-                return Destination(shown, fd, owns_fd=False)
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             raise refuse("it is a directory")
         if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
             # A FIFO's open waits for a reader, as the shell's `>` does; still nothing has
             # been stopped.
-            return Destination(shown, _open_in_place(path, refuse), owns_fd=True)
+            fd = _open_in_place(name, dir_fd, refuse)
+            os.close(dir_fd)
+            return Destination(shown, fd, owns_fd=True)
         if stat.S_ISSOCK(mode):
-            return Destination(shown, _connect(path, refuse), owns_fd=True)
+            sock = _connect(f"/proc/self/fd/{dir_fd}/{name}", refuse)
+            os.close(dir_fd)
+            return Destination(shown, sock, owns_fd=True)
         if not stat.S_ISREG(mode):
             raise refuse("it is neither a regular file nor a character device, FIFO or socket")
-    real = os.path.realpath(path)
+        _check_planted(dir_fd, st, refuse)
     if st is not None and st.st_nlink > 1:
-        return _in_place(shown, real, refuse)
-    temp_fd, temp = _create_temp(real, refuse)
+        return _in_place(shown, name, dir_fd, refuse)
+    temp_fd, temp = _create_temp(dir_fd, name, refuse)
     try:
         if st is None:
             os.fchmod(temp_fd, 0o666 & ~_umask())
@@ -159,13 +196,30 @@ def open_destination(path: Optional[str], stdout_usable: bool = True) -> Destina
     except PermissionError:
         # Not allowed to give the file its owner back: keep the file, write into it.
         os.close(temp_fd)
-        _quietly(os.unlink, temp)
-        return _in_place(shown, real, refuse)
+        _quietly_unlink(temp, dir_fd)
+        return _in_place(shown, name, dir_fd, refuse)
     except OSError as e:
         os.close(temp_fd)
-        _quietly(os.unlink, temp)
+        _quietly_unlink(temp, dir_fd)
         raise refuse(e.strerror or str(e)) from None
-    return Destination(shown, temp_fd, owns_fd=True, temp=temp, final=real)
+    return Destination(shown, temp_fd, owns_fd=True, temp=temp, final=name, dir_fd=dir_fd)
+
+
+def _check_planted(dir_fd: int, st: os.stat_result, refuse) -> None:
+    """The kernel's protected_regular rule, kept whatever the sysctl says: in a sticky
+    directory others can write (/tmp), a file owned by neither us nor the directory's owner
+    may have been planted for us to fill (a hard link to a file of ours, or a file its owner
+    then reads our report from): refused."""
+    try:
+        where = os.fstat(dir_fd)
+    except OSError:
+        return
+    shared = where.st_mode & stat.S_ISVTX and where.st_mode & (stat.S_IWOTH | stat.S_IWGRP)
+    if shared and st.st_uid not in (os.geteuid(), where.st_uid):
+        raise refuse(
+            f"it belongs to uid {st.st_uid} in a sticky directory others can write, so "
+            "another user may have planted it: remove it or write elsewhere"
+        )
 
 
 def _same_file(st: os.stat_result, fd: int) -> bool:
@@ -176,15 +230,17 @@ def _same_file(st: os.stat_result, fd: int) -> bool:
     return (st.st_dev, st.st_ino) == (other.st_dev, other.st_ino)
 
 
-def _open_in_place(path: str, refuse) -> int:
+def _open_in_place(name: str, dir_fd: int, refuse) -> int:
     try:
-        return os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+        flags = os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW
+        return os.open(name, flags, dir_fd=dir_fd)
     except OSError as e:
         raise refuse(e.strerror or str(e)) from None
 
 
-def _in_place(shown: str, real: str, refuse) -> Destination:
-    fd = _open_in_place(real, refuse)
+def _in_place(shown: str, name: str, dir_fd: int, refuse) -> Destination:
+    fd = _open_in_place(name, dir_fd, refuse)
+    os.close(dir_fd)
     return Destination(shown, fd, owns_fd=True, truncate=True)
 
 
@@ -200,18 +256,22 @@ def _connect(path: str, refuse) -> int:
     return sock.detach()
 
 
-def _create_temp(real: str, refuse):
-    directory, name = os.path.split(real)
+def _create_temp(dir_fd: int, name: str, refuse):
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     for attempt in range(100):
-        temp = os.path.join(directory, f".{name}.stackdump-{os.getpid()}-{attempt}.tmp")
+        temp = f".{name}.stackdump-{os.getpid()}-{attempt}.tmp"
         try:
-            return os.open(temp, flags, 0o600), temp
+            return os.open(temp, flags, 0o600, dir_fd=dir_fd), temp
         except FileExistsError:
             continue
         except OSError as e:
             raise refuse(e.strerror or str(e)) from None
     raise refuse("no free temporary file name beside it")
+
+
+def _quietly_unlink(name: str, dir_fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def _umask() -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ON_CI
-from helpers import TARGETS, parse_report, run_stackdump, wait_for_syscall
+from helpers import TARGETS, assert_untouched, parse_report, run_stackdump, wait_for_syscall
 from test_live_permissions import NOBODY, _run_without_cap_sys_ptrace
 
 BUILD_ID = "0x5eed" + "ab" * 18
@@ -180,3 +180,44 @@ def test_symbolize_without_permission_fails_as_a_dump_does(live, nobody_dir):
     assert "stackdump: error: not permitted to read the" in result.stderr
     assert "hint:" in result.stderr
     assert result.stdout == ""
+
+
+def test_output_through_another_users_symlink_in_tmp_is_refused(live, threads_bin, nobody_dir):
+    # GIVEN a root-only file, and nobody's symlink to it in a sticky world-writable directory
+    _need_root()
+    sticky = nobody_dir / "tmp"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    important = nobody_dir / "important"
+    important.write_text("root's\n")
+    os.chmod(important, 0o600)
+    link = sticky / "report.txt"
+    os.symlink(important, link)
+    os.chown(link, NOBODY, NOBODY, follow_symlinks=False)
+    real = _Blocked([str(threads_bin("O0"))])
+    try:
+        # WHEN root writes a report there
+        result = run_stackdump("-p", str(real.proc.pid), "-o", str(link))
+        assert_untouched(real.proc.pid)
+    finally:
+        real.kill()
+    # THEN exit 2 before any thread was stopped, and the file unchanged
+    assert result.returncode == 2, result
+    assert f"uid {NOBODY}" in result.stderr and "not followed" in result.stderr
+    assert "thread_count" not in result.stdout
+    assert important.read_text() == "root's\n"
+    assert [p.name for p in sticky.iterdir()] == ["report.txt"]
+
+
+def test_output_to_a_file_another_user_planted_in_tmp_is_refused(live, nobody_dir):
+    _need_root()
+    sticky = nobody_dir / "tmp"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    planted = sticky / "stacks.txt"
+    planted.write_text("")
+    os.chown(planted, NOBODY, NOBODY)
+    result = run_stackdump("-p", str(os.getpid()), "-o", str(planted))
+    assert result.returncode == 2, result
+    assert "planted" in result.stderr
+    assert planted.read_text() == ""
