@@ -333,3 +333,39 @@ def test_full_mode_finds_a_cu_through_gdb_index_without_walking_cus(build_dir, t
         assert out.returncode == 0, out.stderr
         frames = parse_report(out.stdout).thread(target.tid("read")).frames
     assert frames[1] == f"lib_blocking_read at {TARGETS}/two_units_lib.c:10", frames
+
+
+def test_a_dwo_replaced_by_a_fifo_is_skipped_with_a_warning(tmp_path):
+    """Issue 27: a .dwo is a file stackdump finds; a FIFO in its place must not hang a
+    FULL_WITH_INLINE dump: the dump finishes, one warning names it, frames keep their names
+    from the symbol table."""
+    # GIVEN a split-DWARF program whose every .dwo was replaced by a FIFO
+    binary = tmp_path / "split"
+    subprocess.run(
+        ["g++", "-O2", "-g", "-gsplit-dwarf", "-pthread"]
+        + [str(TARGETS / "cxx_threads.cpp"), "-o", str(binary)],
+        check=True,
+        cwd=tmp_path,
+    )
+    dwos = list(tmp_path.glob("*.dwo"))
+    assert dwos, "gcc wrote no .dwo file"
+    for dwo in dwos:
+        dwo.unlink()
+        os.mkfifo(dwo)
+    with Target(binary, {"worker": 1, "waiter": 1}).wait_ready() as target:
+        # WHEN it is dumped with inline chains
+        started = time.monotonic()
+        out = run_stackdump(
+            "-p", str(target.pid), "--mode", "full_with_inline", "--no-cache", timeout=60
+        )
+        took = time.monotonic() - started
+    # THEN it finishes, says which file it skipped and why, and names the frames
+    assert took < 30
+    assert out.returncode == 0, out.stderr
+    skipped = [line for line in out.stderr.splitlines() if "warning: skipped" in line]
+    assert skipped and all("not a regular file (a FIFO)" in line for line in skipped)
+    assert len(skipped) == len(set(skipped))
+    report = parse_report(out.stdout)
+    assert any(
+        "Reader<" in f and "read_one" in f for f in report.thread(target.tid("worker")).functions()
+    )
