@@ -60,6 +60,12 @@ class DiskCache:
     def enabled(self) -> bool:
         return self._dir() is not None
 
+    @property
+    def scratch(self) -> Optional[str]:
+        """Where big temporary files may go (inflated debug sections): the cache directory
+        when it is safe to use, else None (the system's temporary directory)."""
+        return self.directory if self._dir() is not None else None
+
     def _dir(self) -> Optional[int]:
         if not self._opened:
             self._opened = True

@@ -81,9 +81,14 @@ def readable_maps(pid: int, view: int) -> Tuple[MemoryMap, ...]:
     """The process's memory map read through thread `view`; PermissionDenied (as a dump's)
     when the kernel will not show us its map or its files (another user's process without
     CAP_SYS_PTRACE), where every address would be named `??`."""
-    for what, path in (("memory map", "maps"), ("files", "root/")):
+    where = f"/proc/{pid}/task/{view}"
+    checks = (
+        ("memory map", "maps", lambda p: os.close(os.open(p, os.O_RDONLY | os.O_CLOEXEC))),
+        ("files", "root/", os.stat),
+    )
+    for what, path, check in checks:
         try:
-            os.stat(f"/proc/{pid}/task/{view}/{path}")
+            check(f"{where}/{path}")
         except PermissionError:
             raise PermissionDenied(
                 f"not permitted to read the {what} of process {pid} (/proc/{pid}/{path})",
@@ -91,15 +96,6 @@ def readable_maps(pid: int, view: int) -> Tuple[MemoryMap, ...]:
             ) from None
         except OSError:
             pass  # gone meanwhile: an empty map, as read_maps gives
-    try:
-        os.close(os.open(f"/proc/{pid}/task/{view}/maps", os.O_RDONLY | os.O_CLOEXEC))
-    except PermissionError:
-        raise PermissionDenied(
-            f"not permitted to read the memory map of process {pid} (/proc/{pid}/maps)",
-            help_text=permissions.help_text(pid),
-        ) from None
-    except OSError:
-        pass
     return proc.read_maps(pid, view)
 
 

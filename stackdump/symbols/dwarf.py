@@ -263,7 +263,7 @@ class DwarfIndex:
         if self._info is None and not self._failed:
             try:
                 self._info = dwarf_sections.dwarf_info(
-                    self._elf, self._cache.directory, self._find_supplement
+                    self._elf, self._cache.scratch, self._find_supplement
                 )
             except PARSE_ERRORS:
                 self._failed = True
@@ -330,7 +330,7 @@ class DwarfIndex:
     def _split_in(self, dwo: ElfObject, skeleton, parts=None):
         """(split unit, its DWARFInfo, the line table of its call_file numbers) for
         `skeleton` in a .dwo file, or in one unit's `parts` of a .dwp; None if not there."""
-        split = dwarf_sections.split_dwarf_info(dwo, self._dwarf(), self._cache.directory, parts)
+        split = dwarf_sections.split_dwarf_info(dwo, self._dwarf(), self._cache.scratch, parts)
         unit = dwarf_sections.split_unit(split, skeleton)
         if unit is None:
             return None
