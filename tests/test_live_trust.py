@@ -13,18 +13,14 @@ from pathlib import Path
 import pytest
 from conftest import ON_CI
 from helpers import TARGETS, assert_untouched, parse_report, run_stackdump, wait_for_syscall
-from test_live_permissions import NOBODY, _run_without_cap_sys_ptrace
+from test_live_permissions import NOBODY, _run_without_cap_sys_ptrace, _setpriv_problem
 
 BUILD_ID = "0x5eed" + "ab" * 18
 NOBODY_WRAP = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 
 def _need_root() -> None:
-    problem = ""
-    if shutil.which("setpriv") is None:
-        problem = "setpriv(1) is not installed"
-    elif os.geteuid() != 0:
-        problem = "needs root, to run a process as nobody"
+    problem = _setpriv_problem()
     if problem:
         if ON_CI:
             pytest.fail(problem)
@@ -69,11 +65,17 @@ def _functions(out: str):
 
 
 @pytest.fixture
-def forged(live, nobody_dir):
-    """(the real program, root's; the forger, nobody's): the same build-id and size."""
+def victim(live, nobody_dir) -> Path:
+    """The real program, root's, runnable by nobody too."""
     _need_root()
-    victim = nobody_dir / "victim"
-    _build("trust_victim.c", victim)
+    path = nobody_dir / "victim"
+    _build("trust_victim.c", path)
+    return path
+
+
+@pytest.fixture
+def forged(victim, nobody_dir):
+    """(the real program, root's; the forger, nobody's): the same build-id and size."""
     home = nobody_dir / "nobody"
     home.mkdir()
     forger = home / "forger"
@@ -111,12 +113,9 @@ def test_a_forged_build_id_names_no_other_process_frames(forged, tmp_path, mode)
     assert _functions(cached.stdout) == _functions(uncached.stdout)
 
 
-def test_a_cache_directory_another_user_owns_is_not_used(live, nobody_dir, tmp_path):
-    _need_root()
+def test_a_cache_directory_another_user_owns_is_not_used(victim, tmp_path):
     # GIVEN $XDG_CACHE_HOME/stackdump made by nobody: a FIFO where an entry would be, and a
     # subdirectory that is a symlink to a directory of root's
-    victim = nobody_dir / "victim"
-    _build("trust_victim.c", victim)
     home = tmp_path / "xdg"
     home.mkdir()
     planted = home / "stackdump"
@@ -164,11 +163,8 @@ def test_core_of_a_fifo_is_a_usage_error_at_once(tmp_path):
     assert result.stdout == ""
 
 
-def test_symbolize_without_permission_fails_as_a_dump_does(live, nobody_dir):
+def test_symbolize_without_permission_fails_as_a_dump_does(victim):
     # GIVEN nobody's process, and root without CAP_SYS_PTRACE (who may not read its maps)
-    _need_root()
-    victim = nobody_dir / "victim"
-    _build("trust_victim.c", victim)
     os.chmod(victim, 0o755)
     target = _Blocked([*NOBODY_WRAP, str(victim)])
     try:
@@ -182,12 +178,18 @@ def test_symbolize_without_permission_fails_as_a_dump_does(live, nobody_dir):
     assert result.stdout == ""
 
 
-def test_output_through_another_users_symlink_in_tmp_is_refused(live, threads_bin, nobody_dir):
-    # GIVEN a root-only file, and nobody's symlink to it in a sticky world-writable directory
+@pytest.fixture
+def sticky(live, nobody_dir) -> Path:
+    """A sticky directory everyone can write, as /tmp."""
     _need_root()
-    sticky = nobody_dir / "tmp"
-    sticky.mkdir()
-    os.chmod(sticky, 0o1777)
+    path = nobody_dir / "tmp"
+    path.mkdir()
+    os.chmod(path, 0o1777)
+    return path
+
+
+def test_output_through_another_users_symlink_in_tmp_is_refused(threads_bin, nobody_dir, sticky):
+    # GIVEN a root-only file, and nobody's symlink to it in a sticky world-writable directory
     important = nobody_dir / "important"
     important.write_text("root's\n")
     os.chmod(important, 0o600)
@@ -209,11 +211,7 @@ def test_output_through_another_users_symlink_in_tmp_is_refused(live, threads_bi
     assert [p.name for p in sticky.iterdir()] == ["report.txt"]
 
 
-def test_output_to_a_file_another_user_planted_in_tmp_is_refused(live, nobody_dir):
-    _need_root()
-    sticky = nobody_dir / "tmp"
-    sticky.mkdir()
-    os.chmod(sticky, 0o1777)
+def test_output_to_a_file_another_user_planted_in_tmp_is_refused(sticky):
     planted = sticky / "stacks.txt"
     planted.write_text("")
     os.chown(planted, NOBODY, NOBODY)

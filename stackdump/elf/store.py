@@ -52,7 +52,7 @@ class LoadedObject:
         a .dwp) is opened: None when it is missing or unusable, skipped with a warning when
         it is not a regular file."""
         self.elf = elf
-        self.open_found = open_found or _try_open
+        self.open_found = open_found or try_open
         self._debug = debug
         self.origin: Optional[str] = None  # the object's path in the target's file system
         # Asked once downloads are allowed (after capture): a debug file from debuginfod.
@@ -407,7 +407,8 @@ def _file_problem(module: Module, path: str, elf: Optional[ElfObject]) -> str:
     return ""
 
 
-def _try_open(path: str) -> Optional[ElfObject]:
+def try_open(path: str) -> Optional[ElfObject]:
+    """The ELF file at path, opened; None when it cannot be (no warning: see open_found)."""
     try:
         return ElfObject.open(path)
     except PARSE_ERRORS:

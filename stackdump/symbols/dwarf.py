@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from stackdump.cache import DiskCache
 from stackdump.elf import dwarf_sections
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
-from stackdump.elf.store import LoadedObject, ObjectStore
+from stackdump.elf.store import LoadedObject, ObjectStore, try_open
 
 _SCOPE_TAGS = ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
 _CONTAINER_TAGS = ("DW_TAG_namespace", "DW_TAG_module")
@@ -122,7 +122,7 @@ class DwarfIndex:
         `open_found(path)`: how a .dwo or .dwp is opened (the store's: only regular files,
         the others skipped with a warning), None when it cannot be."""
         self._origin = origin or elf.path
-        self._open_found = open_found or _open_elf
+        self._open_found = open_found or try_open
         self._elf = elf
         self._cache = cache if cache is not None else DiskCache(None)
         self._find_supplement = find_supplement or (lambda name, build_id: None)
@@ -589,13 +589,6 @@ def _decode_lines(program, cu) -> _LineTable:
 
 def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-
-
-def _open_elf(path: str) -> Optional[ElfObject]:
-    try:
-        return ElfObject.open(path)
-    except PARSE_ERRORS:
-        return None
 
 
 def dwarf_of(loaded: LoadedObject) -> Optional[DwarfIndex]:
