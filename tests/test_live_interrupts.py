@@ -20,7 +20,9 @@ from helpers import (
     Target,
     assert_untouched,
     cached_generated_target,
+    finish,
     parse_report,
+    thread_states,
 )
 
 STACKDUMP = [sys.executable, "-m", "stackdump"]
@@ -246,3 +248,91 @@ def test_progress_bar_covers_symbolization(big_cu):
     code, terminal = _stderr_on_a_terminal("-p", str(target.pid), "--no-cache")
     assert code == 0
     assert "symbolizing" in terminal
+
+
+# -- job control (issue 28) ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fifty(live, threads_bin):
+    """50 threads, 8 of them spinning: on a small machine a spinner reaches its stop only
+    when the scheduler runs it, so a stop window lasts long enough for a signal to land in."""
+    with Target(threads_bin("O2"), {"spin": 8, "read": 41}).wait_ready() as target:
+        yield target
+
+
+def _new_group(*args: str) -> subprocess.Popen:
+    """stackdump in a process group of its own in our session: a job, as a shell starts it.
+    (A group with no parent outside it in the session is orphaned, and the kernel discards
+    SIGTSTP's stop there.)"""
+    return _start(*args, process_group=0)
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def _seized_by(target: Target, dumper: int) -> bool:
+    return any(tracer == dumper for _, tracer in thread_states(target.pid).values())
+
+
+def test_job_control_stop_waits_until_no_thread_is_stopped(fifty):
+    rng = random.Random(28)
+    stopped_with_us = 0
+    for sig in [signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU] * 4:
+        dumper = _new_group("-p", str(fifty.pid), "--mode", "disabled")
+        try:
+            _until(
+                lambda d=dumper: _seized_by(fifty, d.pid) or d.poll() is not None,
+                "stackdump never seized a thread",
+            )
+            time.sleep(rng.uniform(0, 0.004))  # a random point of the capture
+            dumper.send_signal(sig)
+            _until(lambda d=dumper: _state(d.pid) in ("T", "Z", "gone"), "stackdump never stopped")
+            # THEN while stackdump is stopped, no thread of the target is
+            if _state(dumper.pid) == "T":
+                stopped_with_us += 1
+                states = thread_states(fifty.pid)
+                assert all(state != "t" for state, _ in states.values()), states
+            dumper.send_signal(signal.SIGCONT)
+            out, err = finish(dumper)
+        finally:
+            if dumper.poll() is None:
+                dumper.kill()
+                dumper.wait()
+        # AND once continued, the dump ends whole
+        assert dumper.returncode == 0, err
+        assert parse_report(out.decode()).summary["captured"] == 50
+        assert_untouched(fifty.pid)
+    assert stopped_with_us >= 6
+
+
+def test_sigstop_holds_at_most_one_thread_until_sigcont(fifty):
+    """SIGSTOP cannot be caught: the one thread being copied stays stopped with stackdump
+    (docs/FORMAT.md "Never harming the target"), and SIGCONT releases it."""
+    rng = random.Random(5)
+    for _ in range(6):
+        dumper = _new_group("-p", str(fifty.pid), "--mode", "disabled")
+        try:
+            _until(
+                lambda d=dumper: _seized_by(fifty, d.pid) or d.poll() is not None,
+                "stackdump never seized a thread",
+            )
+            time.sleep(rng.uniform(0, 0.004))
+            dumper.send_signal(signal.SIGSTOP)
+            _until(lambda d=dumper: _state(d.pid) in ("T", "Z", "gone"), "stackdump never stopped")
+            held = [tid for tid, (state, _) in thread_states(fifty.pid).items() if state == "t"]
+            assert len(held) <= 1, held
+            dumper.send_signal(signal.SIGCONT)
+            out, err = finish(dumper)
+        finally:
+            if dumper.poll() is None:
+                dumper.kill()
+                dumper.wait()
+        assert dumper.returncode == 0, err
+        assert parse_report(out.decode()).summary["captured"] == 50
+        assert_untouched(fifty.pid)

@@ -80,6 +80,8 @@ def _stop_window_error(request: int, tid: int) -> PtraceError:
     return PtraceError(f"ptrace({request}, {tid}): {os.strerror(err)}", errno=err, pid=tid)
 
 
+# Signals whose default action stops stackdump, and which a stop window holds back.
+_JOB_CONTROL = {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 # Busy-poll waitpid this long, then sleep in sigtimedwait until the kernel's SIGCHLD says the
 # tracee stopped: an idle thread stops within tens of microseconds, and a wake-up on the
 # signal adds no oversleep to a slow thread's pause.
@@ -146,7 +148,9 @@ class _StopWindow:
     and reaps. `pause_ns` covers interrupt to detach.
     """
 
-    __slots__ = ("_tracer", "_tid", "_signal", "_stopped", "status", "error", "_start", "_end")
+    __slots__ = (
+        "_tracer", "_tid", "_signal", "_stopped", "status", "error", "_start", "_end", "_mask"
+    )
 
     def __init__(self, tracer: Tracer, tid: int) -> None:
         self._tracer = tracer
@@ -156,9 +160,13 @@ class _StopWindow:
         self.status: Optional[ThreadStatus] = None
         self.error = ""
         self._start = self._end = 0
+        self._mask: Set[int] = set()
 
     def __enter__(self) -> _StopWindow:
         tracer, tid = self._tracer, self._tid
+        # A job-control stop (Ctrl-Z) of stackdump now would hold this thread stopped as long
+        # as stackdump is: blocked, it stays pending and takes effect when the window ends.
+        self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, _JOB_CONTROL)
         tracer._priority.enter()
         try:
             self._start = time.perf_counter_ns()
@@ -205,6 +213,7 @@ class _StopWindow:
     def _leave(self) -> None:
         self._tracer._priority.leave()
         self._tracer.reap()
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
 
 
 class Tracer:
