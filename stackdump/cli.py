@@ -357,25 +357,27 @@ def _dump(options: DumpOptions, run: Run) -> Report:
     """Capture, then unwind and symbolize, each phase winding down on its first signal."""
     started = time.perf_counter_ns()
     progress = TerminalProgress(_isatty(sys.stderr))
+    # One deferred phase from the first stop to the last symbol: its first signal winds the
+    # dump down wherever it lands (a second ends stackdump).
     try:
-        with Analyzer(options.analysis) as analyzer:
+        with run.interrupts.deferred() as phase, Analyzer(options.analysis) as analyzer:
             run.stage = "capture"
-            with run.interrupts.deferred() as phase:
-                if run.core is not None:
-                    snapshot = _core_snapshot(run.core, options, analyzer)
-                else:
-                    snapshot = capture_process(
-                        options.capture, progress, phase.requested, analyzer.settle
-                    )
-                # A signal while the last thread was captured or unwound found no next
-                # thread to skip: it still asks to stop, so nothing is symbolized.
-                stop = phase.requested() and not snapshot.interrupted
+            if run.core is not None:
+                snapshot = _core_snapshot(run.core, options, analyzer)
+            else:
+                snapshot = capture_process(
+                    options.capture, progress, phase.requested, analyzer.settle
+                )
+            # A signal while the last thread was captured or unwound found no next
+            # thread to skip: it still asks to stop, so nothing is symbolized.
+            stop = phase.requested() and not snapshot.interrupted
             run.stage = "analysis"
-            report = analyzer.analyze(snapshot, started, progress, stop)
-        # dpkg -S for objects without symbols (a fraction of a second): a first signal now
-        # is only recorded; the report is complete and goes out.
-        with run.interrupts.deferred():
-            return with_fixes(report)
+            report = analyzer.analyze(snapshot, started, progress, stop, phase)
+            # dpkg -S for objects without symbols (a fraction of a second): a signal now
+            # finds the report complete, and it goes out.
+            report = with_fixes(report)
+            run.stage = "write"
+            return report
     finally:
         progress.close()
 
@@ -674,9 +676,8 @@ def command(run: Run, output: Optional[str], **params) -> int:
     run.destination = open_destination(output, run.stdout_usable)
     try:
         report = _dump(options, run)
-        run.stage = "write"
-        _write_text(run, output, view, render(report, view))
-        run.destination.commit()
+        with _writing(run):
+            _write_text(run, output, view, render(report, view))
     except BaseException:
         run.destination.abort()
         raise
@@ -751,9 +752,8 @@ def _symbolize(
     try:
         with contextlib.closing(files):
             resolved, warnings = symbolize(addresses, files, maps, options, backtrace)
-        run.stage = "write"
-        run.destination.write_lines(address_lines(resolved))
-        run.destination.commit()
+        with _writing(run):
+            run.destination.write_lines(address_lines(resolved))
     except BaseException:
         run.destination.abort()
         raise
@@ -835,14 +835,13 @@ def _profile(
                 profile = sample(options, count, interval, state, progress, phase.requested)
         finally:
             progress.close()
-        run.stage = "write"
-        if view.format == "pprof":
-            from stackdump.writers.pprof import pprof_bytes
+        with _writing(run):
+            if view.format == "pprof":
+                from stackdump.writers.pprof import pprof_bytes
 
-            run.destination.write(pprof_bytes(profile))
-        else:
-            _write_text(run, output, view, _profile_lines(profile, view))
-        run.destination.commit()
+                run.destination.write(pprof_bytes(profile))
+            else:
+                _write_text(run, output, view, _profile_lines(profile, view))
     except BaseException:
         run.destination.abort()
         raise
@@ -912,6 +911,19 @@ def _colour_wanted(output: Optional[str], view: View) -> bool:
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
     return _isatty(sys.stdout)
+
+
+@contextlib.contextmanager
+def _writing(run: Run) -> Iterator[None]:
+    """The write phase: a signal stops a report that is still going out (between chunks,
+    or while the reader is slow), never one already whole; once it is committed signals
+    change nothing, and the exit status is the report's."""
+    run.stage = "write"
+    with run.interrupts.deferred() as phase:
+        run.destination.check = phase.raise_if_requested
+        yield
+        run.destination.commit()
+        run.interrupts.ignore()
 
 
 def _interrupted_message(run: Run, e: Interrupted) -> str:

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple
 
 from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress, ShouldStop, capture_process
@@ -22,7 +22,7 @@ from stackdump.elf.debuginfod import Debuginfod
 from stackdump.elf.modules import HostFiles
 from stackdump.elf.packages import symbols_fix
 from stackdump.elf.store import LoadedObject, ObjectStore
-from stackdump.interrupts import Interrupted
+from stackdump.interrupts import Cancelled, Interrupts
 from stackdump.locks import OWNER_OFFSET, lock_frame_pc, with_mutex_waits
 from stackdump.notes import Notes
 from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
@@ -220,18 +220,22 @@ class Analyzer:
         started_ns: Optional[int] = None,
         progress: Optional[Progress] = None,
         stop_requested: bool = False,
+        interrupts: Optional[Interrupts] = None,
     ) -> Report:
         """Unwind (unless already done, see `settle`) and symbolize every captured thread.
-        If `Interrupted` (SIGINT/SIGTERM, see stackdump.interrupts) arrives meanwhile, the
-        thread it hit and every later one are printed unsymbolized (`0x... in
-        OBJECT+0xOFFSET`): nothing captured is lost, and no more DWARF is read. A second one
-        propagates. `stop_requested`: one arrived before analysis began (while the last
-        thread was being captured or settled): every frame is printed so."""
+        If SIGINT/SIGTERM arrives meanwhile (`interrupts`, in a deferred phase: see
+        stackdump.interrupts), the thread it hit and every later one are printed
+        unsymbolized (`0x... in OBJECT+0xOFFSET`): nothing captured is lost, and no more
+        DWARF is read. A second one propagates. `stop_requested`: one arrived before
+        analysis began (while the last thread was being captured or settled): every frame
+        is printed so."""
         files = snapshot.files if snapshot.files is not None else HostFiles()
         session = self._session
         self._session = None
         reports: List[ThreadReport] = []
         unsymbolized = 0
+        asked = interrupts.since_now() if interrupts is not None else _never
+        cancellable = interrupts.cancellable if interrupts is not None else contextlib.nullcontext
         stopped = stop_requested
         with contextlib.closing(files):
             if session is None or session.files is not snapshot.files:
@@ -243,21 +247,22 @@ class Analyzer:
             for done, thread in enumerate(snapshot.threads):
                 if progress is not None:
                     progress("symbolization", done, len(snapshot.threads))
-                report = None
-                if not stopped:
-                    try:
-                        report = _thread_report(thread, session, True)
-                    except Interrupted:
-                        stopped = True
+                stopped = stopped or asked()
+                report = None if stopped else _named_report(thread, session, cancellable)
                 if report is None:
+                    stopped = True
                     report = _thread_report(thread, session, False)
                     unsymbolized += report.physical_frames
                 reports.append(report)
             coroutines = None
             if snapshot.coroutines is not None:
-                coroutines = tuple(
-                    _thread_report(c, session, not stopped) for c in snapshot.coroutines
-                )
+                done_coroutines: List[ThreadReport] = []
+                for c in snapshot.coroutines:
+                    stopped = stopped or asked()
+                    report = None if stopped else _named_report(c, session, cancellable)
+                    stopped = report is None
+                    done_coroutines.append(report or _thread_report(c, session, False))
+                coroutines = tuple(done_coroutines)
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = dwarf_cus_decoded(session.objects) - session.decoded_before
@@ -266,7 +271,13 @@ class Analyzer:
                 for r in (*reports, *(coroutines or ()))
                 for f in r.frames
             )
-            owner_offset = OWNER_OFFSET if stopped else _owner_offset(session, reports)
+            owner_offset = OWNER_OFFSET
+            if not (stopped or asked()):
+                try:
+                    with cancellable():
+                        owner_offset = _owner_offset(session, reports)
+                except Cancelled:
+                    stopped = True
         if snapshot.core is not None and snapshot.core.signal:
             reports = _mark_signal_thread(reports, snapshot.core)
         threads, deadlocks = with_mutex_waits(reports, owner_offset)
@@ -310,6 +321,21 @@ class Analyzer:
         if self.remote is not None:
             self.notes.add(self.remote.problem)
         return self.notes.take()
+
+
+def _never() -> bool:
+    return False
+
+
+def _named_report(
+    thread: ThreadSnapshot, session: _Session, cancellable: Callable[[], ContextManager]
+) -> Optional[ThreadReport]:
+    """The thread symbolized, or None when a signal cut that short (see analyze)."""
+    try:
+        with cancellable():
+            return _thread_report(thread, session, True)
+    except Cancelled:
+        return None
 
 
 def _mark_signal_thread(reports: List[ThreadReport], core: CoreInfo) -> List[ThreadReport]:

@@ -9,7 +9,9 @@ handled the same way as one later. Two kinds of phase:
 - *deferred* (capture, unwinding and symbolization): the first signal of the phase is only
   recorded; the engine asks `requested()` between threads and frames, so no thread is ever
   left stopped and what was done is reported. A second signal in the same phase raises
-  `Interrupted` like an immediate one.
+  `Interrupted` like an immediate one. Inside a deferred phase, work that may take seconds
+  and is safe to abandon (reading one thread's symbols) runs `cancellable()`: there the first
+  signal raises `Cancelled` at once, for the engine to catch and fall back from.
 
 Only modules of the standard library may be imported here.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -38,6 +40,10 @@ class Interrupted(BaseException):
         return signal.Signals(self.signum).name
 
 
+class Cancelled(Interrupted):
+    """The first signal of a deferred phase, raised inside `Interrupts.cancellable()`."""
+
+
 class Interrupts:
     """The handler for SIGINT/SIGTERM and the phase it is in. One per process, made by the
     entry point; the engine sees it only as a `requested()` callable."""
@@ -46,6 +52,7 @@ class Interrupts:
         self.count = 0
         self.last: Optional[int] = None
         self._deferred = False
+        self._cancellable = False
         self._phase_start = 0
 
     def install(self) -> None:
@@ -61,6 +68,8 @@ class Interrupts:
         self.count += 1
         self.last = signum
         if self._deferred and self.count == self._phase_start + 1:
+            if self._cancellable:
+                raise Cancelled(signum)
             return
         raise Interrupted(signum)
 
@@ -74,9 +83,32 @@ class Interrupts:
         finally:
             self._deferred = False
 
+    @contextlib.contextmanager
+    def cancellable(self) -> Iterator[None]:
+        """Work inside a deferred phase that the phase's first signal cuts short by raising
+        `Cancelled` (see the module docstring); the caller catches it and falls back. A
+        second signal raises `Interrupted`, which the caller lets through."""
+        self._cancellable = True
+        try:
+            yield
+        finally:
+            self._cancellable = False
+
     def requested(self) -> bool:
         """A signal arrived during the current deferred phase."""
         return self.count > self._phase_start
+
+    def raise_if_requested(self) -> None:
+        """Raise `Interrupted` for a signal recorded in this phase: for work that can end
+        only between its steps (writing the report a chunk at a time)."""
+        if self.requested():
+            raise Interrupted(self.last or signal.SIGINT)
+
+    def since_now(self) -> Callable[[], bool]:
+        """Whether a signal arrives from now on: a part of a phase that must not be cut
+        short by a signal that came before it (capture stopped by one still symbolizes)."""
+        mark = self.count
+        return lambda: self.count > mark
 
     @property
     def signal_name(self) -> str:

@@ -25,7 +25,7 @@ import errno
 import os
 import select
 import stat
-from typing import Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional
 
 from stackdump import safefs
 from stackdump.errors import InvalidArgument, OutputError
@@ -33,6 +33,8 @@ from stackdump.escape import quote
 
 STDOUT_NAME = "standard output"
 _CHUNK = 1 << 20
+# How long a write waits for a slow reader before looking for a signal again.
+_POLL_MS = 50
 
 
 class Destination:
@@ -56,13 +58,15 @@ class Destination:
         self._final = final
         self._truncate = truncate  # in place into a regular file: only once we have a report
         self._dir_fd = dir_fd  # the directory temp and final are names in
+        # Called between chunks; raises to stop writing (a signal, see stackdump.interrupts).
+        self.check: Callable[[], None] = _nothing
 
     def write(self, data: bytes) -> None:
         try:
             if self._truncate:
                 os.ftruncate(self._fd, 0)
                 self._truncate = False
-            _write_all(self._fd, data)
+            _write_all(self._fd, data, self.check)
         except OSError as e:
             raise self._error(e) from None
 
@@ -291,16 +295,27 @@ def _encode(lines: List[str]) -> bytes:
     return "".join(line + "\n" for line in lines).encode("utf-8", "backslashreplace")
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, check: Callable[[], None]) -> None:
+    """All of `data`, calling `check` between writes and while the reader is slow, so a
+    signal can stop a blocked report and one that comes after the last byte cannot. A
+    pipe that polls writable takes PIPE_BUF bytes without blocking; a file never blocks."""
     view = memoryview(data)
+    chunk = _CHUNK if stat.S_ISREG(os.fstat(fd).st_mode) else select.PIPE_BUF
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
     while view:
+        check()
+        if not poller.poll(_POLL_MS):
+            continue
         try:
-            n = os.write(fd, view[:_CHUNK])
-        except BlockingIOError:
-            # A non-blocking descriptor we inherited: wait until it takes more.
-            select.select([], [fd], [])
+            n = os.write(fd, view[:chunk])
+        except BlockingIOError:  # a non-blocking descriptor we inherited, full again
             continue
         view = view[n:]
+
+
+def _nothing() -> None:
+    pass
 
 
 def _quietly(fn, arg) -> None:

@@ -149,7 +149,15 @@ class _StopWindow:
     """
 
     __slots__ = (
-        "_tracer", "_tid", "_signal", "_stopped", "status", "error", "_start", "_end", "_mask"
+        "_tracer",
+        "_tid",
+        "_signal",
+        "_stopped",
+        "status",
+        "error",
+        "_start",
+        "_end",
+        "_mask",
     )
 
     def __init__(self, tracer: Tracer, tid: int) -> None:
