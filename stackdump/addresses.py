@@ -22,6 +22,7 @@ from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.types import AnalysisOptions, FileSource, Frame, MemoryMap, SymbolizedFrame
 
 _HEX = re.compile(r"\b0[xX][0-9a-fA-F]{1,16}\b")
+_NEGATIVE = re.compile(r"(?<![\w.+-])-0[xX][0-9a-fA-F]{1,16}\b")
 _PAGE = 4096
 
 
@@ -35,6 +36,13 @@ class Resolved:
 def parse_addresses(text: str) -> List[int]:
     """Every 0x... number in `text`, in order (a log line's other words are ignored)."""
     return [int(token, 16) for token in _HEX.findall(text)]
+
+
+def negative_address(text: str) -> str:
+    """The first -0x... in `text` that stands alone (not `sp-0x10`), else "": a minus sign
+    there is a mistake that reading the number without it would hide."""
+    found = _NEGATIVE.search(text)
+    return found.group(0) if found else ""
 
 
 def object_maps(path: str, load_address: int) -> Tuple[MemoryMap, ...]:

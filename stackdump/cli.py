@@ -180,7 +180,9 @@ def build_options(
     mode_text = dwarf_mode if dwarf_mode is not None else mode
     # Checked in this order, so the first bad value is the one reported.
     # (A core file has no pid to check: its process is gone.)
-    pid_value = _checked(typed_option(argv, ("-p", "--pid")), pid, parse_pid) if pid else 0
+    pid_value = (
+        _checked(typed_option(argv, ("-p", "--pid")), pid, parse_pid) if pid is not None else 0
+    )
     thread_ids = _checked(tid_option, tid_text, parse_thread_ids) if tid_text is not None else None
     location = _checked(mode_option, mode_text, parse_mode) if mode_text is not None else None
     timeout = _checked("--timeout-ms", timeout_ms, lambda t: parse_range("timeout_ms", t, 1, 10000))
@@ -708,7 +710,9 @@ def _address_lookup(params: dict) -> Optional[Tuple[str, Optional[str], int, boo
     try:
         load = int(load_text, 16) if load_text.lower().startswith("0x") else int(load_text)
     except ValueError:
-        raise InvalidArgument(f"invalid load_address: {escape(load_text)}") from None
+        load = -1
+    if load < 0:
+        raise InvalidArgument(f"invalid load_address: {escape(load_text)}")
     return text, path, load, backtrace
 
 
@@ -721,11 +725,20 @@ def _symbolize(
     load: int,
     backtrace: bool,
 ) -> int:
-    from stackdump.addresses import address_lines, object_maps, parse_addresses, symbolize
+    from stackdump.addresses import (
+        address_lines,
+        negative_address,
+        object_maps,
+        parse_addresses,
+        symbolize,
+    )
     from stackdump.elf.modules import HostFiles, LiveFiles
 
     if text == "-":
         text = sys.stdin.read() if sys.stdin is not None else ""
+    negative = negative_address(text)
+    if negative:
+        raise InvalidArgument(f"invalid symbolize: {quote(negative)} is negative, not an address")
     addresses = parse_addresses(text)
     if not addresses:
         raise InvalidArgument(f"invalid symbolize: no 0x... address in {quote(text[:80])}")

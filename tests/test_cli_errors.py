@@ -46,12 +46,28 @@ def test_invalid_argument(args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
-@pytest.mark.parametrize("pid", ["0", "abc", "²", "1\u0663"])
+@pytest.mark.parametrize("pid", ["0", "abc", "²", "1\u0663", "", " "])
 def test_invalid_pid(pid):
     result = run_stackdump("-p", pid)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.splitlines() == [f'stackdump: error: invalid pid: {pid} (-p "{pid}")']
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--symbolize", "-0x10", "-p", "1"], 'invalid symbolize: "-0x10" is negative'),
+        (["--symbolize", "at -0x4011a0", "--object", "/bin/true"], '"-0x4011a0" is negative'),
+        (["--symbolize", "0x10", "--object", "/bin/true", "--load-address", "-5"], "load_address"),
+    ],
+)
+def test_a_negative_address_is_a_usage_error(args, message):
+    """Read without its sign, -0x10 would be named as the address 0x10."""
+    result = run_stackdump(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert message in result.stderr
 
 
 @pytest.mark.parametrize(
