@@ -684,6 +684,12 @@ def command(run: Run, output: Optional[str], **params) -> int:
         run.destination.abort()
         raise
     _warn(report.warnings)
+    if report.summary.exec_seen:
+        _error(
+            f"process {report.header.pid} called exec() during the dump and now runs "
+            f"{quote(report.summary.exec_seen)}: the threads captured before are reported as "
+            f"{quote(report.header.exe)}'s, those captured after as attach_error"
+        )
     if report.summary.process_exited:
         _error(
             f"process {report.header.pid} exited during the dump: the "

@@ -309,6 +309,7 @@ class Analyzer:
                 unsymbolized=unsymbolized,
                 reported=len(reports),
                 process_exited=snapshot.process_exited,
+                exec_seen=snapshot.exec_seen,
             ),
             interrupted=snapshot.interrupted or stopped,
             symbolization_interrupted=stopped,

@@ -301,6 +301,25 @@ def read_stat(pid: int, tid: int) -> Optional[Tuple[str, int]]:
     return None if text is None else parse_stat(text)
 
 
+def image_identity(pid: int) -> Optional[Tuple[int, ...]]:
+    """What exec() changes and nothing else does: the executable's device and inode and
+    where the kernel put the new image (start_code, end_code, startstack: a new address
+    space, placed afresh). None when the process is gone."""
+    text = _read_line(f"{PROC}/{pid}/stat")
+    try:
+        st = os.stat(f"{PROC}/{pid}/exe")
+    except OSError:
+        return None
+    if text is None:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()
+    try:
+        # fields[0] is field 3 (state); start_code..startstack are fields 26-28.
+        return (st.st_dev, st.st_ino, *(int(f) for f in fields[23:26]))
+    except ValueError:
+        return None
+
+
 def read_wchan(pid: int, tid: int) -> Optional[str]:
     """The kernel function a sleeping thread waits in; None when running or not shown."""
     text = _read_line(f"{PROC}/{pid}/task/{tid}/wchan")

@@ -305,6 +305,9 @@ class ProcessSnapshot:
     files: Optional[FileSource] = field(default=None, compare=False, repr=False)
     options: Optional[CaptureOptions] = None  # how it was captured, for the report header
     core: Optional[CoreInfo] = None  # the snapshot is a core file's
+    # The program the process exec()'d into during capture (its path), or "": the threads
+    # captured after it are attach_error, the rest belong to `exe`.
+    exec_seen: str = ""
 
 
 def lookup_address(pc: int, activation: bool) -> int:
@@ -449,6 +452,7 @@ class Summary:
     reported: int = 0  # thread sections in the report (fewer than thread_count if interrupted)
     process_exited: bool = False  # the process exited during the dump
     foreign: int = 0  # --thread-id values that were not threads of the process
+    exec_seen: str = ""  # the process exec()'d this program during the dump
 
 
 @dataclass(frozen=True)
@@ -474,4 +478,11 @@ class Report:
         gave_up = self.header.capture is CaptureMode.AUTO and any(
             t.status is ThreadStatus.SKIPPED_RUNNING for t in self.threads
         )
-        return s.timed_out > 0 or s.errors > 0 or s.process_exited or s.foreign > 0 or gave_up
+        return (
+            s.timed_out > 0
+            or s.errors > 0
+            or s.process_exited
+            or s.foreign > 0
+            or gave_up
+            or bool(s.exec_seen)
+        )

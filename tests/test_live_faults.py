@@ -169,3 +169,28 @@ def test_target_that_execs_or_exits_mid_dump(live, churn_bin, mode):
             finally:
                 target.kill()
     assert outcomes <= {0, 1, 3}
+
+
+def test_exec_during_the_dump_is_said_and_not_exit_0(live, build_dir):
+    """The process execs itself as soon as stackdump seizes its first spinner; the leader,
+    asked for last, is captured in the new image: an error there, never an `ok` stack read
+    with the old program's map (issue 28)."""
+    binary = compile_target("exec_midway.c", build_dir, "exec_midway", ["-O1", "-g"])
+    with Target(binary, {"busy": 30}).wait_ready() as target:
+        order = [*target.tids["busy"], target.pid]
+        result = run_stackdump(
+            "-p", str(target.pid), "--thread-id", ",".join(map(str, order)), "--mode", "fast"
+        )
+        assert result.returncode == 1, result.stderr
+        assert f"process {target.pid} called exec() during the dump" in result.stderr
+        report = parse_report(result.stdout)
+        assert report.header["exe"] == str(binary)
+        leader = report.thread(target.pid)
+        assert leader.status != "ok", leader.frames
+        assert all(
+            t.status in ("ok", "thread_exited", "attach_error", "timeout") for t in report.threads
+        )
+        for t in report.threads:
+            if t.status == "ok":  # captured before the exec: the old program's spinner
+                assert t.tid != target.pid
+                assert any("spin" in f for f in t.frames), t.frames

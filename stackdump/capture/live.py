@@ -125,6 +125,7 @@ def capture_process(
     # Everything read from /proc up front, before any thread is stopped (docs/FORMAT.md).
     # Threads first, then the maps: a thread listed was alive when its stack was mapped.
     process_tids = proc.list_tids(pid)
+    image = proc.image_identity(pid)
     tids = list(options.thread_ids) if options.thread_ids else process_tids
     if not tids:
         raise ProcessNotFound(f"no such process: {pid}")
@@ -172,12 +173,18 @@ def capture_process(
                 threads.append(keep(thread) if keep is not None else thread)
                 if progress is not None:
                     progress("capture", done + 1, len(tids))
+        exec_seen = ""
+        if image is not None and proc.image_identity(pid) not in (image, None):
+            exec_seen = proc.read_exe(pid)
+            threads = [_after_exec(t, maps) for t in threads]
+        # After an exec the memory is the new program's, which `maps` does not describe.
+        look_further = not interrupted and not exec_seen
         coroutines, truncated = None, False
         # Every thread runs again: only memory is read from here on.
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        go = None if interrupted else go_runtime(memory, maps, files, pid, process_tids)
+        go = None if not look_further else go_runtime(memory, maps, files, pid, process_tids)
         threads = with_go_keys(memory, go, threads)
-        if options.coroutines and not interrupted:
+        if options.coroutines and look_further:
             pages = Pagemap(f"/proc/{memory.pid}/pagemap")
             try:
                 coroutines, truncated, running = find_coroutines(
@@ -208,6 +215,29 @@ def capture_process(
         coroutines_truncated=truncated,
         files=files,
         options=options,
+        exec_seen=exec_seen,
+    )
+
+
+def _after_exec(thread: ThreadSnapshot, maps: Tuple[MemoryMap, ...]) -> ThreadSnapshot:
+    """A thread whose pc is in none of the old program's code was captured in the new one:
+    its registers and stack cannot be read with the maps read before (an error, not a
+    stack). One whose pc is keeps its stack: it was captured before the exec."""
+    if thread.status is not ThreadStatus.OK or thread.regs is None:
+        return thread
+    pc = thread.regs.pc
+    if any(m.start <= pc < m.end and m.executable for m in maps):
+        return thread
+    return ThreadSnapshot(
+        tid=thread.tid,
+        name=thread.name,
+        status=ThreadStatus.ATTACH_ERROR,
+        pause_ns=thread.pause_ns,
+        attempted=thread.attempted,
+        syscall=thread.syscall,
+        error="captured after the process called exec(): its registers belong to the new "
+        "program, which the memory map read before does not describe",
+        context=thread.context,
     )
 
 

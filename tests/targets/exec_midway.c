@@ -1,0 +1,78 @@
+/* A process that calls exec() while stackdump is capturing it (issue 28).
+ *
+ * Usage: exec_midway busy=N
+ * Starts N spinning threads and a watcher, prints "ready busy TID" for each spinner
+ * and "ready main TID" last. The watcher polls the first spinner's TracerPid and, as soon as
+ * a tracer has seized it, execs this program again as "exec_midway after", which prints
+ * "ready after TID" and blocks in read(0). EOF on stdin ends either image.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static volatile unsigned long spins;
+static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
+static volatile long first_spinner;
+
+static void announce(const char *role) {
+    pthread_mutex_lock(&print_lock);
+    printf("ready %s %ld\n", role, (long)syscall(SYS_gettid));
+    fflush(stdout);
+    pthread_mutex_unlock(&print_lock);
+}
+
+static void *spin(void *arg) {
+    long tid = syscall(SYS_gettid);
+    __sync_val_compare_and_swap(&first_spinner, 0, tid);
+    announce("busy");
+    for (;;) spins++;
+    return arg;
+}
+
+static int traced(long tid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/status", tid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int found = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "TracerPid:", 10) == 0) found = atoi(line + 10) != 0;
+    fclose(f);
+    return found;
+}
+
+static char *self;
+
+static void *watch(void *arg) {
+    while (!first_spinner || !traced(first_spinner)) usleep(50);
+    execl(self, self, "after", (char *)NULL);
+    perror("execl");
+    exit(1);
+    return arg;
+}
+
+int main(int argc, char **argv) {
+    char buf[64];
+    self = argv[0];
+    if (argc > 1 && strcmp(argv[1], "after") == 0) {
+        announce("after");
+        while (read(0, buf, sizeof buf) > 0) {
+        }
+        return 0;
+    }
+    const char *count = argc > 1 ? strchr(argv[1], '=') : NULL;
+    int n = count ? atoi(count + 1) : 20;
+    pthread_t t;
+    for (int i = 0; i < n; i++) pthread_create(&t, NULL, spin, NULL);
+    while (!first_spinner) usleep(100);
+    usleep(1000);
+    pthread_create(&t, NULL, watch, NULL);
+    announce("main");
+    while (read(0, buf, sizeof buf) > 0) {
+    }
+    return 0;
+}
