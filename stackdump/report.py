@@ -69,6 +69,9 @@ def core_lines(core: CoreInfo) -> Iterator[str]:
         yield f"signal_thread: {core.signal_thread}"
         if core.fault_address is not None:
             yield f"fault_address: 0x{core.fault_address:x}"
+        if core.sender is not None:
+            yield f"signal_sender_pid: {core.sender[0]}"
+            yield f"signal_sender_uid: {core.sender[1]}"
     for problem in core.problems:
         yield f"core_problem: {escape(problem)}"
 

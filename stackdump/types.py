@@ -283,6 +283,7 @@ class CoreInfo:
     signal: int  # the signal that killed it (0 for a gcore of a live process)
     signal_code: int = 0
     fault_address: Optional[int] = None  # si_addr, for SIGSEGV, SIGBUS, SIGILL, SIGFPE
+    sender: Optional[Tuple[int, int]] = None  # (pid, uid) of the process that sent it
     signal_thread: int = 0  # the thread that received it (the first thread in the core)
     problems: Tuple[str, ...] = ()  # what the file lacks (truncated, malformed notes)
 

@@ -203,3 +203,61 @@ def test_exe_and_sysroot_find_files_elsewhere(threads_bin, tmp_path):
     wrong = run_stackdump("--core", str(core), "--exe", str(other))
     frames = parse_report(wrong.stdout).thread(reader).frames
     assert not any(f.startswith("blocking_read") for f in frames), frames
+
+
+def test_a_signal_sent_with_kill_names_its_sender_not_a_fault_address(threads_bin, tmp_path):
+    """SIGSEGV sent by kill(): si_code is SI_USER and the kernel's siginfo holds the
+    sender's pid and uid where a fault's address would be (issue 28). gdb reads the same."""
+    import resource
+    import signal
+
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    if pattern.startswith("|") or "/" in pattern or "%" in pattern:
+        reason = f"kernel.core_pattern is {pattern!r}: cores do not land in the cwd here"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    binary = threads_bin("O2")
+
+    def allow_cores():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    process = subprocess.Popen(
+        [str(binary), "read=2"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        preexec_fn=allow_cores,
+    )
+    for _ in range(3):
+        assert process.stdout.readline().startswith(b"ready ")
+    os.kill(process.pid, signal.SIGSEGV)
+    assert process.wait(timeout=60) == -signal.SIGSEGV
+    core = tmp_path / pattern
+    if not core.exists():
+        core = tmp_path / f"{pattern}.{process.pid}"
+    out = run_stackdump("--core", str(core), "--mode", "disabled")
+    assert out.returncode == 0, out.stderr
+    header = parse_report(out.stdout).header
+    assert header["signal"] == "SIGSEGV"
+    assert "fault_address" not in header
+    assert header["signal_sender_pid"] == str(os.getpid())
+    assert header["signal_sender_uid"] == str(os.getuid())
+    gdb = subprocess.run(
+        [
+            "gdb",
+            "-batch",
+            "-nx",
+            "-c",
+            str(core),
+            str(binary),
+            "-ex",
+            "p $_siginfo.si_code",
+            "-ex",
+            "p $_siginfo._sifields._kill.si_pid",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    assert re.findall(r"^\$\d+ = (-?\d+)$", gdb, re.M) == ["0", str(os.getpid())], gdb

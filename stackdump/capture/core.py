@@ -213,6 +213,7 @@ def capture_core(
         signal=signal,
         signal_code=core.signal_code,
         fault_address=core.fault_address,
+        sender=core.sender if signal else None,
         signal_thread=core.threads[0].tid if core.threads else 0,
         problems=core.problems,
     )

@@ -101,6 +101,8 @@ class Core:
     signal: int = 0  # NT_SIGINFO's si_signo, else the first thread's pr_cursig
     signal_code: int = 0
     fault_address: Optional[int] = None  # si_addr, for SIGSEGV, SIGBUS, SIGILL, SIGFPE
+    # si_pid, si_uid of a signal sent by a process (kill(), tgkill(), sigqueue(): si_code <= 0)
+    sender: Optional[Tuple[int, int]] = None
     problems: Tuple[str, ...] = ()  # what was cut short (a truncated file, a bad note)
     writer: str = "kernel"  # "gdb" for gcore's (its notes include gdb's own)
 
@@ -188,7 +190,11 @@ def _read_notes(core: Core, data: bytes, problems: List[str]) -> Core:
             elif kind == NT_SIGINFO and len(desc) >= 24:
                 signo, _errno, code = struct.unpack_from("<iii", desc)
                 changes.update(signal=signo, signal_code=code)
-                if signo in (4, 7, 8, 11):  # SIGILL, SIGBUS, SIGFPE, SIGSEGV: si_addr
+                if code <= 0:
+                    # Sent by a process (SI_USER, SI_QUEUE, SI_TKILL...): the union holds
+                    # the sender's si_pid and si_uid, not an address.
+                    changes["sender"] = struct.unpack_from("<iI", desc, 16)
+                elif signo in (4, 7, 8, 11):  # SIGILL, SIGBUS, SIGFPE, SIGSEGV: si_addr
                     changes["fault_address"] = struct.unpack_from("<Q", desc, 16)[0]
             elif kind == NT_AUXV:
                 usable = len(desc) - len(desc) % 16

@@ -37,6 +37,8 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
             "signal": signal_name(h.core.signal) if h.core.signal else None,
             "signal_thread": h.core.signal_thread if h.core.signal else None,
             "fault_address": h.core.fault_address,
+            "signal_sender_pid": h.core.sender[0] if h.core.sender else None,
+            "signal_sender_uid": h.core.sender[1] if h.core.sender else None,
             "problems": [escape(p) for p in h.core.problems],
         }
     yield f'{{"schema": {SCHEMA_VERSION}, "header": {_dump(header)}, "threads": ['
