@@ -684,6 +684,11 @@ def command(run: Run, output: Optional[str], **params) -> int:
         run.destination.abort()
         raise
     _warn(report.warnings)
+    if report.header.core is not None:
+        for problem in report.header.core.problems:
+            _error(f"core {quote(report.header.core.path)}: {problem}")
+        if not report.threads and report.header.core.problems:
+            _error("no thread could be read from the core")
     if report.summary.exec_seen:
         _error(
             f"process {report.header.pid} called exec() during the dump and now runs "

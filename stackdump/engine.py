@@ -384,7 +384,8 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
     else:
         frames = [symbolizer.unsymbolized(frame) for frame in result.frames]
     bounds = (thread.stack_map.start, thread.stack_map.end) if thread.stack_map else None
-    unwind_status, error = result.unwind_status, result.error
+    # What capture said of the stack (a core cut before it) is why the unwind failed.
+    unwind_status, error = result.unwind_status, thread.error or result.error
     if thread.coroutine and frames and _coroutine_start(frames[-1].function):
         # A fiber's stack begins in the trampoline make_fcontext set up, which has no CFI:
         # reaching it is the end of the stack, not a failure.

@@ -486,4 +486,5 @@ class Report:
             or s.foreign > 0
             or gave_up
             or bool(s.exec_seen)
+            or bool(self.header.core is not None and self.header.core.problems)
         )

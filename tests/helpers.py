@@ -378,8 +378,9 @@ def parse_report(text: str) -> ParsedReport:
     i = len(HEADER_KEYS) + 1
     while lines[i] != "":  # keys appended to the header (docs/FORMAT.md allows it)
         k, sep, v = lines[i].partition(": ")
-        assert sep and re.fullmatch(r"[a-z_]+", k) and k not in header, lines[i]
-        header[k] = v
+        repeats = k == "core_problem"  # one line per problem (docs/FORMAT.md)
+        assert sep and re.fullmatch(r"[a-z_]+", k) and (repeats or k not in header), lines[i]
+        header[k] = f"{header[k]}\n{v}" if k in header else v
         i += 1
     assert lines[i] == "", "blank line after header"
     i += 1

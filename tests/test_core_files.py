@@ -261,3 +261,49 @@ def test_a_signal_sent_with_kill_names_its_sender_not_a_fault_address(threads_bi
         timeout=300,
     ).stdout
     assert re.findall(r"^\$\d+ = (-?\d+)$", gdb, re.M) == ["0", str(os.getpid())], gdb
+
+
+def test_a_truncated_core_says_so_and_never_exits_0(kernel_core, tmp_path):
+    """A full disk cuts a core anywhere: before its notes (no thread at all) or inside its
+    memory (stacks missing). Both say how much of the file is there, in the header and on
+    stderr, and exit 1 (issue 28)."""
+    _, core, tids = kernel_core
+    data = core.read_bytes()
+    phoff, phnum = int.from_bytes(data[32:40], "little"), int.from_bytes(data[56:58], "little")
+    promised = 0
+    notes_at = None
+    for i in range(phnum):
+        at = phoff + i * 56
+        p_type = int.from_bytes(data[at : at + 4], "little")
+        offset = int.from_bytes(data[at + 8 : at + 16], "little")
+        filesz = int.from_bytes(data[at + 32 : at + 40], "little")
+        promised = max(promised, offset + filesz)
+        if p_type == 4:  # PT_NOTE
+            notes_at = offset
+    assert promised == len(data) and notes_at is not None
+    cut = tmp_path / "cut"
+
+    cut.write_bytes(data[: notes_at + 16])
+    out = run_stackdump("--core", str(cut), "--mode", "fast")
+    assert out.returncode == 1, out.stderr
+    problem = f"the file is truncated: it holds {notes_at + 16} of the {promised} bytes"
+    assert any(v.startswith(problem) for v in _core_problems(out.stdout)), out.stdout
+    assert problem in out.stderr
+    assert "no thread could be read from the core" in out.stderr
+    assert parse_report(out.stdout).threads == []
+
+    # Cut in the middle of the memory: the threads whose stacks are gone say why.
+    half = len(data) // 2
+    cut.write_bytes(data[:half])
+    out = run_stackdump("--core", str(cut), "--mode", "fast")
+    assert out.returncode == 1, out.stderr
+    assert f"the file is truncated: it holds {half} of the {promised} bytes" in out.stderr
+    report = parse_report(out.stdout)
+    assert sorted(t.tid for t in report.threads) == sorted(sum(tids.values(), []))
+    errors = {t.keys.get("error") for t in report.threads}
+    assert '"the core file is truncated: its stack is in the part cut off"' in errors, errors
+    assert all("outside the thread's stack mapping" not in (e or "") for e in errors), errors
+
+
+def _core_problems(text: str) -> List[str]:
+    return [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("core_problem")]

@@ -183,7 +183,9 @@ def capture_core(
         if selected is not None and t.tid not in selected:
             continue
         name = core.name if t.tid == core.pid or (index == 0 and not core.pid) else "?"
-        threads.append(_thread(t, name, arch_regs(t.registers), maps, memory, options))
+        threads.append(
+            _thread(t, name, arch_regs(t.registers), maps, memory, options, core.truncated)
+        )
     files = CoreFiles(stream, memory, sysroot, exe_path, exe, build_ids, fetch)
     coroutines, truncated = None, False
     from stackdump.capture.coroutines import (
@@ -464,16 +466,19 @@ def _registers_of(core: Core):
     return x86_64_regs
 
 
-def _thread(t, name: str, regs: Registers, maps: Sequence[MemoryMap], memory, options):
+def _thread(
+    t, name: str, regs: Registers, maps: Sequence[MemoryMap], memory, options, truncated: bool
+):
     sp = regs.get(regs.arch.sp) or 0
     mapping = next((m for m in maps if m.start <= sp < m.end), None)
+    lost = "the core file is truncated: its stack is in the part cut off"
     if mapping is None:
         return ThreadSnapshot(
             tid=t.tid, name=name, status=ThreadStatus.OK, regs=regs,
-            error="its stack pointer is in no memory the core holds",
+            error=lost if truncated else "its stack pointer is in no memory the core holds",
         )  # fmt: skip
     stack = memory.read(sp, min(mapping.end - sp, options.stack_bytes))
-    error = "" if stack else "the core does not hold its stack (a truncated core?)"
+    error = "" if stack else (lost if truncated else "the core does not hold its stack")
     return ThreadSnapshot(
         tid=t.tid,
         name=name,

@@ -104,6 +104,7 @@ class Core:
     # si_pid, si_uid of a signal sent by a process (kill(), tgkill(), sigqueue(): si_code <= 0)
     sender: Optional[Tuple[int, int]] = None
     problems: Tuple[str, ...] = ()  # what was cut short (a truncated file, a bad note)
+    truncated: bool = False  # the file is shorter than its program headers say
     writer: str = "kernel"  # "gdb" for gcore's (its notes include gdb's own)
 
 
@@ -133,22 +134,40 @@ def parse_core(stream: BinaryIO) -> Core:
     stream.seek(phoff)
     table = stream.read(count * phentsize)
     segments, notes = [], []
+    promised = phoff + phnum * phentsize  # the end of what the headers describe
+    cut_at: Optional[int] = None  # the first address whose bytes the file lacks
+    notes_cut = False
     for i in range(len(table) // phentsize):
         p_type, flags, offset, vaddr, _paddr, filesz, memsz, _align = _PHDR.unpack_from(
             table, i * phentsize
         )
+        promised = max(promised, offset + filesz)
         if p_type == PT_LOAD:
             held = max(0, min(filesz, size - offset))
-            if held < filesz:
-                problems.append(f"the file is truncated: memory at 0x{vaddr:x} is cut short")
+            if held < filesz and (cut_at is None or vaddr + held < cut_at):
+                cut_at = vaddr + held
             segments.append(CoreSegment(vaddr, memsz, offset, held, flags))
-        elif p_type == PT_NOTE and offset < size:
-            stream.seek(offset)
-            notes.append(stream.read(min(filesz, size - offset, _MAX_NOTE_BYTES)))
+        elif p_type == PT_NOTE:
+            notes_cut = notes_cut or offset + filesz > size
+            if offset < size:
+                stream.seek(offset)
+                notes.append(stream.read(min(filesz, size - offset, _MAX_NOTE_BYTES)))
+    if size < promised:
+        # One line for what a full disk or a core size limit did: the reader needs the
+        # size to tell "cut" from "damaged" and which part is gone.
+        where = []
+        if notes_cut:
+            where.append("its notes (threads, registers, files) are cut short")
+        if cut_at is not None:
+            where.append(f"memory from 0x{cut_at:x} on is missing")
+        problems.append(
+            f"the file is truncated: it holds {size} of the {promised} bytes its program "
+            "headers describe" + ("; " + ", ".join(where) if where else "")
+        )
     core = Core(machine, tuple(sorted(segments, key=lambda s: s.vaddr)), (), ())
     for data in notes:
         core = _read_notes(core, data, problems)
-    return _with(core, problems=tuple(dict.fromkeys(problems)))
+    return _with(core, problems=tuple(dict.fromkeys(problems)), truncated=size < promised)
 
 
 def _with(core: Core, **changes) -> Core:
