@@ -670,6 +670,11 @@ def command(run: Run, output: Optional[str], **params) -> int:
         if refusal is not None:
             _say("note", f"no kernel stacks: {refusal}", style="bold yellow")
     profiling = sampling is not None or view.format in PROFILE_FORMATS
+    if run.core is not None and profiling:
+        raise InvalidArgument(
+            f"--format {view.format} is a profile, sampled from a live process (-p): a core "
+            "file's report is text, json or folded"
+        )
     if profiling:
         _check_profile_view(view, options)
         count, interval = sampling or (1, 100)

@@ -307,3 +307,57 @@ def test_a_truncated_core_says_so_and_never_exits_0(kernel_core, tmp_path):
 
 def _core_problems(text: str) -> List[str]:
     return [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("core_problem")]
+
+
+def test_a_core_naming_a_file_that_is_not_utf8_keeps_its_bytes(threads_bin, tmp_path):
+    """The program's own name is \\xff\\xfe: NT_FILE, NT_PRPSINFO and the report hold those
+    bytes, escaped as docs/FORMAT.md says, in every format (issue 28)."""
+    import resource
+    import signal
+
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    if pattern.startswith("|") or "/" in pattern or "%" in pattern:
+        reason = f"kernel.core_pattern is {pattern!r}: cores do not land in the cwd here"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    program = os.path.join(os.fsencode(tmp_path), b"thr\xff\xfe")
+    shutil.copy(threads_bin("O2"), program)
+
+    def allow_cores():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    process = subprocess.Popen(
+        [program, b"read=1"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        preexec_fn=allow_cores,
+    )
+    for _ in range(2):
+        assert process.stdout.readline().startswith(b"ready ")
+    os.kill(process.pid, signal.SIGSEGV)
+    assert process.wait(timeout=60) == -signal.SIGSEGV
+    core = tmp_path / pattern
+    if not core.exists():
+        core = tmp_path / f"{pattern}.{process.pid}"
+    shown = f"{tmp_path}/thr\\xff\\xfe"
+
+    out = run_stackdump("--core", str(core), "--mode", "disabled")
+    assert out.returncode == 0, out.stderr
+    report = parse_report(out.stdout)
+    assert report.header["exe"] == shown
+    assert report.header["cmdline"].split()[0] == f"{tmp_path}/thr\\xff\\xfe"
+    assert report.thread(process.pid).name == "thr\\xff\\xfe"
+    assert any(f.endswith(f" in {shown}") for f in report.thread(process.pid).frames)
+    assert "\ufffd" not in out.stdout
+    for fmt in ("json", "folded"):
+        out = run_stackdump("--core", str(core), "--mode", "disabled", "--format", fmt)
+        assert out.returncode == 0, out.stderr
+        assert "thr\\\\xff\\\\xfe" in out.stdout if fmt == "json" else "thr\\xff\\xfe" in out.stdout
+        assert "\ufffd" not in out.stdout
+    out = run_stackdump("--core", str(core), "--group", "--mode", "disabled")
+    assert out.returncode == 0 and shown in out.stdout, out.stderr
+    # A profile format is for a live process: a usage error, not "no such process: 0".
+    out = run_stackdump("--core", str(core), "--format", "pprof")
+    assert out.returncode == 2 and "profile" in out.stderr, out.stderr

@@ -283,7 +283,7 @@ def _maps(core: Core, memory: CoreMemory) -> Tuple[MemoryMap, ...]:
         entry = files.pop(seg.vaddr, None)
         if entry is not None:
             path, offset = entry.path, entry.offset
-            inode = zlib.crc32(path.encode()) | 1  # files are told apart by path here
+            inode = zlib.crc32(os.fsencode(path)) | 1  # files are told apart by path here
         else:
             path, offset, inode = "", 0, 0
             if seg.vaddr == vdso_at:

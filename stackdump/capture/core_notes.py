@@ -258,7 +258,7 @@ def _file_note(desc: bytes) -> List[CoreFileEntry]:
 
 
 def _cstring(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return os.fsdecode(raw.split(b"\0", 1)[0])  # bytes kept: escaped when printed
 
 
 def _align4(n: int) -> int:
