@@ -694,6 +694,7 @@ def command(run: Run, output: Optional[str], **params) -> int:
             _error(f"core {quote(report.header.core.path)}: {problem}")
         if not report.threads and report.header.core.problems:
             _error("no thread could be read from the core")
+        _warn(_unnamed_memory_hint(report))
     if report.summary.exec_seen:
         _error(
             f"process {report.header.pid} called exec() during the dump and now runs "
@@ -709,6 +710,29 @@ def command(run: Run, output: Optional[str], **params) -> int:
         _error(_interruption_note(report, run.interrupts.signal_name))
         return EXIT_PARTIAL
     return EXIT_PARTIAL if report.partial else EXIT_OK
+
+
+def _unnamed_memory_hint(report: Report) -> Tuple[str, ...]:
+    """For a core that names no files (qemu-user writes no NT_FILE), when frames fell in
+    memory no object was found for: what would name them."""
+    core = report.header.core
+    if core is None or core.names_files:
+        return ()
+    lost = sum(1 for t in report.threads for f in t.frames if f.function is None)
+    lost -= sum(m.unknown_frames for m in report.modules)
+    if lost <= 0:
+        return ()
+    where = (
+        f"not under --sysroot {quote(core.sysroot)}"
+        if core.sysroot
+        else "looked for on this machine's own root, which may not be the target's"
+    )
+    return (
+        f"{lost} frame(s) are in memory no object was found for: the core names no mapped "
+        f"files (no NT_FILE note, as qemu-user writes its cores), so the objects the "
+        f"dynamic loader lists were {where}; give --sysroot DIR (the target's root "
+        "filesystem) and --exe PATH (the program)",
+    )
 
 
 def _address_lookup(params: dict) -> Optional[Tuple[str, Optional[str], int, bool]]:

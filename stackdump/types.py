@@ -284,6 +284,8 @@ class CoreInfo:
     signal_code: int = 0
     fault_address: Optional[int] = None  # si_addr, for SIGSEGV, SIGBUS, SIGILL, SIGFPE
     sender: Optional[Tuple[int, int]] = None  # (pid, uid) of the process that sent it
+    names_files: bool = True  # the core has an NT_FILE note (qemu-user's cores have none)
+    sysroot: str = ""  # --sysroot, as given
     signal_thread: int = 0  # the thread that received it (the first thread in the core)
     problems: Tuple[str, ...] = ()  # what the file lacks (truncated, malformed notes)
 

@@ -155,3 +155,45 @@ def test_aarch64_pointer_authentication_signatures_are_stripped(cross, build_dir
     names = [_pc_and_name(f)[1] for f in frames]
     assert names[:3] == ["crash_here", "crash_caller", "crasher_main"], frames
     assert _pc_and_name(frames[2])[0] == saved_lr & ((1 << 48) - 1)
+
+
+def _run_core(core: Path, *args: str):
+    out = run_stackdump("--core", str(core), "-a", "--mode", "disabled", *args)
+    assert out.returncode == 0, out.stderr
+    return parse_report(out.stdout), out.stderr
+
+
+def test_aarch64_callers_are_found_or_doubted_never_dropped_silently(cross, tmp_path):
+    """Built without frame pointers, with the libraries' files missing (no --sysroot): a
+    frame-pointer step out of libc's read lands on a function that keeps no frame record;
+    its CFI, from the sp where it returns right after a call to itself, finds the caller
+    the frame-pointer chain skips. With no file at all, every thread that gdb-multiarch
+    (given every file) unwinds differently says why in `error=` (issue 28)."""
+    binary = cross("nofp")
+    core, tids = _guest_core(binary, tmp_path, "plain")
+    gdb_pcs, _ = _gdb(binary, core)
+
+    report, _ = _run_core(core, "--exe", str(binary))
+    for t in report.threads:
+        pcs = [_pc_and_name(f)[0] for f in t.frames]
+        if pcs != gdb_pcs[t.tid]:
+            assert "if its function saved no frame record" in t.keys.get("error", ""), (
+                t.tid,
+                pcs,
+                gdb_pcs[t.tid],
+            )
+    for role in ("read", "crasher"):
+        for tid in tids[role]:
+            pcs = [_pc_and_name(f)[0] for f in report.thread(tid).frames]
+            assert pcs == gdb_pcs[tid], (role, pcs, gdb_pcs[tid])
+
+    report, stderr = _run_core(core, "--sysroot", str(tmp_path))
+    for t in report.threads:
+        pcs = [_pc_and_name(f)[0] for f in t.frames]
+        assert pcs == gdb_pcs[t.tid] or "saved no frame record" in t.keys.get("error", ""), (
+            t.tid,
+            pcs,
+            gdb_pcs[t.tid],
+        )
+    assert "the core names no mapped files (no NT_FILE note" in stderr, stderr
+    assert "give --sysroot DIR" in stderr and "--exe PATH" in stderr

@@ -165,6 +165,7 @@ def capture_core(
         raise InvalidCore(f"cannot read core file {path}: {e}") from None
     exe_path = _executable(core)
     memory = CoreMemory(stream, core, _backing(core, sysroot, exe_path, exe))
+    names_files = bool(core.files)
     if not core.files:
         # No NT_FILE (qemu-user's cores, older writers): the loader's own list says which
         # objects are where, as gdb reads it.
@@ -216,6 +217,8 @@ def capture_core(
         signal_code=core.signal_code,
         fault_address=core.fault_address,
         sender=core.sender if signal else None,
+        names_files=names_files,
+        sysroot=sysroot,
         signal_thread=core.threads[0].tid if core.threads else 0,
         problems=core.problems,
     )

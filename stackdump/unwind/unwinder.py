@@ -34,7 +34,7 @@ from stackdump.unwind.cfi import (
     CfiRow,
 )
 from stackdump.unwind.memory import StackMemory
-from stackdump.unwind.recover import CodeSource, call_verdict, find_frame_record
+from stackdump.unwind.recover import CodeSource, Verdict, call_verdict, find_frame_record
 
 CfiLookup = Callable[[int], Optional[CfiRow]]
 # Whether an address lies in code (unwind.code_map.CodeMap); None: no check.
@@ -108,6 +108,7 @@ def unwind(
         fp_status=fp_status,
         error=fp_error,
     )
+    fp_result = _doubt_the_leaf(fp_result, regs, cfi_lookup, code, is_code)
     if cfi_lookup is None:
         return fp_result
     hybrid = walk_hybrid(
@@ -136,6 +137,35 @@ def unwind(
         fp_status=fp_status,
         unwind_status=hybrid.status,
         error=hybrid.error,
+    )
+
+
+def _doubt_the_leaf(
+    result: UnwindResult,
+    regs: Registers,
+    cfi_lookup: Optional[CfiLookup],
+    code: Optional[CodeSource],
+    is_code: IsCode,
+) -> UnwindResult:
+    """A frame-pointer walk on a link-register processor (aarch64) cannot tell, without
+    CFI, whether the innermost function saved a frame record: if it did not, its caller is
+    in the link register and the walk skipped it. Said in `error`, never left silent."""
+    arch = regs.arch
+    frames = result.frames
+    if arch.ra_column == arch.pc or result.error or len(frames) < 2:
+        return result
+    if cfi_lookup is not None and cfi_lookup(regs.pc) is not None:
+        return result
+    lr = (regs.get(arch.ra_column) or 0) & arch.address_mask
+    if not lr or lr == frames[1].pc or (is_code is not None and lr not in is_code):
+        return result
+    readable = code is not None and len(code.code(lr - 4, 4)) == 4
+    if readable and call_verdict(code, lr, None, arch) is None:
+        return result  # no call before it: the link register holds no return address
+    return replace(
+        result,
+        error=f"pc 0x{regs.pc:x} has no CFI: if its function saved no frame record, its "
+        f"caller is 0x{lr:x} (the link register), which the frame-pointer walk skips",
     )
 
 
@@ -208,9 +238,27 @@ def walk_hybrid(
     seen = set()
     status, error = UnwindStatus.FRAME_LIMIT, ""
     recovered = 0
+    # On a link-register processor the frame record sits at the bottom of its function's
+    # frame: a frame-pointer step knows only a lower bound of the caller's sp.
+    sp_is_a_floor = False
     while len(frames) < max_frames:
         lookup_pc = lookup_address(pc, activation)
         row = cfi_lookup(lookup_pc)
+        if row is not None and sp_is_a_floor:
+            settled = _sp_above_record(row, regs, lookup_pc, memory, code, is_code, arch)
+            if settled is not None:
+                regs = {**regs, arch.sp: settled}
+                frames[-1] = replace(frames[-1], sp=settled)
+        sp_is_a_floor = False
+        if row is None and len(frames) == 1 and arch.ra_column != arch.pc:
+            leaf = _leaf_step(regs, memory, cfi_lookup, code, is_code, arch)
+            if leaf is not None:
+                # A leaf that saved no frame record: its caller is in the link register,
+                # which a frame-pointer step would skip.
+                new_regs, cfa = leaf
+                frames.append(Frame(pc=new_regs[arch.pc], sp=cfa, cfa=cfa, method="stack_top"))
+                regs, pc, activation = new_regs, new_regs[arch.pc], False
+                continue
         trampoline = _sigreturn(regs, memory, code, arch) if row is None else None
         if trampoline is not None:
             # A signal trampoline without CFI: the interrupted frame, from the sigcontext.
@@ -287,7 +335,94 @@ def walk_hybrid(
             Frame(pc=new_pc, sp=new_regs[arch.sp], cfa=cfa, method=method, activation=signal)
         )
         regs, pc, activation = new_regs, new_pc, signal
+        sp_is_a_floor = method == "frame_pointer" and arch.ra_column != arch.pc
     return HybridResult(tuple(frames), status, used_cfi, error, recovered)
+
+
+# How far above a frame record the caller's sp is looked for (the callee's locals and
+# saved registers lie between): bigger frames keep the floor.
+_RECORD_SLACK = 4096
+
+
+def _return_confirmed(
+    row: CfiRow,
+    regs: Dict[int, int],
+    memory: StackMemory,
+    code: CodeSource,
+    is_code: IsCode,
+    callee_start: int,
+    arch: Arch,
+) -> Optional[Tuple[Dict[int, int], int]]:
+    """The CFI step at `regs` when the return address it finds follows a direct call to
+    `callee_start` (the frame's own function), else None."""
+    try:
+        new_regs, cfa = _step_cfi(row, regs, memory, arch)
+    except (_StepFailed, _MissingRegister):
+        return None
+    ra = new_regs.get(arch.pc)
+    if not ra or (is_code is not None and ra not in is_code):
+        return None
+    if call_verdict(code, ra, callee_start, arch) is not Verdict.CONFIRMED:
+        return None
+    return new_regs, cfa
+
+
+def _sp_above_record(
+    row: CfiRow,
+    regs: Dict[int, int],
+    lookup_pc: int,
+    memory: StackMemory,
+    code: Optional[CodeSource],
+    is_code: IsCode,
+    arch: Arch,
+) -> Optional[int]:
+    """The sp of a frame reached by a frame-pointer step on aarch64: the first at or above
+    the floor from which the frame's CFI finds a return address just after a call to the
+    frame's own function. None when none does (the floor is kept)."""
+    if code is None or row.cfa[0] != "reg" or row.cfa[1][0] != arch.sp:  # type: ignore[index]
+        return None
+    start = code.function_start(lookup_pc)
+    if start is None:
+        return None
+    floor = regs[arch.sp]
+    for sp in range(floor, floor + _RECORD_SLACK, arch.word_size * 2):
+        if _return_confirmed(row, {**regs, arch.sp: sp}, memory, code, is_code, start, arch):
+            return sp
+    return None
+
+
+def _leaf_step(
+    regs: Dict[int, int],
+    memory: StackMemory,
+    cfi_lookup: CfiLookup,
+    code: Optional[CodeSource],
+    is_code: IsCode,
+    arch: Arch,
+) -> Optional[Tuple[Dict[int, int], int]]:
+    """The innermost frame, without CFI, stepped by its link register when that is proven:
+    the link register follows a call, and the function it returns into, unwound by its own
+    CFI from an sp at or above the leaf's, returns right after a call to itself. A stale
+    link register (the function saved a record and has called since) returns into the
+    function itself, which has no CFI here: not proven, and the frame pointer is used."""
+    if code is None:
+        return None
+    lr = regs.get(arch.ra_column, 0) & arch.address_mask
+    if not lr or (is_code is not None and lr not in is_code):
+        return None
+    if call_verdict(code, lr, None, arch) is None:
+        return None
+    row = cfi_lookup(lr - 1)
+    start = code.function_start(lr - 1)
+    if row is None or start is None or row.cfa[0] != "reg" or row.cfa[1][0] != arch.sp:  # type: ignore[index]
+        return None
+    sp = regs[arch.sp]
+    new = {reg: regs[reg] for reg in arch.callee_saved if reg in regs}
+    new[arch.pc] = lr
+    for candidate in range(sp, sp + _RECORD_SLACK, arch.word_size * 2):
+        trial = {**new, arch.sp: candidate}
+        if _return_confirmed(row, trial, memory, code, is_code, start, arch):
+            return trial, candidate
+    return None
 
 
 def _stack_top_step(
