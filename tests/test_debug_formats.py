@@ -369,3 +369,46 @@ def test_a_dwo_replaced_by_a_fifo_is_skipped_with_a_warning(tmp_path):
     assert any(
         "Reader<" in f and "read_one" in f for f in report.thread(target.tid("worker")).functions()
     )
+
+
+def test_a_missing_or_foreign_dwz_supplement_falls_back_to_symbol_names(build_dir, tmp_path):
+    """dwz moved shared DIEs and strings to a supplementary file; without it (or with another
+    build's), the DIE offsets are no names: frames are named from the symbol table, and one
+    warning names the file looked for (issue 28). Before, offsets printed as names
+    (`6# 23111 at cxx_threads.cpp:118`)."""
+    need_tool("dwz", "dwz")
+    one, two, twin, other = (tmp_path / n for n in ("one", "two", "twin", "other"))
+    builds = ((one, []), (two, ["-DDWZ_TWIN"]), (twin, ["-DDWZ_TWIN"]), (other, ["-O1"]))
+    for out, extra in builds:
+        shutil.copy(compile_target("cxx_threads.cpp", build_dir, "dwz-lost" + "".join(extra),
+                                   ["-O2", "-g", *extra]), out)  # fmt: skip
+    common = tmp_path / "common.debug"
+    subprocess.run(["dwz", "-m", str(common), "-M", str(common), str(one), str(two)],
+                   check=True, capture_output=True)  # fmt: skip
+    foreign = tmp_path / "foreign.debug"
+    subprocess.run(["dwz", "-m", str(foreign), "-M", str(foreign), str(twin), str(other)],
+                   check=True, capture_output=True)  # fmt: skip
+    roles = {"worker": 1, "spin": 1, "waiter": 1, "thrower": 1}  # cxx_threads takes no args
+    with Target(one, roles).wait_ready() as target:
+        expected = run_stackdump("-p", str(target.pid), "--mode", "disabled", "--no-cache")
+        # The program's own frames, named from its symbol table: index -> name.
+        by_symbols = {
+            t.tid: {i: n for i, (n, f) in enumerate(zip(t.functions(), t.frames))
+                    if f.endswith(f" in {one}")}
+            for t in parse_report(expected.stdout).threads
+        }  # fmt: skip
+        for replacement in (None, foreign):
+            common.unlink(missing_ok=True)
+            if replacement is not None:
+                shutil.copy(replacement, common)  # the same name, another build
+            out = run_stackdump("-p", str(target.pid), "--mode", "full_with_inline", "--no-cache")
+            assert out.returncode == 0, out.stderr
+            warnings = [line for line in out.stderr.splitlines() if "dwz supplementary" in line]
+            assert len(warnings) == 1 and f'"{common}"' in warnings[0], out.stderr
+            for t in parse_report(out.stdout).threads:
+                physical = [f for f in t.frames if not f.endswith(" (inlined)")]
+                names = [re.split(r" at | in ", f, maxsplit=1)[0] for f in physical]
+                assert not any(re.fullmatch(r"\d+", n) for n in names), t.frames
+                if t.tid != target.tid("spin"):  # it moves between the dumps
+                    ours = {i: names[i] for i in by_symbols[t.tid]}
+                    assert ours == by_symbols[t.tid], t.frames

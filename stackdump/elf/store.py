@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import re
 import zlib
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
@@ -145,8 +146,13 @@ class LoadedObject:
         with it; None when it cannot be found."""
         if self._supplements is None:
             return None
-        source = self.debug if self.debug is not None else self.elf
-        found = self._supplements(source.path if source else None, name, build_id)
+        if self.debug is not None:
+            path: Optional[str] = self.debug.path
+        else:
+            # The object as the target names it (its own path may be a pinned descriptor's):
+            # a relative name is relative to its directory.
+            path = self.origin or (self.elf.path if self.elf else None)
+        found = self._supplements(path, name, build_id)
         if found is not None:
             self._opened.append(found)
         return found
@@ -160,6 +166,28 @@ class LoadedObject:
             if obj is not None:
                 obj.close()
         self._opened.clear()
+
+
+def _missing_supplement(
+    debug_path: Optional[str], name: str, build_id: str, looked_in: Sequence[str]
+) -> str:
+    """The warning for a dwz supplementary file that is missing or is another build."""
+    owner = quote(debug_path) if debug_path else "a debug file"
+    where = ", ".join(quote(p) for p in looked_in) or "nowhere"
+    # Debian's dbgsym packages put it in /usr/lib/debug/.dwz/TRIPLET/PACKAGE.debug, and the
+    # PACKAGE-dbgsym package ships it.
+    found = re.search(r"/\.dwz/[^/]+/([^/]+)\.debug$", name)
+    fix = (
+        f"install {found.group(1)}-dbgsym (it ships {quote(name)})"
+        if found
+        else f"put the file {quote(name)} with build-id {build_id} where it is looked for"
+    )
+    return (
+        f"the debug info of {owner} refers to the dwz supplementary file {quote(name)} "
+        f"(build-id {build_id}), which is not there or is another build (looked for: "
+        f"{where}): functions described there are named from the symbol table, without "
+        f"inlined frames from it; {fix}"
+    )
 
 
 class ObjectStore:
@@ -335,7 +363,10 @@ class ObjectStore:
             if found is not None:
                 return found
         if self._downloads and self._remote is not None:
-            return self._fetched(build_id, os.path.basename(name))
+            found = self._fetched(build_id, os.path.basename(name))
+            if found is not None:
+                return found
+        self.notes.add(_missing_supplement(debug_path, name, build_id, candidates))
         return None
 
     def problem(self, pc: int) -> str:

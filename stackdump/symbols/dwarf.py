@@ -520,18 +520,25 @@ def _die_ranges(die, cu, info) -> List[Tuple[int, int]]:
     return out
 
 
+_SUPPLEMENT_REFS = frozenset(("DW_FORM_GNU_ref_alt", "DW_FORM_ref_sup4", "DW_FORM_ref_sup8"))
+
+
 def _die_name(die) -> Optional[str]:
     """Linkage name (to be demangled) else name, through abstract_origin/specification."""
     for _ in range(8):
         attrs = die.attributes
         for key in ("DW_AT_linkage_name", "DW_AT_MIPS_linkage_name", "DW_AT_name"):
             if key in attrs:
-                return _text(attrs[key].value)
+                value = attrs[key].value
+                # A string in a dwz supplementary file that is not there stays its offset.
+                return _text(value) if isinstance(value, (bytes, str)) else None
         ref = next(
             (k for k in ("DW_AT_abstract_origin", "DW_AT_specification") if k in attrs), None
         )
         if ref is None:
             return None
+        if attrs[ref].form in _SUPPLEMENT_REFS and die.dwarfinfo.supplementary_dwarfinfo is None:
+            return None  # into a missing supplementary file: read here, another DIE's name
         try:
             die = die.get_DIE_from_attribute(ref)
         except PARSE_ERRORS:
