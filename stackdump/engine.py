@@ -448,7 +448,7 @@ def _with_fix(module: ModuleEntry) -> ModuleEntry:
     if not module.unknown_frames or module.symbols == "symtab" or module.path.startswith("["):
         return module
     debuginfod = bool(os.environ.get("DEBUGINFOD_URLS", "").strip())
-    fix = symbols_fix(module.path, module.build_id, debuginfod)
+    fix = symbols_fix(module.path, module.build_id, debuginfod, missing=not module.file_found)
     return dataclasses.replace(module, fix=fix)
 
 

@@ -422,6 +422,7 @@ class ModuleEntry:
     frames: int = 0  # frames of the report in this object
     unknown_frames: int = 0  # of which no function name was found
     fix: Optional[str] = None  # how to get its symbols, when it lacks them
+    file_found: bool = True  # the object's file was found (a core's may be elsewhere)
 
 
 @dataclass(frozen=True)

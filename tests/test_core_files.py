@@ -361,3 +361,53 @@ def test_a_core_naming_a_file_that_is_not_utf8_keeps_its_bytes(threads_bin, tmp_
     # A profile format is for a live process: a usage error, not "no such process: 0".
     out = run_stackdump("--core", str(core), "--format", "pprof")
     assert out.returncode == 2 and "profile" in out.stderr, out.stderr
+
+
+def test_hints_are_true_of_the_state_they_describe(threads_bin, tmp_path):
+    """A core whose program is gone from this machine: the object line shows the build-id
+    the core recorded (not `none`) and says the file is missing, not that it lacks symbols
+    and should be rebuilt. And a debug package that is installed is not suggested for
+    installation (issue 28)."""
+    import resource
+    import signal
+
+    from stackdump.elf.image import file_build_id
+    from stackdump.elf.packages import is_installed, symbols_fix
+
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    if pattern.startswith("|") or "/" in pattern or "%" in pattern:
+        reason = f"kernel.core_pattern is {pattern!r}: cores do not land in the cwd here"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    program = tmp_path / "gone"
+    shutil.copy(threads_bin("O2"), program)
+    build_id = file_build_id(str(program))
+
+    def allow_cores():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    process = subprocess.Popen(
+        [str(program), "read=1"], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        preexec_fn=allow_cores,
+    )  # fmt: skip
+    for _ in range(2):
+        assert process.stdout.readline().startswith(b"ready ")
+    os.kill(process.pid, signal.SIGSEGV)
+    assert process.wait(timeout=60) == -signal.SIGSEGV
+    program.unlink()
+    core = tmp_path / pattern
+    if not core.exists():
+        core = tmp_path / f"{pattern}.{process.pid}"
+    out = run_stackdump("--core", str(core), "--mode", "fast")
+    entry = next(o for o in parse_report(out.stdout).objects if o["path"] == str(program))
+    assert entry["build_id"] == build_id
+    assert entry["fix"].startswith('"the file is not on this machine'), entry
+    assert "rebuild" not in out.stdout
+
+    libc = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+    fix = symbols_fix(libc, "00" * 20)
+    if is_installed("libc6-dbg"):
+        assert fix.startswith("libc6-dbg is installed but has no debug file for this build")
+    else:
+        assert fix.startswith("apt install libc6-dbg")

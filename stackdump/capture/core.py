@@ -109,6 +109,10 @@ class CoreFiles:
         self._build_ids = build_ids  # mapped path -> build-id the core's memory shows
         self._fetch = fetch  # (build_id) -> path of the executable debuginfod has, or None
 
+    def build_id(self, module: Module) -> Optional[str]:
+        """The build-id the core's memory shows for a mapped file (its first page)."""
+        return self._build_ids.get(module.path)
+
     def path(self, module: Module) -> Optional[str]:
         wanted = self._build_ids.get(module.path)
         local = _local_path(module.path, *self._where)

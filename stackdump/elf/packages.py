@@ -35,17 +35,55 @@ def owning_package(path: str) -> Optional[str]:
     return None
 
 
-def symbols_fix(path: str, build_id: Optional[str], debuginfod: bool = False) -> str:
-    """What to do so that `path`'s functions get names. `debuginfod`: whether a server
-    was set (DEBUGINFOD_URLS); when none was, setting one is a fix too."""
+def symbols_fix(
+    path: str, build_id: Optional[str], debuginfod: bool = False, missing: bool = False
+) -> str:
+    """What to do so that `path`'s functions get names, each suggestion checked against
+    this machine first. `debuginfod`: whether a server was set (DEBUGINFOD_URLS); when
+    none was, setting one is a fix too. `missing`: the file itself was not found (a core
+    from another machine, a file deleted since)."""
+    server = ", or DEBUGINFOD_URLS set to a debuginfod server that has it"
+    if missing:
+        # Its debug file alone would not do: the code and its CFI are in the file.
+        return (
+            "the file is not on this machine as the process saw it: --sysroot DIR (the root "
+            "it was under) or --exe PATH (the program)"
+            + (f", a copy with build-id {build_id}" if build_id else "")
+            + (server if build_id and not debuginfod else "")
+        )
     where = "--debug-dir DIR with its debug file"
     if build_id:
         where += f" (DIR/.build-id/{build_id[:2]}/{build_id[2:]}.debug)"
         if not debuginfod:
-            where += ", or DEBUGINFOD_URLS set to a debuginfod server that has it"
+            where += server
     package = owning_package(path)
     if package is not None:
         debug = _DEBUG_PACKAGES.get(package, f"{package}-dbgsym")
+        if is_installed(debug):
+            # Installed, yet no debug file for this build: the process maps another version
+            # of the package than the one installed (upgraded since it started).
+            return (
+                f"{debug} is installed but has no debug file for this build"
+                + (f" ({build_id})" if build_id else "")
+                + f": the process runs another version of {package} than the one installed "
+                f"(restart it, or install the matching {debug}), or {where}"
+            )
         archive = "" if package in _DEBUG_PACKAGES else " from the debian-debug archive"
         return f"apt install {debug}{archive}, or {where}"
+    if build_id is None:
+        return f"rebuild it with symbols (do not strip it) and a build-id, or {where}"
     return f"rebuild it with symbols (do not strip it), or {where}"
+
+
+def is_installed(package: str) -> bool:
+    """Whether dpkg has `package` installed (for this machine's architecture or any)."""
+    try:
+        done = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}\n", package],
+            capture_output=True,
+            text=True,
+            timeout=_DPKG_TIMEOUT_S,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return done.returncode == 0 and "install ok installed" in done.stdout

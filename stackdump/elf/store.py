@@ -278,18 +278,24 @@ class ObjectStore:
         for key, module in modules.items():
             loaded = self.load(module)
             elf, debug = loaded.elf, loaded.debug_found
+            # A core records the build-ids of files this machine may not have.
+            recorded = getattr(self.files, "build_id", None)
+            build_id = elf.build_id() if elf is not None else None
+            if build_id is None and recorded is not None:
+                build_id = recorded(module)
             entries.append(
                 ModuleEntry(
                     path=module.path,
                     start=module.maps[0].start,
                     end=module.maps[-1].end,
                     offset=module.maps[0].offset,
-                    build_id=elf.build_id() if elf is not None else None,
+                    build_id=build_id,
                     symbols=loaded.symbol_source,
                     debug_file=debug.path if debug is not None else None,
                     dwarf=any(o is not None and o.has_section(".debug_info") for o in (elf, debug)),
                     frames=counts[key][0],
                     unknown_frames=counts[key][1],
+                    file_found=elf is not None,
                 )
             )
         return tuple(sorted(entries, key=lambda m: m.start))
