@@ -411,3 +411,40 @@ def test_hints_are_true_of_the_state_they_describe(threads_bin, tmp_path):
         assert fix.startswith("libc6-dbg is installed but has no debug file for this build")
     else:
         assert fix.startswith("apt install libc6-dbg")
+
+
+def test_sysroot_and_this_machines_debug_files_are_both_searched(threads_bin, tmp_path):
+    """--sysroot holds the target's libraries (here copies of this machine's); their debug
+    files are found by build-id under the sysroot first, then under this machine's
+    /usr/lib/debug (issue 28: the sysroot used to hide them)."""
+    need_tool("gcore", "gdb")
+    libc = "/usr/lib/x86_64-linux-gnu/libc.so.6"
+    from stackdump.elf.image import file_build_id
+
+    build_id = file_build_id(libc)
+    host_debug = f"/usr/lib/debug/.build-id/{build_id[:2]}/{build_id[2:]}.debug"
+    if not os.path.isfile(host_debug):
+        if ON_CI:
+            pytest.fail(f"libc6-dbg's {host_debug} is missing (CI installs libc6-dbg)")
+        pytest.skip(f"no {host_debug}: install libc6-dbg")
+    with Target(threads_bin("O2"), {"read": 1}).wait_ready() as target:
+        core = _gcore(target.pid, tmp_path / "core")
+        reader = target.tids["read"][0]
+        maps = Path(f"/proc/{target.pid}/maps").read_text()
+    sysroot = tmp_path / "root"
+    for path in sorted({line.split()[-1] for line in maps.splitlines() if "/" in line}):
+        if os.path.isfile(path):
+            (sysroot / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, sysroot / path.lstrip("/"))
+    out = run_stackdump("--core", str(core), "--sysroot", str(sysroot), "--mode", "fast")
+    assert out.returncode == 0, out.stderr
+    report = parse_report(out.stdout)
+    frames = report.thread(reader).frames
+    assert frames[0].startswith("read at ") or " at ../sysdeps/" in frames[0], frames
+    out = run_stackdump("--core", str(core), "--sysroot", str(sysroot), "--format", "json")
+    import json
+
+    libc_entry = next(
+        m for m in json.loads(out.stdout)["objects"] if m["path"].endswith("/libc.so.6")
+    )
+    assert libc_entry["debug_file"] == host_debug, libc_entry

@@ -90,8 +90,10 @@ def open_path(pid: int, module: Module) -> Optional[str]:
 
 def debug_roots(roots: Sequence[str], debug_dirs: Sequence[str]) -> List[str]:
     """Directories that hold debug files: /usr/lib/debug under each file-system root (the
-    target's first, then the host's), then the user's (--debug-dir, STACKDUMP_DEBUG_PATH)."""
-    places = [f"{root}/usr/lib/debug" for root in roots]
+    target's first, a core's --sysroot), then this machine's own (a file found there by
+    build-id is the right one wherever it comes from, and each is checked against it),
+    then the user's (--debug-dir, STACKDUMP_DEBUG_PATH)."""
+    places = [f"{root}/usr/lib/debug" for root in (*roots, "")]
     return list(dict.fromkeys([*places, *debug_dirs]))
 
 
