@@ -243,7 +243,7 @@ class Analyzer:
             if self.remote is not None:
                 # Capture is over: every thread runs, the network may be waited for.
                 self.remote.progress = progress
-                session.objects.allow_downloads()
+                session.objects.allow_downloads(asked)
             for done, thread in enumerate(snapshot.threads):
                 if progress is not None:
                     progress("symbolization", done, len(snapshot.threads))
@@ -321,6 +321,7 @@ class Analyzer:
         self.notes.add(self.disk.problem)
         if self.remote is not None:
             self.notes.add(self.remote.problem)
+            self.notes.add(self.remote.summary())
         return self.notes.take()
 
 

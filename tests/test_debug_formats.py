@@ -412,3 +412,38 @@ def test_a_missing_or_foreign_dwz_supplement_falls_back_to_symbol_names(build_di
                 if t.tid != target.tid("spin"):  # it moves between the dumps
                     ours = {i: names[i] for i in by_symbols[t.tid]}
                     assert ours == by_symbols[t.tid], t.frames
+
+
+def test_a_hung_debuginfod_costs_one_timeout_and_is_reported(build_dir, tmp_path):
+    """A server that accepts connections and never answers, and two files to fetch (the
+    stripped program's debug file, libstdc++'s): they are asked for at once, so the dump
+    waits one DEBUGINFOD_TIMEOUT, not one per file, and stderr (not a terminal) says which
+    files could not be fetched and why (issue 28)."""
+    full = compile_target("cxx_threads.cpp", build_dir, "dbgd-hung", ["-O2", "-g"])
+    binary = tmp_path / "hung-stripped"
+    subprocess.run(["objcopy", "--strip-debug", str(full), str(binary)], check=True)
+    timeout = 5
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)  # the kernel completes connections; nobody ever reads or answers
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        env = {
+            **os.environ,
+            "DEBUGINFOD_URLS": url,
+            "DEBUGINFOD_TIMEOUT": str(timeout),
+            "DEBUGINFOD_CACHE_PATH": str(tmp_path / "cache"),
+        }
+        roles = {"worker": 1, "spin": 1, "waiter": 1, "thrower": 1}
+        with Target(binary, roles).wait_ready() as target:
+            started = time.monotonic()
+            out = run_stackdump("-p", str(target.pid), "--mode", "fast", "--no-cache", env=env)
+            took = time.monotonic() - started
+    assert out.returncode == 0, out.stderr
+    summary = [line for line in out.stderr.splitlines() if "debuginfod" in line]
+    assert len(summary) == 1, out.stderr
+    assert f"no answer within DEBUGINFOD_TIMEOUT={timeout} s at {url}" in summary[0]
+    assert "hung-stripped" in summary[0] and "libstdc++" in summary[0], summary
+    # One at a time, two files cost two timeouts (10 s) and more; at once, one and the dump.
+    assert took < 2 * timeout, f"{took:.1f} s"
+    # A timeout is no answer: nothing is cached as missing.
+    assert not list((tmp_path / "cache").glob("*/debuginfo"))

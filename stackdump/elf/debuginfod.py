@@ -18,7 +18,9 @@ when it is the running user's alone (safefs.open_private_dir: root with another 
 or DEBUGINFOD_CACHE_PATH must not read files that user planted, nor write through their
 links): otherwise files are downloaded into a private directory for this run, removed at the
 end, and `problem` says why. Called only after capture, while every thread of the target
-runs.
+runs: `prefetch` asks for the files a dump needs a few at a time, so a hung server costs one
+timeout, not one per file, and `summary` says what could not be fetched and why (printed
+whether or not stderr is a terminal: a script must learn that symbols are missing).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import stat
+import threading
 import time
-from typing import Callable, Mapping, Optional
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from stackdump import safefs
 from stackdump.elf.image import file_build_id
@@ -38,6 +42,11 @@ _BUILD_ID = re.compile(r"[0-9a-f]{2,128}")
 _DEFAULT_TIMEOUT_S = 90.0
 _CACHE_MISS_DEFAULT_S = 600
 _CHUNK = 1 << 16
+# Files fetched at once: libdebuginfod asks one server per thread; a few suffice to make a
+# hung server cost one timeout.
+_PARALLEL = 4
+# How often a prefetch that waits looks whether it was asked to stop (SIGINT).
+_POLL_S = 0.1
 Progress = Callable[[str, int, int], None]
 
 
@@ -84,6 +93,10 @@ class Debuginfod:
         self.problem = ""  # why the shared cache was not used ("" when it was)
         self._cache: Optional[str] = None  # the directory in use, chosen on first find
         self._private: Optional[str] = None  # this run's own, when the shared one is unsafe
+        # label -> why it could not be fetched ("" for: no server has it), for `summary`.
+        self.failures: Dict[str, str] = {}
+        self._failed: Set[Tuple[str, str]] = set()  # (build_id, kind) asked for in vain: not asked again
+        self._lock = threading.Lock()
 
     def cache_dir(self) -> str:
         """The shared cache when it is safe to use, else a private one for this run."""
@@ -110,12 +123,68 @@ class Debuginfod:
             shutil.rmtree(self._private, ignore_errors=True)
             self._private = None
 
+    def prefetch(
+        self, wanted: Sequence[Tuple[str, str, str]], stop: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Fetch (build_id, kind, label) into the cache, `_PARALLEL` at a time, so that the
+        `find`s that follow are cache hits. Returns when all are done, or at once when `stop()`
+        says so (the threads are daemons: a hung server never holds stackdump's exit)."""
+        pending: List[Tuple[str, str, str]] = list(dict.fromkeys(wanted))
+        if not pending:
+            return
+        self.cache_dir()  # chosen once, before the threads share it
+        done = threading.Event()
+        left = [len(pending)]
+
+        def work() -> None:
+            while True:
+                with self._lock:
+                    if not pending:
+                        return
+                    build_id, kind, label = pending.pop(0)
+                try:
+                    self.find(build_id, kind, label)
+                finally:
+                    with self._lock:
+                        left[0] -= 1
+                        if not left[0]:
+                            done.set()
+
+        progress, self.progress = self.progress, None  # one bar cannot show parallel files
+        try:
+            for _ in range(min(_PARALLEL, len(pending))):
+                threading.Thread(target=work, name="debuginfod", daemon=True).start()
+            while not done.wait(_POLL_S):
+                if stop():
+                    return
+        finally:
+            self.progress = progress
+
+    def summary(self) -> str:
+        """One line of what could not be fetched and why ("" when everything was)."""
+        with self._lock:
+            failures = dict(self.failures)
+        if not failures:
+            return ""
+        by_reason: Dict[str, List[str]] = {}
+        for label, why in failures.items():
+            by_reason.setdefault(why or "no server has it", []).append(label)
+        parts = [f"{', '.join(labels)} ({why})" for why, labels in by_reason.items()]
+        servers = " ".join(self.settings.urls)
+        return (
+            f"debuginfod ({servers}): {len(failures)} file(s) could not be fetched, their "
+            f"frames named without them: {'; '.join(parts)}"
+        )
+
     def find(self, build_id: str, kind: str = "debuginfo", label: str = "") -> Optional[str]:
         """The cached path of `kind` ("debuginfo" or "executable") for `build_id`, fetched
-        if need be; None when no server has it (or it could not be fetched)."""
+        if need be; None when no server has it (or it could not be fetched). Safe to call
+        from several threads."""
         build_id = build_id.lower()
         if not _BUILD_ID.fullmatch(build_id) or kind not in ("debuginfo", "executable"):
             return None
+        if (build_id, kind) in self._failed:
+            return None  # one timeout per file and run, not one per question
         cache = self.cache_dir()
         directory = os.path.join(cache, build_id)
         target = os.path.join(directory, kind)
@@ -127,14 +196,24 @@ class Debuginfod:
         except OSError:
             return None
         all_missing = True
+        reasons = []
         for url in self.settings.urls:
-            outcome = self._download(f"{url}/buildid/{build_id}/{kind}", target, build_id, label)
+            outcome, why = self._download(
+                f"{url}/buildid/{build_id}/{kind}", target, build_id, label
+            )
             if outcome == "ok":
+                with self._lock:
+                    self.failures.pop(label or build_id, None)
                 return target
             all_missing = all_missing and outcome == "missing"
+            if why:
+                reasons.append(f"{why} at {url}")
         if all_missing:
             with contextlib.suppress(OSError):
                 os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        with self._lock:
+            self.failures[label or build_id] = "; ".join(reasons)
+            self._failed.add((build_id, kind))
         return None
 
     def _cached(self, target: str) -> Optional[str]:
@@ -161,8 +240,8 @@ class Debuginfod:
         except (OSError, ValueError, IndexError):
             return _CACHE_MISS_DEFAULT_S
 
-    def _download(self, url: str, target: str, build_id: str, label: str) -> str:
-        """ "ok", "missing" (the server said 404) or "failed"."""
+    def _download(self, url: str, target: str, build_id: str, label: str) -> Tuple[str, str]:
+        """("ok" | "missing" (the server said 404) | "failed", why it failed)."""
         import tempfile  # (its import costs every run ~3 ms; only a download needs it)
         import urllib.error
         import urllib.request
@@ -178,32 +257,42 @@ class Debuginfod:
                 try:
                     response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310
                 except urllib.error.HTTPError as e:
-                    return "missing" if e.code == 404 else "failed"
-                except (OSError, ValueError):
-                    return "failed"
+                    return ("missing", "") if e.code == 404 else ("failed", f"HTTP {e.code}")
+                except (OSError, ValueError) as e:
+                    return "failed", self._why(e)
                 with response:
-                    if not self._copy(response, out, label or build_id):
-                        return "failed"
+                    copied = self._copy(response, out, label or build_id)
+                    if copied:
+                        return "failed", copied
             if file_build_id(tmp) != build_id:
-                return "failed"  # not what was asked for: never cached, never used
+                # Not what was asked for: never cached, never used.
+                return "failed", "the server sent a file with another build-id"
             os.chmod(tmp, 0o400)
             os.rename(tmp, target)
             tmp = ""
-            self.downloads += 1
-            return "ok"
+            with self._lock:
+                self.downloads += 1
+            return "ok", ""
         finally:
             if tmp:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
 
-    def _copy(self, response, out, label: str) -> bool:
+    def _why(self, e: BaseException) -> str:
+        reason = getattr(e, "reason", e)  # urllib wraps the socket's error
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            return f"no answer within DEBUGINFOD_TIMEOUT={self.settings.timeout_s:g} s"
+        return str(getattr(reason, "strerror", None) or reason)
+
+    def _copy(self, response, out, label: str) -> str:
+        """Copy the body; "" when it arrived whole, else why not."""
         limit = self.settings.max_size
         try:
             total = int(response.headers.get("Content-Length") or 0)
         except ValueError:
             total = 0
         if limit and total > limit:
-            return False
+            return f"bigger than DEBUGINFOD_MAXSIZE={limit}"
         done = 0
         try:
             while True:
@@ -212,10 +301,10 @@ class Debuginfod:
                     break
                 done += len(chunk)
                 if limit and done > limit:
-                    return False
+                    return f"bigger than DEBUGINFOD_MAXSIZE={limit}"
                 out.write(chunk)
                 if self.progress is not None:
                     self.progress(f"downloading {label}", done >> 10, max(total, done) >> 10)
-        except OSError:
-            return False
-        return not total or done == total
+        except OSError as e:
+            return self._why(e)
+        return "" if not total or done == total else f"cut short ({done} of {total} bytes)"

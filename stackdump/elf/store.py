@@ -58,6 +58,7 @@ class LoadedObject:
         self.origin: Optional[str] = None  # the object's path in the target's file system
         # Asked once downloads are allowed (after capture): a debug file from debuginfod.
         self._pending: Optional[Callable[[], Any]] = None
+        self.wanted: Optional[Tuple[str, str]] = None  # (build-id, label) to download
         self._supplements = supplements
         self._opened: List[ElfObject] = []
         # Why the file cannot describe what the process mapped ('' when nothing is known).
@@ -233,9 +234,19 @@ class ObjectStore:
             loaded.close()
         self._loaded.clear()
 
-    def allow_downloads(self) -> None:
-        """From now on (capture is over) debug files may come from debuginfod."""
+    def allow_downloads(self, stop: Callable[[], bool] = lambda: False) -> None:
+        """From now on (capture is over) debug files may come from debuginfod: those of the
+        objects opened so far (every object a frame is in, once unwound) are fetched now,
+        a few at a time, unless `stop()` says to give up waiting."""
         self._downloads = True
+        if self._remote is None:
+            return
+        wanted = [
+            (loaded.wanted[0], "debuginfo", loaded.wanted[1])
+            for loaded in self._loaded.values()
+            if loaded.wanted is not None and loaded._pending is not None
+        ]
+        self._remote.prefetch(wanted, stop)
 
     def lookup(self, address: int) -> Optional[Tuple[Module, MemoryMap, LoadedObject]]:
         hit = self.modules.lookup(address)
@@ -343,6 +354,7 @@ class ObjectStore:
         if debug is None and self._remote is not None and build_id and not module.is_vdso:
             label = os.path.basename(module.path)
             loaded._pending = lambda: self._download(build_id, label)
+            loaded.wanted = (build_id, label)
         return loaded
 
     def _download(self, build_id: str, label: str) -> Any:
