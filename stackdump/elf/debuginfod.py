@@ -95,7 +95,8 @@ class Debuginfod:
         self._private: Optional[str] = None  # this run's own, when the shared one is unsafe
         # label -> why it could not be fetched ("" for: no server has it), for `summary`.
         self.failures: Dict[str, str] = {}
-        self._failed: Set[Tuple[str, str]] = set()  # (build_id, kind) asked for in vain: not asked again
+        # (build_id, kind) asked for in vain: not asked again in this run.
+        self._failed: Set[Tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def cache_dir(self) -> str:
