@@ -57,6 +57,7 @@ class UnwindStatus(enum.Enum):
     FRAME_LIMIT = "frame_limit"
     STACK_COPY_LIMIT = "stack_copy_limit"
     MISSING_REGISTER = "missing_register"  # passive capture: a register no copy could recover
+    BAD_CFI = "bad_cfi"  # the CFI that describes a pc is malformed: the walk stops there
 
 
 class CaptureMethod(enum.Enum):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import dataclasses
 import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -72,6 +73,14 @@ class CfiRow:
     ra_column: int
     signal_frame: bool
     ra_signed: bool = False  # aarch64: the saved return address carries a signature
+    # Not "" when the CFI that should describe this pc is malformed (why, and where): the
+    # walk stops there with unwind_status=bad_cfi instead of guessing.
+    bad: str = ""
+    fde: str = ""  # where the row comes from ("the FDE at .eh_frame+0x144"), for messages
+
+
+def bad_row(why: str) -> CfiRow:
+    return CfiRow(("reg", (0, 0)), (), 0, False, bad=why)
 
 
 class _State:
@@ -210,6 +219,11 @@ class CfiTable:
         self._go = None  # a Go binary's GoTable (False: not one), for pcs without an FDE
         self._setup_eh_frame()
 
+    @property
+    def indexed_by_header(self) -> bool:
+        """Whether the object's FDEs are found through .eh_frame_hdr (it has CFI)."""
+        return self._eh is not None and bool(self._hdr_table)
+
     def row(self, vaddr: int) -> Optional[CfiRow]:
         """The CFI row at vaddr, or None when nothing describes it. Go code's row comes
         from Go's own pcsp table, what Go's `.debug_frame` is written from, so that no FDE
@@ -218,12 +232,27 @@ class CfiTable:
         return self._go_row(vaddr) or self.fde_row(vaddr)
 
     def fde_row(self, vaddr: int) -> Optional[CfiRow]:
-        """The row the FDE covering vaddr gives, or None (no FDE, or an unusable one)."""
+        """The row the FDE covering vaddr gives; None when no FDE covers it; a `bad_row`
+        when the FDE that should does not decode or uses what no unwinder knows."""
         try:
             fde = self._find_fde(vaddr)
-            return row_for(fde, vaddr, self._arch) if fde is not None else None
-        except (CfiError, *PARSE_ERRORS):
+        except _Malformed as e:
+            return bad_row(str(e))
+        except PARSE_ERRORS:
+            return bad_row(".eh_frame: the FDE for this pc does not decode")
+        if fde is None:
             return None
+        try:
+            return dataclasses.replace(row_for(fde, vaddr, self._arch), fde=self._fde_name(fde))
+        except (CfiError, *PARSE_ERRORS) as e:
+            why = str(e) if isinstance(e, CfiError) else "its instructions do not decode"
+            return bad_row(f"{self._fde_name(fde)}: {why}")
+
+    def _fde_name(self, fde: FDE) -> str:
+        section = ".eh_frame" if self._eh is not None and self._hdr_table else (
+            self._full.section if self._full is not None else "CFI"
+        )
+        return f"the FDE at {section}+0x{fde.offset:x}"
 
     def function_start(self, vaddr: int) -> Optional[int]:
         """Where the function holding vaddr begins: Go's entry, else its FDE's start."""
@@ -299,10 +328,24 @@ class CfiTable:
 
     def _find_fde(self, vaddr: int) -> Optional[FDE]:
         if self._eh is not None and self._hdr_table:
-            offset = _table_lookup(self._hdr_table, vaddr - self._hdr_vaddr)
-            if offset is not None:
-                entry = self._eh._parse_entry_at(self._hdr_vaddr + offset - self._eh_vaddr)
-                if isinstance(entry, FDE) and _covers(entry, vaddr):
+            found = _table_lookup(self._hdr_table, vaddr - self._hdr_vaddr)
+            if found is not None:
+                start, offset = found
+                at = self._hdr_vaddr + offset - self._eh_vaddr
+                try:
+                    entry = self._eh._parse_entry_at(at)
+                except PARSE_ERRORS:
+                    raise _Malformed(f"the FDE at .eh_frame+0x{at:x} does not decode") from None
+                if not isinstance(entry, FDE):
+                    raise _Malformed(f".eh_frame+0x{at:x}, which .eh_frame_hdr names, is no FDE")
+                if entry.header["initial_location"] & _MASK != (self._hdr_vaddr + start) & _MASK:
+                    # The two tables disagree on where the function starts: one is damaged.
+                    raise _Malformed(
+                        f"the FDE at .eh_frame+0x{at:x} starts at "
+                        f"0x{entry.header['initial_location'] & _MASK:x}, .eh_frame_hdr says "
+                        f"0x{(self._hdr_vaddr + start) & _MASK:x}"
+                    )
+                if _covers(entry, vaddr):
                     return entry
             return None
         return self._find_in_full_index(vaddr)
@@ -422,9 +465,13 @@ def _covers(fde: FDE, vaddr: int) -> bool:
 _PAIR = struct.Struct("<ii")
 
 
-def _table_lookup(table: bytes, location: int) -> Optional[int]:
-    """The FDE offset of the last pair of a sorted .eh_frame_hdr table whose initial location
-    (both relative to the header) is <= location; None before the first."""
+class _Malformed(Exception):
+    """The CFI that should describe a pc is damaged (the message says where)."""
+
+
+def _table_lookup(table: bytes, location: int) -> Optional[Tuple[int, int]]:
+    """(initial location, FDE offset) of the last pair of a sorted .eh_frame_hdr table whose
+    initial location (both relative to the header) is <= location; None before the first."""
     lo, hi = 0, len(table) // 8
     while lo < hi:
         mid = (lo + hi) // 2
@@ -432,4 +479,4 @@ def _table_lookup(table: bytes, location: int) -> Optional[int]:
             lo = mid + 1
         else:
             hi = mid
-    return _PAIR.unpack_from(table, (lo - 1) * 8)[1] if lo else None
+    return _PAIR.unpack_from(table, (lo - 1) * 8) if lo else None

@@ -7,7 +7,10 @@ each object's `CfiTable` is made on first use and kept on its `LoadedObject`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, Optional, Tuple
+
+from stackdump.escape import quote
 
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.unwind.cfi import CfiRow, CfiTable
@@ -33,6 +36,10 @@ class CfiSource:
             pass
         found = self._table_of(pc)
         row = found[0].row(found[1]) if found is not None else None
+        if row is not None and row.bad:
+            hit = self.store.lookup(pc)
+            where = quote(hit[0].path) if hit is not None else "its object"
+            row = dataclasses.replace(row, bad=f"bad CFI for pc 0x{pc:x} in {where}: {row.bad}")
         self._rows[pc] = row
         return row
 
@@ -54,7 +61,18 @@ class CfiSource:
         return self.store.code(address, size)
 
     def problem(self, pc: int) -> str:
-        return self.store.problem(pc)
+        """Why no CFI describes pc ('' when nothing is known): the object's own problem, or
+        that it has an FDE table in which no FDE covers pc (a pc in a function's code has
+        one; a damaged FDE's range may no longer cover it)."""
+        known = self.store.problem(pc)
+        if known:
+            return known
+        found = self._table_of(pc)
+        if found is not None and found[0].indexed_by_header:
+            hit = self.store.lookup(pc)
+            where = quote(hit[0].path) if hit is not None else "its object"
+            return f"{where}, whose .eh_frame_hdr has no FDE covering it"
+        return ""
 
     def _table_of(self, pc: int) -> Optional[Tuple[CfiTable, int]]:
         resolved = self.store.resolve(pc)

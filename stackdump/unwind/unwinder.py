@@ -122,6 +122,16 @@ def unwind(
         recover=False,  # every register was captured
         arch=regs.arch,
     )
+    if hybrid.status is UnwindStatus.BAD_CFI:
+        # A frame-pointer walk past damaged CFI may look clean and be wrong (code built
+        # without frame pointers): the report says where the CFI broke instead.
+        return UnwindResult(
+            frames=hybrid.frames,
+            capture_method=CaptureMethod.DWARF_CFI,
+            fp_status=fp_status,
+            unwind_status=hybrid.status,
+            error=hybrid.error,
+        )
     if not hybrid.used_cfi:
         return fp_result
     fp_clean = fp_status in (FpStatus.END_OF_CHAIN, FpStatus.FRAME_LIMIT)
@@ -244,6 +254,9 @@ def walk_hybrid(
     while len(frames) < max_frames:
         lookup_pc = lookup_address(pc, activation)
         row = cfi_lookup(lookup_pc)
+        if row is not None and row.bad:
+            status, error = UnwindStatus.BAD_CFI, row.bad
+            break
         if row is not None and sp_is_a_floor:
             settled = _sp_above_record(row, regs, lookup_pc, memory, code, is_code, arch)
             if settled is not None:
@@ -300,10 +313,21 @@ def walk_hybrid(
             if signal:
                 frames[-1] = replace(frames[-1], trampoline=True)
             new_pc = new_regs.get(arch.pc)
-            if not new_pc:
+            if not new_pc and row is not None and not _undefined_ra(row, arch):
+                # The outermost frame says so (DW_CFA_undefined on the return address). No
+                # rule for it is damaged CFI; a zero where the rule says it is, a wrong
+                # slot (damaged CFI) or a damaged stack: neither is an end.
+                failure = (
+                    (UnwindStatus.BAD_CFI, f"bad CFI for pc 0x{pc:x} ({row.fde}): no rule "
+                     f"for the return address (column {row.ra_column})")
+                    if new_pc is None
+                    else (UnwindStatus.STEP_ERROR,
+                          f"the return address the CFI of pc 0x{pc:x} ({row.fde}) gives is 0")
+                )  # fmt: skip
+            elif not new_pc:
                 status = UnwindStatus.END_OF_STACK
                 break
-            if is_code is not None and new_pc not in is_code:
+            elif is_code is not None and new_pc not in is_code:
                 failure = (UnwindStatus.STEP_ERROR, _not_code(new_pc))
         if failure is not None:
             if row is None:
@@ -413,7 +437,7 @@ def _leaf_step(
         return None
     row = cfi_lookup(lr - 1)
     start = code.function_start(lr - 1)
-    if row is None or start is None or row.cfa[0] != "reg" or row.cfa[1][0] != arch.sp:  # type: ignore[index]
+    if row is None or row.bad or start is None or row.cfa[0] != "reg" or row.cfa[1][0] != arch.sp:  # type: ignore[index]
         return None
     sp = regs[arch.sp]
     new = {reg: regs[reg] for reg in arch.callee_saved if reg in regs}
@@ -519,6 +543,13 @@ def _eval(code: bytes, regs: Dict[int, int], memory: StackMemory, initial=()) ->
         raise _StepFailed(
             UnwindStatus.STEP_ERROR, f"CFI expression unreadable: {type(e).__name__}"
         ) from e
+
+
+def _undefined_ra(row: Optional[CfiRow], arch: Arch) -> bool:
+    """Whether the row ends the stack: its return address column is undefined."""
+    if row is None:
+        return False
+    return any(reg == row.ra_column and rule == UNDEFINED for reg, (rule, _) in row.rules)
 
 
 def _step_cfi(
