@@ -5,7 +5,6 @@ or ends with a status that says it stopped early, never `end_of_stack` cut short
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil

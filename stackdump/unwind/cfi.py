@@ -249,8 +249,10 @@ class CfiTable:
             return bad_row(f"{self._fde_name(fde)}: {why}")
 
     def _fde_name(self, fde: FDE) -> str:
-        section = ".eh_frame" if self._eh is not None and self._hdr_table else (
-            self._full.section if self._full is not None else "CFI"
+        section = (
+            ".eh_frame"
+            if self._eh is not None and self._hdr_table
+            else (self._full.section if self._full is not None else "CFI")
         )
         return f"the FDE at {section}+0x{fde.offset:x}"
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, Optional, Tuple
 
-from stackdump.escape import quote
-
 from stackdump.elf.store import LoadedObject, ObjectStore
+from stackdump.escape import quote
 from stackdump.unwind.cfi import CfiRow, CfiTable
 
 
