@@ -79,3 +79,36 @@ def test_a_damaged_eh_frame_never_ends_a_stack_early_as_if_it_were_whole(cored, 
                 assert ours[-1] == whole[-1] and set(ours) <= set(whole), (seed, tid, ours, whole)
         damaged.unlink()
     assert statuses.get("bad_cfi", 0) >= 10, statuses  # the damage is seen, and said
+
+
+def test_a_damaged_debug_line_drops_what_fails_its_checks_with_a_warning(cored, tmp_path):
+    """Flipped bytes in .debug_line: a row that answers from outside the unit's range, a
+    file number past the file table, a table that does not decode: that file:line is left
+    out (the frame prints `in OBJECT`) and a warning names the object and the unit. A line
+    delta changed inside a valid opcode stays undetectable, as for any reader."""
+    program, core, _ = cored
+    intact = _dump(core, program, "fast")
+    data = program.read_bytes()
+    at, size = _section(program, ".debug_line")
+    warned = 0
+    for seed in range(30):
+        damaged = tmp_path / f"damaged-{seed}"
+        damaged.write_bytes(_flipped(data, at, size, random.Random(seed), 4))
+        damaged.chmod(0o755)
+        out = run_stackdump("--core", str(core), "--exe", str(damaged), "--mode", "fast",
+                            "--no-cache")  # fmt: skip
+        assert out.returncode in (0, 1), out.stderr
+        assert "Traceback" not in out.stderr and "internal error" not in out.stderr
+        warnings = [line for line in out.stderr.splitlines() if "line table" in line]
+        warned += bool(warnings)
+        assert all(f'"{program}": the line table of the unit at' in w or
+                   f'"{damaged}": the line table of the unit at' in w for w in warnings)  # fmt: skip
+        for section in parse_report(out.stdout).threads:
+            for frame, whole in zip(section.frames, intact[section.tid].frames):
+                if " at " in frame:
+                    file = frame.rsplit(" at ", 1)[1].rsplit(":", 1)[0]
+                    assert file and not file.endswith("/") and "None" not in file, frame
+                elif " at " in whole and warnings:
+                    assert re.search(r" in \S+", frame), frame  # dropped, said on stderr
+        damaged.unlink()
+    assert warned >= 3  # 4 of these 30 seeds break a check (the rest change lines only)

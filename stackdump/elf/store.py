@@ -59,6 +59,8 @@ class LoadedObject:
         # Asked once downloads are allowed (after capture): a debug file from debuginfod.
         self._pending: Optional[Callable[[], Any]] = None
         self.wanted: Optional[Tuple[str, str]] = None  # (build-id, label) to download
+        self.warn: Callable[[str], None] = lambda message: None  # damage found in its files
+        self.shown = ""  # its path as the target names it, for messages
         self._supplements = supplements
         self._opened: List[ElfObject] = []
         # Why the file cannot describe what the process mapped ('' when nothing is known).
@@ -347,6 +349,8 @@ class ObjectStore:
         loaded = LoadedObject(
             elf, debug, self.cache, problem, self._open_supplement, self.open_found
         )
+        loaded.warn = self.notes.add
+        loaded.shown = module.path
         if not module.is_vdso and self.files.roots:
             # Where the target sees the file: its split-DWARF files are looked for beside it.
             loaded.origin = f"{self.files.roots[0]}{module.path}"

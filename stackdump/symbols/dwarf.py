@@ -26,6 +26,7 @@ from stackdump.cache import DiskCache
 from stackdump.elf import dwarf_sections
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.elf.store import LoadedObject, ObjectStore, try_open
+from stackdump.escape import quote
 
 _SCOPE_TAGS = ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
 _CONTAINER_TAGS = ("DW_TAG_namespace", "DW_TAG_module")
@@ -78,11 +79,16 @@ class _RangeIndex:
         self.offsets = array.array("Q", [e[2] for e in entries])
 
     def find(self, vaddr: int) -> Optional[int]:
+        found = self.find_range(vaddr)
+        return found[2] if found is not None else None
+
+    def find_range(self, vaddr: int) -> Optional[Tuple[int, int, int]]:
+        """(start, end, CU offset) of the range holding vaddr."""
         i = bisect.bisect_right(self.starts, vaddr) - 1
         # Ranges of one CU may interleave with another's: look back a little.
         for j in range(i, max(i - 4, -1), -1):
             if self.starts[j] <= vaddr < self.ends[j]:
-                return self.offsets[j]
+                return self.starts[j], self.ends[j], self.offsets[j]
         return None
 
     def to_fields(self) -> dict:
@@ -115,12 +121,17 @@ class DwarfIndex:
         find_supplement: Optional[Callable[[str, str], Optional[ElfObject]]] = None,
         origin: Optional[str] = None,
         open_found: Optional[Callable[[str], Optional[ElfObject]]] = None,
+        warn: Optional[Callable[[str], None]] = None,
+        shown: str = "",
     ) -> None:
         """`find_supplement(name, build_id)`: the dwz supplementary file the debug info
         names, opened (the store's search), or None. `origin`: where the object lives (its
         .dwp and .dwo files are looked for beside it), when not where `elf` was read from.
         `open_found(path)`: how a .dwo or .dwp is opened (the store's: only regular files,
-        the others skipped with a warning), None when it cannot be."""
+        the others skipped with a warning), None when it cannot be. `warn(message)`: where
+        damage found in the debug info is said (`shown` names the object there)."""
+        self._warn = warn or (lambda message: None)
+        self._shown = shown or origin or elf.path
         self._origin = origin or elf.path
         self._open_found = open_found or try_open
         self._elf = elf
@@ -161,8 +172,32 @@ class DwarfIndex:
         file_index, line, end = table.rows[i]
         if end or line == 0:
             return None
-        name = table.files[file_index] if 0 <= file_index < len(table.files) else None
-        return (name, line) if name else None
+        # Cheap checks that a damaged table fails: the row lies in the unit's range that
+        # holds vaddr (a sequence starts where its code does), its file exists.
+        held = self._range_of(vaddr)
+        if held is not None and held[2] == cu_offset and table.addresses[i] < held[0]:
+            # The row that answers lies before the unit's range holding vaddr: the rows that
+            # belong there are missing or moved (an address advance a flipped byte changed).
+            self._damaged(cu_offset, f"the row answering for 0x{vaddr:x} is at "
+                          f"0x{table.addresses[i]:x}, outside the unit's range "
+                          f"0x{held[0]:x}-0x{held[1]:x}")  # fmt: skip
+            return None
+        if not 0 <= file_index < len(table.files) or not table.files[file_index]:
+            self._damaged(cu_offset, f"file number {file_index} of {len(table.files)}")
+            return None
+        return table.files[file_index], line
+
+    def _range_of(self, vaddr: int) -> Optional[Tuple[int, int, int]]:
+        found = self._aranges.find_range(vaddr) if self._aranges is not None else None
+        if found is None and self._cu_ranges is not None:
+            found = self._cu_ranges.find_range(vaddr)
+        return found
+
+    def _damaged(self, cu_offset: int, why: str) -> None:
+        self._warn(
+            f"{quote(self._shown)}: the line table of the unit at .debug_info+0x{cu_offset:x} "
+            f"is damaged ({why}): its file:line answers that fail such checks are left out"
+        )
 
     def inline_chain(self, cu_offset: int, vaddr: int) -> List[InlineFrame]:
         """Functions active at vaddr, innermost first; the last is the physical function.
@@ -402,7 +437,8 @@ class DwarfIndex:
                 return None
             self.cus_parsed += 1
             return _decode_lines(program, cu)
-        except PARSE_ERRORS:
+        except PARSE_ERRORS as e:
+            self._damaged(cu_offset, f"it does not decode: {type(e).__name__}")
             return None
 
     def _scopes_at(self, cu, info, vaddr: int) -> list:
@@ -572,7 +608,7 @@ def _decode_lines(program, cu) -> _LineTable:
         dir_index = entry.dir_index
         # libdw's rule (what eu-stack prints): a relative name is joined to its directory
         # entry, which may itself be relative (glibc's "./libio").
-        if not name.startswith("/") and 0 <= dir_index < len(directories):
+        if name and not name.startswith("/") and 0 <= dir_index < len(directories):
             name = posixpath.join(directories[dir_index], name)
         names.append(name)
     # DWARF 5 numbers files from 0; earlier versions from 1.
@@ -595,7 +631,10 @@ def _decode_lines(program, cu) -> _LineTable:
 
 
 def _text(value) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    """A string attribute's text ("" for a value that is none: a damaged form or offset)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else ""
 
 
 def dwarf_of(loaded: LoadedObject) -> Optional[DwarfIndex]:
@@ -606,7 +645,13 @@ def dwarf_of(loaded: LoadedObject) -> Optional[DwarfIndex]:
         for source in (loaded.debug, loaded.elf):
             if source is not None and source.has_section(".debug_info"):
                 return DwarfIndex(
-                    source, loaded.cache, loaded.find_supplement, loaded.origin, loaded.open_found
+                    source,
+                    loaded.cache,
+                    loaded.find_supplement,
+                    loaded.origin,
+                    loaded.open_found,
+                    loaded.warn,
+                    loaded.shown,
                 )
         return None
 
