@@ -5,6 +5,7 @@ or ends with a status that says it stopped early, never `end_of_stack` cut short
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -112,3 +113,44 @@ def test_a_damaged_debug_line_drops_what_fails_its_checks_with_a_warning(cored, 
                     assert re.search(r" in \S+", frame), frame  # dropped, said on stderr
         damaged.unlink()
     assert warned >= 3  # 4 of these 30 seeds break a check (the rest change lines only)
+
+
+def test_a_symbol_name_that_is_not_utf8_keeps_its_bytes_in_every_format(threads_bin, tmp_path):
+    """`blocking_read` patched to `blocking\\xff\\xfeead` in the symbol table: every format
+    prints `blocking\\xff\\xfeead` (the bytes, escaped), never U+FFFD (issue 28)."""
+    import json
+    import shutil as sh
+
+    program = tmp_path / "program"
+    data = bytearray(threads_bin("O2").read_bytes())
+    at = data.rfind(b"\0blocking_read\0")  # .strtab, the last table (.debug_str is before)
+    assert at > 0
+    data[at + 9 : at + 11] = b"\xff\xfe"
+    program.write_bytes(bytes(data))
+    program.chmod(0o755)
+    shown = "blocking\\xff\\xfeead"
+    with Target(program, {"read": 1}).wait_ready() as target:
+        pid = str(target.pid)
+        for args in ([], ["--group"], ["--format", "folded"], ["--format", "json"]):
+            out = run_stackdump("-p", pid, "--mode", "disabled", *args)
+            assert out.returncode == 0, out.stderr
+            assert "\ufffd" not in out.stdout
+            if args[-1:] == ["json"]:
+                functions = [f["function"] for t in json.loads(out.stdout)["threads"]
+                             for f in t["frames"]]  # fmt: skip
+                assert shown in functions, functions
+            else:
+                assert shown in out.stdout, out.stdout
+        go = sh.which("go")
+        if go is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("go tool pprof is needed (apt install golang-go)")
+            return
+        profile = tmp_path / "p.pb.gz"
+        out = run_stackdump("-p", pid, "--mode", "disabled", "--format", "pprof", "-o",
+                            str(profile))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+    home = {**os.environ, "HOME": str(tmp_path)}
+    raw = subprocess.run([go, "tool", "pprof", "-raw", str(profile)], capture_output=True,
+                         text=True, check=True, env=home).stdout  # fmt: skip
+    assert shown in raw and "\ufffd" not in raw, raw

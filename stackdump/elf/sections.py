@@ -236,4 +236,5 @@ def cstring(table: bytes, offset: int) -> str:
     end = table.find(b"\0", offset)
     if end < 0:
         end = len(table)
-    return table[offset:end].decode("utf-8", "replace")
+    # Bytes that are not UTF-8 are kept (surrogates), to be escaped as \xHH when printed.
+    return table[offset:end].decode("utf-8", "surrogateescape")

@@ -55,11 +55,11 @@ class Demangler:
         # Versioned names (foo@@GLIBCXX_3.4) are not mangled names; demangle the base.
         base, at, version = name.partition("@")
         status = ctypes.c_int(0)
-        ptr = self._fn(base.encode(), None, None, ctypes.byref(status))
+        ptr = self._fn(base.encode("utf-8", "surrogateescape"), None, None, ctypes.byref(status))
         if not ptr or status.value != 0:
             return None
         try:
-            text = ctypes.string_at(ptr).decode("utf-8", "replace")
+            text = ctypes.string_at(ptr).decode("utf-8", "surrogateescape")
         finally:
             self._free(ptr)
         return text + at + version if at else text

@@ -633,7 +633,7 @@ def _decode_lines(program, cu) -> _LineTable:
 def _text(value) -> str:
     """A string attribute's text ("" for a value that is none: a damaged form or offset)."""
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+        return value.decode("utf-8", "surrogateescape")
     return value if isinstance(value, str) else ""
 
 

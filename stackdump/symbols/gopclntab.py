@@ -212,7 +212,7 @@ class GoTable:
 
     def _string(self, at: int) -> str:
         end = self._data.find(b"\0", at, at + 4096)
-        return self._data[at : end if end >= 0 else at].decode("utf-8", "replace")
+        return self._data[at : end if end >= 0 else at].decode("utf-8", "surrogateescape")
 
     def _value(self, table_off: int, entry: int, target: int) -> Optional[int]:
         if not table_off:

@@ -81,7 +81,7 @@ def read_perf_map(pid: int) -> Optional[PerfMap]:
         return None
     finally:
         os.close(fd)
-    return PerfMap.parse(data.decode("utf-8", "replace"))
+    return PerfMap.parse(data.decode("utf-8", "surrogateescape"))
 
 
 def _status(pid: int) -> Optional[Tuple[int, int]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 from typing import Dict, List, Optional, Tuple
 
+from stackdump.escape import escape
 from stackdump.sampling import Profile
 from stackdump.types import ModuleEntry, SymbolizedFrame
 from stackdump.views import frame_label
@@ -110,7 +111,8 @@ class _Encoder:
             out += _field_bytes(5, body)
         # The string table last: every index above is known by now.
         for text in self.strings:
-            out += _field_bytes(6, text.encode("utf-8", "surrogateescape"))
+            # Escaped as the text report escapes them: a string field holds valid UTF-8.
+            out += _field_bytes(6, escape(text).encode("utf-8"))
         out += _field_varint(9, p.started_ns)
         out += _field_varint(10, p.duration_ns)
         out += _field_bytes(
