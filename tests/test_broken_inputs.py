@@ -132,7 +132,8 @@ def test_a_symbol_name_that_is_not_utf8_keeps_its_bytes_in_every_format(threads_
     with Target(program, {"read": 1}).wait_ready() as target:
         pid = str(target.pid)
         for args in ([], ["--group"], ["--format", "folded"], ["--format", "json"]):
-            out = run_stackdump("-p", pid, "--mode", "disabled", *args)
+            # (--no-cache: the intact program, with the same build-id, was cached before)
+            out = run_stackdump("-p", pid, "--mode", "disabled", "--no-cache", *args)
             assert out.returncode == 0, out.stderr
             assert "\ufffd" not in out.stdout
             if args[-1:] == ["json"]:
@@ -147,8 +148,8 @@ def test_a_symbol_name_that_is_not_utf8_keeps_its_bytes_in_every_format(threads_
                 pytest.fail("go tool pprof is needed (apt install golang-go)")
             return
         profile = tmp_path / "p.pb.gz"
-        out = run_stackdump("-p", pid, "--mode", "disabled", "--format", "pprof", "-o",
-                            str(profile))  # fmt: skip
+        args = ["--mode", "disabled", "--no-cache", "--format", "pprof", "-o", str(profile)]
+        out = run_stackdump("-p", pid, *args)
         assert out.returncode == 0, out.stderr
     home = {**os.environ, "HOME": str(tmp_path)}
     raw = subprocess.run([go, "tool", "pprof", "-raw", str(profile)], capture_output=True,

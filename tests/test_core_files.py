@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import pytest
 from conftest import ON_CI, need_tool
@@ -89,15 +89,50 @@ def test_gcore_pcs_equal_the_live_dump_and_gdb_on_the_core(threads_bin, variant,
     assert reader.frames[1].startswith("blocking_read at ") and "threads.c:" in reader.frames[1]
 
 
-@pytest.fixture
-def kernel_core(build_dir, tmp_path):
-    """A core the kernel wrote for tests/targets/crash.c: (binary, core, crasher's TID)."""
+def _core_pattern() -> str:
+    """kernel.core_pattern, when cores land in the crashing process's cwd (else skip)."""
     pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
     if pattern.startswith("|") or "/" in pattern or "%" in pattern:
         reason = f"kernel.core_pattern is {pattern!r}: cores do not land in the cwd here"
         if ON_CI:
             pytest.fail(reason)
         pytest.skip(reason)
+    return pattern
+
+
+def _killed_core(program, readers: int, where: Path) -> Tuple[Path, int]:
+    """Run tests/targets/threads.c's `program` (a path, bytes allowed) with `readers`
+    threads blocked in read, cores allowed, kill() it with SIGSEGV once every thread is
+    ready, and return (the kernel's core, the process's pid)."""
+    import resource
+    import signal
+
+    pattern = _core_pattern()
+
+    def allow_cores():
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+    process = subprocess.Popen(
+        [program, f"read={readers}".encode()],
+        cwd=where,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        preexec_fn=allow_cores,
+    )
+    for _ in range(readers + 1):
+        assert process.stdout.readline().startswith(b"ready ")
+    os.kill(process.pid, signal.SIGSEGV)
+    assert process.wait(timeout=60) == -signal.SIGSEGV
+    core = where / pattern
+    if not core.exists():
+        core = where / f"{pattern}.{process.pid}"
+    return core, process.pid
+
+
+@pytest.fixture
+def kernel_core(build_dir, tmp_path):
+    """A core the kernel wrote for tests/targets/crash.c: (binary, core, crasher's TID)."""
+    pattern = _core_pattern()
     binary = compile_target("crash.c", build_dir, "crash", ["-O1", "-g"])
     status, tids = crash_on_request([str(binary)], tmp_path, timeout=60)
     assert status == -6  # SIGABRT, from its SIGSEGV handler
@@ -208,34 +243,8 @@ def test_exe_and_sysroot_find_files_elsewhere(threads_bin, tmp_path):
 def test_a_signal_sent_with_kill_names_its_sender_not_a_fault_address(threads_bin, tmp_path):
     """SIGSEGV sent by kill(): si_code is SI_USER and the kernel's siginfo holds the
     sender's pid and uid where a fault's address would be (issue 28). gdb reads the same."""
-    import resource
-    import signal
-
-    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
-    if pattern.startswith("|") or "/" in pattern or "%" in pattern:
-        reason = f"kernel.core_pattern is {pattern!r}: cores do not land in the cwd here"
-        if ON_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
     binary = threads_bin("O2")
-
-    def allow_cores():
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-
-    process = subprocess.Popen(
-        [str(binary), "read=2"],
-        cwd=tmp_path,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        preexec_fn=allow_cores,
-    )
-    for _ in range(3):
-        assert process.stdout.readline().startswith(b"ready ")
-    os.kill(process.pid, signal.SIGSEGV)
-    assert process.wait(timeout=60) == -signal.SIGSEGV
-    core = tmp_path / pattern
-    if not core.exists():
-        core = tmp_path / f"{pattern}.{process.pid}"
+    core, _ = _killed_core(str(binary), 2, tmp_path)
     out = run_stackdump("--core", str(core), "--mode", "disabled")
     assert out.returncode == 0, out.stderr
     header = parse_report(out.stdout).header
@@ -312,35 +321,9 @@ def _core_problems(text: str) -> List[str]:
 def test_a_core_naming_a_file_that_is_not_utf8_keeps_its_bytes(threads_bin, tmp_path):
     """The program's own name is \\xff\\xfe: NT_FILE, NT_PRPSINFO and the report hold those
     bytes, escaped as docs/FORMAT.md says, in every format (issue 28)."""
-    import resource
-    import signal
-
-    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
-    if pattern.startswith("|") or "/" in pattern or "%" in pattern:
-        reason = f"kernel.core_pattern is {pattern!r}: cores do not land in the cwd here"
-        if ON_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
     program = os.path.join(os.fsencode(tmp_path), b"thr\xff\xfe")
     shutil.copy(threads_bin("O2"), program)
-
-    def allow_cores():
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-
-    process = subprocess.Popen(
-        [program, b"read=1"],
-        cwd=tmp_path,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        preexec_fn=allow_cores,
-    )
-    for _ in range(2):
-        assert process.stdout.readline().startswith(b"ready ")
-    os.kill(process.pid, signal.SIGSEGV)
-    assert process.wait(timeout=60) == -signal.SIGSEGV
-    core = tmp_path / pattern
-    if not core.exists():
-        core = tmp_path / f"{pattern}.{process.pid}"
+    core, pid = _killed_core(program, 1, tmp_path)
     shown = f"{tmp_path}/thr\\xff\\xfe"
 
     out = run_stackdump("--core", str(core), "--mode", "disabled")
@@ -348,8 +331,8 @@ def test_a_core_naming_a_file_that_is_not_utf8_keeps_its_bytes(threads_bin, tmp_
     report = parse_report(out.stdout)
     assert report.header["exe"] == shown
     assert report.header["cmdline"].split()[0] == f"{tmp_path}/thr\\xff\\xfe"
-    assert report.thread(process.pid).name == "thr\\xff\\xfe"
-    assert any(f.endswith(f" in {shown}") for f in report.thread(process.pid).frames)
+    assert report.thread(pid).name == "thr\\xff\\xfe"
+    assert any(f.endswith(f" in {shown}") for f in report.thread(pid).frames)
     assert "\ufffd" not in out.stdout
     for fmt in ("json", "folded"):
         out = run_stackdump("--core", str(core), "--mode", "disabled", "--format", fmt)
@@ -368,37 +351,14 @@ def test_hints_are_true_of_the_state_they_describe(threads_bin, tmp_path):
     the core recorded (not `none`) and says the file is missing, not that it lacks symbols
     and should be rebuilt. And a debug package that is installed is not suggested for
     installation (issue 28)."""
-    import resource
-    import signal
-
     from stackdump.elf.image import file_build_id
     from stackdump.elf.packages import is_installed, symbols_fix
 
-    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
-    if pattern.startswith("|") or "/" in pattern or "%" in pattern:
-        reason = f"kernel.core_pattern is {pattern!r}: cores do not land in the cwd here"
-        if ON_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
     program = tmp_path / "gone"
     shutil.copy(threads_bin("O2"), program)
     build_id = file_build_id(str(program))
-
-    def allow_cores():
-        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-
-    process = subprocess.Popen(
-        [str(program), "read=1"], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        preexec_fn=allow_cores,
-    )  # fmt: skip
-    for _ in range(2):
-        assert process.stdout.readline().startswith(b"ready ")
-    os.kill(process.pid, signal.SIGSEGV)
-    assert process.wait(timeout=60) == -signal.SIGSEGV
+    core, _ = _killed_core(str(program), 1, tmp_path)
     program.unlink()
-    core = tmp_path / pattern
-    if not core.exists():
-        core = tmp_path / f"{pattern}.{process.pid}"
     out = run_stackdump("--core", str(core), "--mode", "fast")
     entry = next(o for o in parse_report(out.stdout).objects if o["path"] == str(program))
     assert entry["build_id"] == build_id

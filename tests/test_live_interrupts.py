@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Dict
 
 import pytest
 from helpers import (
@@ -283,34 +284,43 @@ def _seized_by(target: Target, dumper: int) -> bool:
     return any(tracer == dumper for _, tracer in thread_states(target.pid).values())
 
 
+def _stopped_mid_capture(target: Target, sig: int, delay: float) -> Dict[int, str]:
+    """Dump `target`, send `sig` to stackdump `delay` seconds after it seized its first
+    thread, and once stackdump is stopped (or gone) return the target's thread states then
+    ({} when it never stopped); SIGCONT it and check the dump ends whole."""
+    dumper = _new_group("-p", str(target.pid), "--mode", "disabled")
+    seen: Dict[int, str] = {}
+    try:
+        _until(
+            lambda: _seized_by(target, dumper.pid) or dumper.poll() is not None,
+            "stackdump never seized a thread",
+        )
+        time.sleep(delay)  # a random point of the capture, not a synchronization
+        dumper.send_signal(sig)
+        _until(lambda: _state(dumper.pid) in ("T", "Z", "gone"), "stackdump never stopped")
+        if _state(dumper.pid) == "T":
+            seen = {tid: state for tid, (state, _) in thread_states(target.pid).items()}
+        dumper.send_signal(signal.SIGCONT)
+        out, err = finish(dumper)
+    finally:
+        if dumper.poll() is None:
+            dumper.kill()
+            dumper.wait()
+    # Once continued, the dump ends whole.
+    assert dumper.returncode == 0, err
+    assert parse_report(out.decode()).summary["captured"] == 50
+    assert_untouched(target.pid)
+    return seen
+
+
 def test_job_control_stop_waits_until_no_thread_is_stopped(fifty):
     rng = random.Random(28)
     stopped_with_us = 0
     for sig in [signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU] * 4:
-        dumper = _new_group("-p", str(fifty.pid), "--mode", "disabled")
-        try:
-            _until(
-                lambda d=dumper: _seized_by(fifty, d.pid) or d.poll() is not None,
-                "stackdump never seized a thread",
-            )
-            time.sleep(rng.uniform(0, 0.004))  # a random point of the capture
-            dumper.send_signal(sig)
-            _until(lambda d=dumper: _state(d.pid) in ("T", "Z", "gone"), "stackdump never stopped")
-            # THEN while stackdump is stopped, no thread of the target is
-            if _state(dumper.pid) == "T":
-                stopped_with_us += 1
-                states = thread_states(fifty.pid)
-                assert all(state != "t" for state, _ in states.values()), states
-            dumper.send_signal(signal.SIGCONT)
-            out, err = finish(dumper)
-        finally:
-            if dumper.poll() is None:
-                dumper.kill()
-                dumper.wait()
-        # AND once continued, the dump ends whole
-        assert dumper.returncode == 0, err
-        assert parse_report(out.decode()).summary["captured"] == 50
-        assert_untouched(fifty.pid)
+        states = _stopped_mid_capture(fifty, sig, rng.uniform(0, 0.004))
+        # While stackdump is stopped, no thread of the target is.
+        assert all(state != "t" for state in states.values()), states
+        stopped_with_us += bool(states)
     assert stopped_with_us >= 6
 
 
@@ -319,26 +329,9 @@ def test_sigstop_holds_at_most_one_thread_until_sigcont(fifty):
     (docs/FORMAT.md "Never harming the target"), and SIGCONT releases it."""
     rng = random.Random(5)
     for _ in range(6):
-        dumper = _new_group("-p", str(fifty.pid), "--mode", "disabled")
-        try:
-            _until(
-                lambda d=dumper: _seized_by(fifty, d.pid) or d.poll() is not None,
-                "stackdump never seized a thread",
-            )
-            time.sleep(rng.uniform(0, 0.004))
-            dumper.send_signal(signal.SIGSTOP)
-            _until(lambda d=dumper: _state(d.pid) in ("T", "Z", "gone"), "stackdump never stopped")
-            held = [tid for tid, (state, _) in thread_states(fifty.pid).items() if state == "t"]
-            assert len(held) <= 1, held
-            dumper.send_signal(signal.SIGCONT)
-            out, err = finish(dumper)
-        finally:
-            if dumper.poll() is None:
-                dumper.kill()
-                dumper.wait()
-        assert dumper.returncode == 0, err
-        assert parse_report(out.decode()).summary["captured"] == 50
-        assert_untouched(fifty.pid)
+        states = _stopped_mid_capture(fifty, signal.SIGSTOP, rng.uniform(0, 0.004))
+        held = [tid for tid, state in states.items() if state == "t"]
+        assert len(held) <= 1, held
 
 
 @pytest.fixture(scope="module")

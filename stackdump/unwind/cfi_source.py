@@ -59,12 +59,13 @@ class CfiSource:
     def code(self, address: int, size: int) -> bytes:
         return self.store.code(address, size)
 
-    def problem(self, pc: int) -> str:
-        """Why no CFI describes pc ('' when nothing is known): the object's own problem, or
-        that it has an FDE table in which no FDE covers pc (a pc in a function's code has
-        one; a damaged FDE's range may no longer cover it)."""
+    def problem(self, pc: int, ending: bool = False) -> str:
+        """Why no CFI describes pc ('' when nothing is known): the object's own problem;
+        with `ending` (the frame pointer ended the walk there), also that the object has an
+        FDE table in which no FDE covers pc (a function's code has one; a damaged FDE's
+        range may no longer cover it), so that the end is not taken for a whole stack."""
         known = self.store.problem(pc)
-        if known:
+        if known or not ending:
             return known
         found = self._table_of(pc)
         if found is not None and found[0].indexed_by_header:

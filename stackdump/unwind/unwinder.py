@@ -39,8 +39,9 @@ from stackdump.unwind.recover import CodeSource, Verdict, call_verdict, find_fra
 CfiLookup = Callable[[int], Optional[CfiRow]]
 # Whether an address lies in code (unwind.code_map.CodeMap); None: no check.
 IsCode = Optional[Container[int]]
-# Why the object holding a pc cannot describe it ('' when nothing is known).
-Explain = Optional[Callable[[int], str]]
+# Why the object holding a pc cannot describe it ('' when nothing is known); the flag: the
+# frame pointer ended the walk at that pc (a missing FDE there is worth saying too).
+Explain = Optional[Callable[[int, bool], str]]
 
 _FP_ERRORS = {
     FpStatus.NO_STACK_RANGE: "stack pointer or frame pointer outside the thread's stack mapping",
@@ -122,16 +123,17 @@ def unwind(
         recover=False,  # every register was captured
         arch=regs.arch,
     )
+    cfi_result = UnwindResult(
+        frames=hybrid.frames,
+        capture_method=CaptureMethod.DWARF_CFI,
+        fp_status=fp_status,
+        unwind_status=hybrid.status,
+        error=hybrid.error,
+    )
     if hybrid.status is UnwindStatus.BAD_CFI:
         # A frame-pointer walk past damaged CFI may look clean and be wrong (code built
         # without frame pointers): the report says where the CFI broke instead.
-        return UnwindResult(
-            frames=hybrid.frames,
-            capture_method=CaptureMethod.DWARF_CFI,
-            fp_status=fp_status,
-            unwind_status=hybrid.status,
-            error=hybrid.error,
-        )
+        return cfi_result
     if not hybrid.used_cfi:
         return fp_result
     fp_clean = fp_status in (FpStatus.END_OF_CHAIN, FpStatus.FRAME_LIMIT)
@@ -141,13 +143,7 @@ def unwind(
     hybrid_clean = hybrid.status in (UnwindStatus.END_OF_STACK, UnwindStatus.FRAME_LIMIT)
     if not hybrid_clean and fp_clean and len(fp_frames) > len(hybrid.frames):
         return fp_result
-    return UnwindResult(
-        frames=hybrid.frames,
-        capture_method=CaptureMethod.DWARF_CFI,
-        fp_status=fp_status,
-        unwind_status=hybrid.status,
-        error=hybrid.error,
-    )
+    return cfi_result
 
 
 def _doubt_the_leaf(
@@ -340,7 +336,9 @@ def walk_hybrid(
                     frames.append(Frame(pc=new_regs[arch.pc], sp=cfa, cfa=cfa, method=method))
                     regs, pc, activation = new_regs, new_regs[arch.pc], False
                     continue
-                why = explain(lookup_pc) if explain is not None else ""
+                # A frame-pointer "end" where CFI should have been is no end: say why.
+                ending = failure[0] is UnwindStatus.END_OF_STACK
+                why = explain(lookup_pc, ending) if explain is not None else ""
                 if why:
                     failure = (UnwindStatus.NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}")
             status, error = failure
