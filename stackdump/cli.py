@@ -26,7 +26,6 @@ from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.escape import escape, quote
 from stackdump.interrupts import Interrupted, Interrupts, die_by
 from stackdump.output import Destination, open_destination
-from stackdump.report import text_lines
 from stackdump.syscalls import INTERRUPT_SENSITIVE_NAMES
 from stackdump.types import (
     AnalysisOptions,
@@ -35,7 +34,8 @@ from stackdump.types import (
     LocationMode,
     Report,
 )
-from stackdump.views import sort_by_cpu
+from stackdump.writers import registry as formats
+from stackdump.writers.registry import View
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_REPORT, EXIT_OUTPUT = 0, 1, 2, 3, 4
 MAX_TID = 2**31 - 1
@@ -94,19 +94,7 @@ def parse_choice(key: str, choices: Sequence[str]) -> Callable[[str], str]:
     return parse
 
 
-FORMATS = ("text", "json", "folded", "pprof", "speedscope", "chrome-trace")
-PROFILE_FORMATS = ("pprof", "speedscope", "chrome-trace")
 SORTS = ("tid", "cpu")
-
-
-@dataclass(frozen=True)
-class View:
-    """How the report is written: none of it changes what is captured or analyzed."""
-
-    format: str = "text"
-    group: bool = False
-    sort: str = "tid"
-    show_addresses: bool = False
 
 
 def parse_pid(text: str) -> int:
@@ -531,9 +519,7 @@ SKIP_HELP = (
     default="text",
     show_default=True,
     metavar="FORMAT",
-    help="text (docs/FORMAT.md), json (one document, docs/json-schema.json), folded (one "
-    "line per distinct stack, for flame graphs); for a profile also pprof, speedscope and "
-    "chrome-trace.",
+    help=formats.help_text(),
 )
 @click.option(
     "--group",
@@ -651,7 +637,9 @@ def command(run: Run, output: Optional[str], **params) -> int:
     )
     # click names each parameter after build_options' arguments; the rest are the writer's
     view = View(
-        format=_checked("--format", params.pop("output_format"), parse_choice("format", FORMATS)),
+        format=_checked(
+            "--format", params.pop("output_format"), parse_choice("format", formats.names())
+        ),
         group=params.pop("group"),
         sort=_checked("--sort", params.pop("sort"), parse_choice("sort", SORTS)),
         show_addresses=params.pop("addresses"),
@@ -669,11 +657,11 @@ def command(run: Run, output: Optional[str], **params) -> int:
         refusal = proc.kernel_stack_refusal(options.capture.pid)
         if refusal is not None:
             _say("note", f"no kernel stacks: {refusal}", style="bold yellow")
-    profiling = sampling is not None or view.format in PROFILE_FORMATS
+    profiling = sampling is not None or view.format in formats.profile_only()
     if run.core is not None and profiling:
         raise InvalidArgument(
             f"--format {view.format} is a profile, sampled from a live process (-p): a core "
-            "file's report is text, json or folded"
+            f"file's report is {formats.or_list(formats.for_dumps())}"
         )
     if profiling:
         _check_profile_view(view, options)
@@ -684,7 +672,7 @@ def command(run: Run, output: Optional[str], **params) -> int:
     try:
         report = _dump(options, run)
         with _writing(run):
-            _write_text(run, output, view, render(report, view))
+            _write_text(run, output, view, formats.dump_output(report, view))
     except BaseException:
         run.destination.abort()
         raise
@@ -857,10 +845,10 @@ def _sampling_plan(params: dict) -> Optional[Tuple[int, int]]:
 
 
 def _check_profile_view(view: View, options: DumpOptions) -> None:
-    if view.format == "json":
+    if view.format not in formats.for_profiles():
         raise InvalidArgument(
-            "invalid format: json is one dump's document; a profile is written as text, "
-            "folded, pprof, speedscope or chrome-trace (--format json)"
+            f"invalid format: {view.format} is one dump's document; a profile is written as "
+            f"{formats.or_list(formats.for_profiles())} (--format {view.format})"
         )
     if view.sort == "cpu":
         raise InvalidArgument("--sort cpu orders one dump's threads; a profile is busiest first")
@@ -889,12 +877,11 @@ def _profile(
         finally:
             progress.close()
         with _writing(run):
-            if view.format == "pprof":
-                from stackdump.writers.pprof import pprof_bytes
-
-                run.destination.write(pprof_bytes(profile))
+            written = formats.profile_output(profile, view)
+            if isinstance(written, bytes):
+                run.destination.write(written)
             else:
-                _write_text(run, output, view, _profile_lines(profile, view))
+                _write_text(run, output, view, written)
     except BaseException:
         run.destination.abort()
         raise
@@ -911,43 +898,6 @@ def _profile(
     return EXIT_OK
 
 
-def _profile_lines(profile, view: View) -> Iterator[str]:
-    if view.format == "folded":
-        from stackdump.writers.profile_text import profile_folded_lines
-
-        return profile_folded_lines(profile)
-    if view.format == "speedscope":
-        from stackdump.writers.trace_formats import speedscope_lines
-
-        return speedscope_lines(profile)
-    if view.format == "chrome-trace":
-        from stackdump.writers.trace_formats import chrome_trace_lines
-
-        return chrome_trace_lines(profile)
-    from stackdump.writers.profile_text import profile_lines
-
-    return profile_lines(profile, view.show_addresses)
-
-
-def render(report: Report, view: View) -> Iterator[str]:
-    """The report's lines in the chosen view: every format from the one Report."""
-    if view.sort == "cpu":
-        report = sort_by_cpu(report)
-    if view.format == "json":
-        from stackdump.writers.json_doc import json_lines
-
-        return json_lines(report, view.group)
-    if view.format == "folded":
-        from stackdump.writers.folded import folded_lines
-
-        return folded_lines(report)
-    if view.group:
-        from stackdump.writers.grouped import grouped_lines
-
-        return grouped_lines(report, view.show_addresses)
-    return text_lines(report, view.show_addresses)
-
-
 def _write_text(run: Run, output: Optional[str], view: View, lines: Iterator[str]) -> None:
     """Lines to the destination, coloured when they go to a terminal."""
     if _colour_wanted(output, view):
@@ -959,7 +909,7 @@ def _write_text(run: Run, output: Optional[str], view: View, lines: Iterator[str
 
 def _colour_wanted(output: Optional[str], view: View) -> bool:
     """Colour only for text on our own stdout when it is a terminal (and not NO_COLOR)."""
-    if view.format != "text" or output not in (None, "-"):
+    if not formats.find(view.format).coloured or output not in (None, "-"):
         return False
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False

@@ -12,56 +12,13 @@ sampled is the profile.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 from stackdump.capture.live import Progress, ShouldStop, capture_process
 from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import ProcessNotFound
-from stackdump.types import ModuleEntry, ReportHeader, SymbolizedFrame, ThreadStatus
-
-RUNNING, BLOCKED = "running", "blocked"
-STATES = ("all", RUNNING, BLOCKED)
-
-Stack = Tuple[SymbolizedFrame, ...]  # innermost first
-
-
-@dataclass(frozen=True)
-class ThreadSample:
-    """One thread in one sample."""
-
-    sample: int  # index of the sample
-    tid: int
-    stack: int  # index into Profile.stacks
-    state: str  # RUNNING or BLOCKED
-    syscall: Optional[str]
-    wchan: Optional[str]
-
-
-@dataclass(frozen=True)
-class Profile:
-    header: ReportHeader  # of the first sample
-    interval_ms: int
-    samples_taken: int
-    started_ns: int  # wall clock (time.time_ns) of the first sample
-    sample_offsets_ns: Tuple[int, ...]  # when each sample began, from the first
-    duration_ns: int
-    stacks: Tuple[Stack, ...]
-    names: Dict[int, str]  # tid -> thread name (the last one seen)
-    thread_samples: Tuple[ThreadSample, ...]
-    modules: Tuple[ModuleEntry, ...]  # every object a sampled frame points into
-    state_filter: str = "all"
-    interrupted: bool = False
-    ended_early: str = ""  # why sampling stopped before `samples_taken` reached the request
-    warnings: Tuple[str, ...] = ()  # for stderr, as Report.warnings
-
-    def counts(self) -> Dict[Tuple[int, str], int]:
-        """(stack, state) -> thread-samples."""
-        out: Dict[Tuple[int, str], int] = {}
-        for s in self.thread_samples:
-            key = (s.stack, s.state)
-            out[key] = out.get(key, 0) + 1
-        return out
+from stackdump.profile import BLOCKED, RUNNING, Profile, Stack, ThreadSample
+from stackdump.types import ModuleEntry, ReportHeader, ThreadStatus
 
 
 def sample(

@@ -10,6 +10,8 @@ import sys
 import pytest
 
 LIVE = ("stackdump.capture", "stackdump.passive", "stackdump.remote", "stackdump.proc")
+ANALYSIS = ("stackdump.engine", "stackdump.sampling", "stackdump.unwind", "stackdump.symbols",
+            "stackdump.elf", "stackdump.cli")  # fmt: skip
 
 
 def _imported_by(module: str):
@@ -25,6 +27,21 @@ def _imported_by(module: str):
         ("stackdump.unwind.cfi_source", ("stackdump.symbols", *LIVE)),
         ("stackdump.symbols.symbolizer", ("stackdump.unwind", *LIVE)),
         ("stackdump.elf.store", ("stackdump.unwind", "stackdump.symbols", *LIVE)),
+        # Writers are pure: a format's module, and the table of all of them, load no capture,
+        # analysis or file-reading code (issue 29).
+        *[
+            (f"stackdump.writers.{name}", (*ANALYSIS, *LIVE))
+            for name in (
+                "registry",
+                "pprof",
+                "profile_text",
+                "trace_formats",
+                "json_doc",
+                "folded",
+                "grouped",
+            )
+        ],  # fmt: skip
+        ("stackdump.profile", (*ANALYSIS, *LIVE)),
     ],
 )
 def test_layer_imports_only_downwards(module, forbidden):

@@ -257,10 +257,11 @@ def test_progress_bar_covers_symbolization(big_cu):
 # -- job control (issue 28) ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def fifty(live, threads_bin):
     """50 threads, 8 of them spinning: on a small machine a spinner reaches its stop only
-    when the scheduler runs it, so a stop window lasts long enough for a signal to land in."""
+    when the scheduler runs it, so a stop window lasts long enough for a signal to land in.
+    (Per test: its spinners would slow every later test of the module.)"""
     with Target(threads_bin("O2"), {"spin": 8, "read": 41}).wait_ready() as target:
         yield target
 

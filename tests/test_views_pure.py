@@ -47,3 +47,19 @@ def test_cmdline_quotes_what_needs_it():
     assert cmdline_text(("postgres: checkpointer", "", "-D", "/var/lib/x\ny")) == (
         '"postgres: checkpointer" "" -D /var/lib/x\\ny'
     )
+
+
+def test_the_format_table_drives_the_cli():
+    """Every --format value, the profile-only ones, the --help text and the messages come
+    from writers.registry (issue 29): a format added there is offered and checked."""
+    from click.testing import CliRunner
+
+    from stackdump.cli import command
+    from stackdump.writers import registry
+
+    assert registry.names() == ("text", "json", "folded", "pprof", "speedscope", "chrome-trace")
+    assert registry.profile_only() == ("pprof", "speedscope", "chrome-trace")
+    assert registry.for_profiles() == ("text", "folded", "pprof", "speedscope", "chrome-trace")
+    help_text = "".join(CliRunner().invoke(command, ["--help"]).output.split())
+    assert "".join(registry.help_text().split()) in help_text  # (click wraps at hyphens too)
+    assert all(registry.find(n).name == n for n in registry.names())

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Dict, Iterator, List, Tuple
 
 from stackdump.escape import escape
+from stackdump.profile import Profile
 from stackdump.report import NAME_SPECIALS, cmdline_text, frame_lines
-from stackdump.sampling import Profile
 from stackdump.views import stack_labels
 
 
