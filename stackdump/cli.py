@@ -17,11 +17,11 @@ from typing import Callable, Iterator, List, NoReturn, Optional, Sequence, Tuple
 
 import click
 
-from stackdump import __version__, proc, safefs
+from stackdump import __version__, api, proc, safefs
 from stackdump.cache import default_directory
-from stackdump.capture.live import capture_process, readable_maps, resolve_target
+from stackdump.capture.live import readable_maps, resolve_target
 from stackdump.elf.debuginfod import settings_from_environ
-from stackdump.engine import Analyzer, DumpOptions, with_fixes
+from stackdump.engine import DumpOptions
 from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.escape import escape, quote
 from stackdump.interrupts import Interrupted, Interrupts, die_by
@@ -139,6 +139,9 @@ class Run:
     warnings: List[str] = field(default_factory=list)
     profile_state: str = "all"
     core: Optional[Tuple[str, Optional[str], str]] = None  # --core FILE, --exe, --sysroot
+
+    def set_stage(self, stage: str) -> None:
+        self.stage = stage
 
 
 def build_options(
@@ -344,41 +347,17 @@ def _core_source(params: dict) -> Optional[Tuple[str, Optional[str], str]]:
 
 
 def _dump(options: DumpOptions, run: Run) -> Report:
-    """Capture, then unwind and symbolize, each phase winding down on its first signal."""
-    started = time.perf_counter_ns()
+    """The library's dump, with the terminal's progress bar and the run's signal phases."""
+    if run.core is not None:
+        path, exe, sysroot = run.core
+        source: api.Source = api.CoreFile(path, exe, sysroot)
+    else:
+        source = api.Process(options.capture.pid)
     progress = TerminalProgress(_isatty(sys.stderr))
-    # One deferred phase from the first stop to the last symbol: its first signal winds the
-    # dump down wherever it lands (a second ends stackdump).
     try:
-        with run.interrupts.deferred() as phase, Analyzer(options.analysis) as analyzer:
-            run.stage = "capture"
-            if run.core is not None:
-                snapshot = _core_snapshot(run.core, options, analyzer)
-            else:
-                snapshot = capture_process(
-                    options.capture, progress, phase.requested, analyzer.settle
-                )
-            # A signal while the last thread was captured or unwound found no next
-            # thread to skip: it still asks to stop, so nothing is symbolized.
-            stop = phase.requested() and not snapshot.interrupted
-            run.stage = "analysis"
-            report = analyzer.analyze(snapshot, started, progress, stop, phase)
-            # dpkg -S for objects without symbols (a fraction of a second): a signal now
-            # finds the report complete, and it goes out.
-            report = with_fixes(report)
-            run.stage = "write"
-            return report
+        return api.dump(source, options, progress, run.interrupts, run.set_stage)
     finally:
         progress.close()
-
-
-def _core_snapshot(core: Tuple[str, Optional[str], str], options: DumpOptions, analyzer):
-    from stackdump.capture.core import capture_core
-
-    path, exe, sysroot = core
-    remote = analyzer.remote
-    fetch = (lambda build_id: remote.find(build_id, "executable", "executable")) if remote else None
-    return capture_core(path, options.capture, exe, sysroot, fetch)
 
 
 def _interruption_note(report: Report, signal_name: str) -> str:

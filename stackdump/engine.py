@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Dict, List, Optional, Tuple
 
 from stackdump.cache import DiskCache
-from stackdump.capture.live import FOREIGN, Progress, ShouldStop, capture_process
+from stackdump.capture.live import FOREIGN, Progress
 from stackdump.elf.debuginfod import Debuginfod
 from stackdump.elf.modules import HostFiles
 from stackdump.elf.packages import symbols_fix
@@ -62,17 +62,6 @@ UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
 class DumpOptions:
     capture: CaptureOptions
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
-
-
-def dump(
-    options: DumpOptions,
-    progress: Optional[Progress] = None,
-    should_stop: Optional[ShouldStop] = None,
-) -> Report:
-    started = time.perf_counter_ns()
-    with Analyzer(options.analysis) as analyzer:
-        snapshot = capture_process(options.capture, progress, should_stop, analyzer.settle)
-        return analyzer.analyze(snapshot, started, progress)
 
 
 class _Session:

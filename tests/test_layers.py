@@ -109,12 +109,11 @@ def test_analyzer_needs_no_live_process_and_opens_each_file_once(live, threads_b
 def test_report_lists_the_modules_its_frames_point_into(live, threads_bin):
     from helpers import Target
 
-    from stackdump.engine import DumpOptions, dump
-    from stackdump.types import CaptureOptions
+    import stackdump
 
     binary = threads_bin("O2")
     with Target(binary, {"read": 1}).wait_ready() as target:
-        report = dump(DumpOptions(CaptureOptions(pid=target.pid)))
+        report = stackdump.dump(stackdump.Process(target.pid))
     paths = [m.path for m in report.modules]
     assert str(binary) in paths and any(p.endswith("/libc.so.6") for p in paths)
     assert len(paths) == len(set(paths))
@@ -169,3 +168,15 @@ def test_settled_threads_keep_frames_not_stack_bytes(live, threads_bin):
 
     assert frames(from_settled) == frames(from_raw)
     assert shape(from_settled) == shape(from_raw)
+
+
+def test_the_library_entry_point_is_exported_and_loaded_on_use():
+    """`import stackdump` loads no other module (the CLI imports it before it can catch a
+    Ctrl-C); every name of `__all__` resolves to the library's (issue 29)."""
+    loaded = {m for m in _imported_by("stackdump") if m.startswith("stackdump")}
+    assert loaded == {"stackdump"}, loaded
+    import stackdump
+    from stackdump import api
+
+    assert all(getattr(stackdump, name) is not None for name in stackdump.__all__)
+    assert stackdump.dump is api.dump and stackdump.CoreFile is api.CoreFile
