@@ -16,14 +16,22 @@ __all__ = [
     "DumpOptions",
     "LocationMode",
     "Process",
+    "ObjectFile",
+    "Profile",
     "Report",
     "dump",
+    "profile",
+    "symbolize",
 ]
 
 _HOMES = {
     "dump": "stackdump.api",
     "Process": "stackdump.api",
     "CoreFile": "stackdump.api",
+    "ObjectFile": "stackdump.api",
+    "profile": "stackdump.api",
+    "symbolize": "stackdump.api",
+    "Profile": "stackdump.profiles",
     "DumpOptions": "stackdump.engine",
     "AnalysisOptions": "stackdump.types",
     "CaptureOptions": "stackdump.types",

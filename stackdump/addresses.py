@@ -97,6 +97,7 @@ def symbolize(
             out.append(Resolved(address, found, _size(objects, frame)))
         notes.add(cache.problem)
         notes.add(remote.problem if remote is not None else "")
+        notes.add(remote.summary() if remote is not None else "")
     return out, notes.take()
 
 

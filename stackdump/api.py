@@ -1,6 +1,7 @@
 """The library entry point: a source (a live process, a core file) and options in, a
-`Report` out; what the CLI runs for a dump, and what `import stackdump` offers (see the
-README's "Use from Python").
+`Report` out (`dump`), or a `Profile` of samples over time (`profile`); raw addresses and a
+process or an object in, their names out (`symbolize`).
+What the CLI runs, and what `import stackdump` offers (see the README's "Use from Python").
 
     import stackdump
     report = stackdump.dump(stackdump.Process(4242))
@@ -14,16 +15,25 @@ known comes back marked interrupted (stackdump.interrupts).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
+from stackdump import addresses, proc
+from stackdump.addresses import Resolved
 from stackdump.capture.core import capture_core
-from stackdump.capture.live import Progress, capture_process
+from stackdump.capture.live import Progress, capture_process, readable_maps, resolve_target
+from stackdump.elf.modules import HostFiles, LiveFiles
 from stackdump.engine import Analyzer, DumpOptions, with_fixes
+from stackdump.errors import InvalidArgument
+from stackdump.escape import quote
 from stackdump.interrupts import Interrupts
-from stackdump.types import AnalysisOptions, CaptureOptions, ProcessSnapshot, Report
+from stackdump.profiles import Profile
+from stackdump.sampling import sample
+from stackdump.types import AnalysisOptions, CaptureOptions, FileSource, ProcessSnapshot, Report
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,15 @@ class CoreFile:
     path: str
     exe: Optional[str] = None
     sysroot: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectFile:
+    """An ELF object on this machine, as a loader would map it at `load_address` (0: where
+    it is linked): for naming addresses from a log without the process."""
+
+    path: str
+    load_address: int = 0
 
 
 Source = Union[Process, CoreFile]
@@ -87,3 +106,53 @@ def _core_snapshot(source: CoreFile, options: DumpOptions, analyzer: Analyzer) -
     remote = analyzer.remote
     fetch = (lambda build_id: remote.find(build_id, "executable", "executable")) if remote else None
     return capture_core(source.path, options.capture, source.exe, source.sysroot, fetch)
+
+
+def symbolize(
+    pcs: Sequence[int],
+    source: Union[Process, ObjectFile],
+    options: Optional[AnalysisOptions] = None,
+    backtrace: bool = False,
+) -> Tuple[List[Resolved], Tuple[str, ...]]:
+    """Name raw addresses from a live process's maps (no thread is stopped) or from an
+    object's program headers; with `backtrace`, every address but the first is a return
+    address. Also the warnings for stderr. InvalidArgument for an object that is no ELF."""
+    options = options if options is not None else AnalysisOptions()
+    files: FileSource
+    if isinstance(source, ObjectFile):
+        try:
+            maps = addresses.object_maps(os.path.abspath(source.path), source.load_address)
+        except Exception as e:  # noqa: BLE001 - any unreadable ELF: one clear message
+            raise InvalidArgument(
+                f"{quote(source.path)}: not a readable ELF object ({type(e).__name__})"
+            ) from None
+        files = HostFiles()
+    else:
+        pid = resolve_target(source.pid)
+        view = proc.live_thread(pid) or pid
+        maps = readable_maps(pid, view)
+        files = LiveFiles(view, maps)
+    with contextlib.closing(files):
+        return addresses.symbolize(pcs, files, maps, options, backtrace)
+
+
+def profile(
+    source: Process,
+    samples: int,
+    interval_ms: int,
+    options: Optional[DumpOptions] = None,
+    state: str = "all",
+    progress: Optional[Progress] = None,
+    interrupts: Optional[Interrupts] = None,
+) -> Profile:
+    """`samples` dumps of a live process `interval_ms` apart, aggregated by stack and state
+    ("all", "running", "blocked"). The first SIGINT/SIGTERM of `interrupts` ends sampling
+    after the sample in hand: what was sampled is the profile."""
+    if options is None:
+        options = DumpOptions(CaptureOptions(pid=source.pid), AnalysisOptions())
+    options = dataclasses.replace(
+        options, capture=dataclasses.replace(options.capture, pid=source.pid)
+    )
+    interrupts = interrupts if interrupts is not None else Interrupts()
+    with interrupts.deferred() as phase:
+        return sample(options, samples, interval_ms, state, progress, phase.requested)

@@ -13,13 +13,12 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, List, NoReturn, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, NoReturn, Optional, Sequence, Tuple, Union
 
 import click
 
 from stackdump import __version__, api, proc, safefs
 from stackdump.cache import default_directory
-from stackdump.capture.live import readable_maps, resolve_target
 from stackdump.elf.debuginfod import settings_from_environ
 from stackdump.engine import DumpOptions
 from stackdump.errors import InvalidArgument, StackdumpError
@@ -732,14 +731,7 @@ def _symbolize(
     load: int,
     backtrace: bool,
 ) -> int:
-    from stackdump.addresses import (
-        address_lines,
-        negative_address,
-        object_maps,
-        parse_addresses,
-        symbolize,
-    )
-    from stackdump.elf.modules import HostFiles, LiveFiles
+    from stackdump.addresses import address_lines, negative_address, parse_addresses
 
     if text == "-":
         text = sys.stdin.read() if sys.stdin is not None else ""
@@ -754,24 +746,18 @@ def _symbolize(
         pid=params["pid"] or "1",
         argv=run.argv,
     ).analysis
+    source: Union[api.Process, api.ObjectFile]
     if path is not None:
         _named_file("--object", path)
-        try:
-            maps = object_maps(os.path.abspath(path), load)
-        except Exception as e:  # noqa: BLE001 - any unreadable ELF: one clear message
-            raise InvalidArgument(
-                f"--object {quote(path)}: not a readable ELF object ({type(e).__name__})"
-            ) from None
-        files = HostFiles()
+        source = api.ObjectFile(path, load)
     else:
-        pid = resolve_target(parse_pid(params["pid"]))
-        view = proc.live_thread(pid) or pid
-        maps = readable_maps(pid, view)
-        files = LiveFiles(view, maps)
+        source = api.Process(parse_pid(params["pid"]))
     run.destination = open_destination(output, run.stdout_usable)
     try:
-        with contextlib.closing(files):
-            resolved, warnings = symbolize(addresses, files, maps, options, backtrace)
+        try:
+            resolved, warnings = api.symbolize(addresses, source, options, backtrace)
+        except InvalidArgument as e:
+            raise InvalidArgument(f"--object {e.message}") from None
         with _writing(run):
             run.destination.write_lines(address_lines(resolved))
     except BaseException:
@@ -844,15 +830,13 @@ def _profile(
     interval: int,
     state: str,
 ) -> int:
-    from stackdump.sampling import sample
-
     run.destination = open_destination(output, run.stdout_usable)
     progress = TerminalProgress(_isatty(sys.stderr))
     try:
         try:
             run.stage = "capture"
-            with run.interrupts.deferred() as phase:
-                profile = sample(options, count, interval, state, progress, phase.requested)
+            source = api.Process(options.capture.pid)
+            profile = api.profile(source, count, interval, options, state, progress, run.interrupts)
         finally:
             progress.close()
         with _writing(run):

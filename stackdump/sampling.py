@@ -17,7 +17,7 @@ from typing import Callable, Dict, List, Optional
 from stackdump.capture.live import Progress, ShouldStop, capture_process
 from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import ProcessNotFound
-from stackdump.profile import BLOCKED, RUNNING, Profile, Stack, ThreadSample
+from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadSample
 from stackdump.types import ModuleEntry, ReportHeader, ThreadStatus
 
 

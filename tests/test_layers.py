@@ -41,7 +41,7 @@ def _imported_by(module: str):
                 "grouped",
             )
         ],  # fmt: skip
-        ("stackdump.profile", (*ANALYSIS, *LIVE)),
+        ("stackdump.profiles", (*ANALYSIS, *LIVE)),
     ],
 )
 def test_layer_imports_only_downwards(module, forbidden):

@@ -16,7 +16,7 @@ import gzip
 from typing import Dict, List, Optional, Tuple
 
 from stackdump.escape import escape
-from stackdump.profile import Profile
+from stackdump.profiles import Profile
 from stackdump.types import ModuleEntry, SymbolizedFrame
 from stackdump.views import frame_label
 

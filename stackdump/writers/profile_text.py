@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Dict, Iterator, List, Tuple
 
 from stackdump.escape import escape
-from stackdump.profile import Profile
+from stackdump.profiles import Profile
 from stackdump.report import NAME_SPECIALS, cmdline_text, frame_lines
 from stackdump.views import stack_labels
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
-from stackdump.profile import Profile
+from stackdump.profiles import Profile
 from stackdump.report import text_lines
 from stackdump.types import Report
 from stackdump.views import sort_by_cpu

@@ -16,7 +16,7 @@ import json
 from typing import Dict, Iterator, List, Tuple
 
 from stackdump.escape import escape
-from stackdump.profile import Profile
+from stackdump.profiles import Profile
 from stackdump.views import frame_label
 
 _SCHEMA = "https://www.speedscope.app/file-format-schema.json"
