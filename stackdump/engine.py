@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Dict, List, Optional, Tuple
 
+from stackdump.arch import host
 from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress
 from stackdump.elf.debuginfod import Debuginfod
@@ -348,7 +349,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             tid=thread.tid,
             name=thread.name,
             status=thread.status,
-            syscall_name=syscall_name(number) if number is not None else None,
+            syscall_name=syscall_name(number, host()) if number is not None else None,
             syscall_number=number,
             context=thread.context,
             blocked_in=blocked_in,
@@ -466,7 +467,8 @@ def _blocked_in(thread: ThreadSnapshot) -> Optional[str]:
     call = thread.syscall
     if call is None or call.running or call.number is None or call.number < 0:
         return None
-    return syscall_name(call.number) or str(call.number)
+    arch = thread.regs.arch if thread.regs is not None else host()  # skipped: a live thread
+    return syscall_name(call.number, arch) or str(call.number)
 
 
 def _symbolize_softly(symbolizer: Symbolizer, frame) -> SymbolizedFrame:

@@ -1,99 +1,18 @@
-"""System-call numbers of this machine's processor (x86_64 or aarch64: /proc shows the
-target's numbers, and a live target runs on this machine), and the sets of calls stackdump
-treats specially.
-
-Numbers from the kernel's arch/x86/entry/syscalls/syscall_64.tbl and, for aarch64, the
-generic table include/uapi/asm-generic/unistd.h (aarch64 has no poll, select, epoll_wait,
-pause: their libc wrappers call ppoll, pselect6, epoll_pwait).
+"""System calls by name: each processor's numbers are its `Arch.syscall_names` (a live
+target runs on this machine, so /proc shows this machine's numbers; a core says its own
+processor), and the sets of calls stackdump treats specially.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Callable, Dict, FrozenSet, Optional, Tuple
+from typing import Callable, FrozenSet, Mapping, Optional, Tuple
 
-X86_64_SYSCALL_NAMES: Dict[int, str] = {
-    0: "read",
-    1: "write",
-    7: "poll",
-    17: "pread64",
-    18: "pwrite64",
-    19: "readv",
-    20: "writev",
-    23: "select",
-    34: "pause",
-    35: "nanosleep",
-    43: "accept",
-    44: "sendto",
-    45: "recvfrom",
-    46: "sendmsg",
-    47: "recvmsg",
-    61: "wait4",
-    64: "semget",
-    65: "semop",
-    72: "fcntl",
-    128: "rt_sigtimedwait",
-    130: "rt_sigsuspend",
-    202: "futex",
-    219: "restart_syscall",
-    220: "semtimedop",
-    230: "clock_nanosleep",
-    232: "epoll_wait",
-    247: "waitid",
-    270: "pselect6",
-    271: "ppoll",
-    281: "epoll_pwait",
-    288: "accept4",
-    42: "connect",
-    208: "io_getevents",
-    299: "recvmmsg",
-    307: "sendmmsg",
-    333: "io_pgetevents",
-    426: "io_uring_enter",
-    441: "epoll_pwait2",
-}
+from stackdump.arch import Arch, host
 
-AARCH64_SYSCALL_NAMES: Dict[int, str] = {
-    0: "io_setup",
-    4: "io_getevents",
-    22: "epoll_pwait",
-    25: "fcntl",
-    63: "read",
-    64: "write",
-    65: "readv",
-    66: "writev",
-    67: "pread64",
-    68: "pwrite64",
-    72: "pselect6",
-    73: "ppoll",
-    98: "futex",
-    101: "nanosleep",
-    115: "clock_nanosleep",
-    128: "restart_syscall",
-    133: "rt_sigsuspend",
-    137: "rt_sigtimedwait",
-    190: "semget",
-    192: "semtimedop",
-    193: "semop",
-    202: "accept",
-    203: "connect",
-    206: "sendto",
-    207: "recvfrom",
-    211: "sendmsg",
-    212: "recvmsg",
-    242: "accept4",
-    243: "recvmmsg",
-    260: "wait4",
-    269: "sendmmsg",
-    292: "io_pgetevents",
-    426: "io_uring_enter",
-    441: "epoll_pwait2",
-    95: "waitid",
-}
 
-SYSCALL_NAMES: Dict[int, str] = (
-    AARCH64_SYSCALL_NAMES if os.uname().machine == "aarch64" else X86_64_SYSCALL_NAMES
-)
+def _names(arch: Optional[Arch]) -> Mapping[int, str]:
+    return (arch or host()).syscall_names
+
 
 # Doris's list: calls a diagnostic stop may interrupt. `--skip-blocking-syscalls` leaves a
 # thread blocked in one of these alone.
@@ -118,15 +37,17 @@ INTERRUPT_SENSITIVE_NAMES: Tuple[str, ...] = (
 INTERRUPT_SENSITIVE: FrozenSet[str] = frozenset(INTERRUPT_SENSITIVE_NAMES)
 
 
-def syscall_name(number: int) -> Optional[str]:
-    return SYSCALL_NAMES.get(number)
+def syscall_name(number: int, arch: Arch) -> Optional[str]:
+    """The name of syscall `number` on `arch`: a live target's is this machine's
+    (`arch.host()`), a core's its own processor's."""
+    return _names(arch).get(number)
 
 
 def is_interrupt_sensitive(number: int) -> bool:
     """In Doris's list, or `restart_syscall`: the kernel resumes a nanosleep,
     clock_nanosleep, poll or timed futex that any ptrace stop (ours, gdb's, eu-stack's)
     interrupted as restart_syscall, and /proc shows that number from then on."""
-    name = SYSCALL_NAMES.get(number)
+    name = _names(None).get(number)  # a live thread's: this machine's numbers
     return name is not None and (name in INTERRUPT_SENSITIVE or name == "restart_syscall")
 
 
@@ -165,7 +86,7 @@ _FD_CALLS: FrozenSet[str] = frozenset({"read", "write", "readv", "writev", "prea
 def interrupted_by_stop(number: int, first_arg: int, is_socket: Callable[[int], bool]) -> bool:
     """Whether a ptrace stop would make this blocked call fail with EINTR.
     `is_socket(fd)` is asked only for the plain file calls."""
-    name = SYSCALL_NAMES.get(number)
+    name = _names(None).get(number)  # a live thread's: this machine's numbers
     if name is None:
         return False
     if name in EINTR_ON_STOP:

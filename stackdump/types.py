@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
 
-from stackdump.arch import X86_64, Arch
+from stackdump.arch import Arch
 
 # What a dump keeps one of per thread or per frame (10,000 threads make ~100,000): frozen, and
 # without a per-instance dict where the interpreter allows (slots: Python 3.10+).
@@ -178,10 +178,10 @@ class Registers:
     # dump of 10,000 threads keeps 10,000 of these (a tuple of pairs cost 1.7 KB each).
     words: bytes
     known_mask: int
-    arch: Arch = X86_64
+    arch: Arch  # every source knows its processor: no default that could be the wrong one
 
     @classmethod
-    def of(cls, values: Mapping[int, int], arch: Arch = X86_64) -> Registers:
+    def of(cls, values: Mapping[int, int], arch: Arch) -> Registers:
         count = max(values, default=-1) + 1
         words = bytearray(8 * count)
         mask = 0

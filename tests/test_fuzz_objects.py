@@ -26,6 +26,7 @@ from helpers import compile_target
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stackdump.arch import X86_64
 from stackdump.cache import DiskCache
 from stackdump.elf.image import ElfObject
 from stackdump.elf.modules import HostFiles
@@ -153,7 +154,7 @@ def _exercise(tmp: Path, seed: Seed, mutated: bytes) -> None:
         words = b"".join((pc + 3).to_bytes(8, "little") for pc in seed.pcs[:16])
         memory = StackMemory(0x7FFF0000, words, 0x7FFF0000, 0x7FFF0000 + len(words))
         regs = {16: seed.pcs[0], 7: 0x7FFF0000, 6: 0x7FFF0000}
-        walk_hybrid(regs, memory, cfi.row, 64, cfi)
+        walk_hybrid(regs, memory, cfi.row, 64, cfi, arch=X86_64)
 
 
 @pytest.mark.parametrize("seed_name", ["threads", "cxx", "debugfile", "libc"])

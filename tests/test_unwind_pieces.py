@@ -104,11 +104,11 @@ def test_unwind_takes_known_registers_and_bytes_not_a_thread():
     # a frame record at base+16: the caller's frame pointer (0: outermost), return address
     stack = bytes(16) + (0).to_bytes(8, "little") + (0x401234).to_bytes(8, "little")
     memory = StackMemory(base, stack, base, base + len(stack))
-    full = Registers.of({X86_64.pc: 0x401000, X86_64.sp: base, X86_64.fp: base + 16})
+    full = Registers.of({X86_64.pc: 0x401000, X86_64.sp: base, X86_64.fp: base + 16}, X86_64)
     walked = unwind(full, memory, 64)
     assert [f.pc for f in walked.frames] == [0x401000, 0x401234]
     assert walked.fp_status is FpStatus.END_OF_CHAIN
-    partial = Registers.of({X86_64.pc: 0x401000, X86_64.sp: base})
+    partial = Registers.of({X86_64.pc: 0x401000, X86_64.sp: base}, X86_64)
     assert partial.fp is None
     alone = unwind(partial, memory, 64)
     assert [f.pc for f in alone.frames] == [0x401000]

@@ -12,7 +12,7 @@ object's e_machine) for its `Arch` instead of assuming x86 numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Tuple
+from typing import Callable, Mapping, Optional, Tuple
 
 from stackdump.arch import aarch64, aarch64_calls, x86_64, x86_64_calls
 from stackdump.arch.calls import CallKind
@@ -42,6 +42,7 @@ class Arch:
     # sigreturn_registers(code at pc, sp, read_word): the interrupted registers when pc is a
     # signal trampoline without CFI; None where trampolines carry CFI (x86-64's libc).
     sigreturn_registers: Optional[Callable] = field(default=None, compare=False)
+    syscall_names: Mapping[int, str] = field(default_factory=dict, compare=False)
 
 
 X86_64 = Arch(
@@ -56,6 +57,7 @@ X86_64 = Arch(
     call_before=x86_64_calls.call_before,
     max_call_length=x86_64_calls.MAX_CALL_LENGTH,
     is_plt_stub=x86_64_calls.is_plt_stub,
+    syscall_names=x86_64.SYSCALL_NAMES,
 )
 
 AARCH64 = Arch(
@@ -72,6 +74,7 @@ AARCH64 = Arch(
     is_plt_stub=aarch64_calls.is_plt_stub,
     address_mask=aarch64.ADDRESS_MASK,
     sigreturn_registers=aarch64_calls.sigreturn_registers,
+    syscall_names=aarch64.SYSCALL_NAMES,
 )
 
 _BY_ELF_MACHINE = {EM_X86_64: X86_64, EM_AARCH64: AARCH64}

@@ -7,7 +7,7 @@ address column, which holds rip.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 # psABI order: index = DWARF register number.
 DWARF_REGISTER_NAMES: Tuple[str, ...] = (
@@ -38,3 +38,45 @@ NUM_DWARF_REGS = len(DWARF_REGISTER_NAMES)
 # Registers a callee must preserve (psABI 3.2.1): CFI rules for the others are not needed to
 # find callers, and their values in outer frames are unknowable anyway.
 CALLEE_SAVED = (RBX, RBP, R12, R13, R14, R15)
+
+# System-call numbers, from the kernel's arch/x86/entry/syscalls/syscall_64.tbl.
+SYSCALL_NAMES: Dict[int, str] = {
+    0: "read",
+    1: "write",
+    7: "poll",
+    17: "pread64",
+    18: "pwrite64",
+    19: "readv",
+    20: "writev",
+    23: "select",
+    34: "pause",
+    35: "nanosleep",
+    43: "accept",
+    44: "sendto",
+    45: "recvfrom",
+    46: "sendmsg",
+    47: "recvmsg",
+    61: "wait4",
+    64: "semget",
+    65: "semop",
+    72: "fcntl",
+    128: "rt_sigtimedwait",
+    130: "rt_sigsuspend",
+    202: "futex",
+    219: "restart_syscall",
+    220: "semtimedop",
+    230: "clock_nanosleep",
+    232: "epoll_wait",
+    247: "waitid",
+    270: "pselect6",
+    271: "ppoll",
+    281: "epoll_pwait",
+    288: "accept4",
+    42: "connect",
+    208: "io_getevents",
+    299: "recvmmsg",
+    307: "sendmmsg",
+    333: "io_pgetevents",
+    426: "io_uring_enter",
+    441: "epoll_pwait2",
+}

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from stackdump.arch import x86_64
+from stackdump.arch import X86_64, x86_64
 from stackdump.capture.remote import RemoteMemory
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
@@ -391,7 +391,7 @@ def context_snapshot(
         tid=context.sp,
         name=fn.kind,
         status=ThreadStatus.OK,
-        regs=Registers.of(values),
+        regs=Registers.of(values, X86_64),  # boost.context's x86-64 save layout
         stack_map=mapping,
         stack_base=base,
         stack=stack,

@@ -162,7 +162,7 @@ class GoRuntime:
     allgs: Optional[int]  # the slice header
     allm: Optional[int]  # the list head
     wait_reasons: Optional[int]
-    arch: Arch = X86_64
+    arch: Arch
 
 
 def find_runtime(

@@ -13,6 +13,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump import permissions, proc
+from stackdump.arch import host
 from stackdump.capture.coroutines import find_coroutines, go_runtime, mark_running, with_go_keys
 from stackdump.capture.fcontext import Pagemap
 from stackdump.capture.passive import PassiveCapturer
@@ -362,7 +363,7 @@ def _context(
         syscall is not None
         and syscall.number is not None
         and syscall.args
-        and syscall_name(syscall.number) == "futex"
+        and syscall_name(syscall.number, host()) == "futex"
     ):
         # The futex word and the three after it: for a glibc mutex, its owner's TID.
         words = memory.read(syscall.args[0], 16)

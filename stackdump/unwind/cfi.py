@@ -179,7 +179,7 @@ def _apply(
         raise CfiError(f"unsupported CFA instruction 0x{op:02x}")
 
 
-def row_for(fde: FDE, vaddr: int, arch: Arch = X86_64) -> CfiRow:
+def row_for(fde: FDE, vaddr: int, arch: Arch) -> CfiRow:
     cie = fde.cie
     initial = _State(None, {})
     _execute(cie.instructions, initial, None, cie, 0, None)

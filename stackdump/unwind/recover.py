@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 from typing import Callable, List, Optional, Protocol, Tuple
 
-from stackdump.arch import X86_64, Arch
+from stackdump.arch import Arch
 from stackdump.arch.calls import CallKind
 from stackdump.unwind.memory import StackMemory
 
@@ -47,7 +47,7 @@ class Verdict(enum.Enum):
 
 
 def call_verdict(
-    code: CodeSource, return_address: int, callee_start: Optional[int], arch: Arch = X86_64
+    code: CodeSource, return_address: int, callee_start: Optional[int], arch: Arch
 ) -> Optional[Verdict]:
     """How the call before return_address relates to the frame's function; None: no call."""
     size = arch.max_call_length
@@ -72,7 +72,7 @@ def find_frame_record(
     memory: StackMemory,
     code: CodeSource,
     continues: Callable[[int], bool],
-    arch: Arch = X86_64,
+    arch: Arch,
 ) -> Optional[int]:
     """The rbp value of the frame at (pc, sp), or None when no candidate survives.
     `pc` is the lookup pc (already pc-1 for return addresses); `continues(rbp)` says whether

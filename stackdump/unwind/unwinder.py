@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Container, Dict, List, Optional, Tuple
 
-from stackdump.arch import X86_64, Arch
+from stackdump.arch import Arch
 from stackdump.types import (
     CaptureMethod,
     FpStatus,
@@ -229,7 +229,8 @@ def walk_hybrid(
     is_code: IsCode = None,
     explain: Explain = None,
     recover: bool = True,
-    arch: Arch = X86_64,
+    *,
+    arch: Arch,
 ) -> HybridResult:
     """Step frames with CFI, else the frame pointer. With `code` and `recover`, a missing
     rbp is recovered from a frame record on the stack (passive captures); without, it ends
