@@ -40,7 +40,7 @@ def main() -> None:
     try:
         interrupts.install()
         stdout_usable = _reopen_closed_streams()
-        from stackdump import cli
+        from stackdump import cli  # after the handlers: see the module docstring
 
         if interrupts.count:
             # The handler ran but its exception never arrived: CPython 3.11 can drop an

@@ -18,6 +18,7 @@ from typing import Callable, Iterator, List, NoReturn, Optional, Sequence, Tuple
 import click
 
 from stackdump import __version__, api, proc, safefs
+from stackdump.addresses import address_lines, negative_address, parse_addresses
 from stackdump.cache import default_directory
 from stackdump.elf.debuginfod import settings_from_environ
 from stackdump.engine import DumpOptions
@@ -34,6 +35,7 @@ from stackdump.types import (
     Report,
 )
 from stackdump.writers import registry as formats
+from stackdump.writers.colour import coloured_lines
 from stackdump.writers.registry import View
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_REPORT, EXIT_OUTPUT = 0, 1, 2, 3, 4
@@ -225,6 +227,7 @@ def _say(prefix: str, message: str, help_text: str = "", style: str = "bold red"
         return
     try:
         if stream.isatty():
+            # rich (~40 ms to import) only for a terminal
             from rich.console import Console
             from rich.markup import escape as markup_escape
 
@@ -281,6 +284,7 @@ class TerminalProgress:
             return
         self._last = now
         if self._bar is None:
+            # rich (~40 ms to import) only for a dump long enough to show a bar
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -731,7 +735,6 @@ def _symbolize(
     load: int,
     backtrace: bool,
 ) -> int:
-    from stackdump.addresses import address_lines, negative_address, parse_addresses
 
     if text == "-":
         text = sys.stdin.read() if sys.stdin is not None else ""
@@ -864,8 +867,6 @@ def _profile(
 def _write_text(run: Run, output: Optional[str], view: View, lines: Iterator[str]) -> None:
     """Lines to the destination, coloured when they go to a terminal."""
     if _colour_wanted(output, view):
-        from stackdump.writers.colour import coloured_lines
-
         lines = coloured_lines(lines)
     run.destination.write_lines(lines)
 

@@ -24,6 +24,7 @@ import contextlib
 import errno
 import os
 import select
+import socket
 import stat
 from typing import Callable, Iterable, List, Optional
 
@@ -249,7 +250,6 @@ def _in_place(shown: str, name: str, dir_fd: int, refuse) -> Destination:
 
 
 def _connect(path: str, refuse) -> int:
-    import socket  # only a socket destination needs it
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

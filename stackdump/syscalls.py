@@ -5,6 +5,7 @@ processor), and the sets of calls stackdump treats specially.
 
 from __future__ import annotations
 
+import signal
 from typing import Callable, FrozenSet, Mapping, Optional, Tuple
 
 from stackdump.arch import Arch, host
@@ -96,7 +97,6 @@ def interrupted_by_stop(number: int, first_arg: int, is_socket: Callable[[int], 
 
 def signal_name(number: int) -> str:
     """SIGSEGV for 11; the number itself for a signal Python does not name."""
-    import signal
 
     try:
         return signal.Signals(number).name

@@ -180,3 +180,44 @@ def test_the_library_entry_point_is_exported_and_loaded_on_use():
 
     assert all(getattr(stackdump, name) is not None for name in stackdump.__all__)
     assert stackdump.dump is api.dump and stackdump.CoreFile is api.CoreFile
+
+
+def _local_imports():
+    """(file, line, module, whether a comment says why) of each import inside a function."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "stackdump"
+    for path in sorted(root.rglob("*.py")):
+        lines = path.read_text().split("\n")
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for sub in ast.walk(node):
+                if isinstance(sub, (ast.Import, ast.ImportFrom)):
+                    module = sub.module if isinstance(sub, ast.ImportFrom) else sub.names[0].name
+                    yield path.relative_to(root.parent), sub.lineno, module, _said(lines, sub)
+
+
+def _said(lines, node) -> bool:
+    """A comment on the import, on another import of its block, or just above the block."""
+    at = node.lineno - 1
+    while at > 0 and lines[at - 1].strip().startswith(("from ", "import ")):
+        at -= 1
+    block = lines[at : node.end_lineno]
+    return any("#" in line for line in block) or lines[at - 1].strip().startswith("#")
+
+
+def test_imports_inside_functions_are_few_and_say_why():
+    """The layer rules hold at load time only if every import is at the top (issue 29):
+    a function imports only an optional or heavy dependency, with a comment saying why, and
+    never one of stackdump's modules (but the entry point, which must install its signal
+    handlers before the CLI's imports)."""
+    found = list(_local_imports())
+    ours = [f"{p}:{n} {m}" for p, n, m, _ in found if m.startswith("stackdump")]
+    assert ours == ["stackdump/__main__.py:43 stackdump"], ours
+    unsaid = [f"{p}:{n} {m}" for p, n, m, said in found if not said]
+    assert unsaid == [], unsaid
+    allowed = ("rich", "zstandard", "elftools", "tempfile", "urllib", "shutil", "ctypes.util")
+    others = [m for _, _, m, _ in found if not m.startswith(("stackdump", *allowed))]
+    assert others == [], others

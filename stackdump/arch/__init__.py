@@ -11,6 +11,7 @@ object's e_machine) for its `Arch` instead of assuming x86 numbers.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Tuple
 
@@ -87,6 +88,5 @@ def for_elf_machine(machine: int) -> Optional[Arch]:
 
 def host() -> Arch:
     """The processor this stackdump runs on: a live target's (ptrace reads its registers)."""
-    import os
 
     return AARCH64 if os.uname().machine == "aarch64" else X86_64

@@ -21,12 +21,14 @@ bthread its id, never the dump.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from stackdump.capture.remote import RemoteMemory
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.symbols.dwarf import DwarfIndex
 
 NGROUP = "_ZN5butil12ResourcePoolIN7bthread8TaskMetaEE7_ngroupE"
 BLOCK_GROUPS = "_ZN5butil12ResourcePoolIN7bthread8TaskMetaEE13_block_groupsE"
@@ -75,7 +77,6 @@ _PROBE_ITEMS = 512  # items read per layout to choose one
 
 def layout_from_dwarf(elf: ElfObject) -> Optional[Layout]:
     """The layout the binary's DWARF declares, or None without DWARF."""
-    from stackdump.symbols.dwarf import DwarfIndex  # only a bthread program reads it
 
     try:
         starts = [start for _, start in elf.symbols().named({TASK_RUNNER})]
@@ -121,7 +122,6 @@ class Bthreads:
 
     def running_on(self, sp: int) -> Optional[int]:
         """The bthread whose stack holds `sp`: the one a worker with that sp is running."""
-        import bisect
 
         i = bisect.bisect_right(self.stacks, (sp, float("inf"), 0)) - 1
         if i >= 0 and self.stacks[i][0] <= sp < self.stacks[i][1]:

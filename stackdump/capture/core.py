@@ -21,10 +21,19 @@ import zlib
 from typing import Dict, Optional, Sequence, Tuple
 
 from stackdump import safefs
-from stackdump.arch import EM_AARCH64
-from stackdump.capture.core_notes import AT_SYSINFO_EHDR, Core, NotACore, parse_core
+from stackdump.arch import AARCH64, EM_AARCH64, X86_64, aarch64, x86_64
+from stackdump.capture.core_notes import (
+    AT_EXECFN,
+    AT_PHDR,
+    AT_SYSINFO_EHDR,
+    Core,
+    CoreFileEntry,
+    NotACore,
+    parse_core,
+)
+from stackdump.capture.coroutines import find_coroutines, go_runtime, mark_running, with_go_keys
 from stackdump.elf import sections
-from stackdump.elf.image import file_build_id
+from stackdump.elf.image import PARSE_ERRORS, ElfObject, file_build_id
 from stackdump.elf.modules import VDSO, Module
 from stackdump.errors import InvalidCore
 from stackdump.types import (
@@ -193,12 +202,6 @@ def capture_core(
         )
     files = CoreFiles(stream, memory, sysroot, exe_path, exe, build_ids, fetch)
     coroutines, truncated = None, False
-    from stackdump.capture.coroutines import (
-        find_coroutines,
-        go_runtime,
-        mark_running,
-        with_go_keys,
-    )
 
     go = go_runtime(memory, maps, files, core.pid, [t.tid for t in threads])
     threads = with_go_keys(memory, go, threads)
@@ -269,7 +272,6 @@ class CorePages:
 def _executable(core: Core) -> str:
     """The executable's path: the file mapped where the auxiliary vector's AT_PHDR points
     (its program headers), else the first file mapped."""
-    from stackdump.capture.core_notes import AT_PHDR
 
     phdr = core.auxv.get(AT_PHDR)
     for entry in core.files:
@@ -317,8 +319,6 @@ def _link_map_files(core: Core, memory: CoreMemory, exe: Optional[str], sysroot:
     """The mapped objects by the dynamic loader's list (`_r_debug.r_map`, found through the
     executable's DT_DEBUG): each object's PT_LOAD segments at its load bias. Needs the
     executable: `--exe`, or the auxiliary vector's AT_EXECFN when that is an absolute path."""
-    from stackdump.capture.core_notes import AT_EXECFN, AT_PHDR, CoreFileEntry
-    from stackdump.elf.image import PARSE_ERRORS, ElfObject
 
     guest_exe = _string(memory, core.auxv.get(AT_EXECFN, 0))
     exe_local = exe or (f"{sysroot.rstrip('/')}{guest_exe}" if guest_exe.startswith("/") else "")
@@ -453,10 +453,8 @@ def _memory_build_id(memory: CoreMemory, base: int) -> Optional[str]:
 
 
 def _registers_of(core: Core):
-    from stackdump.arch import X86_64, x86_64
 
     if core.machine == EM_AARCH64:
-        from stackdump.arch import AARCH64, aarch64
 
         def aarch64_regs(regs: Dict[str, int]) -> Registers:
             values = {i: regs[f"x{i}"] for i in range(31)}

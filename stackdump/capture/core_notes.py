@@ -11,6 +11,7 @@ core yields fewer threads, segments or notes, never an exception past `parse_cor
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 from dataclasses import dataclass, field
@@ -171,7 +172,6 @@ def parse_core(stream: BinaryIO) -> Core:
 
 
 def _with(core: Core, **changes) -> Core:
-    import dataclasses
 
     return dataclasses.replace(core, **changes)
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from stackdump.capture import bthreads, fcontext, goroutines
+from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.elf.modules import ModuleMap
 from stackdump.types import CaptureOptions, ThreadSnapshot
 
 # Bounds of the fiber search (capture/fcontext.py): code scanned for calls, memory scanned
@@ -22,7 +25,6 @@ _MAX_COROUTINES = 100_000
 
 def mapped_paths(maps, files) -> dict:
     """Each mapped executable file's path in the maps -> where it can be opened."""
-    from stackdump.elf.modules import ModuleMap
 
     paths = {}
     modules = ModuleMap(maps)
@@ -41,7 +43,6 @@ def find_coroutines(
     """(coroutine snapshots, whether a bound was reached, which bthread a worker thread's sp
     runs). `go`: the process's Go runtime (`go_runtime`), when it is a Go program; `now_ns`:
     CLOCK_MONOTONIC when the process is live (the clock Go stamps waits with)."""
-    from stackdump.capture import fcontext, goroutines
 
     paths = mapped_paths(maps, files)
     go = (
@@ -93,7 +94,6 @@ def find_coroutines(
 def go_runtime(memory, maps, files, pid: int, tids):
     """The Go runtime when the executable (the first file mapped) is a Go program (has
     `.gopclntab`), else None."""
-    from stackdump.capture import goroutines
 
     exe = next((m.file_path for m in maps if m.is_file), None)
     # Only the executable's path is resolved: this runs on every dump, Go or not.
@@ -105,7 +105,6 @@ def go_runtime(memory, maps, files, pid: int, tids):
 
 def with_go_keys(memory, runtime, threads) -> list:
     """Each Go thread with the goroutine it serves and the stack it was on (runtime keys)."""
-    from stackdump.capture import goroutines
 
     if runtime is None:
         return list(threads)
@@ -120,7 +119,6 @@ def _objects_defining(maps, paths, names, required, section: str = ""):
     """(ELF object, where each of `names` it defines is in the process, and its load bias
     under "") for each mapped object that defines every one of `required` (and holds
     `section`, when given); the object is open while the caller looks at it."""
-    from stackdump.elf.image import PARSE_ERRORS, ElfObject
 
     for mapped, path in paths.items():
         try:
@@ -158,7 +156,6 @@ def mark_running(thread: ThreadSnapshot, running) -> ThreadSnapshot:
 
 def _bthread_ids(memory, maps, paths, switches):
     """brpc's TaskMeta pool (capture/bthreads.py), when the process switches bthreads."""
-    from stackdump.capture import bthreads
 
     if not any(fn.kind == "bthread" for fn in switches):
         return None

@@ -26,8 +26,9 @@ from array import array
 from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from stackdump.arch import X86_64, Arch
+from stackdump.arch import X86_64, Arch, aarch64, for_elf_machine, x86_64
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.symbols.dwarf import DwarfIndex
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
 ALLGS, ALLM, WAIT_REASONS = "runtime.allgs", "runtime.allm", "runtime.waitReasonStrings"
@@ -130,7 +131,6 @@ def go_release(elf: ElfObject) -> Optional[Tuple[str, int]]:
 
 
 def layout_from_dwarf(elf: ElfObject) -> Optional[GoLayout]:
-    from stackdump.symbols.dwarf import DwarfIndex
 
     if not elf.has_section(".debug_info"):
         return None
@@ -170,7 +170,6 @@ def find_runtime(
 ) -> Optional[GoRuntime]:
     """The Go runtime of the process whose executable is `elf` (loaded at `bias`), or None
     for a Go release without a known layout or a processor other than amd64 and arm64."""
-    from stackdump.arch import for_elf_machine
 
     arch = for_elf_machine(elf.machine)
     if arch is None:
@@ -451,12 +450,8 @@ def _registers(arch: Arch, pc: int, sp: int, fp: int, lr: int) -> Registers:
     where a function that saved no frame yet keeps its return address."""
     values = {arch.pc: pc, arch.sp: sp}
     if arch is X86_64:
-        from stackdump.arch import x86_64
-
         values[x86_64.RBP] = fp
     else:
-        from stackdump.arch import aarch64
-
         values[aarch64.FP] = fp
         if lr:
             values[aarch64.LR] = lr

@@ -119,7 +119,7 @@ class Debuginfod:
     def close(self) -> None:
         """Remove this run's private cache, if one was made (open files stay readable)."""
         if self._private is not None:
-            import shutil
+            import shutil  # only a private cache needs it
 
             shutil.rmtree(self._private, ignore_errors=True)
             self._private = None
@@ -244,7 +244,7 @@ class Debuginfod:
     def _download(self, url: str, target: str, build_id: str, label: str) -> Tuple[str, str]:
         """("ok" | "missing" (the server said 404) | "failed", why it failed)."""
         import tempfile  # (its import costs every run ~3 ms; only a download needs it)
-        import urllib.error
+        import urllib.error  # (urllib costs every run ~10 ms; only a download needs it)
         import urllib.request
 
         headers = {"User-Agent": "stackdump"}

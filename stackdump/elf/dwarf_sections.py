@@ -132,6 +132,7 @@ def dwarf_info(elf, scratch: Optional[str], find_supplement: Callable[[str, str]
     """pyelftools' DWARFInfo over views of `elf`'s debug sections, with the supplementary
     file's DWARFInfo attached when the file names one (`find_supplement(name, build_id)`
     returns an ElfObject or None)."""
+    # pyelftools' DWARF reader (~30 ms to import): only for a dump that reads DWARF
     from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DwarfConfig, DWARFInfo
 
     descriptors: Dict[str, Optional[DebugSectionDescriptor]] = {}
@@ -239,7 +240,7 @@ def split_dwarf_info(dwo, executable_info, scratch: Optional[str], parts=None):
     """DWARFInfo over a .dwo file's sections (`-gsplit-dwarf`), its addresses taken from the
     executable's .debug_addr, as its skeleton unit says. `parts`: for a .dwp package, the
     one unit's contribution (offset, size) to each section, by section name (`dwp_parts`)."""
-    from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo
+    from elftools.dwarf.dwarfinfo import DebugSectionDescriptor, DWARFInfo  # as dwarf_info
 
     descriptors = {keyword: None for keyword in _SECTIONS}
     for keyword, name in _SPLIT_SECTIONS.items():
@@ -312,6 +313,7 @@ def split_unit(split, skeleton):
     """The split unit of `split` that `skeleton` (a CU of the executable) stands for (the same
     dwo_id), its top DIE given the bases the skeleton holds for it (address base, low pc)
     and those a one-unit .dwo implies; None when the file has no such unit."""
+    # pyelftools, as in dwarf_info: split DWARF only
     from elftools.common.exceptions import DWARFError
     from elftools.dwarf.die import AttributeValue
 

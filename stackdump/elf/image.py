@@ -25,6 +25,7 @@ from elftools.construct.core import ConstructError
 
 from stackdump import safefs
 from stackdump.elf import sections
+from stackdump.elf.dwarf_sections import SectionView
 from stackdump.elf.sections import Section, cstring
 
 if TYPE_CHECKING:
@@ -259,7 +260,7 @@ class ElfObject:
         """pyelftools' view of the file, opened on first use (DWARF): its import and section
         objects cost ~30 ms that a dump without DWARF never pays."""
         if self._elf is None:
-            from elftools.elf.elffile import ELFFile
+            from elftools.elf.elffile import ELFFile  # pyelftools: only for debug sections
 
             self._elf = ELFFile(self._stream)
         return self._elf
@@ -305,7 +306,6 @@ class ElfObject:
                 except (OSError, AttributeError, io.UnsupportedOperation):
                     data = self.read_vaddr_range(vaddr)
                     return io.BytesIO(data), len(data)
-                from stackdump.elf.dwarf_sections import SectionView
 
                 try:
                     if seg.offset + skip + size > os.fstat(fileno).st_size or size <= 0:

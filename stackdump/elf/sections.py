@@ -178,7 +178,7 @@ def _inflate_zlib(packed: BinaryIO, size: int) -> Iterator[bytes]:
 
 
 def _inflate_zstd(packed: BinaryIO, size: int) -> Iterator[bytes]:
-    import zstandard
+    import zstandard  # optional: only a zstd-compressed section needs it
 
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(packed, read_across_frames=True)

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Dict, Optional, Tuple
 
+from stackdump.elf.gopclntab import go_table
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.symbols.demangle import Demangler
 from stackdump.symbols.dwarf import dwarf_of
-from stackdump.symbols.gopclntab import go_table
 from stackdump.symbols.jit import JIT_MODULE, JitCode
 from stackdump.types import Frame, InlinedCall, LocationMode, SymbolizedFrame
 

@@ -25,6 +25,8 @@ from elftools.dwarf.structs import DWARFStructs
 
 from stackdump.arch import AARCH64, X86_64, Arch, aarch64, for_elf_machine, x86_64
 from stackdump.cache import DiskCache
+from stackdump.elf.dwarf_sections import section_stream
+from stackdump.elf.gopclntab import go_table
 from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
 
 # Rule kinds for a register (DWARF 5 section 6.4.1).
@@ -270,8 +272,6 @@ class CfiTable:
 
     def _go_table(self):
         if self._go is None:
-            from stackdump.symbols.gopclntab import go_table
-
             found = go_table(self._elf) if self._elf.has_section(".gopclntab") else None
             self._go = found or False
         return self._go
@@ -443,7 +443,6 @@ _MASK = 0xFFFF_FFFF_FFFF_FFFF
 
 def _section_cfi(elf: ElfObject, name: str, for_eh_frame: bool) -> Optional[CallFrameInfo]:
     """pyelftools' reader over a map of the section (nothing copied), or None."""
-    from stackdump.elf.dwarf_sections import section_stream
 
     section = elf.section(name)
     if section is None:

@@ -1,15 +1,15 @@
 """Colour for a terminal: the plain lines of any text view, styled by what each line is.
 The text is unchanged (only styles are added), so what is shown is what `-o` would write;
-rich is imported here and only when stdout is a terminal."""
+rich is imported by these functions, and so only when stdout is a terminal."""
 
 from __future__ import annotations
 
 import io
 import re
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
-from rich.console import Console
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.text import Text
 
 _FRAME = re.compile(
     r"(    \d+# +)(0x[0-9a-f]{16} )?(.*?)( at .*?| in .*?)?( \(inlined\)| \[kernel\])?$"
@@ -21,6 +21,8 @@ _BAD = {"ok": "green", "skipped_blocking_syscall": "cyan", "skipped_running": "c
 def coloured_lines(lines: Iterable[str]) -> Iterator[str]:
     """Each line with the terminal's escape sequences for its styles (colours as the
     terminal's TERM/COLORTERM say it can show)."""
+    from rich.console import Console  # rich (~40 ms to import): a terminal only
+
     buffer = io.StringIO()
     # Lines are already escaped (stackdump.escape): nothing from the target reaches the
     # terminal raw, and markup=False keeps rich from reading [..] in names as styles.
@@ -35,6 +37,8 @@ def coloured_lines(lines: Iterable[str]) -> Iterator[str]:
 
 
 def style_line(line: str) -> Text:
+    from rich.text import Text  # rich, as in coloured_lines
+
     m = _FRAME.match(line)
     if m:
         text = Text()
