@@ -352,7 +352,9 @@ def test_a_dwo_replaced_by_a_fifo_is_skipped_with_a_warning(tmp_path):
     for dwo in dwos:
         dwo.unlink()
         os.mkfifo(dwo)
-    with Target(binary, {"worker": 1, "waiter": 1}).wait_ready() as target:
+    # Every role cxx_threads starts: waiting for fewer lines may miss the worker's.
+    roles = {"worker": 1, "waiter": 1, "thrower": 1, "spin": 1}
+    with Target(binary, roles).wait_ready() as target:
         # WHEN it is dumped with inline chains
         started = time.monotonic()
         out = run_stackdump(

@@ -340,7 +340,8 @@ def cxx(live, build_dir):
     """A C++ target whose cold FULL_WITH_INLINE dump reads DWARF for about two seconds (its
     own, libstdc++'s symbols, libc's debug file when installed)."""
     binary = compile_target("cxx_threads.cpp", build_dir, "interrupt-cxx", ["-O2", "-g"])
-    with Target(binary, {}).wait_ready() as target:
+    # Every role it starts, so that no thread is still being created when it is dumped.
+    with Target(binary, {"worker": 1, "waiter": 1, "thrower": 1, "spin": 1}).wait_ready() as target:
         yield target
 
 
