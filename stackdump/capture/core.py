@@ -31,7 +31,7 @@ from stackdump.capture.core_notes import (
     NotACore,
     parse_core,
 )
-from stackdump.capture.coroutines import find_coroutines, go_runtime, mark_running, with_go_keys
+from stackdump.capture.coroutines import after_capture
 from stackdump.elf import sections
 from stackdump.elf.image import PARSE_ERRORS, ElfObject, file_build_id
 from stackdump.elf.modules import VDSO, Module
@@ -201,16 +201,11 @@ def capture_core(
             _thread(t, name, arch_regs(t.registers), maps, memory, options, core.truncated)
         )
     files = CoreFiles(stream, memory, sysroot, exe_path, exe, build_ids, fetch)
-    coroutines, truncated = None, False
-
-    go = go_runtime(memory, maps, files, core.pid, [t.tid for t in threads])
-    threads = with_go_keys(memory, go, threads)
-    if options.coroutines:
-        # Suspended fibers, bthreads and goroutines, in the memory the core holds.
-        coroutines, truncated, running = find_coroutines(
-            memory, maps, files, threads, options, None, CorePages(core), go
-        )
-        threads = [mark_running(t, running) for t in threads]
+    # Suspended fibers, bthreads and goroutines, in the memory the core holds.
+    tids = [t.tid for t in threads]
+    threads, coroutines, truncated = after_capture(
+        memory, maps, files, core.pid, tids, threads, options, None, lambda: CorePages(core)
+    )
     if options.thread_ids is None:
         threads.sort(key=lambda t: t.tid)
     else:

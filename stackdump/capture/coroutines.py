@@ -9,6 +9,7 @@ core's dumped segments). Nothing here stops a thread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 from stackdump.capture import bthreads, fcontext, goroutines
@@ -35,6 +36,34 @@ def mapped_paths(maps, files) -> dict:
             if path is not None:
                 paths[m.file_path] = path
     return paths
+
+
+def after_capture(
+    memory,
+    maps,
+    files,
+    pid: int,
+    tids,
+    threads,
+    options: CaptureOptions,
+    keep,
+    pages,
+    now_ns=None,
+):
+    """What the runtimes add once every thread runs again, for a live process and a core
+    alike: each Go thread's goroutine and stack (runtime keys) and, with `--coroutines`, the
+    suspended coroutines and the one each worker thread runs. `pages()`: the page-presence
+    reader (fcontext.Pagemap, core.CorePages), made and closed only when coroutines are
+    looked for. (threads, coroutines or None, whether a bound was reached)."""
+    go = go_runtime(memory, maps, files, pid, tids)
+    threads = with_go_keys(memory, go, threads)
+    if not options.coroutines:
+        return threads, None, False
+    with contextlib.closing(pages()) as reader:
+        coroutines, truncated, running = find_coroutines(
+            memory, maps, files, threads, options, keep, reader, go, now_ns
+        )
+    return [mark_running(t, running) for t in threads], coroutines, truncated
 
 
 def find_coroutines(

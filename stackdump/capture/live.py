@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump import permissions, proc
 from stackdump.arch import host
-from stackdump.capture.coroutines import find_coroutines, go_runtime, mark_running, with_go_keys
+from stackdump.capture.coroutines import after_capture
 from stackdump.capture.fcontext import Pagemap
 from stackdump.capture.passive import PassiveCapturer
 from stackdump.capture.ptrace import Tracer
@@ -179,21 +179,14 @@ def capture_process(
             exec_seen = proc.read_exe(pid)
             threads = [_after_exec(t, maps) for t in threads]
         # After an exec the memory is the new program's, which `maps` does not describe.
-        look_further = not interrupted and not exec_seen
         coroutines, truncated = None, False
-        # Every thread runs again: only memory is read from here on.
-        now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        go = None if not look_further else go_runtime(memory, maps, files, pid, process_tids)
-        threads = with_go_keys(memory, go, threads)
-        if options.coroutines and look_further:
-            pages = Pagemap(f"/proc/{memory.pid}/pagemap")
-            try:
-                coroutines, truncated, running = find_coroutines(
-                    memory, maps, files, threads, options, keep, pages, go, now_ns
-                )
-            finally:
-                pages.close()
-            threads = [mark_running(t, running) for t in threads]
+        if not interrupted and not exec_seen:
+            # Every thread runs again: only memory is read from here on.
+            now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            threads, coroutines, truncated = after_capture(
+                memory, maps, files, pid, process_tids, threads, options, keep,
+                lambda: Pagemap(f"/proc/{memory.pid}/pagemap"), now_ns,
+            )  # fmt: skip
     except BaseException:
         files.close()
         raise
