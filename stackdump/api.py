@@ -75,12 +75,10 @@ def dump(
     """Capture `source`, unwind and symbolize every thread. `options.capture.pid` is taken
     from a `Process` source. `stage(name)` is told "capture", "analysis" and "write" (the
     report is complete) as the dump goes, for a caller's messages."""
-    if options is None:
-        options = DumpOptions(CaptureOptions(pid=0), AnalysisOptions())
     if isinstance(source, Process):
-        options = dataclasses.replace(
-            options, capture=dataclasses.replace(options.capture, pid=source.pid)
-        )
+        options = _for_pid(options, source.pid)
+    elif options is None:
+        options = DumpOptions(CaptureOptions(pid=0), AnalysisOptions())
     # Not installed, an Interrupts is only a phase that no signal ever reaches.
     interrupts = interrupts if interrupts is not None else Interrupts()
     started = time.perf_counter_ns()
@@ -148,11 +146,14 @@ def profile(
     """`samples` dumps of a live process `interval_ms` apart, aggregated by stack and state
     ("all", "running", "blocked"). The first SIGINT/SIGTERM of `interrupts` ends sampling
     after the sample in hand: what was sampled is the profile."""
-    if options is None:
-        options = DumpOptions(CaptureOptions(pid=source.pid), AnalysisOptions())
-    options = dataclasses.replace(
-        options, capture=dataclasses.replace(options.capture, pid=source.pid)
-    )
+    options = _for_pid(options, source.pid)
     interrupts = interrupts if interrupts is not None else Interrupts()
     with interrupts.deferred() as phase:
         return sample(options, samples, interval_ms, state, progress, phase.requested)
+
+
+def _for_pid(options: Optional[DumpOptions], pid: int) -> DumpOptions:
+    """`options` (the defaults when None) for the live process `pid`."""
+    if options is None:
+        return DumpOptions(CaptureOptions(pid=pid), AnalysisOptions())
+    return dataclasses.replace(options, capture=dataclasses.replace(options.capture, pid=pid))

@@ -735,7 +735,6 @@ def _symbolize(
     load: int,
     backtrace: bool,
 ) -> int:
-
     if text == "-":
         text = sys.stdin.read() if sys.stdin is not None else ""
     negative = negative_address(text)
@@ -760,7 +759,9 @@ def _symbolize(
         try:
             resolved, warnings = api.symbolize(addresses, source, options, backtrace)
         except InvalidArgument as e:
-            raise InvalidArgument(f"--object {e.message}") from None
+            if path is None:
+                raise
+            raise InvalidArgument(f"--object {e.message}") from None  # an unreadable ELF
         with _writing(run):
             run.destination.write_lines(address_lines(resolved))
     except BaseException:

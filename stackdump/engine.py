@@ -14,7 +14,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 from stackdump.arch import host
 from stackdump.cache import DiskCache
@@ -57,6 +57,8 @@ from stackdump.unwind.code_map import CodeMap
 from stackdump.unwind.unwinder import memory_of, unwind
 
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
+_T = TypeVar("_T")
+_HOST = host()  # a live thread's processor
 
 
 @dataclass(frozen=True)
@@ -224,35 +226,29 @@ class Analyzer:
         self._session = None
         reports: List[ThreadReport] = []
         unsymbolized = 0
-        asked = interrupts.since_now() if interrupts is not None else _never
-        cancellable = interrupts.cancellable if interrupts is not None else contextlib.nullcontext
-        stopped = stop_requested
+        winding = _Winding(interrupts, stop_requested)
         with contextlib.closing(files):
             if session is None or session.files is not snapshot.files:
                 session = _Session(self, files, snapshot.maps, snapshot.vdso)
             if self.remote is not None:
                 # Capture is over: every thread runs, the network may be waited for.
                 self.remote.progress = progress
-                session.objects.allow_downloads(asked)
+                session.objects.allow_downloads(winding.asked)
             for done, thread in enumerate(snapshot.threads):
                 if progress is not None:
                     progress("symbolization", done, len(snapshot.threads))
-                stopped = stopped or asked()
-                report = None if stopped else _named_report(thread, session, cancellable)
+                report = winding.attempt(lambda t=thread: _thread_report(t, session, True))
                 if report is None:
-                    stopped = True
                     report = _thread_report(thread, session, False)
                     unsymbolized += report.physical_frames
                 reports.append(report)
             coroutines = None
             if snapshot.coroutines is not None:
-                done_coroutines: List[ThreadReport] = []
-                for c in snapshot.coroutines:
-                    stopped = stopped or asked()
-                    report = None if stopped else _named_report(c, session, cancellable)
-                    stopped = report is None
-                    done_coroutines.append(report or _thread_report(c, session, False))
-                coroutines = tuple(done_coroutines)
+                coroutines = tuple(
+                    winding.attempt(lambda c=c: _thread_report(c, session, True))
+                    or _thread_report(c, session, False)
+                    for c in snapshot.coroutines
+                )
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = dwarf_cus_decoded(session.objects) - session.decoded_before
@@ -261,13 +257,8 @@ class Analyzer:
                 for r in (*reports, *(coroutines or ()))
                 for f in r.frames
             )
-            owner_offset = OWNER_OFFSET
-            if not (stopped or asked()):
-                try:
-                    with cancellable():
-                        owner_offset = _owner_offset(session, reports)
-                except Cancelled:
-                    stopped = True
+            found = winding.attempt(lambda: _owner_offset(session, reports))
+            owner_offset = OWNER_OFFSET if found is None else found
         if snapshot.core is not None and snapshot.core.signal:
             reports = _mark_signal_thread(reports, snapshot.core)
         threads, deadlocks = with_mutex_waits(reports, owner_offset)
@@ -301,8 +292,8 @@ class Analyzer:
                 process_exited=snapshot.process_exited,
                 exec_seen=snapshot.exec_seen,
             ),
-            interrupted=snapshot.interrupted or stopped,
-            symbolization_interrupted=stopped,
+            interrupted=snapshot.interrupted or winding.stopped,
+            symbolization_interrupted=winding.stopped,
             warnings=self.warnings(),
         )
 
@@ -315,19 +306,31 @@ class Analyzer:
         return self.notes.take()
 
 
+class _Winding:
+    """Whether a signal has stopped symbolization (see Analyzer.analyze), and the running
+    of work that one may cut short: once stopped, no more such work starts."""
+
+    def __init__(self, interrupts: Optional[Interrupts], stopped: bool) -> None:
+        self.stopped = stopped
+        # Only signals from now on: one that cut capture short still lets it symbolize.
+        self.asked: Callable[[], bool] = interrupts.since_now() if interrupts else _never
+        self._cancellable = interrupts.cancellable if interrupts else contextlib.nullcontext
+
+    def attempt(self, work: Callable[[], _T]) -> Optional[_T]:
+        """work(), or None when a signal asked to stop, before it or during it."""
+        self.stopped = self.stopped or self.asked()
+        if self.stopped:
+            return None
+        try:
+            with self._cancellable():
+                return work()
+        except Cancelled:
+            self.stopped = True
+            return None
+
+
 def _never() -> bool:
     return False
-
-
-def _named_report(
-    thread: ThreadSnapshot, session: _Session, cancellable: Callable[[], ContextManager]
-) -> Optional[ThreadReport]:
-    """The thread symbolized, or None when a signal cut that short (see analyze)."""
-    try:
-        with cancellable():
-            return _thread_report(thread, session, True)
-    except Cancelled:
-        return None
 
 
 def _mark_signal_thread(reports: List[ThreadReport], core: CoreInfo) -> List[ThreadReport]:
@@ -349,7 +352,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             tid=thread.tid,
             name=thread.name,
             status=thread.status,
-            syscall_name=syscall_name(number, host()) if number is not None else None,
+            syscall_name=syscall_name(number, _HOST) if number is not None else None,
             syscall_number=number,
             context=thread.context,
             blocked_in=blocked_in,
@@ -467,7 +470,7 @@ def _blocked_in(thread: ThreadSnapshot) -> Optional[str]:
     call = thread.syscall
     if call is None or call.running or call.number is None or call.number < 0:
         return None
-    arch = thread.regs.arch if thread.regs is not None else host()  # skipped: a live thread
+    arch = thread.regs.arch if thread.regs is not None else _HOST  # skipped: a live thread
     return syscall_name(call.number, arch) or str(call.number)
 
 

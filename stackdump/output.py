@@ -250,7 +250,6 @@ def _in_place(shown: str, name: str, dir_fd: int, refuse) -> Destination:
 
 
 def _connect(path: str, refuse) -> int:
-
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)

@@ -10,9 +10,8 @@ from typing import Callable, FrozenSet, Mapping, Optional, Tuple
 
 from stackdump.arch import Arch, host
 
-
-def _names(arch: Optional[Arch]) -> Mapping[int, str]:
-    return (arch or host()).syscall_names
+# A live thread's numbers: /proc shows them in this machine's processor's.
+_LIVE_NAMES: Mapping[int, str] = host().syscall_names
 
 
 # Doris's list: calls a diagnostic stop may interrupt. `--skip-blocking-syscalls` leaves a
@@ -40,15 +39,15 @@ INTERRUPT_SENSITIVE: FrozenSet[str] = frozenset(INTERRUPT_SENSITIVE_NAMES)
 
 def syscall_name(number: int, arch: Arch) -> Optional[str]:
     """The name of syscall `number` on `arch`: a live target's is this machine's
-    (`arch.host()`), a core's its own processor's."""
-    return _names(arch).get(number)
+    (`stackdump.arch.host()`), a core's its own processor's."""
+    return arch.syscall_names.get(number)
 
 
 def is_interrupt_sensitive(number: int) -> bool:
     """In Doris's list, or `restart_syscall`: the kernel resumes a nanosleep,
     clock_nanosleep, poll or timed futex that any ptrace stop (ours, gdb's, eu-stack's)
     interrupted as restart_syscall, and /proc shows that number from then on."""
-    name = _names(None).get(number)  # a live thread's: this machine's numbers
+    name = _LIVE_NAMES.get(number)
     return name is not None and (name in INTERRUPT_SENSITIVE or name == "restart_syscall")
 
 
@@ -87,7 +86,7 @@ _FD_CALLS: FrozenSet[str] = frozenset({"read", "write", "readv", "writev", "prea
 def interrupted_by_stop(number: int, first_arg: int, is_socket: Callable[[int], bool]) -> bool:
     """Whether a ptrace stop would make this blocked call fail with EINTR.
     `is_socket(fd)` is asked only for the plain file calls."""
-    name = _names(None).get(number)  # a live thread's: this machine's numbers
+    name = _LIVE_NAMES.get(number)
     if name is None:
         return False
     if name in EINTR_ON_STOP:
@@ -97,7 +96,6 @@ def interrupted_by_stop(number: int, first_arg: int, is_socket: Callable[[int], 
 
 def signal_name(number: int) -> str:
     """SIGSEGV for 11; the number itself for a signal Python does not name."""
-
     try:
         return signal.Signals(number).name
     except ValueError:

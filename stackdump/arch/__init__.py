@@ -88,5 +88,4 @@ def for_elf_machine(machine: int) -> Optional[Arch]:
 
 def host() -> Arch:
     """The processor this stackdump runs on: a live target's (ptrace reads its registers)."""
-
     return AARCH64 if os.uname().machine == "aarch64" else X86_64

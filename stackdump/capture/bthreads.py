@@ -77,7 +77,6 @@ _PROBE_ITEMS = 512  # items read per layout to choose one
 
 def layout_from_dwarf(elf: ElfObject) -> Optional[Layout]:
     """The layout the binary's DWARF declares, or None without DWARF."""
-
     try:
         starts = [start for _, start in elf.symbols().named({TASK_RUNNER})]
         if not starts or not elf.has_section(".debug_info"):
@@ -122,7 +121,6 @@ class Bthreads:
 
     def running_on(self, sp: int) -> Optional[int]:
         """The bthread whose stack holds `sp`: the one a worker with that sp is running."""
-
         i = bisect.bisect_right(self.stacks, (sp, float("inf"), 0)) - 1
         if i >= 0 and self.stacks[i][0] <= sp < self.stacks[i][1]:
             return self.stacks[i][2]

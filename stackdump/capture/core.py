@@ -267,7 +267,6 @@ class CorePages:
 def _executable(core: Core) -> str:
     """The executable's path: the file mapped where the auxiliary vector's AT_PHDR points
     (its program headers), else the first file mapped."""
-
     phdr = core.auxv.get(AT_PHDR)
     for entry in core.files:
         if phdr is not None and entry.start <= phdr < entry.end:
@@ -314,7 +313,6 @@ def _link_map_files(core: Core, memory: CoreMemory, exe: Optional[str], sysroot:
     """The mapped objects by the dynamic loader's list (`_r_debug.r_map`, found through the
     executable's DT_DEBUG): each object's PT_LOAD segments at its load bias. Needs the
     executable: `--exe`, or the auxiliary vector's AT_EXECFN when that is an absolute path."""
-
     guest_exe = _string(memory, core.auxv.get(AT_EXECFN, 0))
     exe_local = exe or (f"{sysroot.rstrip('/')}{guest_exe}" if guest_exe.startswith("/") else "")
     phdr_at = core.auxv.get(AT_PHDR)
@@ -448,7 +446,6 @@ def _memory_build_id(memory: CoreMemory, base: int) -> Optional[str]:
 
 
 def _registers_of(core: Core):
-
     if core.machine == EM_AARCH64:
 
         def aarch64_regs(regs: Dict[str, int]) -> Registers:

@@ -172,7 +172,6 @@ def parse_core(stream: BinaryIO) -> Core:
 
 
 def _with(core: Core, **changes) -> Core:
-
     return dataclasses.replace(core, **changes)
 
 

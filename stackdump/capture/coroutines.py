@@ -26,7 +26,6 @@ _MAX_COROUTINES = 100_000
 
 def mapped_paths(maps, files) -> dict:
     """Each mapped executable file's path in the maps -> where it can be opened."""
-
     paths = {}
     modules = ModuleMap(maps)
     for m in maps:
@@ -72,7 +71,6 @@ def find_coroutines(
     """(coroutine snapshots, whether a bound was reached, which bthread a worker thread's sp
     runs). `go`: the process's Go runtime (`go_runtime`), when it is a Go program; `now_ns`:
     CLOCK_MONOTONIC when the process is live (the clock Go stamps waits with)."""
-
     paths = mapped_paths(maps, files)
     go = (
         goroutines.goroutines(memory, go, maps, options.stack_bytes, _MAX_COROUTINES, keep, now_ns)
@@ -123,7 +121,6 @@ def find_coroutines(
 def go_runtime(memory, maps, files, pid: int, tids):
     """The Go runtime when the executable (the first file mapped) is a Go program (has
     `.gopclntab`), else None."""
-
     exe = next((m.file_path for m in maps if m.is_file), None)
     # Only the executable's path is resolved: this runs on every dump, Go or not.
     paths = mapped_paths([m for m in maps if m.file_path == exe], files)
@@ -134,7 +131,6 @@ def go_runtime(memory, maps, files, pid: int, tids):
 
 def with_go_keys(memory, runtime, threads) -> list:
     """Each Go thread with the goroutine it serves and the stack it was on (runtime keys)."""
-
     if runtime is None:
         return list(threads)
     keys = goroutines.thread_keys(memory, runtime, threads)
@@ -148,7 +144,6 @@ def _objects_defining(maps, paths, names, required, section: str = ""):
     """(ELF object, where each of `names` it defines is in the process, and its load bias
     under "") for each mapped object that defines every one of `required` (and holds
     `section`, when given); the object is open while the caller looks at it."""
-
     for mapped, path in paths.items():
         try:
             elf = ElfObject.open(path)
@@ -185,7 +180,6 @@ def mark_running(thread: ThreadSnapshot, running) -> ThreadSnapshot:
 
 def _bthread_ids(memory, maps, paths, switches):
     """brpc's TaskMeta pool (capture/bthreads.py), when the process switches bthreads."""
-
     if not any(fn.kind == "bthread" for fn in switches):
         return None
     wanted = {bthreads.NGROUP, bthreads.BLOCK_GROUPS}

@@ -131,7 +131,6 @@ def go_release(elf: ElfObject) -> Optional[Tuple[str, int]]:
 
 
 def layout_from_dwarf(elf: ElfObject) -> Optional[GoLayout]:
-
     if not elf.has_section(".debug_info"):
         return None
     try:
@@ -170,7 +169,6 @@ def find_runtime(
 ) -> Optional[GoRuntime]:
     """The Go runtime of the process whose executable is `elf` (loaded at `bias`), or None
     for a Go release without a known layout or a processor other than amd64 and arm64."""
-
     arch = for_elf_machine(elf.machine)
     if arch is None:
         return None

@@ -36,6 +36,7 @@ from stackdump.types import (
 FOREIGN = "not a thread of process "
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _EXIT_SETTLE_S = 0.005
+_HOST = host()  # a live target runs on this machine's processor
 
 # progress(phase, done, total): phase is "capture" or "symbolization"; called between
 # threads, never while one is stopped.
@@ -356,7 +357,7 @@ def _context(
         syscall is not None
         and syscall.number is not None
         and syscall.args
-        and syscall_name(syscall.number, host()) == "futex"
+        and syscall_name(syscall.number, _HOST) == "futex"
     ):
         # The futex word and the three after it: for a glibc mutex, its owner's TID.
         words = memory.read(syscall.args[0], 16)

@@ -57,8 +57,9 @@ class LoadedObject:
         self._debug = debug
         self.origin: Optional[str] = None  # the object's path in the target's file system
         # Asked once downloads are allowed (after capture): a debug file from debuginfod.
-        self._pending: Optional[Callable[[], Any]] = None
-        self.wanted: Optional[Tuple[str, str]] = None  # (build-id, label) to download
+        # (build-id, label) of the debug file still to download, and how (the store's).
+        self.wanted: Optional[Tuple[str, str]] = None
+        self._download: Callable[[str, str], Any] = lambda build_id, label: None
         self.warn: Callable[[str], None] = lambda message: None  # damage found in its files
         self.shown = ""  # its path as the target names it, for messages
         self._supplements = supplements
@@ -74,10 +75,10 @@ class LoadedObject:
     def debug(self) -> Optional[ElfObject]:
         """The separate debug file: found locally when the object was opened, else fetched
         from debuginfod on first use once the store allows downloads."""
-        if self._pending is not None:
-            found = self._pending()
+        if self.wanted is not None:
+            found = self._download(*self.wanted)
             if found is not _LATER:
-                self._pending = None
+                self.wanted = None
                 self._debug = found
                 if found is not None:
                     self._symbols = None  # named again, from the debug file's .symtab
@@ -246,7 +247,7 @@ class ObjectStore:
         wanted = [
             (loaded.wanted[0], "debuginfo", loaded.wanted[1])
             for loaded in self._loaded.values()
-            if loaded.wanted is not None and loaded._pending is not None
+            if loaded.wanted is not None
         ]
         self._remote.prefetch(wanted, stop)
 
@@ -356,9 +357,8 @@ class ObjectStore:
             loaded.origin = f"{self.files.roots[0]}{module.path}"
         build_id = elf.build_id()
         if debug is None and self._remote is not None and build_id and not module.is_vdso:
-            label = os.path.basename(module.path)
-            loaded._pending = lambda: self._download(build_id, label)
-            loaded.wanted = (build_id, label)
+            loaded.wanted = (build_id, os.path.basename(module.path))
+            loaded._download = self._download
         return loaded
 
     def _download(self, build_id: str, label: str) -> Any:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import array
 import bisect
-import dataclasses
 import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -181,7 +180,8 @@ def _apply(
         raise CfiError(f"unsupported CFA instruction 0x{op:02x}")
 
 
-def row_for(fde: FDE, vaddr: int, arch: Arch) -> CfiRow:
+def row_for(fde: FDE, vaddr: int, arch: Arch, name: str = "") -> CfiRow:
+    """The row at vaddr of an FDE; `name` says where the FDE is, for messages."""
     cie = fde.cie
     initial = _State(None, {})
     _execute(cie.instructions, initial, None, cie, 0, None)
@@ -196,6 +196,7 @@ def row_for(fde: FDE, vaddr: int, arch: Arch) -> CfiRow:
         ra_column=cie.header.get("return_address_register", arch.ra_column),
         signal_frame=b"S" in augmentation,
         ra_signed=state.ra_signed,
+        fde=name,
     )
 
 
@@ -241,21 +242,21 @@ class CfiTable:
         except _Malformed as e:
             return bad_row(str(e))
         except PARSE_ERRORS:
-            return bad_row(".eh_frame: the FDE for this pc does not decode")
+            return bad_row("the FDE for this pc does not decode")
         if fde is None:
             return None
+        name = self._fde_name(fde)
         try:
-            return dataclasses.replace(row_for(fde, vaddr, self._arch), fde=self._fde_name(fde))
+            return row_for(fde, vaddr, self._arch, name)
         except (CfiError, *PARSE_ERRORS) as e:
             why = str(e) if isinstance(e, CfiError) else "its instructions do not decode"
-            return bad_row(f"{self._fde_name(fde)}: {why}")
+            return bad_row(f"{name}: {why}")
 
     def _fde_name(self, fde: FDE) -> str:
-        section = (
-            ".eh_frame"
-            if self._eh is not None and self._hdr_table
-            else (self._full.section if self._full is not None else "CFI")
-        )
+        if self.indexed_by_header:
+            section = ".eh_frame"
+        else:
+            section = self._full.section if self._full is not None else "CFI"
         return f"the FDE at {section}+0x{fde.offset:x}"
 
     def function_start(self, vaddr: int) -> Optional[int]:
@@ -329,7 +330,7 @@ class CfiTable:
         return 0, None
 
     def _find_fde(self, vaddr: int) -> Optional[FDE]:
-        if self._eh is not None and self._hdr_table:
+        if self.indexed_by_header:
             found = _table_lookup(self._hdr_table, vaddr - self._hdr_vaddr)
             if found is not None:
                 start, offset = found
@@ -443,7 +444,6 @@ _MASK = 0xFFFF_FFFF_FFFF_FFFF
 
 def _section_cfi(elf: ElfObject, name: str, for_eh_frame: bool) -> Optional[CallFrameInfo]:
     """pyelftools' reader over a map of the section (nothing copied), or None."""
-
     section = elf.section(name)
     if section is None:
         return None

@@ -36,8 +36,7 @@ class CfiSource:
         found = self._table_of(pc)
         row = found[0].row(found[1]) if found is not None else None
         if row is not None and row.bad:
-            hit = self.store.lookup(pc)
-            where = quote(hit[0].path) if hit is not None else "its object"
+            where = self._object_name(pc)
             row = dataclasses.replace(row, bad=f"bad CFI for pc 0x{pc:x} in {where}: {row.bad}")
         self._rows[pc] = row
         return row
@@ -69,10 +68,12 @@ class CfiSource:
             return known
         found = self._table_of(pc)
         if found is not None and found[0].indexed_by_header:
-            hit = self.store.lookup(pc)
-            where = quote(hit[0].path) if hit is not None else "its object"
-            return f"{where}, whose .eh_frame_hdr has no FDE covering it"
+            return f"{self._object_name(pc)}, whose .eh_frame_hdr has no FDE covering it"
         return ""
+
+    def _object_name(self, pc: int) -> str:
+        hit = self.store.lookup(pc)
+        return quote(hit[0].path) if hit is not None else "its object"
 
     def _table_of(self, pc: int) -> Optional[Tuple[CfiTable, int]]:
         resolved = self.store.resolve(pc)

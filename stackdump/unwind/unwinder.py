@@ -310,7 +310,7 @@ def walk_hybrid(
             if signal:
                 frames[-1] = replace(frames[-1], trampoline=True)
             new_pc = new_regs.get(arch.pc)
-            if not new_pc and row is not None and not _undefined_ra(row, arch):
+            if not new_pc and row is not None and not _undefined_ra(row):
                 # The outermost frame says so (DW_CFA_undefined on the return address). No
                 # rule for it is damaged CFI; a zero where the rule says it is, a wrong
                 # slot (damaged CFI) or a damaged stack: neither is an end.
@@ -367,27 +367,32 @@ def walk_hybrid(
 _RECORD_SLACK = 4096
 
 
-def _return_confirmed(
+def _confirmed_sp(
     row: CfiRow,
     regs: Dict[int, int],
+    callee_start: int,
     memory: StackMemory,
     code: CodeSource,
     is_code: IsCode,
-    callee_start: int,
     arch: Arch,
-) -> Optional[Tuple[Dict[int, int], int]]:
-    """The CFI step at `regs` when the return address it finds follows a direct call to
-    `callee_start` (the frame's own function), else None."""
-    try:
-        new_regs, cfa = _step_cfi(row, regs, memory, arch)
-    except (_StepFailed, _MissingRegister):
+) -> Optional[int]:
+    """The first sp, at or above `regs`' (a floor), from which the frame's sp-based CFI
+    finds a return address just after a direct call to `callee_start` (the frame's own
+    function); None when none within `_RECORD_SLACK` does, or the CFA is not sp-based."""
+    if row.cfa[0] != "reg" or row.cfa[1][0] != arch.sp:  # type: ignore[index]
         return None
-    ra = new_regs.get(arch.pc)
-    if not ra or (is_code is not None and ra not in is_code):
-        return None
-    if call_verdict(code, ra, callee_start, arch) is not Verdict.CONFIRMED:
-        return None
-    return new_regs, cfa
+    floor = regs[arch.sp]
+    for sp in range(floor, floor + _RECORD_SLACK, arch.word_size * 2):
+        try:
+            new_regs, _ = _step_cfi(row, {**regs, arch.sp: sp}, memory, arch)
+        except (_StepFailed, _MissingRegister):
+            continue
+        ra = new_regs.get(arch.pc)
+        if not ra or (is_code is not None and ra not in is_code):
+            continue
+        if call_verdict(code, ra, callee_start, arch) is Verdict.CONFIRMED:
+            return sp
+    return None
 
 
 def _sp_above_record(
@@ -399,19 +404,12 @@ def _sp_above_record(
     is_code: IsCode,
     arch: Arch,
 ) -> Optional[int]:
-    """The sp of a frame reached by a frame-pointer step on aarch64: the first at or above
-    the floor from which the frame's CFI finds a return address just after a call to the
-    frame's own function. None when none does (the floor is kept)."""
-    if code is None or row.cfa[0] != "reg" or row.cfa[1][0] != arch.sp:  # type: ignore[index]
-        return None
-    start = code.function_start(lookup_pc)
+    """The sp of a frame reached by a frame-pointer step on aarch64 (the step's sp is only
+    a floor), when its CFI confirms one (`_confirmed_sp`); None keeps the floor."""
+    start = code.function_start(lookup_pc) if code is not None else None
     if start is None:
         return None
-    floor = regs[arch.sp]
-    for sp in range(floor, floor + _RECORD_SLACK, arch.word_size * 2):
-        if _return_confirmed(row, {**regs, arch.sp: sp}, memory, code, is_code, start, arch):
-            return sp
-    return None
+    return _confirmed_sp(row, regs, start, memory, code, is_code, arch)
 
 
 def _leaf_step(
@@ -436,16 +434,13 @@ def _leaf_step(
         return None
     row = cfi_lookup(lr - 1)
     start = code.function_start(lr - 1)
-    if row is None or row.bad or start is None or row.cfa[0] != "reg" or row.cfa[1][0] != arch.sp:  # type: ignore[index]
+    if row is None or row.bad or start is None:
         return None
-    sp = regs[arch.sp]
     new = {reg: regs[reg] for reg in arch.callee_saved if reg in regs}
     new[arch.pc] = lr
-    for candidate in range(sp, sp + _RECORD_SLACK, arch.word_size * 2):
-        trial = {**new, arch.sp: candidate}
-        if _return_confirmed(row, trial, memory, code, is_code, start, arch):
-            return trial, candidate
-    return None
+    new[arch.sp] = regs[arch.sp]
+    sp = _confirmed_sp(row, new, start, memory, code, is_code, arch)
+    return None if sp is None else ({**new, arch.sp: sp}, sp)
 
 
 def _stack_top_step(
@@ -544,10 +539,8 @@ def _eval(code: bytes, regs: Dict[int, int], memory: StackMemory, initial=()) ->
         ) from e
 
 
-def _undefined_ra(row: Optional[CfiRow], arch: Arch) -> bool:
+def _undefined_ra(row: CfiRow) -> bool:
     """Whether the row ends the stack: its return address column is undefined."""
-    if row is None:
-        return False
     return any(reg == row.ra_column and rule == UNDEFINED for reg, (rule, _) in row.rules)
 
 
