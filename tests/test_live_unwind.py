@@ -225,3 +225,22 @@ def test_real_server_matches_gdb():
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_thread_in_an_epilogue_keeps_its_caller(build_dir):
+    """After `pop rbp` and before `ret`, the CFI names rbp's slot in the red zone, below the
+    stack pointer: that slot is copied, the CFI step is taken, and the caller (which a
+    frame-pointer walk from there skips) is in the report, as in gdb's."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("the target is x86-64 assembly")
+    binary = compile_target("epilogue.c", build_dir, "epilogue", ["-O2", "-fno-omit-frame-pointer"])
+    with Target(binary, {"epilogue": 1}).wait_ready() as target:
+        tid = target.tid("epilogue")
+        section = dump(target, "--thread-id", str(tid)).thread(tid)
+        assert section.functions()[:3] == [
+            "epilogue_leaf",
+            "epilogue_caller",
+            "epilogue_main",
+        ], section.frames
+        ours = stackdump_pcs(target.pid, [tid])
+        compare(ours, {tid: gdb_pcs(target.pid)[tid]})

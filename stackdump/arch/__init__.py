@@ -37,6 +37,10 @@ class Arch:
     call_before: Callable[[bytes, int], Optional[Tuple[CallKind, int]]] = field(compare=False)
     max_call_length: int
     is_plt_stub: Callable[[bytes], bool] = field(compare=False)  # code at a call's target
+    # Bytes below the stack pointer that a function may use and no signal handler clobbers
+    # (the psABI's red zone): a leaf's saved registers can lie there, and so can the slot
+    # an epilogue just popped while its CFI still names it.
+    red_zone: int
     # What a return address keeps of the word it was saved as: aarch64's pointer
     # authentication signs the top bits.
     address_mask: int = 0xFFFF_FFFF_FFFF_FFFF
@@ -58,6 +62,7 @@ X86_64 = Arch(
     call_before=x86_64_calls.call_before,
     max_call_length=x86_64_calls.MAX_CALL_LENGTH,
     is_plt_stub=x86_64_calls.is_plt_stub,
+    red_zone=128,
     syscall_names=x86_64.SYSCALL_NAMES,
 )
 
@@ -73,6 +78,7 @@ AARCH64 = Arch(
     call_before=aarch64_calls.call_before,
     max_call_length=aarch64_calls.MAX_CALL_LENGTH,
     is_plt_stub=aarch64_calls.is_plt_stub,
+    red_zone=0,  # Linux writes a signal frame right below sp
     address_mask=aarch64.ADDRESS_MASK,
     sigreturn_registers=aarch64_calls.sigreturn_registers,
     syscall_names=aarch64.SYSCALL_NAMES,

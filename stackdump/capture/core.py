@@ -474,7 +474,8 @@ def _thread(
             tid=t.tid, name=name, status=ThreadStatus.OK, regs=regs,
             error=lost if truncated else "its stack pointer is in no memory the core holds",
         )  # fmt: skip
-    stack = memory.read(sp, min(mapping.end - sp, options.stack_bytes))
+    start = max(mapping.start, sp - regs.arch.red_zone)
+    stack = memory.read(start, min(mapping.end - sp, options.stack_bytes) + (sp - start))
     error = "" if stack else (lost if truncated else "the core does not hold its stack")
     return ThreadSnapshot(
         tid=t.tid,
@@ -482,7 +483,7 @@ def _thread(
         status=ThreadStatus.OK,
         regs=regs,
         stack_map=mapping,
-        stack_base=sp,
+        stack_base=start,
         stack=stack,
         error=error,
     )

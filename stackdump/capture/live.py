@@ -142,7 +142,7 @@ def capture_process(
     contexts: Dict[ThreadContext, ThreadContext] = {}
     interrupted = False
     memory = RemoteMemory(view)
-    copier = StackCopier(memory, maps, options.stack_bytes)
+    copier = StackCopier(memory, maps, options.stack_bytes, _HOST.red_zone)
     passive = PassiveCapturer(pid, copier, options.timeout_ms)
     # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
     # allocates little, so collection waits until every thread runs again.

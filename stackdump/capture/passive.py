@@ -59,7 +59,7 @@ class PassiveCapturer:
             if state is None or state.running:
                 running += 1
                 continue
-            stack_map, copied = self._copier.copy(tid, state.sp)
+            stack_map, start, copied = self._copier.copy(tid, state.sp)
             after_state = proc.read_syscall(self.pid, tid)
             after = proc.read_context_switches(self.pid, tid)
             if after is None:
@@ -73,7 +73,7 @@ class PassiveCapturer:
                 status=ThreadStatus.OK,
                 regs=Registers.of({_HOST.pc: state.pc, _HOST.sp: state.sp}, _HOST),
                 stack_map=stack_map,
-                stack_base=state.sp,
+                stack_base=start,
                 stack=self._copier.data(copied),
                 syscall=state,
                 passive=True,

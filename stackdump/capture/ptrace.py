@@ -306,7 +306,7 @@ class Tracer:
             with _StopWindow(self, tid) as window:
                 if window.status is not None:
                     return self._snapshot(tid, name, window.status, syscall, error=window.error)
-                stack_map, copied, home, home_start, home_copied = self._copy_stopped(tid)
+                stack_map, start, copied, home, home_start, home_copied = self._copy_stopped(tid)
                 window.detach()
         except PtraceError as e:
             if e.errno == errno.ESRCH:
@@ -332,7 +332,7 @@ class Tracer:
             status=ThreadStatus.OK,
             regs=regs,
             stack_map=stack_map,
-            stack_base=regs.sp,
+            stack_base=start,
             stack=stack,
             pause_ns=window.pause_ns,
             attempted=True,
@@ -343,7 +343,8 @@ class Tracer:
     def _copy_stopped(self, tid: int):
         """What is done while the thread is stopped: its registers into the preallocated
         struct, its stack (and, on an alternate signal stack, its own) into the copier's
-        buffers. (stack mapping, bytes copied, home mapping, its start, bytes copied.)"""
+        buffers. (stack mapping, address of its first byte copied, bytes copied, home mapping,
+        its start, bytes copied.)"""
         if _HOST is AARCH64:
             # No PTRACE_GETREGS there: the NT_PRSTATUS regset, into the same struct.
             if self._ptrace(PTRACE_GETREGSET, tid, NT_PRSTATUS, self._iovec_address) == -1:
@@ -353,7 +354,7 @@ class Tracer:
             if self._ptrace(PTRACE_GETREGS, tid, None, self._regs_address) == -1:
                 raise _stop_window_error(PTRACE_GETREGS, tid)
             sp, thread_pointer = self._regs.rsp, self._regs.fs_base
-        stack_map, copied = self._copier.copy(tid, sp, thread_pointer)
+        stack_map, start, copied = self._copier.copy(tid, sp, thread_pointer)
         home = self._home_stack(tid, thread_pointer, stack_map) if thread_pointer else None
         home_start = home_copied = 0
         if home is not None:
@@ -361,7 +362,7 @@ class Tracer:
             home_copied = self._memory.copy_into(
                 tid, self._home_buffer, home_start, home.end - home_start
             )
-        return stack_map, copied, home, home_start, home_copied
+        return stack_map, start, copied, home, home_start, home_copied
 
     def _seize(self, tid: int) -> Optional[PtraceError]:
         """PTRACE_SEIZE; None on success. A thread held by another tracer for a moment (a

@@ -94,15 +94,18 @@ class RemoteMemory:
 
 
 class StackCopier:
-    """Copies a thread's stack, from its stack pointer to the end of the mapping holding it
-    (at most `stack_bytes`), into one reusable buffer. `data()` turns the copy into bytes;
-    the next copy overwrites it."""
+    """Copies a thread's stack, from `below` bytes under its stack pointer (the red zone) to
+    the end of the mapping holding it (at most `stack_bytes` above the stack pointer), into
+    one reusable buffer. `data()` turns the copy into bytes; the next copy overwrites it."""
 
-    def __init__(self, memory: RemoteMemory, maps: Sequence[MemoryMap], stack_bytes: int):
+    def __init__(
+        self, memory: RemoteMemory, maps: Sequence[MemoryMap], stack_bytes: int, below: int
+    ):
         self.memory = memory
         self.stack_bytes = stack_bytes
+        self.below = below
         self.update_maps(maps)
-        self._buffer = ctypes.create_string_buffer(stack_bytes)
+        self._buffer = ctypes.create_string_buffer(stack_bytes + below)
         self._buffer_address = ctypes.addressof(self._buffer)
 
     def update_maps(self, maps: Sequence[MemoryMap]) -> None:
@@ -117,10 +120,13 @@ class StackCopier:
             return self.maps[i]
         return None
 
-    def copy(self, tid: int, sp: int, thread_pointer: int = 0) -> Tuple[Optional[MemoryMap], int]:
-        """(mapping holding sp, bytes copied into the buffer). A stack mapped after the maps
-        were read (a thread started meanwhile) is copied up to `stack_bytes` or its end,
-        whichever comes first, and its mapping (None here) is looked up afterwards.
+    def copy(
+        self, tid: int, sp: int, thread_pointer: int = 0
+    ) -> Tuple[Optional[MemoryMap], int, int]:
+        """(mapping holding sp, address of the first byte copied, bytes copied into the
+        buffer). A stack mapped after the maps were read (a thread started meanwhile) is
+        copied from sp up to `stack_bytes` or its end, whichever comes first, and its
+        mapping (None here) is looked up afterwards.
 
         A thread pointer above sp in the same mapping marks where the thread's stack ends:
         glibc and musl put the thread's descriptor there (x86-64: `struct pthread` from the
@@ -128,10 +134,11 @@ class StackCopier:
         halves what a blocked thread's copy holds."""
         stack_map = self.mapping(sp)
         if stack_map is None:
-            return None, self.memory.copy_to(tid, self._buffer_address, sp, self.stack_bytes)
+            return None, sp, self.memory.copy_to(tid, self._buffer_address, sp, self.stack_bytes)
+        start = max(stack_map.start, sp - self.below)
         end = thread_pointer if sp < thread_pointer < stack_map.end else stack_map.end
-        size = min(end - sp, self.stack_bytes)
-        return stack_map, self.memory.copy_to(tid, self._buffer_address, sp, size)
+        size = min(end - sp, self.stack_bytes) + (sp - start)
+        return stack_map, start, self.memory.copy_to(tid, self._buffer_address, start, size)
 
     def data(self, copied: int) -> bytes:
         return ctypes.string_at(self._buffer, copied) if copied > 0 else b""

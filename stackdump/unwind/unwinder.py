@@ -285,6 +285,9 @@ def walk_hybrid(
             regs, pc, activation = trampoline, trampoline[arch.pc], True
             used_cfi = True
             continue
+        # A row found counts even when its step fails: the frame-pointer walk is no
+        # fallback where CFI says otherwise (from an epilogue it skips the caller).
+        used_cfi = used_cfi or row is not None
         try:
             try:
                 new_regs, cfa, method, signal = _step(row, regs, memory, arch)
@@ -302,7 +305,6 @@ def walk_hybrid(
                 regs = {**regs, arch.fp: rbp}
                 recovered += 1
                 new_regs, cfa, method, signal = _step(row, regs, memory, arch)
-            used_cfi = used_cfi or row is not None
         except _StepFailed as e:
             failure: Optional[Tuple[UnwindStatus, str]] = (e.status, str(e))
         else:
@@ -515,6 +517,12 @@ def _recover_rbp(
 def _read(memory: StackMemory, address: int) -> int:
     value = memory.read_word(address)
     if value is None:
+        if memory.in_mapping(address) and address < memory.base:
+            raise _StepFailed(
+                UnwindStatus.STEP_ERROR,
+                f"saved register at 0x{address:x} lies below the stack copied from "
+                f"0x{memory.base:x} (the stack pointer less its red zone)",
+            )
         if memory.in_any_mapping(address):
             raise _StepFailed(
                 UnwindStatus.STACK_COPY_LIMIT,
