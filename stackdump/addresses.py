@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
+from stackdump import runtimes
 from stackdump.cache import DiskCache
 from stackdump.elf.debuginfod import Debuginfod
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
@@ -87,7 +88,7 @@ def symbolize(
             ObjectStore(files, maps, None, options.debug_dirs, cache, remote=remote, notes=notes)
         )
         objects.allow_downloads()  # nothing is stopped here
-        symbolizer = Symbolizer(objects, options.mode)
+        symbolizer = Symbolizer(objects, options.mode, None, runtimes.own_code)
         for i, address in enumerate(addresses):
             frame = Frame(pc=address, activation=not backtrace or i == 0)
             try:

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-from stackdump import addresses, proc
+from stackdump import addresses, proc, runtimes
 from stackdump.addresses import Resolved
 from stackdump.capture.core import capture_core
 from stackdump.capture.live import Progress, capture_process, readable_maps, resolve_target
@@ -87,7 +87,10 @@ def dump(
         if isinstance(source, CoreFile):
             snapshot = _core_snapshot(source, options, analyzer)
         else:
-            snapshot = capture_process(options.capture, progress, phase.requested, analyzer.settle)
+            snapshot = capture_process(
+                options.capture, progress, phase.requested, analyzer.settle,
+                after=runtimes.after_capture,
+            )  # fmt: skip
         # A signal while the last thread was captured or unwound found no next thread to
         # skip: it still asks to stop, so nothing is symbolized.
         stop = phase.requested() and not snapshot.interrupted
@@ -103,7 +106,10 @@ def dump(
 def _core_snapshot(source: CoreFile, options: DumpOptions, analyzer: Analyzer) -> ProcessSnapshot:
     remote = analyzer.remote
     fetch = (lambda build_id: remote.find(build_id, "executable", "executable")) if remote else None
-    return capture_core(source.path, options.capture, source.exe, source.sysroot, fetch)
+    return capture_core(
+        source.path, options.capture, source.exe, source.sysroot, fetch,
+        after=runtimes.after_capture,
+    )  # fmt: skip
 
 
 def symbolize(

@@ -573,7 +573,8 @@ SKIP_HELP = (
     "--coroutines",
     is_flag=True,
     help="Also print every suspended coroutine (boost.context fibers: boost.fiber and others "
-    "switching with jump_fcontext), found by reading memory while every thread runs.",
+    "switching with jump_fcontext; brpc's bthreads; Go's goroutines), found by reading memory "
+    "while every thread runs.",
 )
 @click.option(
     "--symbolize",

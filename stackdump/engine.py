@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
+from stackdump import runtimes
 from stackdump.arch import host
 from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress
@@ -28,7 +29,6 @@ from stackdump.locks import OWNER_OFFSET, lock_frame_pc, with_mutex_waits
 from stackdump.notes import Notes
 from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
 from stackdump.symbols.dwarf import member_offset_at
-from stackdump.symbols.jit import JitCode
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import signal_name, syscall_name
 from stackdump.types import (
@@ -84,7 +84,7 @@ class _Session:
             analyzer.remote,
             analyzer.notes,
         )
-        self.cfi = CfiSource(self.objects)
+        self.cfi = CfiSource(self.objects, runtimes.own_code)
         self.code_map = CodeMap(maps)
         self._maps = maps
         self.hits_before = analyzer.disk.hits
@@ -98,9 +98,8 @@ class _Session:
     @property
     def symbolizer(self) -> Symbolizer:
         if self._symbolizer is None:
-            # A live process's JIT code is named by its perf map; a core's only marked.
-            jit = JitCode(self._maps, getattr(self.files, "pid", None))
-            self._symbolizer = Symbolizer(self.objects, self.mode, jit)
+            anonymous = runtimes.anonymous_code(self._maps, getattr(self.files, "pid", None))
+            self._symbolizer = Symbolizer(self.objects, self.mode, anonymous, runtimes.own_code)
         return self._symbolizer
 
     def unwind(self, thread: ThreadSnapshot) -> Optional[UnwindResult]:
@@ -369,6 +368,8 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             coroutine=thread.coroutine,
             coroutine_id=thread.coroutine_id,
             runtime_keys=thread.runtime_keys,
+            group_keys=thread.group_keys,
+            ids_as_ranges=thread.ids_as_ranges,
         )
     result = session.unwind(thread)
     assert result is not None
@@ -380,16 +381,12 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
     bounds = (thread.stack_map.start, thread.stack_map.end) if thread.stack_map else None
     # What capture said of the stack (a core cut before it) is why the unwind failed.
     unwind_status, error = result.unwind_status, thread.error or result.error
-    if thread.coroutine and frames and _coroutine_start(frames[-1].function):
-        # A fiber's stack begins in the trampoline make_fcontext set up, which has no CFI:
-        # reaching it is the end of the stack, not a failure.
-        unwind_status, error = UnwindStatus.END_OF_STACK, ""
-    top = next((i for i, f in enumerate(frames) if f.function in _GO_STACK_TOPS), None)
-    if top is not None and symbolize:
-        # Go's own tracebacks end there: what lies beyond (mcall's caller on another stack,
-        # mstart's cgo trampoline) is not this stack's (runtime/traceback.go, topofstack).
-        frames = frames[: top + 1]
-        result = dataclasses.replace(result, frames=result.frames[: top + 1])
+    end = runtimes.stack_end([f.function for f in frames], thread.coroutine) if symbolize else None
+    if end is not None:
+        # Where the runtime's own tracebacks end this stack: what lies beyond is not this
+        # stack's, and reaching it is no failure.
+        frames = frames[: end + 1]
+        result = dataclasses.replace(result, frames=result.frames[: end + 1])
         unwind_status, error = UnwindStatus.END_OF_STACK, ""
     return ThreadReport(
         tid=thread.tid,
@@ -410,6 +407,8 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         running_coroutine=thread.running_coroutine,
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
         runtime_keys=thread.runtime_keys,
+        group_keys=thread.group_keys,
+        ids_as_ranges=thread.ids_as_ranges,
     )
 
 
@@ -450,19 +449,6 @@ def _entry_name(session: _Session, entry: Optional[int]) -> Optional[str]:
     if not entry:
         return None
     return _symbolize_softly(session.symbolizer, Frame(pc=entry, activation=True)).function
-
-
-# Where the Go runtime's tracebacks stop: a thread's first frame (mstart, rt0_go), a goroutine's
-# first (goexit), and the switches to the g0 stack (mcall, morestack, systemstack, and
-# asmcgocall, where a cgo call's C code runs).
-_GO_STACK_TOPS = frozenset(
-    ("runtime.mstart", "runtime.rt0_go", "runtime.goexit", "runtime.mcall", "runtime.morestack",
-     "runtime.systemstack", "runtime.asmcgocall")
-)  # fmt: skip
-
-
-def _coroutine_start(function: Optional[str]) -> bool:
-    return function in ("make_fcontext", "bthread_make_fcontext")
 
 
 def _blocked_in(thread: ThreadSnapshot) -> Optional[str]:

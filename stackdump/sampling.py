@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Dict, List, Optional
 
+from stackdump import runtimes
 from stackdump.capture.live import Progress, ShouldStop, capture_process
 from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import ProcessNotFound
@@ -51,8 +52,9 @@ def sample(
             began = clock()
             try:
                 snapshot = capture_process(
-                    options.capture, None, stop if index else None, analyzer.settle
-                )
+                    options.capture, None, stop if index else None, analyzer.settle,
+                    after=runtimes.after_capture,
+                )  # fmt: skip
             except ProcessNotFound:
                 if header is None:
                     raise

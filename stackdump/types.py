@@ -90,7 +90,7 @@ class CaptureOptions:
     capture_mode: CaptureMode = CaptureMode.AUTO
     realtime: bool = True  # SCHED_FIFO during each stop window (capture.ptrace)
     kernel_stacks: bool = False  # also read /proc/PID/task/TID/stack (root)
-    coroutines: bool = False  # also find suspended coroutines (capture/fcontext.py)
+    coroutines: bool = False  # also list the runtimes' suspended coroutines (runtimes/)
     cpu_window_ms: int = 0  # measure each thread's CPU over this window before capture
 
 
@@ -259,9 +259,12 @@ class ThreadSnapshot:
     coroutine_id: Optional[int] = None  # the runtime's own id (a bthread_t), when read
     entry: Optional[int] = None  # the coroutine's entry function, when read
     running_coroutine: Optional[int] = None  # a worker thread: the bthread it was running
-    # What a language runtime says of it, in order: a goroutine's go_status, wait_reason;
-    # a Go thread's goroutine and go_stack.
+    # What a language runtime says of it, in order (`runtimes/`), and which of those keys
+    # a group of threads or coroutines must share (not ids, not times).
     runtime_keys: Tuple[Tuple[str, str], ...] = ()
+    group_keys: Tuple[str, ...] = ()
+    # Its group lists the runtime's ids, as ranges (there may be 100,000), not handles.
+    ids_as_ranges: bool = False
 
 
 class FileSource(Protocol):
@@ -399,7 +402,9 @@ class ThreadReport:
     entry_function: Optional[str] = None  # its entry function, named
     running_coroutine: Optional[int] = None  # a worker thread: the bthread it was running
     signal: Optional[str] = None  # a core's thread that received the fatal signal: its name
-    runtime_keys: Tuple[Tuple[str, str], ...] = ()  # a language runtime's own words (Go)
+    runtime_keys: Tuple[Tuple[str, str], ...] = ()  # a language runtime's own words
+    group_keys: Tuple[str, ...] = ()  # which of them a group shares
+    ids_as_ranges: bool = False  # a group lists coroutine_ids as ranges, not handles
 
     @property
     def physical_frames(self) -> int:

@@ -59,13 +59,9 @@ class ThreadGroup:
         return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
-# The runtime keys a group shares (a goroutine's status and wait reason, a Go thread's stack),
-# so that goroutines parked alike in different ways stay apart, as in Go's own dumps.
-GROUP_RUNTIME_KEYS = ("go_status", "wait_reason", "go_stack")
-
-
 def group_keys(t: ThreadReport) -> Tuple[Tuple[str, str], ...]:
-    return tuple((k, v) for k, v in t.runtime_keys if k in GROUP_RUNTIME_KEYS)
+    """The runtime keys a group shares (the runtime says which: not ids, not times)."""
+    return tuple((k, v) for k, v in t.runtime_keys if k in t.group_keys)
 
 
 def group_threads(threads: Sequence[ThreadReport]) -> Tuple[ThreadGroup, ...]:

@@ -131,6 +131,7 @@ def test_aarch64_pointer_authentication_signatures_are_stripped(cross, build_dir
     import struct
 
     from stackdump.capture.core import capture_core
+    from stackdump.runtimes import after_capture
     from stackdump.types import CaptureOptions
 
     binary = build_dir / "crash-aarch64-pac"
@@ -143,7 +144,9 @@ def test_aarch64_pointer_authentication_signatures_are_stripped(cross, build_dir
         )  # fmt: skip
     core, tids = _guest_core(binary, tmp_path, "plain")
     crasher = tids["crasher"][0]
-    snapshot = capture_core(str(core), CaptureOptions(pid=0), str(binary), SYSROOT)
+    snapshot = capture_core(
+        str(core), CaptureOptions(pid=0), str(binary), SYSROOT, after=after_capture
+    )
     try:
         thread = next(t for t in snapshot.threads if t.tid == crasher)
         regs = thread.regs.as_dict()

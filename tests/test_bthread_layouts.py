@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from stackdump.capture import bthreads
+from stackdump.runtimes import brpc as bthreads
 
 
 class Pool:

@@ -84,7 +84,7 @@ def rule_matches(ours: Optional[Tuple[str, object]], theirs: str) -> bool:
 
 
 def compare(path: str, rows: List[Row]) -> int:
-    table = CfiTable(ElfObject.open(path))
+    table = CfiTable(ElfObject.open(path), None, None, None)
     checked = 0
     for row in rows:
         ours = table.row(row.loc)
@@ -148,7 +148,7 @@ def test_a_debug_frame_index_is_built_once_and_then_read_from_the_cache(tmp_path
     for _ in range(2):
         elf = ElfObject.open(str(binary))
         try:
-            table = CfiTable(elf, None, cache)
+            table = CfiTable(elf, None, cache, None)
             rows.append([table.fde_row(pc + 8) for pc in starts])
             rows.append(table.indexes_built)
         finally:
@@ -163,7 +163,10 @@ def test_go_code_is_unwound_by_its_pcsp_table_as_its_debug_frame_says(tmp_path):
     """Every Go function's row from `.gopclntab`'s pcsp table (what `-s -w` binaries keep)
     equals the row its `.debug_frame` FDE gives (CFA and return address), at 2,000 pcs; and
     rows for Go code build no FDE index."""
+    from stackdump.arch import X86_64
     from stackdump.elf.image import ElfObject
+    from stackdump.runtimes.go import GoCode
+    from stackdump.runtimes.go.pclntab import go_table
     from stackdump.unwind.cfi import CfiTable
 
     go = need_tool("go", "golang-go")
@@ -182,7 +185,7 @@ def test_go_code_is_unwound_by_its_pcsp_table_as_its_debug_frame_says(tmp_path):
     pcs = [start + rng.randrange(size) for start, size in rng.choices(functions, k=2000)]
     elf = ElfObject.open(str(binary))
     try:
-        table = CfiTable(elf)
+        table = CfiTable(elf, None, None, GoCode(go_table(elf), X86_64))
         ours = [table.row(pc) for pc in pcs]
         assert table.indexes_built == 0
         theirs = [table.fde_row(pc) for pc in pcs]

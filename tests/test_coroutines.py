@@ -124,8 +124,8 @@ BRPC = Path(__file__).resolve().parent.parent.parent / "shared" / "third_party"
 
 
 def _layouts(library, names):
-    from stackdump.capture.fcontext import layout
     from stackdump.elf.image import ElfObject
+    from stackdump.runtimes.fcontext import layout
 
     elf = ElfObject.open(str(library))
     try:
@@ -177,7 +177,7 @@ def test_layout_of_brpc_bthread_jump_fcontext(tmp_path):
 
 
 def test_layout_refuses_other_code():
-    from stackdump.capture.fcontext import layout
+    from stackdump.runtimes.fcontext import layout
 
     assert layout(b"\x55\x48\x89\xe5\xc3", 0) is None  # push %rbp; mov %rsp,%rbp; ret
     assert layout(b"", 0) is None
@@ -289,8 +289,9 @@ def test_a_context_in_unreadable_memory_degrades_that_coroutine_only():
     or hostile word) becomes one coroutine with an error, never an exception."""
     import os
 
-    from stackdump.capture.fcontext import MapIndex, SavedContext, SwitchFunction, context_snapshot
+    from stackdump.capture.pages import MapIndex
     from stackdump.capture.remote import RemoteMemory
+    from stackdump.runtimes.fcontext import SavedContext, SwitchFunction, context_snapshot
     from stackdump.types import ThreadStatus
 
     switch = SwitchFunction(0, 0x38, EXPECTED_SLOTS, "jump_fcontext")
@@ -379,9 +380,10 @@ def test_a_fiber_resumed_while_its_stack_is_read_is_reported_not_unwound(fibers)
     /proc/PID/mem while the stack is copied): stackdump says so for that fiber."""
     import os
 
-    from stackdump.capture.fcontext import MapIndex, SavedContext, SwitchFunction, context_snapshot
+    from stackdump.capture.pages import MapIndex
     from stackdump.capture.remote import RemoteMemory
     from stackdump.proc import read_maps
+    from stackdump.runtimes.fcontext import SavedContext, SwitchFunction, context_snapshot
     from stackdump.types import ThreadStatus
 
     target, _ = fibers

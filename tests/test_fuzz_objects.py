@@ -31,6 +31,7 @@ from stackdump.cache import DiskCache
 from stackdump.elf.image import ElfObject
 from stackdump.elf.modules import HostFiles
 from stackdump.elf.store import ObjectStore
+from stackdump.runtimes import own_code
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.types import Frame, LocationMode, MemoryMap
 from stackdump.unwind.cfi_source import CfiSource
@@ -141,8 +142,8 @@ def _exercise(tmp: Path, seed: Seed, mutated: bytes) -> None:
     size = max(len(seed.data), len(seed.debug_for), 1)
     mapping = MemoryMap(BASE, BASE + size + 0x1000, "r-xp", 0, "00:00", 1, str(binary))
     with ObjectStore(HostFiles(), (mapping,), None, debug_dirs, DiskCache(None)) as objects:
-        symbolizer = Symbolizer(objects, LocationMode.FULL_WITH_INLINE)
-        cfi = CfiSource(objects)
+        symbolizer = Symbolizer(objects, LocationMode.FULL_WITH_INLINE, None, own_code)
+        cfi = CfiSource(objects, own_code)
         for pc in seed.pcs:
             cfi.row(pc)
             cfi.function_start(pc)

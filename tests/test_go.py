@@ -42,8 +42,8 @@ def go_builds(build_dir):
 
 
 def test_gopclntab_names_and_lines_equal_go_tool_addr2line(go_builds):
-    from stackdump.elf.gopclntab import go_table
     from stackdump.elf.image import ElfObject
+    from stackdump.runtimes.go.pclntab import go_table
 
     go, env, built = go_builds
     symbols = subprocess.run(["nm", str(built["dwarf"])], capture_output=True, text=True).stdout

@@ -154,8 +154,8 @@ def _goroutines(text: str) -> dict:
 @pytest.mark.parametrize("release", RELEASES)
 def test_layout_table_is_each_releases_dwarf(release):
     """The table `-s -w` binaries are read with equals what each release's DWARF says."""
-    from stackdump.capture import goroutines
     from stackdump.elf.image import ElfObject
+    from stackdump.runtimes.go import goroutines
 
     elf = ElfObject.open(str(_build(release, "dwarf")))
     try:
@@ -440,9 +440,9 @@ def test_a_goroutine_that_runs_while_it_is_read_is_reported_not_unwound():
     read, its saved pc is rewritten in the target (through /proc/PID/mem, then restored), as
     if it had run meanwhile: that goroutine says so, every other one is unwound."""
     from stackdump import proc
-    from stackdump.capture import goroutines
     from stackdump.capture.remote import RemoteMemory
     from stackdump.elf.image import ElfObject
+    from stackdump.runtimes.go import goroutines
 
     binary = _build(RELEASES[-1], "stripped")
     server = GoServer(binary)

@@ -1,6 +1,7 @@
-"""Issue 14: the packages import one way. `stackdump.unwind` (CFI, frame walks) and
+"""Issues 14 and 29: the packages import one way. `stackdump.unwind` (CFI, frame walks) and
 `stackdump.symbols` (names, DWARF) both build on `stackdump.elf`; neither imports the other,
-and neither imports the live-process modules (capture, ptrace, /proc)."""
+the live-process modules (capture, ptrace, /proc) or the runtimes, which sit above them all
+and below the engine."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import sys
 
 import pytest
 
+RUNTIMES = "stackdump.runtimes"
+ABOVE_CAPTURE = ("stackdump.engine", "stackdump.api", "stackdump.sampling", "stackdump.unwind",
+                 "stackdump.symbols", "stackdump.cli")  # fmt: skip
 LIVE = ("stackdump.capture", "stackdump.passive", "stackdump.remote", "stackdump.proc")
 ANALYSIS = ("stackdump.engine", "stackdump.sampling", "stackdump.unwind", "stackdump.symbols",
             "stackdump.elf", "stackdump.cli")  # fmt: skip
@@ -23,10 +27,20 @@ def _imported_by(module: str):
 @pytest.mark.parametrize(
     "module,forbidden",
     [
-        ("stackdump.unwind.unwinder", ("stackdump.symbols", *LIVE)),
-        ("stackdump.unwind.cfi_source", ("stackdump.symbols", *LIVE)),
-        ("stackdump.symbols.symbolizer", ("stackdump.unwind", *LIVE)),
-        ("stackdump.elf.store", ("stackdump.unwind", "stackdump.symbols", *LIVE)),
+        ("stackdump.unwind.unwinder", ("stackdump.symbols", RUNTIMES, *LIVE)),
+        ("stackdump.unwind.cfi_source", ("stackdump.symbols", RUNTIMES, *LIVE)),
+        ("stackdump.symbols.symbolizer", ("stackdump.unwind", RUNTIMES, *LIVE)),
+        ("stackdump.elf.store", ("stackdump.unwind", "stackdump.symbols", RUNTIMES, *LIVE)),
+        # Sources know no runtime: they hand a ProcessView to the hook they are given.
+        *[
+            (f"stackdump.capture.{name}", (RUNTIMES, *ABOVE_CAPTURE))
+            for name in ("live", "core", "ptrace", "passive", "pages", "view")
+        ],
+        # Runtimes sit between the sources and the engine.
+        (
+            "stackdump.runtimes",
+            ("stackdump.engine", "stackdump.api", "stackdump.sampling", "stackdump.cli"),
+        ),  # fmt: skip
         # Writers are pure: a format's module, and the table of all of them, load no capture,
         # analysis or file-reading code (issue 29).
         *[
@@ -47,20 +61,21 @@ def _imported_by(module: str):
 def test_layer_imports_only_downwards(module, forbidden):
     loaded = _imported_by(module)
     assert module in loaded
-    wrong = sorted(name for name in loaded if name.startswith(forbidden))
+    wrong = sorted(n for n in loaded for f in forbidden if n == f or n.startswith(f + "."))
     assert wrong == []
 
 
 _ANALYZE_EXITED = """
 import dataclasses, json, os, signal, sys
 from stackdump.capture.live import capture_process
+from stackdump.runtimes import after_capture
 from stackdump.engine import Analyzer
 from stackdump.types import AnalysisOptions, CaptureOptions, LocationMode
 
 pid, binary = int(sys.argv[1]), sys.argv[2]
 snapshots = []
 for _ in range(2):
-    snapshot = capture_process(CaptureOptions(pid=pid))
+    snapshot = capture_process(CaptureOptions(pid=pid), after=after_capture)
     snapshot.files.close()
     snapshots.append(snapshot)
 os.kill(pid, signal.SIGKILL)
@@ -136,19 +151,22 @@ def test_settled_threads_keep_frames_not_stack_bytes(live, threads_bin):
 
     from stackdump.capture.live import capture_process
     from stackdump.engine import Analyzer
+    from stackdump.runtimes import after_capture
     from stackdump.types import AnalysisOptions, CaptureOptions, LocationMode, ThreadStatus
 
     binary = threads_bin("O2")
     options = AnalysisOptions(mode=LocationMode.DISABLED)
     with Target(binary, {"read": 2, "cond": 2, "sleep": 1}).wait_ready() as target:
         with Analyzer(options) as analyzer:
-            settled = capture_process(CaptureOptions(pid=target.pid), settle=analyzer.settle)
+            settled = capture_process(
+                CaptureOptions(pid=target.pid), settle=analyzer.settle, after=after_capture
+            )
             ok = [t for t in settled.threads if t.status is ThreadStatus.OK]
             assert len(ok) == 6
             assert all(t.stack == b"" and t.unwound is not None for t in ok)
             assert all(len(t.unwound.frames) >= 3 for t in ok)
             from_settled = analyzer.analyze(settled)
-        raw = capture_process(CaptureOptions(pid=target.pid))
+        raw = capture_process(CaptureOptions(pid=target.pid), after=after_capture)
         assert all(t.stack and t.unwound is None for t in raw.threads)
         with Analyzer(options) as analyzer:
             from_raw = analyzer.analyze(raw)

@@ -31,7 +31,7 @@ from stackdump.capture.core_notes import (
     NotACore,
     parse_core,
 )
-from stackdump.capture.coroutines import after_capture
+from stackdump.capture.view import AfterCapture, ProcessView
 from stackdump.elf import sections
 from stackdump.elf.image import PARSE_ERRORS, ElfObject, file_build_id
 from stackdump.elf.modules import VDSO, Module
@@ -162,8 +162,11 @@ def capture_core(
     exe: Optional[str] = None,
     sysroot: str = "",
     fetch=None,
+    *,
+    after: AfterCapture,
 ) -> ProcessSnapshot:
-    """The snapshot a core file holds. InvalidCore when it is not one."""
+    """The snapshot a core file holds, with what the runtimes read in it (`after`,
+    `runtimes.after_capture`). InvalidCore when it is not one."""
     try:
         stream = safefs.open_binary(path)  # kept open by the snapshot's memory
     except OSError as e:
@@ -201,11 +204,9 @@ def capture_core(
             _thread(t, name, arch_regs(t.registers), maps, memory, options, core.truncated)
         )
     files = CoreFiles(stream, memory, sysroot, exe_path, exe, build_ids, fetch)
-    # Suspended fibers, bthreads and goroutines, in the memory the core holds.
-    tids = [t.tid for t in threads]
-    threads, coroutines, truncated = after_capture(
-        memory, maps, files, core.pid, tids, threads, options, None, lambda: CorePages(core)
-    )
+    # The runtimes' part (their words, their suspended coroutines), from the core's memory.
+    process = ProcessView(memory, maps, files, core.pid, tuple(t.tid for t in threads), None)
+    threads, coroutines, truncated = after(process, threads, options, None, lambda: CorePages(core))
     if options.thread_ids is None:
         threads.sort(key=lambda t: t.tid)
     else:
@@ -242,7 +243,7 @@ def capture_core(
 
 
 class CorePages:
-    """Which pages of a range the core holds (fcontext.Pagemap's questions, for a core):
+    """Which pages of a range the core holds (capture.pages.Pagemap's questions, for a core):
     the coroutine search reads only those."""
 
     def __init__(self, core: Core) -> None:

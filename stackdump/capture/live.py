@@ -14,11 +14,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump import permissions, proc
 from stackdump.arch import host
-from stackdump.capture.coroutines import after_capture
-from stackdump.capture.fcontext import Pagemap
+from stackdump.capture.pages import Pagemap
 from stackdump.capture.passive import PassiveCapturer
 from stackdump.capture.ptrace import Tracer
 from stackdump.capture.remote import RemoteMemory, StackCopier
+from stackdump.capture.view import AfterCapture, ProcessView
 from stackdump.elf.modules import VDSO, LiveFiles
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
 from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive, syscall_name
@@ -117,8 +117,11 @@ def capture_process(
     progress: Optional[Progress] = None,
     should_stop: Optional[ShouldStop] = None,
     settle: Optional[Settle] = None,
+    *,
+    after: AfterCapture,
 ) -> ProcessSnapshot:
-    """Read /proc, pin the mapped files, then capture the threads one at a time. The
+    """Read /proc, pin the mapped files, then capture the threads one at a time; `after`
+    (`runtimes.after_capture`) reads the runtimes' part once every thread runs again. The
     snapshot's `files` (the mapped files, opened here) belong to the caller: `analyze`
     closes them."""
     pid = resolve_target(options.pid, options.timeout_ms)
@@ -184,10 +187,10 @@ def capture_process(
         if not interrupted and not exec_seen:
             # Every thread runs again: only memory is read from here on.
             now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-            threads, coroutines, truncated = after_capture(
-                memory, maps, files, pid, process_tids, threads, options, keep,
-                lambda: Pagemap(f"/proc/{memory.pid}/pagemap"), now_ns,
-            )  # fmt: skip
+            process = ProcessView(memory, maps, files, pid, tuple(process_tids), now_ns)
+            threads, coroutines, truncated = after(
+                process, threads, options, keep, lambda: Pagemap(f"/proc/{memory.pid}/pagemap")
+            )
     except BaseException:
         files.close()
         raise

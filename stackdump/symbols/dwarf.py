@@ -259,7 +259,7 @@ class DwarfIndex:
 
     def find_struct(self, qualified: str, cu_name: str) -> Optional[Tuple[int, Dict[str, int]]]:
         """`struct_layout` of `qualified` in the first compilation unit named `cu_name` that
-        defines it (Go puts its types in one of a package's several units)."""
+        defines it (a compiler may put a type in any of a package's several units)."""
         info = self._dwarf()
         if info is None:
             return None

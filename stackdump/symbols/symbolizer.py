@@ -14,27 +14,46 @@ the cache belongs to one Symbolizer, hence to one mode.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Protocol, Tuple
 
-from stackdump.elf.gopclntab import go_table
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.symbols.demangle import Demangler
 from stackdump.symbols.dwarf import dwarf_of
-from stackdump.symbols.jit import JIT_MODULE, JitCode
 from stackdump.types import Frame, InlinedCall, LocationMode, SymbolizedFrame
+
+
+class OwnNames(Protocol):
+    """A runtime's names for the code of an object it owns (`runtimes.base.Runtime`)."""
+
+    def frame(
+        self, physical: SymbolizedFrame, frame: Frame, vaddr: int, mode: LocationMode
+    ) -> Optional[SymbolizedFrame]: ...
+
+
+class AnonymousCode(Protocol):
+    """Code in no object (JIT code): which pcs, and their names where known."""
+
+    label: str  # what such a frame names as its object
+
+    def covers(self, pc: int) -> bool: ...
+
+    def name(self, pc: int) -> Optional[Tuple[str, int]]: ...
 
 
 class Symbolizer:
     def __init__(
         self,
         objects: ObjectStore,
-        mode: LocationMode = LocationMode.FAST,
-        jit: Optional[JitCode] = None,
+        mode: LocationMode,
+        anonymous: Optional[AnonymousCode],
+        own_names: Callable[[LoadedObject], Optional[OwnNames]],
     ) -> None:
-        """`jit`: the process's JIT code, for pcs no object holds (symbols/jit.py)."""
+        """`anonymous`: names for pcs no object holds; `own_names`: the runtime that names
+        an object's frames itself, asked before its symbols and DWARF (`runtimes.own_code`)."""
         self.objects = objects
         self.mode = mode
-        self.jit = jit
+        self.anonymous = anonymous
+        self._own_names = own_names
         self._cache: Dict[Tuple[int, bool], SymbolizedFrame] = {}
         self._demangler = Demangler()
 
@@ -58,8 +77,9 @@ class Symbolizer:
         """The nameless frame, its object and the ELF address of its lookup pc."""
         hit = self.objects.lookup(frame.lookup_pc)
         if hit is None:
-            if self.jit is not None and self.jit.covers(frame.lookup_pc):
-                return SymbolizedFrame(frame.pc, None, JIT_MODULE, None), None, None
+            code = self.anonymous
+            if code is not None and code.covers(frame.lookup_pc):
+                return SymbolizedFrame(frame.pc, None, code.label, None), None, None
             return SymbolizedFrame(frame.pc, None, None, None), None, None
         module, mapping, loaded = hit
         vaddr = loaded.vaddr(frame.lookup_pc, mapping)
@@ -72,18 +92,19 @@ class Symbolizer:
 
     def _symbolize(self, frame: Frame) -> SymbolizedFrame:
         physical, loaded, vaddr = self._locate(frame)
-        if physical.module == JIT_MODULE and self.jit is not None:
-            named = self.jit.name(frame.lookup_pc)
+        code = self.anonymous
+        if loaded is None and code is not None and physical.module == code.label:
+            named = code.name(frame.lookup_pc)
             if named is not None:
                 physical = replace(physical, function=named[0], function_offset=frame.pc - named[1])
             return physical
         if loaded is None or vaddr is None:
             return physical
-        go = loaded.derived("gopclntab", lambda: go_table(loaded.elf) if loaded.elf else None)
-        found = go.lookup(vaddr) if go is not None else None
-        if found is not None:
-            return self._go_frame(physical, go, found, frame, vaddr)
-        # Not Go code (or C code a cgo binary links in): its symbols and DWARF.
+        own = self._own_names(loaded)
+        named_by_runtime = own.frame(physical, frame, vaddr, self.mode) if own else None
+        if named_by_runtime is not None:
+            return named_by_runtime
+        # Not a runtime's code (or C code a runtime's binary links in): symbols and DWARF.
         found = loaded.symbols.lookup(vaddr)
         if found is not None:
             physical = replace(
@@ -94,29 +115,6 @@ class Symbolizer:
         if self.mode is LocationMode.DISABLED:
             return physical
         return self._with_locations(physical, loaded, vaddr)
-
-    def _go_frame(self, physical: SymbolizedFrame, go, found, frame: Frame, vaddr: int):
-        """A Go function, by the runtime's own tables: one name in every mode (the symbol
-        table's `runtime.epollwait.abi0` and DWARF's `runtime.epollwait` are one function),
-        file:line in every mode that prints locations, also for a binary built -s -w; with
-        Go's inline tree, the physical frame's line is its own (the outermost call site)
-        and FULL_WITH_INLINE adds the functions inlined there. `found`: `go.lookup`'s."""
-        name, entry, file, line = found
-        physical = replace(
-            physical, function=name, function_offset=vaddr + (frame.pc - frame.lookup_pc) - entry
-        )
-        if self.mode is LocationMode.DISABLED:
-            return physical
-        chain = go.inline_chain(vaddr)
-        if chain:
-            file, line = chain[-1][1], chain[-1][2]
-            if self.mode is LocationMode.FULL_WITH_INLINE:
-                physical = replace(
-                    physical, inlined=tuple(InlinedCall(*call) for call in chain[:-1])
-                )
-        if file is None or line is None:
-            return physical
-        return replace(physical, file=file, line=line)
 
     def _with_locations(
         self, physical: SymbolizedFrame, loaded: LoadedObject, vaddr: int

@@ -17,15 +17,14 @@ import array
 import bisect
 import struct
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Protocol, Tuple
 
 from elftools.dwarf.callframe import CIE, FDE, CallFrameInfo
 from elftools.dwarf.structs import DWARFStructs
 
-from stackdump.arch import AARCH64, X86_64, Arch, aarch64, for_elf_machine, x86_64
+from stackdump.arch import X86_64, Arch, for_elf_machine
 from stackdump.cache import DiskCache
 from stackdump.elf.dwarf_sections import section_stream
-from stackdump.elf.gopclntab import go_table
 from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
 
 # Rule kinds for a register (DWARF 5 section 6.4.1).
@@ -200,14 +199,27 @@ def row_for(fde: FDE, vaddr: int, arch: Arch, name: str = "") -> CfiRow:
     )
 
 
+class OwnRows(Protocol):
+    """A runtime's own unwind tables for an object whose code it owns (`runtimes/`)."""
+
+    def cfi_row(self, vaddr: int) -> Optional[CfiRow]: ...
+
+    def function_start(self, vaddr: int) -> Optional[int]: ...
+
+
 class CfiTable:
     """The call frame information of one ELF object, looked up by ELF virtual address."""
 
     def __init__(
-        self, elf: ElfObject, debug: Optional[ElfObject] = None, cache: Optional[DiskCache] = None
+        self,
+        elf: ElfObject,
+        debug: Optional[ElfObject],
+        cache: Optional[DiskCache],
+        own: Optional[OwnRows],
     ) -> None:
-        """`cache`: where the index of an object without .eh_frame_hdr (Go's and other
-        .debug_frame-only binaries) is kept by the object's identity, built once."""
+        """`cache`: where the index of an object without .eh_frame_hdr (.debug_frame-only
+        binaries) is kept by the object's identity, built once. `own`: a runtime's tables,
+        asked first (they describe code no FDE does)."""
         self._elf = elf
         self._debug = debug
         self._cache = cache if cache is not None else DiskCache(None)
@@ -219,7 +231,7 @@ class CfiTable:
         self._full: Optional[_FdeIndex] = None
         self._full_cfi: Optional[CallFrameInfo] = None
         self.indexes_built = 0  # full FDE indexes built (not loaded from the cache): tests
-        self._go = None  # a Go binary's GoTable (False: not one), for pcs without an FDE
+        self._own = own
         self._setup_eh_frame()
 
     @property
@@ -228,11 +240,11 @@ class CfiTable:
         return self._eh is not None and bool(self._hdr_table)
 
     def row(self, vaddr: int) -> Optional[CfiRow]:
-        """The CFI row at vaddr, or None when nothing describes it. Go code's row comes
-        from Go's own pcsp table, what Go's `.debug_frame` is written from, so that no FDE
-        index is built for a Go binary (or needed, built `-s -w`); anything else's from its
-        FDE. Not memoized here: `cfi_source.CfiSource` keeps the one memo, by absolute pc."""
-        return self._go_row(vaddr) or self.fde_row(vaddr)
+        """The CFI row at vaddr, or None when nothing describes it: the owning runtime's,
+        else the FDE's. Not memoized here: `cfi_source.CfiSource` keeps the one memo, by
+        absolute pc."""
+        own = self._own.cfi_row(vaddr) if self._own is not None else None
+        return own or self.fde_row(vaddr)
 
     def fde_row(self, vaddr: int) -> Optional[CfiRow]:
         """The row the FDE covering vaddr gives; None when no FDE covers it; a `bad_row`
@@ -260,42 +272,16 @@ class CfiTable:
         return f"the FDE at {section}+0x{fde.offset:x}"
 
     def function_start(self, vaddr: int) -> Optional[int]:
-        """Where the function holding vaddr begins: Go's entry, else its FDE's start."""
-        go = self._go_table()
-        found = go.lookup(vaddr) if go else None
-        if found is not None:
-            return found[1]
+        """Where the function holding vaddr begins: the owning runtime's answer, else its
+        FDE's start."""
+        start = self._own.function_start(vaddr) if self._own is not None else None
+        if start is not None:
+            return start
         try:
             fde = self._find_fde(vaddr)
         except PARSE_ERRORS:
             return None
         return fde.header["initial_location"] if fde is not None else None
-
-    def _go_table(self):
-        if self._go is None:
-            found = go_table(self._elf) if self._elf.has_section(".gopclntab") else None
-            self._go = found or False
-        return self._go
-
-    def _go_row(self, vaddr: int) -> Optional[CfiRow]:
-        """Go code's row from its frame size, as Go's `.debug_frame` says. amd64: the return
-        address sits `size` above sp (no rule for rbp). arm64: the prologue stores the link
-        register at the new sp and the caller's frame pointer just below it, so with a frame
-        the return address is at sp and x29 at sp-8; without one, it is still in x30."""
-        go = self._go_table()
-        size = go.frame_size(vaddr) if go else None
-        if size is None:
-            return None
-        if self._arch is X86_64:
-            return CfiRow(
-                ("reg", (x86_64.RSP, size + 8)), ((x86_64.RIP, (OFFSET, -8)),), x86_64.RIP, False
-            )
-        if self._arch is AARCH64:
-            if size == 0:
-                return CfiRow(("reg", (aarch64.SP, 0)), (), aarch64.LR, False)
-            rules = ((aarch64.FP, (OFFSET, -size - 8)), (aarch64.LR, (OFFSET, -size)))
-            return CfiRow(("reg", (aarch64.SP, size)), rules, aarch64.LR, False)
-        return None
 
     def _setup_eh_frame(self) -> None:
         try:

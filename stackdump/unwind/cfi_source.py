@@ -8,23 +8,32 @@ each object's `CfiTable` is made on first use and kept on its `LoadedObject`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.escape import quote
-from stackdump.unwind.cfi import CfiRow, CfiTable
+from stackdump.unwind.cfi import CfiRow, CfiTable, OwnRows
+
+OwnCode = Callable[[LoadedObject], Optional[OwnRows]]
 
 
-def cfi_table(loaded: LoadedObject) -> Optional[CfiTable]:
+def cfi_table(loaded: LoadedObject, own_rows: OwnCode) -> Optional[CfiTable]:
     elf = loaded.elf
-    return loaded.derived("cfi", lambda: CfiTable(elf, loaded.debug, loaded.cache) if elf else None)
+    if elf is None:
+        return None
+    return loaded.derived(
+        "cfi", lambda: CfiTable(elf, loaded.debug, loaded.cache, own_rows(loaded))
+    )
 
 
 class CfiSource:
     """The unwinder's view of a process's objects (a `recover.CodeSource` too)."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, own_rows: OwnCode) -> None:
+        """`own_rows`: the runtime whose own tables give an object's rows, asked before
+        its CFI (`runtimes.own_code`)."""
         self.store = store
+        self._own_rows = own_rows
         self._rows: Dict[int, Optional[CfiRow]] = {}
 
     def row(self, pc: int) -> Optional[CfiRow]:
@@ -48,7 +57,7 @@ class CfiSource:
         if resolved is None:
             return None
         loaded, vaddr = resolved
-        table = cfi_table(loaded)
+        table = cfi_table(loaded, self._own_rows)
         start = table.function_start(vaddr) if table is not None else None
         if start is None:
             symbol = loaded.symbols.lookup(vaddr)
@@ -80,5 +89,5 @@ class CfiSource:
         if resolved is None:
             return None
         loaded, vaddr = resolved
-        table = cfi_table(loaded)
+        table = cfi_table(loaded, self._own_rows)
         return None if table is None else (table, vaddr)

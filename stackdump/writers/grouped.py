@@ -33,7 +33,7 @@ def grouped_lines(report: Report, show_addresses: bool = False) -> Iterator[str]
             keys.append(f"frames={first.physical_frames}")
         keys.extend(runtime_key_texts(group_keys(first)))
         yield f"----- {count} {kind} {' '.join(keys)} -----"
-        if first.coroutine == "goroutine":  # 100,000 of them: ids as ranges, like tids
+        if first.ids_as_ranges:  # 100,000 of them: ids as ranges, like tids
             yield f"ids: {tid_ranges([t.coroutine_id for t in group.threads])}"
         else:
             yield "handles: " + ",".join(

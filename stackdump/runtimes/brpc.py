@@ -1,4 +1,4 @@
-"""brpc bthread ids and entry functions, for the bthreads `capture/fcontext.py` found.
+"""brpc bthread ids and entry functions, for the bthreads `fcontext.py` found.
 
 brpc keeps every bthread's `TaskMeta` in `butil::ResourcePool<bthread::TaskMeta>`: `_ngroup`
 block groups in `_block_groups`, each with `nblock` blocks of `BLOCK_NITEM` items and an

@@ -46,6 +46,9 @@ _SCAN_BYTES = 64 << 20  # of .bss or .data searched for allgs, allm, waitReasonS
 _MAX_CANDIDATES = 1 << 18  # distinct pointers in .bss tried as runtime.allm
 _Q = struct.Struct("<Q")
 _FIRST_REASONS = (b"GC assist marking", b"IO wait")  # waitReasonStrings[1], [2] since Go 1.11
+# The runtime keys a group shares (not the id, not how long each waited), so that goroutines
+# parked alike in different ways stay apart, as in Go's own dumps.
+GROUP_KEYS = ("go_status", "wait_reason", "go_stack")
 
 
 @dataclass(frozen=True)
@@ -421,7 +424,7 @@ def _goroutine(memory, g: int, runtime: GoRuntime, reasons, maps, stack_bytes, n
     mapping = next((m for m in maps if m.start <= sp < m.end), None)
     base = dict(
         tid=g, name="goroutine", coroutine="goroutine", coroutine_id=goid,
-        runtime_keys=tuple(keys),
+        runtime_keys=tuple(keys), group_keys=GROUP_KEYS, ids_as_ranges=True,
     )  # fmt: skip
     if not pc or not sp or mapping is None or not sp < hi <= mapping.end:
         return ThreadSnapshot(

@@ -21,14 +21,15 @@ that fiber alone.
 from __future__ import annotations
 
 import bisect
-import os
 import re
 import struct
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from stackdump.arch import X86_64, x86_64
+from stackdump.capture.pages import MapIndex, Pagemap
 from stackdump.capture.remote import RemoteMemory
+from stackdump.capture.view import MappedObject
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
@@ -111,50 +112,44 @@ def layout(code: bytes, address: int, name: str = "") -> Optional[SwitchFunction
     return SwitchFunction(address, depth, tuple(sorted(slots.items())), name)
 
 
-def switch_functions(
-    memory: RemoteMemory, maps: Sequence[MemoryMap], paths: Dict[str, str]
-) -> List[SwitchFunction]:
-    """The switch functions of the mapped objects (`paths`: mapped path -> a path to read
-    it at), with their layouts read from the code as mapped."""
+def switch_functions(memory: RemoteMemory, objects: Iterable[MappedObject]) -> List[SwitchFunction]:
+    """The switch functions of the mapped objects, with their layouts read from the code as
+    mapped."""
     found = []
-    for mapped, path in paths.items():
-        starts = _symbol_addresses(path, SWITCH_NAMES)
-        if not starts:
-            continue
-        base = _load_base(maps, mapped)
-        if base is None:
-            continue
+    for mapped in objects:
+        bias, starts = _symbol_addresses(mapped, SWITCH_NAMES)
         for vaddr, name in starts:
-            code = memory.read(base + vaddr, 96)
-            fn = layout(code, base + vaddr, name) if code else None
+            code = memory.read(bias + vaddr, 96)
+            fn = layout(code, bias + vaddr, name) if code else None
             if fn is not None:
                 found.append(fn)
     return found
 
 
-def _symbol_addresses(path: str, names: Sequence[str]) -> List[Tuple[int, str]]:
+def _symbol_addresses(
+    mapped: MappedObject, names: Sequence[str]
+) -> Tuple[int, List[Tuple[int, str]]]:
+    """(the object's load bias, the ELF address and name of each of `names` it defines)."""
     try:
-        elf = ElfObject.open(path)
+        elf = ElfObject.open(mapped.path)
     except (OSError, *PARSE_ERRORS):
-        return []
+        return 0, []
     try:
         # Most objects name no switch function: their string tables say so without a
         # symbol table being built.
         strings = (elf.section_bytes(".dynstr") or b"") + (elf.section_bytes(".strtab") or b"")
         if not any(name.encode() in strings for name in names):
-            return []
+            return 0, []
+        bias = mapped.bias(elf)
+        if bias is None:
+            return 0, []
         wanted = set(names)
         table = elf.symbols((".symtab", ".dynsym"))
-        return sorted({(start, name) for name, start in table.named(wanted) if start})
+        return bias, sorted({(start, name) for name, start in table.named(wanted) if start})
     except PARSE_ERRORS:
-        return []
+        return 0, []
     finally:
         elf.close()
-
-
-def _load_base(maps: Sequence[MemoryMap], path: str) -> Optional[int]:
-    first = next((m for m in maps if m.path == path), None)
-    return None if first is None else first.start - first.offset
 
 
 def return_addresses(
@@ -210,23 +205,7 @@ class SavedContext:
     switch: SwitchFunction
 
 
-class MapIndex:
-    """The mapping holding an address, by bisection: a process with 10,000 bthreads has
-    20,000 mappings, and a linear search per coroutine would dominate."""
-
-    def __init__(self, maps: Sequence[MemoryMap]) -> None:
-        self._maps = sorted(maps, key=lambda m: m.start)
-        self._starts = [m.start for m in self._maps]
-
-    def find(self, address: int) -> Optional[MemoryMap]:
-        i = bisect.bisect_right(self._starts, address) - 1
-        if i >= 0 and self._maps[i].contains(address):
-            return self._maps[i]
-        return None
-
-
 _CHUNK = 8 << 20
-_PAGE_SIZE = 4096
 
 
 def find_saved_contexts(
@@ -288,67 +267,6 @@ def _search(data, base, groups, returns, skipped, contexts) -> None:
                 if fn is not None and not _inside(skipped, where, where + 1):
                     contexts.append(SavedContext(where - fn.frame, fn))
             at = data.find(tail, at + 1)
-
-
-class Pagemap:
-    """Which pages of a range the process has (present or swapped), from /proc/PID/pagemap;
-    every page when it cannot be read."""
-
-    def __init__(self, path: Optional[str]) -> None:
-        self._fd: Optional[int] = None
-        if path is not None:
-            try:
-                self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                self._fd = None
-
-    def present(self, start: int, end: int) -> Iterable[Tuple[int, int]]:
-        if self._fd is None:
-            return [(start, end)]
-        first, count = start // _PAGE_SIZE, (end - start) // _PAGE_SIZE
-        try:
-            raw = os.pread(self._fd, count * 8, first * 8)
-        except OSError:
-            return [(start, end)]
-        if len(raw) != count * 8:
-            return [(start, end)]
-        runs: List[Tuple[int, int]] = []
-        entries = struct.unpack(f"<{count}Q", raw)
-        run = None
-        for i, entry in enumerate(entries):
-            if entry >> 62:  # present (63) or swapped (62)
-                if run is None:
-                    run = i
-            elif run is not None:
-                runs.append((start + run * _PAGE_SIZE, start + i * _PAGE_SIZE))
-                run = None
-        if run is not None:
-            runs.append((start + run * _PAGE_SIZE, end))
-        return runs
-
-    def resident_end(self, index: MapIndex):
-        """address -> the end of the run of pages the process has that holds it (the end
-        of its mapping when that cannot be told)."""
-        cache: Dict[int, List[Tuple[int, int]]] = {}
-
-        def end_of(address: int) -> int:
-            mapping = index.find(address)
-            if mapping is None:
-                return address
-            runs = cache.get(mapping.start)
-            if runs is None:
-                runs = cache[mapping.start] = list(self.present(mapping.start, mapping.end))
-            for start, end in runs:
-                if start <= address < end:
-                    return end
-            return address
-
-        return end_of
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def context_snapshot(

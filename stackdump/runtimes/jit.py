@@ -18,6 +18,7 @@ import os
 import stat
 from typing import List, Optional, Sequence, Tuple
 
+from stackdump.runtimes.base import Runtime
 from stackdump.types import MemoryMap
 
 JIT_MODULE = "[jit]"
@@ -100,6 +101,8 @@ class JitCode:
     """Which pcs are in anonymous executable memory, and their names where a perf map has
     them. The map is read on the first such pc: a process without JIT code pays nothing."""
 
+    label = JIT_MODULE  # what a frame there names as its object
+
     def __init__(self, maps: Sequence[MemoryMap], pid: Optional[int]) -> None:
         self._ranges = sorted(
             (m.start, m.end)
@@ -120,3 +123,11 @@ class JitCode:
             self._read = True
             self._map = read_perf_map(self._pid) if self._pid else None
         return self._map.lookup(pc) if self._map is not None else None
+
+
+class Jit(Runtime):
+    name = "jit"
+
+    def anonymous_code(self, maps: Sequence[MemoryMap], pid: Optional[int]) -> JitCode:
+        # A live process's JIT code is named by its perf map; a core's only marked.
+        return JitCode(maps, pid)

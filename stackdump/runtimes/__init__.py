@@ -1,0 +1,79 @@
+"""Runtimes as plug-ins: the registry (`RUNTIMES`, asked in this order) and the questions
+the layers above ask all of them at once. What one runtime may contribute is
+`base.Runtime`; each runtime is one module (`go/`, `fibers.py`, `jit.py`). To add one, write
+its module and add it to `RUNTIMES` (docs/ARCHITECTURE.md, "How to add a runtime").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, List, Optional, Sequence, Tuple
+
+from stackdump.elf.store import LoadedObject
+from stackdump.runtimes.base import Found, ProcessView, Runtime
+from stackdump.runtimes.fibers import Fibers
+from stackdump.runtimes.go import Go
+from stackdump.runtimes.jit import Jit
+from stackdump.types import CaptureOptions, MemoryMap, ThreadSnapshot
+
+# Fibers before Go: coroutines are listed in this order.
+RUNTIMES: Tuple[Runtime, ...] = (Fibers(), Go(), Jit())
+
+__all__ = ["RUNTIMES", "ProcessView", "after_capture", "anonymous_code", "own_code", "stack_end"]
+
+
+def after_capture(
+    process: ProcessView,
+    threads: Sequence[ThreadSnapshot],
+    options: CaptureOptions,
+    keep,
+    pages,
+) -> Tuple[List[ThreadSnapshot], Optional[Tuple[ThreadSnapshot, ...]], bool]:
+    """What the runtimes add once every thread runs again, for a live process and a core
+    alike: their words for each thread and, with `--coroutines`, their suspended
+    coroutines and the one each worker thread runs. `pages()`: the page-presence reader,
+    made and closed only when coroutines are looked for. (threads, coroutines or None,
+    whether a bound was reached)."""
+    found: List[Found] = [f for f in (r.find(process) for r in RUNTIMES) if f is not None]
+    annotated = list(threads)
+    for runtime in found:
+        annotated = runtime.annotate(annotated)
+    if not options.coroutines:
+        return annotated, None, False
+    snapshots: List[ThreadSnapshot] = []
+    truncated = False
+    running = []
+    with contextlib.closing(pages()) as reader:
+        for runtime in found:
+            listed = runtime.coroutines(annotated, options, keep, reader)
+            snapshots.extend(listed.snapshots)
+            truncated = truncated or listed.truncated
+            running.append(listed.running)
+    return [_mark_running(t, running) for t in annotated], tuple(snapshots), truncated
+
+
+def _mark_running(thread: ThreadSnapshot, running) -> ThreadSnapshot:
+    """A worker thread with the coroutine it was running (its sp is in that one's stack)."""
+    if thread.regs is None:
+        return thread
+    sp = thread.regs.sp
+    coroutine = next((c for c in (r(sp) for r in running) if c is not None), None)
+    return thread if coroutine is None else dataclasses.replace(thread, running_coroutine=coroutine)
+
+
+def own_code(loaded: LoadedObject) -> Optional[Any]:
+    """The runtime that owns an object's code (its CFI rows and frame names), if any."""
+    return next((c for c in (r.own_code(loaded) for r in RUNTIMES) if c is not None), None)
+
+
+def anonymous_code(maps: Sequence[MemoryMap], pid: Optional[int]) -> Optional[Any]:
+    """Names for code in no object (JIT code), if a runtime gives them."""
+    return next((c for c in (r.anonymous_code(maps, pid) for r in RUNTIMES) if c), None)
+
+
+def stack_end(functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:
+    """Where the first runtime that knows ends this stack (module `base.Runtime`)."""
+    return next(
+        (e for e in (r.stack_end(functions, coroutine) for r in RUNTIMES) if e is not None), None
+    )

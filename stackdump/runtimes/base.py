@@ -1,0 +1,85 @@
+"""What a runtime (a language's, or a coroutine library's) may contribute to a dump: one
+`Runtime` class whose every method says "nothing" unless a runtime overrides it, and the
+view of a captured process that runtimes read.
+
+The contributions, in the order a dump asks for them:
+- `find(process)`: detect itself in a captured process, live or in a core, reading memory
+  once every thread runs again; what it finds (`Found`) adds its words to threads
+  (`annotate`) and lists its coroutines (`coroutines`).
+- `own_code(loaded)`: for an object whose code it owns, the CFI rows, function starts and
+  frame names there, asked before the object's own CFI and symbols.
+- `anonymous_code(maps, pid)`: names for code in no object (JIT code).
+- `stack_end(functions, coroutine)`: where a stack ends as the runtime's own tracebacks end
+  it.
+
+Nothing below the engine imports this package: the engine hands `unwind/` and `symbols/` the
+hooks they call (`runtimes.own_code`), as drgn registers ordered symbol finders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+from stackdump.capture.view import ProcessView
+from stackdump.elf.store import LoadedObject
+from stackdump.types import CaptureOptions, MemoryMap, ThreadSnapshot
+
+__all__ = ["MAX_COROUTINES", "Coroutines", "Found", "ProcessView", "Runtime"]
+
+# Bounds every runtime's search shares: coroutines kept per dump.
+MAX_COROUTINES = 100_000
+
+
+def _nothing_running(sp: int) -> Optional[int]:
+    return None
+
+
+@dataclass(frozen=True)
+class Coroutines:
+    """A runtime's suspended coroutines, each a snapshot the usual unwinder takes (already
+    passed to `keep`), whether a bound cut the search short, and which coroutine a worker
+    thread whose stack pointer is `sp` was running (`running(sp)`: its id, or None)."""
+
+    snapshots: Tuple[ThreadSnapshot, ...] = ()
+    truncated: bool = False
+    running: Callable[[int], Optional[int]] = _nothing_running
+
+
+class Found:
+    """A runtime found in one process."""
+
+    def annotate(self, threads: List[ThreadSnapshot]) -> List[ThreadSnapshot]:
+        """The threads with the runtime's words for them (`runtime_keys`)."""
+        return threads
+
+    def coroutines(
+        self, threads: Sequence[ThreadSnapshot], options: CaptureOptions, keep, pages
+    ) -> Coroutines:
+        """Its suspended coroutines (`--coroutines`); `pages` says which pages exist
+        (`capture.pages.Pagemap`, `core.CorePages`), `keep` settles each snapshot."""
+        return Coroutines()
+
+
+class Runtime:
+    """One runtime's contributions (module docstring); the defaults contribute nothing."""
+
+    name = ""
+
+    def find(self, process: ProcessView) -> Optional[Found]:
+        return None
+
+    def own_code(self, loaded: LoadedObject) -> Optional[Any]:
+        """For an object whose code this runtime owns, an object with `cfi_row(vaddr)`,
+        `function_start(vaddr)` (`unwind.cfi.OwnRows`) and `frame(physical, frame, vaddr,
+        mode)` (`symbols.symbolizer.OwnNames`); None for any other object."""
+        return None
+
+    def anonymous_code(self, maps: Sequence[MemoryMap], pid: Optional[int]) -> Optional[Any]:
+        """Names for code in no object (`symbols.symbolizer.AnonymousCode`), or None."""
+        return None
+
+    def stack_end(self, functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:
+        """The index of a stack's outermost frame as this runtime's tracebacks end it (what
+        lies beyond is not this stack's), or None."""
+        return None

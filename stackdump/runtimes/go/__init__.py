@@ -1,0 +1,159 @@
+"""Go as a runtime plug-in: a Go program is found by its executable's `.gopclntab`; its threads
+get the goroutine each serves (`goroutines.py`); its goroutines are listed with
+`--coroutines`; its code is unwound and named by the runtime's own tables (`pclntab.py`),
+also in a binary built without symbols, DWARF or CFI; and its stacks end where Go's own
+tracebacks end them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import List, Optional, Sequence, Tuple
+
+from stackdump.arch import AARCH64, X86_64, Arch, aarch64, for_elf_machine, x86_64
+from stackdump.elf.store import LoadedObject
+from stackdump.runtimes.base import MAX_COROUTINES, Coroutines, Found, ProcessView, Runtime
+from stackdump.runtimes.go import goroutines
+from stackdump.runtimes.go.pclntab import GoTable, go_table
+from stackdump.types import (
+    CaptureOptions,
+    Frame,
+    InlinedCall,
+    LocationMode,
+    SymbolizedFrame,
+    ThreadSnapshot,
+)
+from stackdump.unwind.cfi import OFFSET, CfiRow
+
+# Where the runtime's tracebacks stop: a thread's first frame (mstart, rt0_go), a goroutine's
+# first (goexit), and the switches to the g0 stack (mcall, morestack, systemstack, and
+# asmcgocall, where a cgo call's C code runs): runtime/traceback.go, topofstack.
+_STACK_TOPS = frozenset(
+    ("runtime.mstart", "runtime.rt0_go", "runtime.goexit", "runtime.mcall", "runtime.morestack",
+     "runtime.systemstack", "runtime.asmcgocall")
+)  # fmt: skip
+
+
+class Go(Runtime):
+    name = "go"
+
+    def find(self, process: ProcessView) -> Optional[Found]:
+        exe = process.executable()
+        if exe is None:
+            return None
+        wanted = set(goroutines.SYMBOLS)
+        for elf, found in process.objects_defining((exe,), wanted, set(), ".gopclntab"):
+            bias = found.pop("")
+            runtime = goroutines.find_runtime(
+                process.memory, elf, bias, found, process.pid, process.tids
+            )
+            return _GoProcess(process, runtime) if runtime is not None else None
+        return None
+
+    def own_code(self, loaded: LoadedObject) -> Optional[GoCode]:
+        if loaded.elf is None:
+            return None
+        table = loaded.derived("gopclntab", lambda: go_table(loaded.elf))
+        if table is None:
+            return None
+        arch = for_elf_machine(loaded.elf.machine)
+        return GoCode(table, arch) if arch is not None else None
+
+    def stack_end(self, functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:
+        return next((i for i, f in enumerate(functions) if f in _STACK_TOPS), None)
+
+
+class _GoProcess(Found):
+    def __init__(self, process: ProcessView, runtime: goroutines.GoRuntime) -> None:
+        self._process = process
+        self._runtime = runtime
+
+    def annotate(self, threads: List[ThreadSnapshot]) -> List[ThreadSnapshot]:
+        """Each Go thread with the goroutine it serves and the stack it was on."""
+        keys = goroutines.thread_keys(self._process.memory, self._runtime, threads)
+        return [
+            dataclasses.replace(
+                t, runtime_keys=t.runtime_keys + keys[t.tid], group_keys=goroutines.GROUP_KEYS
+            )
+            if t.tid in keys
+            else t
+            for t in threads
+        ]
+
+    def coroutines(
+        self, threads: Sequence[ThreadSnapshot], options: CaptureOptions, keep, pages
+    ) -> Coroutines:
+        process = self._process
+        listed = goroutines.goroutines(
+            process.memory,
+            self._runtime,
+            process.maps,
+            options.stack_bytes,
+            MAX_COROUTINES,
+            keep,
+            process.now_ns,
+        )
+        return Coroutines(tuple(listed))
+
+
+class GoCode:
+    """One Go binary's code, by its own tables: CFI rows from frame sizes, function starts,
+    and frame names and lines."""
+
+    def __init__(self, table: GoTable, arch: Arch) -> None:
+        self._table = table
+        self._arch = arch
+
+    def function_start(self, vaddr: int) -> Optional[int]:
+        found = self._table.lookup(vaddr)
+        return found[1] if found is not None else None
+
+    def cfi_row(self, vaddr: int) -> Optional[CfiRow]:
+        """Go code's row from its frame size, as Go's `.debug_frame` says (what that section
+        is written from, so no FDE index is built for a Go binary, or needed when it is
+        built -s -w). amd64: the return address sits `size` above sp (no rule for rbp).
+        arm64: the prologue stores the link register at the new sp and the caller's frame
+        pointer just below it, so with a frame the return address is at sp and x29 at sp-8;
+        without one, it is still in x30."""
+        size = self._table.frame_size(vaddr)
+        if size is None:
+            return None
+        if self._arch is X86_64:
+            return CfiRow(
+                ("reg", (x86_64.RSP, size + 8)), ((x86_64.RIP, (OFFSET, -8)),), x86_64.RIP, False
+            )
+        if self._arch is AARCH64:
+            if size == 0:
+                return CfiRow(("reg", (aarch64.SP, 0)), (), aarch64.LR, False)
+            rules = ((aarch64.FP, (OFFSET, -size - 8)), (aarch64.LR, (OFFSET, -size)))
+            return CfiRow(("reg", (aarch64.SP, size)), rules, aarch64.LR, False)
+        return None
+
+    def frame(
+        self, physical: SymbolizedFrame, frame: Frame, vaddr: int, mode: LocationMode
+    ) -> Optional[SymbolizedFrame]:
+        """A Go function, by the runtime's own tables: one name in every mode (the symbol
+        table's `runtime.epollwait.abi0` and DWARF's `runtime.epollwait` are one function),
+        file:line in every mode that prints locations, also for a binary built -s -w; with
+        Go's inline tree, the physical frame's line is its own (the outermost call site)
+        and FULL_WITH_INLINE adds the functions inlined there. None for a pc in no Go
+        function (C code a cgo binary links in)."""
+        found = self._table.lookup(vaddr)
+        if found is None:
+            return None
+        name, entry, file, line = found
+        physical = dataclasses.replace(
+            physical, function=name, function_offset=vaddr + (frame.pc - frame.lookup_pc) - entry
+        )
+        if mode is LocationMode.DISABLED:
+            return physical
+        chain: List[Tuple[str, Optional[str], Optional[int]]] = self._table.inline_chain(vaddr)
+        if chain:
+            file, line = chain[-1][1], chain[-1][2]
+            if mode is LocationMode.FULL_WITH_INLINE:
+                physical = dataclasses.replace(
+                    physical, inlined=tuple(InlinedCall(*call) for call in chain[:-1])
+                )
+        if file is None or line is None:
+            return physical
+        return dataclasses.replace(physical, file=file, line=line)
