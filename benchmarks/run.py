@@ -63,6 +63,26 @@ def roles_for(threads: int, spinner: str = "first") -> Dict[str, int]:
     return {**roles, "spin": 1}
 
 
+def _prepared(cmd: Sequence[str], cold: bool, cache_env: bool):
+    """(environment, private cache directory or None) for one measured run: caches filled
+    or not, the page cache dropped or warm, as `cold` says."""
+    env = dict(os.environ)
+    # As installed by pip: byte-compiled modules, not ~40 ms of compiling sources at
+    # every start (some environments set this, this machine's included).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    cache_dir = None
+    if cache_env:
+        cache_dir = tempfile.mkdtemp(prefix="stackdump-bench-")
+        env["XDG_CACHE_HOME"] = cache_dir
+        if not cold:
+            run_once(cmd, env)  # fill the cache
+    if cold:
+        drop_page_cache()
+    else:
+        run_once(cmd, env)  # warm the page cache
+    return env, cache_dir
+
+
 def drop_page_cache() -> bool:
     try:
         os.sync()
@@ -168,20 +188,7 @@ class Bench:
         walls, rsss, p50s, p99s, maxes, stalls = [], [], [], [], [], []
         k50s, kmaxes, helds = [], [], []
         for _ in range(repeat or self.repeat):
-            env = dict(os.environ)
-            # As installed by pip: byte-compiled modules, not ~40 ms of compiling sources at
-            # every start (some environments set this, this machine's included).
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
-            cache_dir = None
-            if cache_env:
-                cache_dir = tempfile.mkdtemp(prefix="stackdump-bench-")
-                env["XDG_CACHE_HOME"] = cache_dir
-                if not cold:
-                    run_once(cmd, env)  # fill the cache
-            if cold:
-                drop_page_cache()
-            else:
-                run_once(cmd, env)  # warm the page cache
+            env, cache_dir = _prepared(cmd, cold, cache_env)
             self._reset()
             if self.trace is not None:
                 self.trace.start()

@@ -56,6 +56,9 @@ def _imported_by(module: str):
             )
         ],  # fmt: skip
         ("stackdump.profiles", (*ANALYSIS, *LIVE)),
+        # What goes to stderr is decided from the report alone.
+        ("stackdump.outcome", (*ANALYSIS, *LIVE, RUNTIMES)),
+        ("stackdump.console", (*ANALYSIS, *LIVE, RUNTIMES)),
     ],
 )
 def test_layer_imports_only_downwards(module, forbidden):

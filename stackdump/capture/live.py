@@ -147,6 +147,21 @@ def capture_process(
     memory = RemoteMemory(view)
     copier = StackCopier(memory, maps, options.stack_bytes, _HOST.red_zone)
     passive = PassiveCapturer(pid, copier, options.timeout_ms)
+
+    def capture_member(tracer: Tracer, tid: int) -> ThreadSnapshot:
+        syscall = proc.read_syscall(pid, tid)
+        # Read before the stop: stopped, every thread would look stopped.
+        context = _context(pid, tid, syscall, options, memory, recent_cpu.get(tid))
+        # Threads of a pool are mostly alike (S, same wchan, no CPU): share one.
+        if context is not None:
+            context = contexts.setdefault(context, context)
+        thread = _capture_one(tracer, passive, pid, tid, names.get(tid), options, syscall)
+        if _stack_unmapped(thread):
+            thread = _locate_stack(thread, pid, view, copier)
+        if context is not None and thread.name != "?":
+            thread = dataclasses.replace(thread, context=context)
+        return thread
+
     # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
     # allocates little, so collection waits until every thread runs again.
     gc_enabled = gc.isenabled()
@@ -159,29 +174,11 @@ def capture_process(
                 if should_stop is not None and should_stop():
                     interrupted = True
                     break
-                if tid in members:
-                    syscall = proc.read_syscall(pid, tid)
-                    # Read before the stop: stopped, every thread would look stopped.
-                    context = _context(pid, tid, syscall, options, memory, recent_cpu.get(tid))
-                    # Threads of a pool are mostly alike (S, same wchan, no CPU): share one.
-                    if context is not None:
-                        context = contexts.setdefault(context, context)
-                    thread = _capture_one(
-                        tracer, passive, pid, tid, names.get(tid), options, syscall
-                    )
-                    if _stack_unmapped(thread):
-                        thread = _locate_stack(thread, pid, view, copier)
-                    if context is not None and thread.name != "?":
-                        thread = dataclasses.replace(thread, context=context)
-                else:
-                    thread = _foreign(pid, tid)
+                thread = capture_member(tracer, tid) if tid in members else _foreign(pid, tid)
                 threads.append(keep(thread) if keep is not None else thread)
                 if progress is not None:
                     progress("capture", done + 1, len(tids))
-        exec_seen = ""
-        if image is not None and proc.image_identity(pid) not in (image, None):
-            exec_seen = proc.read_exe(pid)
-            threads = [_after_exec(t, maps) for t in threads]
+        exec_seen, threads = _exec_check(pid, image, maps, threads)
         # After an exec the memory is the new program's, which `maps` does not describe.
         coroutines, truncated = None, False
         if not interrupted and not exec_seen:
@@ -249,6 +246,14 @@ def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:
         time.sleep(_EXIT_SETTLE_S)
         return proc.live_thread(pid) is None
     return False
+
+
+def _exec_check(pid: int, image, maps, threads: List[ThreadSnapshot]):
+    """(the program the process runs now when it called exec() during the capture, else
+    '', the threads with those captured after it marked)."""
+    if image is None or proc.image_identity(pid) in (image, None):
+        return "", threads
+    return proc.read_exe(pid), [_after_exec(t, maps) for t in threads]
 
 
 def _stack_unmapped(thread: ThreadSnapshot) -> bool:

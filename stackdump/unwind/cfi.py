@@ -123,45 +123,38 @@ def _execute(
     return loc
 
 
+# Instructions that set one register's rule: opcode -> its rule, from (operands, data
+# alignment factor). The register is the first operand.
+_REGISTER_RULES = {
+    OFFSET_OP: lambda a, daf: (OFFSET, a[1] * daf),
+    OFFSET_EXTENDED: lambda a, daf: (OFFSET, a[1] * daf),
+    OFFSET_EXTENDED_SF: lambda a, daf: (OFFSET, a[1] * daf),
+    GNU_NEGATIVE_OFFSET_EXTENDED: lambda a, daf: (OFFSET, -a[1] * daf),
+    VAL_OFFSET_OP: lambda a, daf: (VAL_OFFSET, a[1] * daf),
+    VAL_OFFSET_SF: lambda a, daf: (VAL_OFFSET, a[1] * daf),
+    UNDEFINED_OP: lambda a, daf: (UNDEFINED, None),
+    SAME_VALUE_OP: lambda a, daf: (SAME, None),
+    REGISTER_OP: lambda a, daf: (REGISTER, a[1]),
+    EXPRESSION_OP: lambda a, daf: (EXPRESSION, bytes(a[1])),
+    VAL_EXPRESSION_OP: lambda a, daf: (VAL_EXPRESSION, bytes(a[1])),
+}
+_CFA_OPS = (DEF_CFA, DEF_CFA_SF, DEF_CFA_REGISTER, DEF_CFA_OFFSET, DEF_CFA_OFFSET_SF,
+            DEF_CFA_EXPRESSION)  # fmt: skip
+
+
 def _apply(
     op: int, a, state: _State, initial: Optional[_State], stack: List[_State], daf: int
 ) -> None:
-    rules = state.rules
-    if op in (OFFSET_OP, OFFSET_EXTENDED) or op == OFFSET_EXTENDED_SF:
-        rules[a[0]] = (OFFSET, a[1] * daf)
-    elif op == GNU_NEGATIVE_OFFSET_EXTENDED:
-        rules[a[0]] = (OFFSET, -a[1] * daf)
-    elif op in (VAL_OFFSET_OP, VAL_OFFSET_SF):
-        rules[a[0]] = (VAL_OFFSET, a[1] * daf)
+    rule = _REGISTER_RULES.get(op)
+    if rule is not None:
+        state.rules[a[0]] = rule(a, daf)
     elif op in (RESTORE, RESTORE_EXTENDED):
         if initial is not None and a[0] in initial.rules:
-            rules[a[0]] = initial.rules[a[0]]
+            state.rules[a[0]] = initial.rules[a[0]]
         else:
-            rules.pop(a[0], None)
-    elif op == UNDEFINED_OP:
-        rules[a[0]] = (UNDEFINED, None)
-    elif op == SAME_VALUE_OP:
-        rules[a[0]] = (SAME, None)
-    elif op == REGISTER_OP:
-        rules[a[0]] = (REGISTER, a[1])
-    elif op == EXPRESSION_OP:
-        rules[a[0]] = (EXPRESSION, bytes(a[1]))
-    elif op == VAL_EXPRESSION_OP:
-        rules[a[0]] = (VAL_EXPRESSION, bytes(a[1]))
-    elif op == DEF_CFA:
-        state.cfa = ("reg", (a[0], a[1]))
-    elif op == DEF_CFA_SF:
-        state.cfa = ("reg", (a[0], a[1] * daf))
-    elif op == DEF_CFA_REGISTER:
-        offset = state.cfa[1][1] if state.cfa and state.cfa[0] == "reg" else 0
-        state.cfa = ("reg", (a[0], offset))
-    elif op in (DEF_CFA_OFFSET, DEF_CFA_OFFSET_SF):
-        if not state.cfa or state.cfa[0] != "reg":
-            raise CfiError("CFA offset without a CFA register")
-        offset = a[0] * daf if op == DEF_CFA_OFFSET_SF else a[0]
-        state.cfa = ("reg", (state.cfa[1][0], offset))
-    elif op == DEF_CFA_EXPRESSION:
-        state.cfa = ("expr", bytes(a[0]))
+            state.rules.pop(a[0], None)
+    elif op in _CFA_OPS:
+        state.cfa = _new_cfa(op, a, state.cfa, daf)
     elif op == REMEMBER_STATE:
         if len(stack) >= _MAX_STATE_DEPTH:
             raise CfiError("remember_state nested too deep")
@@ -171,12 +164,25 @@ def _apply(
             raise CfiError("restore_state without remember_state")
         saved = stack.pop()
         state.cfa, state.rules, state.ra_signed = saved.cfa, saved.rules, saved.ra_signed
-    elif op in (NOP, GNU_ARGS_SIZE):
-        pass  # args_size matters to exception handling only
     elif op == AARCH64_NEGATE_RA_STATE:
         state.ra_signed = not state.ra_signed
-    else:
+    elif op not in (NOP, GNU_ARGS_SIZE):  # args_size matters to exception handling only
         raise CfiError(f"unsupported CFA instruction 0x{op:02x}")
+
+
+def _new_cfa(op: int, a, cfa, daf: int):
+    """The CFA rule after one of the `_CFA_OPS`."""
+    if op == DEF_CFA:
+        return ("reg", (a[0], a[1]))
+    if op == DEF_CFA_SF:
+        return ("reg", (a[0], a[1] * daf))
+    if op == DEF_CFA_REGISTER:
+        return ("reg", (a[0], cfa[1][1] if cfa and cfa[0] == "reg" else 0))
+    if op == DEF_CFA_EXPRESSION:
+        return ("expr", bytes(a[0]))
+    if not cfa or cfa[0] != "reg":
+        raise CfiError("CFA offset without a CFA register")
+    return ("reg", (cfa[1][0], a[0] * daf if op == DEF_CFA_OFFSET_SF else a[0]))
 
 
 def row_for(fde: FDE, vaddr: int, arch: Arch, name: str = "") -> CfiRow:

@@ -69,68 +69,78 @@ _BINARY = {
 }
 
 
+_UNARY = {
+    "DW_OP_neg": lambda a: -a,
+    "DW_OP_not": lambda a: ~a,
+    "DW_OP_abs": lambda a: abs(_signed(a)),
+}
+
+
+def _swap(stack: List[int]) -> None:
+    stack[-1], stack[-2] = stack[-2], stack[-1]
+
+
+# Operations that only rearrange the stack: name -> (entries they need, what they do).
+_SHUFFLES = {
+    "DW_OP_dup": (1, lambda stack: stack.append(stack[-1])),
+    "DW_OP_drop": (1, lambda stack: stack.pop()),
+    "DW_OP_swap": (2, _swap),
+    "DW_OP_over": (2, lambda stack: stack.append(stack[-2])),
+    "DW_OP_nop": (0, lambda stack: None),
+}
+
+
 def evaluate(ops, regs: Dict[int, int], read_word: ReadWord, initial: Sequence[int] = ()) -> int:
     """Value on top of the stack after running `ops` (a parsed expression)."""
     stack: List[int] = list(initial)
     for op in ops:
         name = op.op_name
         args = op.args
-        if name.startswith("DW_OP_lit"):
-            stack.append(int(name[9:]))
-        elif name.startswith("DW_OP_breg") and name != "DW_OP_bregx":
-            reg = int(name[10:])
-            if reg not in regs:
-                raise MissingRegister(reg)
-            stack.append(regs[reg] + args[0])
-        elif name == "DW_OP_bregx":
-            if args[0] not in regs:
-                raise MissingRegister(args[0])
-            stack.append(regs[args[0]] + args[1])
-        elif name.startswith("DW_OP_const") or name == "DW_OP_addr":
-            stack.append(args[0])
-        elif name == "DW_OP_plus_uconst":
-            _need(stack, 1)
-            stack.append(stack.pop() + args[0])
+        operand = _operand(name, args, regs)
+        if operand is not None:
+            stack.append(operand)
         elif name in _BINARY:
             _need(stack, 2)
             b = stack.pop()
             a = stack.pop()
             stack.append(_BINARY[name](a, b))
+        elif name in _UNARY:
+            _need(stack, 1)
+            stack.append(_UNARY[name](stack.pop()))
+        elif name == "DW_OP_plus_uconst":
+            _need(stack, 1)
+            stack.append(stack.pop() + args[0])
         elif name == "DW_OP_deref":
             _need(stack, 1)
             value = read_word(stack.pop() & MASK)
             if value is None:
                 raise ExprError("memory outside the copied stack")
             stack.append(value)
-        elif name == "DW_OP_dup":
-            _need(stack, 1)
-            stack.append(stack[-1])
-        elif name == "DW_OP_drop":
-            _need(stack, 1)
-            stack.pop()
-        elif name == "DW_OP_swap":
-            _need(stack, 2)
-            stack[-1], stack[-2] = stack[-2], stack[-1]
-        elif name == "DW_OP_over":
-            _need(stack, 2)
-            stack.append(stack[-2])
-        elif name == "DW_OP_neg":
-            _need(stack, 1)
-            stack.append(-stack.pop())
-        elif name == "DW_OP_not":
-            _need(stack, 1)
-            stack.append(~stack.pop())
-        elif name == "DW_OP_abs":
-            _need(stack, 1)
-            stack.append(abs(_signed(stack.pop())))
-        elif name == "DW_OP_nop":
-            pass
+        elif name in _SHUFFLES:
+            needed, shuffle = _SHUFFLES[name]
+            _need(stack, needed)
+            shuffle(stack)
         else:
             raise ExprError(f"unsupported operation {name}")
         if stack:
             stack[-1] &= MASK
     _need(stack, 1)
     return stack[-1] & MASK
+
+
+def _operand(name: str, args, regs: Dict[int, int]) -> Optional[int]:
+    """The value an operation that pushes one computes from nothing on the stack (a
+    literal, a constant, a register plus an offset), or None for any other operation."""
+    if name.startswith("DW_OP_lit"):
+        return int(name[9:])
+    if name.startswith("DW_OP_breg"):
+        reg, offset = (args[0], args[1]) if name == "DW_OP_bregx" else (int(name[10:]), args[0])
+        if reg not in regs:
+            raise MissingRegister(reg)
+        return regs[reg] + offset
+    if name.startswith("DW_OP_const") or name == "DW_OP_addr":
+        return args[0]
+    return None
 
 
 def _need(stack: List[int], n: int) -> None:

@@ -238,130 +238,179 @@ def walk_hybrid(
     innermost pc with no CFI whose frame pointer leads nowhere (clone3's parent side after
     its `cfi_endproc`, a leaf in hand-written assembly) is stepped by the return address on
     top of the stack, when it is in code and follows a call."""
-    pc = regs[arch.pc]
-    frames = [Frame(pc=pc, sp=regs[arch.sp], method="initial", activation=True)]
-    activation = True
-    used_cfi = False
-    seen = set()
-    status, error = UnwindStatus.FRAME_LIMIT, ""
-    recovered = 0
-    # On a link-register processor the frame record sits at the bottom of its function's
-    # frame: a frame-pointer step knows only a lower bound of the caller's sp.
-    sp_is_a_floor = False
-    while len(frames) < max_frames:
-        lookup_pc = lookup_address(pc, activation)
-        row = cfi_lookup(lookup_pc)
+    walk = _HybridWalk(regs, memory, cfi_lookup, code, is_code, explain, recover, arch)
+    while len(walk.frames) < max_frames:
+        ending = walk.step(max_frames)
+        if ending is not None:
+            return walk.result(*ending)
+    return walk.result(UnwindStatus.FRAME_LIMIT, "")
+
+
+_Ending = Tuple[UnwindStatus, str]
+
+
+class _HybridWalk:
+    """One hybrid walk's state between frames (`walk_hybrid`)."""
+
+    def __init__(self, regs, memory, cfi_lookup, code, is_code, explain, recover, arch: Arch):
+        self.memory, self.cfi_lookup, self.code, self.is_code = memory, cfi_lookup, code, is_code
+        self.explain, self.recover, self.arch = explain, recover, arch
+        self.regs: Dict[int, int] = regs
+        self.pc: int = regs[arch.pc]
+        self.activation = True
+        self.frames = [Frame(pc=self.pc, sp=regs[arch.sp], method="initial", activation=True)]
+        self.used_cfi = False
+        self.seen: set = set()
+        self.recovered = 0
+        # On a link-register processor the frame record sits at the bottom of its
+        # function's frame: a frame-pointer step knows only a lower bound of the caller's sp.
+        self.sp_is_a_floor = False
+
+    def result(self, status: UnwindStatus, error: str) -> HybridResult:
+        return HybridResult(tuple(self.frames), status, self.used_cfi, error, self.recovered)
+
+    def step(self, max_frames: int) -> Optional[_Ending]:
+        """One frame out: how the walk ends here, or None to go on."""
+        arch = self.arch
+        lookup_pc = lookup_address(self.pc, self.activation)
+        row = self.cfi_lookup(lookup_pc)
         if row is not None and row.bad:
-            status, error = UnwindStatus.BAD_CFI, row.bad
-            break
-        if row is not None and sp_is_a_floor:
-            settled = _sp_above_record(row, regs, lookup_pc, memory, code, is_code, arch)
-            if settled is not None:
-                regs = {**regs, arch.sp: settled}
-                frames[-1] = replace(frames[-1], sp=settled)
-        sp_is_a_floor = False
-        if row is None and len(frames) == 1 and arch.ra_column != arch.pc:
-            leaf = _leaf_step(regs, memory, cfi_lookup, code, is_code, arch)
-            if leaf is not None:
-                # A leaf that saved no frame record: its caller is in the link register,
-                # which a frame-pointer step would skip.
-                new_regs, cfa = leaf
-                frames.append(Frame(pc=new_regs[arch.pc], sp=cfa, cfa=cfa, method="stack_top"))
-                regs, pc, activation = new_regs, new_regs[arch.pc], False
-                continue
-        trampoline = _sigreturn(regs, memory, code, arch) if row is None else None
-        if trampoline is not None:
-            # A signal trampoline without CFI: the interrupted frame, from the sigcontext.
-            frames[-1] = replace(frames[-1], trampoline=True)
-            frames.append(
-                Frame(
-                    pc=trampoline[arch.pc],
-                    sp=trampoline[arch.sp],
-                    cfa=trampoline[arch.sp],
-                    method="signal_frame",
-                    activation=True,
-                )
-            )
-            regs, pc, activation = trampoline, trampoline[arch.pc], True
-            used_cfi = True
-            continue
+            return UnwindStatus.BAD_CFI, row.bad
+        if row is not None and self.sp_is_a_floor:
+            self._settle_sp(row, lookup_pc)
+        self.sp_is_a_floor = False
+        if row is None and self._stepped_without_cfi():
+            return None
         # A row found counts even when its step fails: the frame-pointer walk is no
         # fallback where CFI says otherwise (from an epilogue it skips the caller).
-        used_cfi = used_cfi or row is not None
+        self.used_cfi = self.used_cfi or row is not None
         try:
-            try:
-                new_regs, cfa, method, signal = _step(row, regs, memory, arch)
-            except _MissingRegister as e:
-                if not recover or code is None or e.reg != arch.fp:
-                    raise
-                left = max_frames - len(frames)
-                rbp = _recover_rbp(regs, lookup_pc, memory, cfi_lookup, left, code, is_code, arch)
-                if rbp is None:
-                    raise _MissingRegister(
-                        arch.fp,
-                        f"frame pointer of pc 0x{pc:x} not captured and no frame record "
-                        "on the stack could be verified",
-                    ) from e
-                regs = {**regs, arch.fp: rbp}
-                recovered += 1
-                new_regs, cfa, method, signal = _step(row, regs, memory, arch)
+            new_regs, cfa, method, signal = self._step(row, lookup_pc, max_frames)
         except _StepFailed as e:
-            failure: Optional[Tuple[UnwindStatus, str]] = (e.status, str(e))
-        else:
-            failure = None
-            if signal:
-                frames[-1] = replace(frames[-1], trampoline=True)
-            new_pc = new_regs.get(arch.pc)
-            if not new_pc and row is not None and not _undefined_ra(row):
-                # The outermost frame says so (DW_CFA_undefined on the return address). No
-                # rule for it is damaged CFI; a zero where the rule says it is, a wrong
-                # slot (damaged CFI) or a damaged stack: neither is an end.
-                failure = (
-                    (UnwindStatus.BAD_CFI, f"bad CFI for pc 0x{pc:x} ({row.fde}): no rule "
-                     f"for the return address (column {row.ra_column})")
-                    if new_pc is None
-                    else (UnwindStatus.STEP_ERROR,
-                          f"the return address the CFI of pc 0x{pc:x} ({row.fde}) gives is 0")
-                )  # fmt: skip
-            elif not new_pc:
-                status = UnwindStatus.END_OF_STACK
-                break
-            elif is_code is not None and new_pc not in is_code:
-                failure = (UnwindStatus.STEP_ERROR, _not_code(new_pc))
+            return self._failed(row, lookup_pc, (e.status, str(e)))
+        if signal:
+            self.frames[-1] = replace(self.frames[-1], trampoline=True)
+        new_pc = new_regs.get(arch.pc)
+        if not new_pc and (row is None or _undefined_ra(row)):
+            return UnwindStatus.END_OF_STACK, ""
+        failure = self._bad_return(row, new_pc)
         if failure is not None:
-            if row is None:
-                # No CFI here, and the frame pointer led nowhere.
-                top = (
-                    _stack_top_step(regs, memory, code, is_code, arch) if len(frames) == 1 else None
-                )
-                if top is not None:
-                    new_regs, cfa, method, _ = top
-                    frames.append(Frame(pc=new_regs[arch.pc], sp=cfa, cfa=cfa, method=method))
-                    regs, pc, activation = new_regs, new_regs[arch.pc], False
-                    continue
-                # A frame-pointer "end" where CFI should have been is no end: say why.
-                ending = failure[0] is UnwindStatus.END_OF_STACK
-                why = explain(lookup_pc, ending) if explain is not None else ""
-                if why:
-                    failure = (UnwindStatus.NO_CFI, f"no CFI for pc 0x{pc:x}, in {why}")
-            status, error = failure
-            break
+            return self._failed(row, lookup_pc, failure)
+        return self._push(new_regs, cfa, method, signal)
+
+    def _settle_sp(self, row: CfiRow, lookup_pc: int) -> None:
+        arch = self.arch
+        memory, code, is_code = self.memory, self.code, self.is_code
+        settled = _sp_above_record(row, self.regs, lookup_pc, memory, code, is_code, arch)
+        if settled is not None:
+            self.regs = {**self.regs, arch.sp: settled}
+            self.frames[-1] = replace(self.frames[-1], sp=settled)
+
+    def _stepped_without_cfi(self) -> bool:
+        """A pc without CFI stepped otherwise: a leaf on a link-register processor that
+        saved no frame record (its caller is in the link register, which a frame-pointer
+        step would skip), or a signal trampoline (the interrupted frame, from the
+        sigcontext)."""
+        arch, regs = self.arch, self.regs
+        if len(self.frames) == 1 and arch.ra_column != arch.pc:
+            leaf = _leaf_step(regs, self.memory, self.cfi_lookup, self.code, self.is_code, arch)
+            if leaf is not None:
+                new_regs, cfa = leaf
+                self._append(new_regs, Frame(pc=new_regs[arch.pc], sp=cfa, cfa=cfa,
+                                             method="stack_top"), False)  # fmt: skip
+                return True
+        trampoline = _sigreturn(regs, self.memory, self.code, arch)
+        if trampoline is None:
+            return False
+        self.frames[-1] = replace(self.frames[-1], trampoline=True)
+        frame = Frame(
+            pc=trampoline[arch.pc],
+            sp=trampoline[arch.sp],
+            cfa=trampoline[arch.sp],
+            method="signal_frame",
+            activation=True,
+        )
+        self._append(trampoline, frame, True)
+        self.used_cfi = True
+        return True
+
+    def _step(self, row: Optional[CfiRow], lookup_pc: int, max_frames: int):
+        arch = self.arch
+        try:
+            return _step(row, self.regs, self.memory, arch)
+        except _MissingRegister as e:
+            if not self.recover or self.code is None or e.reg != arch.fp:
+                raise
+            left = max_frames - len(self.frames)
+            rbp = _recover_rbp(self.regs, lookup_pc, self.memory, self.cfi_lookup, left,
+                               self.code, self.is_code, arch)  # fmt: skip
+            if rbp is None:
+                raise _MissingRegister(
+                    arch.fp,
+                    f"frame pointer of pc 0x{self.pc:x} not captured and no frame record "
+                    "on the stack could be verified",
+                ) from e
+            self.regs = {**self.regs, arch.fp: rbp}
+            self.recovered += 1
+            return _step(row, self.regs, self.memory, arch)
+
+    def _bad_return(self, row: Optional[CfiRow], new_pc: Optional[int]) -> Optional[_Ending]:
+        """Why the return address a step found cannot be the caller's, or None."""
+        pc = self.pc
+        if not new_pc:
+            # The outermost frame says so (DW_CFA_undefined on the return address). No
+            # rule for it is damaged CFI; a zero where the rule says it is, a wrong
+            # slot (damaged CFI) or a damaged stack: neither is an end.
+            assert row is not None
+            if new_pc is None:
+                why = f"no rule for the return address (column {row.ra_column})"
+                return UnwindStatus.BAD_CFI, f"bad CFI for pc 0x{pc:x} ({row.fde}): {why}"
+            why = f"the return address the CFI of pc 0x{pc:x} ({row.fde}) gives is 0"
+            return UnwindStatus.STEP_ERROR, why
+        if self.is_code is not None and new_pc not in self.is_code:
+            return UnwindStatus.STEP_ERROR, _not_code(new_pc)
+        return None
+
+    def _failed(self, row: Optional[CfiRow], lookup_pc: int, failure: _Ending) -> Optional[_Ending]:
+        """How a failed step ends the walk; None when the frame was stepped after all (no
+        CFI here, the frame pointer led nowhere, and the return address on top of the
+        stack follows a call)."""
+        if row is not None:
+            return failure
+        arch = self.arch
+        if len(self.frames) == 1:
+            top = _stack_top_step(self.regs, self.memory, self.code, self.is_code, arch)
+            if top is not None:
+                new_regs, cfa, method, _ = top
+                frame = Frame(pc=new_regs[arch.pc], sp=cfa, cfa=cfa, method=method)
+                self._append(new_regs, frame, False)
+                return None
+        # A frame-pointer "end" where CFI should have been is no end: say why.
+        ending = failure[0] is UnwindStatus.END_OF_STACK
+        why = self.explain(lookup_pc, ending) if self.explain is not None else ""
+        if why:
+            return UnwindStatus.NO_CFI, f"no CFI for pc 0x{self.pc:x}, in {why}"
+        return failure
+
+    def _push(self, new_regs: Dict[int, int], cfa: int, method: str, signal: bool):
+        arch, sp = self.arch, self.regs[self.arch.sp]
         # The CFA grows with every frame, except that a leaf on a link-register processor
         # (aarch64) pushed nothing: its CFA is its sp, its return address in x30.
-        leaf = cfa == regs[arch.sp] and arch.ra_column != arch.pc
-        if not signal and cfa <= regs[arch.sp] and not leaf:
-            status, error = UnwindStatus.STEP_ERROR, f"CFA 0x{cfa:x} does not grow at pc 0x{pc:x}"
-            break
-        if (new_pc, cfa) in seen:
-            status, error = UnwindStatus.STEP_ERROR, f"unwinding loops at pc 0x{new_pc:x}"
-            break
-        seen.add((new_pc, cfa))
-        frames.append(
-            Frame(pc=new_pc, sp=new_regs[arch.sp], cfa=cfa, method=method, activation=signal)
-        )
-        regs, pc, activation = new_regs, new_pc, signal
-        sp_is_a_floor = method == "frame_pointer" and arch.ra_column != arch.pc
-    return HybridResult(tuple(frames), status, used_cfi, error, recovered)
+        leaf = cfa == sp and arch.ra_column != arch.pc
+        if not signal and cfa <= sp and not leaf:
+            return UnwindStatus.STEP_ERROR, f"CFA 0x{cfa:x} does not grow at pc 0x{self.pc:x}"
+        new_pc = new_regs[arch.pc]
+        if (new_pc, cfa) in self.seen:
+            return UnwindStatus.STEP_ERROR, f"unwinding loops at pc 0x{new_pc:x}"
+        self.seen.add((new_pc, cfa))
+        frame = Frame(pc=new_pc, sp=new_regs[arch.sp], cfa=cfa, method=method, activation=signal)
+        self._append(new_regs, frame, signal)
+        self.sp_is_a_floor = method == "frame_pointer" and arch.ra_column != arch.pc
+        return None
+
+    def _append(self, regs: Dict[int, int], frame: Frame, activation: bool) -> None:
+        self.frames.append(frame)
+        self.regs, self.pc, self.activation = regs, frame.pc, activation
 
 
 # How far above a frame record the caller's sp is looked for (the callee's locals and
