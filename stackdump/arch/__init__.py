@@ -31,7 +31,16 @@ class Arch:
     fp: int
     ra_column: int  # a CIE names its own; this is the psABI's
     callee_saved: Tuple[int, ...]  # a callee preserves these (psABI): kept across frames
-    ptrace_names: Tuple[str, ...]  # user_regs_struct field of each DWARF register, by number
+    elf_machine: int  # e_machine
+    register_names: Tuple[str, ...]  # each DWARF register's name, by number
+    ptrace_names: Tuple[str, ...]  # python-ptrace's user_regs_struct field of each, by number
+    # NT_PRSTATUS's pr_reg, in order: what a core file holds of each thread.
+    prstatus_names: Tuple[str, ...]
+    # Registers come by PTRACE_GETREGSET (NT_PRSTATUS), not PTRACE_GETREGS (which aarch64
+    # lacks); the thread pointer's user_regs_struct field ('' when that struct has none).
+    ptrace_regset: bool
+    thread_pointer: str
+    pyelftools_machine: str  # DwarfConfig's machine_arch
     # call_before(code, return_address): the call ending where `code` (the
     # `max_call_length` bytes before return_address) ends, as (kind, target), else None.
     call_before: Callable[[bytes, int], Optional[Tuple[CallKind, int]]] = field(compare=False)
@@ -58,7 +67,13 @@ X86_64 = Arch(
     fp=x86_64.RBP,
     ra_column=x86_64.RA_COLUMN,
     callee_saved=x86_64.CALLEE_SAVED,
+    elf_machine=EM_X86_64,
+    register_names=x86_64.DWARF_REGISTER_NAMES,
     ptrace_names=x86_64.DWARF_REGISTER_NAMES,
+    prstatus_names=x86_64.PRSTATUS_NAMES,
+    ptrace_regset=False,
+    thread_pointer="fs_base",
+    pyelftools_machine="x64",
     call_before=x86_64_calls.call_before,
     max_call_length=x86_64_calls.MAX_CALL_LENGTH,
     is_plt_stub=x86_64_calls.is_plt_stub,
@@ -74,7 +89,13 @@ AARCH64 = Arch(
     fp=aarch64.FP,
     ra_column=aarch64.RA_COLUMN,
     callee_saved=aarch64.CALLEE_SAVED,
-    ptrace_names=aarch64.DWARF_REGISTER_NAMES,
+    elf_machine=EM_AARCH64,
+    register_names=aarch64.DWARF_REGISTER_NAMES,
+    ptrace_names=aarch64.PTRACE_NAMES,
+    prstatus_names=(*aarch64.DWARF_REGISTER_NAMES, "pstate"),
+    ptrace_regset=True,
+    thread_pointer="",  # TPIDR_EL0 is another regset: unread
+    pyelftools_machine="AArch64",
     call_before=aarch64_calls.call_before,
     max_call_length=aarch64_calls.MAX_CALL_LENGTH,
     is_plt_stub=aarch64_calls.is_plt_stub,
@@ -84,7 +105,7 @@ AARCH64 = Arch(
     syscall_names=aarch64.SYSCALL_NAMES,
 )
 
-_BY_ELF_MACHINE = {EM_X86_64: X86_64, EM_AARCH64: AARCH64}
+_BY_ELF_MACHINE = {arch.elf_machine: arch for arch in (X86_64, AARCH64)}
 
 
 def for_elf_machine(machine: int) -> Optional[Arch]:

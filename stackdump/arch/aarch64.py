@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 DWARF_REGISTER_NAMES: Tuple[str, ...] = (*(f"x{i}" for i in range(31)), "sp", "pc")
+# python-ptrace's user_pt_regs: r0..r30, sp, pc (DWARF 0-30, 31, 32).
+PTRACE_NAMES: Tuple[str, ...] = (*(f"r{i}" for i in range(31)), "sp", "pc")
 FP, LR, SP, PC = 29, 30, 31, 32
 RA_COLUMN = LR
 # Callee-saved (AAPCS64 6.1.1): x19-x28 and the frame pointer; x30 too, for unwinding: a

@@ -34,6 +34,12 @@ R12, R13, R14, R15 = range(12, 16)
 RIP = 16
 RA_COLUMN = RIP
 NUM_DWARF_REGS = len(DWARF_REGISTER_NAMES)
+# NT_PRSTATUS's pr_reg (struct user_regs_struct), in order.
+PRSTATUS_NAMES: Tuple[str, ...] = (
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+    "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
+    "es", "fs", "gs",
+)  # fmt: skip
 
 # Registers a callee must preserve (psABI 3.2.1): CFI rules for the others are not needed to
 # find callers, and their values in outer frames are unknowable anyway.

@@ -21,7 +21,7 @@ import zlib
 from typing import Dict, Optional, Sequence, Tuple
 
 from stackdump import safefs
-from stackdump.arch import AARCH64, EM_AARCH64, X86_64, aarch64, x86_64
+from stackdump.arch import for_elf_machine
 from stackdump.capture.core_notes import (
     AT_EXECFN,
     AT_PHDR,
@@ -447,21 +447,14 @@ def _memory_build_id(memory: CoreMemory, base: int) -> Optional[str]:
 
 
 def _registers_of(core: Core):
-    if core.machine == EM_AARCH64:
+    """The core's processor's reading of a thread's NT_PRSTATUS registers (by name)."""
+    arch = for_elf_machine(core.machine)
+    assert arch is not None  # parse_core refuses other processors
 
-        def aarch64_regs(regs: Dict[str, int]) -> Registers:
-            values = {i: regs[f"x{i}"] for i in range(31)}
-            values[aarch64.SP] = regs["sp"]
-            values[aarch64.PC] = regs["pc"]
-            return Registers.of(values, AARCH64)
+    def registers(regs: Dict[str, int]) -> Registers:
+        return Registers.of({i: regs[n] for i, n in enumerate(arch.register_names)}, arch)
 
-        return aarch64_regs
-
-    def x86_64_regs(regs: Dict[str, int]) -> Registers:
-        names = x86_64.DWARF_REGISTER_NAMES
-        return Registers.of({i: regs[n] for i, n in enumerate(names)}, X86_64)
-
-    return x86_64_regs
+    return registers
 
 
 def _thread(

@@ -19,7 +19,7 @@ from typing import BinaryIO, Dict, List, Optional, Tuple
 
 from elftools.common.exceptions import ELFError
 
-from stackdump.arch import EM_AARCH64, EM_X86_64
+from stackdump.arch import for_elf_machine
 from stackdump.elf import sections
 
 ET_CORE = 4
@@ -37,11 +37,6 @@ _NOTE = struct.Struct("<III")
 _PRSTATUS = struct.Struct("<iii h2x QQ iiii qq qq qq qq")
 _GREGS_AT = _PRSTATUS.size  # 112: where pr_reg begins
 # user_regs_struct (x86_64), in order: its index of each field we keep.
-_X86_64_NAMES = (
-    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
-    "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base", "ds",
-    "es", "fs", "gs",
-)  # fmt: skip
 # elf_prpsinfo: state, sname, zomb, nice, (pad), flag, uid, gid, pid, ppid, pgrp, sid,
 # fname[16], psargs[80].
 _PRPSINFO = struct.Struct("<bcbb4xQIIiiii16s80s")
@@ -124,7 +119,7 @@ def parse_core(stream: BinaryIO) -> Core:
     machine, phoff, phentsize, phnum = header.machine, header.phoff, header.phentsize, header.phnum
     if header.type != ET_CORE:
         raise NotACore("an ELF file, but not a core file (e_type is not ET_CORE)")
-    if machine not in (EM_X86_64, EM_AARCH64):
+    if for_elf_machine(machine) is None:
         raise NotACore(f"a core file of an unsupported processor (e_machine {machine})")
     problems: List[str] = []
     if phentsize < _PHDR.size or phoff >= size:
@@ -233,11 +228,10 @@ def _prstatus(desc: bytes, machine: int) -> Optional[CoreThread]:
     f = _PRSTATUS.unpack_from(desc)
     cursig, tid = f[3], f[6]
     cpu_us = (f[10] + f[12]) * 1_000_000 + f[11] + f[13]
-    names: Tuple[str, ...]
-    if machine == EM_X86_64:
-        names = _X86_64_NAMES
-    else:
-        names = (*(f"x{i}" for i in range(31)), "sp", "pc", "pstate")
+    arch = for_elf_machine(machine)
+    if arch is None:
+        return None
+    names = arch.prstatus_names
     width = 8 * len(names)
     if len(desc) < _GREGS_AT + width:
         return None

@@ -22,7 +22,7 @@ import types
 from typing import Optional, Set
 
 from stackdump import clib, permissions, proc
-from stackdump.arch import AARCH64, X86_64, host
+from stackdump.arch import host
 from stackdump.capture.remote import StackCopier
 from stackdump.errors import PermissionDenied
 from stackdump.types import MemoryMap, Registers, SyscallState, ThreadSnapshot, ThreadStatus
@@ -56,6 +56,7 @@ WALL = 0x40000000  # __WALL: wait for clone children, which every non-leader thr
 PTRACE_GETREGS = 12
 PTRACE_GETREGSET, NT_PRSTATUS = 0x4204, 1
 _HOST = host()  # a live target runs on this machine's processor
+_SP_FIELD = _HOST.ptrace_names[_HOST.sp]
 
 
 def _load_stop_window_ptrace():
@@ -345,15 +346,14 @@ class Tracer:
         struct, its stack (and, on an alternate signal stack, its own) into the copier's
         buffers. (stack mapping, address of its first byte copied, bytes copied, home mapping,
         its start, bytes copied.)"""
-        if _HOST is AARCH64:
+        if _HOST.ptrace_regset:
             # No PTRACE_GETREGS there: the NT_PRSTATUS regset, into the same struct.
             if self._ptrace(PTRACE_GETREGSET, tid, NT_PRSTATUS, self._iovec_address) == -1:
                 raise _stop_window_error(PTRACE_GETREGSET, tid)
-            sp, thread_pointer = self._regs.sp, 0  # (TPIDR_EL0 is another regset: unread)
-        else:
-            if self._ptrace(PTRACE_GETREGS, tid, None, self._regs_address) == -1:
-                raise _stop_window_error(PTRACE_GETREGS, tid)
-            sp, thread_pointer = self._regs.rsp, self._regs.fs_base
+        elif self._ptrace(PTRACE_GETREGS, tid, None, self._regs_address) == -1:
+            raise _stop_window_error(PTRACE_GETREGS, tid)
+        sp = getattr(self._regs, _SP_FIELD)
+        thread_pointer = getattr(self._regs, _HOST.thread_pointer) if _HOST.thread_pointer else 0
         stack_map, start, copied = self._copier.copy(tid, sp, thread_pointer)
         home = self._home_stack(tid, thread_pointer, stack_map) if thread_pointer else None
         home_start = home_copied = 0
@@ -508,13 +508,8 @@ def _detach_quietly(tid: int, sig: int) -> None:
 
 
 def _registers_from(regs_struct) -> Registers:
-    if _HOST is AARCH64:
-        # python-ptrace's aarch64 user_pt_regs: r0..r30, sp, pc (DWARF 0-30, 31, 32).
-        values = {i: int(getattr(regs_struct, f"r{i}")) for i in range(31)}
-        values[AARCH64.sp], values[AARCH64.pc] = int(regs_struct.sp), int(regs_struct.pc)
-        return Registers.of(values, AARCH64)
-    names = X86_64.ptrace_names
-    return Registers.of({i: int(getattr(regs_struct, n)) for i, n in enumerate(names)}, X86_64)
+    names = _HOST.ptrace_names
+    return Registers.of({i: int(getattr(regs_struct, n)) for i, n in enumerate(names)}, _HOST)
 
 
 class _IoVec(ctypes.Structure):

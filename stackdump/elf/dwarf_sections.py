@@ -23,6 +23,7 @@ import os
 import struct
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
+from stackdump.arch import X86_64, for_elf_machine
 from stackdump.elf import sections
 from stackdump.elf.sections import Section
 
@@ -147,9 +148,10 @@ def dwarf_info(elf, scratch: Optional[str], find_supplement: Callable[[str, str]
         descriptors[keyword] = DebugSectionDescriptor(
             stream, name, section.offset, size, section.addr
         )
-    config = DwarfConfig(little_endian=True, default_address_size=8, machine_arch="x64")
-    if elf.machine == 183:
-        config = DwarfConfig(little_endian=True, default_address_size=8, machine_arch="AArch64")
+    arch = for_elf_machine(elf.machine) or X86_64  # (an unknown processor: read as x86-64's)
+    config = DwarfConfig(
+        little_endian=True, default_address_size=8, machine_arch=arch.pyelftools_machine
+    )
     info = DWARFInfo(config=config, **descriptors)
     link = supplement_link(descriptors)
     if link is not None:
