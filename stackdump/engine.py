@@ -20,12 +20,12 @@ from stackdump import runtimes
 from stackdump.arch import host
 from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress
-from stackdump.elf.debuginfod import Debuginfod
+from stackdump.elf.debuginfod import Debuginfod, settings_from_environ
 from stackdump.elf.modules import HostFiles
 from stackdump.elf.packages import symbols_fix
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.interrupts import Cancelled, Interrupts
-from stackdump.locks import OWNER_OFFSET, lock_frame_pc, with_mutex_waits
+from stackdump.locks import OWNER_OFFSET, owner_offset, with_mutex_waits
 from stackdump.notes import Notes
 from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
 from stackdump.symbols.dwarf import member_offset_at
@@ -357,20 +357,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             blocked_in=blocked_in,
         )
     if thread.status is not ThreadStatus.OK or thread.regs is None:
-        return ThreadReport(
-            tid=thread.tid,
-            name=thread.name,
-            status=thread.status,
-            pause_us=pause_us,
-            error=thread.error,
-            context=thread.context,
-            blocked_in=blocked_in,
-            coroutine=thread.coroutine,
-            coroutine_id=thread.coroutine_id,
-            runtime_keys=thread.runtime_keys,
-            group_keys=thread.group_keys,
-            ids_as_ranges=thread.ids_as_ranges,
-        )
+        return ThreadReport(pause_us=pause_us, error=thread.error, **_carried(thread, blocked_in))
     result = session.unwind(thread)
     assert result is not None
     symbolizer = session.symbolizer
@@ -389,9 +376,6 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         result = dataclasses.replace(result, frames=result.frames[: end + 1])
         unwind_status, error = UnwindStatus.END_OF_STACK, ""
     return ThreadReport(
-        tid=thread.tid,
-        name=thread.name,
-        status=thread.status,
         frames=tuple(frames),
         capture_method=result.capture_method,
         fp_status=result.fp_status,
@@ -400,12 +384,22 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         pause_us=pause_us,
         error=error,
         recovered_frame_pointers=result.recovered_frame_pointers,
+        running_coroutine=thread.running_coroutine,
+        entry_function=_entry_name(session, thread.entry) if symbolize else None,
+        **_carried(thread, blocked_in),
+    )
+
+
+def _carried(thread: ThreadSnapshot, blocked_in: Optional[str]) -> dict:
+    """What a thread's report takes from its snapshot whether or not it was unwound."""
+    return dict(
+        tid=thread.tid,
+        name=thread.name,
+        status=thread.status,
         context=thread.context,
         blocked_in=blocked_in,
         coroutine=thread.coroutine,
         coroutine_id=thread.coroutine_id,
-        running_coroutine=thread.running_coroutine,
-        entry_function=_entry_name(session, thread.entry) if symbolize else None,
         runtime_keys=thread.runtime_keys,
         group_keys=thread.group_keys,
         ids_as_ranges=thread.ids_as_ranges,
@@ -413,18 +407,10 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
 
 
 def _owner_offset(session: _Session, reports: List[ThreadReport]) -> int:
-    """Where glibc's mutex keeps its owner: as libc's DWARF declares it, in the modes that
-    read DWARF; else the ABI's layout."""
+    """Where the mutex keeps its owner: from DWARF in the modes that read DWARF."""
     if session.mode is LocationMode.DISABLED:
         return OWNER_OFFSET
-    pc = lock_frame_pc(reports)
-    if pc is None:
-        return OWNER_OFFSET
-    try:
-        found = member_offset_at(session.objects, pc, "__pthread_mutex_s", "__owner")
-    except Exception:  # noqa: BLE001 - a layout we cannot read costs the DWARF answer only
-        found = None
-    return found if found is not None else OWNER_OFFSET
+    return owner_offset(reports, lambda pc, s, m: member_offset_at(session.objects, pc, s, m))
 
 
 def with_fixes(report: Report) -> Report:
@@ -440,7 +426,7 @@ def with_fixes(report: Report) -> Report:
 def _with_fix(module: ModuleEntry) -> ModuleEntry:
     if not module.unknown_frames or module.symbols == "symtab" or module.path.startswith("["):
         return module
-    debuginfod = bool(os.environ.get("DEBUGINFOD_URLS", "").strip())
+    debuginfod = settings_from_environ(os.environ) is not None
     fix = symbols_fix(module.path, module.build_id, debuginfod, missing=not module.file_found)
     return dataclasses.replace(module, fix=fix)
 

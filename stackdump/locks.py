@@ -14,7 +14,7 @@ name no owner.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from stackdump.types import ThreadReport
 
@@ -31,6 +31,21 @@ def _is_mutex_lock(function: Optional[str]) -> bool:
     if name.startswith("lll_lock_wait"):
         return "private" not in name  # glibc's internal locks are not pthread mutexes
     return name.startswith("pthread_mutex_") and "lock" in name and "unlock" not in name
+
+
+def owner_offset(
+    threads: Sequence[ThreadReport], member_offset: Callable[[int, str, str], Optional[int]]
+) -> int:
+    """Where glibc's mutex keeps its owner: as the DWARF of a thread's lock frame declares
+    it (`member_offset(pc, struct, member)`), else the ABI's layout."""
+    pc = lock_frame_pc(threads)
+    if pc is None:
+        return OWNER_OFFSET
+    try:
+        found = member_offset(pc, "__pthread_mutex_s", "__owner")
+    except Exception:  # noqa: BLE001 - a layout we cannot read costs the DWARF answer only
+        found = None
+    return found if found is not None else OWNER_OFFSET
 
 
 def lock_frame_pc(threads: Sequence[ThreadReport]) -> Optional[int]:

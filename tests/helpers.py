@@ -214,6 +214,22 @@ class Target:
         self.kill()
 
 
+@contextlib.contextmanager
+def churning(build_dir: Path):
+    """tests/targets/churn.c, creating and ending threads without pause, once it says it
+    is ready: (the process, a reader of its stdout). Killed on the way out."""
+    binary = compile_target("churn.c", build_dir, "churn", ["-O2", "-g"])
+    with subprocess.Popen(
+        [str(binary), "1000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    ) as churn:
+        try:
+            reader = LineReader(churn.stdout.fileno())
+            assert reader.readline(time.monotonic() + DEADLINE_S).startswith("ready main")
+            yield churn, reader
+        finally:
+            churn.kill()
+
+
 def read_syscall_line(pid: int, tid: int) -> Optional[str]:
     try:
         with open(f"/proc/{pid}/task/{tid}/syscall") as f:

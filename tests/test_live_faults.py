@@ -14,9 +14,9 @@ import time
 import pytest
 from helpers import (
     DEADLINE_S,
-    LineReader,
     Target,
     assert_untouched,
+    churning,
     compile_target,
     finish,
     parse_report,
@@ -126,33 +126,25 @@ def churn_bin(build_dir):
     return compile_target("churn.c", build_dir, "churn", ["-O2", "-g"])
 
 
-def test_threads_created_and_destroyed_during_the_dump(live, churn_bin):
-    with subprocess.Popen(
-        [str(churn_bin), "1000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    ) as churn:
-        try:
-            reader = LineReader(churn.stdout.fileno())
-            assert reader.readline(time.monotonic() + DEADLINE_S).startswith("ready main")
-            statuses = set()
-            for _ in range(100):
-                result = run_stackdump("-p", str(churn.pid), "--capture", "ptrace")
-                _assert_clean(result.stdout, result.stderr, result.returncode)
-                assert result.returncode in (0, 1), result.stderr
-                for section in parse_report(result.stdout).threads:
-                    statuses.add(section.status)
-                    # A thread born or dying during the dump is captured whole or reported
-                    # exited, never cut to one frame outside a stack we did not know of.
-                    assert "outside the thread's stack mapping" not in section.keys.get(
-                        "error", ""
-                    ), section.keys
-            churn.stdin.write(b"status\n")
-            churn.stdin.flush()
-            line = reader.readline(time.monotonic() + DEADLINE_S)
-            assert int(line.split("=")[1]) > 1000  # it really churned
-            assert "ok" in statuses
-            assert_untouched(churn.pid)
-        finally:
-            churn.kill()
+def test_threads_created_and_destroyed_during_the_dump(live, build_dir):
+    with churning(build_dir) as (churn, reader):
+        statuses = set()
+        for _ in range(100):
+            result = run_stackdump("-p", str(churn.pid), "--capture", "ptrace")
+            _assert_clean(result.stdout, result.stderr, result.returncode)
+            assert result.returncode in (0, 1), result.stderr
+            for section in parse_report(result.stdout).threads:
+                statuses.add(section.status)
+                # A thread born or dying during the dump is captured whole or reported
+                # exited, never cut to one frame outside a stack we did not know of.
+                error = section.keys.get("error", "")
+                assert "outside the thread's stack mapping" not in error, section.keys
+        churn.stdin.write(b"status\n")
+        churn.stdin.flush()
+        line = reader.readline(time.monotonic() + DEADLINE_S)
+        assert int(line.split("=")[1]) > 1000  # it really churned
+        assert "ok" in statuses
+        assert_untouched(churn.pid)
 
 
 @pytest.mark.parametrize("mode", ["exec", "exit"])

@@ -330,20 +330,10 @@ def test_signal_during_sampling_writes_a_shorter_valid_profile(spinner, threads_
 def test_sampling_a_process_whose_threads_come_and_go(live, build_dir):
     """Threads born and dying between (and during) samples are counted where they were
     captured; the profile is whole and every thread-sample has a stack."""
-    from helpers import DEADLINE_S, LineReader, compile_target
+    from helpers import churning
 
-    churn_bin = compile_target("churn.c", build_dir, "churn", ["-O2", "-g"])
-    with subprocess.Popen(
-        [str(churn_bin), "1000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    ) as churn:
-        try:
-            reader = LineReader(churn.stdout.fileno())
-            assert reader.readline(time.monotonic() + DEADLINE_S).startswith("ready main")
-            text = _ok(
-                run_stackdump("-p", str(churn.pid), "--samples", "15", "--interval-ms", "20")
-            )
-        finally:
-            churn.kill()
+    with churning(build_dir) as (churn, _):
+        text = _ok(run_stackdump("-p", str(churn.pid), "--samples", "15", "--interval-ms", "20"))
     assert re.search(
         r"^summary: samples=15 thread_samples=\d+ distinct_stacks=\d+ interrupted=0$", text, re.M
     )
