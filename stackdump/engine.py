@@ -14,7 +14,7 @@ import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from stackdump import runtimes
 from stackdump.arch import host
@@ -213,18 +213,13 @@ class Analyzer:
         stop_requested: bool = False,
         interrupts: Optional[Interrupts] = None,
     ) -> Report:
-        """Unwind (unless already done, see `settle`) and symbolize every captured thread.
-        If SIGINT/SIGTERM arrives meanwhile (`interrupts`, in a deferred phase: see
-        stackdump.interrupts), the thread it hit and every later one are printed
-        unsymbolized (`0x... in OBJECT+0xOFFSET`): nothing captured is lost, and no more
-        DWARF is read. A second one propagates. `stop_requested`: one arrived before
-        analysis began (while the last thread was being captured or settled): every frame
-        is printed so."""
+        """Unwind (unless `settle` did) and symbolize every captured thread. A SIGINT or
+        SIGTERM meanwhile (`interrupts`, deferred: stackdump.interrupts) leaves the thread it
+        hit and every later one unsymbolized (`0x... in OBJECT+0xOFFSET`), nothing lost and
+        no more DWARF read; a second propagates. `stop_requested`: one came before analysis
+        began (during the last capture): every frame is printed so."""
         files = snapshot.files if snapshot.files is not None else HostFiles()
-        session = self._session
-        self._session = None
-        reports: List[ThreadReport] = []
-        unsymbolized = 0
+        session, self._session = self._session, None
         winding = _Winding(interrupts, stop_requested)
         with contextlib.closing(files):
             if session is None or session.files is not snapshot.files:
@@ -233,21 +228,8 @@ class Analyzer:
                 # Capture is over: every thread runs, the network may be waited for.
                 self.remote.progress = progress
                 session.objects.allow_downloads(winding.asked)
-            for done, thread in enumerate(snapshot.threads):
-                if progress is not None:
-                    progress("symbolization", done, len(snapshot.threads))
-                report = winding.attempt(lambda t=thread: _thread_report(t, session, True))
-                if report is None:
-                    report = _thread_report(thread, session, False)
-                    unsymbolized += report.physical_frames
-                reports.append(report)
-            coroutines = None
-            if snapshot.coroutines is not None:
-                coroutines = tuple(
-                    winding.attempt(lambda c=c: _thread_report(c, session, True))
-                    or _thread_report(c, session, False)
-                    for c in snapshot.coroutines
-                )
+            reports, unsymbolized = _thread_reports(snapshot.threads, session, winding, progress)
+            coroutines = _coroutine_reports(snapshot.coroutines, session, winding)
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = dwarf_cus_decoded(session.objects) - session.decoded_before
@@ -265,20 +247,8 @@ class Analyzer:
         summary = _summarize(
             snapshot.threads, elapsed_ns, self.disk.hits - session.hits_before, cus_decoded
         )
-        how = snapshot.options or CaptureOptions(pid=snapshot.pid)
         return Report(
-            header=ReportHeader(
-                pid=snapshot.pid,
-                exe=snapshot.exe,
-                thread_count=snapshot.thread_count or len(snapshot.threads),
-                timeout_ms=how.timeout_ms,
-                mode=self.options.mode,
-                skip_blocking_syscalls=how.skip_blocking_syscalls,
-                unwinder=UNWINDER_NAME,
-                capture=how.capture_mode,
-                cmdline=snapshot.cmdline,
-                core=snapshot.core,
-            ),
+            header=_header(snapshot, self.options.mode),
             threads=threads,
             deadlocks=deadlocks,
             coroutines=coroutines,
@@ -387,6 +357,50 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         running_coroutine=thread.running_coroutine,
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
         **_carried(thread, blocked_in),
+    )
+
+
+def _thread_reports(
+    threads: Sequence[ThreadSnapshot], session: _Session, winding: _Winding, progress
+) -> Tuple[List[ThreadReport], int]:
+    """Each thread's report, symbolized until a signal says to stop (then unsymbolized),
+    and how many frames went unsymbolized so."""
+    reports: List[ThreadReport] = []
+    unsymbolized = 0
+    for done, thread in enumerate(threads):
+        if progress is not None:
+            progress("symbolization", done, len(threads))
+        report = winding.attempt(lambda t=thread: _thread_report(t, session, True))
+        if report is None:
+            report = _thread_report(thread, session, False)
+            unsymbolized += report.physical_frames
+        reports.append(report)
+    return reports, unsymbolized
+
+
+def _coroutine_reports(coroutines, session: _Session, winding: _Winding):
+    if coroutines is None:
+        return None
+    return tuple(
+        winding.attempt(lambda c=c: _thread_report(c, session, True))
+        or _thread_report(c, session, False)
+        for c in coroutines
+    )
+
+
+def _header(snapshot: ProcessSnapshot, mode: LocationMode) -> ReportHeader:
+    how = snapshot.options or CaptureOptions(pid=snapshot.pid)
+    return ReportHeader(
+        pid=snapshot.pid,
+        exe=snapshot.exe,
+        thread_count=snapshot.thread_count or len(snapshot.threads),
+        timeout_ms=how.timeout_ms,
+        mode=mode,
+        skip_blocking_syscalls=how.skip_blocking_syscalls,
+        unwinder=UNWINDER_NAME,
+        capture=how.capture_mode,
+        cmdline=snapshot.cmdline,
+        core=snapshot.core,
     )
 
 

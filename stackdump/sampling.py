@@ -19,7 +19,7 @@ from stackdump.capture.live import Progress, ShouldStop, capture_process
 from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import ProcessNotFound
 from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadSample
-from stackdump.types import ModuleEntry, ReportHeader, ThreadStatus
+from stackdump.types import ModuleEntry, Report, ReportHeader, ThreadStatus
 
 
 def sample(
@@ -32,17 +32,9 @@ def sample(
     clock: Callable[[], float] = time.monotonic,
 ) -> Profile:
     stop = should_stop or (lambda: False)
-    stacks: Dict[Stack, int] = {}
-    names: Dict[int, str] = {}
-    taken: List[ThreadSample] = []
-    offsets: List[int] = []
-    modules: Dict[str, ModuleEntry] = {}
-    header: Optional[ReportHeader] = None
-    started_wall = time.time_ns()
-    started = clock()
-    ended_early = ""
-    interrupted = False
-    warnings: List[str] = []
+    tally = _Tally(state_filter)
+    started_wall, started = time.time_ns(), clock()
+    ended_early, interrupted = "", False
     with Analyzer(options.analysis) as analyzer:
         for index in range(count):
             # The first sample is always taken whole: a profile has at least one.
@@ -56,64 +48,75 @@ def sample(
                     after=runtimes.after_capture,
                 )  # fmt: skip
             except ProcessNotFound:
-                if header is None:
+                if tally.header is None:
                     raise
-                ended_early = f"process {header.pid} exited after {index} sample(s)"
+                ended_early = f"process {tally.header.pid} exited after {index} sample(s)"
                 break
             report = analyzer.analyze(snapshot)
-            warnings.extend(report.warnings)
-            header = header or report.header
-            offsets.append(int((began - started) * 1e9))
-            for m in report.modules:
-                modules.setdefault(m.path, m)
-            for thread in (*report.threads, *(report.coroutines or ())):
-                if thread.status is not ThreadStatus.OK or not thread.frames:
-                    continue
-                context = thread.context
-                # A suspended coroutine (--coroutines) is off CPU by definition.
-                state = RUNNING if context is not None and context.state == "R" else BLOCKED
-                if state_filter != "all" and state != state_filter:
-                    continue
-                names[thread.tid] = thread.coroutine or thread.name
-                stack_id = stacks.setdefault(thread.frames, len(stacks))
-                taken.append(
-                    ThreadSample(
-                        index,
-                        thread.tid,
-                        stack_id,
-                        state,
-                        thread.blocked_in,
-                        context.wchan if context is not None else None,
-                    )
-                )
+            tally.add(index, report, int((began - started) * 1e9))
             if report.interrupted or snapshot.process_exited:
                 interrupted = interrupted or report.interrupted
                 if snapshot.process_exited:
-                    ended_early = f"process {header.pid} exited during sample {index + 1}"
+                    ended_early = f"process {report.header.pid} exited during sample {index + 1}"
                 break
             if progress is not None:
                 progress("sampling", index + 1, count)
             if index + 1 < count and _wait(began + interval_ms / 1000, stop, clock):
                 interrupted = True
                 break
-    if header is None:
+    if tally.header is None:
         raise ProcessNotFound(f"no such process: {options.capture.pid}")
     return Profile(
-        header=header,
+        header=tally.header,
         interval_ms=interval_ms,
-        samples_taken=len(offsets),
+        samples_taken=len(tally.offsets),
         started_ns=started_wall,
-        sample_offsets_ns=tuple(offsets),
+        sample_offsets_ns=tuple(tally.offsets),
         duration_ns=int((clock() - started) * 1e9),
-        stacks=tuple(stacks),
-        names=names,
-        thread_samples=tuple(taken),
-        modules=tuple(sorted(modules.values(), key=lambda m: m.start)),
+        stacks=tuple(tally.stacks),
+        names=tally.names,
+        thread_samples=tuple(tally.taken),
+        modules=tuple(sorted(tally.modules.values(), key=lambda m: m.start)),
         state_filter=state_filter,
         interrupted=interrupted,
         ended_early=ended_early,
-        warnings=tuple(warnings),
+        warnings=tuple(tally.warnings),
     )
+
+
+class _Tally:
+    """What the samples so far add up to: each distinct stack once, each thread-sample
+    (of the state asked for) by its stack's index."""
+
+    def __init__(self, state_filter: str) -> None:
+        self.state_filter = state_filter
+        self.stacks: Dict[Stack, int] = {}
+        self.names: Dict[int, str] = {}
+        self.taken: List[ThreadSample] = []
+        self.offsets: List[int] = []
+        self.modules: Dict[str, ModuleEntry] = {}
+        self.header: Optional[ReportHeader] = None
+        self.warnings: List[str] = []
+
+    def add(self, index: int, report: Report, offset_ns: int) -> None:
+        self.warnings.extend(report.warnings)
+        self.header = self.header or report.header
+        self.offsets.append(offset_ns)
+        for m in report.modules:
+            self.modules.setdefault(m.path, m)
+        for thread in (*report.threads, *(report.coroutines or ())):
+            if thread.status is not ThreadStatus.OK or not thread.frames:
+                continue
+            context = thread.context
+            # A suspended coroutine (--coroutines) is off CPU by definition.
+            state = RUNNING if context is not None and context.state == "R" else BLOCKED
+            if self.state_filter != "all" and state != self.state_filter:
+                continue
+            self.names[thread.tid] = thread.coroutine or thread.name
+            stack_id = self.stacks.setdefault(thread.frames, len(self.stacks))
+            wchan = context.wchan if context is not None else None
+            sample = ThreadSample(index, thread.tid, stack_id, state, thread.blocked_in, wchan)
+            self.taken.append(sample)
 
 
 def _wait(until: float, stop: ShouldStop, clock: Callable[[], float]) -> bool:

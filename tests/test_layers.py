@@ -242,3 +242,20 @@ def test_imports_inside_functions_are_few_and_say_why():
     allowed = ("rich", "zstandard", "elftools", "tempfile", "urllib", "shutil", "ctypes.util")
     others = [m for _, _, m, _ in found if not m.startswith(("stackdump", *allowed))]
     assert others == [], others
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    """Issue 29: ruff checks complexity (C901) and statements (PLR0915); this checks length,
+    docstring and comments included."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "stackdump"
+    long = [
+        f"{path.relative_to(root.parent)}:{node.lineno} {node.name}"
+        for path in sorted(root.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert long == []

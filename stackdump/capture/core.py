@@ -18,7 +18,7 @@ import dataclasses
 import os
 import struct
 import zlib
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from stackdump import safefs
 from stackdump.arch import for_elf_machine
@@ -167,18 +167,7 @@ def capture_core(
 ) -> ProcessSnapshot:
     """The snapshot a core file holds, with what the runtimes read in it (`after`,
     `runtimes.after_capture`). InvalidCore when it is not one."""
-    try:
-        stream = safefs.open_binary(path)  # kept open by the snapshot's memory
-    except OSError as e:
-        raise InvalidCore(f"cannot read core file {path}: {e.strerror}") from None
-    try:
-        core = parse_core(stream)
-    except NotACore as e:
-        stream.close()
-        raise InvalidCore(f"{path}: {e}") from None
-    except OSError as e:
-        stream.close()
-        raise InvalidCore(f"cannot read core file {path}: {e}") from None
+    stream, core = _open(path)
     exe_path = _executable(core)
     memory = CoreMemory(stream, core, _backing(core, sysroot, exe_path, exe))
     names_files = bool(core.files)
@@ -193,16 +182,7 @@ def capture_core(
     maps = _maps(core, memory)
     build_ids = _build_ids(core, memory)
     vdso = _vdso(core, memory)
-    arch_regs = _registers_of(core)
-    threads = []
-    selected = set(options.thread_ids) if options.thread_ids else None
-    for index, t in enumerate(core.threads):
-        if selected is not None and t.tid not in selected:
-            continue
-        name = core.name if t.tid == core.pid or (index == 0 and not core.pid) else "?"
-        threads.append(
-            _thread(t, name, arch_regs(t.registers), maps, memory, options, core.truncated)
-        )
+    threads = _threads(core, maps, memory, options)
     files = CoreFiles(stream, memory, sysroot, exe_path, exe, build_ids, fetch)
     # The runtimes' part (their words, their suspended coroutines), from the core's memory.
     process = ProcessView(memory, maps, files, core.pid, tuple(t.tid for t in threads), None)
@@ -212,19 +192,7 @@ def capture_core(
     else:
         order = {tid: i for i, tid in enumerate(options.thread_ids)}
         threads.sort(key=lambda t: order[t.tid])
-    # gcore stops a live process with SIGSTOP to write its core: no signal ended it.
-    signal = 0 if core.writer == "gdb" and core.signal in (_SIGSTOP, 0) else core.signal
-    info = CoreInfo(
-        path=os.path.abspath(path),
-        signal=signal,
-        signal_code=core.signal_code,
-        fault_address=core.fault_address,
-        sender=core.sender if signal else None,
-        names_files=names_files,
-        sysroot=sysroot,
-        signal_thread=core.threads[0].tid if core.threads else 0,
-        problems=core.problems,
-    )
+    info = _info(core, path, names_files, sysroot)
     return ProcessSnapshot(
         pid=core.pid or (core.threads[0].tid if core.threads else 0),
         exe=exe_path or core.name,
@@ -239,6 +207,52 @@ def capture_core(
         core=info,
         coroutines=coroutines,
         coroutines_truncated=truncated,
+    )
+
+
+def _open(path: str):
+    """(the open core file, its parsed segments and notes); InvalidCore when it is not one."""
+    try:
+        stream = safefs.open_binary(path)  # kept open by the snapshot's memory
+    except OSError as e:
+        raise InvalidCore(f"cannot read core file {path}: {e.strerror}") from None
+    try:
+        return stream, parse_core(stream)
+    except NotACore as e:
+        stream.close()
+        raise InvalidCore(f"{path}: {e}") from None
+    except OSError as e:
+        stream.close()
+        raise InvalidCore(f"cannot read core file {path}: {e}") from None
+
+
+def _threads(core: Core, maps, memory, options: CaptureOptions) -> List[ThreadSnapshot]:
+    """The selected threads (--thread-id), as the core's notes and memory hold them."""
+    arch_regs = _registers_of(core)
+    threads = []
+    selected = set(options.thread_ids) if options.thread_ids else None
+    for index, t in enumerate(core.threads):
+        if selected is not None and t.tid not in selected:
+            continue
+        name = core.name if t.tid == core.pid or (index == 0 and not core.pid) else "?"
+        regs = arch_regs(t.registers)
+        threads.append(_thread(t, name, regs, maps, memory, options, core.truncated))
+    return threads
+
+
+def _info(core: Core, path: str, names_files: bool, sysroot: str) -> CoreInfo:
+    # gcore stops a live process with SIGSTOP to write its core: no signal ended it.
+    signal = 0 if core.writer == "gdb" and core.signal in (_SIGSTOP, 0) else core.signal
+    return CoreInfo(
+        path=os.path.abspath(path),
+        signal=signal,
+        signal_code=core.signal_code,
+        fault_address=core.fault_address,
+        sender=core.sender if signal else None,
+        names_files=names_files,
+        sysroot=sysroot,
+        signal_thread=core.threads[0].tid if core.threads else 0,
+        problems=core.problems,
     )
 
 

@@ -126,92 +126,116 @@ def capture_process(
     closes them."""
     pid = resolve_target(options.pid, options.timeout_ms)
     started = time.perf_counter_ns()
-    recent_cpu = _recent_cpu(pid, options.cpu_window_ms) if options.cpu_window_ms else {}
-    # Everything read from /proc up front, before any thread is stopped (docs/FORMAT.md).
-    # Threads first, then the maps: a thread listed was alive when its stack was mapped.
-    process_tids = proc.list_tids(pid)
-    image = proc.image_identity(pid)
-    tids = list(options.thread_ids) if options.thread_ids else process_tids
-    if not tids:
-        raise ProcessNotFound(f"no such process: {pid}")
-    view = proc.live_thread(pid, process_tids) or pid
-    maps = proc.read_maps(pid, view)
-    exe = proc.read_exe(pid, view)
-    cmdline = proc.read_cmdline(pid)
-    members = set(process_tids)
-    names = {tid: proc.read_comm(pid, tid) for tid in tids}
-    files = LiveFiles(view, maps)
-    threads: List[ThreadSnapshot] = []
-    contexts: Dict[ThreadContext, ThreadContext] = {}
-    interrupted = False
-    memory = RemoteMemory(view)
-    copier = StackCopier(memory, maps, options.stack_bytes, _HOST.red_zone)
-    passive = PassiveCapturer(pid, copier, options.timeout_ms)
-
-    def capture_member(tracer: Tracer, tid: int) -> ThreadSnapshot:
-        syscall = proc.read_syscall(pid, tid)
-        # Read before the stop: stopped, every thread would look stopped.
-        context = _context(pid, tid, syscall, options, memory, recent_cpu.get(tid))
-        # Threads of a pool are mostly alike (S, same wchan, no CPU): share one.
-        if context is not None:
-            context = contexts.setdefault(context, context)
-        thread = _capture_one(tracer, passive, pid, tid, names.get(tid), options, syscall)
-        if _stack_unmapped(thread):
-            thread = _locate_stack(thread, pid, view, copier)
-        if context is not None and thread.name != "?":
-            thread = dataclasses.replace(thread, context=context)
-        return thread
-
+    c = _Capture(pid, options)
     # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
     # allocates little, so collection waits until every thread runs again.
     gc_enabled = gc.isenabled()
     gc.disable()
     try:
-        vdso = _read_vdso(memory, maps)
-        keep = settle(files, maps, vdso) if settle is not None else None
-        with Tracer(pid, copier, options.timeout_ms, options.realtime) as tracer:
-            for done, tid in enumerate(tids):
-                if should_stop is not None and should_stop():
-                    interrupted = True
-                    break
-                thread = capture_member(tracer, tid) if tid in members else _foreign(pid, tid)
-                threads.append(keep(thread) if keep is not None else thread)
-                if progress is not None:
-                    progress("capture", done + 1, len(tids))
-        exec_seen, threads = _exec_check(pid, image, maps, threads)
+        vdso = _read_vdso(c.memory, c.maps)
+        keep = settle(c.files, c.maps, vdso) if settle is not None else None
+        threads, interrupted = c.threads(keep, progress, should_stop)
+        exec_seen, threads = _exec_check(pid, c.image, c.maps, threads)
         # After an exec the memory is the new program's, which `maps` does not describe.
         coroutines, truncated = None, False
         if not interrupted and not exec_seen:
             # Every thread runs again: only memory is read from here on.
-            now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-            process = ProcessView(memory, maps, files, pid, tuple(process_tids), now_ns)
             threads, coroutines, truncated = after(
-                process, threads, options, keep, lambda: Pagemap(f"/proc/{memory.pid}/pagemap")
+                c.process_view(), threads, options, keep, c.pagemap
             )
     except BaseException:
-        files.close()
+        c.files.close()
         raise
     finally:
-        memory.close()
+        c.memory.close()
         if gc_enabled:
             gc.enable()
     return ProcessSnapshot(
         pid=pid,
-        exe=exe,
-        maps=maps,
+        exe=c.exe,
+        maps=c.maps,
         threads=tuple(threads),
         vdso=vdso,
         capture_ns=time.perf_counter_ns() - started,
         interrupted=interrupted,
-        thread_count=len(tids),
+        thread_count=len(c.tids),
         process_exited=_process_exited(pid, threads),
-        cmdline=cmdline,
+        cmdline=c.cmdline,
         coroutines=coroutines,
         coroutines_truncated=truncated,
-        files=files,
+        files=c.files,
         options=options,
         exec_seen=exec_seen,
     )
+
+
+class _Capture:
+    """One live capture: what is read from /proc up front, before any thread is stopped
+    (docs/FORMAT.md), and the readers and copiers that take each thread."""
+
+    def __init__(self, pid: int, options: CaptureOptions) -> None:
+        self.pid, self.options = pid, options
+        window = options.cpu_window_ms
+        self.recent_cpu = _recent_cpu(pid, window) if window else {}
+        # Threads first, then the maps: a thread listed was alive when its stack was mapped.
+        self.process_tids = proc.list_tids(pid)
+        self.image = proc.image_identity(pid)
+        self.tids = list(options.thread_ids) if options.thread_ids else self.process_tids
+        if not self.tids:
+            raise ProcessNotFound(f"no such process: {pid}")
+        self.view = proc.live_thread(pid, self.process_tids) or pid
+        self.maps = proc.read_maps(pid, self.view)
+        self.exe = proc.read_exe(pid, self.view)
+        self.cmdline = proc.read_cmdline(pid)
+        self.names = {tid: proc.read_comm(pid, tid) for tid in self.tids}
+        self.files = LiveFiles(self.view, self.maps)
+        self.memory = RemoteMemory(self.view)
+        self.copier = StackCopier(self.memory, self.maps, options.stack_bytes, _HOST.red_zone)
+        self.passive = PassiveCapturer(pid, self.copier, options.timeout_ms)
+        self._members = set(self.process_tids)
+        self._contexts: Dict[ThreadContext, ThreadContext] = {}
+
+    def threads(self, keep, progress, should_stop) -> Tuple[List[ThreadSnapshot], bool]:
+        """Every selected thread, one at a time (each passed to `keep` at once), and
+        whether `should_stop` cut the capture short."""
+        threads: List[ThreadSnapshot] = []
+        options = self.options
+        with Tracer(self.pid, self.copier, options.timeout_ms, options.realtime) as tracer:
+            for done, tid in enumerate(self.tids):
+                if should_stop is not None and should_stop():
+                    return threads, True
+                if tid in self._members:
+                    thread = self._member(tracer, tid)
+                else:
+                    thread = _foreign(self.pid, tid)
+                threads.append(keep(thread) if keep is not None else thread)
+                if progress is not None:
+                    progress("capture", done + 1, len(self.tids))
+        return threads, False
+
+    def _member(self, tracer: Tracer, tid: int) -> ThreadSnapshot:
+        pid, options = self.pid, self.options
+        syscall = proc.read_syscall(pid, tid)
+        # Read before the stop: stopped, every thread would look stopped.
+        context = _context(pid, tid, syscall, options, self.memory, self.recent_cpu.get(tid))
+        # Threads of a pool are mostly alike (S, same wchan, no CPU): share one.
+        if context is not None:
+            context = self._contexts.setdefault(context, context)
+        thread = _capture_one(tracer, self.passive, pid, tid, self.names.get(tid), options, syscall)
+        if _stack_unmapped(thread):
+            thread = _locate_stack(thread, pid, self.view, self.copier)
+        if context is not None and thread.name != "?":
+            thread = dataclasses.replace(thread, context=context)
+        return thread
+
+    def process_view(self) -> ProcessView:
+        now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        return ProcessView(
+            self.memory, self.maps, self.files, self.pid, tuple(self.process_tids), now_ns
+        )
+
+    def pagemap(self) -> Pagemap:
+        return Pagemap(f"/proc/{self.memory.pid}/pagemap")
 
 
 def _after_exec(thread: ThreadSnapshot, maps: Tuple[MemoryMap, ...]) -> ThreadSnapshot:

@@ -130,18 +130,22 @@ def unwind(
         unwind_status=hybrid.status,
         error=hybrid.error,
     )
-    if hybrid.status is UnwindStatus.BAD_CFI:
-        # A frame-pointer walk past damaged CFI may look clean and be wrong (code built
-        # without frame pointers): the report says where the CFI broke instead.
+    return _better(fp_result, cfi_result, hybrid.used_cfi)
+
+
+def _better(fp_result: UnwindResult, cfi_result: UnwindResult, used_cfi: bool) -> UnwindResult:
+    """The frame-pointer walk's result or the CFI walk's: CFI where it broke (a clean-looking
+    frame-pointer walk past damaged CFI can be wrong) or was used and did better."""
+    if cfi_result.unwind_status is UnwindStatus.BAD_CFI:
         return cfi_result
-    if not hybrid.used_cfi:
+    if not used_cfi:
         return fp_result
-    fp_clean = fp_status in (FpStatus.END_OF_CHAIN, FpStatus.FRAME_LIMIT)
-    same_as_fp = [f.pc for f in hybrid.frames] == [f.pc for f in fp_frames]
+    fp_clean = fp_result.fp_status in (FpStatus.END_OF_CHAIN, FpStatus.FRAME_LIMIT)
+    same_as_fp = [f.pc for f in cfi_result.frames] == [f.pc for f in fp_result.frames]
     if same_as_fp and fp_clean:
         return fp_result
-    hybrid_clean = hybrid.status in (UnwindStatus.END_OF_STACK, UnwindStatus.FRAME_LIMIT)
-    if not hybrid_clean and fp_clean and len(fp_frames) > len(hybrid.frames):
+    cfi_clean = cfi_result.unwind_status in (UnwindStatus.END_OF_STACK, UnwindStatus.FRAME_LIMIT)
+    if not cfi_clean and fp_clean and len(fp_result.frames) > len(cfi_result.frames):
         return fp_result
     return cfi_result
 

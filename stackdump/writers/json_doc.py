@@ -12,55 +12,21 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 from stackdump.escape import escape
 from stackdump.report import stats_fields
 from stackdump.syscalls import signal_name
-from stackdump.types import ModuleEntry, Report, SymbolizedFrame, ThreadReport
+from stackdump.types import ModuleEntry, Report, ReportHeader, SymbolizedFrame, ThreadReport
 from stackdump.views import group_keys, group_threads, stack_labels, tid_ranges
 
 SCHEMA_VERSION = 1
 
 
 def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
-    h = report.header
-    header = {
-        "pid": h.pid,
-        "exe": escape(h.exe),
-        "cmdline": [escape(a) for a in h.cmdline] if h.cmdline is not None else None,
-        "thread_count": h.thread_count,
-        "timeout_ms_per_thread": h.timeout_ms,
-        "dwarf_location_info_mode": h.mode.value.lower(),
-        "skip_blocking_syscalls": h.skip_blocking_syscalls,
-        "unwinder": h.unwinder,
-        "capture": h.capture.value,
-    }
-    if h.core is not None:
-        header["core"] = {
-            "path": escape(h.core.path),
-            "signal": signal_name(h.core.signal) if h.core.signal else None,
-            "signal_thread": h.core.signal_thread if h.core.signal else None,
-            "fault_address": h.core.fault_address,
-            "signal_sender_pid": h.core.sender[0] if h.core.sender else None,
-            "signal_sender_uid": h.core.sender[1] if h.core.sender else None,
-            "problems": [escape(p) for p in h.core.problems],
-        }
-    yield f'{{"schema": {SCHEMA_VERSION}, "header": {_dump(header)}, "threads": ['
+    yield f'{{"schema": {SCHEMA_VERSION}, "header": {_dump(_header(report.header))}, "threads": ['
     modules = _ModuleIndex(report.modules)
     last = len(report.threads) - 1
     for i, thread in enumerate(report.threads):
         yield _dump(thread_object(thread, modules)) + ("," if i < last else "")
     yield "],"
     if grouped:
-        groups = [
-            {
-                "count": len(g.threads),
-                "tids": [t.tid for t in g.threads],
-                "tid_ranges": tid_ranges([t.tid for t in g.threads]),
-                "names": [{"name": escape(n), "count": k} for n, k in g.names()],
-                "status": g.first.status.value,
-                "stack": [escape(label) for label in stack_labels(g.first.frames)],
-                **({"runtime": dict(group_keys(g.first))} if group_keys(g.first) else {}),
-            }
-            for g in group_threads(report.threads)
-        ]
-        yield f'"groups": {_dump(groups)},'
+        yield f'"groups": {_dump(_groups(report))},'
     s = report.summary
     summary = {
         "captured": s.captured,
@@ -83,6 +49,46 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
         yield f'"coroutines": {_dump(coroutines)},'
     yield f'"deadlocks": {_dump([list(c) for c in report.deadlocks])},'
     yield f'"objects": {_dump([object_entry(m) for m in report.modules])}}}'
+
+
+def _header(h: ReportHeader) -> Dict[str, Any]:
+    header = {
+        "pid": h.pid,
+        "exe": escape(h.exe),
+        "cmdline": [escape(a) for a in h.cmdline] if h.cmdline is not None else None,
+        "thread_count": h.thread_count,
+        "timeout_ms_per_thread": h.timeout_ms,
+        "dwarf_location_info_mode": h.mode.value.lower(),
+        "skip_blocking_syscalls": h.skip_blocking_syscalls,
+        "unwinder": h.unwinder,
+        "capture": h.capture.value,
+    }
+    if h.core is not None:
+        header["core"] = {
+            "path": escape(h.core.path),
+            "signal": signal_name(h.core.signal) if h.core.signal else None,
+            "signal_thread": h.core.signal_thread if h.core.signal else None,
+            "fault_address": h.core.fault_address,
+            "signal_sender_pid": h.core.sender[0] if h.core.sender else None,
+            "signal_sender_uid": h.core.sender[1] if h.core.sender else None,
+            "problems": [escape(p) for p in h.core.problems],
+        }
+    return header
+
+
+def _groups(report: Report) -> List[Dict[str, Any]]:
+    return [
+        {
+            "count": len(g.threads),
+            "tids": [t.tid for t in g.threads],
+            "tid_ranges": tid_ranges([t.tid for t in g.threads]),
+            "names": [{"name": escape(n), "count": k} for n, k in g.names()],
+            "status": g.first.status.value,
+            "stack": [escape(label) for label in stack_labels(g.first.frames)],
+            **({"runtime": dict(group_keys(g.first))} if group_keys(g.first) else {}),
+        }
+        for g in group_threads(report.threads)
+    ]
 
 
 def thread_object(t: ThreadReport, modules: _ModuleIndex) -> Dict[str, Any]:
