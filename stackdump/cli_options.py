@@ -9,6 +9,7 @@ from typing import Callable
 
 import click
 
+from stackdump import runtimes
 from stackdump.syscalls import INTERRUPT_SENSITIVE_NAMES
 from stackdump.writers import registry as formats
 
@@ -204,9 +205,8 @@ OPTIONS = (
     click.option(
         "--coroutines",
         is_flag=True,
-        help="Also print every suspended coroutine (boost.context fibers: boost.fiber and others "
-        "switching with jump_fcontext; brpc's bthreads; Go's goroutines), found by reading memory "
-        "while every thread runs.",
+        help=f"Also print every suspended coroutine ({runtimes.coroutine_kinds()}), found by "
+        "reading memory while every thread runs.",
     ),
     click.option(
         "--symbolize",

@@ -20,7 +20,15 @@ from stackdump.types import CaptureOptions, MemoryMap, ThreadSnapshot
 # Fibers before Go: coroutines are listed in this order.
 RUNTIMES: Tuple[Runtime, ...] = (Fibers(), Go(), Jit())
 
-__all__ = ["RUNTIMES", "ProcessView", "after_capture", "anonymous_code", "own_code", "stack_end"]
+__all__ = [
+    "RUNTIMES", "ProcessView", "after_capture", "anonymous_code", "coroutine_kinds", "own_code",
+    "stack_end",
+]  # fmt: skip
+
+
+def coroutine_kinds() -> str:
+    """What `--coroutines` lists, runtime by runtime (its help)."""
+    return "; ".join(r.coroutines for r in RUNTIMES if r.coroutines)
 
 
 def after_capture(

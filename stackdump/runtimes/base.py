@@ -65,6 +65,7 @@ class Runtime:
     """One runtime's contributions (module docstring); the defaults contribute nothing."""
 
     name = ""
+    coroutines = ""  # what its coroutines are, for --help ('' when it lists none)
 
     def find(self, process: ProcessView) -> Optional[Found]:
         return None

@@ -24,6 +24,9 @@ _STARTS = ("make_fcontext", "bthread_make_fcontext")
 
 class Fibers(Runtime):
     name = "fcontext"
+    coroutines = (
+        "boost.context fibers: boost.fiber and others switching with jump_fcontext; brpc's bthreads"
+    )
 
     def find(self, process: ProcessView) -> Optional[Found]:
         # Nothing is read until coroutines are asked for: every dump passes here.

@@ -36,6 +36,7 @@ _STACK_TOPS = frozenset(
 
 class Go(Runtime):
     name = "go"
+    coroutines = "Go's goroutines"
 
     def find(self, process: ProcessView) -> Optional[Found]:
         exe = process.executable()
