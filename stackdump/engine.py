@@ -121,6 +121,10 @@ class _Session:
             result = dataclasses.replace(result, capture_method=CaptureMethod.PASSIVE_SYSCALL)
         elif thread.coroutine:
             result = dataclasses.replace(result, capture_method=CaptureMethod.SAVED_CONTEXT)
+        first = result.frames[0] if result.frames else None
+        if thread.pc_after_call and first is not None and cfi.function_start(first.pc) != first.pc:
+            first = dataclasses.replace(first, activation=False)
+            result = dataclasses.replace(result, frames=(first, *result.frames[1:]))
         return result
 
     def settle(self, thread: ThreadSnapshot) -> ThreadSnapshot:
@@ -327,7 +331,8 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             blocked_in=blocked_in,
         )
     if thread.status is not ThreadStatus.OK or thread.regs is None:
-        return ThreadReport(pause_us=pause_us, error=thread.error, **_carried(thread, blocked_in))
+        carried = _carried(thread, blocked_in, session.symbolizer if symbolize else None)
+        return ThreadReport(pause_us=pause_us, error=thread.error, **carried)
     result = session.unwind(thread)
     assert result is not None
     symbolizer = session.symbolizer
@@ -356,8 +361,30 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         recovered_frame_pointers=result.recovered_frame_pointers,
         running_coroutine=thread.running_coroutine,
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
-        **_carried(thread, blocked_in),
+        **_carried(thread, blocked_in, symbolizer if symbolize else None),
     )
+
+
+def _with_call_sites(thread: ThreadSnapshot, symbolizer: Optional[Symbolizer]):
+    if not thread.call_sites:
+        return thread.runtime_keys
+    sites = dict(thread.call_sites)
+    return tuple(
+        (k, _call_site_text(sites[k], symbolizer) if k in sites else v)
+        for k, v in thread.runtime_keys
+    )
+
+
+def _call_site_text(pc: int, symbolizer: Optional[Symbolizer]) -> str:
+    """ "FUNCTION at FILE:LINE" of the call returning to pc, as much as is known."""
+    try:
+        named = symbolizer.call_site(pc) if symbolizer is not None else None
+    except Exception:  # noqa: BLE001 - as _symbolize_softly: this key only loses its name
+        named = None
+    if named is None or named[0] is None:
+        return f"0x{pc:x}"
+    function, file, line = named
+    return f"{function} at {file}:{line}" if file and line else function
 
 
 def _thread_reports(
@@ -404,8 +431,11 @@ def _header(snapshot: ProcessSnapshot, mode: LocationMode) -> ReportHeader:
     )
 
 
-def _carried(thread: ThreadSnapshot, blocked_in: Optional[str]) -> dict:
-    """What a thread's report takes from its snapshot whether or not it was unwound."""
+def _carried(
+    thread: ThreadSnapshot, blocked_in: Optional[str], symbolizer: Optional[Symbolizer]
+) -> dict:
+    """What a thread's report takes from its snapshot whether or not it was unwound; its
+    runtime keys with their call sites named (`symbolizer`), or as addresses (None)."""
     return dict(
         tid=thread.tid,
         name=thread.name,
@@ -414,7 +444,7 @@ def _carried(thread: ThreadSnapshot, blocked_in: Optional[str]) -> dict:
         blocked_in=blocked_in,
         coroutine=thread.coroutine,
         coroutine_id=thread.coroutine_id,
-        runtime_keys=thread.runtime_keys,
+        runtime_keys=_with_call_sites(thread, symbolizer),
         group_keys=thread.group_keys,
         ids_as_ranges=thread.ids_as_ranges,
     )

@@ -115,7 +115,10 @@ class _Tally:
             self.names[thread.tid] = thread.coroutine or thread.name
             stack_id = self.stacks.setdefault(thread.frames, len(self.stacks))
             wchan = context.wchan if context is not None else None
-            sample = ThreadSample(index, thread.tid, stack_id, state, thread.blocked_in, wchan)
+            labels = runtimes.labels_of(thread.runtime_keys)
+            sample = ThreadSample(
+                index, thread.tid, stack_id, state, thread.blocked_in, wchan, labels
+            )
             self.taken.append(sample)
 
 

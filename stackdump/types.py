@@ -259,6 +259,13 @@ class ThreadSnapshot:
     coroutine_id: Optional[int] = None  # the runtime's own id (a bthread_t), when read
     entry: Optional[int] = None  # the coroutine's entry function, when read
     running_coroutine: Optional[int] = None  # a worker thread: the bthread it was running
+    # Its innermost pc is where a call returns (a saved context): named by the call, at
+    # pc-1, as the runtime's own tracebacks name it, unless it is its function's entry (a
+    # goroutine that never ran).
+    pc_after_call: bool = False
+    # Code addresses the analysis names for the runtime, by key: each such key's value in
+    # `runtime_keys` becomes "FUNCTION at FILE:LINE" (Go's `created_by`).
+    call_sites: Tuple[Tuple[str, int], ...] = ()
     # What a language runtime says of it, in order (`runtimes/`), and which of those keys
     # a group of threads or coroutines must share (not ids, not times).
     runtime_keys: Tuple[Tuple[str, str], ...] = ()

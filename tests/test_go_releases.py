@@ -9,10 +9,12 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import pytest
 from conftest import ON_CI
@@ -80,11 +82,17 @@ def _build(
 
 
 class GoServer:
-    """The running target, stdin held open for its commands."""
+    """The running target, stdin held open for its commands; with `env`, those variables
+    set, and its stderr kept (for its own SIGQUIT dump, `quit`)."""
 
-    def __init__(self, binary: Path) -> None:
+    def __init__(self, binary: Path, env: Optional[dict] = None) -> None:
         self.process = subprocess.Popen(
-            [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [str(binary)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if env is not None else None,
+            text=True,
+            env={**os.environ, **env} if env is not None else None,
         )
         assert self.process.stdout.readline().startswith("ready go ")
         self.pid = self.process.pid
@@ -130,6 +138,13 @@ class GoServer:
                 return theirs
             assert time.monotonic() < deadline, theirs
             time.sleep(0.01)  # polling a condition with a deadline
+
+    def quit(self) -> str:
+        """Go's own dump of every goroutine, as SIGQUIT makes the runtime print it on its
+        way out (with GOTRACEBACK=system: runtime frames too, each with its file:line)."""
+        self.process.send_signal(signal.SIGQUIT)
+        _, err = self.process.communicate(timeout=60)
+        return err
 
     def stop(self) -> None:
         self.process.kill()
@@ -218,7 +233,8 @@ def test_goroutines_agree_with_runtime_stack(release, variant):
     for function, reason in [*PARKED.items(), ("main.parkedOnMutex", None)]:
         ids = sorted(goid for goid, (_, n) in ours.items() if function in n)
         head = re.search(
-            rf"^----- 3 goroutines status=ok frames=\d+ go_status=waiting wait_reason=(.+) -----\n"
+            rf"^----- 3 goroutines status=ok frames=\d+ go_status=waiting "
+            rf'wait_reason=("[^"]*"|\S+) created_by="main\.main at [^"]*main\.go:\d+" -----\n'
             rf"ids: {tid_ranges(ids)}\n",
             grouped.stdout,
             re.M,
@@ -238,6 +254,78 @@ def test_goroutines_agree_with_runtime_stack(release, variant):
             "runtime.systemstack")  # fmt: skip
     for t in on_g0:  # from the thread's start, or from where it switched stacks
         assert t.functions()[-1] in tops, t.frames
+
+
+def _own(functions) -> list:
+    """The program's own functions, not the wrapper a `go` statement runs its function in
+    (runtime.Stack hides it, GOTRACEBACK=system shows it)."""
+    own = [f for f in functions if f.startswith("main.")]
+    if len(own) > 1 and re.search(r"\.(func|gowrap)\d+$", own[-1]):
+        own = own[:-1]
+    return own
+
+
+_FRAME = re.compile(r"^(.*) at (\S+):(\d+)(?: \(inlined\))?$")
+
+
+def _gos_frames(dump: str) -> dict:
+    """goroutine id -> (frames as (function, file, line), `created by` as Go prints it or
+    None, the creating goroutine or None) from Go's GOTRACEBACK=system dump."""
+    found = {}
+    for block in dump.split("\n\n"):
+        rows = block.strip().splitlines()
+        head = re.match(r"goroutine (\d+) ", rows[0]) if rows else None
+        if head is None:
+            continue
+        frames, created, parent = [], None, None
+        for call, where in zip(rows[1::2], rows[2::2]):
+            place = re.match(r"\t(\S+):(\d+)", where)
+            if place is None:
+                break
+            if call.startswith("created by "):
+                by = re.match(r"created by (\S+)(?: in goroutine (\d+))?", call)
+                created, parent = f"{by[1]} at {place[1]}:{place[2]}", by[2]
+            else:
+                frames.append((call.rsplit("(", 1)[0], place[1], int(place[2])))
+        found[int(head[1])] = (frames, created, parent)
+    return found
+
+
+@pytest.mark.parametrize("variant", ["dwarf", "stripped"])
+@pytest.mark.parametrize("release", RELEASES)
+def test_goroutine_frames_and_creators_equal_gos_own_dump(release, variant):
+    """Every frame of every parked goroutine (inlined ones included), with its file:line,
+    equal to what Go's own SIGQUIT dump prints with GOTRACEBACK=system: the innermost one
+    named by its call as Go names it (`runtime.gopark`'s line is that of its mcall, not the
+    next), and `created by` (function, the line of its `go` statement, the creating
+    goroutine) as Go prints it; the labelled goroutine's pprof labels."""
+    server = GoServer(_build(release, variant), env={"GOTRACEBACK": "system"})
+    try:
+        before = server.settle()
+        out = run_stackdump("-p", str(server.pid), "--coroutines", "--mode", "full_with_inline")
+        theirs = _gos_frames(server.quit())
+    finally:
+        server.stop()
+    assert out.returncode in (0, 1), out.stderr
+    ours = {c.tid: c for c in parse_report(out.stdout).coroutines}
+    compared = 0
+    for goid, (frames, created, parent) in theirs.items():
+        section = ours.get(goid)
+        parked = section is not None and section.keys.get("go_status") == "waiting"
+        if not parked or not frames or frames[0][0] != "runtime.gopark":
+            continue  # running, or in a system call: no fixed answer
+        if _own(before.get(goid, (None, []))[1]) != _own(f for f, _, _ in frames):
+            continue  # moved between the dumps
+        mine = [(m[1], m[2], int(m[3])) for m in map(_FRAME.match, section.frames) if m]
+        assert mine == frames, (goid, section.frames, frames)
+        if goid != 1:
+            assert section.keys.get("created_by", "").strip('"') == created, (goid, created)
+        assert section.keys.get("parent_goroutine") == parent, (goid, section.keys, parent)
+        compared += 1
+    assert compared >= 16, (compared, sorted(theirs), sorted(ours))
+    labelled = [c for c in ours.values() if any("main.parkedWithLabels" in f for f in c.frames)]
+    assert len(labelled) == 1, out.stdout
+    assert labelled[0].keys.get("labels") == "request=42,tenant=acme", labelled[0].keys
 
 
 def _delve(pid: int) -> dict:
@@ -342,7 +430,7 @@ def test_goroutines_agree_with_delve(release):
             for pcs, names in ours.values()
             if any(pc in main_pcs for pc in pcs)
         )
-    assert sum(stacks["dwarf"].values()) == 15, stacks["dwarf"]
+    assert sum(stacks["dwarf"].values()) == 16, stacks["dwarf"]
     assert stacks["stripped"] == stacks["dwarf"]
 
 
@@ -575,3 +663,36 @@ def test_arm64_goroutines_in_a_core_equal_gos_own_crash_dump(variant, tmp_path):
                                        [hex(p) for p in pcs])  # fmt: skip
         compared += 1
     assert compared >= 15, (sorted(theirs), sorted(ours))
+
+
+def test_a_goroutines_pprof_labels_are_its_profile_samples_labels(tmp_path):
+    """A profile with --coroutines carries the labelled goroutine's pprof labels as its
+    samples' labels, read back by `go tool pprof`."""
+    release = RELEASES[-1]
+    server = GoServer(_build(release, "stripped"))
+    out = tmp_path / "goroutines.pb.gz"
+    try:
+        server.settle()
+        profiled = run_stackdump(
+            "-p", str(server.pid), "--coroutines", "--samples", "2", "--interval-ms", "10",
+            "--format", "pprof", "-o", str(out),
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert profiled.returncode == 0, profiled.stderr
+    go = _toolchain(release) / "bin" / "go"
+    raw = subprocess.run(
+        [str(go), "tool", "pprof", "-raw", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            **os.environ,
+            "HOME": str(tmp_path),
+            "GOTOOLCHAIN": "local",
+            "GOROOT": str(_toolchain(release)),
+            "GOCACHE": str(CACHE / "go-targets" / f"gocache-{release}"),
+        },
+    ).stdout
+    labelled = [line for line in raw.splitlines() if "tenant:[acme]" in line]
+    assert len(labelled) == 1 and "request:[42]" in labelled[0], raw

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, List, Optional, Sequence, Tuple
 
 from stackdump.elf.store import LoadedObject
-from stackdump.runtimes.base import Found, ProcessView, Runtime
+from stackdump.runtimes.base import Found, ProcessView, Runtime, labels_of
 from stackdump.runtimes.fibers import Fibers
 from stackdump.runtimes.go import Go
 from stackdump.runtimes.jit import Jit
@@ -21,8 +21,8 @@ from stackdump.types import CaptureOptions, MemoryMap, ThreadSnapshot
 RUNTIMES: Tuple[Runtime, ...] = (Fibers(), Go(), Jit())
 
 __all__ = [
-    "RUNTIMES", "ProcessView", "after_capture", "anonymous_code", "coroutine_kinds", "own_code",
-    "stack_end",
+    "RUNTIMES", "ProcessView", "after_capture", "anonymous_code", "coroutine_kinds", "labels_of",
+    "own_code", "stack_end",
 ]  # fmt: skip
 
 

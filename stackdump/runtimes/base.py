@@ -20,12 +20,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
+from urllib.parse import quote, unquote
 
 from stackdump.capture.view import ProcessView
 from stackdump.elf.store import LoadedObject
 from stackdump.types import CaptureOptions, MemoryMap, ThreadSnapshot
 
-__all__ = ["MAX_COROUTINES", "Coroutines", "Found", "ProcessView", "Runtime"]
+__all__ = [
+    "LABELS", "MAX_COROUTINES", "Coroutines", "Found", "ProcessView", "Runtime", "labels_of",
+    "labels_text",
+]  # fmt: skip
+
+# The runtime key of a coroutine's profiler labels (Go's pprof labels), which profiles carry
+# as pprof sample labels.
+LABELS = "labels"
+
+
+def labels_text(labels: Sequence[Tuple[str, str]]) -> str:
+    """`key=value,key=value`, each key and value percent-encoded as in a URL (a space is
+    %20, a comma %2C): one word, whatever the program put in them."""
+    return ",".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in labels)
+
+
+def labels_of(runtime_keys: Sequence[Tuple[str, str]]) -> Tuple[Tuple[str, str], ...]:
+    """The labels a `LABELS` runtime key holds, decoded (`labels_text` undone)."""
+    text = next((v for k, v in runtime_keys if k == LABELS), "")
+    pairs = (item.partition("=") for item in text.split(",") if item)
+    return tuple((unquote(k), unquote(v)) for k, _, v in pairs)
+
 
 # Bounds every runtime's search shares: coroutines kept per dump.
 MAX_COROUTINES = 100_000

@@ -29,6 +29,8 @@ class OwnNames(Protocol):
         self, physical: SymbolizedFrame, frame: Frame, vaddr: int, mode: LocationMode
     ) -> Optional[SymbolizedFrame]: ...
 
+    def call_site(self, vaddr: int) -> Optional[Tuple[str, Optional[str], Optional[int]]]: ...
+
 
 class AnonymousCode(Protocol):
     """Code in no object (JIT code): which pcs, and their names where known."""
@@ -64,6 +66,19 @@ class Symbolizer:
             cached = self._symbolize(frame)
             self._cache[key] = cached
         return cached
+
+    def call_site(self, pc: int) -> Tuple[Optional[str], Optional[str], Optional[int]]:
+        """(function, file, line) of the call that returns to `pc`, in the words of the
+        runtime that owns the code where it has its own (Go's `created by`: the physical
+        function and the line of the call), else as a frame returning there is named."""
+        frame = Frame(pc=pc)
+        _, loaded, vaddr = self._locate(frame)
+        own = self._own_names(loaded) if loaded is not None and vaddr is not None else None
+        named = own.call_site(vaddr + (pc - frame.lookup_pc)) if own is not None else None
+        if named is not None:
+            return named
+        found = self.symbolize(frame)
+        return found.function, found.file, found.line
 
     def unsymbolized(self, frame: Frame) -> SymbolizedFrame:
         """The frame as `0x... in OBJECT+0xOFFSET`, reading no symbol table or DWARF (what is

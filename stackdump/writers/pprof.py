@@ -4,7 +4,8 @@ The protobuf wire format is written by hand (varints and length-delimited fields
 message needs). Layout, as github.com/google/pprof/proto/profile.proto defines it:
 - sample types `samples/count` and `wall/nanoseconds` (a thread-sample is worth one interval);
 - one sample per (thread, stack, state), labelled `thread` (name), `tid` and `state`
-  (running/blocked), plus `syscall` and `wchan` where the thread was blocked in one;
+  (running/blocked), plus `syscall` and `wchan` where the thread was blocked in one, and a
+  goroutine's pprof labels as labels of their own;
 - one location per distinct pc, with its mapping (the mapped object, build-id) and its
   lines: the functions inlined at the pc first, the physical function last, as pprof wants;
 - one function per (name, file).
@@ -70,11 +71,11 @@ class _Encoder:
         interval_ns = p.interval_ms * 1_000_000
         for kind, unit in (("samples", "count"), ("wall", "nanoseconds")):
             out += _field_bytes(1, _field_varint(1, self.s(kind)) + _field_varint(2, self.s(unit)))
-        counts: Dict[Tuple[int, int, str, Optional[str], Optional[str]], int] = {}
+        counts: Dict[tuple, int] = {}
         for t in p.thread_samples:
-            key = (t.tid, t.stack, t.state, t.syscall, t.wchan)
+            key = (t.tid, t.stack, t.state, t.syscall, t.wchan, t.labels)
             counts[key] = counts.get(key, 0) + 1
-        for (tid, stack_id, state, syscall, wchan), count in counts.items():
+        for (tid, stack_id, state, syscall, wchan, labels), count in counts.items():
             ids = [self.location(f) for f in p.stacks[stack_id]]
             body = _packed(1, ids) + _packed(2, [count, count * interval_ns])
             body += self.label("thread", p.names.get(tid, "?"))
@@ -84,6 +85,8 @@ class _Encoder:
                 body += self.label("syscall", syscall)
             if wchan:
                 body += self.label("wchan", wchan)
+            for key, value in labels:
+                body += self.label(key, value)
             out += _field_bytes(2, body)
         for i, m in enumerate(self.mappings, start=1):
             body = (

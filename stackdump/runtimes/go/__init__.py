@@ -130,6 +130,16 @@ class GoCode:
             return CfiRow(("reg", (aarch64.SP, size)), rules, aarch64.LR, False)
         return None
 
+    def call_site(self, vaddr: int) -> Optional[Tuple[str, Optional[str], Optional[int]]]:
+        """As Go's `created by` line names the call returning to vaddr: the physical
+        function, and the file:line of the call (the innermost inlined position there)."""
+        found = self._table.lookup(vaddr)
+        if found is None:
+            return None
+        name, entry = found[0], found[1]
+        at = self._table.lookup(vaddr - 1) if vaddr > entry else found
+        return (name, at[2], at[3]) if at is not None else (name, None, None)
+
     def frame(
         self, physical: SymbolizedFrame, frame: Frame, vaddr: int, mode: LocationMode
     ) -> Optional[SymbolizedFrame]:

@@ -28,6 +28,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from stackdump.arch import X86_64, Arch, aarch64, for_elf_machine, x86_64
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.runtimes.base import LABELS, labels_text
 from stackdump.symbols.dwarf import DwarfIndex
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
@@ -48,7 +49,7 @@ _Q = struct.Struct("<Q")
 _FIRST_REASONS = (b"GC assist marking", b"IO wait")  # waitReasonStrings[1], [2] since Go 1.11
 # The runtime keys a group shares (not the id, not how long each waited), so that goroutines
 # parked alike in different ways stay apart, as in Go's own dumps.
-GROUP_KEYS = ("go_status", "wait_reason", "go_stack")
+GROUP_KEYS = ("go_status", "wait_reason", "go_stack", "created_by", LABELS)
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,20 @@ class GoLayout:
     m_gsignal: int
     m_curg: int
     m_alllink: int
+    # Who created it: the pc of the `go` statement, the creating goroutine's id (1.21+);
+    # its pprof labels (a *labelMap: a map before 1.24, a slice of key-value pairs since).
+    # None where not measured.
+    gopc: Optional[int] = None
+    parent_goid: Optional[int] = None
+    labels: Optional[int] = None
+    labels_slice: bool = False
 
     @property
     def g_size(self) -> int:
         """The bytes of a g read: up to its last field used."""
+        optional = (self.gopc or 0, self.parent_goid or 0, self.labels or 0)
         return max(self.goid, self.status, self.wait_reason, self.wait_since, self.sched
-                   + self.bp) + 8  # fmt: skip
+                   + self.bp, *optional) + 8  # fmt: skip
 
     @property
     def m_size(self) -> int:
@@ -89,15 +98,23 @@ class GoLayout:
 # its runtime2.go, where nothing before these fields differs from 1.19 and 1.21. What moved:
 # 1.22 shrank runtime.m before alllink; 1.23 added g.syscallbp before atomicstatus; 1.25
 # removed gobuf.ret (g and m shrank by 8) and moved m fields; 1.26 grew m before alllink.
+# Where a goroutine was created and its labels: 1.21 added g.parentGoid and moved gopc; 1.20's
+# are not measured (left out); pprof labels became a slice in 1.24.
 _L119 = GoLayout(goid=152, status=144, wait_reason=176, wait_since=168, m=48, sched=56, sp=0,
                  pc=8, bp=48, lr=40, m_procid=72, m_gsignal=80, m_curg=192,
-                 m_alllink=336)  # fmt: skip
-_L122 = replace(_L119, m_alllink=328)
-_L123 = replace(_L122, goid=160, status=152, wait_reason=184, wait_since=176)
-_L125 = replace(_L119, bp=40, lr=32, m_procid=64, m_gsignal=72, m_curg=184, m_alllink=344)
-_L126 = replace(_L125, m_alllink=352)
+                 m_alllink=336, gopc=296, labels=360)  # fmt: skip
+_L120 = replace(_L119, gopc=None, labels=None)
+_L121 = replace(_L119, gopc=280, parent_goid=272, labels=344)
+_L122 = replace(_L121, m_alllink=328)
+_L123 = replace(_L122, goid=160, status=152, wait_reason=184, wait_since=176, gopc=288,
+                parent_goid=280, labels=352)  # fmt: skip
+_L124 = replace(_L123, labels_slice=True)
+_L125 = replace(_L121, bp=40, lr=32, m_procid=64, m_gsignal=72, m_curg=184, m_alllink=344,
+                labels_slice=True)  # fmt: skip
+_L126 = replace(_L125, m_alllink=352, gopc=288, parent_goid=280, labels=352)
 LAYOUTS: Tuple[Tuple[int, GoLayout], ...] = (  # (first minor release, layout), in order
-    (19, _L119), (22, _L122), (23, _L123), (25, _L125), (26, _L126),
+    (19, _L119), (20, _L120), (21, _L121), (22, _L122), (23, _L123), (24, _L124),
+    (25, _L125), (26, _L126),
 )  # fmt: skip
 NEWEST_MEASURED = 27
 
@@ -144,12 +161,15 @@ def layout_from_dwarf(elf: ElfObject) -> Optional[GoLayout]:
         if not g or not gobuf or not m:
             return None
         g, gobuf, m = g[1], gobuf[1], m[1]
+        release = go_release(elf)
         return GoLayout(
             goid=g["goid"], status=g["atomicstatus"], wait_reason=g["waitreason"],
             wait_since=g["waitsince"], m=g["m"], sched=g["sched"], sp=gobuf["sp"],
             pc=gobuf["pc"], bp=gobuf["bp"], lr=gobuf["lr"], m_procid=m["procid"],
             m_gsignal=m["gsignal"],
-            m_curg=m["curg"], m_alllink=m["alllink"],
+            m_curg=m["curg"], m_alllink=m["alllink"], gopc=g.get("gopc"),
+            parent_goid=g.get("parentGoid"), labels=g.get("labels"),
+            labels_slice=release is None or release[1] >= 24,
         )  # fmt: skip
     except (KeyError, *PARSE_ERRORS):
         return None
@@ -416,6 +436,11 @@ def _goroutine(memory, g: int, runtime: GoRuntime, reasons, maps, stack_bytes, n
         # The runtime stamps it only when a GC finds the goroutine blocked (mgcmark.go);
         # its own dumps print it in minutes.
         keys.append(("wait_s", str((now_ns - since) // 1_000_000_000)))
+    creator, creator_keys = _creator(data, layout) if goid != 1 else ((), [])
+    keys.extend(creator_keys)
+    labels = _labels(memory, data, layout)
+    if labels:
+        keys.append((LABELS, labels_text(labels)))
     sched = layout.sched
     sp = _Q.unpack_from(data, sched + layout.sp)[0]
     pc = _Q.unpack_from(data, sched + layout.pc)[0]
@@ -424,7 +449,8 @@ def _goroutine(memory, g: int, runtime: GoRuntime, reasons, maps, stack_bytes, n
     mapping = next((m for m in maps if m.start <= sp < m.end), None)
     base = dict(
         tid=g, name="goroutine", coroutine="goroutine", coroutine_id=goid,
-        runtime_keys=tuple(keys), group_keys=GROUP_KEYS, ids_as_ranges=True,
+        runtime_keys=tuple(keys), group_keys=GROUP_KEYS,
+        ids_as_ranges=True, pc_after_call=True, call_sites=creator,
     )  # fmt: skip
     if not pc or not sp or mapping is None or not sp < hi <= mapping.end:
         return ThreadSnapshot(
@@ -444,6 +470,85 @@ def _goroutine(memory, g: int, runtime: GoRuntime, reasons, maps, stack_bytes, n
     return ThreadSnapshot(
         status=ThreadStatus.OK, regs=regs, stack_map=mapping, stack_base=low, stack=stack, **base
     )
+
+
+def _creator(data: bytes, layout: GoLayout):
+    """(the call site to name, the keys) of where the goroutine was created, as Go's dumps
+    print it: `created_by` (named later, from its `go` statement's pc, by the analysis) and
+    the creating goroutine (`parent_goroutine`, Go 1.21+; 0, the runtime's own, is left
+    out, as Go leaves it out). Not for goroutine 1, main's, which the runtime started."""
+    if layout.gopc is None:
+        return (), []
+    gopc = _Q.unpack_from(data, layout.gopc)[0]
+    if not gopc:
+        return (), []
+    keys = [("created_by", "")]
+    parent = _Q.unpack_from(data, layout.parent_goid)[0] if layout.parent_goid else 0
+    if parent:
+        keys.append(("parent_goroutine", str(parent)))
+    return (("created_by", gopc),), keys
+
+
+def _labels(memory, data: bytes, layout: GoLayout) -> List[Tuple[str, str]]:
+    """The goroutine's pprof labels (`pprof.Do`, `SetGoroutineLabels`), sorted by key: a
+    slice of (key, value) strings since Go 1.24, a map[string]string before (its buckets
+    read for a map of up to 16 buckets that is not growing). Bounded; unreadable: none."""
+    at = _Q.unpack_from(data, layout.labels)[0] if layout.labels is not None else 0
+    head = memory.read(at, 8 if not layout.labels_slice else 16) if at else b""
+    if len(head) < 8:
+        return []
+    if layout.labels_slice:
+        if len(head) < 16:
+            return []
+        array, count = struct.unpack("<QQ", head)
+        raw = memory.read(array, 32 * count) if array and 0 < count <= _MAX_LABELS else b""
+        pairs = [struct.unpack_from("<QQQQ", raw, 32 * i) for i in range(len(raw) // 32)]
+    else:
+        pairs = _map_entries(memory, _Q.unpack(head)[0])
+    out = {}
+    for kptr, klen, vptr, vlen in pairs:
+        key, value = _go_string(memory, kptr, klen), _go_string(memory, vptr, vlen)
+        if key is not None and value is not None:
+            out[key] = value
+    return sorted(out.items())
+
+
+_MAX_LABELS = 64
+_BUCKET = 8 + 8 * 16 + 8 * 16 + 8  # bmap of map[string]string: tophash, keys, values, overflow
+_MIN_TOP_HASH = 5  # runtime/map.go: below it, a tophash marks an empty or evacuated slot
+
+
+def _map_entries(memory, hmap: int) -> List[Tuple[int, int, int, int]]:
+    """A map[string]string's entries as (key pointer, length, value pointer, length)."""
+    header = memory.read(hmap, 48) if hmap else b""
+    if len(header) < 48:
+        return []
+    count, _flags, log2, _overflows, _seed, buckets, old = struct.unpack_from("<QBBHIQQ", header)
+    if not count or count > _MAX_LABELS or log2 > 4 or old or not buckets:
+        return []
+    entries = []
+    for i in range(1 << log2):
+        bucket, hops = buckets + i * _BUCKET, 0
+        while bucket and hops < 8 and len(entries) < count:
+            raw = memory.read(bucket, _BUCKET)
+            if len(raw) < _BUCKET:
+                break
+            for slot in range(8):
+                if raw[slot] >= _MIN_TOP_HASH:
+                    key = struct.unpack_from("<QQ", raw, 8 + 16 * slot)
+                    value = struct.unpack_from("<QQ", raw, 136 + 16 * slot)
+                    entries.append((*key, *value))
+            bucket, hops = _Q.unpack_from(raw, _BUCKET - 8)[0], hops + 1
+    return entries[:count]
+
+
+def _go_string(memory, pointer: int, length: int) -> Optional[str]:
+    if length == 0:
+        return ""
+    if not pointer or not 0 < length <= 256:
+        return None
+    raw = memory.read(pointer, length)
+    return raw.decode("utf-8", "replace") if len(raw) == length else None
 
 
 def _registers(arch: Arch, pc: int, sp: int, fp: int, lr: int) -> Registers:

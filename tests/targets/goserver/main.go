@@ -1,6 +1,7 @@
 // A Go target for Go tests: an HTTP server on a loopback port with goroutines parked in known
 // functions: 3 in time.Sleep, 3 on a channel receive, 3 on a sync.Mutex, 3 in a select over 8
-// channels, and 3 at the end of a 3-deep named chain. Prints "ready go PID" once they are
+// channels, 3 at the end of a 3-deep named chain, and 1 on a channel receive with the pprof
+// labels tenant=acme and request=42 (pprof.Do). Prints "ready go PID" once they are
 // started; on a "stacks" line on stdin, prints its own runtime.Stack(all) dump, then
 // "end stacks"; on a "gc" line, runs a garbage collection (which stamps every blocked
 // goroutine's wait start), then prints "gc done".
@@ -8,11 +9,13 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"time"
 )
@@ -49,6 +52,9 @@ func parkedInSelect(cs []chan int) int {
 }
 
 //go:noinline
+func parkedWithLabels(c chan int) { <-c }
+
+//go:noinline
 func chainOuter(c chan int) int { return chainMiddle(c) + 1 }
 
 //go:noinline
@@ -73,6 +79,8 @@ func main() {
 		go parkedInSelect(cs)
 		go chainOuter(chain)
 	}
+	labels := pprof.Labels("tenant", "acme", "request", "42")
+	go pprof.Do(context.Background(), labels, func(context.Context) { parkedWithLabels(c) })
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		os.Exit(1)
