@@ -251,8 +251,9 @@ class Analyzer:
         summary = _summarize(
             snapshot.threads, elapsed_ns, self.disk.hits - session.hits_before, cus_decoded
         )
+        header = _header(snapshot, self.options.mode)
         return Report(
-            header=_header(snapshot, self.options.mode),
+            header=header,
             threads=threads,
             deadlocks=deadlocks,
             coroutines=coroutines,
@@ -267,7 +268,7 @@ class Analyzer:
             ),
             interrupted=snapshot.interrupted or winding.stopped,
             symbolization_interrupted=winding.stopped,
-            warnings=self.warnings(),
+            warnings=self.warnings() + runtimes.hints(header, threads),
         )
 
     def warnings(self) -> Tuple[str, ...]:

@@ -5,6 +5,7 @@ writable by others)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -61,27 +62,34 @@ def _text(path: Path) -> str:
         return ""
 
 
-def _main_frames(pid: int):
+def _main_frames(pid: int, with_stderr: bool = False):
     out = run_stackdump("-p", str(pid), "--thread-id", str(pid), "--mode", "disabled")
     assert out.returncode in (0, 1), out.stderr
-    return parse_report(out.stdout).thread(pid).frames
+    frames = parse_report(out.stdout).thread(pid).frames
+    return (frames, out.stderr) if with_stderr else frames
 
 
 def test_jit_frames_are_named_from_the_perf_map(node_target):
+    """Named; and since the script's top level runs in V8's interpreter, whose frames say
+    nothing of the JavaScript running there, stderr says which flag would."""
     pid, _ = node_target
-    frames = _main_frames(pid)
+    frames, stderr = _main_frames(pid, with_stderr=True)
     assert any(JIT_NAME.match(f) for f in frames), frames
+    assert any(f.startswith("Builtins_InterpreterEntryTrampoline") for f in frames), frames
+    assert "run node with --interpreted-frames-native-stack" in stderr, stderr
+    assert "--perf-basic-prof" not in stderr, stderr
 
 
 def test_jit_frames_without_a_map_say_they_are_jit_code(node_target):
     pid, perf_map = node_target
     perf_map.rename(perf_map.with_suffix(".hidden"))
     try:
-        frames = _main_frames(pid)
+        frames, stderr = _main_frames(pid, with_stderr=True)
     finally:
         perf_map.with_suffix(".hidden").rename(perf_map)
     assert any(JIT_BARE.match(f) for f in frames), frames
     assert not any("hotLoopInJavaScript" in f for f in frames)
+    assert "have no name: run node with --perf-basic-prof" in stderr, stderr
 
 
 @pytest.mark.parametrize("forgery", ["other_owner", "world_writable"])
@@ -130,3 +138,43 @@ def test_java_jit_frames_are_named_from_the_jvms_perf_map(java_target):
     assert out.returncode in (0, 1), out.stderr
     frames = [f for t in parse_report(out.stdout).threads for f in t.frames]
     assert "long Spin.hotLoopInJava(long) in [jit]" in frames, frames
+    assert "Compiler.perfmap" not in out.stderr, out.stderr
+
+
+def test_java_jit_frames_without_a_map_say_how_to_get_one(java_target):
+    perf_map = Path(f"/tmp/perf-{java_target}.map")
+    perf_map.rename(perf_map.with_suffix(".hidden"))
+    try:
+        out = run_stackdump("-p", str(java_target), "--mode", "disabled")
+    finally:
+        perf_map.with_suffix(".hidden").rename(perf_map)
+    assert f"have no name: `jcmd {java_target} Compiler.perfmap` writes" in out.stderr
+
+
+def test_a_jvm_walk_that_stops_in_jit_code_names_the_flag_that_helps():
+    """A JVM thread whose walk ends in compiled code (code keeping no frame pointer, without
+    -XX:+PreserveFramePointer) gets the flag said; one that ends normally does not. (Which
+    JIT code keeps a frame pointer is the JIT's choice: this checks the rule itself.)"""
+    from stackdump.runtimes.jit import JIT_MODULE, Jit
+    from stackdump.types import (
+        CaptureMode,
+        LocationMode,
+        ReportHeader,
+        SymbolizedFrame,
+        ThreadReport,
+        ThreadStatus,
+        UnwindStatus,
+    )  # fmt: skip
+
+    java = "/usr/lib/jvm/java-17-openjdk-amd64/bin/java"
+    header = ReportHeader(
+        pid=42, exe=java, thread_count=1, timeout_ms=100, mode=LocationMode.FAST,
+        skip_blocking_syscalls=False, unwinder="x", capture=CaptureMode.AUTO,
+    )  # fmt: skip
+    jit = SymbolizedFrame(0x7F0000001000, "long Spin.hotLoopInJava(long)", JIT_MODULE, None)
+    stuck = ThreadReport(1, "main", ThreadStatus.OK, frames=(jit,),
+                         unwind_status=UnwindStatus.STEP_ERROR)  # fmt: skip
+    whole = dataclasses.replace(stuck, unwind_status=UnwindStatus.END_OF_STACK)
+    (said,) = Jit().hints(header, [stuck])
+    assert "stop in JIT code" in said and "-XX:+PreserveFramePointer" in said
+    assert Jit().hints(header, [whole]) == ()

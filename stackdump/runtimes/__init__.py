@@ -15,14 +15,14 @@ from stackdump.runtimes.base import Found, ProcessView, Runtime, labels_of
 from stackdump.runtimes.fibers import Fibers
 from stackdump.runtimes.go import Go
 from stackdump.runtimes.jit import Jit
-from stackdump.types import CaptureOptions, MemoryMap, ThreadSnapshot
+from stackdump.types import CaptureOptions, MemoryMap, ReportHeader, ThreadReport, ThreadSnapshot
 
 # Fibers before Go: coroutines are listed in this order.
 RUNTIMES: Tuple[Runtime, ...] = (Fibers(), Go(), Jit())
 
 __all__ = [
-    "RUNTIMES", "ProcessView", "after_capture", "anonymous_code", "coroutine_kinds", "labels_of",
-    "own_code", "stack_end",
+    "RUNTIMES", "ProcessView", "after_capture", "anonymous_code", "coroutine_kinds", "hints",
+    "labels_of", "own_code", "stack_end",
 ]  # fmt: skip
 
 
@@ -78,6 +78,11 @@ def own_code(loaded: LoadedObject) -> Optional[Any]:
 def anonymous_code(maps: Sequence[MemoryMap], pid: Optional[int]) -> Optional[Any]:
     """Names for code in no object (JIT code), if a runtime gives them."""
     return next((c for c in (r.anonymous_code(maps, pid) for r in RUNTIMES) if c), None)
+
+
+def hints(header: ReportHeader, threads: Sequence[ThreadReport]) -> Tuple[str, ...]:
+    """Every runtime's hints for this report (`base.Runtime.hints`)."""
+    return tuple(h for r in RUNTIMES for h in r.hints(header, threads))
 
 
 def stack_end(functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:

@@ -11,6 +11,7 @@ The contributions, in the order a dump asks for them:
 - `anonymous_code(maps, pid)`: names for code in no object (JIT code).
 - `stack_end(functions, coroutine)`: where a stack ends as the runtime's own tracebacks end
   it.
+- `hints(header, threads)`: what would make its part of the report better, for stderr.
 
 Nothing below the engine imports this package: the engine hands `unwind/` and `symbols/` the
 hooks they call (`runtimes.own_code`), as drgn registers ordered symbol finders.
@@ -24,7 +25,7 @@ from urllib.parse import quote, unquote
 
 from stackdump.capture.view import ProcessView
 from stackdump.elf.store import LoadedObject
-from stackdump.types import CaptureOptions, MemoryMap, ThreadSnapshot
+from stackdump.types import CaptureOptions, MemoryMap, ReportHeader, ThreadReport, ThreadSnapshot
 
 __all__ = [
     "LABELS", "MAX_COROUTINES", "Coroutines", "Found", "ProcessView", "Runtime", "labels_of",
@@ -106,3 +107,8 @@ class Runtime:
         """The index of a stack's outermost frame as this runtime's tracebacks end it (what
         lies beyond is not this stack's), or None."""
         return None
+
+    def hints(self, header: ReportHeader, threads: Sequence[ThreadReport]) -> Tuple[str, ...]:
+        """What would make this runtime's part of the report better (a flag to run the
+        program with), said on stderr when the threads show it is needed."""
+        return ()

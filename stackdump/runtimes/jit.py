@@ -19,7 +19,7 @@ import stat
 from typing import List, Optional, Sequence, Tuple
 
 from stackdump.runtimes.base import Runtime
-from stackdump.types import MemoryMap
+from stackdump.types import MemoryMap, ReportHeader, ThreadReport, UnwindStatus
 
 JIT_MODULE = "[jit]"
 _MAX_MAP_BYTES = 256 << 20
@@ -131,3 +131,56 @@ class Jit(Runtime):
     def anonymous_code(self, maps: Sequence[MemoryMap], pid: Optional[int]) -> JitCode:
         # A live process's JIT code is named by its perf map; a core's only marked.
         return JitCode(maps, pid)
+
+    def hints(self, header: ReportHeader, threads: Sequence[ThreadReport]) -> Tuple[str, ...]:
+        frames = [f for t in threads for f in t.frames if f.module == JIT_MODULE]
+        if not frames:
+            return ()
+        program = os.path.basename(header.exe)
+        unnamed = sum(1 for f in frames if f.function is None)
+        if program == "java":
+            return _jvm_hints(header.pid, threads, unnamed)
+        if program in ("node", "nodejs"):
+            return _node_hints(threads, unnamed)
+        return ()
+
+
+def _jvm_hints(pid: int, threads: Sequence[ThreadReport], unnamed: int) -> Tuple[str, ...]:
+    out = []
+    stopped = sum(
+        1
+        for t in threads
+        if t.frames and t.frames[-1].module == JIT_MODULE
+        and t.unwind_status is not UnwindStatus.END_OF_STACK
+    )  # fmt: skip
+    if stopped:
+        out.append(
+            f"the stacks of {stopped} thread(s) stop in JIT code: the JVM's compiled code "
+            "keeps no frame pointer and has no CFI; run it with -XX:+PreserveFramePointer "
+            "to unwind through it"
+        )
+    if unnamed:
+        out.append(
+            f"{unnamed} frame(s) in JIT code have no name: `jcmd {pid} Compiler.perfmap` "
+            f"writes the map that names them (/tmp/perf-{pid}.map)"
+        )
+    return tuple(out)
+
+
+def _node_hints(threads: Sequence[ThreadReport], unnamed: int) -> Tuple[str, ...]:
+    out = []
+    if unnamed:
+        out.append(
+            f"{unnamed} frame(s) in JIT code have no name: run node with --perf-basic-prof, "
+            "which writes the map that names them (/tmp/perf-PID.map)"
+        )
+    if any(f.function == _V8_INTERPRETER for t in threads for f in t.frames):
+        out.append(
+            "frames in V8's interpreter (Builtins_InterpreterEntryTrampoline) do not say "
+            "which JavaScript function runs there: run node with "
+            "--interpreted-frames-native-stack to give each its own frame"
+        )
+    return tuple(out)
+
+
+_V8_INTERPRETER = "Builtins_InterpreterEntryTrampoline"
