@@ -259,6 +259,10 @@ class ThreadSnapshot:
     coroutine_id: Optional[int] = None  # the runtime's own id (a bthread_t), when read
     entry: Optional[int] = None  # the coroutine's entry function, when read
     running_coroutine: Optional[int] = None  # a worker thread: the bthread it was running
+    # Where the thread's own stack ends, above its frames: its thread pointer (glibc and
+    # musl put the thread's descriptor at the top of its stack), the [stack] mapping's end
+    # for the main thread; 0 when not known (a thread copied in place).
+    stack_top: int = 0
     # Its innermost pc is where a call returns (a saved context): named by the call, at
     # pc-1, as the runtime's own tracebacks name it, unless it is its function's entry (a
     # goroutine that never ran).

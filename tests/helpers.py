@@ -39,6 +39,9 @@ ROLE_SYSCALL = {
     "worker": 0,
     "waiter": 202,
     "thrower": 0,
+    # tests/targets/fiber_pool.cpp
+    "pool": 0,
+    "runner": 0,
     # tests/targets/eintr.c
     "epoll_pwait": 281,
     "semop": 220,  # glibc's semop is semtimedop with no timeout

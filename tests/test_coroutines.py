@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ON_CI, need_tool
-from helpers import TARGETS, Target, parse_report, run_stackdump
+from helpers import TARGETS, Target, parse_report, read_syscall_line, run_stackdump
 
 SLEEPERS, WAITERS = 5, 3
 SHARED = ["-lboost_fiber", "-lboost_context"]
@@ -457,3 +457,58 @@ def test_fibers_in_a_core_equal_the_live_dump(fibers, tmp_path):
     theirs = {c.tid: c.frames for c in parse_report(dumped.stdout).coroutines}
     assert len(ours) == SLEEPERS + WAITERS + 1, sorted(ours)
     assert theirs == ours
+
+
+@pytest.fixture(scope="module")
+def fiber_pool(live, build_dir):
+    """tests/targets/fiber_pool.cpp, with its pool and runner threads blocked in read()."""
+    binary = build_dir / "fiber_pool"
+    if not binary.exists():
+        done = subprocess.run(
+            ["g++", "-O2", "-g", "-pthread", "-o", str(binary), str(TARGETS / "fiber_pool.cpp"),
+             "-lboost_fiber", "-lboost_context"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            reason = f"boost.fiber is needed (apt install libboost-fiber-dev): {done.stderr[-300:]}"
+            if ON_CI:
+                pytest.fail(reason)
+            pytest.skip(reason)
+    with Target(binary, {"pool": 1, "runner": 1}).wait_ready() as target:
+        out = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", "fast")
+        maps = Path(f"/proc/{target.pid}/maps").read_text()
+        pool_sp = int(read_syscall_line(target.pid, target.tid("pool")).split()[-2], 16)
+        yield target, out, maps, pool_sp
+
+
+def test_fibers_sharing_a_mapping_with_a_threads_stack_are_all_found(fiber_pool):
+    """Twelve fibers whose stacks are slices of the one mapping that also holds a thread's
+    stack (a pooled stack allocator, pthread_attr_setstack): every one found, with its
+    chain; only the thread's own stack is left out, and nothing stale is reported."""
+    target, out, maps, pool_sp = fiber_pool
+    assert out.returncode == 0, out.stderr
+    ranges = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in maps.splitlines()]
+    shared = next((lo, hi) for lo, hi in ranges if lo <= pool_sp < hi)
+    coroutines = parse_report(out.stdout).coroutines
+    pool = [c for c in coroutines if _chain(c, ["pool_leaf", "pool_entry", "make_fcontext"])]
+    assert len(pool) == 12, out.stdout
+    assert all(shared[0] <= c.tid < shared[1] for c in pool), (shared, [c.tid for c in pool])
+    for c in coroutines:  # every other one a whole stack too: no stale record unwound
+        assert c.keys["status"] == "ok" and c.keys["unwind_status"] == "end_of_stack", c.keys
+        assert c.functions()[-1] in ("make_fcontext", "clone3"), c.frames
+
+
+def test_a_thread_running_a_fiber_ends_at_its_entry_and_shows_its_main_context(fiber_pool):
+    """A thread blocked in read() inside a fiber: its stack ends where the fiber's began
+    (make_fcontext's trampoline), a whole stack; the context it left to run the fiber is a
+    section of its own, saying whose it is, unwound to the thread's start."""
+    target, out, _, _ = fiber_pool
+    runner = target.tid("runner")
+    report = parse_report(out.stdout)
+    section = report.thread(runner)
+    functions = section.functions()
+    assert functions[-1] == "make_fcontext" and "running_leaf" in functions, section.frames
+    assert section.keys["unwind_status"] == "end_of_stack" and "error" not in section.keys
+    mains = [c for c in report.coroutines if c.keys.get("main_context_of") == str(runner)]
+    assert len(mains) == 1, out.stdout
+    assert _chain(mains[0], ["runner_main", "runner_thread(void*)", "start_thread", "clone3"])

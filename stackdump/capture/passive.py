@@ -36,6 +36,10 @@ class PassiveCapturer:
         self.pid = pid
         self._copier = copier
         self._timeout_ns = timeout_ms * 1_000_000
+        # The main thread's own stack ends with [stack]; another thread's thread pointer,
+        # which marks its end, is not known without a stop.
+        main = next((m for m in copier.maps if m.path == "[stack]"), None)
+        self._main_top = main.end if main is not None else 0
 
     def capture(self, tid: int, name: str, seen: Optional[SyscallState] = None) -> ThreadSnapshot:
         """`seen`: the thread's /proc syscall state as just read by the caller, used as the
@@ -77,6 +81,7 @@ class PassiveCapturer:
                 stack=self._copier.data(copied),
                 syscall=state,
                 passive=True,
+                stack_top=self._main_top if tid == self.pid else 0,
             )
         spent_ms = (time.perf_counter_ns() - started) // 1_000_000
         return ThreadSnapshot(

@@ -339,7 +339,14 @@ class Tracer:
             attempted=True,
             syscall=syscall,
             extra_stacks=extra,
+            stack_top=self._own_top(tid),
         )
+
+    def _own_top(self, tid: int) -> int:
+        """Where the thread's own stack ends (`ThreadSnapshot.stack_top`)."""
+        if tid == self.pid and self._main_stack is not None:
+            return self._main_stack.end
+        return getattr(self._regs, _HOST.thread_pointer) if _HOST.thread_pointer else 0
 
     def _copy_stopped(self, tid: int):
         """What is done while the thread is stopped: its registers into the preallocated

@@ -11,7 +11,12 @@ after a call to a switch function. Discovery:
 2. the return addresses of every call to them (direct, or through a PLT stub whose GOT slot
    holds a switch function), from the process's code as mapped;
 3. those return addresses as 8-byte words in the process's writable anonymous memory (heap,
-   mmapped stacks), skipping every thread's own stack; each hit is one saved context.
+   mmapped stacks, threads' stacks), each hit a saved context; and the words that return into
+   a start function (`make_fcontext`'s `finish`), each the top of a context's stack;
+4. of the contexts saved on one stack, the live one: the first met going down from the
+   stack's top, unless a thread's stack pointer is met first (`live_contexts`); those below
+   are what switches resumed since left behind. A context on a thread's own stack is that
+   thread's main context, saved while it runs a fiber.
 
 Only memory is read, while every thread runs: nothing is stopped. Every walk is bounded
 (`scan_bytes`, `limit`); a context whose memory changed meanwhile unwinds to an error for
@@ -34,6 +39,9 @@ from stackdump.elf.image import PARSE_ERRORS, ElfObject
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
 SWITCH_NAMES = ("jump_fcontext", "ontop_fcontext", "bthread_jump_fcontext")
+# What sets a new context up: the first frame of every context it made returns into it (its
+# `finish`), at the top of that context's stack.
+START_NAMES = ("make_fcontext", "bthread_make_fcontext")
 _CALL = re.compile(rb"\xe8", re.DOTALL)
 _QWORD = struct.Struct("<Q")
 # mov r64, disp8(%rsp): REX.W (R for r8-r15), 89, ModRM mod=01 rm=100, SIB 0x24, disp8.
@@ -112,24 +120,30 @@ def layout(code: bytes, address: int, name: str = "") -> Optional[SwitchFunction
     return SwitchFunction(address, depth, tuple(sorted(slots.items())), name)
 
 
-def switch_functions(memory: RemoteMemory, objects: Iterable[MappedObject]) -> List[SwitchFunction]:
+def switch_functions(
+    memory: RemoteMemory, objects: Iterable[MappedObject]
+) -> Tuple[List[SwitchFunction], List[Tuple[int, int]]]:
     """The switch functions of the mapped objects, with their layouts read from the code as
-    mapped."""
-    found = []
+    mapped, and where the functions that make contexts are (start, end)."""
+    found, starts = [], []
     for mapped in objects:
-        bias, starts = _symbol_addresses(mapped, SWITCH_NAMES)
-        for vaddr, name in starts:
+        bias, symbols = _symbol_addresses(mapped, (*SWITCH_NAMES, *START_NAMES))
+        for vaddr, size, name in symbols:
+            if name in START_NAMES:
+                starts.append((bias + vaddr, bias + vaddr + max(size, 1)))
+                continue
             code = memory.read(bias + vaddr, 96)
             fn = layout(code, bias + vaddr, name) if code else None
             if fn is not None:
                 found.append(fn)
-    return found
+    return found, starts
 
 
 def _symbol_addresses(
     mapped: MappedObject, names: Sequence[str]
-) -> Tuple[int, List[Tuple[int, str]]]:
-    """(the object's load bias, the ELF address and name of each of `names` it defines)."""
+) -> Tuple[int, List[Tuple[int, int, str]]]:
+    """(the object's load bias, the ELF address, size and name of each of `names` it
+    defines)."""
     try:
         elf = ElfObject.open(mapped.path)
     except (OSError, *PARSE_ERRORS):
@@ -143,13 +157,18 @@ def _symbol_addresses(
         bias = mapped.bias(elf)
         if bias is None:
             return 0, []
-        wanted = set(names)
         table = elf.symbols((".symtab", ".dynsym"))
-        return bias, sorted({(start, name) for name, start in table.named(wanted) if start})
+        found = {(start, name) for name, start in table.named(set(names)) if start}
+        return bias, sorted((start, _size(table, start), name) for start, name in found)
     except PARSE_ERRORS:
         return 0, []
     finally:
         elf.close()
+
+
+def _size(table, start: int) -> int:
+    found = table.find(start)
+    return found[2] if found is not None and found[1] == start else 0
 
 
 def return_addresses(
@@ -208,54 +227,60 @@ class SavedContext:
 _CHUNK = 8 << 20
 
 
+@dataclass
+class Found:
+    """What the memory scan found: saved contexts (by their saved sp), and the tops of the
+    stacks a start function made (where a word returns into one, each stack's first)."""
+
+    contexts: List[SavedContext]
+    tops: List[int]
+    truncated: bool = False
+
+
 def find_saved_contexts(
     memory: RemoteMemory,
     maps: Sequence[MemoryMap],
     returns: Dict[int, SwitchFunction],
-    skip: Iterable[Tuple[int, int]],
+    starts: Sequence[Tuple[int, int]],
     scan_bytes: int,
     limit: int,
     pages: Optional[Pagemap] = None,
-) -> Tuple[List[SavedContext], bool]:
-    """(contexts, whether the scan stopped at `scan_bytes` or `limit`). Only pages the
+) -> Found:
+    """Every word in the process's writable anonymous memory that returns into a switch
+    function (a saved context, maybe stale: `live_contexts` tells) or into a start function
+    (the top of a context's stack), bounded by `scan_bytes` and `limit`. Only pages the
     process has (`pages`, from /proc/PID/pagemap) are read, a chunk at a time: 10,000 fiber
     stacks of 128 KiB are 1.3 GB mapped and 80 MB resident, and reading a page the process
     never touched would map one into it."""
-    skipped = sorted(skip)
-    contexts: List[SavedContext] = []
+    found = Found([], [])
     budget = scan_bytes
     # Return addresses into one object share their top 5 bytes: one search per object, then
     # a set lookup for each aligned word found.
     groups: Dict[bytes, None] = {}
-    for ra in returns:
+    for ra in (*returns, *(start for start, _ in starts), *(end - 1 for _, end in starts)):
         groups.setdefault(_QWORD.pack(ra)[3:], None)
+    ranges = sorted(starts)
     pages = pages or Pagemap(None)
     for m in maps:
         if not (m.readable and m.writable) or m.is_file or m.path.startswith("[v"):
             continue
-        if _inside(skipped, m.start, m.end):
-            continue
         for run_start, run_end in pages.present(m.start, m.end):
             at = run_start
             while at < run_end:
-                if budget <= 0 or len(contexts) >= limit:
-                    return contexts, True
+                if budget <= 0 or len(found.contexts) >= limit:
+                    found.truncated = True
+                    return found
                 size = min(run_end - at, _CHUNK, budget)
                 budget -= size
-                data = memory.read(at, size)
-                _search(data, at, groups, returns, skipped, contexts)
+                _search(memory.read(at, size), at, groups, returns, ranges, found)
                 at += size
-    contexts.sort(key=lambda c: c.sp)
-    return contexts[:limit], len(contexts) > limit
+    found.contexts.sort(key=lambda c: c.sp)
+    found.truncated = len(found.contexts) > limit
+    del found.contexts[limit:]
+    return found
 
 
-def _inside(ranges: List[Tuple[int, int]], start: int, end: int) -> bool:
-    """Whether [start, end) lies within one of the sorted, disjoint `ranges`."""
-    i = bisect.bisect_right(ranges, (start, float("inf"))) - 1
-    return i >= 0 and ranges[i][0] <= start and end <= ranges[i][1]
-
-
-def _search(data, base, groups, returns, skipped, contexts) -> None:
+def _search(data, base, groups, returns, ranges, found: Found) -> None:
     for tail in groups:
         at = data.find(tail)
         while at >= 0:
@@ -263,10 +288,55 @@ def _search(data, base, groups, returns, skipped, contexts) -> None:
             if word >= 0 and word % 8 == 0:
                 value = _QWORD.unpack_from(data, word)[0]
                 fn = returns.get(value)
-                where = base + word
-                if fn is not None and not _inside(skipped, where, where + 1):
-                    contexts.append(SavedContext(where - fn.frame, fn))
+                if fn is not None:
+                    found.contexts.append(SavedContext(base + word - fn.frame, fn))
+                elif _in_ranges(ranges, value):
+                    found.tops.append(base + word)
             at = data.find(tail, at + 1)
+
+
+def _in_ranges(ranges: List[Tuple[int, int]], value: int) -> bool:
+    i = bisect.bisect_right(ranges, (value, float("inf"))) - 1
+    return i >= 0 and ranges[i][0] <= value < ranges[i][1]
+
+
+def live_contexts(
+    found: Found, maps: MapIndex, positions: Dict[int, int], own_tops: Dict[int, int]
+) -> List[Tuple[SavedContext, Optional[int]]]:
+    """The saved contexts that are what their stack runs now, each with the thread whose
+    own stack holds it (a thread's main context, saved while it runs a fiber) or None.
+
+    A stack is used from its top down: its live part is above the point where its context
+    stopped (a saved sp) or runs (a thread's sp), and below that point lie the records of
+    switches resumed since, stale. So, walking each mapping from its top down, a stack's
+    top (a start function's word, or a thread's own stack top: `own_tops`, tid by address)
+    begins a stack; in it, the first position met (a thread's sp: `positions`; or a saved
+    context) is live, and every saved context below it is stale."""
+    events: Dict[int, List[tuple]] = {}
+    for address in found.tops:
+        events.setdefault(address, []).append((0, None))
+    for address, tid in own_tops.items():
+        events.setdefault(address, []).append((0, tid))
+    for address, tid in positions.items():
+        events.setdefault(address, []).append((1, tid))
+    for context in found.contexts:
+        events.setdefault(context.sp, []).append((2, context))
+    out: List[Tuple[SavedContext, Optional[int]]] = []
+    mapping, owner, taken = None, None, False
+    for address in sorted(events, reverse=True):
+        here = maps.find(address)
+        if here is None or here is not mapping:
+            mapping, owner, taken = here, None, False
+        for kind, what in sorted(events[address], key=lambda e: e[0]):
+            if kind == 0:  # a stack's top: a new stack begins below
+                owner, taken = what, False
+            elif kind == 1:  # a thread runs here
+                taken = True
+            elif not taken:
+                out.append((what, owner))
+                taken = True
+    out.sort(key=lambda c: c[0].sp)
+    return out
 
 
 def context_snapshot(

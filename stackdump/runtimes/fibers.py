@@ -19,7 +19,6 @@ from stackdump.types import CaptureOptions, ThreadSnapshot
 # Bounds of the search: code scanned for calls, memory scanned for saved contexts.
 _CODE_SCAN_BYTES = 256 << 20
 _MEMORY_SCAN_BYTES = 1 << 30
-_STARTS = ("make_fcontext", "bthread_make_fcontext")
 
 
 class Fibers(Runtime):
@@ -33,7 +32,9 @@ class Fibers(Runtime):
         return _Fibers(process)
 
     def stack_end(self, functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:
-        if coroutine and functions and functions[-1] in _STARTS:
+        # A fiber's stack, or the stack of a thread running one, begins in the trampoline
+        # the start function set up.
+        if functions and functions[-1] in fcontext.START_NAMES:
             return len(functions) - 1
         return None
 
@@ -46,25 +47,27 @@ class _Fibers(Found):
         self, threads: Sequence[ThreadSnapshot], options: CaptureOptions, keep, pages
     ) -> Coroutines:
         process, memory, maps = self._process, self._process.memory, self._process.maps
-        switches = fcontext.switch_functions(memory, process.objects)
+        switches, starts = fcontext.switch_functions(memory, process.objects)
         if not switches:
             return Coroutines()
         by_address = {fn.address: fn for fn in switches}
         returns = fcontext.return_addresses(memory, maps, set(by_address), _CODE_SCAN_BYTES)
         if not returns:
             return Coroutines()
-        skip = [(t.stack_map.start, t.stack_map.end) for t in threads if t.stack_map is not None]
-        skip += [(m.start, m.end) for m in maps if m.path == "[stack]"]
-        contexts, truncated = fcontext.find_saved_contexts(
+        found = fcontext.find_saved_contexts(
             memory,
             maps,
             {ra: by_address[target] for ra, target in returns.items()},
-            skip,
+            starts,
             _MEMORY_SCAN_BYTES,
             MAX_COROUTINES,
             pages,
         )
+        truncated = found.truncated
         index = MapIndex(maps)
+        positions = {t.regs.sp: t.tid for t in threads if t.regs is not None}
+        own_tops = {t.stack_top: t.tid for t in threads if t.stack_top}
+        contexts = fcontext.live_contexts(found, index, positions, own_tops)
         resident_end = pages.resident_end(index)
         pool = _bthread_ids(process, switches)
         ids = pool.by_handle if pool is not None else {}
@@ -72,14 +75,16 @@ class _Fibers(Found):
             # A bthread stack is reused: a saved context no live TaskMeta names is what a
             # bthread that ran on that stack before left behind (the one running there now
             # is its worker's thread section).
-            contexts = [c for c in contexts if c.switch.kind != "bthread" or c.sp in ids]
+            contexts = [(c, o) for c, o in contexts if c.switch.kind != "bthread" or c.sp in ids]
         snapshots = []
-        for c in contexts:
+        for c, owner in contexts:
             snapshot = dataclasses.replace(
                 fcontext.context_snapshot(c, memory, index, options.stack_bytes, resident_end),
                 coroutine=c.switch.kind,
                 coroutine_id=ids.get(c.sp, (None, None))[0],
                 entry=ids.get(c.sp, (None, None))[1],
+                # A thread's own context, suspended while the thread runs a fiber.
+                runtime_keys=(("main_context_of", str(owner)),) if owner is not None else (),
             )
             # Settled at once: 10,000 fibers' stack copies are never held together.
             snapshots.append(keep(snapshot) if keep is not None else snapshot)
