@@ -26,7 +26,7 @@ class ThreadSample:
     state: str  # RUNNING or BLOCKED
     syscall: Optional[str]
     wchan: Optional[str]
-    labels: Tuple[Tuple[str, str], ...] = ()  # a coroutine's profiler labels (Go's pprof labels)
+    labels: Tuple[Tuple[str, str], ...] = ()  # a coroutine's profiler labels
 
 
 @dataclass(frozen=True)

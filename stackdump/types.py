@@ -265,10 +265,10 @@ class ThreadSnapshot:
     stack_top: int = 0
     # Its innermost pc is where a call returns (a saved context): named by the call, at
     # pc-1, as the runtime's own tracebacks name it, unless it is its function's entry (a
-    # goroutine that never ran).
+    # coroutine that never ran).
     pc_after_call: bool = False
     # Code addresses the analysis names for the runtime, by key: each such key's value in
-    # `runtime_keys` becomes "FUNCTION at FILE:LINE" (Go's `created_by`).
+    # `runtime_keys` becomes "FUNCTION at FILE:LINE" (where a coroutine was created).
     call_sites: Tuple[Tuple[str, int], ...] = ()
     # What a language runtime says of it, in order (`runtimes/`), and which of those keys
     # a group of threads or coroutines must share (not ids, not times).

@@ -69,7 +69,7 @@ class Symbolizer:
 
     def call_site(self, pc: int) -> Tuple[Optional[str], Optional[str], Optional[int]]:
         """(function, file, line) of the call that returns to `pc`, in the words of the
-        runtime that owns the code where it has its own (Go's `created by`: the physical
+        runtime that owns the code where it has its own (a `created by` line: the physical
         function and the line of the call), else as a frame returning there is named."""
         frame = Frame(pc=pc)
         _, loaded, vaddr = self._locate(frame)

@@ -5,7 +5,7 @@ message needs). Layout, as github.com/google/pprof/proto/profile.proto defines i
 - sample types `samples/count` and `wall/nanoseconds` (a thread-sample is worth one interval);
 - one sample per (thread, stack, state), labelled `thread` (name), `tid` and `state`
   (running/blocked), plus `syscall` and `wchan` where the thread was blocked in one, and a
-  goroutine's pprof labels as labels of their own;
+  coroutine's profiler labels (`ThreadSample.labels`) as labels of their own;
 - one location per distinct pc, with its mapping (the mapped object, build-id) and its
   lines: the functions inlined at the pc first, the physical function last, as pprof wants;
 - one function per (name, file).
