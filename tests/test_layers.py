@@ -259,3 +259,18 @@ def test_no_function_is_longer_than_sixty_lines():
         and node.end_lineno - node.lineno + 1 > 60
     ]
     assert long == []
+
+
+def test_only_the_go_runtime_names_go():
+    """Issue 29: a runtime is one place. Outside stackdump/runtimes/, no module names Go."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "stackdump"
+    naming = [
+        str(path.relative_to(root.parent))
+        for path in sorted(root.rglob("*.py"))
+        if "runtimes" not in path.relative_to(root).parts
+        and re.search(r"\bGo\b|goroutine|gopclntab", path.read_text())
+    ]
+    assert naming == []
