@@ -243,13 +243,13 @@ class Analyzer:
                 for f in r.frames
             )
             found = winding.attempt(lambda: _owner_offset(session, reports))
-            owner_offset = OWNER_OFFSET if found is None else found
+        owner_offset = OWNER_OFFSET if found is None else found
         if snapshot.core is not None and snapshot.core.signal:
             reports = _mark_signal_thread(reports, snapshot.core)
         threads, deadlocks = with_mutex_waits(reports, owner_offset)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
         summary = _summarize(
-            snapshot.threads, elapsed_ns, self.disk.hits - session.hits_before, cus_decoded
+            snapshot, elapsed_ns, self.disk.hits - session.hits_before, cus_decoded
         )
         header = _header(snapshot, self.options.mode)
         return Report(
@@ -259,13 +259,7 @@ class Analyzer:
             coroutines=coroutines,
             coroutines_truncated=snapshot.coroutines_truncated,
             modules=modules,
-            summary=dataclasses.replace(
-                summary,
-                unsymbolized=unsymbolized,
-                reported=len(reports),
-                process_exited=snapshot.process_exited,
-                exec_seen=snapshot.exec_seen,
-            ),
+            summary=dataclasses.replace(summary, unsymbolized=unsymbolized),
             interrupted=snapshot.interrupted or winding.stopped,
             symbolization_interrupted=winding.stopped,
             warnings=self.warnings() + runtimes.hints(header, threads),
@@ -501,8 +495,11 @@ def _symbolize_softly(symbolizer: Symbolizer, frame) -> SymbolizedFrame:
 
 
 def _summarize(
-    threads: Tuple[ThreadSnapshot, ...], elapsed_ns: int, cache_hits: int, cus_decoded: int
+    snapshot: ProcessSnapshot, elapsed_ns: int, cache_hits: int, cus_decoded: int
 ) -> Summary:
+    """The summary of a snapshot's threads (every one is reported, each once)."""
+    threads = snapshot.threads
+
     def count(status: ThreadStatus) -> int:
         return sum(1 for t in threads if t.status is status)
 
@@ -524,4 +521,7 @@ def _summarize(
         cus_decoded=cus_decoded,
         passive=sum(1 for t in threads if t.passive),
         foreign=sum(1 for t in threads if t.error.startswith(FOREIGN)),
+        reported=len(threads),
+        process_exited=snapshot.process_exited,
+        exec_seen=snapshot.exec_seen,
     )
