@@ -35,19 +35,23 @@ def fibers(request, live, build_dir):
     flags, strip_debug, libraries = VARIANTS[request.param]
     binary = build_dir / f"fibers-{request.param}"
     if not binary.exists():
-        done = subprocess.run(
-            ["g++", *flags, "-o", str(binary), str(TARGETS / "fibers.cpp"), *libraries],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if done.returncode != 0:
-            reason = f"boost.fiber is needed (apt install libboost-fiber-dev): {done.stderr[-300:]}"
-            if ON_CI:
-                pytest.fail(reason)
-            pytest.skip(reason)
+        _build_boost("fibers.cpp", binary, [*flags, "-o", str(binary)], libraries)
         if strip_debug:
             subprocess.run(["strip", "--strip-debug", str(binary)], check=True)
     with Target(binary, {}, extra_args=[str(SLEEPERS), str(WAITERS)]).wait_ready() as target:
         yield target, request.param
+
+
+def _build_boost(source: str, binary: Path, flags, libraries) -> None:
+    """A boost.fiber target from tests/targets, or a skip (a failure on CI) without it."""
+    done = subprocess.run(
+        ["g++", *flags, str(TARGETS / source), *libraries], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        reason = f"boost.fiber is needed (apt install libboost-fiber-dev): {done.stderr[-300:]}"
+        if ON_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def _chain(section, names):
@@ -464,16 +468,7 @@ def fiber_pool(live, build_dir):
     """tests/targets/fiber_pool.cpp, with its pool and runner threads blocked in read()."""
     binary = build_dir / "fiber_pool"
     if not binary.exists():
-        done = subprocess.run(
-            ["g++", "-O2", "-g", "-pthread", "-o", str(binary), str(TARGETS / "fiber_pool.cpp"),
-             "-lboost_fiber", "-lboost_context"],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if done.returncode != 0:
-            reason = f"boost.fiber is needed (apt install libboost-fiber-dev): {done.stderr[-300:]}"
-            if ON_CI:
-                pytest.fail(reason)
-            pytest.skip(reason)
+        _build_boost("fiber_pool.cpp", binary, ["-O2", "-g", "-pthread", "-o", str(binary)], SHARED)
     with Target(binary, {"pool": 1, "runner": 1}).wait_ready() as target:
         out = run_stackdump("-p", str(target.pid), "--coroutines", "--mode", "fast")
         maps = Path(f"/proc/{target.pid}/maps").read_text()
