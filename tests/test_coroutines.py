@@ -507,3 +507,34 @@ def test_a_thread_running_a_fiber_ends_at_its_entry_and_shows_its_main_context(f
     mains = [c for c in report.coroutines if c.keys.get("main_context_of") == str(runner)]
     assert len(mains) == 1, out.stdout
     assert _chain(mains[0], ["runner_main", "runner_thread(void*)", "start_thread", "clone3"])
+
+
+def test_which_saved_contexts_are_live():
+    """The rule of `fcontext.live_contexts`, on addresses: in each stack (from a context
+    stack's top, a thread's own top, or a mapping's end, down to the next), the first record
+    met is live unless a thread runs there; below it, and anywhere in a stack a thread runs
+    on, records are stale. A live record on a thread's own stack is that thread's."""
+    from stackdump.capture.pages import MapIndex
+    from stackdump.runtimes.fcontext import Found, SavedContext, SwitchFunction, live_contexts
+    from stackdump.types import MemoryMap
+
+    switch = SwitchFunction(0x1000, 0x38, ())
+    one = MemoryMap(0x10000, 0x20000, "rw-p", 0, "00:00", 0, "")
+
+    def live(records, tops=(), positions=None, own_tops=None):
+        found = Found([SavedContext(sp, switch) for sp in records], list(tops))
+        chosen = live_contexts(found, MapIndex([one]), positions or {}, own_tops or {})
+        return [(c.sp, owner) for c, owner in chosen]
+
+    # A suspended fiber (its top at 0x1fff8) and the stale record a resumed switch left below.
+    assert live([0x1F000, 0x1E000], tops=[0x1FFF8]) == [(0x1F000, None)]
+    # Two fibers side by side in one mapping: each its own stack.
+    assert live([0x1F000, 0x17000], tops=[0x1FFF8, 0x17FF8]) == [(0x17000, None), (0x1F000, None)]
+    # A fiber a thread runs: its records are stale.
+    assert live([0x1E000], tops=[0x1FFF8], positions={0x1F000: 7}) == []
+    # A thread on its own stack (top at 0x20000): stale records above and below its sp.
+    assert live([0x1F800, 0x1E000], positions={0x1F000: 7}, own_tops={0x20000: 7}) == []
+    # A thread running a fiber elsewhere: the record on its own stack is its main context.
+    assert live([0x1F000], positions={0x50000: 7}, own_tops={0x20000: 7}) == [(0x1F000, 7)]
+    # A thread whose top is unknown, below a fiber in the same mapping: the fiber is live.
+    assert live([0x1F000], tops=[0x1FFF8], positions={0x17000: 8}) == [(0x1F000, None)]

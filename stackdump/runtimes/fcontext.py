@@ -312,15 +312,19 @@ def live_contexts(
     top (a start function's word, or a thread's own stack top: `own_tops`, tid by address)
     begins a stack; in it, the first position met (a thread's sp: `positions`; or a saved
     context) is live, and every saved context below it is stale."""
+    # A thread's own top is the address just below its stack's end (still inside it).
+    own = {top - 1: tid for top, tid in own_tops.items()}
     events: Dict[int, List[tuple]] = {}
     for address in found.tops:
         events.setdefault(address, []).append((0, None))
-    for address, tid in own_tops.items():
+    for address, tid in own.items():
         events.setdefault(address, []).append((0, tid))
     for address, tid in positions.items():
         events.setdefault(address, []).append((1, tid))
     for context in found.contexts:
         events.setdefault(context.sp, []).append((2, context))
+    tops = sorted({*found.tops, *own})
+    sp_of = {tid: sp for sp, tid in positions.items()}
     out: List[Tuple[SavedContext, Optional[int]]] = []
     mapping, owner, taken = None, None, False
     for address in sorted(events, reverse=True):
@@ -329,7 +333,10 @@ def live_contexts(
             mapping, owner, taken = here, None, False
         for kind, what in sorted(events[address], key=lambda e: e[0]):
             if kind == 0:  # a stack's top: a new stack begins below
-                owner, taken = what, False
+                owner = what
+                # A thread running on its own stack: every record on it is stale, those in
+                # its live frames above its sp too.
+                taken = what is not None and _runs_below(sp_of.get(what), address, tops, maps)
             elif kind == 1:  # a thread runs here
                 taken = True
             elif not taken:
@@ -337,6 +344,15 @@ def live_contexts(
                 taken = True
     out.sort(key=lambda c: c[0].sp)
     return out
+
+
+def _runs_below(sp: Optional[int], top: int, tops: List[int], maps: MapIndex) -> bool:
+    """Whether a thread's sp lies in the stack that begins at `top` (below it, in the same
+    mapping, no other stack's top between)."""
+    if sp is None or not sp < top or maps.find(sp) is not maps.find(top):
+        return False
+    above = bisect.bisect_right(tops, sp)
+    return above < len(tops) and tops[above] == top
 
 
 def context_snapshot(
