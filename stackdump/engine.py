@@ -233,7 +233,9 @@ class Analyzer:
                 self.remote.progress = progress
                 session.objects.allow_downloads(winding.asked)
             reports, unsymbolized = _thread_reports(snapshot.threads, session, winding, progress)
-            coroutines = _coroutine_reports(snapshot.coroutines, session, winding)
+            coroutines = None
+            if snapshot.coroutines is not None:
+                coroutines = tuple(_thread_reports(snapshot.coroutines, session, winding)[0])
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = dwarf_cus_decoded(session.objects) - session.decoded_before
@@ -383,7 +385,7 @@ def _call_site_text(pc: int, symbolizer: Optional[Symbolizer]) -> str:
 
 
 def _thread_reports(
-    threads: Sequence[ThreadSnapshot], session: _Session, winding: _Winding, progress
+    threads: Sequence[ThreadSnapshot], session: _Session, winding: _Winding, progress=None
 ) -> Tuple[List[ThreadReport], int]:
     """Each thread's report, symbolized until a signal says to stop (then unsymbolized),
     and how many frames went unsymbolized so."""
@@ -398,16 +400,6 @@ def _thread_reports(
             unsymbolized += report.physical_frames
         reports.append(report)
     return reports, unsymbolized
-
-
-def _coroutine_reports(coroutines, session: _Session, winding: _Winding):
-    if coroutines is None:
-        return None
-    return tuple(
-        winding.attempt(lambda c=c: _thread_report(c, session, True))
-        or _thread_report(c, session, False)
-        for c in coroutines
-    )
 
 
 def _header(snapshot: ProcessSnapshot, mode: LocationMode) -> ReportHeader:

@@ -111,16 +111,9 @@ class GoServer:
     def runtime_stack(self) -> dict:
         """goroutine id -> (state, function names) from the program's own runtime.Stack."""
         found = {}
-        for block in "\n".join(self.command("stacks", "end stacks")).split("\n\n"):
-            rows = block.strip().splitlines()
-            if not rows or not rows[0].startswith("goroutine "):
-                continue
-            head = rows[0].split(" ", 2)
-            state = head[2].rsplit("[", 1)[1].split("]")[0].split(",")[0]
-            names = [
-                r.rsplit("(", 1)[0] for r in rows[1:] if not r.startswith(("\t", "created by"))
-            ]
-            found[int(head[1])] = (state, names)
+        for goid, state, rows in _goroutine_blocks("\n".join(self.command("stacks", "end stacks"))):
+            names = [r.rsplit("(", 1)[0] for r in rows if not r.startswith(("\t", "created by"))]
+            found[goid] = (state, names)
         return found
 
     def settle(self) -> dict:
@@ -149,6 +142,17 @@ class GoServer:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait()
+
+
+def _goroutine_blocks(dump: str):
+    """(goroutine id, state, the rows after its header) of each goroutine in a dump Go
+    printed: runtime.Stack's, or the traceback of SIGQUIT or a crash (`goroutine 7 [chan
+    receive, 2 minutes]:`, with `gp=... m=...` before the state at GOTRACEBACK=system)."""
+    for block in dump.split("\n\n"):
+        rows = block.strip().splitlines()
+        head = re.match(r"goroutine (\d+) .*?\[([^\],]*)", rows[0]) if rows else None
+        if head is not None:
+            yield int(head[1]), head[2], rows[1:]
 
 
 def _goroutines(text: str) -> dict:
@@ -272,13 +276,9 @@ def _gos_frames(dump: str) -> dict:
     """goroutine id -> (frames as (function, file, line), `created by` as Go prints it or
     None, the creating goroutine or None) from Go's GOTRACEBACK=system dump."""
     found = {}
-    for block in dump.split("\n\n"):
-        rows = block.strip().splitlines()
-        head = re.match(r"goroutine (\d+) ", rows[0]) if rows else None
-        if head is None:
-            continue
+    for goid, _, rows in _goroutine_blocks(dump):
         frames, created, parent = [], None, None
-        for call, where in zip(rows[1::2], rows[2::2]):
+        for call, where in zip(rows[0::2], rows[1::2]):
             place = re.match(r"\t(\S+):(\d+)", where)
             if place is None:
                 break
@@ -287,7 +287,7 @@ def _gos_frames(dump: str) -> dict:
                 created, parent = f"{by[1]} at {place[1]}:{place[2]}", by[2]
             else:
                 frames.append((call.rsplit("(", 1)[0], place[1], int(place[2])))
-        found[int(head[1])] = (frames, created, parent)
+        found[goid] = (frames, created, parent)
     return found
 
 
@@ -594,13 +594,9 @@ def _go_crash_dump(text: str) -> dict:
     traceback Go prints as it crashes with GOTRACEBACK=crash (every frame line but an
     inlined one ends in `pc=0x...`)."""
     found = {}
-    for block in text.split("\n\n"):
-        rows = block.strip().splitlines()
-        head = re.match(r"goroutine (\d+) .*\[([^\],]*)", rows[0]) if rows else None
-        if head is None:
-            continue
+    for goid, state, rows in _goroutine_blocks(text):
         pcs = [int(m[1], 16) for r in rows if (m := re.search(r" pc=0x([0-9a-f]+)$", r))]
-        found[int(head[1])] = (head[2], pcs)
+        found[goid] = (state, pcs)
     return found
 
 

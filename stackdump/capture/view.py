@@ -6,7 +6,7 @@ capture hands it over without knowing any runtime.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from stackdump.elf.image import PARSE_ERRORS, ElfObject
@@ -42,13 +42,6 @@ class ProcessView:
     pid: int
     tids: Tuple[int, ...]
     now_ns: Optional[int]
-    _memo: dict = field(default_factory=dict, compare=False, repr=False)
-
-    def shared(self, key: str, make: Callable[[], Any]) -> Any:
-        """What more than one runtime reads (a scan of the process's code), made once."""
-        if key not in self._memo:
-            self._memo[key] = make()
-        return self._memo[key]
 
     @functools.cached_property
     def objects(self) -> Tuple[MappedObject, ...]:

@@ -77,7 +77,8 @@ def own_code(loaded: LoadedObject) -> Optional[Any]:
 
 def anonymous_code(maps: Sequence[MemoryMap], pid: Optional[int]) -> Optional[Any]:
     """Names for code in no object (JIT code), if a runtime gives them."""
-    return next((c for c in (r.anonymous_code(maps, pid) for r in RUNTIMES) if c), None)
+    found = (r.anonymous_code(maps, pid) for r in RUNTIMES)
+    return next((c for c in found if c is not None), None)
 
 
 def hints(header: ReportHeader, threads: Sequence[ThreadReport]) -> Tuple[str, ...]:

@@ -52,16 +52,19 @@ class Go(Runtime):
         return None
 
     def own_code(self, loaded: LoadedObject) -> Optional[GoCode]:
-        if loaded.elf is None:
-            return None
-        table = loaded.derived("gopclntab", lambda: go_table(loaded.elf))
-        if table is None:
-            return None
-        arch = for_elf_machine(loaded.elf.machine)
-        return GoCode(table, arch) if arch is not None else None
+        # Asked for every distinct pc symbolized: made once per object.
+        return loaded.derived("go_code", lambda: _go_code(loaded.elf))
 
     def stack_end(self, functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:
         return next((i for i, f in enumerate(functions) if f in _STACK_TOPS), None)
+
+
+def _go_code(elf) -> Optional[GoCode]:
+    """A Go binary's own tables (None for any other object, or a processor Go's frame
+    layout is not known for)."""
+    table = go_table(elf) if elf is not None else None
+    arch = for_elf_machine(elf.machine) if table is not None else None
+    return GoCode(table, arch) if arch is not None else None
 
 
 class _GoProcess(Found):
