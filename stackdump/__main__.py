@@ -40,13 +40,8 @@ def main() -> None:
     try:
         interrupts.install()
         stdout_usable = _reopen_closed_streams()
-        from stackdump import cli  # after the handlers: see the module docstring
-
-        if interrupts.count:
-            # The handler ran but its exception never arrived: CPython 3.11 can drop an
-            # exception a signal handler raises while a module's source is being compiled
-            # (no valid .pyc; seen with PYTHONDONTWRITEBYTECODE). The signal still counts.
-            raise Interrupted(interrupts.last or signal.SIGINT)
+        with interrupts.held():  # an exception raised inside an import can be lost
+            from stackdump import cli  # after the handlers: see the module docstring
     except (Interrupted, KeyboardInterrupt) as e:
         interrupts.ignore()
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT

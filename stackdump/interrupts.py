@@ -53,6 +53,7 @@ class Interrupts:
         self.last: Optional[int] = None
         self._deferred = False
         self._cancellable = False
+        self._held = False
         self._phase_start = 0
 
     def install(self) -> None:
@@ -67,6 +68,8 @@ class Interrupts:
     def _handle(self, signum: int, frame: object) -> None:
         self.count += 1
         self.last = signum
+        if self._held:
+            return
         if self._deferred and self.count == self._phase_start + 1:
             if self._cancellable:
                 raise Cancelled(signum)
@@ -82,6 +85,22 @@ class Interrupts:
             yield self
         finally:
             self._deferred = False
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Work no signal may cut into, because the exception would land where it is lost:
+        importing a module. The import machinery runs code (a module lock's weakref callback)
+        where an exception is only printed as "Exception ignored" and dropped, and a module
+        left half-imported. A signal is recorded and acted on when the block ends: raised as
+        in an immediate phase, or, the first one of a deferred phase, left for `requested()`."""
+        before = self.count
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
+        if self.count > before and not (self._deferred and self.count == self._phase_start + 1):
+            raise Interrupted(self.last or signal.SIGINT)
 
     @contextlib.contextmanager
     def cancellable(self) -> Iterator[None]:
