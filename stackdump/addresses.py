@@ -15,7 +15,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from stackdump import runtimes
 from stackdump.cache import DiskCache
 from stackdump.elf.debuginfod import Debuginfod
-from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.elf.store import ObjectStore
 from stackdump.escape import escape
 from stackdump.notes import Notes
@@ -109,7 +109,7 @@ def _size(objects: ObjectStore, frame: Frame) -> Optional[int]:
     loaded, vaddr = resolved
     try:
         found = loaded.symbols.find(vaddr)
-    except PARSE_ERRORS:
+    except parse_errors():
         return None
     return found[2] if found is not None and found[2] else None
 

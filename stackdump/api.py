@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +25,6 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 from stackdump import addresses, proc, runtimes
 from stackdump.addresses import Resolved
-from stackdump.capture.core import capture_core
 from stackdump.capture.live import Progress, capture_process, readable_maps, resolve_target
 from stackdump.elf.modules import HostFiles, LiveFiles
 from stackdump.engine import Analyzer, DumpOptions, with_fixes
@@ -106,6 +106,8 @@ def dump(
 def _core_snapshot(source: CoreFile, options: DumpOptions, analyzer: Analyzer) -> ProcessSnapshot:
     remote = analyzer.remote
     fetch = (lambda build_id: remote.find(build_id, "executable", "executable")) if remote else None
+    # Loaded only for a core file: its parsers cost a live dump's start-up ~7 ms (issue 31).
+    capture_core = importlib.import_module("stackdump.capture.core").capture_core
     return capture_core(
         source.path, options.capture, source.exe, source.sysroot, fetch,
         after=runtimes.after_capture,
@@ -148,14 +150,19 @@ def profile(
     state: str = "all",
     progress: Optional[Progress] = None,
     interrupts: Optional[Interrupts] = None,
+    skip_unchanged: bool = True,
 ) -> Profile:
     """`samples` dumps of a live process `interval_ms` apart, aggregated by stack and state
     ("all", "running", "blocked"). The first SIGINT/SIGTERM of `interrupts` ends sampling
-    after the sample in hand: what was sampled is the profile."""
+    after the sample in hand: what was sampled is the profile. `skip_unchanged=False`
+    captures every thread in every sample, even one that has not run since the last."""
     options = _for_pid(options, source.pid)
     interrupts = interrupts if interrupts is not None else Interrupts()
     with interrupts.deferred() as phase:
-        return sample(options, samples, interval_ms, state, progress, phase.requested)
+        return sample(
+            options, samples, interval_ms, state, progress, phase.requested,
+            skip_unchanged=skip_unchanged,
+        )  # fmt: skip
 
 
 def _for_pid(options: Optional[DumpOptions], pid: int) -> DumpOptions:

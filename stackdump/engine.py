@@ -67,6 +67,20 @@ class DumpOptions:
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)
 
 
+@dataclass
+class _Memo:
+    """What one address-space layout determines, kept across the snapshots of a process
+    while its maps stay the same (sampling): CFI rows and names by absolute pc (but those of
+    code in no object: `Symbolizer`), the frames and syscalls threads share."""
+
+    maps: tuple
+    vdso: Optional[bytes]
+    rows: Dict[int, object] = field(default_factory=dict)
+    names: Dict[Tuple[int, bool], SymbolizedFrame] = field(default_factory=dict)
+    frames: Dict[Tuple[int, str, bool, bool], Frame] = field(default_factory=dict)
+    syscalls: Dict[Tuple[bool, Optional[int]], SyscallState] = field(default_factory=dict)
+
+
 class _Session:
     """What analyzing one snapshot's threads needs: its objects (sharing the analyzer's
     loaded ones), CFI, code map and symbolizer, and the counters at its start."""
@@ -84,7 +98,9 @@ class _Session:
             analyzer.remote,
             analyzer.notes,
         )
-        self.cfi = CfiSource(self.objects, runtimes.own_code)
+        memo = analyzer.memo_for(maps, vdso)
+        self._memo = memo
+        self.cfi = CfiSource(self.objects, runtimes.own_code, memo.rows)
         self.code_map = CodeMap(maps)
         self._maps = maps
         self.hits_before = analyzer.disk.hits
@@ -92,14 +108,16 @@ class _Session:
         self.max_frames = options.max_frames
         self._symbolizer: Optional[Symbolizer] = None
         self.mode = options.mode
-        self._frames: Dict[Tuple[int, str, bool, bool], Frame] = {}
-        self._syscalls: Dict[Tuple[bool, Optional[int]], SyscallState] = {}
+        self._frames = memo.frames
+        self._syscalls = memo.syscalls
 
     @property
     def symbolizer(self) -> Symbolizer:
         if self._symbolizer is None:
             anonymous = runtimes.anonymous_code(self._maps, getattr(self.files, "pid", None))
-            self._symbolizer = Symbolizer(self.objects, self.mode, anonymous, runtimes.own_code)
+            self._symbolizer = Symbolizer(
+                self.objects, self.mode, anonymous, runtimes.own_code, self._memo.names
+            )
         return self._symbolizer
 
     def unwind(self, thread: ThreadSnapshot) -> Optional[UnwindResult]:
@@ -185,6 +203,15 @@ class Analyzer:
         # Every object opened so far, by module identity, kept across snapshots.
         self.loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
         self._session: Optional[_Session] = None
+        self._memo: Optional[_Memo] = None
+
+    def memo_for(self, maps, vdso: Optional[bytes]) -> _Memo:
+        """The memo of the last snapshot when its maps (and vDSO) were these, else a new
+        one: a pc means the same code only in the same layout."""
+        memo = self._memo
+        if memo is None or memo.maps != maps or memo.vdso != vdso:
+            memo = self._memo = _Memo(maps, vdso)
+        return memo
 
     def __enter__(self) -> Analyzer:
         return self

@@ -42,6 +42,9 @@ class Profile:
     thread_samples: Tuple[ThreadSample, ...]
     modules: Tuple[ModuleEntry, ...]  # every object a sampled frame points into
     state_filter: str = "all"
+    # Thread-samples of threads that had not run since the sample before, counted from that
+    # capture instead of stopped and read again (sampling.py).
+    reused: int = 0
     interrupted: bool = False
     ended_early: str = ""  # why sampling stopped before `samples_taken` reached the request
     warnings: Tuple[str, ...] = ()  # for stderr, as Report.warnings

@@ -11,11 +11,14 @@ sampled is the profile.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable, Dict, List, Optional
 
 from stackdump import runtimes
-from stackdump.capture.live import Progress, ShouldStop, capture_process
+from stackdump.capture.live import Progress, ShouldStop, capture_process, resolve_target
+from stackdump.capture.remote import Buffers
+from stackdump.capture.unchanged import UnchangedThreads
 from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import ProcessNotFound
 from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadSample
@@ -30,12 +33,21 @@ def sample(
     progress: Optional[Progress] = None,
     should_stop: Optional[ShouldStop] = None,
     clock: Callable[[], float] = time.monotonic,
+    skip_unchanged: bool = True,
 ) -> Profile:
+    """`skip_unchanged`: a thread that has not run since the last sample is counted from its
+    last capture, not stopped and read again (capture/unchanged.py); a profile comes out the
+    same either way."""
     stop = should_stop or (lambda: False)
     tally = _Tally(state_filter)
     started_wall, started = time.time_ns(), clock()
     ended_early, interrupted = "", False
-    with Analyzer(options.analysis) as analyzer:
+    recall: Optional[UnchangedThreads] = None
+    # Not with --cpu-window: a thread's recent CPU use changes while it sleeps.
+    if skip_unchanged and not options.capture.cpu_window_ms:
+        recall = UnchangedThreads(resolve_target(options.capture.pid, options.capture.timeout_ms))
+    buffers = Buffers()
+    with Analyzer(options.analysis) as analyzer, recall or contextlib.nullcontext():
         for index in range(count):
             # The first sample is always taken whole: a profile has at least one.
             if index and stop():
@@ -45,7 +57,7 @@ def sample(
             try:
                 snapshot = capture_process(
                     options.capture, None, stop if index else None, analyzer.settle,
-                    after=runtimes.after_capture,
+                    after=runtimes.after_capture, recall=recall, buffers=buffers,
                 )  # fmt: skip
             except ProcessNotFound:
                 if tally.header is None:
@@ -66,22 +78,9 @@ def sample(
                 break
     if tally.header is None:
         raise ProcessNotFound(f"no such process: {options.capture.pid}")
-    return Profile(
-        header=tally.header,
-        interval_ms=interval_ms,
-        samples_taken=len(tally.offsets),
-        started_ns=started_wall,
-        sample_offsets_ns=tuple(tally.offsets),
-        duration_ns=int((clock() - started) * 1e9),
-        stacks=tuple(tally.stacks),
-        names=tally.names,
-        thread_samples=tuple(tally.taken),
-        modules=tuple(sorted(tally.modules.values(), key=lambda m: m.start)),
-        state_filter=state_filter,
-        interrupted=interrupted,
-        ended_early=ended_early,
-        warnings=tuple(tally.warnings),
-    )
+    duration_ns = int((clock() - started) * 1e9)
+    reused = recall.reused if recall is not None else 0
+    return tally.profile(interval_ms, started_wall, duration_ns, reused, interrupted, ended_early)
 
 
 class _Tally:
@@ -97,6 +96,34 @@ class _Tally:
         self.modules: Dict[str, ModuleEntry] = {}
         self.header: Optional[ReportHeader] = None
         self.warnings: List[str] = []
+
+    def profile(
+        self,
+        interval_ms: int,
+        started_ns: int,
+        duration_ns: int,
+        reused: int,
+        interrupted: bool,
+        ended_early: str,
+    ) -> Profile:
+        assert self.header is not None  # a profile has at least one sample
+        return Profile(
+            header=self.header,
+            interval_ms=interval_ms,
+            samples_taken=len(self.offsets),
+            started_ns=started_ns,
+            sample_offsets_ns=tuple(self.offsets),
+            duration_ns=duration_ns,
+            stacks=tuple(self.stacks),
+            names=self.names,
+            thread_samples=tuple(self.taken),
+            modules=tuple(sorted(self.modules.values(), key=lambda m: m.start)),
+            state_filter=self.state_filter,
+            reused=reused,
+            interrupted=interrupted,
+            ended_early=ended_early,
+            warnings=tuple(self.warnings),
+        )
 
     def add(self, index: int, report: Report, offset_ns: int) -> None:
         self.warnings.extend(report.warnings)

@@ -33,7 +33,7 @@ from stackdump.capture.core_notes import (
 )
 from stackdump.capture.view import AfterCapture, ProcessView
 from stackdump.elf import sections
-from stackdump.elf.image import PARSE_ERRORS, ElfObject, file_build_id
+from stackdump.elf.image import ElfObject, file_build_id, parse_errors
 from stackdump.elf.modules import VDSO, Module
 from stackdump.errors import InvalidCore
 from stackdump.types import (
@@ -335,7 +335,7 @@ def _link_map_files(core: Core, memory: CoreMemory, exe: Optional[str], sysroot:
         return ()
     try:
         elf = ElfObject.open(exe_local)
-    except PARSE_ERRORS:
+    except parse_errors():
         return ()
     try:
         loads = [p for p in elf.program_headers if p.type == 1]
@@ -371,7 +371,7 @@ def _link_map_files(core: Core, memory: CoreMemory, exe: Optional[str], sysroot:
     for guest, load_bias, local_path in objects:
         try:
             obj = ElfObject.open(local_path)
-        except PARSE_ERRORS:
+        except parse_errors():
             continue
         try:
             for p in obj.program_headers:

@@ -17,8 +17,6 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
-from elftools.common.exceptions import ELFError
-
 from stackdump.arch import for_elf_machine
 from stackdump.elf import sections
 
@@ -114,7 +112,7 @@ def parse_core(stream: BinaryIO) -> Core:
     size = stream.seek(0, os.SEEK_END)
     try:
         header = sections.read_header(stream)
-    except ELFError as e:
+    except sections.NotElf as e:
         raise NotACore(str(e)) from None
     machine, phoff, phentsize, phnum = header.machine, header.phoff, header.phentsize, header.phnum
     if header.type != ET_CORE:

@@ -10,14 +10,14 @@ import gc
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Protocol, Tuple
 
 from stackdump import permissions, proc
 from stackdump.arch import host
 from stackdump.capture.pages import Pagemap
 from stackdump.capture.passive import PassiveCapturer
 from stackdump.capture.ptrace import Tracer
-from stackdump.capture.remote import RemoteMemory, StackCopier
+from stackdump.capture.remote import Buffers, RemoteMemory, StackCopier
 from stackdump.capture.view import AfterCapture, ProcessView
 from stackdump.elf.modules import VDSO, LiveFiles
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
@@ -49,6 +49,16 @@ ShouldStop = Callable[[], bool]
 Settle = Callable[
     [LiveFiles, Tuple[MemoryMap, ...], Optional[bytes]], Callable[[ThreadSnapshot], ThreadSnapshot]
 ]
+
+
+class Recall(Protocol):
+    """Threads a sample need not capture again (`capture/unchanged.py`)."""
+
+    def start(self, tids: Iterable[int]) -> None: ...
+
+    def recall(self, tid: int) -> Optional[ThreadSnapshot]: ...
+
+    def keep(self, tid: int, thread: ThreadSnapshot) -> None: ...
 
 
 def resolve_target(pid: int, timeout_ms: int = 100) -> int:
@@ -119,14 +129,18 @@ def capture_process(
     settle: Optional[Settle] = None,
     *,
     after: AfterCapture,
+    recall: Optional[Recall] = None,
+    buffers: Optional[Buffers] = None,
 ) -> ProcessSnapshot:
     """Read /proc, pin the mapped files, then capture the threads one at a time; `after`
     (`runtimes.after_capture`) reads the runtimes' part once every thread runs again. The
     snapshot's `files` (the mapped files, opened here) belong to the caller: `analyze`
-    closes them."""
+    closes them. `recall` (sampling, with `settle`): threads that have not run since the
+    last sample, counted from that capture instead of captured again; `buffers`: copy
+    buffers to reuse (sampling)."""
     pid = resolve_target(options.pid, options.timeout_ms)
     started = time.perf_counter_ns()
-    c = _Capture(pid, options)
+    c = _Capture(pid, options, buffers)
     # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
     # allocates little, so collection waits until every thread runs again.
     gc_enabled = gc.isenabled()
@@ -134,7 +148,7 @@ def capture_process(
     try:
         vdso = _read_vdso(c.memory, c.maps)
         keep = settle(c.files, c.maps, vdso) if settle is not None else None
-        threads, interrupted = c.threads(keep, progress, should_stop)
+        threads, interrupted = c.threads(keep, progress, should_stop, recall)
         exec_seen, threads = _exec_check(pid, c.image, c.maps, threads)
         # After an exec the memory is the new program's, which `maps` does not describe.
         coroutines, truncated = None, False
@@ -173,7 +187,7 @@ class _Capture:
     """One live capture: what is read from /proc up front, before any thread is stopped
     (docs/FORMAT.md), and the readers and copiers that take each thread."""
 
-    def __init__(self, pid: int, options: CaptureOptions) -> None:
+    def __init__(self, pid: int, options: CaptureOptions, buffers: Optional[Buffers]) -> None:
         self.pid, self.options = pid, options
         window = options.cpu_window_ms
         self.recent_cpu = _recent_cpu(pid, window) if window else {}
@@ -190,25 +204,39 @@ class _Capture:
         self.names = {tid: proc.read_comm(pid, tid) for tid in self.tids}
         self.files = LiveFiles(self.view, self.maps)
         self.memory = RemoteMemory(self.view)
-        self.copier = StackCopier(self.memory, self.maps, options.stack_bytes, _HOST.red_zone)
+        self.copier = StackCopier(
+            self.memory, self.maps, options.stack_bytes, _HOST.red_zone, buffers
+        )
         self.passive = PassiveCapturer(pid, self.copier, options.timeout_ms)
         self._members = set(self.process_tids)
         self._contexts: Dict[ThreadContext, ThreadContext] = {}
 
-    def threads(self, keep, progress, should_stop) -> Tuple[List[ThreadSnapshot], bool]:
+    def threads(
+        self, keep, progress, should_stop, recall: Optional[Recall]
+    ) -> Tuple[List[ThreadSnapshot], bool]:
         """Every selected thread, one at a time (each passed to `keep` at once), and
         whether `should_stop` cut the capture short."""
         threads: List[ThreadSnapshot] = []
         options = self.options
+        if recall is not None and keep is not None:
+            recall.start(self.tids)
+        else:
+            recall = None
         with Tracer(self.pid, self.copier, options.timeout_ms, options.realtime) as tracer:
             for done, tid in enumerate(self.tids):
                 if should_stop is not None and should_stop():
                     return threads, True
-                if tid in self._members:
-                    thread = self._member(tracer, tid)
+                earlier = recall.recall(tid) if recall is not None else None
+                if earlier is not None:
+                    threads.append(earlier)
+                elif tid in self._members:
+                    thread = keep(self._member(tracer, tid)) if keep else self._member(tracer, tid)
+                    if recall is not None:
+                        recall.keep(tid, thread)
+                    threads.append(thread)
                 else:
                     thread = _foreign(self.pid, tid)
-                threads.append(keep(thread) if keep is not None else thread)
+                    threads.append(keep(thread) if keep is not None else thread)
                 if progress is not None:
                     progress("capture", done + 1, len(self.tids))
         return threads, False

@@ -239,7 +239,7 @@ class Tracer:
         self._copier = copier
         self._memory = copier.memory
         self._timeout_ns = timeout_ms * 1_000_000
-        self._home_buffer = ctypes.create_string_buffer(copier.stack_bytes)
+        self._home_buffer = copier.buffers.get("home", copier.stack_bytes)
         self._main_stack = next((m for m in copier.maps if m.path == "[stack]"), None)
         self._ptrace = _load_stop_window_ptrace()
         self._regs = ptrace_registers_t()

@@ -9,7 +9,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.elf.modules import ModuleMap
 from stackdump.types import CaptureOptions, MemoryMap, ThreadSnapshot
 
@@ -63,7 +63,7 @@ class ProcessView:
         for mapped in objects:
             try:
                 elf = ElfObject.open(mapped.path)
-            except (OSError, *PARSE_ERRORS):
+            except (OSError, *parse_errors()):
                 continue
             try:
                 if section and not elf.has_section(section):

@@ -20,9 +20,6 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Dict, Iterator, List, Optional, Set, Tuple
 
-from elftools.common.exceptions import DWARFError, ELFError
-from elftools.construct.core import ConstructError
-
 from stackdump import safefs
 from stackdump.elf import sections
 from stackdump.elf.dwarf_sections import SectionView
@@ -31,12 +28,8 @@ from stackdump.elf.sections import Section, cstring
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
 
-# Everything a malformed file can make pyelftools or struct raise.
-# (Fuzzing found ConstructError, which pyelftools' vendored construct raises past ELFError.)
+# Everything a malformed file can make our own parsers and struct raise.
 PARSE_ERRORS = (
-    ELFError,
-    DWARFError,
-    ConstructError,
     OSError,
     struct.error,
     zlib.error,
@@ -52,6 +45,19 @@ PARSE_ERRORS = (
     RecursionError,
     NotImplementedError,
 )
+
+
+def parse_errors() -> Tuple[type, ...]:
+    """PARSE_ERRORS and what pyelftools raises past them (fuzzing found its vendored
+    construct's ConstructError escaping ELFError): for code that calls pyelftools. A
+    function, not a constant: an `except parse_errors():` clause evaluates it only when an
+    exception passes, so a dump that reads no DWARF never imports construct (~18 ms)."""
+    # heavy (construct): imported once pyelftools has run, which has loaded it already
+    from elftools.common.exceptions import DWARFError, ELFError
+    from elftools.construct.core import ConstructError
+
+    return (*PARSE_ERRORS, ELFError, DWARFError, ConstructError)
+
 
 _SYM64 = struct.Struct("<IBBHQQ")
 STT_FUNC = 2

@@ -17,8 +17,6 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Dict, Iterator, Optional, Tuple
 
-from elftools.common.exceptions import ELFError
-
 # e_ident, e_type, e_machine, e_version, e_entry, e_phoff, e_shoff, e_flags, e_ehsize,
 # e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
 _EHDR64 = struct.Struct("<16sHHIQQQIHHHHHH")
@@ -65,14 +63,18 @@ class Section:
     link: int
 
 
+class NotElf(ValueError):
+    """The file is not a 64-bit little-endian ELF file."""
+
+
 def read_header(stream: BinaryIO) -> ElfHeader:
-    """The file header of a 64-bit little-endian ELF file; ELFError for anything else."""
+    """The file header of a 64-bit little-endian ELF file; NotElf for anything else."""
     stream.seek(0)
     raw = stream.read(_EHDR64.size)
     if len(raw) < _EHDR64.size or raw[:4] != b"\x7fELF":
-        raise ELFError("not an ELF file")
+        raise NotElf("not an ELF file")
     if raw[4] != 2 or raw[5] != 1:
-        raise ELFError("not a 64-bit little-endian ELF object")
+        raise NotElf("not a 64-bit little-endian ELF object")
     fields = _EHDR64.unpack(raw)
     return ElfHeader(
         machine=fields[2],

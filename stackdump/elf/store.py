@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from stackdump.cache import DiskCache
 from stackdump.elf.debuginfod import Debuginfod
 from stackdump.elf.dwarf_sections import supplement_candidates
-from stackdump.elf.image import PARSE_ERRORS, ElfObject, SymbolTable
+from stackdump.elf.image import ElfObject, SymbolTable, parse_errors
 from stackdump.elf.modules import (
     Module,
     ModuleMap,
@@ -136,7 +136,7 @@ class LoadedObject:
                 if len(table):
                     self._source = "symtab" if self.elf.has_section(".symtab") else "dynsym"
                 return table
-        except PARSE_ERRORS:
+        except parse_errors():
             pass
         return _EMPTY
 
@@ -339,7 +339,7 @@ class ObjectStore:
                 path = self.files.path(module)
                 if path is not None:
                     elf = self.open_found(path)
-        except PARSE_ERRORS:
+        except parse_errors():
             elf = None
         problem = _file_problem(module, path, elf) if path is not None else ""
         if elf is None:
@@ -430,7 +430,7 @@ class ObjectStore:
         except NotRegularFile as e:
             self.notes.add(f"skipped {quote(path)}: {e.strerror}")
             return None
-        except PARSE_ERRORS:
+        except parse_errors():
             return None
 
     def _open_with_build_id(self, path: str, build_id: str) -> Optional[ElfObject]:
@@ -464,7 +464,7 @@ def try_open(path: str) -> Optional[ElfObject]:
     """The ELF file at path, opened; None when it cannot be (no warning: see open_found)."""
     try:
         return ElfObject.open(path)
-    except PARSE_ERRORS:
+    except parse_errors():
         return None
 
 
@@ -507,5 +507,5 @@ def _minidebuginfo_symbols(elf: ElfObject) -> Optional[SymbolTable]:
         decoder = lzma.LZMADecompressor()
         image = decoder.decompress(data, max_length=256 << 20)
         return ElfObject.from_bytes(image).symbols((".symtab",))
-    except (lzma.LZMAError, *PARSE_ERRORS):
+    except (lzma.LZMAError, *parse_errors()):
         return None

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from stackdump.capture.remote import RemoteMemory
-from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.symbols.dwarf import DwarfIndex
 
 NGROUP = "_ZN5butil12ResourcePoolIN7bthread8TaskMetaEE7_ngroupE"
@@ -87,7 +87,7 @@ def layout_from_dwarf(elf: ElfObject) -> Optional[Layout]:
             dwarf.struct_layout(cu_offset, "bthread::TaskMeta") if cu_offset is not None else None
         )
         stack = dwarf.struct_layout(cu_offset, "bthread::ContextualStack") if meta else None
-    except PARSE_ERRORS:
+    except parse_errors():
         return None
     storage = dwarf.struct_layout(cu_offset, "bthread::StackStorage") if stack else None
     if not meta or not stack or not storage:

@@ -35,7 +35,7 @@ from stackdump.arch import X86_64, x86_64
 from stackdump.capture.pages import MapIndex, Pagemap
 from stackdump.capture.remote import RemoteMemory
 from stackdump.capture.view import MappedObject
-from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
 SWITCH_NAMES = ("jump_fcontext", "ontop_fcontext", "bthread_jump_fcontext")
@@ -146,7 +146,7 @@ def _symbol_addresses(
     defines)."""
     try:
         elf = ElfObject.open(mapped.path)
-    except (OSError, *PARSE_ERRORS):
+    except (OSError, *parse_errors()):
         return 0, []
     try:
         # Most objects name no switch function: their string tables say so without a
@@ -160,7 +160,7 @@ def _symbol_addresses(
         table = elf.symbols((".symtab", ".dynsym"))
         found = {(start, name) for name, start in table.named(set(names)) if start}
         return bias, sorted((start, _size(table, start), name) for start, name in found)
-    except PARSE_ERRORS:
+    except parse_errors():
         return 0, []
     finally:
         elf.close()

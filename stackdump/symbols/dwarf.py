@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump.cache import DiskCache
 from stackdump.elf import dwarf_sections
-from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.elf.store import LoadedObject, ObjectStore, try_open
 from stackdump.escape import quote
 
@@ -207,7 +207,7 @@ class DwarfIndex:
             return []
         try:
             scopes = self._scopes_at(cu, info, vaddr)
-        except PARSE_ERRORS:
+        except parse_errors():
             return []
         functions = [d for d in scopes if d.tag != "DW_TAG_lexical_block"]
         if not functions:
@@ -254,7 +254,7 @@ class DwarfIndex:
 
         try:
             return search(cu.get_top_DIE(), "")
-        except PARSE_ERRORS:
+        except parse_errors():
             return None
 
     def find_struct(self, qualified: str, cu_name: str) -> Optional[Tuple[int, Dict[str, int]]]:
@@ -266,7 +266,7 @@ class DwarfIndex:
         for cu in _each_cu(info):
             try:
                 name = _die_name(cu.get_top_DIE())
-            except PARSE_ERRORS:
+            except parse_errors():
                 continue
             if name == cu_name:
                 found = self.struct_layout(cu.cu_offset, qualified)
@@ -288,7 +288,7 @@ class DwarfIndex:
                     if child.tag == "DW_TAG_member" and _die_name(child) == member:
                         where = child.attributes.get("DW_AT_data_member_location")
                         return where.value if where and isinstance(where.value, int) else None
-        except PARSE_ERRORS:
+        except parse_errors():
             return None
         return None
 
@@ -300,7 +300,7 @@ class DwarfIndex:
                 self._info = dwarf_sections.dwarf_info(
                     self._elf, self._cache.scratch, self._find_supplement
                 )
-            except PARSE_ERRORS:
+            except parse_errors():
                 self._failed = True
         return self._info
 
@@ -312,7 +312,7 @@ class DwarfIndex:
             cu = self._cu(offset)
             found = (cu, self._dwarf(), self._line_table(offset))
             if cu is not None:
-                with contextlib.suppress(*PARSE_ERRORS):
+                with contextlib.suppress(*parse_errors()):
                     found = self._split_unit(cu) or found
             self._split[offset] = found
         return self._split[offset]
@@ -384,7 +384,7 @@ class DwarfIndex:
             info = self._dwarf()
             try:
                 self._cus[offset] = info.get_CU_at(offset) if info is not None else None
-            except PARSE_ERRORS:
+            except parse_errors():
                 self._cus[offset] = None
         return self._cus[offset]
 
@@ -399,7 +399,7 @@ class DwarfIndex:
             aranges = info.get_aranges() if info is not None else None
             for e in aranges.entries if aranges else ():
                 entries.append((e.begin_addr, e.begin_addr + e.length, e.info_offset))
-        except PARSE_ERRORS:
+        except parse_errors():
             entries = []
         return _RangeIndex(entries)
 
@@ -415,7 +415,7 @@ class DwarfIndex:
                 top = cu.get_top_DIE()
                 for low, high in _die_ranges(top, cu, info):
                     entries.append((low, high, cu.cu_offset))
-        except PARSE_ERRORS:
+        except parse_errors():
             pass
         return _RangeIndex(entries)
 
@@ -437,7 +437,7 @@ class DwarfIndex:
                 return None
             self.cus_parsed += 1
             return _decode_lines(program, cu)
-        except PARSE_ERRORS as e:
+        except parse_errors() as e:
             self._damaged(cu_offset, f"it does not decode: {type(e).__name__}")
             return None
 
@@ -577,7 +577,7 @@ def _die_name(die) -> Optional[str]:
             return None  # into a missing supplementary file: read here, another DIE's name
         try:
             die = die.get_DIE_from_attribute(ref)
-        except PARSE_ERRORS:
+        except parse_errors():
             return None
     return None
 

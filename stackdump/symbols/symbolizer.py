@@ -49,14 +49,17 @@ class Symbolizer:
         mode: LocationMode,
         anonymous: Optional[AnonymousCode],
         own_names: Callable[[LoadedObject], Optional[OwnNames]],
+        cache: Optional[Dict[Tuple[int, bool], SymbolizedFrame]] = None,
     ) -> None:
         """`anonymous`: names for pcs no object holds; `own_names`: the runtime that names
-        an object's frames itself, asked before its symbols and DWARF (`runtimes.own_code`)."""
+        an object's frames itself, asked before its symbols and DWARF (`runtimes.own_code`);
+        `cache`: names an earlier symbolizer in this mode gave over the same maps (never those
+        of code in no object)."""
         self.objects = objects
         self.mode = mode
         self.anonymous = anonymous
         self._own_names = own_names
-        self._cache: Dict[Tuple[int, bool], SymbolizedFrame] = {}
+        self._cache = cache if cache is not None else {}
         self._demangler = Demangler()
 
     def symbolize(self, frame: Frame) -> SymbolizedFrame:
@@ -64,7 +67,10 @@ class Symbolizer:
         cached = self._cache.get(key)
         if cached is None:
             cached = self._symbolize(frame)
-            self._cache[key] = cached
+            # Code in no object is named afresh each time: the cache may outlive this dump
+            # (sampling), and a perf map can name other code at that address a moment later.
+            if self.anonymous is None or cached.module != self.anonymous.label:
+                self._cache[key] = cached
         return cached
 
     def call_site(self, pc: int) -> Tuple[Optional[str], Optional[str], Optional[int]]:

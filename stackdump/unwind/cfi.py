@@ -6,9 +6,7 @@ parse all of libc's `.eh_frame`). Without a header, or for `.debug_frame`, an in
 FDE is built once per object and dump.
 
 Rows are computed by our own interpreter of the CFA instructions (DWARF 5 section 6.4.2),
-stopping at the target pc: pyelftools' `get_decoded()` builds the whole table and raises on
-`DW_CFA_GNU_args_size`. pyelftools parses the CIE/FDE bytes; its private
-`CallFrameInfo._parse_entry_at` is wrapped here and nowhere else.
+stopping at the target pc; the CIE and FDE bytes are parsed by `cfi_entries.py`.
 """
 
 from __future__ import annotations
@@ -19,13 +17,11 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Protocol, Tuple
 
-from elftools.dwarf.callframe import CIE, FDE, CallFrameInfo
-from elftools.dwarf.structs import DWARFStructs
-
 from stackdump.arch import X86_64, Arch, for_elf_machine
 from stackdump.cache import DiskCache
 from stackdump.elf.dwarf_sections import section_stream
 from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
+from stackdump.unwind.cfi_entries import CfiEntries, Cie, Fde, covering
 
 # Rule kinds for a register (DWARF 5 section 6.4.1).
 SAME = "same"
@@ -51,7 +47,6 @@ GNU_ARGS_SIZE, GNU_NEGATIVE_OFFSET_EXTENDED = 0x2E, 0x2F
 # signed (pointer authentication) from here, or no longer.
 AARCH64_NEGATE_RA_STATE = 0x2D
 
-_STRUCTS = DWARFStructs(little_endian=True, dwarf_format=32, address_size=8)
 _MAX_STATE_DEPTH = 64
 
 
@@ -99,18 +94,16 @@ def _execute(
     instructions,
     state: _State,
     initial: Optional[_State],
-    cie: CIE,
+    cie: Cie,
     start: int,
     target: Optional[int],
 ) -> int:
     """Run instructions from `start` until the location passes `target` (None: all)."""
-    caf = cie.header["code_alignment_factor"]
-    daf = cie.header["data_alignment_factor"]
+    caf = cie.code_alignment_factor
+    daf = cie.data_alignment_factor
     loc = start
     stack: List[_State] = []
-    for ins in instructions:
-        op = int(ins.opcode)
-        a = ins.args
+    for op, a in instructions:
         if op in (ADVANCE_LOC, ADVANCE_LOC1, ADVANCE_LOC2, ADVANCE_LOC4):
             loc += a[0] * caf
         elif op == SET_LOC:
@@ -185,21 +178,20 @@ def _new_cfa(op: int, a, cfa, daf: int):
     return ("reg", (cfa[1][0], a[0] * daf if op == DEF_CFA_OFFSET_SF else a[0]))
 
 
-def row_for(fde: FDE, vaddr: int, arch: Arch, name: str = "") -> CfiRow:
+def row_for(fde: Fde, vaddr: int, arch: Arch, name: str = "") -> CfiRow:
     """The row at vaddr of an FDE; `name` says where the FDE is, for messages."""
     cie = fde.cie
     initial = _State(None, {})
     _execute(cie.instructions, initial, None, cie, 0, None)
     state = initial.copy()
-    _execute(fde.instructions, state, initial, cie, fde.header["initial_location"], vaddr)
+    _execute(fde.instructions, state, initial, cie, fde.initial_location, vaddr)
     if state.cfa is None:
         raise CfiError("no CFA rule")
-    augmentation = cie.header.get("augmentation") or b""
     return CfiRow(
         cfa=state.cfa,
         rules=tuple(sorted(state.rules.items())),
-        ra_column=cie.header.get("return_address_register", arch.ra_column),
-        signal_frame=b"S" in augmentation,
+        ra_column=cie.return_address_register,
+        signal_frame=b"S" in cie.augmentation,
         ra_signed=state.ra_signed,
         fde=name,
     )
@@ -230,12 +222,12 @@ class CfiTable:
         self._debug = debug
         self._cache = cache if cache is not None else DiskCache(None)
         self._arch = for_elf_machine(elf.machine) or X86_64
-        self._eh: Optional[CallFrameInfo] = None
+        self._eh: Optional[CfiEntries] = None
         self._hdr_table = b""  # .eh_frame_hdr's sorted (initial location, FDE) pairs
         self._hdr_vaddr = 0
         self._eh_vaddr = 0
         self._full: Optional[_FdeIndex] = None
-        self._full_cfi: Optional[CallFrameInfo] = None
+        self._full_cfi: Optional[CfiEntries] = None
         self.indexes_built = 0  # full FDE indexes built (not loaded from the cache): tests
         self._own = own
         self._setup_eh_frame()
@@ -270,7 +262,7 @@ class CfiTable:
             why = str(e) if isinstance(e, CfiError) else "its instructions do not decode"
             return bad_row(f"{name}: {why}")
 
-    def _fde_name(self, fde: FDE) -> str:
+    def _fde_name(self, fde: Fde) -> str:
         if self.indexed_by_header:
             section = ".eh_frame"
         else:
@@ -287,7 +279,7 @@ class CfiTable:
             fde = self._find_fde(vaddr)
         except PARSE_ERRORS:
             return None
-        return fde.header["initial_location"] if fde is not None else None
+        return fde.initial_location if fde is not None else None
 
     def _setup_eh_frame(self) -> None:
         try:
@@ -305,9 +297,7 @@ class CfiTable:
             eh_stream, eh_size = self._elf.vaddr_view(eh_frame_vaddr)
             if eh_stream is None:
                 return
-            self._eh = CallFrameInfo(
-                eh_stream, eh_size, eh_frame_vaddr, _STRUCTS, for_eh_frame=True
-            )
+            self._eh = CfiEntries(eh_stream, eh_size, eh_frame_vaddr, eh=True)
             # The table stays packed, searched in place: a big binary has 200,000 FDEs.
             self._hdr_table = table
             self._hdr_vaddr = hdr_vaddr
@@ -321,31 +311,31 @@ class CfiTable:
                 return header.vaddr, self._elf.segment_bytes(header)
         return 0, None
 
-    def _find_fde(self, vaddr: int) -> Optional[FDE]:
+    def _find_fde(self, vaddr: int) -> Optional[Fde]:
         if self.indexed_by_header:
             found = _table_lookup(self._hdr_table, vaddr - self._hdr_vaddr)
             if found is not None:
                 start, offset = found
                 at = self._hdr_vaddr + offset - self._eh_vaddr
                 try:
-                    entry = self._eh._parse_entry_at(at)
+                    entry = self._eh.at(at)
                 except PARSE_ERRORS:
                     raise _Malformed(f"the FDE at .eh_frame+0x{at:x} does not decode") from None
-                if not isinstance(entry, FDE):
+                if not isinstance(entry, Fde):
                     raise _Malformed(f".eh_frame+0x{at:x}, which .eh_frame_hdr names, is no FDE")
-                if entry.header["initial_location"] & _MASK != (self._hdr_vaddr + start) & _MASK:
+                if entry.initial_location & _MASK != (self._hdr_vaddr + start) & _MASK:
                     # The two tables disagree on where the function starts: one is damaged.
                     raise _Malformed(
                         f"the FDE at .eh_frame+0x{at:x} starts at "
-                        f"0x{entry.header['initial_location'] & _MASK:x}, .eh_frame_hdr says "
+                        f"0x{entry.initial_location & _MASK:x}, .eh_frame_hdr says "
                         f"0x{(self._hdr_vaddr + start) & _MASK:x}"
                     )
-                if _covers(entry, vaddr):
+                if entry.covers(vaddr):
                     return entry
             return None
         return self._find_in_full_index(vaddr)
 
-    def _find_in_full_index(self, vaddr: int) -> Optional[FDE]:
+    def _find_in_full_index(self, vaddr: int) -> Optional[Fde]:
         if self._full is None:
             identity = self._elf.identity()
             key = f"{identity}/fde-index" if identity else None
@@ -353,10 +343,9 @@ class CfiTable:
             self._full_cfi = self._section_cfi(self._full)
         index = self._full
         i = bisect.bisect_right(index.starts, vaddr) - 1
-        if i < 0 or vaddr >= index.ends[i] or self._full_cfi is None:
+        if i < 0 or vaddr >= index.ends[i]:
             return None
-        entry = self._full_cfi._parse_entry_at(index.offsets[i])
-        return entry if isinstance(entry, FDE) and _covers(entry, vaddr) else None
+        return covering(self._full_cfi, index.offsets[i], vaddr)
 
     def _sources(self):
         """(ELF object, section name, is .eh_frame) in the order the index looks."""
@@ -374,14 +363,14 @@ class CfiTable:
             if cfi is None:
                 continue
             try:
-                fdes = [e for e in cfi.get_entries() if isinstance(e, FDE)]
+                fdes = list(cfi.fdes())
             except PARSE_ERRORS:
                 continue
             if fdes:
                 return _FdeIndex.of(fdes, number, name)
         return _FdeIndex()
 
-    def _section_cfi(self, index: _FdeIndex) -> Optional[CallFrameInfo]:
+    def _section_cfi(self, index: _FdeIndex) -> Optional[CfiEntries]:
         for number, source, name, eh in self._sources():
             if number == index.source and name == index.section:
                 return _section_cfi(source, name, eh)
@@ -402,14 +391,9 @@ class _FdeIndex:
         self.section = section
 
     @classmethod
-    def of(cls, fdes: List[FDE], source: int, section: str) -> _FdeIndex:
+    def of(cls, fdes: List[Fde], source: int, section: str) -> _FdeIndex:
         rows = sorted(
-            (
-                f.header["initial_location"],
-                f.header["initial_location"] + f.header["address_range"],
-                f.offset,
-            )
-            for f in fdes
+            (f.initial_location, f.initial_location + f.address_range, f.offset) for f in fdes
         )
         return cls(
             array.array("Q", [r[0] & _MASK for r in rows]),
@@ -434,8 +418,8 @@ class _FdeIndex:
 _MASK = 0xFFFF_FFFF_FFFF_FFFF
 
 
-def _section_cfi(elf: ElfObject, name: str, for_eh_frame: bool) -> Optional[CallFrameInfo]:
-    """pyelftools' reader over a map of the section (nothing copied), or None."""
+def _section_cfi(elf: ElfObject, name: str, for_eh_frame: bool) -> Optional[CfiEntries]:
+    """The entries' reader over a map of the section (nothing copied), or None."""
     section = elf.section(name)
     if section is None:
         return None
@@ -445,14 +429,9 @@ def _section_cfi(elf: ElfObject, name: str, for_eh_frame: bool) -> Optional[Call
             return None
         size = stream.seek(0, 2)
         stream.seek(0)
-        return CallFrameInfo(stream, size, section.addr, _STRUCTS, for_eh_frame=for_eh_frame)
+        return CfiEntries(stream, size, section.addr, eh=for_eh_frame)
     except PARSE_ERRORS:
         return None
-
-
-def _covers(fde: FDE, vaddr: int) -> bool:
-    start = fde.header["initial_location"]
-    return start <= vaddr < start + fde.header["address_range"]
 
 
 _PAIR = struct.Struct("<ii")

@@ -8,7 +8,7 @@ each object's `CfiTable` is made on first use and kept on its `LoadedObject`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.escape import quote
@@ -29,12 +29,15 @@ def cfi_table(loaded: LoadedObject, own_rows: OwnCode) -> Optional[CfiTable]:
 class CfiSource:
     """The unwinder's view of a process's objects (a `recover.CodeSource` too)."""
 
-    def __init__(self, store: ObjectStore, own_rows: OwnCode) -> None:
+    def __init__(
+        self, store: ObjectStore, own_rows: OwnCode, rows: Optional[Dict[int, Any]] = None
+    ) -> None:
         """`own_rows`: the runtime whose own tables give an object's rows, asked before
-        its CFI (`runtimes.own_code`)."""
+        its CFI (`runtimes.own_code`); `rows`: the memo, when an earlier source over the same
+        maps filled it (sampling)."""
         self.store = store
         self._own_rows = own_rows
-        self._rows: Dict[int, Optional[CfiRow]] = {}
+        self._rows: Dict[int, Optional[CfiRow]] = rows if rows is not None else {}
 
     def row(self, pc: int) -> Optional[CfiRow]:
         """The CFI row for an absolute pc in the target, or None."""

@@ -10,9 +10,6 @@ from __future__ import annotations
 import functools
 from typing import Callable, Dict, List, Optional, Sequence
 
-from elftools.dwarf.dwarf_expr import DWARFExprParser
-from elftools.dwarf.structs import DWARFStructs
-
 MASK = (1 << 64) - 1
 
 ReadWord = Callable[[int], Optional[int]]
@@ -30,19 +27,24 @@ class MissingRegister(ExprError):
         self.reg = reg
 
 
-_STRUCTS = DWARFStructs(little_endian=True, dwarf_format=32, address_size=8)
-_PARSER = DWARFExprParser(_STRUCTS)
-
-
 def parse(expr: Sequence[int]):
     return _parse(bytes(expr))
+
+
+@functools.lru_cache(maxsize=1)
+def _parser():
+    # pyelftools (~20 ms to import) only when an expression is met: most dumps meet none.
+    from elftools.dwarf.dwarf_expr import DWARFExprParser
+    from elftools.dwarf.structs import DWARFStructs
+
+    return DWARFExprParser(DWARFStructs(little_endian=True, dwarf_format=32, address_size=8))
 
 
 @functools.lru_cache(maxsize=4096)
 def _parse(expr: bytes):
     # The same few expressions (PLT stubs, a realigned frame) recur in every thread and
     # coroutine: parsed once (10,000 bthreads: 70,000 parses, a quarter of the dump).
-    return tuple(_PARSER.parse_expr(list(expr)))
+    return tuple(_parser().parse_expr(list(expr)))
 
 
 def _signed(v: int) -> int:

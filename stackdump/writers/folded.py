@@ -25,3 +25,8 @@ def folded_lines(report: Report) -> Iterator[str]:
         counts[key] = counts.get(key, 0) + 1
     for key, count in counts.items():
         yield _SEPARATOR.join(escape(part, also=_SEPARATOR) for part in key) + f" {count}"
+
+
+def folded_dump(report: Report, view) -> Iterator[str]:
+    """The folded format of a dump (writers/registry.py)."""
+    return folded_lines(report)

@@ -12,6 +12,7 @@ from stackdump.report import (
     header_lines,
     runtime_key_texts,
     stack_lines,
+    text_lines,
 )
 from stackdump.types import Report
 from stackdump.views import ThreadGroup, group_keys, group_threads, tid_ranges
@@ -56,3 +57,10 @@ def group_line(group: ThreadGroup) -> str:
     count = len(group.threads)
     noun = "thread" if count == 1 else "threads"
     return f"----- {count} {noun} ({names}) {' '.join(keys)} -----"
+
+
+def text_dump(report: Report, view) -> Iterator[str]:
+    """The text format of a dump (writers/registry.py): grouped by stack, or per thread."""
+    if view.group:
+        return grouped_lines(report, view.show_addresses)
+    return text_lines(report, view.show_addresses)

@@ -176,3 +176,8 @@ class _ModuleIndex:
 
 def _dump(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def json_dump(report: Report, view) -> Iterator[str]:
+    """The json format of a dump (writers/registry.py)."""
+    return json_lines(report, view.group)

@@ -150,3 +150,8 @@ class _Encoder:
             if m.start <= pc < m.end:
                 return i
         return 0
+
+
+def pprof_profile(profile: Profile, view) -> bytes:
+    """The pprof format of a profile (writers/registry.py)."""
+    return pprof_bytes(profile)

@@ -86,3 +86,13 @@ def profile_folded_lines(profile: Profile) -> Iterator[str]:
         counts[key] = counts.get(key, 0) + 1
     for key, count in sorted(counts.items(), key=lambda item: -item[1]):
         yield ";".join(escape(part, also=";") for part in key) + f" {count}"
+
+
+def text_profile(profile: Profile, view) -> Iterator[str]:
+    """The text format of a profile (writers/registry.py)."""
+    return profile_lines(profile, view.show_addresses)
+
+
+def folded_profile(profile: Profile, view) -> Iterator[str]:
+    """The folded format of a profile (writers/registry.py)."""
+    return profile_folded_lines(profile)

@@ -7,19 +7,13 @@ analysis code.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
 from stackdump.profiles import Profile
-from stackdump.report import text_lines
 from stackdump.types import Report
 from stackdump.views import sort_by_cpu
-from stackdump.writers.folded import folded_lines
-from stackdump.writers.grouped import grouped_lines
-from stackdump.writers.json_doc import json_lines
-from stackdump.writers.pprof import pprof_bytes
-from stackdump.writers.profile_text import profile_folded_lines, profile_lines
-from stackdump.writers.trace_formats import chrome_trace_lines, speedscope_lines
 
 
 @dataclass(frozen=True)
@@ -37,42 +31,45 @@ Output = Union[Iterator[str], bytes]  # lines, or one binary document (pprof)
 
 @dataclass(frozen=True)
 class Format:
+    """A format's writers are named `module:function`, each taking (model, View), and
+    imported when that format is written: a text dump loads no JSON or pprof code."""
+
     name: str
     summary: str  # for --help
-    dump: Optional[Callable[[Report, View], Iterator[str]]] = None  # one dump's Report
-    profile: Optional[Callable[[Profile, View], Output]] = None  # a Profile over time
+    dump: Optional[str] = None  # writes one dump's Report
+    profile: Optional[str] = None  # writes a Profile over time
     coloured: bool = False  # coloured when it goes to a terminal
-
-
-def _text(report: Report, view: View) -> Iterator[str]:
-    if view.group:
-        return grouped_lines(report, view.show_addresses)
-    return text_lines(report, view.show_addresses)
 
 
 FORMATS: Tuple[Format, ...] = (
     Format(
         "text",
         "text (docs/FORMAT.md)",
-        dump=_text,
-        profile=lambda p, view: profile_lines(p, view.show_addresses),
+        dump="stackdump.writers.grouped:text_dump",
+        profile="stackdump.writers.profile_text:text_profile",
         coloured=True,
     ),
     Format(
         "json",
         "json (one document, docs/json-schema.json)",
-        dump=lambda report, view: json_lines(report, view.group),
+        dump="stackdump.writers.json_doc:json_dump",
     ),
     Format(
         "folded",
         "folded (one line per distinct stack, for flame graphs)",
-        dump=lambda report, view: folded_lines(report),
-        profile=lambda p, view: profile_folded_lines(p),
+        dump="stackdump.writers.folded:folded_dump",
+        profile="stackdump.writers.profile_text:folded_profile",
     ),
-    Format("pprof", "pprof", profile=lambda p, view: pprof_bytes(p)),
-    Format("speedscope", "speedscope", profile=lambda p, view: speedscope_lines(p)),
-    Format("chrome-trace", "chrome-trace", profile=lambda p, view: chrome_trace_lines(p)),
+    Format("pprof", "pprof", profile="stackdump.writers.pprof:pprof_profile"),
+    Format("speedscope", "speedscope", profile="stackdump.writers.trace_formats:speedscope"),
+    Format("chrome-trace", "chrome-trace", profile="stackdump.writers.trace_formats:chrome_trace"),
 )
+
+
+def writer(spec: str) -> Callable[[Any, View], Output]:
+    """The function a `module:function` spec of `FORMATS` names, its module imported now."""
+    module, _, function = spec.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def names() -> Tuple[str, ...]:
@@ -113,12 +110,12 @@ def dump_output(report: Report, view: View) -> Iterator[str]:
     """The report's lines in the chosen view: every format from the one Report."""
     if view.sort == "cpu":
         report = sort_by_cpu(report)
-    writer = find(view.format).dump
-    assert writer is not None, view.format  # the CLI sends profile-only formats to sampling
-    return writer(report, view)
+    spec = find(view.format).dump
+    assert spec is not None, view.format  # the CLI sends profile-only formats to sampling
+    return writer(spec)(report, view)
 
 
 def profile_output(profile: Profile, view: View) -> Output:
-    writer = find(view.format).profile
-    assert writer is not None, view.format  # the CLI refuses dump-only formats for profiles
-    return writer(profile, view)
+    spec = find(view.format).profile
+    assert spec is not None, view.format  # the CLI refuses dump-only formats for profiles
+    return writer(spec)(profile, view)

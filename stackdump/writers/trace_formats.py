@@ -123,3 +123,13 @@ def chrome_trace_lines(profile: Profile) -> Iterator[str]:
     for i, event in enumerate(events):
         yield json.dumps(event, ensure_ascii=False) + ("," if i < last else "")
     yield "]}"
+
+
+def speedscope(profile: Profile, view) -> Iterator[str]:
+    """The speedscope format of a profile (writers/registry.py)."""
+    return speedscope_lines(profile)
+
+
+def chrome_trace(profile: Profile, view) -> Iterator[str]:
+    """The chrome-trace format of a profile (writers/registry.py)."""
+    return chrome_trace_lines(profile)

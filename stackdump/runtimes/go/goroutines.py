@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from stackdump.arch import X86_64, Arch, aarch64, for_elf_machine, x86_64
-from stackdump.elf.image import PARSE_ERRORS, ElfObject
+from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.runtimes.base import LABELS, labels_text
 from stackdump.symbols.dwarf import DwarfIndex
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
@@ -171,7 +171,7 @@ def layout_from_dwarf(elf: ElfObject) -> Optional[GoLayout]:
             parent_goid=g.get("parentGoid"), labels=g.get("labels"),
             labels_slice=release is None or release[1] >= 24,
         )  # fmt: skip
-    except (KeyError, *PARSE_ERRORS):
+    except (KeyError, *parse_errors()):
         return None
 
 

@@ -1,0 +1,161 @@
+"""Which threads have not run since the last sample, so that sampling counts their stacks
+again without stopping or reading them (issue 31).
+
+A thread that has not been on a CPU since it was captured has the same registers and the
+same stack: nothing but the thread itself writes its return addresses. The kernel says
+whether it has run: `/proc/PID/task/TID/schedstat` holds the time it has spent on a CPU
+(nanoseconds, brought up to date each time it leaves one) and how many times it has been put
+on one (`pcount`, counted as it arrives). A sleeping thread (state S, D or I) with the same
+state, start time (a new thread that took a dead one's TID has another), run time and count
+as when it was kept has not run since. A running thread's run time is only brought up to
+date at scheduler ticks, so a thread in state R is never counted again.
+
+The signature kept is read after the capture, once the thread sleeps again: a ptrace stop
+wakes a sleeping thread, which on release runs just long enough to restart its system call.
+It is kept only when the thread is back in a system call (or fault) at the very pc and sp it
+was captured at, so that what it ran in between was that restart; anything else, and the
+next sample captures it afresh. Each thread's three files are kept open and read with pread.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from stackdump.proc import PROC, parse_syscall
+from stackdump.types import ThreadSnapshot, ThreadStatus
+
+# Sleeping states a thread stays in until something wakes it and it runs.
+_ASLEEP = frozenset("SDI")
+# Threads whose three files stay open: past this, a thread's files are opened for each read,
+# so a process of 10,000 threads cannot exhaust our descriptors (1,024 by default).
+_MAX_OPEN = 200
+_FILES = ("stat", "schedstat", "syscall")
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What changes whenever a thread runs (see the module docstring)."""
+
+    state: str
+    start_time: int  # clock ticks after boot: tells a thread from one that took its TID
+    run_ns: int
+    run_count: int
+
+
+def parse_signature(stat: bytes, schedstat: bytes) -> Optional[Signature]:
+    """From the text of a thread's `stat` and `schedstat`; None when either is not whole.
+    `stat`'s name field may hold ')' and spaces: fields are counted after the last ')'."""
+    fields = stat[stat.rfind(b")") + 1 :].split()
+    times = schedstat.split()
+    if len(fields) < 20 or len(times) < 3:
+        return None
+    try:
+        return Signature(fields[0].decode("ascii"), int(fields[19]), int(times[0]), int(times[2]))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class UnchangedThreads:
+    """Across the samples of one profile: each thread's last capture and its signature then.
+    `recall(tid)` is asked before a thread is captured; `keep(tid, thread)` after. Close it
+    (context manager) to release the open files."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.reused = 0  # thread-samples counted from an earlier capture
+        self._files: Dict[int, Tuple[int, ...]] = {}
+        self._kept: Dict[int, Tuple[Signature, ThreadSnapshot]] = {}
+
+    def __enter__(self) -> UnchangedThreads:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for tid in list(self._files):
+            self._forget(tid)
+
+    def start(self, tids) -> None:
+        """A sample begins with these threads: forget every other (exited) one."""
+        current = set(tids)
+        for tid in [t for t in self._files if t not in current]:
+            self._forget(tid)
+        for tid in [t for t in self._kept if t not in current]:
+            del self._kept[tid]
+
+    def recall(self, tid: int) -> Optional[ThreadSnapshot]:
+        """The thread as last kept, when it has provably not run since; else None."""
+        kept = self._kept.get(tid)
+        if kept is None:
+            return None
+        now = self._read(tid)
+        if now is None or now[0] != kept[0]:
+            del self._kept[tid]
+            return None
+        self.reused += 1
+        return kept[1]
+
+    def keep(self, tid: int, thread: ThreadSnapshot) -> None:
+        """A fresh capture of `tid`, settled: kept for the next sample when the thread
+        sleeps again where it was captured."""
+        self._kept.pop(tid, None)
+        regs = thread.regs
+        if thread.status is not ThreadStatus.OK or thread.unwound is None or regs is None:
+            return  # only settled threads: no stack copy is held
+        now = self._read(tid)
+        if now is None:
+            return
+        signature, call = now
+        if (
+            signature.state in _ASLEEP
+            and call is not None
+            and (call.sp, call.pc)
+            == (
+                regs.sp,
+                regs.pc,
+            )
+        ):
+            self._kept[tid] = (signature, thread)
+
+    def _read(self, tid: int) -> Optional[Tuple[Signature, object]]:
+        """(signature, the syscall file's state) of a thread now."""
+        fds = self._files.get(tid)
+        kept_open = fds is not None or len(self._files) < _MAX_OPEN
+        if fds is None:
+            fds = self._open(tid)
+            if fds is None:
+                return None
+        try:
+            signature = parse_signature(os.pread(fds[0], 1024, 0), os.pread(fds[1], 256, 0))
+            call = parse_syscall(os.pread(fds[2], 512, 0).decode("ascii", "replace"))
+        except OSError:  # the thread exited (ESRCH): its files say nothing more
+            kept_open = False
+            return None
+        finally:
+            if kept_open:
+                self._files[tid] = fds
+            else:
+                self._files.pop(tid, None)
+                for fd in fds:
+                    os.close(fd)
+        return (signature, call) if signature is not None else None
+
+    def _open(self, tid: int) -> Optional[Tuple[int, ...]]:
+        task = f"{PROC}/{self.pid}/task/{tid}"
+        fds: list = []
+        try:
+            for name in _FILES:
+                fds.append(os.open(f"{task}/{name}", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            return None
+        return tuple(fds)
+
+    def _forget(self, tid: int) -> None:
+        for fd in self._files.pop(tid, ()):
+            os.close(fd)
+        self._kept.pop(tid, None)

@@ -1,0 +1,144 @@
+"""Issue 31: the fast paths give the answers of the slow ones, and a small dump loads only
+what it uses. In sampling, a thread that has not run since the last sample is counted from
+its last capture (capture/unchanged.py): the profile must be the one every thread captured
+every time gives, and a thread that did run must be captured again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+from helpers import Target
+
+from stackdump import api
+from stackdump.arch import host
+from stackdump.capture.unchanged import UnchangedThreads, parse_signature
+from stackdump.proc import read_syscall
+from stackdump.types import (
+    CaptureMethod,
+    FpStatus,
+    Frame,
+    Registers,
+    ThreadSnapshot,
+    ThreadStatus,
+    UnwindResult,
+    UnwindStatus,
+)
+
+SAMPLES = 30
+
+
+@pytest.fixture(scope="module")
+def blocked(live, threads_bin):
+    """Every thread blocked, none ever woken by the target itself."""
+    roles = {"read": 2, "cond": 3, "sleep": 2, "epoll": 1}
+    with Target(threads_bin("O2"), roles).wait_ready() as target:
+        yield target
+
+
+def _counts(profile) -> Counter:
+    """(thread, state, its stack as function names) -> thread-samples."""
+    stacks = [tuple(f.function for f in stack) for stack in profile.stacks]
+    return Counter((t.tid, t.state, stacks[t.stack]) for t in profile.thread_samples)
+
+
+def test_a_profile_with_skipping_equals_one_without(blocked):
+    fast = api.profile(api.Process(blocked.pid), SAMPLES, 1)
+    slow = api.profile(api.Process(blocked.pid), SAMPLES, 1, skip_unchanged=False)
+    threads = sum(len(tids) for tids in blocked.tids.values())  # main is one of them
+    assert slow.reused == 0
+    # Each thread is captured in the first sample; after that, one that went back to sleep
+    # where it was is counted again. A thread still on its way back into its system call
+    # when looked at is captured once more, so not every later thread-sample is reused.
+    assert fast.reused >= (SAMPLES - 1) * threads // 2, fast.reused
+    assert _counts(fast) == _counts(slow)
+    assert sum(_counts(fast).values()) == SAMPLES * threads
+
+
+def _settled(tid: int, pid: int) -> ThreadSnapshot:
+    """A thread as a sample keeps it: registers where /proc says it sleeps, frames unwound.
+    (The frames' contents do not matter to which thread is recalled.)"""
+    call = read_syscall(pid, tid)
+    assert call is not None and not call.running
+    arch = host()
+    regs = Registers.of({arch.pc: call.pc, arch.sp: call.sp}, arch)
+    unwound = UnwindResult(
+        (Frame(call.pc),),
+        CaptureMethod.FRAME_POINTER,
+        FpStatus.END_OF_CHAIN,
+        UnwindStatus.END_OF_STACK,
+    )
+    return ThreadSnapshot(tid=tid, name="t", status=ThreadStatus.OK, regs=regs, unwound=unwound)
+
+
+def test_a_thread_that_ran_is_captured_again(blocked):
+    """The main thread sleeps in read(stdin) until the test writes a line: kept while it
+    sleeps, recalled as long as it has not run, and never once it has."""
+    main = blocked.pid
+    with UnchangedThreads(blocked.pid) as unchanged:
+        unchanged.start([main])
+        thread = _settled(main, blocked.pid)
+        unchanged.keep(main, thread)
+        assert unchanged.recall(main) is thread
+        assert unchanged.recall(main) is thread
+        blocked.status()  # it reads a line, answers, and blocks in read again
+        assert unchanged.recall(main) is None
+        assert unchanged.reused == 2
+
+
+def test_a_signature_is_read_after_the_name_whatever_it_holds():
+    stat = b"42 (a) b) c 5) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n"
+    signature = parse_signature(stat, b"1500 200 7\n")
+    assert signature is not None
+    assert (signature.state, signature.start_time) == ("S", 12345)
+    assert (signature.run_ns, signature.run_count) == (1500, 7)
+    assert parse_signature(b"42 (a) S 1", b"1 2 3") is None
+
+
+_LIST_MODULES = """
+import atexit, runpy, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write("\\n".join(sorted(sys.modules))))
+sys.argv[0] = "stackdump"
+runpy.run_module("stackdump", run_name="__main__", alter_sys=True)
+"""
+
+
+def _imported(tmp_path, *args: str) -> set:
+    """The modules a real `stackdump` run has loaded when it exits (`-X importtime` would
+    miss those importlib loads)."""
+    out = tmp_path / "modules"
+    result = subprocess.run(
+        [sys.executable, "-c", _LIST_MODULES, str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(out.read_text().split())
+
+
+UNUSED_BY_TEXT = (
+    "stackdump.writers.json_doc",
+    "stackdump.writers.pprof",
+    "stackdump.writers.trace_formats",
+    "stackdump.writers.folded",
+    "stackdump.writers.profile_text",
+    "stackdump.capture.core",
+)
+
+
+def test_a_disabled_text_dump_imports_only_what_it_uses(blocked, tmp_path):
+    """Start-up is most of a small dump's cost (issue 31): a DISABLED text dump of a live
+    process loads no pyelftools (no DWARF is read; CFI has its own parser), no rich (stderr
+    is no terminal) and no writer of another format; written as JSON, it loads that writer."""
+    pid = str(blocked.pid)
+    disabled = _imported(tmp_path, "-p", pid, "--mode", "disabled")
+    assert "stackdump.unwind.cfi_entries" in disabled  # the run did unwind with CFI
+    assert not {m for m in disabled if m.split(".")[0] in ("elftools", "rich")}
+    assert not disabled.intersection(UNUSED_BY_TEXT)
+    assert "stackdump.writers.json_doc" in _imported(
+        tmp_path, "-p", pid, "--mode", "disabled", "--format", "json"
+    )
