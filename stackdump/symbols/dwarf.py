@@ -27,10 +27,13 @@ from stackdump.elf import dwarf_sections
 from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.elf.store import LoadedObject, ObjectStore, try_open
 from stackdump.escape import quote
+from stackdump.symbols import dies
 
 _SCOPE_TAGS = ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
 _CONTAINER_TAGS = ("DW_TAG_namespace", "DW_TAG_module")
 _MAX_DEPTH = 64  # nesting bound for hostile input
+# The sections whose bytes `dies.py` reads, by pyelftools' descriptor names (debug_NAME_sec).
+_DIE_SECTIONS = ("info", "abbrev", "str", "line_str", "str_offsets", "addr", "ranges", "rnglists")
 
 
 @dataclass(frozen=True)
@@ -123,13 +126,16 @@ class DwarfIndex:
         open_found: Optional[Callable[[str], Optional[ElfObject]]] = None,
         warn: Optional[Callable[[str], None]] = None,
         shown: str = "",
+        own_reader: bool = True,
     ) -> None:
         """`find_supplement(name, build_id)`: the dwz supplementary file the debug info
         names, opened (the store's search), or None. `origin`: where the object lives (its
         .dwp and .dwo files are looked for beside it), when not where `elf` was read from.
         `open_found(path)`: how a .dwo or .dwp is opened (the store's: only regular files,
         the others skipped with a warning), None when it cannot be. `warn(message)`: where
-        damage found in the debug info is said (`shown` names the object there)."""
+        damage found in the debug info is said (`shown` names the object there).
+        `own_reader`: walk entries with `dies.py` where it can (False: pyelftools only, for
+        tests that compare the two)."""
         self._warn = warn or (lambda message: None)
         self._shown = shown or origin or elf.path
         self._origin = origin or elf.path
@@ -149,6 +155,9 @@ class DwarfIndex:
         self._package = None  # (the .dwp, its .debug_cu_index), or False when there is none
         self.cus_parsed = 0  # line programs decoded: for tests that prove caching
         self.cus_walked = 0  # CUs read to index their ranges (none with a .gdb_index)
+        self._own_reader = own_reader
+        self._die_reader: Optional[dies.DieReader] = None
+        self._no_reader = not own_reader
 
     # -- public -----------------------------------------------------------------------------
 
@@ -202,6 +211,9 @@ class DwarfIndex:
     def inline_chain(self, cu_offset: int, vaddr: int) -> List[InlineFrame]:
         """Functions active at vaddr, innermost first; the last is the physical function.
         Empty when no subprogram covers vaddr."""
+        chain = self._own_chain(cu_offset, vaddr)
+        if chain is not None:
+            return chain
         cu, info, table = self._die_cu(cu_offset)
         if cu is None:
             return []
@@ -220,6 +232,53 @@ class DwarfIndex:
             if die.tag == "DW_TAG_inlined_subroutine":
                 file, line = _call_site(die, table)
         return frames
+
+    def _own_chain(self, cu_offset: int, vaddr: int) -> Optional[List[InlineFrame]]:
+        """inline_chain through `dies.py`; None where pyelftools must answer."""
+        reader = self._reader()
+        if reader is None:
+            return None
+        try:
+            unit = reader.unit(cu_offset)
+            scopes = dies.scopes_at(reader, unit, vaddr)
+        except dies.Unsupported:
+            return None
+        except parse_errors():
+            return []
+        functions = [d for d in scopes if d.tag != dies.TAG_LEXICAL_BLOCK]
+        if not functions:
+            return []
+        table = self._line_table(cu_offset)
+        here = self.location(cu_offset, vaddr)
+        frames: List[InlineFrame] = []
+        file, line = here if here else (None, None)
+        for die in reversed(functions):
+            try:
+                name = dies.name_of(reader, unit, die, _text)
+            except dies.Unsupported:
+                return None
+            except parse_errors():
+                name = None
+            frames.append(InlineFrame(name, file, line))
+            if die.tag == dies.TAG_INLINED:
+                file, line = _numbered_call_site(*dies.call_site(die), table)
+        return frames
+
+    def _reader(self) -> Optional[dies.DieReader]:
+        if self._die_reader is None and not self._no_reader:
+            info = self._dwarf()
+            try:
+                if info is None:
+                    raise dies.Unsupported("no DWARF")
+                self._die_reader = dies.DieReader(
+                    {
+                        name: dies.Section.of(getattr(info, f"debug_{name}_sec", None))
+                        for name in _DIE_SECTIONS
+                    }
+                )
+            except (dies.Unsupported, *parse_errors()):
+                self._no_reader = True
+        return self._die_reader
 
     def function_name(self, cu_offset: int, vaddr: int) -> Optional[str]:
         chain = self.inline_chain(cu_offset, vaddr)
@@ -407,6 +466,9 @@ class DwarfIndex:
         indexed = gdb_index_ranges(self._elf.section_bytes(".gdb_index") or b"")
         if indexed:
             return _RangeIndex(indexed)  # gdb-add-index's address table: no CU is walked
+        own = self._own_cu_ranges()
+        if own is not None:
+            return _RangeIndex(own)
         entries = []
         info = self._dwarf()
         try:
@@ -418,6 +480,24 @@ class DwarfIndex:
         except parse_errors():
             pass
         return _RangeIndex(entries)
+
+    def _own_cu_ranges(self) -> Optional[List[Tuple[int, int, int]]]:
+        """Every unit's top-entry ranges through `dies.py` (a header and one entry each);
+        None where pyelftools must read them."""
+        reader = self._reader()
+        if reader is None:
+            return None
+        entries = []
+        try:
+            for offset in reader.unit_offsets():
+                self.cus_walked += 1
+                unit = reader.unit(offset)
+                entries.extend((low, high, offset) for low, high in reader.ranges(unit, unit.top))
+        except dies.Unsupported:
+            return None
+        except parse_errors():
+            pass  # what was read before the damage is kept, as pyelftools' walk does
+        return entries
 
     def _line_table(self, cu_offset: int) -> Optional[_LineTable]:
         if cu_offset not in self._lines:
@@ -580,6 +660,16 @@ def _die_name(die) -> Optional[str]:
         except parse_errors():
             return None
     return None
+
+
+def _numbered_call_site(
+    index: Optional[int], line: Optional[int], table: Optional[_LineTable]
+) -> Tuple[Optional[str], Optional[int]]:
+    """(file, line) of a call site given as a file number of the unit's line table."""
+    file = None
+    if table is not None and index is not None and 0 <= index < len(table.files):
+        file = table.files[index]
+    return file, line
 
 
 def _call_site(die, table: Optional[_LineTable]) -> Tuple[Optional[str], Optional[int]]:
