@@ -3,7 +3,8 @@
 
 Builds tests/targets/threads.c, starts it with N threads (mixed: spinning, blocked in read,
 pthread_cond_wait, nanosleep, epoll_wait), then runs each dumper R times and prints a table of
-medians: wall time and its ratio to eu-stack (DISABLED rows) or `eu-stack -s` (FAST rows),
+medians: wall time and its ratio to eu-stack (DISABLED rows), `eu-stack -s` (FAST, FULL) or
+`eu-stack -s -i` (FULL_WITH_INLINE),
 peak RSS, the per-thread pause (p50/p99/max of `pause_us` over the threads that were stopped,
 also printed by the C floor benchmarks/cloop.c), and the longest stall the target's spinning
 thread saw during the run (TSC gaps) with eu-stack's stall divided by it. A row with no dumper
@@ -281,13 +282,20 @@ def bench_target(
         for temp in ("cold", "warm"):
             cold = temp == "cold"
             has_eu = shutil.which("eu-stack") is not None
+            modes = [m.upper() for m in args.modes.split(",")]
             if has_eu:
                 bench.measure(f"eu-stack ({temp})", ["eu-stack", "-p", pid], cold, False)
                 bench.measure(f"eu-stack -s ({temp})", ["eu-stack", "-s", "-p", pid], cold, False)
-            for mode in args.modes.split(","):
-                base = (
-                    f"eu-stack ({temp})" if mode.upper() == "DISABLED" else f"eu-stack -s ({temp})"
+                if "FULL_WITH_INLINE" in modes:
+                    bench.measure(
+                        f"eu-stack -s -i ({temp})", ["eu-stack", "-s", "-i", "-p", pid], cold, False
+                    )
+            for mode in modes:
+                # Each mode against the eu-stack run that does the same work.
+                base = {"DISABLED": "eu-stack", "FULL_WITH_INLINE": "eu-stack -s -i"}.get(
+                    mode, "eu-stack -s"
                 )
+                base = f"{base} ({temp})"
                 bench.measure(
                     f"stackdump {mode} ({temp})",
                     [*stackdump, "-p", pid, "--mode", mode],

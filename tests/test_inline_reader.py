@@ -1,4 +1,4 @@
-"""Issue 31: inline chains and the CU-range index read by our own entry reader
+"""Issue 31: inline chains, the CU-range index and `.debug_aranges` read by our own reader
 (`symbols/dies.py`) equal pyelftools', pc by pc, on test programs and a C++ program with
 deep inlining, in DWARF 4 and 5; damaged entries cost an answer, never an exception."""
 
@@ -77,3 +77,13 @@ def test_damaged_entries_cost_answers_not_exceptions(build_dir, tmp_path):
         for cu, pc in pcs:
             assert isinstance(index.inline_chain(cu, pc), list)
         index._own_cu_ranges()
+
+
+@pytest.mark.parametrize("dwarf", [4, 5])
+def test_aranges_equal_pyelftools(build_dir, dwarf):
+    binary = str(_built(build_dir, "deep_inline.cpp", dwarf))
+    ours = DwarfIndex(ElfObject.open(binary), own_reader=True)._build_aranges()
+    theirs = DwarfIndex(ElfObject.open(binary), own_reader=False)._build_aranges()
+    assert len(ours.starts) > 0
+    for field in ("starts", "ends", "offsets"):
+        assert getattr(ours, field).tolist() == getattr(theirs, field).tolist()

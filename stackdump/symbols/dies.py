@@ -195,6 +195,13 @@ class DieReader:
             unit = self._units[offset] = self._read_unit(offset)
         return unit
 
+    def top_ranges(self, offset: int) -> List[Tuple[int, int]]:
+        """The ranges of the unit at `offset` from its header and top entry alone: its
+        abbreviation table is read only up to the top entry's code, and nothing is kept (a
+        1 GB binary has hundreds of units, each table thousands of entries)."""
+        unit = self._read_unit(offset, whole_table=False)
+        return self.ranges(unit, unit.top)
+
     def unit_offsets(self) -> Iterator[int]:
         """Every unit's offset, from its header's length alone."""
         offset = 0
@@ -221,7 +228,7 @@ class DieReader:
             raise DieError(f"reference 0x{offset:x} into no unit's entries")
         return unit
 
-    def _read_unit(self, offset: int) -> Unit:
+    def _read_unit(self, offset: int, whole_table: bool = True) -> Unit:
         info = self.info
         (length,) = info.unpack("<I", offset)
         at, offset_size = offset + 4, 4
@@ -250,7 +257,12 @@ class DieReader:
             raise DieError(f"unit version {version}")
         if address_size not in (4, 8):
             raise DieError(f"address size {address_size}")
-        abbrevs = self._abbrev_table(abbrev_offset)
+        if whole_table:
+            abbrevs = self._abbrev_table(abbrev_offset)
+        else:
+            abbrevs = self._abbrevs.get(abbrev_offset) or self._abbrev_table(
+                abbrev_offset, until=info.uleb(at)[0]
+            )
         bare = Unit(offset, end, version, offset_size, address_size, at, abbrevs, {}, 0, 0, 0)
         top = self.read(bare, at, _TOP)
         return Unit(
@@ -260,12 +272,14 @@ class DieReader:
             _int(top.attrs.get(AT_RNGLISTS_BASE)),
         )  # fmt: skip
 
-    def _abbrev_table(self, offset: int) -> Dict[int, Abbrev]:
+    def _abbrev_table(self, offset: int, until: int = 0) -> Dict[int, Abbrev]:
+        """The abbreviation table at `offset`, kept; with `until`, only its entries up to
+        that code, not kept."""
         table = self._abbrevs.get(offset)
         if table is not None:
             return table
         section, table, at = self.abbrev, {}, offset
-        while True:
+        while until not in table:
             code, at = section.uleb(at)
             if code == 0:
                 break
@@ -283,7 +297,8 @@ class DieReader:
                     const, at = section.sleb(at)
                 specs.append((name, form, const))
             table[code] = (tag, children, tuple(specs))
-        self._abbrevs[offset] = table
+        if not until:
+            self._abbrevs[offset] = table
         return table
 
     # -- entries ------------------------------------------------------------------------------
@@ -563,6 +578,39 @@ def _int(attr: Optional[Tuple[int, object]]) -> int:
         return 0
     value = attr[1]
     return value if isinstance(value, int) else 0
+
+
+def aranges(section: Section) -> List[Tuple[int, int, int]]:
+    """(start, end, unit offset) of every range in `.debug_aranges` (section 6.1.2): a set
+    per unit, each a header and (address, length) pairs up to a pair of zeros."""
+    out = []
+    offset = 0
+    while offset + 4 <= section.size:
+        (length,) = section.unpack("<I", offset)
+        at, offset_size = offset + 4, 4
+        if length == 0xFFFF_FFFF:
+            (length,) = section.unpack("<Q", at)
+            at, offset_size = at + 8, 8
+        end = at + length
+        if length == 0 or end > section.size:
+            raise DieError(f"address range set at 0x{offset:x} has length 0x{length:x}")
+        (unit,) = section.unpack("<I" if offset_size == 4 else "<Q", at + 2)
+        address_size = section.byte(at + 2 + offset_size)
+        segment_size = section.byte(at + 3 + offset_size)
+        if address_size not in (4, 8) or segment_size:
+            raise Unsupported(f"address size {address_size}, segment size {segment_size}")
+        pair = 2 * address_size
+        at += 4 + offset_size
+        at += -(at - offset) % pair  # the pairs start at a multiple of their size
+        fmt = "<QQ" if address_size == 8 else "<II"
+        while at + pair <= end:
+            start, size = section.unpack(fmt, at)
+            at += pair
+            if start == 0 and size == 0:
+                break
+            out.append((start, start + size, unit))
+        offset = end
+    return out
 
 
 # -- the walks ---------------------------------------------------------------------------------

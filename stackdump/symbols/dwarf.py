@@ -454,6 +454,14 @@ class DwarfIndex:
     def _build_aranges(self) -> _RangeIndex:
         entries = []
         info = self._dwarf()
+        section = dies.Section.of(getattr(info, "debug_aranges_sec", None)) if info else None
+        if section is not None and not self._no_reader:
+            try:
+                return _RangeIndex(dies.aranges(section))
+            except dies.Unsupported:
+                pass  # pyelftools reads it
+            except parse_errors():
+                return _RangeIndex([])
         try:
             aranges = info.get_aranges() if info is not None else None
             for e in aranges.entries if aranges else ():
@@ -491,8 +499,7 @@ class DwarfIndex:
         try:
             for offset in reader.unit_offsets():
                 self.cus_walked += 1
-                unit = reader.unit(offset)
-                entries.extend((low, high, offset) for low, high in reader.ranges(unit, unit.top))
+                entries.extend((low, high, offset) for low, high in reader.top_ranges(offset))
         except dies.Unsupported:
             return None
         except parse_errors():
