@@ -70,12 +70,15 @@ class DumpOptions:
 @dataclass
 class _Memo:
     """What one address-space layout determines, kept across the snapshots of a process
-    while its maps stay the same (sampling): CFI rows and names by absolute pc (but those of
-    code in no object: `Symbolizer`), the frames and syscalls threads share."""
+    while its maps stay the same (sampling): CFI rows, function starts, names and call sites by
+    absolute pc (but those of code in no object: `Symbolizer`), the frames and syscalls
+    threads share."""
 
     maps: tuple
     vdso: Optional[bytes]
     rows: Dict[int, object] = field(default_factory=dict)
+    starts: Dict[int, Optional[int]] = field(default_factory=dict)
+    call_sites: Dict[int, tuple] = field(default_factory=dict)
     names: Dict[Tuple[int, bool], SymbolizedFrame] = field(default_factory=dict)
     frames: Dict[Tuple[int, str, bool, bool], Frame] = field(default_factory=dict)
     syscalls: Dict[Tuple[bool, Optional[int]], SyscallState] = field(default_factory=dict)
@@ -100,7 +103,7 @@ class _Session:
         )
         memo = analyzer.memo_for(maps, vdso)
         self._memo = memo
-        self.cfi = CfiSource(self.objects, runtimes.own_code, memo.rows)
+        self.cfi = CfiSource(self.objects, runtimes.own_code, memo.rows, memo.starts)
         self.code_map = CodeMap(maps)
         self._maps = maps
         self.hits_before = analyzer.disk.hits
@@ -116,7 +119,12 @@ class _Session:
         if self._symbolizer is None:
             anonymous = runtimes.anonymous_code(self._maps, getattr(self.files, "pid", None))
             self._symbolizer = Symbolizer(
-                self.objects, self.mode, anonymous, runtimes.own_code, self._memo.names
+                self.objects,
+                self.mode,
+                anonymous,
+                runtimes.own_code,
+                self._memo.names,
+                self._memo.call_sites,
             )
         return self._symbolizer
 
@@ -135,15 +143,24 @@ class _Session:
             self.code_map,
             cfi.problem,
         )
+        method, frames = result.capture_method, result.frames
         if thread.passive:
-            result = dataclasses.replace(result, capture_method=CaptureMethod.PASSIVE_SYSCALL)
+            method = CaptureMethod.PASSIVE_SYSCALL
         elif thread.coroutine:
-            result = dataclasses.replace(result, capture_method=CaptureMethod.SAVED_CONTEXT)
-        first = result.frames[0] if result.frames else None
+            method = CaptureMethod.SAVED_CONTEXT
+        first = frames[0] if frames else None
         if thread.pc_after_call and first is not None and cfi.function_start(first.pc) != first.pc:
-            first = dataclasses.replace(first, activation=False)
-            result = dataclasses.replace(result, frames=(first, *result.frames[1:]))
-        return result
+            frames = (dataclasses.replace(first, activation=False), *frames[1:])
+        if method is result.capture_method and frames is result.frames:
+            return result
+        return UnwindResult(  # not dataclasses.replace: ~5 us less, per coroutine
+            frames,
+            method,
+            result.fp_status,
+            result.unwind_status,
+            result.error,
+            result.recovered_frame_pointers,
+        )
 
     def settle(self, thread: ThreadSnapshot) -> ThreadSnapshot:
         """The thread unwound, its stack copy released: what a live capture keeps. Its

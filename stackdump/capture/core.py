@@ -74,6 +74,10 @@ class CoreMemory:
             data += more
         return data
 
+    def read_many(self, addresses: Sequence[int], size: int) -> List[bytes]:
+        """`size` bytes at each address, b"" where not all are there (`RemoteMemory`'s)."""
+        return [d if len(d) == size else b"" for d in (self.read(a, size) for a in addresses)]
+
     def _read_region(self, address: int, size: int) -> bytes:
         """Bytes from address on, as many of `size` as one region holds ("" if none)."""
         i = bisect.bisect_right(self._starts, address) - 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from stackdump import clib
 from stackdump.types import MemoryMap
@@ -37,6 +37,9 @@ def _load_process_vm_readv():
     )
     fn.restype = ctypes.c_ssize_t
     return fn
+
+
+_IOV_MAX = 1024
 
 
 class RemoteMemory:
@@ -80,6 +83,36 @@ class RemoteMemory:
     def read(self, address: int, size: int) -> bytes:
         buf = ctypes.create_string_buffer(size)
         n = self.copy_into(self.pid, buf, address, size)
+        return ctypes.string_at(buf, n) if n > 0 else b""
+
+    def read_many(self, addresses: Sequence[int], size: int) -> List[bytes]:
+        """`size` bytes at each address (b"" where none could be read), in as few system
+        calls as the kernel allows: one process_vm_readv per 1,024 ranges (IOV_MAX). 100,000
+        goroutine descriptors are ~100 calls, not 100,000."""
+        out: List[bytes] = []
+        at = 0
+        while at < len(addresses):
+            batch = addresses[at : at + _IOV_MAX]
+            copied = self._readv_batch(batch, size) if self._readv is not None else b""
+            whole = len(copied) // size
+            out.extend(copied[i * size : (i + 1) * size] for i in range(whole))
+            at += whole
+            if whole < len(batch):
+                # The kernel stops at the first range it cannot read: that one alone.
+                out.append(self.read(addresses[at], size) if addresses[at] else b"")
+                if len(out[-1]) != size:
+                    out[-1] = b""
+                at += 1
+        return out
+
+    def _readv_batch(self, addresses: Sequence[int], size: int) -> bytes:
+        count = len(addresses)
+        buf = ctypes.create_string_buffer(size * count)
+        local = (ctypes.c_size_t * 2)(ctypes.addressof(buf), size * count)
+        remote = (ctypes.c_size_t * (2 * count))()
+        remote[0::2] = list(addresses)
+        remote[1::2] = [size] * count
+        n = self._readv(self.pid, ctypes.addressof(local), 1, ctypes.addressof(remote), count, 0)
         return ctypes.string_at(buf, n) if n > 0 else b""
 
     def _pread_into(self, local_address: int, address: int, size: int) -> int:

@@ -50,16 +50,18 @@ class Symbolizer:
         anonymous: Optional[AnonymousCode],
         own_names: Callable[[LoadedObject], Optional[OwnNames]],
         cache: Optional[Dict[Tuple[int, bool], SymbolizedFrame]] = None,
+        call_sites: Optional[Dict[int, tuple]] = None,
     ) -> None:
         """`anonymous`: names for pcs no object holds; `own_names`: the runtime that names
         an object's frames itself, asked before its symbols and DWARF (`runtimes.own_code`);
-        `cache`: names an earlier symbolizer in this mode gave over the same maps (never those
-        of code in no object)."""
+        `cache`, `call_sites`: names and call sites an earlier symbolizer in this mode gave over
+        the same maps (never those of code in no object)."""
         self.objects = objects
         self.mode = mode
         self.anonymous = anonymous
         self._own_names = own_names
         self._cache = cache if cache is not None else {}
+        self._call_sites = call_sites if call_sites is not None else {}
         self._demangler = Demangler()
 
     def symbolize(self, frame: Frame) -> SymbolizedFrame:
@@ -77,6 +79,14 @@ class Symbolizer:
         """(function, file, line) of the call that returns to `pc`, in the words of the
         runtime that owns the code where it has its own (a `created by` line: the physical
         function and the line of the call), else as a frame returning there is named."""
+        found = self._call_sites.get(pc)
+        if found is None:
+            found = self._call_site(pc)
+            if self.anonymous is None or not self.anonymous.covers(pc):
+                self._call_sites[pc] = found
+        return found
+
+    def _call_site(self, pc: int) -> Tuple[Optional[str], Optional[str], Optional[int]]:
         frame = Frame(pc=pc)
         _, loaded, vaddr = self._locate(frame)
         own = self._own_names(loaded) if loaded is not None and vaddr is not None else None

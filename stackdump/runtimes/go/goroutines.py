@@ -42,6 +42,7 @@ _PARKED = (4, 10)  # waiting, leaked: with a wait reason
 _NOT_SHOWN = (2, 6, 11)  # running (its thread's section), dead
 _SCAN = 0x1000
 _MAX_WAIT_REASONS = 64
+_BATCH = 256  # goroutine descriptors read in one system call
 _MAX_MS = 100_000
 _SCAN_BYTES = 64 << 20  # of .bss or .data searched for allgs, allm, waitReasonStrings
 _MAX_CANDIDATES = 1 << 18  # distinct pointers in .bss tried as runtime.allm
@@ -407,10 +408,17 @@ def goroutines(
     pointers = memory.read(array_at, 8 * count) if array_at and count else b""
     reasons = _wait_reasons(memory, runtime.wait_reasons) if runtime.wait_reasons else {}
     out = []
-    for (g,) in struct.iter_unpack("<Q", pointers[: len(pointers) // 8 * 8]):
-        snapshot = _goroutine(memory, g, runtime, reasons, maps, stack_bytes, now_ns)
-        if snapshot is not None:
-            out.append(keep(snapshot) if keep is not None else snapshot)
+    gs = [g for (g,) in struct.iter_unpack("<Q", pointers[: len(pointers) // 8 * 8])]
+    for at in range(0, len(gs), _BATCH):
+        # Descriptors a batch at a time (one system call each), each goroutine's stack read
+        # right after: the later check that it did not run meanwhile stays a short window.
+        batch = [g if g and not g & 7 else 0 for g in gs[at : at + _BATCH]]
+        for g, data in zip(batch, memory.read_many(batch, runtime.layout.g_size)):
+            if not g or len(data) != runtime.layout.g_size:
+                continue
+            snapshot = _goroutine(memory, g, data, runtime, reasons, maps, stack_bytes, now_ns)
+            if snapshot is not None:
+                out.append(keep(snapshot) if keep is not None else snapshot)
     return out
 
 
@@ -418,11 +426,8 @@ def monotonic_now() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
-def _goroutine(memory, g: int, runtime: GoRuntime, reasons, maps, stack_bytes, now_ns):
+def _goroutine(memory, g: int, data: bytes, runtime: GoRuntime, reasons, maps, stack_bytes, now_ns):
     layout = runtime.layout
-    data = _read_g(memory, g, layout)
-    if data is None:
-        return None
     status = struct.unpack_from("<I", data, layout.status)[0] & ~_SCAN
     if status not in STATUS or status in _NOT_SHOWN:
         return None

@@ -142,3 +142,23 @@ def test_a_disabled_text_dump_imports_only_what_it_uses(blocked, tmp_path):
     assert "stackdump.writers.json_doc" in _imported(
         tmp_path, "-p", pid, "--mode", "disabled", "--format", "json"
     )
+
+
+def test_many_ranges_read_in_one_call_equal_one_read_each(blocked):
+    """`read_many` (goroutine descriptors, issue 31) returns what `read` returns range by
+    range, an unreadable range in the middle included (b"", and the ranges after it read)."""
+    from stackdump.capture.remote import RemoteMemory
+    from stackdump.proc import read_maps
+
+    stack = next(m for m in read_maps(blocked.pid) if m.path == "[stack]")
+    readable = [stack.end - 4096 + 64 * i for i in range(40)]
+    addresses = [*readable[:20], 8, *readable[20:]]  # page 0 is never mapped
+    memory = RemoteMemory(blocked.pid)
+    try:
+        many = memory.read_many(addresses, 64)
+        one_by_one = [memory.read(a, 64) for a in addresses]
+    finally:
+        memory.close()
+    assert many[20] == b"" and one_by_one[20] == b""
+    assert many == one_by_one
+    assert all(len(d) == 64 for i, d in enumerate(many) if i != 20)
