@@ -82,6 +82,9 @@ class _Memo:
     names: Dict[Tuple[int, bool], SymbolizedFrame] = field(default_factory=dict)
     frames: Dict[Tuple[int, str, bool, bool], Frame] = field(default_factory=dict)
     syscalls: Dict[Tuple[bool, Optional[int]], SyscallState] = field(default_factory=dict)
+    # By tid: a thread sampling counted again from its last capture (the same snapshot
+    # object) has the same report.
+    reports: Dict[int, Tuple[ThreadSnapshot, ThreadReport]] = field(default_factory=dict)
 
 
 class _Session:
@@ -113,6 +116,7 @@ class _Session:
         self.mode = options.mode
         self._frames = memo.frames
         self._syscalls = memo.syscalls
+        self.reports = memo.reports
 
     @property
     def symbolizer(self) -> Symbolizer:
@@ -435,13 +439,20 @@ def _thread_reports(
     and how many frames went unsymbolized so."""
     reports: List[ThreadReport] = []
     unsymbolized = 0
+    known = session.reports
     for done, thread in enumerate(threads):
         if progress is not None:
             progress("symbolization", done, len(threads))
+        earlier = known.get(thread.tid)
+        if earlier is not None and earlier[0] is thread:
+            reports.append(earlier[1])
+            continue
         report = winding.attempt(lambda t=thread: _thread_report(t, session, True))
         if report is None:
             report = _thread_report(thread, session, False)
             unsymbolized += report.physical_frames
+        elif not thread.coroutine:
+            known[thread.tid] = (thread, report)
         reports.append(report)
     return reports, unsymbolized
 

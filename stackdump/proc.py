@@ -6,6 +6,7 @@ and go while we look; callers turn that into `thread_exited`, never into an exce
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Dict, List, Optional, Tuple
@@ -182,6 +183,7 @@ def _unmangle(path: str) -> str:
     return path.replace("\\012", "\n")
 
 
+@functools.lru_cache(maxsize=4)
 def parse_maps(text: str) -> Tuple[MemoryMap, ...]:
     maps = []
     # Only "\n" ends a line: str.splitlines() would also split a path at \x1c-\x1e or \x85.

@@ -201,7 +201,6 @@ class _Capture:
         self.maps = proc.read_maps(pid, self.view)
         self.exe = proc.read_exe(pid, self.view)
         self.cmdline = proc.read_cmdline(pid)
-        self.names = {tid: proc.read_comm(pid, tid) for tid in self.tids}
         self.files = LiveFiles(self.view, self.maps)
         self.memory = RemoteMemory(self.view)
         self.copier = StackCopier(
@@ -249,7 +248,8 @@ class _Capture:
         # Threads of a pool are mostly alike (S, same wchan, no CPU): share one.
         if context is not None:
             context = self._contexts.setdefault(context, context)
-        thread = _capture_one(tracer, self.passive, pid, tid, self.names.get(tid), options, syscall)
+        name = proc.read_comm(pid, tid)  # here, not up front: sampling skips most threads
+        thread = _capture_one(tracer, self.passive, pid, tid, name, options, syscall)
         if _stack_unmapped(thread):
             thread = _locate_stack(thread, pid, self.view, self.copier)
         if context is not None and thread.name != "?":

@@ -87,8 +87,8 @@ class RemoteMemory:
 
     def read_many(self, addresses: Sequence[int], size: int) -> List[bytes]:
         """`size` bytes at each address (b"" where none could be read), in as few system
-        calls as the kernel allows: one process_vm_readv per 1,024 ranges (IOV_MAX). 100,000
-        goroutine descriptors are ~100 calls, not 100,000."""
+        calls as the kernel allows: one process_vm_readv per 1,024 ranges (IOV_MAX): 100,000
+        coroutine descriptors are ~100 calls, not 100,000."""
         out: List[bytes] = []
         at = 0
         while at < len(addresses):

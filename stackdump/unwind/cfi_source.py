@@ -60,7 +60,7 @@ class CfiSource:
 
     def function_start(self, pc: int) -> Optional[int]:
         """Start of the function holding an absolute pc, by its FDE, else by its symbol
-        (code built without unwind tables has no FDE). Memoized: 100,000 goroutines ask it of
+        (code built without unwind tables has no FDE). Memoized: 100,000 coroutines ask it of
         the few pcs they are parked at."""
         try:
             return self._starts[pc]
