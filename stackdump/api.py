@@ -98,7 +98,7 @@ def dump(
         report = analyzer.analyze(snapshot, started, progress, stop, phase)
         # dpkg -S for objects without symbols (a fraction of a second): a signal now finds
         # the report complete, and it goes out.
-        report = with_fixes(report)
+        report = with_fixes(report, analyzer.disk)
         stage("write")
         return report
 

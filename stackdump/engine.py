@@ -22,7 +22,7 @@ from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress
 from stackdump.elf.debuginfod import Debuginfod, settings_from_environ
 from stackdump.elf.modules import HostFiles
-from stackdump.elf.packages import symbols_fix
+from stackdump.elf.packages import cached_symbols_fix
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.interrupts import Cancelled, Interrupts
 from stackdump.locks import OWNER_OFFSET, owner_offset, with_mutex_waits
@@ -499,21 +499,23 @@ def _owner_offset(session: _Session, reports: List[ThreadReport]) -> int:
     return owner_offset(reports, lambda pc, s, m: member_offset_at(session.objects, pc, s, m))
 
 
-def with_fixes(report: Report) -> Report:
+def with_fixes(report: Report, cache: DiskCache) -> Report:
     """The report with a fix for each object whose frames went unnamed for want of a symbol
-    table (the Debian package to install: `dpkg -S`, ~0.1 s a file). Asked for by a writer
-    that shows it, once per dump; a profile's samples do without."""
+    table (the Debian package to install: `dpkg -S`, ~0.1 s a file, kept in `cache` until
+    dpkg's state changes). Asked for by a writer that shows it, once per dump; a profile's
+    samples do without."""
     if not any(m.unknown_frames and m.symbols != "symtab" for m in report.modules):
         return report
-    modules = tuple(_with_fix(m) for m in report.modules)
+    modules = tuple(_with_fix(m, cache) for m in report.modules)
     return dataclasses.replace(report, modules=modules)
 
 
-def _with_fix(module: ModuleEntry) -> ModuleEntry:
+def _with_fix(module: ModuleEntry, cache: DiskCache) -> ModuleEntry:
     if not module.unknown_frames or module.symbols == "symtab" or module.path.startswith("["):
         return module
     debuginfod = settings_from_environ(os.environ) is not None
-    fix = symbols_fix(module.path, module.build_id, debuginfod, missing=not module.file_found)
+    missing = not module.file_found
+    fix = cached_symbols_fix(cache, module.path, module.build_id, debuginfod, missing)
     return dataclasses.replace(module, fix=fix)
 
 

@@ -5,12 +5,16 @@ every time gives, and a thread that did run must be captured again."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
-from helpers import Target
+from conftest import ON_CI
+from helpers import Target, compile_target, run_stackdump
 
 from stackdump import api
 from stackdump.arch import host
@@ -162,3 +166,32 @@ def test_many_ranges_read_in_one_call_equal_one_read_each(blocked):
     assert many[20] == b"" and one_by_one[20] == b""
     assert many == one_by_one
     assert all(len(d) == 64 for i, d in enumerate(many) if i != 20)
+
+
+def test_a_fix_hint_asks_dpkg_once_until_dpkg_changes(live, build_dir, tmp_path):
+    """The fix for an object without symbols comes from `dpkg -S` (~0.2 s of CPU): kept in
+    the disk cache, a second dump of the same stripped program asks dpkg nothing and says
+    the same (issue 31: a server dumped every few seconds paid it each time)."""
+    binary = compile_target("threads.c", build_dir, "threads-stripped-fix", ["-O2", "-s"])
+    log = tmp_path / "dpkg.log"
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    for tool in ("dpkg", "dpkg-query"):
+        real = shutil.which(tool)
+        if real is None:
+            if ON_CI:
+                pytest.fail(f"{tool} is missing under CI=true")
+            pytest.skip(f"{tool} is not installed")
+        wrapper = wrappers / tool
+        wrapper.write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+    env = {**os.environ, "PATH": f"{wrappers}:{os.environ['PATH']}",
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}  # fmt: skip
+    with Target(binary, {"read": 2}).wait_ready() as target:
+        first = run_stackdump("-p", str(target.pid), "--mode", "disabled", env=env)
+        asked = log.read_text().splitlines()
+        second = run_stackdump("-p", str(target.pid), "--mode", "disabled", env=env)
+    fixes = [re.findall(r'fix="[^"]*"', r.stdout) for r in (first, second)]
+    assert fixes[0] and fixes[0] == fixes[1]
+    assert asked and any(line.startswith("dpkg -S") for line in asked)
+    assert log.read_text().splitlines() == asked  # the second dump asked nothing
