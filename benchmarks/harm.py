@@ -83,10 +83,17 @@ def dumpers(with_gdb: bool) -> List[Dumper]:
 
 
 def profilers() -> List[Dumper]:
-    """Issue 16: sampling profilers, each for the whole load."""
+    """Issue 16: sampling profilers, each for the whole load (and issue 31: stackdump at 5 Hz,
+    the rate of the dumps every 200 ms that `dumpers` times as separate runs)."""
     stackdump = [sys.executable, "-m", "stackdump", "-p", "PID", "--mode", "disabled"]
     rows = [
         Dumper("no profiler", []),
+        Dumper(  # what dumping every 200 ms costs when it is one process (issue 31)
+            "stackdump 5 Hz",
+            [*stackdump, "--duration-s", "3600", "--hz", "5", "--format", "pprof",
+             "-o", "/dev/null"],
+            continuous=True,
+        ),
         Dumper(
             "stackdump 10 Hz",
             [*stackdump, "--duration-s", "3600", "--hz", "10", "--format", "pprof",

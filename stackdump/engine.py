@@ -54,6 +54,7 @@ from stackdump.types import (
 )
 from stackdump.unwind.cfi_source import CfiSource
 from stackdump.unwind.code_map import CodeMap
+from stackdump.unwind.traces import Recorder, Traces
 from stackdump.unwind.unwinder import memory_of, unwind
 
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
@@ -85,6 +86,7 @@ class _Memo:
     # By tid: a thread sampling counted again from its last capture (the same snapshot
     # object) has the same report.
     reports: Dict[int, Tuple[ThreadSnapshot, ThreadReport]] = field(default_factory=dict)
+    traces: Traces = field(default_factory=Traces)
 
 
 class _Session:
@@ -112,6 +114,7 @@ class _Session:
         self.hits_before = analyzer.disk.hits
         self.decoded_before = dwarf_cus_decoded(self.objects)
         self.max_frames = options.max_frames
+        self.remember = options.remember_unwinds
         self._symbolizer: Optional[Symbolizer] = None
         self.mode = options.mode
         self._frames = memo.frames
@@ -132,7 +135,8 @@ class _Session:
             )
         return self._symbolizer
 
-    def unwind(self, thread: ThreadSnapshot) -> Optional[UnwindResult]:
+    def unwind(self, thread: ThreadSnapshot, memory=None) -> Optional[UnwindResult]:
+        """`memory`: what stands for the thread's stack copy (a `traces.Recorder`)."""
         if thread.unwound is not None:
             return thread.unwound
         if thread.status is not ThreadStatus.OK or thread.regs is None:
@@ -140,7 +144,7 @@ class _Session:
         cfi = self.cfi
         result = unwind(
             thread.regs,
-            memory_of(thread),
+            memory if memory is not None else memory_of(thread),
             self.max_frames,
             cfi.row,
             cfi,
@@ -173,7 +177,12 @@ class _Session:
         same stack share their frames. Its syscall keeps its number (the arguments, sp and
         pc were for capture)."""
         syscall = self._slim(thread.syscall)
-        result = self.unwind(thread)
+        traced = self._traced(thread)
+        if traced is not None and traced[2] is None:  # unwound as an earlier one was
+            return dataclasses.replace(
+                thread, stack=b"", extra_stacks=(), unwound=traced[1], syscall=syscall
+            )
+        result = self.unwind(thread, traced[2] if traced is not None else None)
         if result is None or thread.unwound is not None:
             return (
                 thread
@@ -198,9 +207,26 @@ class _Session:
             result.error,
             result.recovered_frame_pointers,
         )
+        if traced is not None and not result.error:
+            self._memo.traces.keep(traced[0], traced[2], result)
         return dataclasses.replace(
             thread, stack=b"", extra_stacks=(), unwound=result, syscall=syscall
         )
+
+    def _traced(self, thread: ThreadSnapshot):
+        """For a suspended coroutine: (its key, the remembered unwind, None) when one fits,
+        else (its key, None, a Recorder to unwind through); None for anything else (a
+        thread's registers are all known, and rarely twice the same)."""
+        regs = thread.regs
+        if not thread.coroutine or regs is None or thread.extra_stacks or not self.remember:
+            return None
+        if thread.status is not ThreadStatus.OK or thread.unwound is not None:
+            return None
+        memory, sp = memory_of(thread), regs.sp
+        kind = (thread.passive, thread.pc_after_call)
+        key = Traces.key(regs.as_dict(), sp, memory, kind)
+        found = self._memo.traces.find(key, memory, sp)
+        return (key, found, None) if found is not None else (key, None, Recorder(memory, sp))
 
     def _slim(self, call: Optional[SyscallState]) -> Optional[SyscallState]:
         if call is None:

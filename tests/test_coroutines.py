@@ -538,3 +538,23 @@ def test_which_saved_contexts_are_live():
     assert live([0x1F000], positions={0x50000: 7}, own_tops={0x20000: 7}) == [(0x1F000, 7)]
     # A thread whose top is unknown, below a fiber in the same mapping: the fiber is live.
     assert live([0x1F000], tops=[0x1FFF8], positions={0x17000: 8}) == [(0x1F000, None)]
+
+
+def test_fibers_unwound_from_remembered_walks_equal_fibers_walked_each(fibers):
+    """Issue 31: coroutines parked alike are unwound once, the others checked against what
+    that walk read (unwind/traces.py); the report is the one walking each one gives."""
+    from stackdump import api
+    from stackdump.engine import DumpOptions
+    from stackdump.types import AnalysisOptions, CaptureOptions
+
+    target, _ = fibers
+    capture = CaptureOptions(pid=target.pid, coroutines=True)
+    reports = [
+        api.dump(api.Process(target.pid), DumpOptions(capture, AnalysisOptions(remember_unwinds=r)))
+        for r in (True, False)
+    ]
+    remembered, walked = (
+        {c.tid: (c.status, c.frames) for c in report.coroutines} for report in reports
+    )
+    assert len(remembered) >= SLEEPERS + WAITERS  # and the dispatcher
+    assert remembered == walked

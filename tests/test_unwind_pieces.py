@@ -113,3 +113,53 @@ def test_unwind_takes_known_registers_and_bytes_not_a_thread():
     alone = unwind(partial, memory, 64)
     assert [f.pc for f in alone.frames] == [0x401000]
     assert (alone.fp_status, alone.unwind_status) == (None, UnwindStatus.NO_CFI)
+
+
+def _frame_chain(base: int, return_addresses, heap_word: int) -> bytes:
+    """A stack copied from `base`: a word at sp pointing at a chain of frame records (saved
+    frame pointer, return address), the last one's saved frame pointer 0, and a word that
+    points outside the stack (the heap) that no walk reads."""
+    words = [base + 16, heap_word]
+    for i, ra in enumerate(return_addresses):
+        last = i == len(return_addresses) - 1
+        words += [0 if last else base + 16 * (i + 2), ra]
+    return b"".join(w.to_bytes(8, "little") for w in words)
+
+
+def _walk(memory, sp):
+    """A small stand-in for the frame-pointer walk: what it asks of memory decides it."""
+    out, fp = [], memory.read_word(sp)
+    while fp and memory.in_mapping(fp, 16):
+        out.append(memory.read_word(fp + 8))
+        fp = memory.read_word(fp)
+    return tuple(out)
+
+
+def test_a_remembered_walk_is_reused_only_where_every_answer_is_alike():
+    """unwind/traces.py: another stack at another address with the same return addresses
+    at the same offsets (and a different heap word nobody read) reuses the walk; a different
+    return address, or a chain that leaves the stack, does not."""
+    from stackdump.unwind.traces import Recorder, Traces
+
+    def stack(base, ras, heap=0x5000_0000):
+        data = _frame_chain(base, ras, heap)
+        return StackMemory(base, data, base - 4096, base + len(data) + 4096)
+
+    ras = (0x401000, 0x401234, 0x402000)
+    first = stack(0x7F00_0000_0000, ras)
+    traces = Traces()
+    key = Traces.key({7: first.base}, first.base, first, ())
+    recorder = Recorder(first, first.base)
+    kept = _walk(recorder, first.base)
+    assert kept == ras
+    traces.keep(key, recorder, kept)
+
+    alike = stack(0x7F00_1234_0000, ras, heap=0x6000_0000)
+    alike_key = Traces.key({7: alike.base}, alike.base, alike, ())
+    assert alike_key == key
+    assert traces.find(alike_key, alike, alike.base) == ras == _walk(alike, alike.base)
+
+    other = stack(0x7F00_2000_0000, (0x401000, 0x409999, 0x402000))
+    assert traces.find(key, other, other.base) is None
+    assert _walk(other, other.base) != ras
+    assert traces.hits == 1
