@@ -65,6 +65,11 @@ def main() -> None:
             ("eu-stack", ["eu-stack", "-p", pid]),
             ("stackdump DISABLED", [*stackdump, "-p", pid, "--mode", "disabled"]),
             ("stackdump FAST", [*stackdump, "-p", pid, "--mode", "fast"]),
+            (
+                "stackdump DISABLED --format json",
+                [*stackdump, "-p", pid, "--mode", "disabled", "--format", "json"],
+            ),
+            ("stackdump --help (start-up and imports)", [*stackdump, "--help"]),
             ("python3 -c pass", [sys.executable, "-c", "pass"]),
         ):
             wall, cpu = medians(cmd, args.repeat)
