@@ -61,14 +61,17 @@ def test_cu_ranges_equal_pyelftools(build_dir, dwarf):
 
 
 def test_damaged_entries_cost_answers_not_exceptions(build_dir, tmp_path):
-    """Bytes of .debug_info flipped at random: every lookup still returns a list."""
+    """Bytes of .debug_info or .debug_abbrev flipped at random: every lookup still returns
+    a list, and the unit-range walk returns."""
     binary = _built(build_dir, "deep_inline.cpp", 5)
     pcs = _pcs(DwarfIndex(ElfObject.open(str(binary)), own_reader=False))[::20]
-    section = ElfObject.open(str(binary)).section(".debug_info")
+    elf = ElfObject.open(str(binary))
+    sections = [elf.section(".debug_info"), elf.section(".debug_abbrev")]
     rng = random.Random(31)
-    for round_ in range(40):
+    for round_ in range(60):
         damaged = tmp_path / f"damaged{round_}"
         shutil.copyfile(binary, damaged)
+        section = sections[round_ % 2]
         with open(damaged, "r+b") as f:
             for _ in range(rng.choice((1, 8, 64))):
                 f.seek(section.offset + rng.randrange(section.size))
@@ -87,3 +90,22 @@ def test_aranges_equal_pyelftools(build_dir, dwarf):
     assert len(ours.starts) > 0
     for field in ("starts", "ends", "offsets"):
         assert getattr(ours, field).tolist() == getattr(theirs, field).tolist()
+
+
+def test_an_abbreviation_is_found_past_entries_it_skips_unread():
+    """`dies._entry_of` skips entries in C: implicit_const values (form 0x21 and a number),
+    multi-byte numbers and a value of 0x21 after another form are each stepped over whole;
+    an entry that never ends (hostile bytes) leaves the careful reader to say so."""
+    from stackdump.symbols import dies
+
+    table = bytes(
+        [1, 0x2E, 1, 0x03, 0x08, 0x3A, 0x21, 0x01, 0, 0]  # code 1: name string, implicit 1
+        + [2, 0x34, 0, 0x90, 0x01, 0x0B, 0x02, 0x21, 0x7F, 0, 0]  # code 2: 2-byte attribute
+        + [3, 0x11, 1, 0x25, 0x0E, 0, 0]  # code 3
+        + [0]
+    )  # fmt: skip
+    assert dies._entry_of(table, 0, len(table), 3) == 21
+    assert dies._entry_of(table, 0, len(table), 2) == 10
+    assert dies._entry_of(table, 0, len(table), 9) == len(table) - 1  # the table's end
+    hostile = bytes([5, 0x11, 1]) + bytes([0x21] * 20_000)
+    assert dies._entry_of(hostile, 0, len(hostile), 7) == 0

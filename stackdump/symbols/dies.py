@@ -595,10 +595,13 @@ class DieReader:
 # One abbreviation entry (DWARF 5 section 7.5.3): its code (captured), tag and children
 # flag, then (attribute, form) pairs, an implicit_const form (0x21) followed by its value,
 # up to a pair of zeros. A LEB128 number is bytes with the high bit set and one without.
+# Every choice is made by the next byte alone (a form is 0x21, another one-byte form, or a
+# longer number), so a match never backtracks: its time is linear in what it reads, whatever
+# a hostile file holds.
 _LEB128 = rb"[\x80-\xff]*[\x00-\x7f]"
+_FORM = rb"(?:\x21" + _LEB128 + rb"|[\x00-\x20\x22-\x7f]|[\x80-\xff]+[\x00-\x7f])"
 _ENTRY = re.compile(
-    rb"(" + _LEB128 + rb")" + _LEB128 + rb"[\x00-\xff]"
-    rb"(?:" + _LEB128 + rb"(?:\x21" + _LEB128 + rb"|" + _LEB128 + rb"))*?\x00\x00"
+    rb"(" + _LEB128 + rb")" + _LEB128 + rb"[\x00-\xff](?:" + _LEB128 + _FORM + rb")*?\x00\x00"
 )
 
 
