@@ -1,4 +1,4 @@
-"""Unwinds remembered by what decided them (issue 31): 100,000 goroutines or 10,000 fibers
+"""Unwinds remembered by what decided them (issue 31): 100,000 coroutines
 parked in the same few places have the same frames, each on its own stack.
 
 An unwind is a deterministic function of the registers, the pcs' CFI rows and code (the same
@@ -113,7 +113,7 @@ _WORD = struct.Struct("<Q")
 
 def _answers_alike(ops: Tuple[tuple, ...], memory: StackMemory, sp: int) -> bool:
     """Whether `memory` answers every noted question as the recorded stack did. (The hot
-    path of 100,000 goroutines: reads of the copy are done here, not through methods.)"""
+    path of 100,000 coroutines: reads of the copy are done here, not through methods.)"""
     low, high = memory.map_start, memory.map_end
     data, base, end = memory.data, memory.base, memory.end
     unpack = _WORD.unpack_from
