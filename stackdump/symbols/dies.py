@@ -116,22 +116,10 @@ class Section:
         return self.buffer[self.base + offset]
 
     def uleb(self, offset: int) -> Tuple[int, int]:
-        if 0 <= offset < self.size:
-            byte = self.buffer[self.base + offset]
-            if byte < 0x80:  # most numbers (abbreviation codes, small sizes) are one byte
-                return byte, offset + 1
-        value = shift = 0
-        buffer, at, end = self.buffer, self.base + offset, self.base + self.size
-        while at < end:
-            byte = buffer[at]
-            at += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value, at - self.base
-            if shift > 70:
-                break
-        raise DieError(f"bad LEB128 number at 0x{offset:x}")
+        if offset < 0:
+            raise DieError(f"bad LEB128 number at 0x{offset:x}")
+        value, at = _uleb(self.buffer, self.base + offset, self.base + self.size)
+        return value, at - self.base
 
     def sleb(self, offset: int) -> Tuple[int, int]:
         value, end = self.uleb(offset)
@@ -634,7 +622,7 @@ def _uleb(buf, at: int, end: int) -> Tuple[int, int]:
             return value, at
         if shift > 70:
             break
-    raise DieError("bad LEB128 number in an abbreviation table")
+    raise DieError("bad LEB128 number (it runs past the section or is too long)")
 
 
 def _int(attr: Optional[Tuple[int, object]]) -> int:

@@ -75,24 +75,19 @@ class _Reader:
         return struct.unpack_from(fmt, self.data, self.need(struct.calcsize(fmt)))[0]
 
     def uleb(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.data[self.need(1)]
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                return value
-            if shift > 70:
-                raise CfiFormatError("a LEB128 number too long")
+        return self._leb(signed=False)
 
     def sleb(self) -> int:
+        return self._leb(signed=True)
+
+    def _leb(self, signed: bool) -> int:
         value = shift = 0
         while True:
             byte = self.data[self.need(1)]
             value |= (byte & 0x7F) << shift
             shift += 7
             if byte < 0x80:
-                return value - (1 << shift) if byte & 0x40 else value
+                return value - (1 << shift) if signed and byte & 0x40 else value
             if shift > 70:
                 raise CfiFormatError("a LEB128 number too long")
 
