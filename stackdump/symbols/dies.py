@@ -71,8 +71,8 @@ Abbrev = Tuple[int, bool, Tuple[Tuple[int, int, int], ...]]  # tag, children, (a
 Attrs = Dict[int, Tuple[int, object]]  # attribute -> (form, raw value)
 
 
-# Formats by their text, compiled once (the same few, read hundreds of thousands of times).
-_STRUCTS: Dict[str, struct.Struct] = {}
+# The formats this reader uses, compiled once (each is read hundreds of thousands of times).
+_STRUCTS = {f: struct.Struct(f) for f in ("<B", "<H", "<I", "<Q", "<HB", "<II", "<QQ")}
 
 
 class DieError(ValueError):
@@ -103,9 +103,7 @@ class Section:
         return cls(stream.read(size), 0, size)
 
     def unpack(self, fmt: str, offset: int) -> Tuple[int, ...]:
-        layout = _STRUCTS.get(fmt)
-        if layout is None:
-            layout = _STRUCTS.setdefault(fmt, struct.Struct(fmt))
+        layout = _STRUCTS.get(fmt) or struct.Struct(fmt)
         if offset < 0 or offset + layout.size > self.size:
             raise DieError(f"read past the end of the section at 0x{offset:x}")
         return layout.unpack_from(self.buffer, self.base + offset)
