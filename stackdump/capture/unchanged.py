@@ -29,8 +29,9 @@ from stackdump.types import ThreadSnapshot, ThreadStatus
 # Sleeping states a thread stays in until something wakes it and it runs.
 _ASLEEP = frozenset("SDI")
 # Threads whose three files stay open: past this, a thread's files are opened for each read,
-# so a process of 10,000 threads cannot exhaust our descriptors (1,024 by default).
-_MAX_OPEN = 200
+# so a process of 10,000 threads cannot exhaust our descriptors (1,024 by default, of which
+# the pinned mapped files may take 512: elf/modules.LiveFiles).
+_MAX_OPEN = 100
 _FILES = ("stat", "schedstat", "syscall")
 
 
