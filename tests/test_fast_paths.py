@@ -48,17 +48,27 @@ def _counts(profile) -> Counter:
     return Counter((t.tid, t.state, stacks[t.stack]) for t in profile.thread_samples)
 
 
-def test_a_profile_with_skipping_equals_one_without(blocked):
-    fast = api.profile(api.Process(blocked.pid), SAMPLES, 1)
-    slow = api.profile(api.Process(blocked.pid), SAMPLES, 1, skip_unchanged=False)
-    threads = sum(len(tids) for tids in blocked.tids.values())  # main is one of them
+@pytest.fixture(scope="module")
+def many_blocked(live, threads_bin):
+    """More threads than UnchangedThreads keeps files open for (the rest are read by opening
+    their files each time)."""
+    with Target(threads_bin("O2"), {"read": 60, "cond": 60}).wait_ready() as target:
+        yield target
+
+
+@pytest.mark.parametrize("which,samples", [("blocked", SAMPLES), ("many_blocked", 6)])
+def test_a_profile_with_skipping_equals_one_without(request, which, samples):
+    target = request.getfixturevalue(which)
+    fast = api.profile(api.Process(target.pid), samples, 1)
+    slow = api.profile(api.Process(target.pid), samples, 1, skip_unchanged=False)
+    threads = sum(len(tids) for tids in target.tids.values())  # main is one of them
     assert slow.reused == 0
     # Each thread is captured in the first sample; after that, one that went back to sleep
     # where it was is counted again. A thread still on its way back into its system call
     # when looked at is captured once more, so not every later thread-sample is reused.
-    assert fast.reused >= (SAMPLES - 1) * threads // 2, fast.reused
+    assert fast.reused >= (samples - 1) * threads // 2, fast.reused
     assert _counts(fast) == _counts(slow)
-    assert sum(_counts(fast).values()) == SAMPLES * threads
+    assert sum(_counts(fast).values()) == samples * threads
 
 
 def _settled(tid: int, pid: int) -> ThreadSnapshot:
