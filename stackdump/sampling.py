@@ -12,6 +12,7 @@ sampled is the profile.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -47,6 +48,7 @@ def sample(
     if skip_unchanged and not options.capture.cpu_window_ms:
         recall = UnchangedThreads(resolve_target(options.capture.pid, options.capture.timeout_ms))
     buffers = Buffers()
+    after = functools.partial(runtimes.after_capture, absent=runtimes.Absent())
     with Analyzer(options.analysis) as analyzer, recall or contextlib.nullcontext():
         for index in range(count):
             # The first sample is always taken whole: a profile has at least one.
@@ -57,7 +59,7 @@ def sample(
             try:
                 snapshot = capture_process(
                     options.capture, None, stop if index else None, analyzer.settle,
-                    after=runtimes.after_capture, recall=recall, buffers=buffers,
+                    after=after, recall=recall, buffers=buffers,
                 )  # fmt: skip
             except ProcessNotFound:
                 if tally.header is None:

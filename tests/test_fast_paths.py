@@ -205,3 +205,20 @@ def test_a_fix_hint_asks_dpkg_once_until_dpkg_changes(live, build_dir, tmp_path)
     assert fixes[0] and fixes[0] == fixes[1]
     assert asked and any(line.startswith("dpkg -S") for line in asked)
     assert log.read_text().splitlines() == asked  # the second dump asked nothing
+
+
+def test_a_runtime_ruled_out_is_looked_for_again_once_the_maps_change():
+    """Sampling does not look for a runtime again while the maps are those it was not found
+    in (runtimes.Absent); new maps (a library loaded) put every runtime back in question."""
+    from stackdump import runtimes
+    from stackdump.proc import parse_maps
+
+    text = "7f0000000000-7f0000001000 r-xp 00000000 08:01 42 /usr/lib/libc.so.6\n"
+    maps, more = parse_maps(text), parse_maps(text + text.replace("libc", "libgo"))
+    go = next(r for r in runtimes.RUNTIMES if r.name == "go")
+    absent = runtimes.Absent()
+    assert not absent.ruled_out(maps, go)
+    absent.rule_out(maps, go)
+    assert absent.ruled_out(maps, go)
+    assert absent.ruled_out(parse_maps(text), go)  # the same maps read again
+    assert not absent.ruled_out(more, go)

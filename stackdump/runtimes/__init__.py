@@ -21,9 +21,29 @@ from stackdump.types import CaptureOptions, MemoryMap, ReportHeader, ThreadRepor
 RUNTIMES: Tuple[Runtime, ...] = (Fibers(), Go(), Jit())
 
 __all__ = [
-    "RUNTIMES", "ProcessView", "after_capture", "anonymous_code", "coroutine_kinds", "hints",
-    "labels_of", "own_code", "stack_end",
+    "RUNTIMES", "Absent", "ProcessView", "after_capture", "anonymous_code", "coroutine_kinds",
+    "hints", "labels_of", "own_code", "stack_end",
 ]  # fmt: skip
+
+
+class Absent:
+    """The runtimes not found in a process, for as long as its maps stay the same: a runtime
+    is found from the mapped objects (their symbols, sections, anonymous code), so it cannot
+    appear without a change of maps. Looking costs ~0.3 ms a sample (every mapped object's
+    section headers are read again); a profile asks this instead."""
+
+    def __init__(self) -> None:
+        self._maps: Optional[Sequence[MemoryMap]] = None
+        self._names: set = set()
+
+    def ruled_out(self, maps: Sequence[MemoryMap], runtime: Runtime) -> bool:
+        if maps is not self._maps and maps != self._maps:
+            self._maps, self._names = maps, set()
+        return runtime.name in self._names
+
+    def rule_out(self, maps: Sequence[MemoryMap], runtime: Runtime) -> None:
+        if maps is self._maps:
+            self._names.add(runtime.name)
 
 
 def coroutine_kinds() -> str:
@@ -37,13 +57,23 @@ def after_capture(
     options: CaptureOptions,
     keep,
     pages,
+    absent: Optional[Absent] = None,
 ) -> Tuple[List[ThreadSnapshot], Optional[Tuple[ThreadSnapshot, ...]], bool]:
     """What the runtimes add once every thread runs again, for a live process and a core
     alike: their words for each thread and, with `--coroutines`, their suspended
     coroutines and the one each worker thread runs. `pages()`: the page-presence reader,
     made and closed only when coroutines are looked for. (threads, coroutines or None,
-    whether a bound was reached)."""
-    found: List[Found] = [f for f in (r.find(process) for r in RUNTIMES) if f is not None]
+    whether a bound was reached). `absent`: runtimes already known not to be in a process
+    with these maps (a profile's earlier samples)."""
+    found: List[Found] = []
+    for runtime in RUNTIMES:
+        if absent is not None and absent.ruled_out(process.maps, runtime):
+            continue
+        here = runtime.find(process)
+        if here is not None:
+            found.append(here)
+        elif absent is not None:
+            absent.rule_out(process.maps, runtime)
     annotated = list(threads)
     for runtime in found:
         annotated = runtime.annotate(annotated)
