@@ -60,6 +60,7 @@ from stackdump.unwind.unwinder import memory_of, unwind
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
 _T = TypeVar("_T")
 _HOST = host()  # a live thread's processor
+_MAX_NAMED = 4096  # distinct coroutine stacks whose names are kept
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,9 @@ class _Session:
         self._frames = memo.frames
         self._syscalls = memo.syscalls
         self.reports = memo.reports
+        # A coroutine's frames (the tuple a remembered walk gave) -> their names, for this
+        # snapshot only (a perf map may name JIT code otherwise in the next): `_named_frames`.
+        self.named: Dict[Tuple[int, str], tuple] = {}
 
     @property
     def symbolizer(self) -> Symbolizer:
@@ -407,22 +411,17 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
     result = session.unwind(thread)
     assert result is not None
     symbolizer = session.symbolizer
-    if symbolize:
-        frames = [_symbolize_softly(symbolizer, frame) for frame in result.frames]
-    else:
-        frames = [symbolizer.unsymbolized(frame) for frame in result.frames]
+    frames, end = _named_frames(session, result.frames, thread.coroutine, symbolize)
     bounds = (thread.stack_map.start, thread.stack_map.end) if thread.stack_map else None
     # What capture said of the stack (a core cut before it) is why the unwind failed.
     unwind_status, error = result.unwind_status, thread.error or result.error
-    end = runtimes.stack_end([f.function for f in frames], thread.coroutine) if symbolize else None
     if end is not None:
         # Where the runtime's own tracebacks end this stack: what lies beyond is not this
         # stack's, and reaching it is no failure.
-        frames = frames[: end + 1]
         result = dataclasses.replace(result, frames=result.frames[: end + 1])
         unwind_status, error = UnwindStatus.END_OF_STACK, ""
     return ThreadReport(
-        frames=tuple(frames),
+        frames=frames,
         capture_method=result.capture_method,
         fp_status=result.fp_status,
         unwind_status=unwind_status,
@@ -434,6 +433,29 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
         **_carried(thread, blocked_in, symbolizer if symbolize else None),
     )
+
+
+def _named_frames(
+    session: _Session, frames: Tuple[Frame, ...], coroutine: str, symbolize: bool
+) -> Tuple[Tuple[SymbolizedFrame, ...], Optional[int]]:
+    """The frames named (or, when not `symbolize`, only placed), cut where the runtime's
+    tracebacks end the stack, and that end's index (None: not cut). Coroutines parked alike
+    share their frames' tuple (unwind/traces.py): they share this answer too, one tuple the
+    text writer also writes once."""
+    symbolizer = session.symbolizer
+    key = (id(frames), coroutine)
+    known = session.named.get(key) if symbolize and coroutine else None
+    if known is not None and known[0] is frames:
+        return known[1], known[2]
+    if symbolize:
+        named = [_symbolize_softly(symbolizer, frame) for frame in frames]
+    else:
+        named = [symbolizer.unsymbolized(frame) for frame in frames]
+    end = runtimes.stack_end([f.function for f in named], coroutine) if symbolize else None
+    answer = tuple(named[: end + 1] if end is not None else named)
+    if symbolize and coroutine and len(session.named) < _MAX_NAMED:
+        session.named[key] = (frames, answer, end)
+    return answer, end
 
 
 def _with_call_sites(thread: ThreadSnapshot, symbolizer: Optional[Symbolizer]):

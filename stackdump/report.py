@@ -5,7 +5,7 @@ Runbook scripts parse this text, so the key order, spacing and wording are the c
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, TextIO, Tuple
+from typing import Dict, Iterator, List, Optional, TextIO, Tuple
 
 from stackdump.escape import escape, quote
 from stackdump.syscalls import signal_name
@@ -29,9 +29,20 @@ def text_lines(report: Report, show_addresses: bool = False) -> Iterator[str]:
     """The report's lines, one at a time (a 10,000-thread report need not be held as text
     at once). `show_addresses` (-a): every frame line starts with its pc."""
     yield from header_lines(report)
+    # Sections whose frames are the same tuple (coroutines parked alike share one: engine)
+    # have the same lines: made once. Kept for this report only, by the tuple itself.
+    made: Dict[int, Tuple[tuple, List[str]]] = {}
     for thread in (*report.threads, *(report.coroutines or ())):
         yield thread_line(thread)
-        yield from stack_lines(thread, show_addresses)
+        known = made.get(id(thread.frames))
+        if kernel_stack(thread):
+            yield from stack_lines(thread, show_addresses)
+        elif known is not None and known[0] is thread.frames:
+            yield from known[1]
+        else:
+            lines = stack_lines(thread, show_addresses)
+            made[id(thread.frames)] = (thread.frames, lines)
+            yield from lines
         yield ""
     yield from closing_lines(report)
 
