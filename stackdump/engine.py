@@ -416,9 +416,8 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
     # What capture said of the stack (a core cut before it) is why the unwind failed.
     unwind_status, error = result.unwind_status, thread.error or result.error
     if end is not None:
-        # Where the runtime's own tracebacks end this stack: what lies beyond is not this
-        # stack's, and reaching it is no failure.
-        result = dataclasses.replace(result, frames=result.frames[: end + 1])
+        # Where the runtime's own tracebacks end this stack (the frames were cut there):
+        # what lies beyond is not this stack's, and reaching it is no failure.
         unwind_status, error = UnwindStatus.END_OF_STACK, ""
     return ThreadReport(
         frames=frames,
