@@ -51,6 +51,7 @@ from stackdump.types import (
     ThreadStatus,
     UnwindResult,
     UnwindStatus,
+    replaced,
 )
 from stackdump.unwind.cfi_source import CfiSource
 from stackdump.unwind.code_map import CodeMap
@@ -183,9 +184,7 @@ class _Session:
         syscall = self._slim(thread.syscall)
         traced = self._traced(thread)
         if traced is not None and traced[2] is None:  # unwound as an earlier one was
-            return dataclasses.replace(
-                thread, stack=b"", extra_stacks=(), unwound=traced[1], syscall=syscall
-            )
+            return replaced(thread, stack=b"", extra_stacks=(), unwound=traced[1], syscall=syscall)
         result = self.unwind(thread, traced[2] if traced is not None else None)
         if result is None or thread.unwound is not None:
             return (
@@ -213,9 +212,7 @@ class _Session:
         )
         if traced is not None and not result.error:
             self._memo.traces.keep(traced[0], traced[2], result)
-        return dataclasses.replace(
-            thread, stack=b"", extra_stacks=(), unwound=result, syscall=syscall
-        )
+        return replaced(thread, stack=b"", extra_stacks=(), unwound=result, syscall=syscall)
 
     def _traced(self, thread: ThreadSnapshot):
         """For a suspended coroutine: (its key, the remembered unwind, None) when one fits,
@@ -317,11 +314,7 @@ class Analyzer:
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = dwarf_cus_decoded(session.objects) - session.decoded_before
-            modules = session.objects.module_entries(
-                (f.pc, f.function is not None)
-                for r in (*reports, *(coroutines or ()))
-                for f in r.frames
-            )
+            modules = session.objects.module_entries(_frame_counts(reports, coroutines))
             found = winding.attempt(lambda: _owner_offset(session, reports))
         owner_offset = OWNER_OFFSET if found is None else found
         if snapshot.core is not None and snapshot.core.signal:
@@ -432,6 +425,24 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
         **_carried(thread, blocked_in, symbolizer if symbolize else None),
     )
+
+
+def _frame_counts(reports, coroutines) -> Dict[Tuple[int, bool], int]:
+    """(pc, named) -> how many frames of the reports are so. Sections sharing one frames
+    tuple (coroutines parked alike) are counted by the tuple, not frame by frame."""
+    shared: Dict[int, list] = {}
+    for r in (*reports, *(coroutines or ())):
+        entry = shared.get(id(r.frames))
+        if entry is None:
+            shared[id(r.frames)] = [r.frames, 1]
+        else:
+            entry[1] += 1
+    counts: Dict[Tuple[int, bool], int] = {}
+    for frames, times in shared.values():
+        for f in frames:
+            key = (f.pc, f.function is not None)
+            counts[key] = counts.get(key, 0) + times
+    return counts
 
 
 def _named_frames(

@@ -13,7 +13,18 @@ import lzma
 import os
 import re
 import zlib
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+)
 
 from stackdump.cache import DiskCache
 from stackdump.elf.debuginfod import Debuginfod
@@ -274,20 +285,20 @@ class ObjectStore:
         vaddr = loaded.vaddr(address, mapping)
         return None if vaddr is None else (loaded, vaddr)
 
-    def module_entries(self, frames: Iterable[Tuple[int, bool]]) -> Tuple[ModuleEntry, ...]:
-        """The objects these (pc, named) frames fall in, once each, by address, with what
-        was found to name them and how many were not."""
+    def module_entries(self, frames: Mapping[Tuple[int, bool], int]) -> Tuple[ModuleEntry, ...]:
+        """The objects frames fall in, once each, by address, with what was found to name
+        them and how many were not. `frames`: (pc, named) -> how many frames are so."""
         modules: Dict[Tuple[str, int, str], Module] = {}
         counts: Dict[Tuple[str, int, str], List[int]] = {}
-        for pc, named in frames:
+        for (pc, named), times in frames.items():
             hit = self.modules.lookup(pc)
             if hit is None:
                 continue
             module = hit[0]
             modules[module.key] = module
             count = counts.setdefault(module.key, [0, 0])
-            count[0] += 1
-            count[1] += not named
+            count[0] += times
+            count[1] += 0 if named else times
         entries = []
         for key, module in modules.items():
             loaded = self.load(module)
