@@ -108,6 +108,15 @@ class Section:
             raise DieError(f"read past the end of the section at 0x{offset:x}")
         return layout.unpack_from(self.buffer, self.base + offset)
 
+    def initial_length(self, offset: int) -> Tuple[int, int, int]:
+        """A unit's or set's initial length (DWARF 5 section 7.4): (length, where what it
+        counts starts, offset size: 4, or 8 after the 0xffffffff escape)."""
+        (length,) = self.unpack("<I", offset)
+        if length == 0xFFFF_FFFF:
+            (length,) = self.unpack("<Q", offset + 4)
+            return length, offset + 12, 8
+        return length, offset + 4, 4
+
     def byte(self, offset: int) -> int:
         if not 0 <= offset < self.size:
             raise DieError(f"read past the end of the section at 0x{offset:x}")
@@ -200,15 +209,11 @@ class DieReader:
         """Every unit's offset, from its header's length alone."""
         offset = 0
         while offset + 4 <= self.info.size:
-            (length,) = self.info.unpack("<I", offset)
-            header = 4
-            if length == 0xFFFF_FFFF:
-                (length,) = self.info.unpack("<Q", offset + 4)
-                header = 12
+            length, at, _ = self.info.initial_length(offset)
             if length == 0:
                 return
             yield offset
-            offset += header + length
+            offset = at + length
 
     def unit_holding(self, offset: int) -> Unit:
         """The unit whose entries hold a `.debug_info` offset (a DW_FORM_ref_addr)."""
@@ -224,11 +229,7 @@ class DieReader:
 
     def _read_unit(self, offset: int, whole_table: bool = True) -> Unit:
         info = self.info
-        (length,) = info.unpack("<I", offset)
-        at, offset_size = offset + 4, 4
-        if length == 0xFFFF_FFFF:
-            (length,) = info.unpack("<Q", at)
-            at, offset_size = at + 8, 8
+        length, at, offset_size = info.initial_length(offset)
         end = at + length
         if end > info.size:
             raise DieError(f"unit at 0x{offset:x} runs past the section")
@@ -636,11 +637,7 @@ def aranges(section: Section) -> List[Tuple[int, int, int]]:
     out = []
     offset = 0
     while offset + 4 <= section.size:
-        (length,) = section.unpack("<I", offset)
-        at, offset_size = offset + 4, 4
-        if length == 0xFFFF_FFFF:
-            (length,) = section.unpack("<Q", at)
-            at, offset_size = at + 8, 8
+        length, at, offset_size = section.initial_length(offset)
         end = at + length
         if length == 0 or end > section.size:
             raise DieError(f"address range set at 0x{offset:x} has length 0x{length:x}")
