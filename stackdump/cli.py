@@ -143,6 +143,8 @@ def command(run: Run, output: Optional[str], **params) -> int:
         if refusal is not None:
             say("note", f"no kernel stacks: {refusal}", style="bold yellow")
     profiling = sampling is not None or view.format in formats.profile_only()
+    with run.interrupts.held():  # a signal inside an import is lost: see Interrupts.held
+        formats.prepare(view.format, profiling)
     if run.core is not None and profiling:
         raise InvalidArgument(
             f"--format {view.format} is a profile, sampled from a live process (-p): a core "

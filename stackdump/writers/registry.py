@@ -66,6 +66,15 @@ FORMATS: Tuple[Format, ...] = (
 )
 
 
+def prepare(name: str, profile: bool) -> None:
+    """Import the writer a dump (or, `profile`, a profile) of format `name` will use, now:
+    before capture, not in the writing phase, where a signal ends stackdump at once."""
+    found = find(name)
+    spec = found.profile if profile else found.dump
+    if spec is not None:
+        writer(spec)
+
+
 def writer(spec: str) -> Callable[[Any, View], Output]:
     """The function a `module:function` spec of `FORMATS` names, its module imported now."""
     module, _, function = spec.partition(":")
