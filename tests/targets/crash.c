@@ -16,15 +16,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static int idle_pipe[2];
-static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
+#include "ready.h"
 
-static void announce(const char *role) {
-    pthread_mutex_lock(&print_lock);
-    printf("ready %s %ld\n", role, (long)syscall(SYS_gettid));
-    fflush(stdout);
-    pthread_mutex_unlock(&print_lock);
-}
+static int idle_pipe[2];
 
 static void on_segv(int sig) {
     (void)sig;

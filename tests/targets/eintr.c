@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ready.h"
+
 #define NOINLINE __attribute__((noinline, noclone))
 
 enum { EPOLL, EPOLL_PWAIT, SEMOP, SIGTIMEDWAIT, RECV, ACCEPT, READ, POLL, FUTEX, NANOSLEEP, NROLES };
@@ -36,19 +38,11 @@ static const char *const role_names[NROLES] = {
     "accept", "read", "poll", "futex", "nanosleep",
 };
 
-static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 static volatile long eintr_count[NROLES];
 static volatile long returned_count[NROLES];
 static int idle_pipe[2];
 static int semid = -1;
 static int futex_word;
-
-static void announce(const char *role) {
-    pthread_mutex_lock(&print_lock);
-    printf("ready %s %ld\n", role, (long)syscall(SYS_gettid));
-    fflush(stdout);
-    pthread_mutex_unlock(&print_lock);
-}
 
 static void count(int role, long r) {
     __atomic_add_fetch(&returned_count[role], 1, __ATOMIC_RELAXED);

@@ -14,16 +14,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static volatile unsigned long spins;
-static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
-static volatile long first_spinner;
+#include "ready.h"
 
-static void announce(const char *role) {
-    pthread_mutex_lock(&print_lock);
-    printf("ready %s %ld\n", role, (long)syscall(SYS_gettid));
-    fflush(stdout);
-    pthread_mutex_unlock(&print_lock);
-}
+static volatile unsigned long spins;
+static volatile long first_spinner;
 
 static void *spin(void *arg) {
     long tid = syscall(SYS_gettid);

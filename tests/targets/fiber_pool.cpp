@@ -19,6 +19,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "ready.h"
+
 #define NOINLINE __attribute__((noinline))
 
 static const size_t SLICE = 256 * 1024;
@@ -26,14 +28,6 @@ static char *pool;
 static std::atomic<int> next_slice{1};  // slice 0 is the pool thread's own stack
 static volatile int parked;
 static int never[2];  // a pipe nobody writes: read() blocks on it for good
-static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void announce(const char *role) {
-    pthread_mutex_lock(&print_lock);
-    printf("ready %s %ld\n", role, (long)syscall(SYS_gettid));
-    fflush(stdout);
-    pthread_mutex_unlock(&print_lock);
-}
 
 struct slice_allocator {
     boost::context::stack_context allocate() {

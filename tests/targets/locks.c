@@ -15,6 +15,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "ready.h"
+
 #define NOINLINE __attribute__((noinline, noclone))
 
 static pthread_mutex_t a = PTHREAD_MUTEX_INITIALIZER;
@@ -22,14 +24,6 @@ static pthread_mutex_t b = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t c = PTHREAD_MUTEX_INITIALIZER;
 static pthread_barrier_t both_hold;
 static sem_t step;
-static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void announce(const char *role) {
-    pthread_mutex_lock(&print_lock);
-    printf("ready %s %ld\n", role, (long)syscall(SYS_gettid));
-    fflush(stdout);
-    pthread_mutex_unlock(&print_lock);
-}
 
 NOINLINE static void take(pthread_mutex_t *first, pthread_mutex_t *second, const char *role) {
     pthread_mutex_lock(first);

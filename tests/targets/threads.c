@@ -26,9 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ready.h"
+
 #define NOINLINE __attribute__((noinline, noclone))
 
-static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t cond_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t never = PTHREAD_COND_INITIALIZER;
 static volatile unsigned long spin_counter;
@@ -36,13 +37,6 @@ static volatile int never_set; /* keeps "forever" loops finite in the compiler's
 static volatile long read_returned;
 static int idle_pipe[2];
 static char read_buffer[1 << 16];
-
-static void announce(const char *role) {
-    pthread_mutex_lock(&print_lock);
-    printf("ready %s %ld\n", role, (long)syscall(SYS_gettid));
-    fflush(stdout);
-    pthread_mutex_unlock(&print_lock);
-}
 
 /* The spinner also measures the longest gap between two of its iterations: how long a
  * dumper stalled it (benchmarks/run.py reads it; "reset" on stdin starts a new measurement).
