@@ -22,6 +22,8 @@ __all__ = [
     "dump",
     "profile",
     "symbolize",
+    "watch",
+    "Watch",
 ]
 
 _HOMES = {
@@ -31,6 +33,8 @@ _HOMES = {
     "ObjectFile": "stackdump.api",
     "profile": "stackdump.api",
     "symbolize": "stackdump.api",
+    "watch": "stackdump.api",
+    "Watch": "stackdump.progress",
     "Profile": "stackdump.profiles",
     "DumpOptions": "stackdump.engine",
     "AnalysisOptions": "stackdump.types",

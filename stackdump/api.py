@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
-from stackdump import addresses, proc, runtimes
+from stackdump import addresses, proc, runtimes, sampling
 from stackdump.addresses import Resolved
 from stackdump.capture.live import Progress, capture_process, readable_maps, resolve_target
 from stackdump.elf.modules import HostFiles, LiveFiles
@@ -32,6 +32,7 @@ from stackdump.errors import InvalidArgument
 from stackdump.escape import quote
 from stackdump.interrupts import Interrupts
 from stackdump.profiles import Profile
+from stackdump.progress import Watch
 from stackdump.sampling import sample
 from stackdump.types import AnalysisOptions, CaptureOptions, FileSource, ProcessSnapshot, Report
 
@@ -163,6 +164,23 @@ def profile(
             options, samples, interval_ms, state, progress, phase.requested,
             skip_unchanged=skip_unchanged,
         )  # fmt: skip
+
+
+def watch(
+    source: Process,
+    seconds: int,
+    interval_ms: int = 1000,
+    options: Optional[DumpOptions] = None,
+    progress: Optional[Progress] = None,
+    interrupts: Optional[Interrupts] = None,
+) -> Watch:
+    """Captures of a live process `interval_ms` apart over `seconds`, and whether each
+    thread (and, with `options.capture.coroutines`, each coroutine) made progress
+    (stackdump.progress). The first SIGINT/SIGTERM ends the watch after the capture in hand."""
+    options = _for_pid(options, source.pid)
+    interrupts = interrupts if interrupts is not None else Interrupts()
+    with interrupts.deferred() as phase:
+        return sampling.watch(options, seconds, interval_ms, progress, phase.requested)
 
 
 def _for_pid(options: Optional[DumpOptions], pid: int) -> DumpOptions:

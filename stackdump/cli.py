@@ -120,6 +120,7 @@ def command(run: Run, output: Optional[str], **params) -> int:
     run.core = _core_source(params)
     if params["pid"] is None and run.core is None:
         raise click.UsageError("Missing option '-p' / '--pid'.")
+    watch = _watch_plan(params, run.core is not None)
     sampling = _sampling_plan(params)
     if run.core is not None and sampling is not None:
         raise InvalidArgument("sampling needs a live process (-p), not a core file")
@@ -142,9 +143,11 @@ def command(run: Run, output: Optional[str], **params) -> int:
         refusal = proc.kernel_stack_refusal(options.capture.pid)
         if refusal is not None:
             say("note", f"no kernel stacks: {refusal}", style="bold yellow")
+    if watch is not None:
+        return _watch(run, output, options, view, *watch)
     profiling = sampling is not None or view.format in formats.profile_only()
     with run.interrupts.held():  # a signal inside an import is lost: see Interrupts.held
-        formats.prepare(view.format, profiling)
+        formats.prepare(view.format, "profile" if profiling else "dump")
     if run.core is not None and profiling:
         raise InvalidArgument(
             f"--format {view.format} is a profile, sampled from a live process (-p): a core "
@@ -253,6 +256,75 @@ def _sampling_plan(params: dict) -> Optional[Tuple[int, int]]:
         hz = checked("--hz", hz_text, in_range("hz", 1, 1000))
         return seconds * hz, max(1, 1000 // hz)
     return None
+
+
+def _watch_plan(params: dict, core: bool) -> Optional[Tuple[int, int]]:
+    """(seconds, interval_ms) for --watch, else None: captures a second apart unless
+    --interval-ms was given. Pops --watch."""
+    text = params.pop("watch")
+    if text is None:
+        return None
+    if params["samples"] is not None or params["duration_s"] is not None:
+        raise InvalidArgument("--watch and --samples/--duration-s are mutually exclusive")
+    if core:
+        raise InvalidArgument("--watch needs a live process (-p), not a core file")
+    seconds = checked("--watch", text, in_range("watch", 1, 3600))
+    interval_text = params["interval_ms"]
+    source = click.get_current_context().get_parameter_source("interval_ms")
+    if source is click.core.ParameterSource.DEFAULT:
+        interval_text = "1000"
+    interval = checked("--interval-ms", interval_text, in_range("interval_ms", 1, 60000))
+    if interval > seconds * 1000:
+        raise InvalidArgument(
+            f"--interval-ms {interval} is longer than the watch (--watch {seconds}): "
+            "a watch needs two captures at least"
+        )
+    return seconds, interval
+
+
+def _check_watch_view(view: View, options: DumpOptions) -> None:
+    if view.format not in formats.for_kind("watch"):
+        raise InvalidArgument(
+            f"invalid format: a watch is written as {formats.or_list(formats.for_kind('watch'))}"
+            f" (--format {view.format})"
+        )
+    if view.sort == "cpu":
+        raise InvalidArgument("--sort cpu orders one dump's threads; a watch orders by progress")
+    if options.capture.kernel_stacks:
+        raise InvalidArgument("--kernel applies to one dump, not to a watch")
+
+
+def _watch(
+    run: Run, output: Optional[str], options: DumpOptions, view: View, seconds: int, interval: int
+) -> int:
+    _check_watch_view(view, options)
+    with run.interrupts.held():  # a signal inside an import is lost: see Interrupts.held
+        formats.prepare(view.format, "watch")
+    run.destination = open_destination(output, run.stdout_usable)
+    progress = TerminalProgress(isatty(sys.stderr))
+    try:
+        try:
+            run.stage = "capture"
+            source = api.Process(options.capture.pid)
+            watched = api.watch(source, seconds, interval, options, progress, run.interrupts)
+        finally:
+            progress.close()
+        with _writing(run):
+            _write_text(run, output, view, formats.output_of("watch", watched, view))
+    except BaseException:
+        run.destination.abort()
+        raise
+    warn(watched.warnings)
+    if watched.ended_early:
+        error(f"{watched.ended_early}: the watch covers the samples taken before")
+        return EXIT_PARTIAL
+    if watched.interrupted:
+        error(
+            f"interrupted by {run.interrupts.signal_name}: the watch covers the "
+            f"{watched.samples_taken} sample(s) taken before it"
+        )
+        return EXIT_PARTIAL
+    return EXIT_OK
 
 
 def _check_profile_view(view: View, options: DumpOptions) -> None:

@@ -203,6 +203,14 @@ OPTIONS = (
         help="Which thread-samples a profile counts: all, running (on CPU) or blocked (off CPU).",
     ),
     click.option(
+        "--watch",
+        "watch",
+        metavar="SECONDS",
+        help="Instead of one dump: capture the threads every --interval-ms (1000 unless "
+        "given) for SECONDS (1 to 3600) and say which made progress: deadlocked, blocked, "
+        "spinning, waiting or running, what did not move first (text and json).",
+    ),
+    click.option(
         "--coroutines",
         is_flag=True,
         help=f"Also print every suspended coroutine ({runtimes.coroutine_kinds()}), found by "

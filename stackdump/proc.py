@@ -265,6 +265,30 @@ def read_context_switches(pid: int, tid: int) -> Optional[Tuple[int, int]]:
     return None if text is None else parse_context_switches(text)
 
 
+def parse_schedstat(text: str) -> Optional[Tuple[int, int]]:
+    """(nanoseconds on a CPU, times put on one) from /proc/<pid>/task/<tid>/schedstat."""
+    fields = text.split()
+    try:
+        return (int(fields[0]), int(fields[2])) if len(fields) >= 3 else None
+    except ValueError:
+        return None
+
+
+def read_schedstat(pid: int, tid: int) -> Optional[Tuple[int, int]]:
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/schedstat")
+    return None if text is None else parse_schedstat(text)
+
+
+def read_run_times(pid: int) -> Dict[int, Tuple[int, int]]:
+    """tid -> (ns on a CPU, times put on one) for every thread of the process now."""
+    out = {}
+    for tid in list_tids(pid):
+        times = read_schedstat(pid, tid)
+        if times is not None:
+            out[tid] = times
+    return out
+
+
 def fd_is_socket(pid: int, fd: int) -> bool:
     try:
         return os.readlink(f"{PROC}/{pid}/fd/{fd}").startswith("socket:")

@@ -14,16 +14,34 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-from stackdump import runtimes
+from stackdump import proc, runtimes
 from stackdump.capture.live import Progress, ShouldStop, capture_process, resolve_target
 from stackdump.capture.remote import Buffers
 from stackdump.capture.unchanged import UnchangedThreads
 from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import ProcessNotFound
 from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadSample
+from stackdump.progress import Watch, Watcher
 from stackdump.types import ModuleEntry, Report, ReportHeader, ThreadStatus
+
+
+@dataclass(frozen=True)
+class Run:
+    """How a series of captures went: what a profile or a watch says besides its samples."""
+
+    taken: int
+    started_ns: int  # wall clock (time.time_ns) of the first sample
+    duration_ns: int
+    reused: int  # thread-samples counted from an earlier capture (capture/unchanged.py)
+    interrupted: bool
+    ended_early: str  # why the series stopped before the count asked for, or ""
+
+
+# Called with each sample's index, its report and when it began (ns after the first).
+Sink = Callable[[int, Report, int], None]
 
 
 def sample(
@@ -39,10 +57,50 @@ def sample(
     """`skip_unchanged`: a thread that has not run since the last sample is counted from its
     last capture, not stopped and read again (capture/unchanged.py); a profile comes out the
     same either way."""
-    stop = should_stop or (lambda: False)
     tally = _Tally(state_filter)
+    run = captures(
+        options, count, interval_ms, tally.add, progress, should_stop, clock, skip_unchanged
+    )
+    return tally.profile(interval_ms, run)
+
+
+def watch(
+    options: DumpOptions,
+    seconds: int,
+    interval_ms: int,
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+) -> Watch:
+    """Captures `interval_ms` apart over `seconds` (the first at 0, the last at `seconds`),
+    each thread's CPU time read from /proc as each begins, judged by `progress.Watcher`."""
+    count = max(2, seconds * 1000 // interval_ms + 1)
+    pid = resolve_target(options.capture.pid, options.capture.timeout_ms)
+    watcher = Watcher(
+        functools.partial(proc.read_run_times, pid), runtimes.waits_for_lock, runtimes.waited_s
+    )
+    run = captures(
+        options, count, interval_ms, watcher.add, progress, should_stop, before=watcher.before
+    )
+    return watcher.watch(interval_ms, run)
+
+
+def captures(
+    options: DumpOptions,
+    count: int,
+    interval_ms: int,
+    sink: Sink,
+    progress: Optional[Progress] = None,
+    should_stop: Optional[ShouldStop] = None,
+    clock: Callable[[], float] = time.monotonic,
+    skip_unchanged: bool = True,
+    before: Callable[[int], None] = lambda index: None,
+) -> Run:
+    """`count` captures `interval_ms` apart (start to start), each analyzed and handed to
+    `sink`; `before(index)` runs as each begins, before any thread is touched. The first is
+    always taken whole; a stop request ends the series after the capture in hand."""
+    stop = should_stop or (lambda: False)
     started_wall, started = time.time_ns(), clock()
-    ended_early, interrupted = "", False
+    ended_early, interrupted, taken = "", False, 0
     recall: Optional[UnchangedThreads] = None
     # Not with --cpu-window: a thread's recent CPU use changes while it sleeps.
     if skip_unchanged and not options.capture.cpu_window_ms:
@@ -51,23 +109,24 @@ def sample(
     after = functools.partial(runtimes.after_capture, absent=runtimes.Absent())
     with Analyzer(options.analysis) as analyzer, recall or contextlib.nullcontext():
         for index in range(count):
-            # The first sample is always taken whole: a profile has at least one.
             if index and stop():
                 interrupted = True
                 break
             began = clock()
+            before(index)
             try:
                 snapshot = capture_process(
                     options.capture, None, stop if index else None, analyzer.settle,
                     after=after, recall=recall, buffers=buffers,
                 )  # fmt: skip
             except ProcessNotFound:
-                if tally.header is None:
+                if not taken:
                     raise
-                ended_early = f"process {tally.header.pid} exited after {index} sample(s)"
+                ended_early = f"process {options.capture.pid} exited after {index} sample(s)"
                 break
             report = analyzer.analyze(snapshot)
-            tally.add(index, report, int((began - started) * 1e9))
+            sink(index, report, int((began - started) * 1e9))
+            taken += 1
             if report.interrupted or snapshot.process_exited:
                 interrupted = interrupted or report.interrupted
                 if snapshot.process_exited:
@@ -78,11 +137,11 @@ def sample(
             if index + 1 < count and _wait(began + interval_ms / 1000, stop, clock):
                 interrupted = True
                 break
-    if tally.header is None:
+    if not taken:
         raise ProcessNotFound(f"no such process: {options.capture.pid}")
     duration_ns = int((clock() - started) * 1e9)
     reused = recall.reused if recall is not None else 0
-    return tally.profile(interval_ms, started_wall, duration_ns, reused, interrupted, ended_early)
+    return Run(taken, started_wall, duration_ns, reused, interrupted, ended_early)
 
 
 class _Tally:
@@ -99,31 +158,23 @@ class _Tally:
         self.header: Optional[ReportHeader] = None
         self.warnings: List[str] = []
 
-    def profile(
-        self,
-        interval_ms: int,
-        started_ns: int,
-        duration_ns: int,
-        reused: int,
-        interrupted: bool,
-        ended_early: str,
-    ) -> Profile:
+    def profile(self, interval_ms: int, run: Run) -> Profile:
         assert self.header is not None  # a profile has at least one sample
         return Profile(
             header=self.header,
             interval_ms=interval_ms,
             samples_taken=len(self.offsets),
-            started_ns=started_ns,
+            started_ns=run.started_ns,
             sample_offsets_ns=tuple(self.offsets),
-            duration_ns=duration_ns,
+            duration_ns=run.duration_ns,
             stacks=tuple(self.stacks),
             names=self.names,
             thread_samples=tuple(self.taken),
             modules=tuple(sorted(self.modules.values(), key=lambda m: m.start)),
             state_filter=self.state_filter,
-            reused=reused,
-            interrupted=interrupted,
-            ended_early=ended_early,
+            reused=run.reused,
+            interrupted=run.interrupted,
+            ended_early=run.ended_early,
             warnings=tuple(self.warnings),
         )
 

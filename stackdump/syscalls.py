@@ -83,6 +83,42 @@ EINTR_ON_STOP: FrozenSet[str] = frozenset(
 _FD_CALLS: FrozenSet[str] = frozenset({"read", "write", "readv", "writev", "pread64", "pwrite64"})
 
 
+# Blocking calls whose first argument names what the thread waits on: a futex's address, or
+# a descriptor. `--watch` compares it from sample to sample ("the same call on the same
+# object").
+WAIT_OBJECT_CALLS: FrozenSet[str] = frozenset(
+    {
+        "futex",
+        "read",
+        "readv",
+        "pread64",
+        "preadv",
+        "write",
+        "writev",
+        "pwrite64",
+        "pwritev",
+        "recvfrom",
+        "recvmsg",
+        "recvmmsg",
+        "sendto",
+        "sendmsg",
+        "sendmmsg",
+        "accept",
+        "accept4",
+        "connect",
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "fsync",
+        "fdatasync",
+        "flock",
+        "fcntl",
+        "ioctl",
+        "io_uring_enter",
+    }
+)
+
+
 def interrupted_by_stop(number: int, first_arg: int, is_socket: Callable[[int], bool]) -> bool:
     """Whether a ptrace stop would make this blocked call fail with EINTR.
     `is_socket(fd)` is asked only for the plain file calls."""

@@ -245,6 +245,9 @@ class ThreadContext:
     # A futex wait: the futex's address and the 16 bytes there, read while the thread waited
     # (glibc's mutex: lock, count, owner TID, users).
     futex: Optional[Tuple[int, bytes]] = None
+    # The first argument of the system call it is blocked in, where that names what it waits
+    # on: the futex's address, or the descriptor it reads, writes or polls (`--watch`).
+    wait_object: Optional[int] = None
 
 
 @record

@@ -39,6 +39,8 @@ ROLE_SYSCALL = {
     "worker": 0,
     "waiter": 202,
     "thrower": 0,
+    # tests/targets/progress.c
+    "idle": 202,
     # tests/targets/fiber_pool.cpp
     "pool": 0,
     "runner": 0,

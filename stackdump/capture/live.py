@@ -21,7 +21,12 @@ from stackdump.capture.remote import Buffers, RemoteMemory, StackCopier
 from stackdump.capture.view import AfterCapture, ProcessView
 from stackdump.elf.modules import VDSO, LiveFiles
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
-from stackdump.syscalls import interrupted_by_stop, is_interrupt_sensitive, syscall_name
+from stackdump.syscalls import (
+    WAIT_OBJECT_CALLS,
+    interrupted_by_stop,
+    is_interrupt_sensitive,
+    syscall_name,
+)
 from stackdump.types import (
     CaptureMode,
     CaptureOptions,
@@ -413,12 +418,13 @@ def _context(
         return None
     state, ticks = stat
     futex = None
-    if (
-        syscall is not None
-        and syscall.number is not None
-        and syscall.args
-        and syscall_name(syscall.number, _HOST) == "futex"
-    ):
+    name = (
+        syscall_name(syscall.number, _HOST)
+        if syscall is not None and not syscall.running and syscall.number is not None
+        else None
+    )
+    wait_object = syscall.args[0] if name in WAIT_OBJECT_CALLS and syscall.args else None
+    if name == "futex" and syscall.args:
         # The futex word and the three after it: for a glibc mutex, its owner's TID.
         words = memory.read(syscall.args[0], 16)
         if words and len(words) == 16:
@@ -430,6 +436,7 @@ def _context(
         recent_cpu_ms=recent_cpu_ms,
         kernel_stack=proc.read_kernel_stack(pid, tid) if options.kernel_stacks else None,
         futex=futex,
+        wait_object=wait_object,
     )
 
 

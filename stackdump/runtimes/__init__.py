@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, List, Optional, Sequence, Tuple
 
 from stackdump.elf.store import LoadedObject
-from stackdump.runtimes.base import Found, ProcessView, Runtime, labels_of
+from stackdump.runtimes.base import Found, ProcessView, Runtime, labels_of, waited_s
 from stackdump.runtimes.fibers import Fibers
 from stackdump.runtimes.go import Go
 from stackdump.runtimes.jit import Jit
@@ -22,7 +22,7 @@ RUNTIMES: Tuple[Runtime, ...] = (Fibers(), Go(), Jit())
 
 __all__ = [
     "RUNTIMES", "Absent", "ProcessView", "after_capture", "anonymous_code", "coroutine_kinds",
-    "hints", "labels_of", "own_code", "stack_end",
+    "hints", "labels_of", "own_code", "stack_end", "waited_s", "waits_for_lock",
 ]  # fmt: skip
 
 
@@ -114,6 +114,11 @@ def anonymous_code(maps: Sequence[MemoryMap], pid: Optional[int]) -> Optional[An
 def hints(header: ReportHeader, threads: Sequence[ThreadReport]) -> Tuple[str, ...]:
     """Every runtime's hints for this report (`base.Runtime.hints`)."""
     return tuple(h for r in RUNTIMES for h in r.hints(header, threads))
+
+
+def waits_for_lock(runtime_keys: Sequence[Tuple[str, str]]) -> bool:
+    """Whether a runtime says a coroutine with these keys waits to take a lock."""
+    return any(r.waits_for_lock(runtime_keys) for r in RUNTIMES)
 
 
 def stack_end(functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:

@@ -28,8 +28,8 @@ from stackdump.elf.store import LoadedObject
 from stackdump.types import CaptureOptions, MemoryMap, ReportHeader, ThreadReport, ThreadSnapshot
 
 __all__ = [
-    "LABELS", "MAX_COROUTINES", "Coroutines", "Found", "ProcessView", "Runtime", "labels_of",
-    "labels_text",
+    "LABELS", "MAX_COROUTINES", "WAITED_S", "Coroutines", "Found", "ProcessView", "Runtime",
+    "labels_of", "labels_text", "waited_s",
 ]  # fmt: skip
 
 # The runtime key of a coroutine's profiler labels (Go's pprof labels), which profiles carry
@@ -48,6 +48,16 @@ def labels_of(runtime_keys: Sequence[Tuple[str, str]]) -> Tuple[Tuple[str, str],
     text = next((v for k, v in runtime_keys if k == LABELS), "")
     pairs = (item.partition("=") for item in text.split(",") if item)
     return tuple((unquote(k), unquote(v)) for k, _, v in pairs)
+
+
+# The runtime key of how long a coroutine has waited, in whole seconds, as its runtime counts
+# it (`--watch` shows it beside its own measure).
+WAITED_S = "wait_s"
+
+
+def waited_s(runtime_keys: Sequence[Tuple[str, str]]) -> Optional[int]:
+    value = next((v for k, v in runtime_keys if k == WAITED_S), "")
+    return int(value) if value.isdigit() else None
 
 
 # Bounds every runtime's search shares: coroutines kept per dump.
@@ -107,6 +117,11 @@ class Runtime:
         """The index of a stack's outermost frame as this runtime's tracebacks end it (what
         lies beyond is not this stack's), or None."""
         return None
+
+    def waits_for_lock(self, runtime_keys: Sequence[Tuple[str, str]]) -> bool:
+        """Whether a coroutine with these keys waits to take a lock (`--watch`: blocked, not
+        waiting), as its runtime's own words say."""
+        return False
 
     def hints(self, header: ReportHeader, threads: Sequence[ThreadReport]) -> Tuple[str, ...]:
         """What would make this runtime's part of the report better (a flag to run the

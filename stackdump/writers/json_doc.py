@@ -19,8 +19,9 @@ SCHEMA_VERSION = 1
 
 
 def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
-    yield f'{{"schema": {SCHEMA_VERSION}, "header": {_dump(_header(report.header))}, "threads": ['
-    modules = _ModuleIndex(report.modules)
+    header = _dump(header_object(report.header))
+    yield f'{{"schema": {SCHEMA_VERSION}, "header": {header}, "threads": ['
+    modules = ModuleIndex(report.modules)
     last = len(report.threads) - 1
     for i, thread in enumerate(report.threads):
         yield _dump(thread_object(thread, modules)) + ("," if i < last else "")
@@ -51,7 +52,7 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
     yield f'"objects": {_dump([object_entry(m) for m in report.modules])}}}'
 
 
-def _header(h: ReportHeader) -> Dict[str, Any]:
+def header_object(h: ReportHeader) -> Dict[str, Any]:
     header = {
         "pid": h.pid,
         "exe": escape(h.exe),
@@ -91,7 +92,7 @@ def _groups(report: Report) -> List[Dict[str, Any]]:
     ]
 
 
-def thread_object(t: ThreadReport, modules: _ModuleIndex) -> Dict[str, Any]:
+def thread_object(t: ThreadReport, modules: ModuleIndex) -> Dict[str, Any]:
     c = t.context
     return {
         "tid": t.tid,
@@ -122,7 +123,7 @@ def thread_object(t: ThreadReport, modules: _ModuleIndex) -> Dict[str, Any]:
     }
 
 
-def frame_object(index: int, f: SymbolizedFrame, modules: _ModuleIndex) -> Dict[str, Any]:
+def frame_object(index: int, f: SymbolizedFrame, modules: ModuleIndex) -> Dict[str, Any]:
     module = modules.find(f.pc)
     return {
         "index": index,
@@ -162,7 +163,7 @@ def object_entry(m: ModuleEntry) -> Dict[str, Any]:
     }
 
 
-class _ModuleIndex:
+class ModuleIndex:
     def __init__(self, modules: Sequence[ModuleEntry]) -> None:
         self._modules = list(modules)
         self._starts: List[int] = [m.start for m in self._modules]

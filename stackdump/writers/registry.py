@@ -38,8 +38,16 @@ class Format:
     summary: str  # for --help
     dump: Optional[str] = None  # writes one dump's Report
     profile: Optional[str] = None  # writes a Profile over time
+    watch: Optional[str] = None  # writes a Watch (--watch: progress.py)
+    merge: Optional[str] = None  # writes a merge or a diff of dumps (`stackdump merge`, `diff`)
     coloured: bool = False  # coloured when it goes to a terminal
 
+    def writer_for(self, kind: str) -> Optional[str]:
+        """Its writer of `kind` (one of KINDS), or None when it has none."""
+        return getattr(self, kind)
+
+
+KINDS = ("dump", "profile", "watch", "merge")
 
 FORMATS: Tuple[Format, ...] = (
     Format(
@@ -47,30 +55,39 @@ FORMATS: Tuple[Format, ...] = (
         "text (docs/FORMAT.md)",
         dump="stackdump.writers.grouped:text_dump",
         profile="stackdump.writers.profile_text:text_profile",
+        watch="stackdump.writers.watch:text_watch",
+        merge="stackdump.writers.merged:text_merge",
         coloured=True,
     ),
     Format(
         "json",
         "json (one document, docs/json-schema.json)",
         dump="stackdump.writers.json_doc:json_dump",
+        watch="stackdump.writers.watch:json_watch",
+        merge="stackdump.writers.merged:json_merge",
     ),
     Format(
         "folded",
         "folded (one line per distinct stack, for flame graphs)",
         dump="stackdump.writers.folded:folded_dump",
         profile="stackdump.writers.profile_text:folded_profile",
+        merge="stackdump.writers.merged:folded_merge",
     ),
-    Format("pprof", "pprof", profile="stackdump.writers.pprof:pprof_profile"),
+    Format(
+        "pprof",
+        "pprof",
+        profile="stackdump.writers.pprof:pprof_profile",
+        merge="stackdump.writers.merged:pprof_merge",
+    ),
     Format("speedscope", "speedscope", profile="stackdump.writers.trace_formats:speedscope"),
     Format("chrome-trace", "chrome-trace", profile="stackdump.writers.trace_formats:chrome_trace"),
 )
 
 
-def prepare(name: str, profile: bool) -> None:
-    """Import the writer a dump (or, `profile`, a profile) of format `name` will use, now:
-    before capture, not in the writing phase, where a signal ends stackdump at once."""
-    found = find(name)
-    spec = found.profile if profile else found.dump
+def prepare(name: str, kind: str) -> None:
+    """Import the writer of format `name` for a `kind` (one of KINDS) now: before capture,
+    not in the writing phase, where a signal ends stackdump at once."""
+    spec = find(name).writer_for(kind)
     if spec is not None:
         writer(spec)
 
@@ -103,6 +120,11 @@ def for_profiles() -> Tuple[str, ...]:
     return tuple(f.name for f in FORMATS if f.profile is not None)
 
 
+def for_kind(kind: str) -> Tuple[str, ...]:
+    """The formats that write a `kind` (one of KINDS)."""
+    return tuple(f.name for f in FORMATS if f.writer_for(kind) is not None)
+
+
 def help_text() -> str:
     """--format's help: the formats of a dump, then those only a profile has."""
     dumps = [f.summary for f in FORMATS if f.dump is not None]
@@ -125,6 +147,11 @@ def dump_output(report: Report, view: View) -> Iterator[str]:
 
 
 def profile_output(profile: Profile, view: View) -> Output:
-    spec = find(view.format).profile
-    assert spec is not None, view.format  # the CLI refuses dump-only formats for profiles
-    return writer(spec)(profile, view)
+    return output_of("profile", profile, view)
+
+
+def output_of(kind: str, model: Any, view: View) -> Output:
+    """A `kind` (one of KINDS) of model in the chosen view (the CLI checked the format)."""
+    spec = find(view.format).writer_for(kind)
+    assert spec is not None, (kind, view.format)
+    return writer(spec)(model, view)

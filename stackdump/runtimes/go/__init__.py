@@ -34,6 +34,12 @@ _STACK_TOPS = frozenset(
 )  # fmt: skip
 
 
+# Go's wait reasons for a goroutine parked to take a lock (runtime/runtime2.go).
+_LOCK_WAITS = frozenset(
+    {"semacquire", "sync.Mutex.Lock", "sync.RWMutex.Lock", "sync.RWMutex.RLock"}
+)
+
+
 class Go(Runtime):
     name = "go"
     coroutines = "Go's goroutines"
@@ -54,6 +60,10 @@ class Go(Runtime):
     def own_code(self, loaded: LoadedObject) -> Optional[GoCode]:
         # Asked for every distinct pc symbolized: made once per object.
         return loaded.derived("go_code", lambda: _go_code(loaded.elf))
+
+    def waits_for_lock(self, runtime_keys: Sequence[Tuple[str, str]]) -> bool:
+        reason = next((v for k, v in runtime_keys if k == "wait_reason"), "")
+        return reason in _LOCK_WAITS
 
     def stack_end(self, functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:
         return next((i for i, f in enumerate(functions) if f in _STACK_TOPS), None)

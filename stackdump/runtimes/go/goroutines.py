@@ -28,7 +28,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from stackdump.arch import X86_64, Arch, aarch64, for_elf_machine, x86_64
 from stackdump.elf.image import ElfObject, parse_errors
-from stackdump.runtimes.base import LABELS, labels_text
+from stackdump.runtimes.base import LABELS, WAITED_S, labels_text
 from stackdump.symbols.dwarf import DwarfIndex
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
@@ -440,7 +440,7 @@ def _goroutine(memory, g: int, data: bytes, runtime: GoRuntime, reasons, maps, s
     if now_ns is not None and since > 0 and status in (3, *_PARKED) and now_ns >= since:
         # The runtime stamps it only when a GC finds the goroutine blocked (mgcmark.go);
         # its own dumps print it in minutes.
-        keys.append(("wait_s", str((now_ns - since) // 1_000_000_000)))
+        keys.append((WAITED_S, str((now_ns - since) // 1_000_000_000)))
     creator, creator_keys = _creator(data, layout) if goid != 1 else ((), [])
     keys.extend(creator_keys)
     labels = _labels(memory, data, layout)
