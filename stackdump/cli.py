@@ -8,11 +8,9 @@ status"), through `console.py` and `outcome.py`. The options are declared in
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from dataclasses import dataclass
-from typing import Iterator, NoReturn, Optional, Sequence, Tuple, Union
+from typing import NoReturn, Optional, Sequence, Tuple, Union
 
 import click
 
@@ -28,17 +26,18 @@ from stackdump.arguments import (
     parse_choice,
     parse_pid,
 )
+from stackdump.cli_merge import SUBCOMMANDS
 from stackdump.cli_options import HELP, with_options
+from stackdump.cli_run import Run, write_output, write_text, writing
 from stackdump.console import TerminalProgress, error, isatty, say, warn
 from stackdump.engine import DumpOptions
 from stackdump.errors import InvalidArgument, StackdumpError
 from stackdump.escape import escape, quote
 from stackdump.interrupts import Interrupted, Interrupts, die_by
 from stackdump.outcome import EXIT_NO_REPORT, EXIT_OK, EXIT_OUTPUT, EXIT_PARTIAL, EXIT_USAGE
-from stackdump.output import Destination, open_destination
+from stackdump.output import open_destination
 from stackdump.types import Report
 from stackdump.writers import registry as formats
-from stackdump.writers.colour import coloured_lines
 from stackdump.writers.registry import View
 
 __all__ = [
@@ -50,21 +49,6 @@ __all__ = [
     "command",
     "main",
 ]
-
-
-@dataclass
-class Run:
-    """What one invocation carries between click and the phases of a dump."""
-
-    argv: Sequence[str]
-    interrupts: Interrupts
-    stdout_usable: bool = True
-    stage: str = "start"  # start, capture, analysis, write
-    destination: Optional[Destination] = None
-    core: Optional[api.CoreFile] = None  # --core FILE, --exe, --sysroot
-
-    def set_stage(self, stage: str) -> None:
-        self.stage = stage
 
 
 def _named_file(option: str, path: str) -> None:
@@ -161,8 +145,8 @@ def command(run: Run, output: Optional[str], **params) -> int:
     run.destination = open_destination(output, run.stdout_usable)
     try:
         report = _dump(options, run)
-        with _writing(run):
-            _write_text(run, output, view, formats.dump_output(report, view))
+        with writing(run):
+            write_text(run, output, view, formats.dump_output(report, view))
     except BaseException:
         run.destination.abort()
         raise
@@ -229,7 +213,7 @@ def _symbolize(
             if path is None:
                 raise
             raise InvalidArgument(f"--object {e.message}") from None  # an unreadable ELF
-        with _writing(run):
+        with writing(run):
             run.destination.write_lines(address_lines(resolved))
     except BaseException:
         run.destination.abort()
@@ -309,8 +293,8 @@ def _watch(
             watched = api.watch(source, seconds, interval, options, progress, run.interrupts)
         finally:
             progress.close()
-        with _writing(run):
-            _write_text(run, output, view, formats.output_of("watch", watched, view))
+        with writing(run):
+            write_text(run, output, view, formats.output_of("watch", watched, view))
     except BaseException:
         run.destination.abort()
         raise
@@ -357,12 +341,8 @@ def _profile(
             profile = api.profile(source, count, interval, options, state, progress, run.interrupts)
         finally:
             progress.close()
-        with _writing(run):
-            written = formats.profile_output(profile, view)
-            if isinstance(written, bytes):
-                run.destination.write(written)
-            else:
-                _write_text(run, output, view, written)
+        with writing(run):
+            write_output(run, output, view, formats.profile_output(profile, view))
     except BaseException:
         run.destination.abort()
         raise
@@ -377,35 +357,6 @@ def _profile(
         )
         return EXIT_PARTIAL
     return EXIT_OK
-
-
-def _write_text(run: Run, output: Optional[str], view: View, lines: Iterator[str]) -> None:
-    """Lines to the destination, coloured when they go to a terminal."""
-    if _colour_wanted(output, view):
-        lines = coloured_lines(lines)
-    run.destination.write_lines(lines)
-
-
-def _colour_wanted(output: Optional[str], view: View) -> bool:
-    """Colour only for text on our own stdout when it is a terminal (and not NO_COLOR)."""
-    if not formats.find(view.format).coloured or output not in (None, "-"):
-        return False
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
-        return False
-    return isatty(sys.stdout)
-
-
-@contextlib.contextmanager
-def _writing(run: Run) -> Iterator[None]:
-    """The write phase: a signal stops a report that is still going out (between chunks,
-    or while the reader is slow), never one already whole; once it is committed signals
-    change nothing, and the exit status is the report's."""
-    run.stage = "write"
-    with run.interrupts.deferred() as phase:
-        run.destination.check = phase.raise_if_requested
-        yield
-        run.destination.commit()
-        run.interrupts.ignore()
 
 
 def _interrupted_message(run: Run, e: Interrupted) -> str:
@@ -427,7 +378,11 @@ def main(
         interrupts.install()
     run = Run(argv=args, interrupts=interrupts, stdout_usable=stdout_usable)
     try:
-        code = command.main(args=args, prog_name="stackdump", standalone_mode=False, obj=run)
+        chosen, prog = command, "stackdump"
+        if args and args[0] in SUBCOMMANDS:  # `stackdump merge ...`: a word, never an option
+            chosen, prog = SUBCOMMANDS[args[0]], f"stackdump {args[0]}"
+            args = args[1:]
+        code = chosen.main(args=args, prog_name=prog, standalone_mode=False, obj=run)
     except Interrupted as e:
         interrupts.ignore()
         error(_interrupted_message(run, e))

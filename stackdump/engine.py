@@ -528,6 +528,7 @@ def _header(snapshot: ProcessSnapshot, mode: LocationMode) -> ReportHeader:
         capture=how.capture_mode,
         cmdline=snapshot.cmdline,
         core=snapshot.core,
+        host=snapshot.host,
     )
 
 

@@ -345,6 +345,7 @@ class ProcessSnapshot:
     # The program the process exec()'d into during capture (its path), or "": the threads
     # captured after it are attach_error, the rest belong to `exe`.
     exec_seen: str = ""
+    host: str = ""  # the node name of the machine a live capture ran on
 
 
 def lookup_address(pc: int, activation: bool) -> int:
@@ -473,6 +474,7 @@ class ReportHeader:
     capture: CaptureMode = CaptureMode.AUTO
     cmdline: Optional[Tuple[str, ...]] = None
     core: Optional[CoreInfo] = None
+    host: str = ""  # the machine a live process was captured on (its node name); "" for a core
 
 
 @dataclass(frozen=True)

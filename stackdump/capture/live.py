@@ -185,6 +185,7 @@ def capture_process(
         files=c.files,
         options=options,
         exec_seen=exec_seen,
+        host=os.uname().nodename,
     )
 
 

@@ -63,6 +63,7 @@ def header_object(h: ReportHeader) -> Dict[str, Any]:
         "skip_blocking_syscalls": h.skip_blocking_syscalls,
         "unwinder": h.unwinder,
         "capture": h.capture.value,
+        "host": escape(h.host) if h.host else None,
     }
     if h.core is not None:
         header["core"] = {

@@ -26,7 +26,7 @@ def pprof_bytes(profile: Profile) -> bytes:
     return gzip.compress(_Encoder(profile).encode(), mtime=0)
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     value &= (1 << 64) - 1  # int64 negatives as two's complement, as protobuf does
     out = bytearray()
     while True:
@@ -39,16 +39,16 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def _field_varint(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value) if value else b""
+def field_varint(number: int, value: int) -> bytes:
+    return varint(number << 3) + varint(value) if value else b""
 
 
-def _field_bytes(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+def field_bytes(number: int, data: bytes) -> bytes:
+    return varint(number << 3 | 2) + varint(len(data)) + data
 
 
-def _packed(number: int, values: List[int]) -> bytes:
-    return _field_bytes(number, b"".join(_varint(v) for v in values)) if values else b""
+def packed(number: int, values: List[int]) -> bytes:
+    return field_bytes(number, b"".join(varint(v) for v in values)) if values else b""
 
 
 class _Encoder:
@@ -70,16 +70,16 @@ class _Encoder:
         out = bytearray()
         interval_ns = p.interval_ms * 1_000_000
         for kind, unit in (("samples", "count"), ("wall", "nanoseconds")):
-            out += _field_bytes(1, _field_varint(1, self.s(kind)) + _field_varint(2, self.s(unit)))
+            out += field_bytes(1, field_varint(1, self.s(kind)) + field_varint(2, self.s(unit)))
         counts: Dict[tuple, int] = {}
         for t in p.thread_samples:
             key = (t.tid, t.stack, t.state, t.syscall, t.wchan, t.labels)
             counts[key] = counts.get(key, 0) + 1
         for (tid, stack_id, state, syscall, wchan, labels), count in counts.items():
             ids = [self.location(f) for f in p.stacks[stack_id]]
-            body = _packed(1, ids) + _packed(2, [count, count * interval_ns])
+            body = packed(1, ids) + packed(2, [count, count * interval_ns])
             body += self.label("thread", p.names.get(tid, "?"))
-            body += _field_bytes(3, _field_varint(1, self.s("tid")) + _field_varint(3, tid))
+            body += field_bytes(3, field_varint(1, self.s("tid")) + field_varint(3, tid))
             body += self.label("state", state)
             if syscall:
                 body += self.label("syscall", syscall)
@@ -87,61 +87,61 @@ class _Encoder:
                 body += self.label("wchan", wchan)
             for key, value in labels:
                 body += self.label(key, value)
-            out += _field_bytes(2, body)
+            out += field_bytes(2, body)
         for i, m in enumerate(self.mappings, start=1):
             body = (
-                _field_varint(1, i)
-                + _field_varint(2, m.start)
-                + _field_varint(3, m.end)
-                + _field_varint(4, m.offset)
-                + _field_varint(5, self.s(m.path))
-                + _field_varint(6, self.s(m.build_id))
-                + _field_varint(7, 1 if m.symbols not in ("none", "unread") else 0)
-                + _field_varint(8, 1 if m.dwarf else 0)
-                + _field_varint(9, 1 if m.dwarf else 0)
-                + _field_varint(10, 1 if m.dwarf else 0)
+                field_varint(1, i)
+                + field_varint(2, m.start)
+                + field_varint(3, m.end)
+                + field_varint(4, m.offset)
+                + field_varint(5, self.s(m.path))
+                + field_varint(6, self.s(m.build_id))
+                + field_varint(7, 1 if m.symbols not in ("none", "unread") else 0)
+                + field_varint(8, 1 if m.dwarf else 0)
+                + field_varint(9, 1 if m.dwarf else 0)
+                + field_varint(10, 1 if m.dwarf else 0)
             )
-            out += _field_bytes(3, body)
+            out += field_bytes(3, body)
         for data in self.location_data:
-            out += _field_bytes(4, data)
+            out += field_bytes(4, data)
         for (name, file), fid in self.functions.items():
             body = (
-                _field_varint(1, fid)
-                + _field_varint(2, self.s(name))
-                + _field_varint(3, self.s(name))
-                + _field_varint(4, self.s(file))
+                field_varint(1, fid)
+                + field_varint(2, self.s(name))
+                + field_varint(3, self.s(name))
+                + field_varint(4, self.s(file))
             )
-            out += _field_bytes(5, body)
+            out += field_bytes(5, body)
         # The string table last: every index above is known by now.
         for text in self.strings:
             # Escaped as the text report escapes them: a string field holds valid UTF-8.
-            out += _field_bytes(6, escape(text).encode("utf-8"))
-        out += _field_varint(9, p.started_ns)
-        out += _field_varint(10, p.duration_ns)
-        out += _field_bytes(
-            11, _field_varint(1, self.s("wall")) + _field_varint(2, self.s("nanoseconds"))
+            out += field_bytes(6, escape(text).encode("utf-8"))
+        out += field_varint(9, p.started_ns)
+        out += field_varint(10, p.duration_ns)
+        out += field_bytes(
+            11, field_varint(1, self.s("wall")) + field_varint(2, self.s("nanoseconds"))
         )
-        out += _field_varint(12, interval_ns)
+        out += field_varint(12, interval_ns)
         return bytes(out)
 
     def label(self, key: str, value: str) -> bytes:
-        return _field_bytes(3, _field_varint(1, self.s(key)) + _field_varint(2, self.s(value)))
+        return field_bytes(3, field_varint(1, self.s(key)) + field_varint(2, self.s(value)))
 
     def location(self, frame: SymbolizedFrame) -> int:
         lid = self.locations.get(frame.pc)
         if lid is not None:
             return lid
         lid = self.locations[frame.pc] = len(self.locations) + 1
-        body = _field_varint(1, lid) + _field_varint(3, frame.pc)
+        body = field_varint(1, lid) + field_varint(3, frame.pc)
         mapping = self.mapping_of(frame.pc)
         if mapping:
-            body += _field_varint(2, mapping)
+            body += field_varint(2, mapping)
         lines = [(c.function, c.file, c.line) for c in frame.inlined]
         lines.append((frame.function, frame.file, frame.line))
         for function, file, line in lines:
             name = function or frame_label(frame)
             fid = self.functions.setdefault((name, file or ""), len(self.functions) + 1)
-            body += _field_bytes(4, _field_varint(1, fid) + _field_varint(2, line or 0))
+            body += field_bytes(4, field_varint(1, fid) + field_varint(2, line or 0))
         self.location_data.append(body)
         return lid
 

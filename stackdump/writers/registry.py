@@ -39,7 +39,8 @@ class Format:
     dump: Optional[str] = None  # writes one dump's Report
     profile: Optional[str] = None  # writes a Profile over time
     watch: Optional[str] = None  # writes a Watch (--watch: progress.py)
-    merge: Optional[str] = None  # writes a merge or a diff of dumps (`stackdump merge`, `diff`)
+    merge: Optional[str] = None  # writes a merge of dumps (`stackdump merge`: merge.py)
+    diff: Optional[str] = None  # writes a diff of dumps (`stackdump diff`)
     coloured: bool = False  # coloured when it goes to a terminal
 
     def writer_for(self, kind: str) -> Optional[str]:
@@ -47,7 +48,7 @@ class Format:
         return getattr(self, kind)
 
 
-KINDS = ("dump", "profile", "watch", "merge")
+KINDS = ("dump", "profile", "watch", "merge", "diff")
 
 FORMATS: Tuple[Format, ...] = (
     Format(
@@ -57,6 +58,7 @@ FORMATS: Tuple[Format, ...] = (
         profile="stackdump.writers.profile_text:text_profile",
         watch="stackdump.writers.watch:text_watch",
         merge="stackdump.writers.merged:text_merge",
+        diff="stackdump.writers.merged:text_diff",
         coloured=True,
     ),
     Format(
@@ -65,6 +67,7 @@ FORMATS: Tuple[Format, ...] = (
         dump="stackdump.writers.json_doc:json_dump",
         watch="stackdump.writers.watch:json_watch",
         merge="stackdump.writers.merged:json_merge",
+        diff="stackdump.writers.merged:json_diff",
     ),
     Format(
         "folded",

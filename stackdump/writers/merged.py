@@ -1,0 +1,308 @@
+"""`stackdump merge` and `stackdump diff` written out (docs/FORMAT.md "Merging dumps"): text,
+JSON (docs/merge-schema.json), folded stacks and pprof for a merge; text and JSON for a diff.
+Text from the inputs was escaped when they were written, and is written as it is."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from stackdump.escape import escape
+from stackdump.merge import THREAD, Change, Diff, Merged, MergedFrame, StackKey, StackTally
+from stackdump.report import NAME_SPECIALS
+from stackdump.writers.pprof import field_bytes, field_varint, packed
+
+MERGE_SCHEMA = 1  # docs/merge-schema.json
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('s') else 's'}"
+
+
+def _kind_noun(kind: str, n: int) -> str:
+    return _plural(n, kind).split(" ", 1)[1]
+
+
+def frame_texts(frames: Sequence[MergedFrame]) -> List[str]:
+    """Frame lines as a dump prints them, from merged frames."""
+    out = []
+    for i, (function, file, line, obj, inlined) in enumerate(frames):
+        text = function
+        if file is not None and line is not None:
+            text += f" at {file}:{line}"
+        elif obj is not None:
+            text += f" in {obj}"
+        if inlined:
+            text += " (inlined)"
+        out.append(f"    {f'{i}#':<3} {text}")
+    return out
+
+
+def _names(tally: StackTally) -> str:
+    ranked = sorted(tally.names.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{escape(n, also=NAME_SPECIALS + ',')} x{k}" for n, k in ranked[:8])
+    return shown + (f", {len(ranked) - 8} more" if len(ranked) > 8 else "")
+
+
+def _spread(merged: Merged, tally: StackTally, kind: str) -> str:
+    hosts = len(merged.hosts)
+    return (
+        f"x{tally.count} {_kind_noun(kind, tally.count)} on {tally.host_count} of "
+        f"{_plural(hosts, 'host')}, {_plural(tally.processes, 'process')}"
+    )
+
+
+def merge_lines(merged: Merged) -> Iterator[str]:
+    yield "stackdump merge"
+    yield from _totals(merged)
+    yield ""
+    outliers = 0
+    for (kind, frames), tally in merged.ranked():
+        keys = []
+        if merged.outlier(tally):
+            outliers += 1
+            keys.append("outlier=1 hosts=" + ",".join(merged.host_names(tally)))
+        extra = f" {' '.join(keys)}" if keys else ""
+        yield f"----- {_spread(merged, tally, kind)} ({_names(tally)}){extra} -----"
+        yield from frame_texts(frames)
+        yield ""
+    yield (
+        f"summary: inputs={len(merged.inputs)} hosts={len(merged.hosts)} "
+        f"processes={merged.processes} threads={merged.members(THREAD)} "
+        f"distinct_stacks={len(merged.stacks)} outliers={outliers} "
+        f"skipped_inputs={len(merged.skipped)}"
+    )
+
+
+def _totals(merged: Merged) -> Iterator[str]:
+    yield f"inputs: {len(merged.inputs)}"
+    yield f"hosts: {len(merged.hosts)}"
+    yield f"processes: {merged.processes}"
+    yield f"threads: {merged.members(THREAD)}"
+    coroutines = merged.members() - merged.members(THREAD)
+    if coroutines:
+        yield f"coroutines: {coroutines}"
+    yield f"skipped_inputs: {len(merged.skipped)}"
+
+
+def merge_json_lines(merged: Merged) -> Iterator[str]:
+    """One stack per line, as a dump writes one thread per line."""
+    yield f'{{"schema": {MERGE_SCHEMA}, "kind": "merge", "inputs": {_dump(_inputs(merged))},'
+    yield f'"skipped": {_dump(_skipped(merged))},'
+    yield '"stacks": ['
+    ranked = merged.ranked()
+    for i, (key, tally) in enumerate(ranked):
+        entry = _stack_object(merged, key, tally)
+        yield _dump(entry) + ("," if i < len(ranked) - 1 else "")
+    yield "],"
+    summary = {
+        "inputs": len(merged.inputs),
+        "hosts": len(merged.hosts),
+        "processes": merged.processes,
+        "threads": merged.members(THREAD),
+        "coroutines": merged.members() - merged.members(THREAD),
+        "distinct_stacks": len(merged.stacks),
+        "outliers": sum(1 for t in merged.stacks.values() if merged.outlier(t)),
+        "skipped_inputs": len(merged.skipped),
+    }
+    yield f'"summary": {_dump(summary)}}}'
+
+
+def _inputs(merged: Merged) -> List[Dict[str, Any]]:
+    return [
+        {"file": escape(path), "host": host, "kind": kind, "members": n}
+        for path, host, kind, n in merged.inputs
+    ]
+
+
+def _skipped(merged: Merged) -> List[Dict[str, str]]:
+    return [{"file": escape(e.path), "error": e.why} for e in merged.skipped]
+
+
+def _stack_object(merged: Merged, key: StackKey, tally: StackTally) -> Dict[str, Any]:
+    kind, frames = key
+    outlier = merged.outlier(tally)
+    return {
+        "kind": kind,
+        "count": tally.count,
+        "hosts": tally.host_count,
+        "processes": tally.processes,
+        "outlier": outlier,
+        "outlier_hosts": merged.host_names(tally) if outlier else None,
+        "names": [
+            {"name": n, "count": k}
+            for n, k in sorted(tally.names.items(), key=lambda item: (-item[1], item[0]))
+        ],
+        "frames": [_frame_object(f) for f in frames],
+    }
+
+
+def _frame_object(f: MergedFrame) -> Dict[str, Any]:
+    function, file, line, obj, inlined = f
+    return {"function": function, "file": file, "line": line, "object": obj, "inlined": inlined}
+
+
+def merge_folded_lines(merged: Merged) -> Iterator[str]:
+    """`NAME;OUTERMOST;...;INNERMOST COUNT`: each (thread name, stack)'s count is the sum of
+    its counts in the inputs. Frames as the folded format names them."""
+    for (kind, frames), tally in merged.ranked():
+        if frames and frames[0][0].startswith("<no stack"):
+            continue
+        labels = [escape(f[0], also=";") if ";" in f[0] else f[0] for f in reversed(frames)]
+        for name, count in sorted(tally.names.items(), key=lambda item: (-item[1], item[0])):
+            who = name if kind == THREAD else kind
+            yield ";".join([escape(who, also=";") if ";" in who else who, *labels]) + f" {count}"
+
+
+def merge_pprof(merged: Merged) -> bytes:
+    """profile.proto, gzipped: one sample per (stack, host) with a `host` label, its value
+    the threads (or, from folded profiles, thread-samples) the inputs counted; one location
+    per distinct merged frame chain position (no addresses: ASLR made them per host)."""
+    strings: Dict[str, int] = {"": 0}
+
+    def s(text: Optional[str]) -> int:
+        return strings.setdefault(text, len(strings)) if text else 0
+
+    out = bytearray()
+    out += field_bytes(1, field_varint(1, s("samples")) + field_varint(2, s("count")))
+    functions: Dict[Tuple[str, str], int] = {}
+    locations: Dict[Tuple[MergedFrame, ...], int] = {}
+    location_data: List[bytes] = []
+    for (kind, frames), tally in merged.ranked():
+        ids = _locations(frames, functions, locations, location_data, s)
+        by_host = tally.by_host or {}
+        for host, count in sorted(by_host.items()):
+            label = field_bytes(
+                3, field_varint(1, s("host")) + field_varint(2, s(merged.hosts[host]))
+            )
+            label += field_bytes(3, field_varint(1, s("kind")) + field_varint(2, s(kind)))
+            out += field_bytes(2, packed(1, ids) + packed(2, [count]) + label)
+    for data in location_data:
+        out += field_bytes(4, data)
+    for (name, file), fid in functions.items():
+        body = field_varint(1, fid) + field_varint(2, s(name)) + field_varint(3, s(name))
+        out += field_bytes(5, body + field_varint(4, s(file)))
+    for text in strings:
+        out += field_bytes(6, text.encode("utf-8"))
+    return gzip.compress(bytes(out), mtime=0)
+
+
+def _locations(frames, functions, locations, location_data, s) -> List[int]:
+    """Location ids for a stack, innermost first: one location per physical frame, with its
+    inlined calls as lines before it (as pprof wants them)."""
+    ids: List[int] = []
+    pending: List[MergedFrame] = []
+    for frame in frames:
+        pending.append(frame)
+        if frame[4]:  # inlined: belongs to the next physical frame's location
+            continue
+        chain = tuple(pending)
+        pending = []
+        lid = locations.get(chain)
+        if lid is None:
+            lid = locations[chain] = len(locations) + 1
+            body = field_varint(1, lid)
+            for function, file, line, _obj, _inlined in chain:
+                fid = functions.setdefault((function, file or ""), len(functions) + 1)
+                body += field_bytes(4, field_varint(1, fid) + field_varint(2, line or 0))
+            location_data.append(body)
+        ids.append(lid)
+    return ids
+
+
+def diff_lines(d: Diff) -> Iterator[str]:
+    yield "stackdump diff"
+    for side, merged in (("before", d.before), ("after", d.after)):
+        yield (
+            f"{side}: inputs={len(merged.inputs)} hosts={len(merged.hosts)} "
+            f"processes={merged.processes} threads={merged.members(THREAD)}"
+        )
+    yield ""
+    for change in d.changes:
+        yield _change_line(change)
+        yield from frame_texts(change.key[1])
+        yield ""
+    grew = sum(1 for c in d.changes if c.delta > 0)
+    yield (
+        f"summary: grew={grew} shrank={len(d.changes) - grew} "
+        f"new={sum(1 for c in d.changes if c.before is None)} "
+        f"gone={sum(1 for c in d.changes if c.after is None)} unchanged={d.unchanged}"
+    )
+
+
+def _change_line(c: Change) -> str:
+    kind = c.key[0]
+    word = "new" if c.before is None else "gone" if c.after is None else (
+        "grew" if c.delta > 0 else "shrank"
+    )  # fmt: skip
+    sides = []
+    for side, tally in (("before", c.before), ("after", c.after)):
+        if tally is None:
+            sides.append(f"{side} none")
+        else:
+            sides.append(f"{side} x{tally.count} on {_plural(tally.host_count, 'host')}")
+    names = _names(c.after or c.before)  # type: ignore[arg-type]
+    return (
+        f"----- {c.delta:+.1f} {_kind_noun(kind, 2)} per process: {c.before_mean:.1f} -> "
+        f"{c.after_mean:.1f} {word} ({', '.join(sides)}; {names}) -----"
+    )
+
+
+def diff_json_lines(d: Diff) -> Iterator[str]:
+    yield f'{{"schema": {MERGE_SCHEMA}, "kind": "diff",'
+    for side, merged in (("before", d.before), ("after", d.after)):
+        inputs, skipped = _dump(_inputs(merged)), _dump(_skipped(merged))
+        yield f'"{side}": {{"inputs": {inputs}, "skipped": {skipped}}},'
+    yield '"changes": ['
+    for i, c in enumerate(d.changes):
+        entry = {
+            "kind": c.key[0],
+            "delta_per_process": round(c.delta, 6),
+            "before_per_process": round(c.before_mean, 6),
+            "after_per_process": round(c.after_mean, 6),
+            "before_count": c.before.count if c.before else 0,
+            "after_count": c.after.count if c.after else 0,
+            "before_hosts": c.before.host_count if c.before else 0,
+            "after_hosts": c.after.host_count if c.after else 0,
+            "frames": [_frame_object(f) for f in c.key[1]],
+        }
+        yield _dump(entry) + ("," if i < len(d.changes) - 1 else "")
+    yield "],"
+    grew = sum(1 for c in d.changes if c.delta > 0)
+    summary = {
+        "grew": grew,
+        "shrank": len(d.changes) - grew,
+        "new": sum(1 for c in d.changes if c.before is None),
+        "gone": sum(1 for c in d.changes if c.after is None),
+        "unchanged": d.unchanged,
+    }
+    yield f'"summary": {_dump(summary)}}}'
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
+def text_merge(merged: Merged, view) -> Iterator[str]:
+    return merge_lines(merged)
+
+
+def json_merge(merged: Merged, view) -> Iterator[str]:
+    return merge_json_lines(merged)
+
+
+def folded_merge(merged: Merged, view) -> Iterator[str]:
+    return merge_folded_lines(merged)
+
+
+def pprof_merge(merged: Merged, view) -> bytes:
+    return merge_pprof(merged)
+
+
+def text_diff(d: Diff, view) -> Iterator[str]:
+    return diff_lines(d)
+
+
+def json_diff(d: Diff, view) -> Iterator[str]:
+    return diff_json_lines(d)
