@@ -82,6 +82,13 @@ FORMATS: Tuple[Format, ...] = (
         profile="stackdump.writers.pprof:pprof_profile",
         merge="stackdump.writers.merged:pprof_merge",
     ),
+    Format(
+        "flamegraph",
+        "flamegraph (one self-contained HTML page)",
+        dump="stackdump.writers.flamegraph:flame_dump",
+        profile="stackdump.writers.flamegraph:flame_profile",
+        merge="stackdump.writers.flamegraph:flame_merge",
+    ),
     Format("speedscope", "speedscope", profile="stackdump.writers.trace_formats:speedscope"),
     Format("chrome-trace", "chrome-trace", profile="stackdump.writers.trace_formats:chrome_trace"),
 )
