@@ -187,7 +187,7 @@ def _read(path: str) -> bytes:
     try:
         fd = safefs.open_regular(path)
     except safefs.NotRegularFile as e:
-        raise BadInput(path, f"not a regular file ({e.strerror})") from None
+        raise BadInput(path, e.strerror) from None
     except OSError as e:
         raise BadInput(path, e.strerror or str(e)) from None
     with os.fdopen(fd, "rb") as f:
