@@ -57,9 +57,16 @@ def test_the_format_table_drives_the_cli():
     from stackdump.cli import command
     from stackdump.writers import registry
 
-    assert registry.names() == ("text", "json", "folded", "pprof", "speedscope", "chrome-trace")
+    assert registry.names() == (
+        "text", "json", "folded", "pprof", "flamegraph", "speedscope", "chrome-trace"
+    )  # fmt: skip
     assert registry.profile_only() == ("pprof", "speedscope", "chrome-trace")
-    assert registry.for_profiles() == ("text", "folded", "pprof", "speedscope", "chrome-trace")
+    assert registry.for_profiles() == (
+        "text", "folded", "pprof", "flamegraph", "speedscope", "chrome-trace"
+    )  # fmt: skip
+    assert registry.for_kind("watch") == ("text", "json")
+    assert registry.for_kind("merge") == ("text", "json", "folded", "pprof", "flamegraph")
+    assert registry.for_kind("diff") == ("text", "json")
     help_text = "".join(CliRunner().invoke(command, ["--help"]).output.split())
     assert "".join(registry.help_text().split()) in help_text  # (click wraps at hyphens too)
     assert all(registry.find(n).name == n for n in registry.names())
