@@ -194,15 +194,15 @@ class Watcher:
         """The watch, once the captures are done (`run`: sampling.Run)."""
         report = self._report
         assert report is not None  # captures() raises before a watch with no capture
-        span = report_span(self._seen)
+        last = last_offset(self._seen)
         threads = tuple(
-            self._progress(("thread", t.tid), span) for t in report.threads
+            self._progress(("thread", t.tid), last) for t in report.threads
             if ("thread", t.tid) in self._seen
         )  # fmt: skip
         coroutines = None
         if report.coroutines is not None:
             coroutines = tuple(
-                self._progress(key, span) for key in self._seen if key[0] == "coroutine"
+                self._progress(key, last) for key in self._seen if key[0] == "coroutine"
             )
         return Watch(
             header=report.header,
@@ -218,17 +218,16 @@ class Watcher:
             warnings=tuple(self._warnings),
         )
 
-    def _progress(self, key: tuple, span: int) -> ThreadProgress:
+    def _progress(self, key: tuple, last_ns: int) -> ThreadProgress:
         last = self._last[key]
-        judged = judge(last, self._seen[key], span, coroutine=key[0] == "coroutine")
+        judged = judge(last, self._seen[key], last_ns, coroutine=key[0] == "coroutine")
         waited = self.waited_s(last.runtime_keys)
         return judged if waited is None else dataclasses.replace(judged, waited_s=waited)
 
 
-def report_span(seen: Dict[tuple, List[Seen]]) -> int:
-    """ns from the first capture to the last."""
-    offsets = [s.offset_ns for series in seen.values() for s in series]
-    return max(offsets) - min(offsets) if offsets else 0
+def last_offset(seen: Dict[tuple, List[Seen]]) -> int:
+    """When the last capture began (ns after the first)."""
+    return max((series[-1].offset_ns for series in seen.values()), default=0)
 
 
 def _coroutine_id(c: ThreadReport) -> int:
@@ -242,15 +241,17 @@ def _takes_lock(stack: Sequence[str]) -> bool:
 
 
 def judge(
-    last: ThreadReport, seen: Sequence[Seen], span_ns: int, coroutine: bool = False
+    last: ThreadReport, seen: Sequence[Seen], last_ns: int, coroutine: bool = False
 ) -> ThreadProgress:
-    """The class of a thread seen in these captures (oldest first)."""
+    """The class of a thread seen in these captures (oldest first), in a watch whose last
+    capture began `last_ns` after its first: one missing from that capture has gone (a thread
+    that exited, a coroutine that ran), which is progress."""
     final = seen[-1]
     still = 1
     while still < len(seen) and seen[-1 - still].place() == final.place():
         still += 1
     first = seen[-still]
-    progress = _classify(seen, still, coroutine)
+    progress = RUNNING if final.offset_ns < last_ns else _classify(seen, still, coroutine)
     # A thread that moved: its CPU over the whole watch; one that stayed: over its stay.
     since = seen[0] if progress == RUNNING else first
     cpu_ns = wakeups = None
