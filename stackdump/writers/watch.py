@@ -19,8 +19,14 @@ from stackdump.progress import (
     ThreadProgress,
     Watch,
 )
-from stackdump.report import NAME_SPECIALS, cmdline_text, frame_lines, stats_fields
-from stackdump.views import stack_labels, tid_ranges
+from stackdump.report import (
+    NAME_SPECIALS,
+    cmdline_text,
+    frame_lines,
+    runtime_key_texts,
+    stats_fields,
+)
+from stackdump.views import group_keys, stack_labels, tid_ranges
 from stackdump.writers.json_doc import (
     SCHEMA_VERSION,
     ModuleIndex,
@@ -77,7 +83,10 @@ def groups(members: Sequence[ThreadProgress]) -> List[List[ThreadProgress]]:
     found: Dict[tuple, List[ThreadProgress]] = {}
     for p in members:
         t = p.report
-        key = (p.progress, stack_labels(t.frames), t.blocked_in, t.mutex_holder, t.status)
+        key = (
+            p.progress, stack_labels(t.frames), t.blocked_in, t.mutex_holder, t.status,
+            group_keys(t),
+        )  # fmt: skip
         found.setdefault(key, []).append(p)
     order = {name: i for i, name in enumerate(CLASSES)}
     return sorted(found.values(), key=lambda g: (order[g[0].progress], -len(g)))
@@ -104,6 +113,7 @@ def _group_line(
         keys.append("deadlock=" + "->".join(str(tid) for tid in (*cycle, cycle[0])))
     if t.status.value != "ok":
         keys.append(f"status={t.status.value}")
+    keys.extend(runtime_key_texts(group_keys(t)))
     who = f" ({names})" if names else ""
     return f"----- {first.progress}: {count} {noun}{who} {' '.join(keys)} -----"
 
