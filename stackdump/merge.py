@@ -208,7 +208,11 @@ def _json_input(path: str, data: bytes, host: str) -> Input:
     try:
         document = json.loads(data)
     except json.JSONDecodeError as e:
-        if e.pos >= len(data.rstrip()) - 1:
+        # It ends where the parser needed more: at the end, or inside a string never closed
+        # (a raw line break in a string is another error: strings cannot span lines).
+        # A literal cut short (`tru`, `nul`) fails where it starts, up to 5 bytes before.
+        end = len(data.rstrip())
+        if e.msg.startswith("Unterminated string") or (e.pos >= end - 5 and e.msg != "Extra data"):
             raise BadInput(path, f"truncated JSON (it ends at byte {len(data)})") from None
         raise BadInput(path, f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     except UnicodeDecodeError:

@@ -192,6 +192,9 @@ def _bad_inputs(dumps, directory: Path):
     text = dumps["a"][0]
     cases = {
         "truncated.json": (text[: len(text) // 2], "truncated JSON"),
+        # Cut inside a string, and between a key and its value.
+        "cut-string.json": (text[: text.index('"threads"') + 4], "truncated JSON"),
+        "cut-value.json": (text[: text.index('"threads"') + 11], "truncated JSON"),
         "schema2.json": (text.replace('"schema": 1', '"schema": 2', 1), "a dump of schema 2"),
         "notjson.json": ("{this is not json}\n", "not JSON: "),
         "other.json": ('{"hello": 1}\n', 'JSON, but not a stackdump dump (no "schema" key)'),
@@ -239,3 +242,30 @@ def test_merge_usage_errors():
     assert result.returncode == 2 and "expected one of text, json" in result.stderr
     # The dump itself is as before: its options, its messages.
     assert "invalid pid: 0" in run_stackdump("-p", "0").stderr
+
+
+def test_a_dump_cut_anywhere_is_called_truncated(tmp_path):
+    """A JSON dump cut at any byte (a copy that did not finish) is named truncated, not
+    malformed; one with a byte too many is not."""
+    from stackdump.merge import BadInput, read_input
+
+    text = json.dumps(
+        {
+            "schema": 1,
+            "header": {"pid": 7, "host": None, "exe": "/bin/x", "flag": True, "none": None},
+            "threads": [{"tid": 7, "name": "x\\\\y", "status": "ok", "frames": []}],
+        },
+        indent=1,
+    )
+    path = tmp_path / "cut.json"
+    for cut in range(1, len(text.rstrip())):
+        if not text[:cut].strip():
+            continue
+        path.write_text(text[:cut])
+        with pytest.raises(BadInput) as e:
+            read_input(str(path))
+        assert e.value.why.startswith("truncated JSON"), (cut, text[:cut][-20:], e.value.why)
+    path.write_text(text + "}")
+    with pytest.raises(BadInput) as e:
+        read_input(str(path))
+    assert e.value.why.startswith("not JSON: Extra data")
