@@ -55,10 +55,11 @@ def make_dumps(work: Path, stackdump: list, threads: int) -> list:
                 [*stackdump, "-p", str(target.pid), "--format", "json"],
                 capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
-        document = json.loads(out)
-        document["header"]["host"] = None
+        # As stackdump wrote it (a thread per line), the host's name taken out of the header.
+        first, rest = out.split("\n", 1)
+        host = json.dumps(json.loads(out)["header"]["host"])
         path = work / f"mix{i}.json"
-        path.write_text(json.dumps(document))
+        path.write_text(first.replace(f'"host": {host}', '"host": null', 1) + "\n" + rest)
         dumps.append(path)
     return dumps
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -205,18 +206,8 @@ def _stem(path: str) -> str:
 
 
 def _json_input(path: str, data: bytes, host: str) -> Input:
-    try:
-        document = json.loads(data)
-    except json.JSONDecodeError as e:
-        # It ends where the parser needed more: at the end, or inside a string never closed
-        # (a raw line break in a string is another error: strings cannot span lines).
-        # A literal cut short (`tru`, `nul`) fails where it starts, up to 5 bytes before.
-        end = len(data.rstrip())
-        if e.msg.startswith("Unterminated string") or (e.pos >= end - 5 and e.msg != "Extra data"):
-            raise BadInput(path, f"truncated JSON (it ends at byte {len(data)})") from None
-        raise BadInput(path, f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    except UnicodeDecodeError:
-        raise BadInput(path, "not JSON: not UTF-8") from None
+    written = _as_written(data)
+    document, members = written if written is not None else (_parse(path, data), None)
     if not isinstance(document, dict) or "schema" not in document:
         raise BadInput(path, 'JSON, but not a stackdump dump (no "schema" key)')
     if document["schema"] != SCHEMA_VERSION:
@@ -227,7 +218,8 @@ def _json_input(path: str, data: bytes, host: str) -> Input:
         )
     try:
         header = document["header"]
-        members = _members(document.get("threads") or [], THREAD)
+        if members is None:
+            members = _members(document.get("threads") or [], THREAD)
         for c in document.get("coroutines") or []:
             key = (_stack_key(c["coroutine"], c["frames"], c.get("status")), c["coroutine"])
             members[key] = members.get(key, 0) + 1
@@ -235,6 +227,60 @@ def _json_input(path: str, data: bytes, host: str) -> Input:
     except (KeyError, TypeError, AttributeError) as e:
         raise BadInput(path, f"a schema-1 document missing what a dump has ({e!r})") from None
     return Input(path, str(host), "json", members)
+
+
+def _parse(path: str, data: bytes) -> object:
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as e:
+        # It ends where the parser needed more: at the end, or inside a string never closed
+        # (a raw line break in a string is another error: strings cannot span lines).
+        # A literal cut short (`tru`, `nul`) fails where it starts, up to 5 bytes before.
+        end = len(data.rstrip())
+        if e.msg.startswith("Unterminated string") or (e.pos >= end - 5 and e.msg != "Extra data"):
+            raise BadInput(path, f"truncated JSON (it ends at byte {len(data)})") from None
+        raise BadInput(path, f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except UnicodeDecodeError:
+        raise BadInput(path, "not JSON: not UTF-8") from None
+
+
+_FIRST_END = ', "threads": ['
+_FRAMES = ', "frames": ['
+_NAME_STATUS = re.compile(r'"name": ("(?:[^"\\]|\\.)*"), "status": "([a-z_]+)"')
+
+
+def _as_written(data: bytes) -> Optional[Tuple[dict, Dict[Tuple[StackKey, str], int]]]:
+    """A document as stackdump writes it (writers/json_doc.py: the header on the first line,
+    then one thread per line) read without parsing every thread: threads of one stack in one
+    process have the same text from `"frames"` on, which is parsed once; a thread's name and
+    status are all the rest a merge needs. None when the document is laid out otherwise (or
+    damaged): then it is parsed whole, and its errors said."""
+    try:
+        lines = data.decode("utf-8").split("\n")
+        first = lines[0]
+        if not (first.startswith('{"schema": ') and first.endswith(_FIRST_END)):
+            return None
+        document = json.loads(first[: -len(_FIRST_END)] + "}")
+        end = lines.index("],", 1)
+        document.update(json.loads("{" + "\n".join(lines[end + 1 :])))
+        members: Dict[Tuple[StackKey, str], int] = {}
+        stacks: Dict[Tuple[str, str], StackKey] = {}
+        for line in lines[1:end]:
+            at = line.find(_FRAMES)
+            found = _NAME_STATUS.search(line, 0, at)
+            if at < 0 or found is None:
+                return None
+            raw_name, status = found.groups()
+            tail = line[at + 2 :].rstrip(",")
+            stack = stacks.get((tail, status))
+            if stack is None:
+                frames = json.loads("{" + tail)["frames"]
+                stack = stacks[(tail, status)] = _stack_key(THREAD, frames, status)
+            key = (stack, json.loads(raw_name) if "\\" in raw_name else raw_name[1:-1])
+            members[key] = members.get(key, 0) + 1
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return document, members
 
 
 def _members(threads: list, kind: str) -> Dict[Tuple[StackKey, str], int]:

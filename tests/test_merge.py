@@ -269,3 +269,24 @@ def test_a_dump_cut_anywhere_is_called_truncated(tmp_path):
     with pytest.raises(BadInput) as e:
         read_input(str(path))
     assert e.value.why.startswith("not JSON: Extra data")
+
+
+def test_a_dump_as_written_reads_like_one_parsed_whole(dumps, tmp_path):
+    """The fast reading of stackdump's own layout (a thread per line, each stack's frames
+    parsed once) gives what parsing the whole document gives; another layout (jq's indented
+    one) takes the slow path to the same answer."""
+    from stackdump import merge
+
+    for key in "ab":
+        text = dumps[key][0]
+        written = merge._as_written(text.encode())
+        assert written is not None
+        document = json.loads(text)
+        assert written[1] == merge._members(document["threads"], merge.THREAD)
+        assert written[0]["header"] == document["header"]
+        assert merge._as_written(json.dumps(document, indent=2).encode()) is None
+        fast = tmp_path / f"{key}.json"
+        fast.write_text(text)
+        slow = tmp_path / f"{key}-indented.json"
+        slow.write_text(json.dumps(document, indent=2))
+        assert merge.read_input(str(fast)).members == merge.read_input(str(slow)).members
