@@ -138,7 +138,8 @@ def command(run: Run, output: Optional[str], **params) -> int:
             f"file's report is {formats.or_list(formats.for_dumps())}"
         )
     if profiling:
-        _check_profile_view(view, options)
+        note = f"{view.format} is one dump's document; "
+        _check_series_view(view, options, "profile", formats.for_profiles(), note)
         count, interval = sampling or (1, 100)
         return _profile(run, output, options, view, count, interval, state)
     # Where the report goes is settled before the target is touched: a bad -o costs nothing.
@@ -266,22 +267,25 @@ def _watch_plan(params: dict, core: bool) -> Optional[Tuple[int, int]]:
     return seconds, interval
 
 
-def _check_watch_view(view: View, options: DumpOptions) -> None:
-    if view.format not in formats.for_kind("watch"):
+def _check_series_view(view: View, options: DumpOptions, kind: str, allowed, note: str) -> None:
+    """Checks a profile's or a watch's view (`kind`): formats `allowed` for it, and
+    neither --sort cpu nor --kernel (`note` says what it writes instead)."""
+    if view.format not in allowed:
         raise InvalidArgument(
-            f"invalid format: a watch is written as {formats.or_list(formats.for_kind('watch'))}"
-            f" (--format {view.format})"
+            f"invalid format: {note}a {kind} is written as {formats.or_list(allowed)} "
+            f"(--format {view.format})"
         )
     if view.sort == "cpu":
-        raise InvalidArgument("--sort cpu orders one dump's threads; a watch orders by progress")
+        order = "is busiest first" if kind == "profile" else "orders by progress"
+        raise InvalidArgument(f"--sort cpu orders one dump's threads; a {kind} {order}")
     if options.capture.kernel_stacks:
-        raise InvalidArgument("--kernel applies to one dump, not to a watch")
+        raise InvalidArgument(f"--kernel applies to one dump, not to a {kind}")
 
 
 def _watch(
     run: Run, output: Optional[str], options: DumpOptions, view: View, seconds: int, interval: int
 ) -> int:
-    _check_watch_view(view, options)
+    _check_series_view(view, options, "watch", formats.for_kind("watch"), "")
     with run.interrupts.held():  # a signal inside an import is lost: see Interrupts.held
         formats.prepare(view.format, "watch")
     run.destination = open_destination(output, run.stdout_usable)
@@ -298,29 +302,7 @@ def _watch(
     except BaseException:
         run.destination.abort()
         raise
-    warn(watched.warnings)
-    if watched.ended_early:
-        error(f"{watched.ended_early}: the watch covers the samples taken before")
-        return EXIT_PARTIAL
-    if watched.interrupted:
-        error(
-            f"interrupted by {run.interrupts.signal_name}: the watch covers the "
-            f"{watched.samples_taken} sample(s) taken before it"
-        )
-        return EXIT_PARTIAL
-    return EXIT_OK
-
-
-def _check_profile_view(view: View, options: DumpOptions) -> None:
-    if view.format not in formats.for_profiles():
-        raise InvalidArgument(
-            f"invalid format: {view.format} is one dump's document; a profile is written as "
-            f"{formats.or_list(formats.for_profiles())} (--format {view.format})"
-        )
-    if view.sort == "cpu":
-        raise InvalidArgument("--sort cpu orders one dump's threads; a profile is busiest first")
-    if options.capture.kernel_stacks:
-        raise InvalidArgument("--kernel applies to one dump, not to a profile")
+    return _series_outcome(run, "watch", watched, f"{watched.samples_taken} sample(s)")
 
 
 def _profile(
@@ -346,14 +328,19 @@ def _profile(
     except BaseException:
         run.destination.abort()
         raise
-    warn(profile.warnings)
-    if profile.ended_early:
-        error(f"{profile.ended_early}: the profile covers the samples taken before")
+    return _series_outcome(run, "profile", profile, f"{profile.samples_taken} of {count} sample(s)")
+
+
+def _series_outcome(run: Run, kind: str, series, taken: str) -> int:
+    """The warnings and exit status of a profile or a watch (`series`) once written."""
+    warn(series.warnings)
+    if series.ended_early:
+        error(f"{series.ended_early}: the {kind} covers the samples taken before")
         return EXIT_PARTIAL
-    if profile.interrupted:
+    if series.interrupted:
         error(
-            f"interrupted by {run.interrupts.signal_name}: the profile covers the "
-            f"{profile.samples_taken} of {count} sample(s) taken before it"
+            f"interrupted by {run.interrupts.signal_name}: the {kind} covers the {taken} "
+            "taken before it"
         )
         return EXIT_PARTIAL
     return EXIT_OK

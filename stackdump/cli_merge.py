@@ -15,6 +15,7 @@ import click
 
 from stackdump import merge
 from stackdump.arguments import checked, parse_choice
+from stackdump.cli_options import OUTPUT
 from stackdump.cli_run import Run, write_output, writing
 from stackdump.console import warn
 from stackdump.errors import InvalidArgument
@@ -33,41 +34,40 @@ whose threads per process grew or shrank most, e.g. a sick host against healthy 
 against an hour ago. See docs/FORMAT.md "Merging dumps"."""
 
 
-def _common(command):
-    for option in reversed(
-        (
-            click.option(
-                "-o",
-                "--output",
-                "output",
-                metavar="FILE",
-                help="Write to FILE instead of stdout, replaced atomically once complete.",
-            ),
-            click.option(
-                "--format",
-                "output_format",
-                default="text",
-                show_default=True,
-                metavar="FORMAT",
-                help="See each command's list.",
-            ),  # fmt: skip
-            click.option(
-                "--keep-going",
-                is_flag=True,
-                help="Skip inputs that cannot be read (each named on stderr; exit 1) instead "
-                "of stopping at the first (exit 2).",
-            ),
-        )
-    ):
-        command = option(command)
-    return command
+def _common(kind: str):
+    """The options `merge` and `diff` share; `kind` names the formats offered."""
+
+    def add(command):
+        for option in reversed(
+            (
+                OUTPUT,
+                click.option(
+                    "--format",
+                    "output_format",
+                    default="text",
+                    show_default=True,
+                    metavar="FORMAT",
+                    help=formats.or_list(formats.for_kind(kind)) + ".",
+                ),
+                click.option(
+                    "--keep-going",
+                    is_flag=True,
+                    help="Skip inputs that cannot be read (each named on stderr; exit 1) "
+                    "instead of stopping at the first (exit 2).",
+                ),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return add
 
 
 @click.command(
     "merge", help=MERGE_HELP, context_settings={"help_option_names": ["-h", "--help"]}
 )  # fmt: skip
 @click.argument("inputs", nargs=-1, required=True, metavar="FILE...")
-@_common
+@_common("merge")
 @click.pass_obj
 def merge_command(
     run: Run, inputs: Tuple[str, ...], output: Optional[str], output_format: str, keep_going: bool
@@ -91,7 +91,7 @@ def merge_command(
 )  # fmt: skip
 @click.argument("before", metavar="BEFORE")
 @click.argument("after", metavar="AFTER")
-@_common
+@_common("diff")
 @click.pass_obj
 def diff_command(
     run: Run, before: str, after: str, output: Optional[str], output_format: str, keep_going: bool

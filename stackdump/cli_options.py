@@ -32,6 +32,17 @@ SKIP_HELP = (
 )
 
 
+OUTPUT = click.option(
+    "-o",
+    "--output",
+    "output",
+    metavar="FILE",
+    help="Write the report to FILE instead of stdout ('-': stdout). A regular file is "
+    "replaced atomically once the report is complete, keeping its mode and owner; a "
+    "device, FIFO or socket is written in place.",
+)
+
+
 OPTIONS = (
     click.option("-p", "--pid", "pid", metavar="PID", help="The target process."),
     click.option(
@@ -119,15 +130,7 @@ OPTIONS = (
         help="auto: stop threads except those a stop would disturb; ptrace: stop every "
         "thread; passive: stop none (running threads are skipped).",
     ),
-    click.option(
-        "-o",
-        "--output",
-        "output",
-        metavar="FILE",
-        help="Write the report to FILE instead of stdout ('-': stdout). A regular file is "
-        "replaced atomically once the report is complete, keeping its mode and owner; a "
-        "device, FIFO or socket is written in place.",
-    ),
+    OUTPUT,
     click.option(
         "--format",
         "output_format",

@@ -86,36 +86,10 @@ _FD_CALLS: FrozenSet[str] = frozenset({"read", "write", "readv", "writev", "prea
 # Blocking calls whose first argument names what the thread waits on: a futex's address, or
 # a descriptor. `--watch` compares it from sample to sample ("the same call on the same
 # object").
-WAIT_OBJECT_CALLS: FrozenSet[str] = frozenset(
-    {
-        "futex",
-        "read",
-        "readv",
-        "pread64",
-        "preadv",
-        "write",
-        "writev",
-        "pwrite64",
-        "pwritev",
-        "recvfrom",
-        "recvmsg",
-        "recvmmsg",
-        "sendto",
-        "sendmsg",
-        "sendmmsg",
-        "accept",
-        "accept4",
-        "connect",
-        "epoll_wait",
-        "epoll_pwait",
-        "epoll_pwait2",
-        "fsync",
-        "fdatasync",
-        "flock",
-        "fcntl",
-        "ioctl",
-        "io_uring_enter",
-    }
+WAIT_OBJECT_CALLS: FrozenSet[str] = (
+    _FD_CALLS
+    | (EINTR_ON_STOP - {"semop", "semtimedop", "rt_sigtimedwait", "io_getevents", "io_pgetevents"})
+    | {"futex", "preadv", "pwritev", "fsync", "fdatasync", "flock", "fcntl", "ioctl"}
 )
 
 

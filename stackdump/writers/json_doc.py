@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 from stackdump.escape import escape
 from stackdump.report import stats_fields
@@ -19,15 +19,39 @@ SCHEMA_VERSION = 1
 
 
 def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
-    header = _dump(header_object(report.header))
-    yield f'{{"schema": {SCHEMA_VERSION}, "header": {header}, "threads": ['
+    yield first_line(report.header)
     modules = ModuleIndex(report.modules)
-    last = len(report.threads) - 1
-    for i, thread in enumerate(report.threads):
-        yield _dump(thread_object(thread, modules)) + ("," if i < last else "")
+    yield from object_lines(thread_object(t, modules) for t in report.threads)
     yield "],"
     if grouped:
         yield f'"groups": {_dump(_groups(report))},'
+    yield from closing_parts(report)
+    if report.coroutines is not None:
+        coroutines = [coroutine_object(c, modules) for c in report.coroutines]
+        yield f'"coroutines": {_dump(coroutines)},'
+    yield f'"deadlocks": {_dump([list(c) for c in report.deadlocks])},'
+    yield f'"objects": {_dump([object_entry(m) for m in report.modules])}}}'
+
+
+def first_line(h: ReportHeader) -> str:
+    """The schema, the header and the opening of `threads`, on one line: then a thread per
+    line (`object_lines`). merge.py reads documents laid out so without parsing them whole."""
+    return f'{{"schema": {SCHEMA_VERSION}, "header": {_dump(header_object(h))}, "threads": ['
+
+
+def object_lines(objects: Iterable[Dict[str, Any]]) -> Iterator[str]:
+    """One JSON object per line, each but the last followed by a comma."""
+    previous = None
+    for entry in objects:
+        if previous is not None:
+            yield previous + ","
+        previous = _dump(entry)
+    if previous is not None:
+        yield previous
+
+
+def closing_parts(report: Report) -> Iterator[str]:
+    """The `summary` and `stats` members, from the two closing lines of the text."""
     s = report.summary
     summary = {
         "captured": s.captured,
@@ -37,19 +61,15 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
     }
     yield f'"summary": {_dump(summary)},'
     yield f'"stats": {_dump(dict(stats_fields(report)))},'
-    if report.coroutines is not None:
-        coroutines = [
-            {
-                **thread_object(c, modules),
-                "coroutine": c.coroutine,
-                "coroutine_id": c.coroutine_id,
-                "entry": escape(c.entry_function) if c.entry_function else None,
-            }
-            for c in report.coroutines
-        ]
-        yield f'"coroutines": {_dump(coroutines)},'
-    yield f'"deadlocks": {_dump([list(c) for c in report.deadlocks])},'
-    yield f'"objects": {_dump([object_entry(m) for m in report.modules])}}}'
+
+
+def coroutine_object(c: ThreadReport, modules: ModuleIndex) -> Dict[str, Any]:
+    return {
+        **thread_object(c, modules),
+        "coroutine": c.coroutine,
+        "coroutine_id": c.coroutine_id,
+        "entry": escape(c.entry_function) if c.entry_function else None,
+    }
 
 
 def header_object(h: ReportHeader) -> Dict[str, Any]:

@@ -24,14 +24,15 @@ from stackdump.report import (
     cmdline_text,
     frame_lines,
     runtime_key_texts,
-    stats_fields,
 )
 from stackdump.views import group_keys, stack_labels, tid_ranges
 from stackdump.writers.json_doc import (
-    SCHEMA_VERSION,
     ModuleIndex,
-    header_object,
+    closing_parts,
+    coroutine_object,
+    first_line,
     object_entry,
+    object_lines,
     thread_object,
 )
 
@@ -187,32 +188,17 @@ def watch_json_lines(watch: Watch) -> Iterator[str]:
     report = watch.last
     modules = ModuleIndex(report.modules)
     judged = {p.report.tid: p for p in watch.threads}
-    header = header_object(watch.header)
-    yield f'{{"schema": {SCHEMA_VERSION}, "header": {_dump(header)}, "threads": ['
-    threads = [t for t in report.threads if t.tid in judged]
-    for i, t in enumerate(threads):
-        entry = {**thread_object(t, modules), **progress_object(judged[t.tid])}
-        yield _dump(entry) + ("," if i < len(threads) - 1 else "")
+    yield first_line(watch.header)
+    yield from object_lines(
+        {**thread_object(t, modules), **progress_object(judged[t.tid])}
+        for t in report.threads
+        if t.tid in judged
+    )
     yield "],"
-    s = report.summary
-    summary = {
-        "captured": s.captured,
-        "skipped": s.skipped,
-        "timed_out": s.timed_out,
-        "remote_signal_attempts": s.remote_signal_attempts,
-    }
-    yield f'"summary": {_dump(summary)},'
-    yield f'"stats": {_dump(dict(stats_fields(report)))},'
+    yield from closing_parts(report)
     if watch.coroutines is not None:
         coroutines = [
-            {
-                **thread_object(p.report, modules),
-                "coroutine": p.report.coroutine,
-                "coroutine_id": p.report.coroutine_id,
-                "entry": escape(p.report.entry_function) if p.report.entry_function else None,
-                **progress_object(p),
-            }
-            for p in watch.coroutines
+            {**coroutine_object(p.report, modules), **progress_object(p)} for p in watch.coroutines
         ]
         yield f'"coroutines": {_dump(coroutines)},'
     yield f'"deadlocks": {_dump([list(c) for c in watch.deadlocks])},'
