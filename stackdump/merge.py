@@ -4,15 +4,18 @@ never by address, which ASLR makes differ per host (docs/FORMAT.md "Merging dump
 
 Inputs are read one at a time and folded into counts, so memory grows with the distinct
 stacks, not with the inputs: a JSON dump (`--format json`, `--watch --format json`, schema 1)
-or folded stacks (`--format folded`, a dump's or a profile's). A JSON dump's host is its
-header's `host`, else its file's name without extension; a folded file's, its file's name.
+or folded stacks (`--format folded`, a dump's or a profile's), either gzipped or not. A JSON
+dump's host is its header's `host`, else its file's name up to the first `.`; a folded
+file's, its file's name so.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -180,7 +183,9 @@ def read_input(path: str) -> Input:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadInput(path, "neither a JSON dump nor folded stacks (not UTF-8 text)") from None
+        raise BadInput(
+            path, "neither a JSON dump nor folded stacks (binary: a pprof profile?)"
+        ) from None
     return Input(path, host, "folded", _folded(path, text))
 
 
@@ -193,10 +198,26 @@ def _read(path: str) -> bytes:
         raise BadInput(path, e.strerror or str(e)) from None
     with os.fdopen(fd, "rb") as f:
         data = f.read(MAX_INPUT_BYTES + 1)
+        if data[:2] == _GZIP:  # a dump gzipped on its way from the host: read through
+            f.seek(0)
+            data = _gunzip(path, f)
     if len(data) > MAX_INPUT_BYTES:
         raise BadInput(path, f"larger than {MAX_INPUT_BYTES >> 20} MiB")
     if not data.strip():
         raise BadInput(path, "empty")
+    return data
+
+
+_GZIP = b"\x1f\x8b"
+
+
+def _gunzip(path: str, f) -> bytes:
+    """A gzipped input, inflated to at most MAX_INPUT_BYTES + 1 (a bomb stops there)."""
+    try:
+        with gzip.GzipFile(fileobj=f, mode="rb") as inflated:
+            data = inflated.read(MAX_INPUT_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as e:
+        raise BadInput(path, f"gzip data that cannot be inflated ({e})") from None
     return data
 
 

@@ -200,9 +200,12 @@ def _bad_inputs(dumps, directory: Path):
         "other.json": ('{"hello": 1}\n', 'JSON, but not a stackdump dump (no "schema" key)'),
         "empty.json": ("", "empty"),
         "garbage.folded": ("one two three\n", "line 1 is not 'NAME;FRAME;... COUNT'"),
+        "binary.pb": ("\udcff\udcfe\x00\x01", "neither a JSON dump nor folded stacks (binary"),
     }
     for name, (content, _) in cases.items():
-        (directory / name).write_text(content)
+        (directory / name).write_bytes(content.encode("utf-8", "surrogateescape"))
+    cases["bad.json.gz"] = ("", "gzip data that cannot be inflated")
+    (directory / "bad.json.gz").write_bytes(b"\x1f\x8b" + b"not deflate data" * 4)
     fifo = directory / "fifo.json"
     os.mkfifo(fifo)
     cases["fifo.json"] = ("", "not a regular file")
@@ -217,6 +220,17 @@ def test_a_bad_input_is_named_and_stops_the_merge(dumps, tmp_path):
         assert result.stdout == ""
         assert f'stackdump: error: "{path}": {why}' in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_gzipped_dumps_merge_like_plain_ones(dumps, tmp_path):
+    plain, packed = tmp_path / "h1.json", tmp_path / "h2.json.gz"
+    plain.write_text(dumps["a"][0])
+    packed.write_bytes(gzip.compress(dumps["a"][0].encode()))
+    result = run_stackdump("merge", str(plain), str(packed))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].startswith(
+        "summary: inputs=2 hosts=1 processes=2 threads=12 "
+    )
 
 
 def test_keep_going_merges_the_rest(dumps, tmp_path):
