@@ -109,14 +109,7 @@ def command(run: Run, output: Optional[str], **params) -> int:
     if run.core is not None and sampling is not None:
         raise InvalidArgument("sampling needs a live process (-p), not a core file")
     state = checked("--state", params.pop("state"), parse_choice("state", STATES))
-    view = View(
-        format=checked(
-            "--format", params.pop("output_format"), parse_choice("format", formats.names())
-        ),
-        group=params.pop("group"),
-        sort=checked("--sort", params.pop("sort"), parse_choice("sort", SORTS)),
-        show_addresses=params.pop("addresses"),
-    )
+    view = _view(params)
     window = checked(
         "--cpu-window-ms", params.pop("cpu_window_ms"), in_range("cpu_window_ms", 1, 10000)
     )
@@ -142,6 +135,22 @@ def command(run: Run, output: Optional[str], **params) -> int:
         _check_series_view(view, options, "profile", formats.for_profiles(), note)
         count, interval = sampling or (1, 100)
         return _profile(run, output, options, view, count, interval, state)
+    return _single_dump(run, output, options, view)
+
+
+def _view(params: dict) -> View:
+    """How the report is written, from --format, --group, --sort and -a. Pops them."""
+    return View(
+        format=checked(
+            "--format", params.pop("output_format"), parse_choice("format", formats.names())
+        ),
+        group=params.pop("group"),
+        sort=checked("--sort", params.pop("sort"), parse_choice("sort", SORTS)),
+        show_addresses=params.pop("addresses"),
+    )
+
+
+def _single_dump(run: Run, output: Optional[str], options: DumpOptions, view: View) -> int:
     # Where the report goes is settled before the target is touched: a bad -o costs nothing.
     run.destination = open_destination(output, run.stdout_usable)
     try:
