@@ -116,7 +116,7 @@ class Watch:
     samples_taken: int
     started_ns: int  # wall clock of the first capture
     duration_ns: int
-    threads: Tuple[ThreadProgress, ...]  # in the order of the last capture's threads
+    threads: Tuple[ThreadProgress, ...]  # the last capture's order; those gone by then last
     coroutines: Optional[Tuple[ThreadProgress, ...]]  # None: --coroutines not asked
     last: Report  # the last capture, whole
     interrupted: bool = False
@@ -195,10 +195,13 @@ class Watcher:
         report = self._report
         assert report is not None  # captures() raises before a watch with no capture
         last = last_offset(self._seen)
-        threads = tuple(
-            self._progress(("thread", t.tid), last) for t in report.threads
-            if ("thread", t.tid) in self._seen
-        )  # fmt: skip
+        # Every thread seen, in the last capture's order, then those that had exited by then.
+        order = {t.tid: i for i, t in enumerate(report.threads)}
+        seen = sorted(
+            (key for key in self._seen if key[0] == "thread"),
+            key=lambda key: (order.get(key[1], len(order)), key[1]),
+        )
+        threads = tuple(self._progress(key, last) for key in seen)
         coroutines = None
         if report.coroutines is not None:
             coroutines = tuple(

@@ -187,12 +187,9 @@ def watch_json_lines(watch: Watch) -> Iterator[str]:
     `watch` object, and a top-level `watch` with the counts."""
     report = watch.last
     modules = ModuleIndex(report.modules)
-    judged = {p.report.tid: p for p in watch.threads}
     yield first_line(watch.header)
     yield from object_lines(
-        {**thread_object(t, modules), **progress_object(judged[t.tid])}
-        for t in report.threads
-        if t.tid in judged
+        {**thread_object(p.report, modules), **progress_object(p)} for p in watch.threads
     )
     yield "],"
     yield from closing_parts(report)
