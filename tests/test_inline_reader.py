@@ -109,3 +109,23 @@ def test_an_abbreviation_is_found_past_entries_it_skips_unread():
     assert dies._entry_of(table, 0, len(table), 9) == len(table) - 1  # the table's end
     hostile = bytes([5, 0x11, 1]) + bytes([0x21] * 20_000)
     assert dies._entry_of(hostile, 0, len(hostile), 7) == 0
+
+
+def test_prefetching_unit_headers_changes_nothing(build_dir):
+    """The unit walk asks for the headers .debug_aranges names first (madvise on the map of
+    the file): the same units come out, from a map and from bytes, and offsets outside the
+    section are ignored."""
+    binary = str(_built(build_dir, "deep_inline.cpp", 5))
+    index = DwarfIndex(ElfObject.open(binary), own_reader=True)
+    reader = index._reader()
+    assert reader is not None and hasattr(reader.info.buffer, "madvise")
+    plain = list(reader.unit_offsets())
+    known = sorted(set(index._build_aranges().offsets))
+    assert known and set(known) <= set(plain)
+    assert list(reader.unit_offsets([*known, -1, reader.info.size + 4096])) == plain
+    from stackdump.symbols.dies import Section
+
+    copy = Section(
+        bytes(reader.info.buffer[reader.info.base :][: reader.info.size]), 0, reader.info.size
+    )
+    copy.prefetch(known)  # bytes: nothing to advise, no error

@@ -197,4 +197,3 @@ def test_watch_arguments_are_checked(args, message):
     assert result.returncode == 2
     assert result.stdout == ""
     assert message in result.stderr, result.stderr
-

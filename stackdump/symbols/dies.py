@@ -17,10 +17,11 @@ Malformed bytes raise `DieError` (a ValueError): everything is bounded by the se
 from __future__ import annotations
 
 import bisect
+import mmap
 import re
 import struct
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 # Tags (DWARF 5 section 7.5.4) the walks look at.
 TAG_SUBPROGRAM, TAG_INLINED, TAG_LEXICAL_BLOCK = 0x2E, 0x1D, 0x0B
@@ -101,6 +102,22 @@ class Section:
             return cls(stream, base, size)
         stream.seek(0)
         return cls(stream.read(size), 0, size)
+
+    def prefetch(self, offsets: Iterable[int]) -> None:
+        """Ask the kernel to read the pages holding these offsets now, all at once
+        (madvise WILLNEED: the reads queue together instead of one page fault at a time when
+        each is touched). Only for a map of the file; a hint, never an error."""
+        advise = getattr(self.buffer, "madvise", None)
+        if advise is None:
+            return
+        page = mmap.PAGESIZE
+        for offset in offsets:
+            if 0 <= offset < self.size:
+                at = self.base + offset
+                try:
+                    advise(mmap.MADV_WILLNEED, at - at % page, page)
+                except (OSError, ValueError):
+                    return
 
     def unpack(self, fmt: str, offset: int) -> Tuple[int, ...]:
         layout = _STRUCTS.get(fmt) or struct.Struct(fmt)
@@ -205,8 +222,10 @@ class DieReader:
         unit = self._read_unit(offset, whole_table=False)
         return self.ranges(unit, unit.top)
 
-    def unit_offsets(self) -> Iterator[int]:
-        """Every unit's offset, from its header's length alone."""
+    def unit_offsets(self, known: Iterable[int] = ()) -> Iterator[int]:
+        """Every unit's offset, from its header's length alone; the headers at `known`
+        offsets (those `.debug_aranges` names) are read from the disk together first."""
+        self.info.prefetch(known)
         offset = 0
         while offset + 4 <= self.info.size:
             length, at, _ = self.info.initial_length(offset)

@@ -479,8 +479,11 @@ class DwarfIndex:
             return _RangeIndex(own)
         entries = []
         info = self._dwarf()
+        listed = set(self._aranges.offsets) if self._aranges is not None else set()
         try:
             for cu in _each_cu(info) if info is not None else ():
+                if cu.cu_offset in listed:
+                    continue  # as in _own_cu_ranges
                 self.cus_walked += 1
                 top = cu.get_top_DIE()
                 for low, high in _die_ranges(top, cu, info):
@@ -490,14 +493,20 @@ class DwarfIndex:
         return _RangeIndex(entries)
 
     def _own_cu_ranges(self) -> Optional[List[Tuple[int, int, int]]]:
-        """Every unit's top-entry ranges through `dies.py` (a header and one entry each);
-        None where pyelftools must read them."""
+        """The top-entry ranges, through `dies.py` (a header and one entry each), of every
+        unit `.debug_aranges` does not list: those it lists, FAST has looked up already (a
+        pc in code without DWARF, such as crt1.o's `_start`, is in neither, and reading every
+        unit's ranges for it took a second of a cold dump of 1 GB of DWARF). None where
+        pyelftools must read them."""
         reader = self._reader()
         if reader is None:
             return None
+        listed = set(self._aranges.offsets) if self._aranges is not None else set()
         entries = []
         try:
-            for offset in reader.unit_offsets():
+            for offset in reader.unit_offsets(sorted(listed)):
+                if offset in listed:
+                    continue
                 self.cus_walked += 1
                 entries.extend((low, high, offset) for low, high in reader.top_ranges(offset))
         except dies.Unsupported:
