@@ -8,6 +8,7 @@ status"), through `console.py` and `outcome.py`. The options are declared in
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import NoReturn, Optional, Sequence, Tuple, Union
@@ -26,7 +27,6 @@ from stackdump.arguments import (
     parse_choice,
     parse_pid,
 )
-from stackdump.cli_merge import SUBCOMMANDS
 from stackdump.cli_options import HELP, with_options
 from stackdump.cli_run import Run, write_output, write_text, writing
 from stackdump.console import TerminalProgress, error, isatty, say, warn
@@ -355,6 +355,19 @@ def _series_outcome(run: Run, kind: str, series, taken: str) -> int:
     return EXIT_OK
 
 
+# Commands beside the dump (cli_merge.py), as `module:name`: imported only when used, so a
+# dump pays nothing for them at start-up.
+SUBCOMMANDS = {
+    "merge": "stackdump.cli_merge:merge_command",
+    "diff": "stackdump.cli_merge:diff_command",
+}
+
+
+def _subcommand(spec: str) -> click.Command:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _interrupted_message(run: Run, e: Interrupted) -> str:
     if run.stage == "write" and run.destination is not None:
         return f"interrupted by {e.name} while writing the report: {run.destination.cut_note()}"
@@ -376,8 +389,9 @@ def main(
     try:
         chosen, prog = command, "stackdump"
         if args and args[0] in SUBCOMMANDS:  # `stackdump merge ...`: a word, never an option
-            chosen, prog = SUBCOMMANDS[args[0]], f"stackdump {args[0]}"
-            args = args[1:]
+            with interrupts.held():  # a signal inside an import is lost: see Interrupts.held
+                chosen = _subcommand(SUBCOMMANDS[args[0]])
+            prog, args = f"stackdump {args[0]}", args[1:]
         code = chosen.main(args=args, prog_name=prog, standalone_mode=False, obj=run)
     except Interrupted as e:
         interrupts.ignore()

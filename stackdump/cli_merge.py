@@ -112,9 +112,6 @@ def diff_command(
     return _skipped([*merged[0].skipped, *merged[1].skipped])
 
 
-SUBCOMMANDS = {"merge": merge_command, "diff": diff_command}
-
-
 def _view(kind: str, text: str) -> View:
     choices = formats.for_kind(kind)
     name = checked("--format", text, parse_choice("format", choices))

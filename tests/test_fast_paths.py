@@ -140,7 +140,12 @@ UNUSED_BY_TEXT = (
     "stackdump.writers.trace_formats",
     "stackdump.writers.folded",
     "stackdump.writers.profile_text",
+    "stackdump.writers.watch",
+    "stackdump.writers.merged",
+    "stackdump.writers.flamegraph",
     "stackdump.capture.core",
+    "stackdump.cli_merge",  # `stackdump merge` and `diff`: loaded only for them
+    "stackdump.merge",
 )
 
 
