@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import NoReturn, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple, Union
 
 import click
 
@@ -297,20 +297,11 @@ def _watch(
     _check_series_view(view, options, "watch", formats.for_kind("watch"), "")
     with run.interrupts.held():  # a signal inside an import is lost: see Interrupts.held
         formats.prepare(view.format, "watch")
-    run.destination = open_destination(output, run.stdout_usable)
-    progress = TerminalProgress(isatty(sys.stderr))
-    try:
-        try:
-            run.stage = "capture"
-            source = api.Process(options.capture.pid)
-            watched = api.watch(source, seconds, interval, options, progress, run.interrupts)
-        finally:
-            progress.close()
-        with writing(run):
-            write_text(run, output, view, formats.output_of("watch", watched, view))
-    except BaseException:
-        run.destination.abort()
-        raise
+    source = api.Process(options.capture.pid)
+    watched = _series(
+        run, output, view, "watch",
+        lambda progress: api.watch(source, seconds, interval, options, progress, run.interrupts),
+    )  # fmt: skip
     return _series_outcome(run, "watch", watched, f"{watched.samples_taken} sample(s)")
 
 
@@ -323,21 +314,33 @@ def _profile(
     interval: int,
     state: str,
 ) -> int:
+    source = api.Process(options.capture.pid)
+    profile = _series(
+        run, output, view, "profile",
+        lambda progress: api.profile(
+            source, count, interval, options, state, progress, run.interrupts
+        ),
+    )  # fmt: skip
+    return _series_outcome(run, "profile", profile, f"{profile.samples_taken} of {count} sample(s)")
+
+
+def _series(run: Run, output: Optional[str], view: View, kind: str, take: Callable) -> Any:
+    """A profile or a watch (`kind`): the destination opened first, `take(progress)` run
+    with the terminal's progress bar, the result written; returns it."""
     run.destination = open_destination(output, run.stdout_usable)
     progress = TerminalProgress(isatty(sys.stderr))
     try:
         try:
             run.stage = "capture"
-            source = api.Process(options.capture.pid)
-            profile = api.profile(source, count, interval, options, state, progress, run.interrupts)
+            model = take(progress)
         finally:
             progress.close()
         with writing(run):
-            write_output(run, output, view, formats.profile_output(profile, view))
+            write_output(run, output, view, formats.output_of(kind, model, view))
     except BaseException:
         run.destination.abort()
         raise
-    return _series_outcome(run, "profile", profile, f"{profile.samples_taken} of {count} sample(s)")
+    return model
 
 
 def _series_outcome(run: Run, kind: str, series, taken: str) -> int:
