@@ -11,7 +11,6 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
-from stackdump.profiles import Profile
 from stackdump.types import Report
 from stackdump.views import sort_by_cpu
 
@@ -154,10 +153,6 @@ def dump_output(report: Report, view: View) -> Iterator[str]:
     spec = find(view.format).dump
     assert spec is not None, view.format  # the CLI sends profile-only formats to sampling
     return writer(spec)(report, view)
-
-
-def profile_output(profile: Profile, view: View) -> Output:
-    return output_of("profile", profile, view)
 
 
 def output_of(kind: str, model: Any, view: View) -> Output:
