@@ -1,6 +1,7 @@
-"""Every output format in one table: its name, what it writes (one dump's `Report`, a
-`Profile` over time, or both), what `--help` says of it, and its writer. The CLI's `--format`
-choices, its checks and its help come from here; adding a format is one row and its module.
+"""Every output format in one table: its name, what `--help` says of it, and its writer for
+each kind of model it writes (KINDS: one dump's `Report`, a `Profile` over time, a `Watch`,
+a merge or a diff of written dumps). The CLI's `--format` choices, its checks and its help
+come from here; adding a format is one row and its module.
 Every writer is pure (lines or bytes from the model), so importing this imports no capture or
 analysis code.
 """
