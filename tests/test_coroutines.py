@@ -4,6 +4,7 @@ issue names: frame pointers or not, DWARF or symbols only."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -558,3 +559,33 @@ def test_fibers_unwound_from_remembered_walks_equal_fibers_walked_each(fibers):
     )
     assert len(remembered) >= SLEEPERS + WAITERS  # and the dispatcher
     assert remembered == walked
+
+
+def _watched_coroutines(target) -> list:
+    """(progress, function names) of each coroutine in a one-second --watch."""
+    out = run_stackdump(
+        "-p", str(target.pid), "--coroutines", "--watch", "1", "--interval-ms", "500",
+        "--mode", "disabled", "--format", "json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    document = json.loads(out.stdout)
+    return [(c["progress"], [f["function"] for f in c["frames"]]) for c in document["coroutines"]]
+
+
+def test_a_watch_tells_fibers_on_a_mutex_from_sleeping_ones(fibers):
+    """--watch (issue 32): fibers waiting for a fiber mutex are blocked, sleeping ones are
+    waiting, and none moved."""
+    target, _ = fibers
+    found = _watched_coroutines(target)
+    lockers = [p for p, names in found if "fiber_lock_leaf" in names]
+    sleepers = [p for p, names in found if "fiber_sleep_leaf" in names]
+    assert lockers == ["blocked"] * WAITERS, found
+    assert sleepers == ["waiting"] * SLEEPERS, found
+
+
+def test_a_watch_tells_bthreads_on_a_mutex_from_sleeping_ones(bthreads):
+    target, _ = bthreads
+    found = _watched_coroutines(target)
+    assert sorted(p for p, names in found if "bt_lock_leaf" in names) == ["blocked"] * 3, found
+    assert [p for p, names in found if "bt_sleep_leaf" in names] == ["waiting"] * 5, found
+    assert [p for p, names in found if "bt_butex_leaf" in names] == ["waiting"] * 2, found
