@@ -157,6 +157,10 @@ class Watcher:
     _last: Dict[tuple, ThreadReport] = field(default_factory=dict)
     _report: Optional[Report] = None
     _warnings: List[str] = field(default_factory=list)
+    # One tuple per distinct stack, however many threads, coroutines and captures share it
+    # (100,000 goroutines parked alike, six captures: one tuple, not 600,000).
+    _stacks: Dict[Tuple[str, ...], Tuple[str, ...]] = field(default_factory=dict)
+    _labels: Dict[int, Tuple[str, ...]] = field(default_factory=dict)  # by id(frames), per add
 
     def before(self, index: int) -> None:
         self._run = self.read_run_times()
@@ -171,10 +175,19 @@ class Watcher:
             self._note(("thread", t.tid), t, offset_ns, self._run.get(t.tid), t.tid in cycles)
         for c in report.coroutines or ():
             self._note(("coroutine", c.coroutine, _coroutine_id(c)), c, offset_ns, None, False)
+        self._labels.clear()  # ids are only good while this report's frames live
+
+    def _stack(self, t: ThreadReport) -> Tuple[str, ...]:
+        """Its frames' labels: once per frames tuple (coroutines parked alike share one)."""
+        stack = self._labels.get(id(t.frames))
+        if stack is None:
+            stack = stack_labels(t.frames)
+            stack = self._labels[id(t.frames)] = self._stacks.setdefault(stack, stack)
+        return stack
 
     def _note(self, key: tuple, t: ThreadReport, offset_ns: int, run, in_cycle: bool) -> None:
         context = t.context
-        stack = stack_labels(t.frames)
+        stack = self._stack(t)
         seen = Seen(
             offset_ns=offset_ns,
             stack=stack,
