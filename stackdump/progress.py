@@ -188,11 +188,18 @@ class Watcher:
     def _note(self, key: tuple, t: ThreadReport, offset_ns: int, run, in_cycle: bool) -> None:
         context = t.context
         stack = self._stack(t)
+        call = t.blocked_in
+        wait_object = context.wait_object if context is not None else None
+        earlier = self._seen.get(key)
+        if call == "restart_syscall" and earlier and earlier[-1].stack == stack:
+            # How the kernel resumes a sleep, poll or timed futex wait that a ptrace stop
+            # (ours, in the capture before) interrupted: still the same call, on the same thing.
+            call, wait_object = earlier[-1].call, earlier[-1].wait_object
         seen = Seen(
             offset_ns=offset_ns,
             stack=stack,
-            call=t.blocked_in,
-            wait_object=context.wait_object if context is not None else None,
+            call=call,
+            wait_object=wait_object,
             state=context.state if context is not None else "",
             run=run,
             in_cycle=in_cycle,

@@ -197,3 +197,33 @@ def test_watch_arguments_are_checked(args, message):
     assert result.returncode == 2
     assert result.stdout == ""
     assert message in result.stderr, result.stderr
+
+
+def test_a_sleeping_thread_over_two_captures_is_waiting(live, threads_bin):
+    """The shortest watch, two captures: threads asleep in nanosleep stayed."""
+    with Target(threads_bin("O2"), {"sleep": 2}).wait_ready() as target:
+        result = run_stackdump(
+            "-p", str(target.pid), "--watch", "1", "--interval-ms", "1000", "--format", "json"
+        )
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["watch"]["samples"] == 2
+    progress = {t["tid"]: t["progress"] for t in document["threads"]}
+    assert [progress[tid] for tid in target.tids["sleep"]] == [WAITING, WAITING]
+
+
+def test_a_wait_our_stop_restarted_is_the_same_wait():
+    """A sleep or timed wait a capture's stop interrupted is resumed by the kernel as
+    restart_syscall, which /proc then shows: the same call on the same thing, not a move."""
+    from stackdump.progress import Watcher
+    from stackdump.types import ThreadContext
+
+    watcher = Watcher(lambda: {})
+    for call, wait_object in (("futex", 64), ("restart_syscall", None)):
+        context = ThreadContext(state="S", wchan=None, cpu_ms=0, wait_object=wait_object)
+        thread = ThreadReport(
+            tid=1, name="t", status=ThreadStatus.OK, blocked_in=call, context=context
+        )
+        watcher._note(("thread", 1), thread, 0, None, False)
+    first, second = watcher._seen[("thread", 1)]
+    assert second.place() == first.place() == ((), "futex", 64)
