@@ -158,7 +158,7 @@ class Watcher:
     _report: Optional[Report] = None
     _warnings: List[str] = field(default_factory=list)
     # One tuple per distinct stack, however many threads, coroutines and captures share it
-    # (100,000 goroutines parked alike, six captures: one tuple, not 600,000).
+    # (100,000 coroutines parked alike, six captures: one tuple, not 600,000).
     _stacks: Dict[Tuple[str, ...], Tuple[str, ...]] = field(default_factory=dict)
     _labels: Dict[int, Tuple[str, ...]] = field(default_factory=dict)  # by id(frames), per add
 
