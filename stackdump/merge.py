@@ -137,6 +137,20 @@ class Merged:
         hosts = len(self.hosts)
         return hosts >= 3 and tally.host_count <= max(1, hosts // 10)
 
+    def summary(self) -> Dict[str, int]:
+        """The closing counts, in the order the text prints them (JSON has them all)."""
+        threads = self.members(THREAD)
+        return {
+            "inputs": len(self.inputs),
+            "hosts": len(self.hosts),
+            "processes": self.processes,
+            "threads": threads,
+            "coroutines": self.members() - threads,
+            "distinct_stacks": len(self.stacks),
+            "outliers": sum(1 for t in self.stacks.values() if self.outlier(t)),
+            "skipped_inputs": len(self.skipped),
+        }
+
     def host_names(self, tally: StackTally, limit: int = 10) -> List[str]:
         out = []
         for index in tally.host_indexes():
@@ -372,6 +386,18 @@ class Diff:
     after: Merged
     changes: Tuple[Change, ...]  # the biggest change first, in either direction
     unchanged: int
+
+    def summary(self) -> Dict[str, int]:
+        """How many stacks grew (new ones included), shrank (gone ones included), are new,
+        are gone, and did not change."""
+        grew = sum(1 for c in self.changes if c.delta > 0)
+        return {
+            "grew": grew,
+            "shrank": len(self.changes) - grew,
+            "new": sum(1 for c in self.changes if c.before is None),
+            "gone": sum(1 for c in self.changes if c.after is None),
+            "unchanged": self.unchanged,
+        }
 
 
 def diff(before: Merged, after: Merged) -> Diff:

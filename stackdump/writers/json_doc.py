@@ -24,19 +24,19 @@ def json_lines(report: Report, grouped: bool = False) -> Iterator[str]:
     yield from object_lines(thread_object(t, modules) for t in report.threads)
     yield "],"
     if grouped:
-        yield f'"groups": {_dump(_groups(report))},'
+        yield f'"groups": {dumps(_groups(report))},'
     yield from closing_parts(report)
     if report.coroutines is not None:
         coroutines = [coroutine_object(c, modules) for c in report.coroutines]
-        yield f'"coroutines": {_dump(coroutines)},'
-    yield f'"deadlocks": {_dump([list(c) for c in report.deadlocks])},'
-    yield f'"objects": {_dump([object_entry(m) for m in report.modules])}}}'
+        yield f'"coroutines": {dumps(coroutines)},'
+    yield f'"deadlocks": {dumps([list(c) for c in report.deadlocks])},'
+    yield f'"objects": {dumps([object_entry(m) for m in report.modules])}}}'
 
 
 def first_line(h: ReportHeader) -> str:
     """The schema, the header and the opening of `threads`, on one line: then a thread per
     line (`object_lines`). merge.py reads documents laid out so without parsing them whole."""
-    return f'{{"schema": {SCHEMA_VERSION}, "header": {_dump(header_object(h))}, "threads": ['
+    return f'{{"schema": {SCHEMA_VERSION}, "header": {dumps(header_object(h))}, "threads": ['
 
 
 def object_lines(objects: Iterable[Dict[str, Any]]) -> Iterator[str]:
@@ -45,7 +45,7 @@ def object_lines(objects: Iterable[Dict[str, Any]]) -> Iterator[str]:
     for entry in objects:
         if previous is not None:
             yield previous + ","
-        previous = _dump(entry)
+        previous = dumps(entry)
     if previous is not None:
         yield previous
 
@@ -59,8 +59,8 @@ def closing_parts(report: Report) -> Iterator[str]:
         "timed_out": s.timed_out,
         "remote_signal_attempts": s.remote_signal_attempts,
     }
-    yield f'"summary": {_dump(summary)},'
-    yield f'"stats": {_dump(dict(stats_fields(report)))},'
+    yield f'"summary": {dumps(summary)},'
+    yield f'"stats": {dumps(dict(stats_fields(report)))},'
 
 
 def coroutine_object(c: ThreadReport, modules: ModuleIndex) -> Dict[str, Any]:
@@ -196,7 +196,8 @@ class ModuleIndex:
         return None
 
 
-def _dump(value: Any) -> str:
+def dumps(value: Any) -> str:
+    """One JSON value as every JSON writer writes it (UTF-8 kept, `, ` and `: `)."""
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 

@@ -5,12 +5,12 @@ Text from the inputs was escaped when they were written, and is written as it is
 from __future__ import annotations
 
 import gzip
-import json
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from stackdump.escape import escape
 from stackdump.merge import THREAD, Change, Diff, Merged, MergedFrame, StackKey, StackTally
 from stackdump.report import NAME_SPECIALS
+from stackdump.writers.json_doc import dumps, object_lines
 from stackdump.writers.pprof import field_bytes, field_varint, packed
 
 MERGE_SCHEMA = 1  # docs/merge-schema.json
@@ -57,22 +57,16 @@ def merge_lines(merged: Merged) -> Iterator[str]:
     yield "stackdump merge"
     yield from _totals(merged)
     yield ""
-    outliers = 0
     for (kind, frames), tally in merged.ranked():
-        keys = []
+        extra = ""
         if merged.outlier(tally):
-            outliers += 1
-            keys.append("outlier=1 hosts=" + ",".join(merged.host_names(tally)))
-        extra = f" {' '.join(keys)}" if keys else ""
+            extra = " outlier=1 hosts=" + ",".join(merged.host_names(tally))
         yield f"----- {_spread(merged, tally, kind)} ({_names(tally)}){extra} -----"
         yield from frame_texts(frames)
         yield ""
-    yield (
-        f"summary: inputs={len(merged.inputs)} hosts={len(merged.hosts)} "
-        f"processes={merged.processes} threads={merged.members(THREAD)} "
-        f"distinct_stacks={len(merged.stacks)} outliers={outliers} "
-        f"skipped_inputs={len(merged.skipped)}"
-    )
+    summary = merged.summary()
+    del summary["coroutines"]  # the text says them in its header, when there are any
+    yield "summary: " + " ".join(f"{k}={v}" for k, v in summary.items())
 
 
 def _totals(merged: Merged) -> Iterator[str]:
@@ -88,25 +82,12 @@ def _totals(merged: Merged) -> Iterator[str]:
 
 def merge_json_lines(merged: Merged) -> Iterator[str]:
     """One stack per line, as a dump writes one thread per line."""
-    yield f'{{"schema": {MERGE_SCHEMA}, "kind": "merge", "inputs": {_dump(_inputs(merged))},'
-    yield f'"skipped": {_dump(_skipped(merged))},'
+    yield f'{{"schema": {MERGE_SCHEMA}, "kind": "merge", "inputs": {dumps(_inputs(merged))},'
+    yield f'"skipped": {dumps(_skipped(merged))},'
     yield '"stacks": ['
-    ranked = merged.ranked()
-    for i, (key, tally) in enumerate(ranked):
-        entry = _stack_object(merged, key, tally)
-        yield _dump(entry) + ("," if i < len(ranked) - 1 else "")
+    yield from object_lines(_stack_object(merged, key, tally) for key, tally in merged.ranked())
     yield "],"
-    summary = {
-        "inputs": len(merged.inputs),
-        "hosts": len(merged.hosts),
-        "processes": merged.processes,
-        "threads": merged.members(THREAD),
-        "coroutines": merged.members() - merged.members(THREAD),
-        "distinct_stacks": len(merged.stacks),
-        "outliers": sum(1 for t in merged.stacks.values() if merged.outlier(t)),
-        "skipped_inputs": len(merged.skipped),
-    }
-    yield f'"summary": {_dump(summary)}}}'
+    yield f'"summary": {dumps(merged.summary())}}}'
 
 
 def _inputs(merged: Merged) -> List[Dict[str, Any]]:
@@ -223,12 +204,7 @@ def diff_lines(d: Diff) -> Iterator[str]:
         yield _change_line(change)
         yield from frame_texts(change.key[1])
         yield ""
-    grew = sum(1 for c in d.changes if c.delta > 0)
-    yield (
-        f"summary: grew={grew} shrank={len(d.changes) - grew} "
-        f"new={sum(1 for c in d.changes if c.before is None)} "
-        f"gone={sum(1 for c in d.changes if c.after is None)} unchanged={d.unchanged}"
-    )
+    yield "summary: " + " ".join(f"{k}={v}" for k, v in d.summary().items())
 
 
 def _change_line(c: Change) -> str:
@@ -252,36 +228,26 @@ def _change_line(c: Change) -> str:
 def diff_json_lines(d: Diff) -> Iterator[str]:
     yield f'{{"schema": {MERGE_SCHEMA}, "kind": "diff",'
     for side, merged in (("before", d.before), ("after", d.after)):
-        inputs, skipped = _dump(_inputs(merged)), _dump(_skipped(merged))
+        inputs, skipped = dumps(_inputs(merged)), dumps(_skipped(merged))
         yield f'"{side}": {{"inputs": {inputs}, "skipped": {skipped}}},'
     yield '"changes": ['
-    for i, c in enumerate(d.changes):
-        entry = {
-            "kind": c.key[0],
-            "delta_per_process": round(c.delta, 6),
-            "before_per_process": round(c.before_mean, 6),
-            "after_per_process": round(c.after_mean, 6),
-            "before_count": c.before.count if c.before else 0,
-            "after_count": c.after.count if c.after else 0,
-            "before_hosts": c.before.host_count if c.before else 0,
-            "after_hosts": c.after.host_count if c.after else 0,
-            "frames": [_frame_object(f) for f in c.key[1]],
-        }
-        yield _dump(entry) + ("," if i < len(d.changes) - 1 else "")
+    yield from object_lines(_change_object(c) for c in d.changes)
     yield "],"
-    grew = sum(1 for c in d.changes if c.delta > 0)
-    summary = {
-        "grew": grew,
-        "shrank": len(d.changes) - grew,
-        "new": sum(1 for c in d.changes if c.before is None),
-        "gone": sum(1 for c in d.changes if c.after is None),
-        "unchanged": d.unchanged,
+    yield f'"summary": {dumps(d.summary())}}}'
+
+
+def _change_object(c: Change) -> Dict[str, Any]:
+    return {
+        "kind": c.key[0],
+        "delta_per_process": round(c.delta, 6),
+        "before_per_process": round(c.before_mean, 6),
+        "after_per_process": round(c.after_mean, 6),
+        "before_count": c.before.count if c.before else 0,
+        "after_count": c.after.count if c.after else 0,
+        "before_hosts": c.before.host_count if c.before else 0,
+        "after_hosts": c.after.host_count if c.after else 0,
+        "frames": [_frame_object(f) for f in c.key[1]],
     }
-    yield f'"summary": {_dump(summary)}}}'
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
 def text_merge(merged: Merged, view) -> Iterator[str]:

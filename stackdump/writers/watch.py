@@ -4,7 +4,6 @@ class, stack, blocked call and lock holder."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from stackdump.escape import escape
@@ -30,6 +29,7 @@ from stackdump.writers.json_doc import (
     ModuleIndex,
     closing_parts,
     coroutine_object,
+    dumps,
     first_line,
     object_entry,
     object_lines,
@@ -197,10 +197,10 @@ def watch_json_lines(watch: Watch) -> Iterator[str]:
         coroutines = [
             {**coroutine_object(p.report, modules), **progress_object(p)} for p in watch.coroutines
         ]
-        yield f'"coroutines": {_dump(coroutines)},'
-    yield f'"deadlocks": {_dump([list(c) for c in watch.deadlocks])},'
-    yield f'"watch": {_dump(_watch_object(watch))},'
-    yield f'"objects": {_dump([object_entry(m) for m in report.modules])}}}'
+        yield f'"coroutines": {dumps(coroutines)},'
+    yield f'"deadlocks": {dumps([list(c) for c in watch.deadlocks])},'
+    yield f'"watch": {dumps(_watch_object(watch))},'
+    yield f'"objects": {dumps([object_entry(m) for m in report.modules])}}}'
 
 
 def progress_object(p: ThreadProgress) -> Dict[str, Any]:
@@ -231,10 +231,6 @@ def _watch_object(watch: Watch) -> Dict[str, Any]:
     if watch.coroutines is not None:
         out["coroutine_counts"] = watch.counts(coroutines=True)
     return out
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
 def text_watch(watch: Watch, view) -> Iterator[str]:
