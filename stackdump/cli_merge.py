@@ -115,9 +115,8 @@ def diff_command(
 def _view(kind: str, text: str) -> View:
     choices = formats.for_kind(kind)
     name = checked("--format", text, parse_choice("format", choices))
-    with_view = View(format=name)
     formats.prepare(name, kind)
-    return with_view
+    return View(format=name)
 
 
 def _paths(inputs: Sequence[str]) -> list:

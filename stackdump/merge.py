@@ -22,6 +22,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from stackdump import safefs
 from stackdump.errors import InvalidArgument
 from stackdump.escape import quote
+from stackdump.views import label_of
 
 SCHEMA_VERSION = 1  # of the JSON dumps read here (writers/json_doc.py)
 MAX_INPUT_BYTES = 1 << 30  # one input; a dump of 10,000 threads is tens of MiB
@@ -160,12 +161,10 @@ class Merged:
         return out
 
 
-def merge(
-    paths: Sequence[str], keep_going: bool, by_host: bool = False, merged: Optional[Merged] = None
-) -> Merged:
+def merge(paths: Sequence[str], keep_going: bool, by_host: bool = False) -> Merged:
     """Read and fold in each input, one at a time. A bad input raises BadInput, or with
     `keep_going` is recorded in `skipped` and the rest still merge."""
-    merged = merged if merged is not None else Merged(by_host=by_host)
+    merged = Merged(by_host=by_host)
     for path in paths:
         try:
             merged.add(read_input(path))
@@ -339,14 +338,10 @@ def _stack_key(kind: str, frames: list, status: Optional[str]) -> StackKey:
 
 
 def _label(f: dict) -> str:
-    """A frame's name, else where it is in its object (the same in every process of a build),
-    else its pc (a frame in no object: JIT code, a damaged stack)."""
-    if f.get("function"):
-        return f["function"]
-    obj, offset = f.get("object"), f.get("object_offset")
-    if obj is not None and offset is not None:
-        return f"{obj.rsplit('/', 1)[-1]}+0x{offset:x}"
-    return f"0x{f.get('pc', 0):x}"
+    """As the dump named it (views.frame_label): a JSON dump's frame has the same parts."""
+    return label_of(
+        f.get("function") or None, f.get("object"), f.get("object_offset"), f.get("pc", 0)
+    )
 
 
 def _folded(path: str, text: str) -> Dict[Tuple[StackKey, str], int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 from stackdump.escape import escape
 from stackdump.types import MemoryMap, SyscallState
@@ -265,7 +265,7 @@ def read_context_switches(pid: int, tid: int) -> Optional[Tuple[int, int]]:
     return None if text is None else parse_context_switches(text)
 
 
-def parse_schedstat(text: str) -> Optional[Tuple[int, int]]:
+def parse_schedstat(text: Union[str, bytes]) -> Optional[Tuple[int, int]]:
     """(nanoseconds on a CPU, times put on one) from /proc/<pid>/task/<tid>/schedstat."""
     fields = text.split()
     try:

@@ -270,9 +270,7 @@ def judge(
     capture began `last_ns` after its first: one missing from that capture has gone (a thread
     that exited, a coroutine that ran), which is progress."""
     final = seen[-1]
-    still = 1
-    while still < len(seen) and seen[-1 - still].place() == final.place():
-        still += 1
+    still = _trailing(seen, Seen.place)
     first = seen[-still]
     progress = RUNNING if final.offset_ns < last_ns else _classify(seen, still, coroutine)
     # A thread that moved: its CPU over the whole watch; one that stayed: over its stay.
@@ -300,9 +298,7 @@ def _classify(seen: Sequence[Seen], still: int, coroutine: bool) -> str:
         return RUNNING  # it came or went between captures
     final = seen[-1]
     # Busy and in the same functions (pcs move inside a loop): spinning, wherever it waits.
-    same_stack = 1
-    while same_stack < len(seen) and seen[-1 - same_stack].stack == final.stack:
-        same_stack += 1
+    same_stack = _trailing(seen, lambda s: s.stack)
     trailing = seen[-same_stack:]
     span = trailing[-1].offset_ns - trailing[0].offset_ns
     if not coroutine and _busy(trailing, span):
@@ -314,6 +310,14 @@ def _classify(seen: Sequence[Seen], still: int, coroutine: bool) -> str:
     if final.lock_wait or final.state == "D" or final.call in _BLOCKING_CALLS:
         return BLOCKED
     return WAITING
+
+
+def _trailing(seen: Sequence[Seen], key: Callable[[Seen], object]) -> int:
+    """How many of the last captures have the last one's `key`."""
+    last, count = key(seen[-1]), 1
+    while count < len(seen) and key(seen[-1 - count]) == last:
+        count += 1
+    return count
 
 
 def _enough(samples: int) -> int:

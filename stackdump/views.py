@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from stackdump.types import Report, SymbolizedFrame, ThreadReport, ThreadStatus
 
@@ -25,11 +25,18 @@ def sort_by_cpu(report: Report) -> Report:
 def frame_label(f: SymbolizedFrame) -> str:
     """A frame's name where known, else where it is: `OBJECT+0xOFFSET` (the same in every
     process of a build), else its pc."""
-    if f.function is not None:
-        return f.function
-    if f.module is not None and f.module_offset is not None:
-        return f"{f.module.rsplit('/', 1)[-1]}+0x{f.module_offset:x}"
-    return f"0x{f.pc:x}"
+    return label_of(f.function, f.module, f.module_offset, f.pc)
+
+
+def label_of(
+    function: Optional[str], module: Optional[str], module_offset: Optional[int], pc: int
+) -> str:
+    """`frame_label` from a frame's parts (a JSON dump's frame, for `stackdump merge`)."""
+    if function is not None:
+        return function
+    if module is not None and module_offset is not None:
+        return f"{module.rsplit('/', 1)[-1]}+0x{module_offset:x}"
+    return f"0x{pc:x}"
 
 
 def stack_labels(frames: Sequence[SymbolizedFrame]) -> Tuple[str, ...]:

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-from stackdump.proc import PROC, parse_syscall
+from stackdump.proc import PROC, parse_schedstat, parse_syscall
 from stackdump.types import ThreadSnapshot, ThreadStatus
 
 # Sleeping states a thread stays in until something wakes it and it runs.
@@ -49,11 +49,11 @@ def parse_signature(stat: bytes, schedstat: bytes) -> Optional[Signature]:
     """From the text of a thread's `stat` and `schedstat`; None when either is not whole.
     `stat`'s name field may hold ')' and spaces: fields are counted after the last ')'."""
     fields = stat[stat.rfind(b")") + 1 :].split()
-    times = schedstat.split()
-    if len(fields) < 20 or len(times) < 3:
+    times = parse_schedstat(schedstat)
+    if len(fields) < 20 or times is None:
         return None
     try:
-        return Signature(fields[0].decode("ascii"), int(fields[19]), int(times[0]), int(times[2]))
+        return Signature(fields[0].decode("ascii"), int(fields[19]), *times)
     except (UnicodeDecodeError, ValueError):
         return None
 
