@@ -28,7 +28,7 @@ from stackdump.arguments import (
     parse_pid,
 )
 from stackdump.cli_options import HELP, with_options
-from stackdump.cli_run import Run, write_output, write_text, writing
+from stackdump.cli_run import Run, produce, write_text, writing
 from stackdump.console import TerminalProgress, error, isatty, say, warn
 from stackdump.engine import DumpOptions
 from stackdump.errors import InvalidArgument, StackdumpError
@@ -325,22 +325,18 @@ def _profile(
 
 
 def _series(run: Run, output: Optional[str], view: View, kind: str, take: Callable) -> Any:
-    """A profile or a watch (`kind`): the destination opened first, `take(progress)` run
-    with the terminal's progress bar, the result written; returns it."""
-    run.destination = open_destination(output, run.stdout_usable)
-    progress = TerminalProgress(isatty(sys.stderr))
-    try:
+    """A profile or a watch (`kind`), `take(progress)` run with the terminal's progress bar,
+    written; returns it."""
+
+    def make() -> Any:
+        progress = TerminalProgress(isatty(sys.stderr))
         try:
             run.stage = "capture"
-            model = take(progress)
+            return take(progress)
         finally:
             progress.close()
-        with writing(run):
-            write_output(run, output, view, formats.output_of(kind, model, view))
-    except BaseException:
-        run.destination.abort()
-        raise
-    return model
+
+    return produce(run, output, view, kind, make)
 
 
 def _series_outcome(run: Run, kind: str, series, taken: str) -> int:

@@ -16,11 +16,10 @@ import click
 from stackdump import merge
 from stackdump.arguments import checked, parse_choice
 from stackdump.cli_options import OUTPUT
-from stackdump.cli_run import Run, write_output, writing
+from stackdump.cli_run import Run, produce
 from stackdump.console import warn
 from stackdump.errors import InvalidArgument
 from stackdump.outcome import EXIT_OK, EXIT_PARTIAL
-from stackdump.output import open_destination
 from stackdump.writers import registry as formats
 from stackdump.writers.registry import View
 
@@ -74,16 +73,11 @@ def merge_command(
 ) -> int:
     view = _view("merge", output_format)
     paths = _paths(inputs)
-    run.destination = open_destination(output, run.stdout_usable)
-    try:
-        merged = merge.merge(paths, keep_going, by_host=view.format == "pprof")
-        _none_left(merged)
-        with writing(run):
-            write_output(run, output, view, formats.output_of("merge", merged, view))
-    except BaseException:
-        run.destination.abort()
-        raise
-    return _skipped(merged.skipped)
+
+    def make() -> merge.Merged:
+        return _none_left(merge.merge(paths, keep_going, by_host=view.format == "pprof"))
+
+    return _skipped(produce(run, output, view, "merge", make).skipped)
 
 
 @click.command(
@@ -98,18 +92,12 @@ def diff_command(
 ) -> int:
     view = _view("diff", output_format)
     sides = _paths([before]), _paths([after])
-    run.destination = open_destination(output, run.stdout_usable)
-    try:
-        merged = [merge.merge(paths, keep_going) for paths in sides]
-        for side in merged:
-            _none_left(side)
-        result = merge.diff(*merged)
-        with writing(run):
-            write_output(run, output, view, formats.output_of("diff", result, view))
-    except BaseException:
-        run.destination.abort()
-        raise
-    return _skipped([*merged[0].skipped, *merged[1].skipped])
+
+    def make() -> merge.Diff:
+        return merge.diff(*(_none_left(merge.merge(paths, keep_going)) for paths in sides))
+
+    result = produce(run, output, view, "diff", make)
+    return _skipped([*result.before.skipped, *result.after.skipped])
 
 
 def _view(kind: str, text: str) -> View:
@@ -126,11 +114,13 @@ def _paths(inputs: Sequence[str]) -> list:
     return paths
 
 
-def _none_left(merged: merge.Merged) -> None:
+def _none_left(merged: merge.Merged) -> merge.Merged:
+    """`merged`, unless no input could be read (exit 2)."""
     if not merged.inputs:
         raise InvalidArgument(
             "no input could be read: " + "; ".join(str(e) for e in merged.skipped)
         )
+    return merged
 
 
 def _skipped(skipped: Sequence[merge.BadInput]) -> int:

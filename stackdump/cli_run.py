@@ -8,11 +8,11 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 from stackdump.console import isatty
 from stackdump.interrupts import Interrupts
-from stackdump.output import Destination
+from stackdump.output import Destination, open_destination
 from stackdump.writers import registry as formats
 from stackdump.writers.colour import coloured_lines
 from stackdump.writers.registry import Output, View
@@ -34,6 +34,21 @@ class Run:
 
     def set_stage(self, stage: str) -> None:
         self.stage = stage
+
+
+def produce(run: Run, output: Optional[str], view: View, kind: str, make: Callable[[], Any]) -> Any:
+    """A command's whole run: the destination opened first (a bad -o costs nothing), the
+    model made (`make()`), written in the chosen format for its `kind`, and returned; on any
+    failure the destination is left as it was."""
+    run.destination = open_destination(output, run.stdout_usable)
+    try:
+        model = make()
+        with writing(run):
+            write_output(run, output, view, formats.output_of(kind, model, view))
+    except BaseException:
+        run.destination.abort()
+        raise
+    return model
 
 
 def write_output(run: Run, output: Optional[str], view: View, written: Output) -> None:
