@@ -34,6 +34,16 @@ def escape(text: str, also: str = "", short_forms=_SHORT) -> str:
     return "".join(out)
 
 
+def escape_also(escaped: str, also: str) -> str:
+    """Text escaped already (read back from a JSON dump or folded stacks) with the characters
+    in `also` escaped too, as `escape(original, also)` would have written them: its
+    backslashes are escapes already and stay as they are."""
+    for c in also:
+        if c in escaped:
+            escaped = escaped.replace(c, "".join(f"\\x{b:02x}" for b in _utf8(c)))
+    return escaped
+
+
 def _utf8(c: str) -> bytes:
     try:
         return c.encode("utf-8", "surrogateescape")  # a byte Python could not decode

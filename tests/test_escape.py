@@ -8,7 +8,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stackdump.escape import escape, quote
+from stackdump.escape import escape, escape_also, quote
 
 _SHORT = {"\\\\": b"\\", "\\n": b"\n", "\\t": b"\t", "\\r": b"\r", '\\"': b'"'}
 
@@ -42,3 +42,10 @@ def test_examples():
     assert escape("\u2028") == "\\xe2\\x80\\xa8"
     assert quote('say "hi"') == '"say \\"hi\\""'
     assert quote("") == '""'
+
+
+@given(st.text(), st.sampled_from([";", ")=,"]))
+def test_escaping_more_of_escaped_text_equals_escaping_it_so_at_once(original, also):
+    """`stackdump merge` reads names escaped already: escape_also adds the separators its
+    formats need without escaping the escapes again."""
+    assert escape_also(escape(original), also) == escape(original, also=also)

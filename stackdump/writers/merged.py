@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from stackdump.escape import escape
+from stackdump.escape import escape, escape_also
 from stackdump.merge import THREAD, Change, Diff, Merged, MergedFrame, StackKey, StackTally
 from stackdump.report import NAME_SPECIALS
 from stackdump.writers.json_doc import dumps, object_lines
@@ -41,7 +41,7 @@ def frame_texts(frames: Sequence[MergedFrame]) -> List[str]:
 
 def _names(tally: StackTally) -> str:
     ranked = sorted(tally.names.items(), key=lambda item: (-item[1], item[0]))
-    shown = ", ".join(f"{escape(n, also=NAME_SPECIALS + ',')} x{k}" for n, k in ranked[:8])
+    shown = ", ".join(f"{escape_also(n, NAME_SPECIALS + ',')} x{k}" for n, k in ranked[:8])
     return shown + (f", {len(ranked) - 8} more" if len(ranked) > 8 else "")
 
 
@@ -130,10 +130,10 @@ def merge_folded_lines(merged: Merged) -> Iterator[str]:
     for (kind, frames), tally in merged.ranked():
         if frames and frames[0][0].startswith("<no stack"):
             continue
-        labels = [escape(f[0], also=";") if ";" in f[0] else f[0] for f in reversed(frames)]
+        labels = [escape_also(f[0], ";") for f in reversed(frames)]
         for name, count in sorted(tally.names.items(), key=lambda item: (-item[1], item[0])):
             who = name if kind == THREAD else kind
-            yield ";".join([escape(who, also=";") if ";" in who else who, *labels]) + f" {count}"
+            yield ";".join([escape_also(who, ";"), *labels]) + f" {count}"
 
 
 def merge_pprof(merged: Merged) -> bytes:
