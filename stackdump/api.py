@@ -21,9 +21,9 @@ import importlib
 import os
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
 
-from stackdump import addresses, proc, runtimes, sampling
+from stackdump import addresses, proc, runtimes
 from stackdump.addresses import Resolved
 from stackdump.capture.live import Progress, capture_process, readable_maps, resolve_target
 from stackdump.elf.modules import HostFiles, LiveFiles
@@ -31,10 +31,11 @@ from stackdump.engine import Analyzer, DumpOptions, with_fixes
 from stackdump.errors import InvalidArgument
 from stackdump.escape import quote
 from stackdump.interrupts import Interrupts
-from stackdump.profiles import Profile
-from stackdump.progress import Watch
-from stackdump.sampling import sample
 from stackdump.types import AnalysisOptions, CaptureOptions, FileSource, ProcessSnapshot, Report
+
+if TYPE_CHECKING:
+    from stackdump.profiles import Profile
+    from stackdump.progress import Watch
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def profile(
     options = _for_pid(options, source.pid)
     interrupts = interrupts if interrupts is not None else Interrupts()
     with interrupts.deferred() as phase:
-        return sample(
+        return _sampling().sample(
             options, samples, interval_ms, state, progress, phase.requested,
             skip_unchanged=skip_unchanged,
         )  # fmt: skip
@@ -180,7 +181,13 @@ def watch(
     options = _for_pid(options, source.pid)
     interrupts = interrupts if interrupts is not None else Interrupts()
     with interrupts.deferred() as phase:
-        return sampling.watch(options, seconds, interval_ms, progress, phase.requested)
+        return _sampling().watch(options, seconds, interval_ms, progress, phase.requested)
+
+
+def _sampling():
+    """stackdump.sampling, loaded for a profile or a watch only: with the profile and
+    progress models it costs a single dump's start-up ~9 ms (issue 31)."""
+    return importlib.import_module("stackdump.sampling")
 
 
 def _for_pid(options: Optional[DumpOptions], pid: int) -> DumpOptions:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
@@ -27,8 +29,6 @@ from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.interrupts import Cancelled, Interrupts
 from stackdump.locks import OWNER_OFFSET, owner_offset, with_mutex_waits
 from stackdump.notes import Notes
-from stackdump.symbols.dwarf import cus_decoded as dwarf_cus_decoded
-from stackdump.symbols.dwarf import member_offset_at
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import signal_name, syscall_name
 from stackdump.types import (
@@ -59,6 +59,7 @@ from stackdump.unwind.traces import Recorder, Traces
 from stackdump.unwind.unwinder import memory_of, unwind
 
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
+DWARF_MODULE = "stackdump.symbols.dwarf"
 _T = TypeVar("_T")
 _HOST = host()  # a live thread's processor
 _MAX_NAMED = 4096  # distinct coroutine stacks whose names are kept
@@ -114,7 +115,7 @@ class _Session:
         self.code_map = CodeMap(maps)
         self._maps = maps
         self.hits_before = analyzer.disk.hits
-        self.decoded_before = dwarf_cus_decoded(self.objects)
+        self.decoded_before = _cus_decoded(self.objects)
         self.max_frames = options.max_frames
         self.remember = options.remember_unwinds
         self._symbolizer: Optional[Symbolizer] = None
@@ -313,7 +314,7 @@ class Analyzer:
                 coroutines = tuple(_thread_reports(snapshot.coroutines, session, winding)[0])
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
-            cus_decoded = dwarf_cus_decoded(session.objects) - session.decoded_before
+            cus_decoded = _cus_decoded(session.objects) - session.decoded_before
             modules = session.objects.module_entries(_frame_counts(reports, coroutines))
             found = winding.attempt(lambda: _owner_offset(session, reports))
         owner_offset = OWNER_OFFSET if found is None else found
@@ -555,7 +556,21 @@ def _owner_offset(session: _Session, reports: List[ThreadReport]) -> int:
     """Where the mutex keeps its owner: from DWARF in the modes that read DWARF."""
     if session.mode is LocationMode.DISABLED:
         return OWNER_OFFSET
+    member_offset_at = _dwarf().member_offset_at
     return owner_offset(reports, lambda pc, s, m: member_offset_at(session.objects, pc, s, m))
+
+
+def _dwarf():
+    """The DWARF reader (stackdump.symbols.dwarf), loaded by the first dump that asks for
+    locations, a mutex's layout, or a runtime's types: a DISABLED dump's start-up is spared
+    ~5 ms (issue 31)."""
+    return importlib.import_module(DWARF_MODULE)
+
+
+def _cus_decoded(objects: ObjectStore) -> int:
+    """DWARF units decoded so far: none before the reader was loaded."""
+    loaded = sys.modules.get(DWARF_MODULE)
+    return loaded.cus_decoded(objects) if loaded is not None else 0
 
 
 def with_fixes(report: Report, cache: DiskCache) -> Report:

@@ -49,3 +49,22 @@ def test_escaping_more_of_escaped_text_equals_escaping_it_so_at_once(original, a
     """`stackdump merge` reads names escaped already: escape_also adds the separators its
     formats need without escaping the escapes again."""
     assert escape_also(escape(original), also) == escape(original, also=also)
+
+
+@given(
+    st.lists(st.tuples(st.text(), st.text()), max_size=4),
+    st.text().filter(lambda t: "," not in t and "=" not in t),
+)
+def test_profiler_labels_are_percent_encoded_as_urllib_does(labels, stray):
+    """Go's pprof labels as one word (`key=value,...`): each key and value encoded as
+    `urllib.parse.quote(x, safe="")` would, and decoded back to what the program set; any
+    text decodes as `unquote` decodes it (issue 31 dropped urllib.parse from start-up)."""
+    from urllib.parse import quote as url_quote
+    from urllib.parse import unquote
+
+    from stackdump.runtimes.base import LABELS, labels_of, labels_text
+
+    text = labels_text(labels)
+    assert text == ",".join(f"{url_quote(k, safe='')}={url_quote(v, safe='')}" for k, v in labels)
+    assert labels_of(((LABELS, text),)) == tuple(labels)
+    assert labels_of(((LABELS, f"{stray}={stray}"),)) == ((unquote(stray), unquote(stray)),)

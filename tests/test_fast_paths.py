@@ -147,6 +147,23 @@ UNUSED_BY_TEXT = (
     "stackdump.cli_merge",  # `stackdump merge` and `diff`: loaded only for them
     "stackdump.merge",
 )
+# What a DISABLED dump of a process with no coroutines to list needs none of (issue 31):
+# sampling and watching, the DWARF reader, the coroutine readers, and the standard
+# library's network and process modules (a download or a dpkg hint loads them). Not
+# urllib.parse: pathlib loads it, and an editable install's finder loads pathlib.
+UNUSED_BY_DISABLED = (
+    "stackdump.sampling",
+    "stackdump.profiles",
+    "stackdump.progress",
+    "stackdump.capture.unchanged",
+    "stackdump.symbols.dwarf",
+    "stackdump.symbols.dies",
+    "stackdump.runtimes.fcontext",
+    "stackdump.runtimes.brpc",
+    "stackdump.runtimes.go.goroutines",
+    "socket",
+    "subprocess",
+)
 
 
 def test_a_disabled_text_dump_imports_only_what_it_uses(blocked, tmp_path):
@@ -158,6 +175,7 @@ def test_a_disabled_text_dump_imports_only_what_it_uses(blocked, tmp_path):
     assert "stackdump.unwind.cfi_entries" in disabled  # the run did unwind with CFI
     assert not {m for m in disabled if m.split(".")[0] in ("elftools", "rich")}
     assert not disabled.intersection(UNUSED_BY_TEXT)
+    assert not disabled.intersection(UNUSED_BY_DISABLED)
     assert "stackdump.writers.json_doc" in _imported(
         tmp_path, "-p", pid, "--mode", "disabled", "--format", "json"
     )

@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import stat
 import threading
 import time
@@ -280,6 +279,8 @@ class Debuginfod:
                     os.unlink(tmp)
 
     def _why(self, e: BaseException) -> str:
+        import socket  # loaded by urllib's download already; at the top it costs every dump ~3 ms
+
         reason = getattr(e, "reason", e)  # urllib wraps the socket's error
         if isinstance(reason, (socket.timeout, TimeoutError)):
             return f"no answer within DEBUGINFOD_TIMEOUT={self.settings.timeout_s:g} s"

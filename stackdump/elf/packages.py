@@ -4,7 +4,6 @@ the report suggests for an object whose frames have no names (`dpkg -S`, read-on
 from __future__ import annotations
 
 import os
-import subprocess
 from typing import Optional
 
 from stackdump.cache import DiskCache
@@ -60,14 +59,8 @@ def owning_package(path: str) -> Optional[str]:
     elif path.startswith("/"):
         candidates.append("/usr" + path)
     for candidate in candidates:
-        try:
-            done = subprocess.run(
-                ["dpkg", "-S", candidate],
-                capture_output=True,
-                text=True,
-                timeout=_DPKG_TIMEOUT_S,
-            )
-        except (OSError, subprocess.SubprocessError):
+        done = _dpkg("dpkg", "-S", candidate)
+        if done is None:
             return None
         if done.returncode == 0 and done.stdout:
             # "libc6:amd64: /usr/lib/x86_64-linux-gnu/libc.so.6"
@@ -118,13 +111,15 @@ def symbols_fix(
 
 def is_installed(package: str) -> bool:
     """Whether dpkg has `package` installed (for this machine's architecture or any)."""
+    done = _dpkg("dpkg-query", "-W", "-f=${Status}\n", package)
+    return done is not None and done.returncode == 0 and "install ok installed" in done.stdout
+
+
+def _dpkg(*command: str):
+    """The finished dpkg command (a CompletedProcess), or None when it could not run."""
+    import subprocess  # only a stripped object's hint runs dpkg: ~3 ms of every start-up
+
     try:
-        done = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}\n", package],
-            capture_output=True,
-            text=True,
-            timeout=_DPKG_TIMEOUT_S,
-        )
+        return subprocess.run(command, capture_output=True, text=True, timeout=_DPKG_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0 and "install ok installed" in done.stdout
+        return None

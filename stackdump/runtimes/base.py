@@ -19,9 +19,9 @@ hooks they call (`runtimes.own_code`), as drgn registers ordered symbol finders.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
-from urllib.parse import quote, unquote
 
 from stackdump.capture.view import ProcessView
 from stackdump.elf.store import LoadedObject
@@ -40,14 +40,31 @@ LABELS = "labels"
 def labels_text(labels: Sequence[Tuple[str, str]]) -> str:
     """`key=value,key=value`, each key and value percent-encoded as in a URL (a space is
     %20, a comma %2C): one word, whatever the program put in them."""
-    return ",".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in labels)
+    return ",".join(f"{_percent(k)}={_percent(v)}" for k, v in labels)
 
 
 def labels_of(runtime_keys: Sequence[Tuple[str, str]]) -> Tuple[Tuple[str, str], ...]:
     """The labels a `LABELS` runtime key holds, decoded (`labels_text` undone)."""
     text = next((v for k, v in runtime_keys if k == LABELS), "")
     pairs = (item.partition("=") for item in text.split(",") if item)
-    return tuple((unquote(k), unquote(v)) for k, _, v in pairs)
+    return tuple((_unpercent(k), _unpercent(v)) for k, _, v in pairs)
+
+
+# What a URL keeps as it is (RFC 3986's unreserved characters): `urllib.parse.quote(text,
+# safe="")`, without urllib.parse, which costs every dump's start-up ~5 ms (issue 31).
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_ENCODED = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def _percent(text: str) -> str:
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())
+
+
+def _unpercent(text: str) -> str:
+    """`urllib.parse.unquote`: each run of %XX is UTF-8, a bad sequence U+FFFD."""
+    return _ENCODED.sub(
+        lambda m: bytes.fromhex(m.group().replace("%", "")).decode("utf-8", "replace"), text
+    )
 
 
 # The runtime key of how long a coroutine has waited, in whole seconds, as its runtime counts

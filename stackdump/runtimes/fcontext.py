@@ -36,12 +36,10 @@ from stackdump.capture.pages import MapIndex, Pagemap
 from stackdump.capture.remote import RemoteMemory
 from stackdump.capture.view import MappedObject
 from stackdump.elf.image import ElfObject, parse_errors
+from stackdump.runtimes.fibers import START_NAMES
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
 SWITCH_NAMES = ("jump_fcontext", "ontop_fcontext", "bthread_jump_fcontext")
-# What sets a new context up: the first frame of every context it made returns into it (its
-# `finish`), at the top of that context's stack.
-START_NAMES = ("make_fcontext", "bthread_make_fcontext")
 _CALL = re.compile(rb"\xe8", re.DOTALL)
 _QWORD = struct.Struct("<Q")
 # mov r64, disp8(%rsp): REX.W (R for r8-r15), 89, ModRM mod=01 rm=100, SIB 0x24, disp8.

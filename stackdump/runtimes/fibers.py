@@ -9,12 +9,16 @@ it is the end of the stack, not a failure.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Optional, Sequence
 
 from stackdump.capture.pages import MapIndex
-from stackdump.runtimes import brpc, fcontext
 from stackdump.runtimes.base import MAX_COROUTINES, Coroutines, Found, ProcessView, Runtime
 from stackdump.types import CaptureOptions, ThreadSnapshot
+
+# What sets a new context up: the first frame of every context it made returns into it (its
+# `finish`), at the top of that context's stack.
+START_NAMES = ("make_fcontext", "bthread_make_fcontext")
 
 # Bounds of the search: code scanned for calls, memory scanned for saved contexts.
 _CODE_SCAN_BYTES = 256 << 20
@@ -34,7 +38,7 @@ class Fibers(Runtime):
     def stack_end(self, functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:
         # A fiber's stack, or the stack of a thread running one, begins in the trampoline
         # the start function set up.
-        if functions and functions[-1] in fcontext.START_NAMES:
+        if functions and functions[-1] in START_NAMES:
             return len(functions) - 1
         return None
 
@@ -47,6 +51,7 @@ class _Fibers(Found):
         self, threads: Sequence[ThreadSnapshot], options: CaptureOptions, keep, pages
     ) -> Coroutines:
         process, memory, maps = self._process, self._process.memory, self._process.maps
+        fcontext = _loaded("fcontext")
         switches, starts = fcontext.switch_functions(memory, process.objects)
         if not switches:
             return Coroutines()
@@ -97,6 +102,7 @@ def _bthread_ids(process: ProcessView, switches):
     """brpc's TaskMeta pool (`brpc.py`), when the process switches bthreads."""
     if not any(fn.kind == "bthread" for fn in switches):
         return None
+    brpc = _loaded("brpc")
     wanted = {brpc.NGROUP, brpc.BLOCK_GROUPS}
     for elf, found in process.objects_defining(process.objects, wanted, wanted):
         statics = (found[brpc.NGROUP], found[brpc.BLOCK_GROUPS])
@@ -106,3 +112,9 @@ def _bthread_ids(process: ProcessView, switches):
             return None
         return brpc.bthread_ids(memory, statics, layout, MAX_COROUTINES * 4)
     return None
+
+
+def _loaded(name: str):
+    """fcontext.py or brpc.py, loaded when coroutines are asked for: with the DWARF reader
+    brpc needs, they cost every dump's start-up ~10 ms (issue 31)."""
+    return importlib.import_module(f"stackdump.runtimes.{name}")

@@ -8,12 +8,13 @@ tracebacks end them.
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional, Sequence, Tuple
+import importlib
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from stackdump.arch import AARCH64, X86_64, Arch, aarch64, for_elf_machine, x86_64
 from stackdump.elf.store import LoadedObject
 from stackdump.runtimes.base import MAX_COROUTINES, Coroutines, Found, ProcessView, Runtime
-from stackdump.runtimes.go import goroutines
+from stackdump.runtimes.go.names import SYMBOLS
 from stackdump.runtimes.go.pclntab import GoTable, go_table
 from stackdump.types import (
     CaptureOptions,
@@ -24,6 +25,9 @@ from stackdump.types import (
     ThreadSnapshot,
 )
 from stackdump.unwind.cfi import OFFSET, CfiRow
+
+if TYPE_CHECKING:
+    from stackdump.runtimes.go.goroutines import GoRuntime
 
 # Where the runtime's tracebacks stop: a thread's first frame (mstart, rt0_go), a goroutine's
 # first (goexit), and the switches to the g0 stack (mcall, morestack, systemstack, and
@@ -48,10 +52,9 @@ class Go(Runtime):
         exe = process.executable()
         if exe is None:
             return None
-        wanted = set(goroutines.SYMBOLS)
-        for elf, found in process.objects_defining((exe,), wanted, set(), ".gopclntab"):
+        for elf, found in process.objects_defining((exe,), set(SYMBOLS), set(), ".gopclntab"):
             bias = found.pop("")
-            runtime = goroutines.find_runtime(
+            runtime = _goroutines().find_runtime(
                 process.memory, elf, bias, found, process.pid, process.tids
             )
             return _GoProcess(process, runtime) if runtime is not None else None
@@ -69,6 +72,12 @@ class Go(Runtime):
         return next((i for i, f in enumerate(functions) if f in _STACK_TOPS), None)
 
 
+def _goroutines():
+    """goroutines.py, loaded once a Go process is found: it costs every other dump's
+    start-up ~3 ms (issue 31)."""
+    return importlib.import_module("stackdump.runtimes.go.goroutines")
+
+
 def _go_code(elf) -> Optional[GoCode]:
     """A Go binary's own tables (None for any other object, or a processor Go's frame
     layout is not known for)."""
@@ -78,12 +87,14 @@ def _go_code(elf) -> Optional[GoCode]:
 
 
 class _GoProcess(Found):
-    def __init__(self, process: ProcessView, runtime: goroutines.GoRuntime) -> None:
+    def __init__(self, process: ProcessView, runtime: GoRuntime) -> None:
         self._process = process
         self._runtime = runtime
+        self._goroutines = _goroutines()
 
     def annotate(self, threads: List[ThreadSnapshot]) -> List[ThreadSnapshot]:
         """Each Go thread with the goroutine it serves and the stack it was on."""
+        goroutines = self._goroutines
         keys = goroutines.thread_keys(self._process.memory, self._runtime, threads)
         return [
             dataclasses.replace(
@@ -98,7 +109,7 @@ class _GoProcess(Found):
         self, threads: Sequence[ThreadSnapshot], options: CaptureOptions, keep, pages
     ) -> Coroutines:
         process = self._process
-        listed = goroutines.goroutines(
+        listed = self._goroutines.goroutines(
             process.memory,
             self._runtime,
             process.maps,

@@ -29,11 +29,10 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from stackdump.arch import X86_64, Arch, aarch64, for_elf_machine, x86_64
 from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.runtimes.base import LABELS, WAITED_S, labels_text
+from stackdump.runtimes.go.names import ALLGS, ALLM, WAIT_REASONS
 from stackdump.symbols.dwarf import DwarfIndex
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
-ALLGS, ALLM, WAIT_REASONS = "runtime.allgs", "runtime.allm", "runtime.waitReasonStrings"
-SYMBOLS = frozenset((ALLGS, ALLM, WAIT_REASONS))
 # runtime2.go: _Gidle .. _Gpreempted, _Gleaked (1.26), _Gdeadextra (1.27: dead, on a cgo
 # callback's extra m); _Gscan (0x1000) is ORed in while a GC scans it.
 STATUS = {1: "runnable", 2: "running", 3: "syscall", 4: "waiting", 6: "dead", 8: "copystack",
