@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from stackdump.escape import escape
 from stackdump.types import MemoryMap, SyscallState
@@ -93,17 +93,40 @@ def _drop_newline(text: str) -> str:
     return text[:-1] if text.endswith("\n") else text
 
 
-def read_status(pid: int, tid: Optional[int] = None) -> Dict[str, str]:
+def read_status(
+    pid: int, tid: Optional[int] = None, keys: Optional[Sequence[str]] = None
+) -> Dict[str, str]:
+    """The lines of a process's or a thread's status file, by key; only `keys` (those
+    present) when given, found without parsing the other ~56 lines: a sample asks a few of
+    them per thread (issue 31)."""
     path = f"{PROC}/{pid}/status" if tid is None else f"{PROC}/{pid}/task/{tid}/status"
     text = _read_text(path)
     fields: Dict[str, str] = {}
     if text is None:
+        return fields
+    if keys is not None:
+        for key in keys:
+            value = _value_of(text, key)
+            if value is not None:
+                fields[key] = value
         return fields
     for line in text.splitlines():
         key, sep, value = line.partition(":")
         if sep:
             fields[key] = value.strip()
     return fields
+
+
+def _value_of(text: str, key: str) -> Optional[str]:
+    """The value of the line `key:` in a status file's text, as `read_status` gives it."""
+    if text.startswith(key + ":"):
+        start = 0
+    else:
+        start = text.find(f"\n{key}:") + 1
+        if start == 0:
+            return None
+    end = text.find("\n", start)
+    return text[start + len(key) + 1 : end if end >= 0 else len(text)].strip()
 
 
 def read_exe(pid: int, tid: Optional[int] = None) -> str:
@@ -117,7 +140,7 @@ def read_exe(pid: int, tid: Optional[int] = None) -> str:
 
 def thread_state(pid: int, tid: int) -> str:
     """The State letter of a thread (R, S, D, T, t, Z, X...), '' when it is gone."""
-    return read_status(pid, tid).get("State", "")[:1]
+    return read_status(pid, tid, ("State",)).get("State", "")[:1]
 
 
 def is_exited(state: str) -> bool:
@@ -130,7 +153,7 @@ SIGKILL_BIT = 1 << 8
 def thread_leaving(pid: int, tid: int) -> bool:
     """The thread has exited, or is about to: a fatal signal (SIGKILL, or exit_group)
     marks every thread with SIGKILL pending until each has gone."""
-    status = read_status(pid, tid)
+    status = read_status(pid, tid, ("State", "SigPnd"))
     if is_exited(status.get("State", "")[:1]):
         return True
     try:
@@ -156,7 +179,7 @@ def live_thread(pid: int, tids: Optional[List[int]] = None) -> Optional[int]:
 def thread_group(tid: int) -> Optional[int]:
     """The process (Tgid) a thread id belongs to, whatever process it is in; None if none."""
     try:
-        return int(read_status(tid).get("Tgid", ""))
+        return int(read_status(tid, None, ("Tgid",)).get("Tgid", ""))
     except ValueError:
         return None
 
@@ -298,7 +321,7 @@ def fd_is_socket(pid: int, fd: int) -> bool:
 
 def tracer_of(pid: int, tid: Optional[int] = None) -> int:
     try:
-        return int(read_status(pid, tid).get("TracerPid", "0"))
+        return int(read_status(pid, tid, ("TracerPid",)).get("TracerPid", "0"))
     except ValueError:
         return 0
 

@@ -245,3 +245,22 @@ def test_a_runtime_ruled_out_is_looked_for_again_once_the_maps_change():
     assert absent.ruled_out(maps, go)
     assert absent.ruled_out(parse_maps(text), go)  # the same maps read again
     assert not absent.ruled_out(more, go)
+
+
+def test_registers_read_from_the_ptrace_struct_in_one_go_equal_field_by_field():
+    """`_registers_from` (issue 31: three C calls instead of a getattr and a pack per
+    register) gives what the per-field reading gave, for any register values."""
+    import random
+
+    from stackdump.capture.ptrace import _HOST, _registers_from, ptrace_registers_t
+    from stackdump.types import Registers
+
+    regs = ptrace_registers_t()
+    for seed in range(50):
+        rng = random.Random(seed)
+        for name, _ in regs._fields_:
+            setattr(regs, name, rng.getrandbits(64) if seed else 2**64 - 1)
+        by_field = {i: int(getattr(regs, n)) for i, n in enumerate(_HOST.ptrace_names)}
+        got = _registers_from(regs)
+        assert got == Registers.of(by_field, _HOST)
+        assert got.as_dict() == by_field

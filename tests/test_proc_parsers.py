@@ -40,3 +40,28 @@ def test_own_threads_and_names():
     assert proc.read_comm(pid, 2**31 - 1) is None
     assert proc.tracer_of(pid) == 0
     assert not proc.is_kernel_thread(pid)
+
+
+def test_status_lines_asked_by_key_equal_those_of_the_whole_file():
+    """`read_status(..., keys)` (issue 31: a sample reads a few lines of several status
+    files) finds a line exactly as the whole parse (a partition at the first colon and a
+    strip per line) does, on every thread's status of this machine, and nothing for a key
+    that is absent or only a prefix or a suffix of one."""
+    compared = 0
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    text = f.read()
+            except OSError:
+                continue  # gone meanwhile
+            whole = {}
+            for line in text.splitlines():
+                key, sep, value = line.partition(":")
+                if sep:
+                    whole[key] = value.strip()
+            for key in (*whole, "Nope", "tate", "Stat", "Tgi", "id", ""):
+                assert proc._value_of(text, key) == whole.get(key), key
+            compared += 1
+    assert compared > 10
+    assert proc.read_status(os.getpid(), None, ("Tgid", "Nope")) == {"Tgid": str(os.getpid())}

@@ -70,7 +70,7 @@ def resolve_target(pid: int, timeout_ms: int = 100) -> int:
     """Check the target can be dumped; return its thread-group id."""
     if not proc.process_exists(pid):
         raise ProcessNotFound(f"no such process: {pid}")
-    status = proc.read_status(pid)
+    status = proc.read_status(pid, None, ("Tgid",))
     if not status:
         raise ProcessNotFound(f"no such process: {pid}")
     if proc.is_kernel_thread(pid):
