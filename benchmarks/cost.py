@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """What one dump and one sample cost, on an idle N-thread target, against eu-stack, in one
 run (issue 31): a warm DISABLED dump's wall time and CPU (user + system, from wait4), and
-the highest sampling rate (`--samples N --interval-ms 1`) with its CPU per sample.
+the highest sampling rate (`--samples N --interval-ms 1`) with its CPU per sample; and the
+floors under both: the interpreter with the libraries stackdump requires and nothing else
+(`--python`: stackdump's interpreter), and, on a target whose `--spinners` threads all run
+(every sample captures each), the CPU of one thread's capture as a minimal C ptrace loop
+(`cloop.c`) pays it, as stackdump's stop alone (`Tracer.capture`, in this process) pays it,
+and as a whole sample pays it.
 
     python3 benchmarks/cost.py [--threads 8] [--repeat 7] [--samples 500] [--stackdump CMD]
+        [--python PYTHON] [--spinners 5]
 
 The target is tests/targets/threads.c built -O2 -g without frame pointers, with one spinning
 thread and the rest blocked (read, futex, nanosleep, epoll), as benchmarks/run.py starts it.
@@ -52,6 +58,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--stackdump", default=f"{shlex.quote(sys.executable)} -m stackdump")
+    parser.add_argument("--python", default=sys.executable)
+    parser.add_argument("--spinners", type=int, default=5)
     args = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: byte-compiled modules
     build = Path(os.environ.get("TMPDIR", "/tmp")) / "stackdump-bench"
@@ -70,7 +78,8 @@ def main() -> None:
                 [*stackdump, "-p", pid, "--mode", "disabled", "--format", "json"],
             ),
             ("stackdump --help (start-up and imports)", [*stackdump, "--help"]),
-            ("python3 -c pass", [sys.executable, "-c", "pass"]),
+            ("python3 -c pass", [args.python, "-c", "pass"]),
+            ("python3 importing click, python-ptrace, dataclasses", [args.python, "-c", _LIBS]),
         ):
             wall, cpu = medians(cmd, args.repeat)
             rows.append((name, wall, cpu))
@@ -89,6 +98,55 @@ def main() -> None:
     print("\n| sampling | samples/s | CPU per sample ms |\n|---|---:|---:|")
     print(f"| --samples {args.samples} --interval-ms 1 | {args.samples / duration_s:.0f} | "
           f"{per_sample:.2f} |")  # fmt: skip
+    per_thread(args, build, stackdump)
+
+
+# What stackdump's entry point cannot do without: the CLI, ptrace, frozen records.
+_LIBS = "import click, ptrace.binding, dataclasses, typing"
+
+
+def per_thread(args, build: Path, stackdump: Sequence[str]) -> None:
+    """CPU per captured thread when every thread runs: the C floor, the stop alone, a sample."""
+    cloop = build / "cloop"
+    subprocess.run(["gcc", "-O2", str(ROOT / "benchmarks" / "cloop.c"), "-o", str(cloop)],
+                   check=True)  # fmt: skip
+    binary = compile_target("threads.c", build, "threads-nofp", VARIANTS["nofp"])
+    with Target(binary, {"spin": args.spinners}).wait_ready() as target:
+        pid = target.pid
+        threads = len(os.listdir(f"/proc/{pid}/task"))
+        _, c_cpu = medians([str(cloop), str(pid), "200"], args.repeat)
+        stop_cpu = _stop_cpu(pid, 200)
+        sampling = [*stackdump, "-p", str(pid), "--mode", "disabled", "--interval-ms", "10"]
+        _, one_cpu = medians([*sampling, "--samples", "1"], args.repeat)
+        _, cpu, _ = timed([*sampling, "--samples", str(args.samples)])
+    per_sample = (cpu - one_cpu) / (args.samples - 1)
+    print(f"\n{threads} threads, {args.spinners} of them spinning: CPU per captured thread\n")
+    print("| what | us per thread |\n|---|---:|")
+    print(f"| C ptrace loop (cloop.c, 200 passes) | {c_cpu / threads / 200 * 1e6:.0f} |")
+    print(f"| stackdump's stop alone (Tracer.capture) | {stop_cpu * 1e6:.0f} |")
+    print(f"| stackdump sample, --interval-ms 10 (CPU per sample / threads) | "
+          f"{per_sample / threads * 1e6:.0f} |")  # fmt: skip
+
+
+def _stop_cpu(pid: int, rounds: int) -> float:
+    """CPU seconds of one `Tracer.capture` (seize, interrupt, wait, registers, stack copy,
+    detach, and the real-time priority around it), measured in this process."""
+    sys.path.insert(0, str(ROOT))
+    from stackdump.capture.live import _Capture
+    from stackdump.capture.ptrace import Tracer
+    from stackdump.types import CaptureOptions
+
+    capture = _Capture(pid, CaptureOptions(pid=pid), None)
+    tids = capture.tids
+    with Tracer(pid, capture.copier, 1000) as tracer:
+        start = time.process_time()
+        for _ in range(rounds):
+            for tid in tids:
+                tracer.capture(tid, "bench")
+        spent = time.process_time() - start
+    capture.memory.close()
+    capture.files.close()
+    return spent / (rounds * len(tids))
 
 
 if __name__ == "__main__":
