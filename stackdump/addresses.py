@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 from stackdump import runtimes
@@ -19,6 +18,7 @@ from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.elf.store import ObjectStore
 from stackdump.escape import escape
 from stackdump.notes import Notes
+from stackdump.records import frozen
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.types import AnalysisOptions, FileSource, Frame, MemoryMap, SymbolizedFrame
 
@@ -27,7 +27,7 @@ _NEGATIVE = re.compile(r"(?<![\w.+-])-0[xX][0-9a-fA-F]{1,16}\b")
 _PAGE = 4096
 
 
-@dataclass(frozen=True)
+@frozen
 class Resolved:
     address: int
     frame: SymbolizedFrame

@@ -20,7 +20,6 @@ import dataclasses
 import importlib
 import os
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
 
 from stackdump import addresses, proc, runtimes
@@ -31,6 +30,7 @@ from stackdump.engine import Analyzer, DumpOptions, with_fixes
 from stackdump.errors import InvalidArgument
 from stackdump.escape import quote
 from stackdump.interrupts import Interrupts
+from stackdump.records import frozen
 from stackdump.types import AnalysisOptions, CaptureOptions, FileSource, ProcessSnapshot, Report
 
 if TYPE_CHECKING:
@@ -38,14 +38,14 @@ if TYPE_CHECKING:
     from stackdump.progress import Watch
 
 
-@dataclass(frozen=True)
+@frozen
 class Process:
     """A live process: its threads are stopped one at a time, each only while it is copied."""
 
     pid: int
 
 
-@dataclass(frozen=True)
+@frozen
 class CoreFile:
     """A core file; `exe`: the executable when it is no longer where the core names it;
     `sysroot`: the root its mapped files are under (a core from another machine)."""
@@ -55,7 +55,7 @@ class CoreFile:
     sysroot: str = ""
 
 
-@dataclass(frozen=True)
+@frozen
 class ObjectFile:
     """An ELF object on this machine, as a loader would map it at `load_address` (0: where
     it is linked): for naming addresses from a log without the process."""

@@ -8,7 +8,6 @@ is the one reported.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from stackdump.cache import default_directory
@@ -16,6 +15,7 @@ from stackdump.elf.debuginfod import settings_from_environ
 from stackdump.engine import DumpOptions
 from stackdump.errors import InvalidArgument
 from stackdump.escape import escape, quote
+from stackdump.records import frozen
 from stackdump.types import AnalysisOptions, CaptureMode, CaptureOptions, LocationMode
 
 MAX_TID = 2**31 - 1
@@ -125,7 +125,7 @@ def missing_debug_dirs(debug_dirs: Sequence[str]) -> List[str]:
     ]
 
 
-@dataclass(frozen=True)
+@frozen
 class Field:
     """One option's way into the options: click's parameter `param` (typed as `options`,
     the first spelling a message names when the user typed none), parsed by `parse` when

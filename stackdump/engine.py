@@ -29,6 +29,7 @@ from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.interrupts import Cancelled, Interrupts
 from stackdump.locks import OWNER_OFFSET, owner_offset, with_mutex_waits
 from stackdump.notes import Notes
+from stackdump.records import frozen
 from stackdump.symbols.symbolizer import Symbolizer
 from stackdump.syscalls import signal_name, syscall_name
 from stackdump.types import (
@@ -65,7 +66,7 @@ _HOST = host()  # a live thread's processor
 _MAX_NAMED = 4096  # distinct coroutine stacks whose names are kept
 
 
-@dataclass(frozen=True)
+@frozen
 class DumpOptions:
     capture: CaptureOptions
     analysis: AnalysisOptions = field(default_factory=AnalysisOptions)

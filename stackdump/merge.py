@@ -22,6 +22,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from stackdump import safefs
 from stackdump.errors import InvalidArgument
 from stackdump.escape import quote
+from stackdump.records import frozen
 from stackdump.views import label_of
 
 SCHEMA_VERSION = 1  # of the JSON dumps read here (writers/json_doc.py)
@@ -48,7 +49,7 @@ class BadInput(InvalidArgument):
         return self.message
 
 
-@dataclass(frozen=True)
+@frozen
 class Input:
     """One input, read: where it came from and its members' stacks with their counts."""
 
@@ -360,7 +361,7 @@ def _folded(path: str, text: str) -> Dict[Tuple[StackKey, str], int]:
     return members
 
 
-@dataclass(frozen=True)
+@frozen
 class Change:
     """One stack's members per process before and after (`stackdump diff`)."""
 
@@ -375,7 +376,7 @@ class Change:
         return self.after_mean - self.before_mean
 
 
-@dataclass(frozen=True)
+@frozen
 class Diff:
     before: Merged
     after: Merged

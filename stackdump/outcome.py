@@ -5,16 +5,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List, Tuple
 
 from stackdump.escape import quote
+from stackdump.records import frozen
 from stackdump.types import Report
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_NO_REPORT, EXIT_OUTPUT = 0, 1, 2, 3, 4
 
 
-@dataclass(frozen=True)
+@frozen
 class Outcome:
     messages: Tuple[Tuple[str, str], ...]  # ("error" or "warning", text), in order
     exit_status: int

@@ -5,9 +5,9 @@ trace) read. Data only: importing it imports no capture or analysis code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+from stackdump.records import frozen
 from stackdump.types import ModuleEntry, ReportHeader, SymbolizedFrame
 
 RUNNING, BLOCKED = "running", "blocked"
@@ -16,7 +16,7 @@ STATES = ("all", RUNNING, BLOCKED)
 Stack = Tuple[SymbolizedFrame, ...]  # innermost first
 
 
-@dataclass(frozen=True)
+@frozen
 class ThreadSample:
     """One thread in one sample."""
 
@@ -29,7 +29,7 @@ class ThreadSample:
     labels: Tuple[Tuple[str, str], ...] = ()  # a coroutine's profiler labels
 
 
-@dataclass(frozen=True)
+@frozen
 class Profile:
     header: ReportHeader  # of the first sample
     interval_ms: int

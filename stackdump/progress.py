@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from stackdump.records import frozen
 from stackdump.types import Report, ReportHeader, ThreadReport, ThreadStatus
 from stackdump.views import stack_labels
 
@@ -71,7 +72,7 @@ _UNLOCKING = re.compile(r"(?i)unlock")
 _LOCK_DEPTH = 8  # innermost frames looked at for a lock acquisition
 
 
-@dataclass(frozen=True)
+@frozen
 class Seen:
     """One thread (or coroutine) in one capture."""
 
@@ -88,7 +89,7 @@ class Seen:
         return (self.stack, self.call, self.wait_object)
 
 
-@dataclass(frozen=True)
+@frozen
 class ThreadProgress:
     """What a thread (or coroutine) did over the watch, and its class."""
 
@@ -109,7 +110,7 @@ class ThreadProgress:
         return None if self.cpu_ns is None else self.cpu_ns // 1_000_000
 
 
-@dataclass(frozen=True)
+@frozen
 class Watch:
     header: ReportHeader  # of the last capture
     interval_ms: int

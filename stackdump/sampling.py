@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from stackdump import proc, runtimes
@@ -25,10 +24,11 @@ from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import ProcessNotFound
 from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadSample
 from stackdump.progress import Watch, Watcher
+from stackdump.records import frozen
 from stackdump.types import ModuleEntry, Report, ReportHeader, ThreadStatus
 
 
-@dataclass(frozen=True)
+@frozen
 class Run:
     """How a series of captures went: what a profile or a watch says besides its samples."""
 

@@ -8,17 +8,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
-import sys
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
 
 from stackdump.arch import Arch
-
-# What a dump keeps one of per thread or per frame (10,000 threads make ~100,000): frozen, and
-# without a per-instance dict where the interpreter allows (slots: Python 3.10+).
-record = (
-    dataclass(frozen=True, slots=True) if sys.version_info >= (3, 10) else dataclass(frozen=True)
-)
+from stackdump.records import frozen, record
 
 
 def replaced(record_: Any, **changes: Any) -> Any:
@@ -91,7 +85,7 @@ class CaptureMode(enum.Enum):
     CORE = "core"  # nothing to stop: a core file (capture/core.py)
 
 
-@dataclass(frozen=True)
+@frozen
 class CaptureOptions:
     """How a live process is captured (stackdump.capture.live)."""
 
@@ -107,7 +101,7 @@ class CaptureOptions:
     cpu_window_ms: int = 0  # measure each thread's CPU over this window before capture
 
 
-@dataclass(frozen=True)
+@frozen
 class AnalysisOptions:
     """How snapshots are unwound and symbolized (engine.Analyzer)."""
 
@@ -121,7 +115,7 @@ class AnalysisOptions:
     remember_unwinds: bool = True
 
 
-@dataclass(frozen=True)
+@frozen
 class DebuginfodSettings:
     """Where and how debug files are downloaded (elf/debuginfod.py), from the environment
     libdebuginfod reads."""
@@ -309,7 +303,7 @@ class FileSource(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@frozen
 class CoreInfo:
     """What a core file says of the process's end: for the report's header."""
 
@@ -324,7 +318,7 @@ class CoreInfo:
     problems: Tuple[str, ...] = ()  # what the file lacks (truncated, malformed notes)
 
 
-@dataclass(frozen=True)
+@frozen
 class ProcessSnapshot:
     pid: int
     exe: str
@@ -442,7 +436,7 @@ class ThreadReport:
         return len(self.frames)
 
 
-@dataclass(frozen=True)
+@frozen
 class ModuleEntry:
     """A mapped object that frames point into (what JSON and pprof call a mapping)."""
 
@@ -462,7 +456,7 @@ class ModuleEntry:
     file_found: bool = True  # the object's file was found (a core's may be elsewhere)
 
 
-@dataclass(frozen=True)
+@frozen
 class ReportHeader:
     pid: int
     exe: str
@@ -477,7 +471,7 @@ class ReportHeader:
     host: str = ""  # the machine a live process was captured on (its node name); "" for a core
 
 
-@dataclass(frozen=True)
+@frozen
 class Summary:
     captured: int
     skipped: int
@@ -497,7 +491,7 @@ class Summary:
     exec_seen: str = ""  # the process exec()'d this program during the dump
 
 
-@dataclass(frozen=True)
+@frozen
 class Report:
     header: ReportHeader
     threads: Tuple[ThreadReport, ...]

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from stackdump.records import frozen
 from stackdump.types import Report, SymbolizedFrame, ThreadReport, ThreadStatus
 
 
@@ -48,7 +48,7 @@ def stack_labels(frames: Sequence[SymbolizedFrame]) -> Tuple[str, ...]:
     return tuple(labels)
 
 
-@dataclass(frozen=True)
+@frozen
 class ThreadGroup:
     """Threads with the same stack (status `ok`), or the same status and syscall."""
 

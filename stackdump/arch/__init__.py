@@ -12,17 +12,18 @@ object's e_machine) for its `Arch` instead of assuming x86 numbers.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Callable, Mapping, Optional, Tuple
 
 from stackdump.arch import aarch64, aarch64_calls, x86_64, x86_64_calls
 from stackdump.arch.calls import CallKind
+from stackdump.records import frozen
 
 EM_X86_64 = 62
 EM_AARCH64 = 183
 
 
-@dataclass(frozen=True)
+@frozen
 class Arch:
     name: str
     word_size: int

@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import BinaryIO, Dict, List, Optional, Tuple
 
 from stackdump.arch import for_elf_machine
 from stackdump.elf import sections
+from stackdump.records import frozen
 
 ET_CORE = 4
 PT_LOAD, PT_NOTE = 1, 4
@@ -43,7 +44,7 @@ _MAX_SEGMENTS = 1 << 20
 _MAX_NOTE_BYTES = 256 << 20
 
 
-@dataclass(frozen=True)
+@frozen
 class CoreSegment:
     vaddr: int
     memsz: int
@@ -65,7 +66,7 @@ class CoreSegment:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class CoreThread:
     tid: int
     signal: int  # pr_cursig: the signal it was handling (the kernel gives all the same)
@@ -73,7 +74,7 @@ class CoreThread:
     registers: Dict[str, int]  # by the kernel's register names (x86_64) or x0..x30, sp, pc
 
 
-@dataclass(frozen=True)
+@frozen
 class CoreFileEntry:
     start: int
     end: int
@@ -81,7 +82,7 @@ class CoreFileEntry:
     path: str
 
 
-@dataclass(frozen=True)
+@frozen
 class Core:
     machine: int  # e_machine
     segments: Tuple[CoreSegment, ...]

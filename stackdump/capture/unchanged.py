@@ -20,10 +20,10 @@ next sample captures it afresh. Each thread's three files are kept open and read
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from stackdump.proc import PROC, parse_schedstat, parse_syscall
+from stackdump.records import frozen
 from stackdump.types import ThreadSnapshot, ThreadStatus
 
 # Sleeping states a thread stays in until something wakes it and it runs.
@@ -35,7 +35,7 @@ _MAX_OPEN = 100
 _FILES = ("stat", "schedstat", "syscall")
 
 
-@dataclass(frozen=True)
+@frozen
 class Signature:
     """What changes whenever a thread runs (see the module docstring)."""
 

@@ -6,15 +6,15 @@ capture hands it over without knowing any runtime.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.elf.modules import ModuleMap
+from stackdump.records import frozen
 from stackdump.types import CaptureOptions, MemoryMap, ThreadSnapshot
 
 
-@dataclass(frozen=True)
+@frozen
 class MappedObject:
     """An executable file mapped into the process: its path in the maps, where it can be
     opened, and its first mapping."""
@@ -30,7 +30,7 @@ class MappedObject:
         return None if vaddr is None else self.first.start - vaddr
 
 
-@dataclass(frozen=True)
+@frozen
 class ProcessView:
     """A captured process as runtimes read it: `memory` reads it (`remote.RemoteMemory`
     live, `core.CoreMemory` from a core), `files` opens its mapped files, `now_ns` is

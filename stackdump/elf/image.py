@@ -17,13 +17,13 @@ import lzma
 import os
 import struct
 import zlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Dict, Iterator, List, Optional, Set, Tuple
 
 from stackdump import safefs
 from stackdump.elf import sections
 from stackdump.elf.dwarf_sections import SectionView
 from stackdump.elf.sections import Section, cstring
+from stackdump.records import frozen
 
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
@@ -67,7 +67,7 @@ STB_LOCAL, STB_GLOBAL, STB_WEAK = 0, 1, 2
 _BINDING_RANK = {STB_GLOBAL: 0, STB_WEAK: 0, STB_LOCAL: 1}
 
 
-@dataclass(frozen=True)
+@frozen
 class LoadSegment:
     offset: int
     vaddr: int
@@ -80,7 +80,7 @@ PT_GNU_EH_FRAME = 0x6474E550
 _PHDR64 = struct.Struct("<IIQQQQQQ")
 
 
-@dataclass(frozen=True)
+@frozen
 class ProgramHeader:
     type: int
     offset: int

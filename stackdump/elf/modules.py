@@ -10,16 +10,16 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from stackdump import safefs
+from stackdump.records import frozen
 from stackdump.types import MemoryMap
 
 VDSO = "[vdso]"
 
 
-@dataclass(frozen=True)
+@frozen
 class Module:
     """One mapped object: all mappings of one file (or the vDSO)."""
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO, Callable, Dict, Iterator, Optional, Tuple
+
+from stackdump.records import frozen
 
 # e_ident, e_type, e_machine, e_version, e_entry, e_phoff, e_shoff, e_flags, e_ehsize,
 # e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
@@ -39,7 +40,7 @@ _MAX_NAMES = 64 << 20
 _MAX_INFLATED = 1 << 30
 
 
-@dataclass(frozen=True)
+@frozen
 class ElfHeader:
     machine: int  # e_machine: which processor (62: x86-64, 183: aarch64)
     type: int  # e_type: 2 an executable, 3 a shared object (or PIE), 4 a core
@@ -52,7 +53,7 @@ class ElfHeader:
     shstrndx: int
 
 
-@dataclass(frozen=True)
+@frozen
 class Section:
     name: str
     type: int

@@ -20,11 +20,11 @@ hooks they call (`runtimes.own_code`), as drgn registers ordered symbol finders.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from stackdump.capture.view import ProcessView
 from stackdump.elf.store import LoadedObject
+from stackdump.records import frozen
 from stackdump.types import CaptureOptions, MemoryMap, ReportHeader, ThreadReport, ThreadSnapshot
 
 __all__ = [
@@ -85,7 +85,7 @@ def _nothing_running(sp: int) -> Optional[int]:
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class Coroutines:
     """A runtime's suspended coroutines, each a snapshot the usual unwinder takes (already
     passed to `keep`), whether a bound cut the search short, and which coroutine a worker

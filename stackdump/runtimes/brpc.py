@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import bisect
 import struct
-from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 from stackdump.capture.remote import RemoteMemory
 from stackdump.elf.image import ElfObject, parse_errors
+from stackdump.records import frozen
 from stackdump.symbols.dwarf import DwarfIndex
 
 NGROUP = "_ZN5butil12ResourcePoolIN7bthread8TaskMetaEE7_ngroupE"
@@ -39,7 +39,7 @@ BLOCK_MAX_SIZE, BLOCK_MAX_ITEM = 64 * 1024, 256  # ResourcePoolBlockMax{Size,Ite
 _Q = struct.Struct("<Q")
 
 
-@dataclass(frozen=True)
+@frozen
 class Layout:
     meta_size: int
     version_butex: int
@@ -111,7 +111,7 @@ def layout_from_dwarf(elf: ElfObject) -> Optional[Layout]:
         return None
 
 
-@dataclass(frozen=True)
+@frozen
 class Bthreads:
     """What the TaskMeta pool says: each suspended bthread by its saved stack pointer, and
     the stack each live bthread owns (to tell which one a worker thread is running)."""

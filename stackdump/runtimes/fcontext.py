@@ -36,6 +36,7 @@ from stackdump.capture.pages import MapIndex, Pagemap
 from stackdump.capture.remote import RemoteMemory
 from stackdump.capture.view import MappedObject
 from stackdump.elf.image import ElfObject, parse_errors
+from stackdump.records import frozen
 from stackdump.runtimes.fibers import START_NAMES
 from stackdump.types import MemoryMap, Registers, ThreadSnapshot, ThreadStatus
 
@@ -51,7 +52,7 @@ _REG = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class SwitchFunction:
     address: int  # absolute
     frame: int  # bytes pushed below the return address
@@ -216,7 +217,7 @@ def _stub_to(memory: RemoteMemory, code: bytes, offset: int, address: int, targe
     return value if value in targets else None
 
 
-@dataclass(frozen=True)
+@frozen
 class SavedContext:
     sp: int  # the saved stack pointer: the fiber's handle
     switch: SwitchFunction

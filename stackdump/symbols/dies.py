@@ -20,8 +20,9 @@ import bisect
 import mmap
 import re
 import struct
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+from stackdump.records import frozen
 
 # Tags (DWARF 5 section 7.5.4) the walks look at.
 TAG_SUBPROGRAM, TAG_INLINED, TAG_LEXICAL_BLOCK = 0x2E, 0x1D, 0x0B
@@ -160,7 +161,7 @@ class Section:
         return bytes(self.buffer[start:end])
 
 
-@dataclass(frozen=True)
+@frozen
 class Unit:
     offset: int
     end: int  # one past its last byte
@@ -180,7 +181,7 @@ class Unit:
         return AT_DWO_NAME in self.top or AT_GNU_DWO_NAME in self.top
 
 
-@dataclass(frozen=True)
+@frozen
 class Die:
     offset: int
     tag: int

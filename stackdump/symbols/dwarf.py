@@ -27,6 +27,7 @@ from stackdump.elf import dwarf_sections
 from stackdump.elf.image import ElfObject, parse_errors
 from stackdump.elf.store import LoadedObject, ObjectStore, try_open
 from stackdump.escape import quote
+from stackdump.records import frozen
 from stackdump.symbols import dies
 
 _SCOPE_TAGS = ("DW_TAG_subprogram", "DW_TAG_inlined_subroutine", "DW_TAG_lexical_block")
@@ -36,7 +37,7 @@ _MAX_DEPTH = 64  # nesting bound for hostile input
 _DIE_SECTIONS = ("info", "abbrev", "str", "line_str", "str_offsets", "addr", "ranges", "rnglists")
 
 
-@dataclass(frozen=True)
+@frozen
 class InlineFrame:
     """One function active at a pc: its name and where in the source execution stands."""
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import array
 import bisect
 import struct
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Protocol, Tuple
 
 from stackdump.arch import X86_64, Arch, for_elf_machine
 from stackdump.cache import DiskCache
 from stackdump.elf.dwarf_sections import section_stream
 from stackdump.elf.image import PARSE_ERRORS, PT_GNU_EH_FRAME, ElfObject
+from stackdump.records import frozen
 from stackdump.unwind.cfi_entries import CfiEntries, Cie, Fde, covering
 
 # Rule kinds for a register (DWARF 5 section 6.4.1).
@@ -54,7 +54,7 @@ class CfiError(Exception):
     """The CFI of this pc is malformed or uses what we do not support."""
 
 
-@dataclass(frozen=True)
+@frozen
 class CfiRow:
     """How to find the caller's frame at one pc.
 

@@ -11,8 +11,9 @@ dump's start-up (~20 ms) and was reached through a private method.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import BinaryIO, Dict, Iterator, List, Optional, Tuple, Union
+
+from stackdump.records import frozen
 
 # Instruction operands: u = ULEB128, s = SLEB128, b = block (ULEB128 length, bytes),
 # 1/2/4 = fixed unsigned, a = an address in the FDE's pointer encoding.
@@ -33,7 +34,7 @@ class CfiFormatError(ValueError):
     """A CIE or FDE that does not decode."""
 
 
-@dataclass(frozen=True)
+@frozen
 class Cie:
     offset: int
     version: int
@@ -45,7 +46,7 @@ class Cie:
     instructions: Tuple[Instruction, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Fde:
     offset: int
     cie: Cie

@@ -8,10 +8,11 @@ could not (`capture_method=dwarf_cfi`, with `unwind_status`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable, Container, Dict, List, Optional, Tuple
 
 from stackdump.arch import Arch
+from stackdump.records import frozen
 from stackdump.types import (
     CaptureMethod,
     FpStatus,
@@ -62,7 +63,7 @@ class _MissingRegister(_StepFailed):
         self.reg = reg
 
 
-@dataclass(frozen=True)
+@frozen
 class HybridResult:
     frames: Tuple[Frame, ...]
     status: UnwindStatus

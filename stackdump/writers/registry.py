@@ -9,14 +9,14 @@ analysis code.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
+from stackdump.records import frozen
 from stackdump.types import Report
 from stackdump.views import sort_by_cpu
 
 
-@dataclass(frozen=True)
+@frozen
 class View:
     """How the report is written: none of it changes what is captured or analyzed."""
 
@@ -29,7 +29,7 @@ class View:
 Output = Union[Iterator[str], bytes]  # lines, or one binary document (pprof)
 
 
-@dataclass(frozen=True)
+@frozen
 class Format:
     """A format's writers are named `module:function`, each taking (model, View), and
     imported when that format is written: a text dump loads no JSON or pprof code."""

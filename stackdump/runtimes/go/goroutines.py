@@ -23,11 +23,12 @@ from __future__ import annotations
 import struct
 import time
 from array import array
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from stackdump.arch import X86_64, Arch, aarch64, for_elf_machine, x86_64
 from stackdump.elf.image import ElfObject, parse_errors
+from stackdump.records import frozen
 from stackdump.runtimes.base import LABELS, WAITED_S, labels_text
 from stackdump.runtimes.go.names import ALLGS, ALLM, WAIT_REASONS
 from stackdump.symbols.dwarf import DwarfIndex
@@ -52,7 +53,7 @@ _FIRST_REASONS = (b"GC assist marking", b"IO wait")  # waitReasonStrings[1], [2]
 GROUP_KEYS = ("go_status", "wait_reason", "go_stack", "created_by", LABELS)
 
 
-@dataclass(frozen=True)
+@frozen
 class GoLayout:
     """Offsets in runtime.g (whose stack.lo, stack.hi are at 0, 8), runtime.gobuf and
     runtime.m (whose g0 is at 0)."""
@@ -175,7 +176,7 @@ def layout_from_dwarf(elf: ElfObject) -> Optional[GoLayout]:
         return None
 
 
-@dataclass(frozen=True)
+@frozen
 class GoRuntime:
     """Where one Go process keeps its goroutines and threads (addresses in the process)."""
 
