@@ -79,7 +79,7 @@ def main() -> None:
             ),
             ("stackdump --help (start-up and imports)", [*stackdump, "--help"]),
             ("python3 -c pass", [args.python, "-c", "pass"]),
-            ("python3 importing click, python-ptrace, dataclasses", [args.python, "-c", _LIBS]),
+            ("python3 importing click, python-ptrace, dataclasses", [args.python, "-c", LIBRARIES]),
         ):
             wall, cpu = medians(cmd, args.repeat)
             rows.append((name, wall, cpu))
@@ -102,7 +102,7 @@ def main() -> None:
 
 
 # What stackdump's entry point cannot do without: the CLI, ptrace, frozen records.
-_LIBS = "import click, ptrace.binding, dataclasses, typing"
+LIBRARIES = "import click, ptrace.binding, dataclasses, typing"
 
 
 def per_thread(args, build: Path, stackdump: Sequence[str]) -> None:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cost import _LIBS  # noqa: E402
+from cost import LIBRARIES  # noqa: E402
 from helpers import Target, compile_target  # noqa: E402
 from run import VARIANTS, roles_for  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
         commands = {
             "stackdump DISABLED, before": [args.before, "-p", pid, "--mode", "disabled"],
             "stackdump DISABLED, after": [args.after, "-p", pid, "--mode", "disabled"],
-            "the interpreter and the required libraries alone": [args.python, "-c", _LIBS],
+            "the interpreter and the required libraries alone": [args.python, "-c", LIBRARIES],
             "eu-stack": ["eu-stack", "-p", pid],
         }
         spent: Dict[str, List[float]] = {name: [] for name in commands}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import os
 import sys
 import time
@@ -30,7 +29,7 @@ from stackdump.interrupts import Cancelled, Interrupts
 from stackdump.locks import OWNER_OFFSET, owner_offset, with_mutex_waits
 from stackdump.notes import Notes
 from stackdump.records import frozen
-from stackdump.symbols.symbolizer import Symbolizer
+from stackdump.symbols.symbolizer import DWARF_MODULE, Symbolizer, dwarf_reader
 from stackdump.syscalls import signal_name, syscall_name
 from stackdump.types import (
     AnalysisOptions,
@@ -60,7 +59,6 @@ from stackdump.unwind.traces import Recorder, Traces
 from stackdump.unwind.unwinder import memory_of, unwind
 
 UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
-DWARF_MODULE = "stackdump.symbols.dwarf"
 _T = TypeVar("_T")
 _HOST = host()  # a live thread's processor
 _MAX_NAMED = 4096  # distinct coroutine stacks whose names are kept
@@ -557,15 +555,8 @@ def _owner_offset(session: _Session, reports: List[ThreadReport]) -> int:
     """Where the mutex keeps its owner: from DWARF in the modes that read DWARF."""
     if session.mode is LocationMode.DISABLED:
         return OWNER_OFFSET
-    member_offset_at = _dwarf().member_offset_at
+    member_offset_at = dwarf_reader().member_offset_at
     return owner_offset(reports, lambda pc, s, m: member_offset_at(session.objects, pc, s, m))
-
-
-def _dwarf():
-    """The DWARF reader (stackdump.symbols.dwarf), loaded by the first dump that asks for
-    locations, a mutex's layout, or a runtime's types: a DISABLED dump's start-up is spared
-    ~5 ms (issue 31)."""
-    return importlib.import_module(DWARF_MODULE)
 
 
 def _cus_decoded(objects: ObjectStore) -> int:

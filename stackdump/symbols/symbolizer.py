@@ -21,6 +21,15 @@ from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.symbols.demangle import Demangler
 from stackdump.types import Frame, InlinedCall, LocationMode, SymbolizedFrame
 
+# The DWARF reader, loaded with the first location, mutex layout or runtime type asked for: a
+# dump without them (DISABLED) spares its start-up ~5 ms (issue 31).
+DWARF_MODULE = "stackdump.symbols.dwarf"
+
+
+def dwarf_reader():
+    """stackdump.symbols.dwarf, loaded on first use (DWARF_MODULE)."""
+    return importlib.import_module(DWARF_MODULE)
+
 
 class OwnNames(Protocol):
     """A runtime's names for the code of an object it owns (`runtimes.base.Runtime`)."""
@@ -150,9 +159,7 @@ class Symbolizer:
     def _with_locations(
         self, physical: SymbolizedFrame, loaded: LoadedObject, vaddr: int
     ) -> SymbolizedFrame:
-        # The DWARF reader loads with the first location asked for: a dump without them
-        # (DISABLED) spares its start-up ~5 ms (issue 31).
-        dwarf = importlib.import_module("stackdump.symbols.dwarf").dwarf_of(loaded)
+        dwarf = dwarf_reader().dwarf_of(loaded)
         if dwarf is None:
             return physical
         full = self.mode in (LocationMode.FULL, LocationMode.FULL_WITH_INLINE)
