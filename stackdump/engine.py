@@ -125,6 +125,9 @@ class _Session:
         # A coroutine's frames (the tuple a remembered walk gave) -> their names, for this
         # snapshot only (a perf map may name JIT code otherwise in the next): `_named_frames`.
         self.named: Dict[Tuple[int, str], tuple] = {}
+        # Runtime keys with their call sites named, by the keys and the sites: 100,000
+        # coroutines created in a few places name a few (`_with_call_sites`).
+        self.named_keys: Dict[tuple, tuple] = {}
 
     @property
     def symbolizer(self) -> Symbolizer:
@@ -399,7 +402,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             blocked_in=blocked_in,
         )
     if thread.status is not ThreadStatus.OK or thread.regs is None:
-        carried = _carried(thread, blocked_in, session.symbolizer if symbolize else None)
+        carried = _carried(thread, blocked_in, session.symbolizer if symbolize else None, {})
         return ThreadReport(pause_us=pause_us, error=thread.error, **carried)
     result = session.unwind(thread)
     assert result is not None
@@ -423,7 +426,7 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         recovered_frame_pointers=result.recovered_frame_pointers,
         running_coroutine=thread.running_coroutine,
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
-        **_carried(thread, blocked_in, symbolizer if symbolize else None),
+        **_carried(thread, blocked_in, symbolizer if symbolize else None, session.named_keys),
     )
 
 
@@ -468,14 +471,22 @@ def _named_frames(
     return answer, end
 
 
-def _with_call_sites(thread: ThreadSnapshot, symbolizer: Optional[Symbolizer]):
+def _with_call_sites(thread: ThreadSnapshot, symbolizer: Optional[Symbolizer], known: dict):
+    """The thread's runtime keys, its call sites' keys named; `known`: those made so far,
+    the same tuple for the same keys (each text is made and written once)."""
     if not thread.call_sites:
         return thread.runtime_keys
-    sites = dict(thread.call_sites)
-    return tuple(
-        (k, _call_site_text(sites[k], symbolizer) if k in sites else v)
-        for k, v in thread.runtime_keys
-    )
+    key = (thread.runtime_keys, thread.call_sites)
+    named = known.get(key)
+    if named is None:
+        sites = dict(thread.call_sites)
+        named = tuple(
+            (k, _call_site_text(sites[k], symbolizer) if k in sites else v)
+            for k, v in thread.runtime_keys
+        )
+        if symbolizer is not None and len(known) < _MAX_NAMED:
+            known[key] = named
+    return named
 
 
 def _call_site_text(pc: int, symbolizer: Optional[Symbolizer]) -> str:
@@ -533,10 +544,11 @@ def _header(snapshot: ProcessSnapshot, mode: LocationMode) -> ReportHeader:
 
 
 def _carried(
-    thread: ThreadSnapshot, blocked_in: Optional[str], symbolizer: Optional[Symbolizer]
+    thread: ThreadSnapshot, blocked_in: Optional[str], symbolizer: Optional[Symbolizer], known
 ) -> dict:
     """What a thread's report takes from its snapshot whether or not it was unwound; its
-    runtime keys with their call sites named (`symbolizer`), or as addresses (None)."""
+    runtime keys with their call sites named (`symbolizer`), or as addresses (None);
+    `known`: `_with_call_sites`'."""
     return dict(
         tid=thread.tid,
         name=thread.name,
@@ -545,7 +557,7 @@ def _carried(
         blocked_in=blocked_in,
         coroutine=thread.coroutine,
         coroutine_id=thread.coroutine_id,
-        runtime_keys=_with_call_sites(thread, symbolizer),
+        runtime_keys=_with_call_sites(thread, symbolizer, known),
         group_keys=thread.group_keys,
         ids_as_ranges=thread.ids_as_ranges,
     )

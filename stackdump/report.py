@@ -19,6 +19,7 @@ from stackdump.types import (
 )
 
 NAME_SPECIALS = ")="
+_MAX_KEY_TEXTS = 4096  # distinct runtime keys whose texts a report keeps while it writes
 
 
 def write_text(report: Report, out: TextIO, show_addresses: bool = False) -> None:
@@ -32,8 +33,14 @@ def text_lines(report: Report, show_addresses: bool = False) -> Iterator[str]:
     # Sections whose frames are the same tuple (coroutines parked alike share one: engine)
     # have the same lines: made once. Kept for this report only, by the tuple itself.
     made: Dict[int, Tuple[tuple, List[str]]] = {}
+    keys: Dict[int, Tuple[tuple, List[str]]] = {}  # so are their runtime keys (engine)
     for thread in (*report.threads, *(report.coroutines or ())):
-        yield thread_line(thread)
+        texts = keys.get(id(thread.runtime_keys))
+        if texts is None or texts[0] is not thread.runtime_keys:
+            texts = (thread.runtime_keys, runtime_key_texts(thread.runtime_keys))
+            if len(keys) < _MAX_KEY_TEXTS:
+                keys[id(thread.runtime_keys)] = texts
+        yield thread_line(thread, texts[1])
         known = made.get(id(thread.frames))
         if kernel_stack(thread):
             yield from stack_lines(thread, show_addresses)
@@ -157,7 +164,8 @@ def object_keys(m: ModuleEntry) -> List[str]:
     return keys
 
 
-def thread_line(t: ThreadReport) -> str:
+def thread_line(t: ThreadReport, runtime_keys: Optional[List[str]] = None) -> str:
+    """The section's first line; `runtime_keys`: its runtime keys' texts, when made."""
     keys = [f"status={t.status.value}"]
     if t.syscall_name is not None:
         keys.append(f"syscall={t.syscall_name}")
@@ -179,7 +187,7 @@ def thread_line(t: ThreadReport) -> str:
     if t.recovered_frame_pointers:
         keys.append(f"recovered_frame_pointers={t.recovered_frame_pointers}")
     keys.extend(context_keys(t))
-    keys.extend(runtime_key_texts(t.runtime_keys))
+    keys.extend(runtime_key_texts(t.runtime_keys) if runtime_keys is None else runtime_keys)
     if t.coroutine:
         if t.coroutine_id is not None:
             keys.append(f"handle=0x{t.tid:x}")

@@ -201,6 +201,38 @@ def test_many_ranges_read_in_one_call_equal_one_read_each(blocked):
     assert all(len(d) == 64 for i, d in enumerate(many) if i != 20)
 
 
+def test_ranges_read_in_one_call_equal_one_read_each(blocked):
+    """`read_ranges` (goroutine stacks, issue 31) returns what `read` returns range by
+    range, whatever their sizes: one that runs off the end of the stack's mapping (`read`
+    keeps the part that is there), an unreadable one, an empty one, and more ranges than
+    one system call takes (IOV_MAX) or than its buffer holds."""
+    from stackdump.capture.remote import _BATCH_BYTES, _IOV_MAX, RemoteMemory
+    from stackdump.proc import read_maps
+
+    maps = read_maps(blocked.pid)
+    stack = next(m for m in maps if m.path == "[stack]")
+    if any(m.start == stack.end for m in maps):
+        pytest.fail("a mapping follows [stack] directly: the test needs a gap after it")
+    sizes = [8 * (1 + i % 97) for i in range(2 * _IOV_MAX + 5)]
+    ranges = [(stack.end - 4096 + (i * 24) % 3000, size) for i, size in enumerate(sizes)]
+    ranges[7] = (stack.end - 100, 400)  # past the end of [stack]: 100 bytes read
+    ranges[30] = (8, 64)  # page 0 is never mapped
+    ranges[31] = (stack.end - 64, 0)
+    ranges[_IOV_MAX + 3] = (stack.end - 4096, _BATCH_BYTES + 8)  # alone, and short
+    memory = RemoteMemory(blocked.pid)
+    try:
+        many = memory.read_ranges(ranges)
+        one_by_one = [memory.read(a, size) if size else b"" for a, size in ranges]
+    finally:
+        memory.close()
+    assert many == one_by_one
+    assert len(many[7]) == 100 and many[30] == b"" and many[31] == b""
+    assert len(many[_IOV_MAX + 3]) == 4096
+    whole = [i for i, (d, (_, size)) in enumerate(zip(many, ranges)) if len(d) == size]
+    assert len(whole) == len(ranges) - 3  # all but those three
+    assert sum(len(d) == 0 for d in many) == 2
+
+
 def test_a_fix_hint_asks_dpkg_once_until_dpkg_changes(live, build_dir, tmp_path):
     """The fix for an object without symbols comes from `dpkg -S` (~0.2 s of CPU): kept in
     the disk cache, a second dump of the same stripped program asks dpkg nothing and says

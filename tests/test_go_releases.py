@@ -569,6 +569,9 @@ def test_a_goroutine_that_runs_while_it_is_read_is_reported_not_unwound():
             def read_many(self, addresses, size: int):
                 return [self.read(a, size) if a else b"" for a in addresses]
 
+            def read_ranges(self, ranges):
+                return [self.read(a, size) for a, size in ranges]
+
         racing = Racing()
         try:
             second = goroutines.goroutines(racing, runtime, maps, 1 << 20, 100_000)

@@ -163,3 +163,75 @@ def test_a_remembered_walk_is_reused_only_where_every_answer_is_alike():
     assert traces.find(key, other, other.base) is None
     assert _walk(other, other.base) != ras
     assert traces.hits == 1
+
+
+def _questions(draw, memory: StackMemory, sp: int, recorder):
+    """Ask `recorder` what an unwinder might: words at offsets from sp (inside the copy,
+    beyond it, below it), whether ranges lie in the mapping or the copy, absolute
+    addresses, and the copy's fields."""
+    from hypothesis import strategies as st
+
+    offsets = st.integers(-64, len(memory.data) + 64).map(lambda n: n - n % 8)
+    for _ in range(draw(st.integers(0, 24))):
+        kind = draw(st.sampled_from(("read", "read", "read", "mapping", "copy", "any", "field")))
+        at = sp + draw(offsets) if draw(st.booleans()) or kind == "field" else draw(offsets)
+        size = draw(st.sampled_from((8, 16)))
+        if kind == "read":
+            recorder.read_word(at)
+        elif kind == "mapping":
+            recorder.in_mapping(at, size)
+        elif kind == "copy":
+            recorder.in_copy(at, size)
+        elif kind == "any":
+            recorder.in_any_mapping(at, size)
+        else:
+            getattr(recorder, draw(st.sampled_from(("base", "end", "map_start", "map_end"))))
+
+
+def test_a_remembered_walks_fast_check_answers_as_the_notes_do():
+    """`Trace.alike` (issue 31: the hot path of 100,000 coroutines) says what
+    `_answers_alike`, the notes' meaning, says, for any notes on one stack and any other
+    stack: the same one moved (its own pointers moved with it), with words changed, with a
+    shorter copy or another mapping."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from stackdump.unwind.traces import Recorder, Trace, _answers_alike
+
+    @st.composite
+    def cases(draw):
+        start = 0x7F00_0000_0000
+        words = draw(st.integers(4, 48))
+        sp = start + 4096 + 8 * draw(st.integers(0, 8))
+        base = sp - 16
+        choices = st.one_of(
+            st.integers(0, 2**64 - 1),
+            st.sampled_from((0, 0x401000, 0x401234)),
+            st.integers(0, 8 * words).map(lambda n: sp + n - n % 8),  # into the stack
+        )
+        values = draw(st.lists(choices, min_size=words, max_size=words))
+        data = b"".join(v.to_bytes(8, "little") for v in values)
+        first = StackMemory(base, data, start, start + 3 * 4096)
+        recorder = Recorder(first, sp)
+        _questions(draw, first, sp, recorder)
+        shift = 8 * draw(st.integers(-16, 1 << 20))
+        moved = [v + shift if sp <= v < start + 3 * 4096 else v for v in values]
+        for _ in range(draw(st.integers(0, 2))):
+            moved[draw(st.integers(0, words - 1))] = draw(choices)
+        cut = draw(st.integers(0, words)) if draw(st.booleans()) else words
+        other_data = b"".join(v.to_bytes(8, "little") for v in moved[:cut])
+        grow = 8 * draw(st.integers(-4, 4)) if draw(st.booleans()) else 0
+        other = StackMemory(
+            base + shift, other_data, start + shift + grow, start + shift + 3 * 4096 - grow
+        )
+        return recorder.trace(), first, sp, other, sp + shift
+
+    @settings(max_examples=600, deadline=None)
+    @given(cases())
+    def check(case):
+        ops, first, sp, other, other_sp = case
+        trace = Trace(ops)
+        assert trace.alike(first, sp)
+        assert trace.alike(other, other_sp) == _answers_alike(ops, other, other_sp)
+
+    check()

@@ -78,6 +78,10 @@ class CoreMemory:
         """`size` bytes at each address, b"" where not all are there (`RemoteMemory`'s)."""
         return [d if len(d) == size else b"" for d in (self.read(a, size) for a in addresses)]
 
+    def read_ranges(self, ranges: Sequence[Tuple[int, int]]) -> List[bytes]:
+        """What `read` returns for each (address, size) (`RemoteMemory`'s)."""
+        return [self.read(address, size) for address, size in ranges]
+
     def _read_region(self, address: int, size: int) -> bytes:
         """Bytes from address on, as many of `size` as one region holds ("" if none)."""
         i = bisect.bisect_right(self._starts, address) - 1

@@ -40,6 +40,7 @@ def _load_process_vm_readv():
 
 
 _IOV_MAX = 1024
+_BATCH_BYTES = 4 << 20
 
 
 class RemoteMemory:
@@ -86,32 +87,46 @@ class RemoteMemory:
         return ctypes.string_at(buf, n) if n > 0 else b""
 
     def read_many(self, addresses: Sequence[int], size: int) -> List[bytes]:
-        """`size` bytes at each address (b"" where none could be read), in as few system
-        calls as the kernel allows: one process_vm_readv per 1,024 ranges (IOV_MAX): 100,000
-        coroutine descriptors are ~100 calls, not 100,000."""
+        """`size` bytes at each address (b"" where not all could be read), as `read_ranges`
+        reads them: 100,000 coroutine descriptors are ~100 system calls, not 100,000."""
+        return [
+            d if len(d) == size else b""
+            for d in self.read_ranges([(address, size) for address in addresses])
+        ]
+
+    def read_ranges(self, ranges: Sequence[Tuple[int, int]]) -> List[bytes]:
+        """What `read` returns for each (address, size), in as few system calls as the
+        kernel allows: one process_vm_readv per 1,024 ranges (IOV_MAX) or 4 MiB. The kernel
+        stops at the first range it cannot read whole; that one is read alone (`read` keeps
+        the part that is there), and the ones after it as before."""
         out: List[bytes] = []
         at = 0
-        while at < len(addresses):
-            batch = addresses[at : at + _IOV_MAX]
-            copied = self._readv_batch(batch, size) if self._readv is not None else b""
-            whole = len(copied) // size
-            out.extend(copied[i * size : (i + 1) * size] for i in range(whole))
-            at += whole
-            if whole < len(batch):
-                # The kernel stops at the first range it cannot read: that one alone.
-                out.append(self.read(addresses[at], size) if addresses[at] else b"")
-                if len(out[-1]) != size:
-                    out[-1] = b""
+        while at < len(ranges):
+            batch = _batch(ranges, at)
+            copied = self._readv_batch(batch) if self._readv is not None else b""
+            offset, start = 0, at
+            for _address, size in batch:
+                if offset + size > len(copied):
+                    break
+                out.append(copied[offset : offset + size])
+                offset += size
+            at = len(out)
+            if at < start + len(batch):
+                address, size = ranges[at]
+                out.append(self.read(address, size) if address and size > 0 else b"")
                 at += 1
         return out
 
-    def _readv_batch(self, addresses: Sequence[int], size: int) -> bytes:
-        count = len(addresses)
-        buf = ctypes.create_string_buffer(size * count)
-        local = (ctypes.c_size_t * 2)(ctypes.addressof(buf), size * count)
+    def _readv_batch(self, ranges: Sequence[Tuple[int, int]]) -> bytes:
+        count = len(ranges)
+        total = sum(size for _address, size in ranges)
+        if not total:
+            return b""
+        buf = ctypes.create_string_buffer(total)
+        local = (ctypes.c_size_t * 2)(ctypes.addressof(buf), total)
         remote = (ctypes.c_size_t * (2 * count))()
-        remote[0::2] = list(addresses)
-        remote[1::2] = [size] * count
+        remote[0::2] = [address for address, _size in ranges]
+        remote[1::2] = [size for _address, size in ranges]
         n = self._readv(self.pid, ctypes.addressof(local), 1, ctypes.addressof(remote), count, 0)
         return ctypes.string_at(buf, n) if n > 0 else b""
 
@@ -124,6 +139,18 @@ class RemoteMemory:
             return 0
         ctypes.memmove(local_address, data, len(data))
         return len(data)
+
+
+def _batch(ranges: Sequence[Tuple[int, int]], at: int) -> Sequence[Tuple[int, int]]:
+    """The ranges from `at` one system call copies: at most IOV_MAX of them, and no more
+    than _BATCH_BYTES together unless the first alone is more (the buffer is made per call)."""
+    end, total = at, 0
+    while end < len(ranges) and end - at < _IOV_MAX:
+        total += max(ranges[end][1], 0)
+        if total > _BATCH_BYTES and end > at:
+            break
+        end += 1
+    return ranges[at:end]
 
 
 class Buffers:

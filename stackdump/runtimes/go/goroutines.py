@@ -407,18 +407,12 @@ def goroutines(
     count = min(count, limit)
     pointers = memory.read(array_at, 8 * count) if array_at and count else b""
     reasons = _wait_reasons(memory, runtime.wait_reasons) if runtime.wait_reasons else {}
+    reader = _Reader(memory, runtime, reasons, maps, stack_bytes, now_ns)
     out = []
     gs = [g for (g,) in struct.iter_unpack("<Q", pointers[: len(pointers) // 8 * 8])]
     for at in range(0, len(gs), _BATCH):
-        # Descriptors a batch at a time (one system call each), each goroutine's stack read
-        # right after: the later check that it did not run meanwhile stays a short window.
-        batch = [g if g and not g & 7 else 0 for g in gs[at : at + _BATCH]]
-        for g, data in zip(batch, memory.read_many(batch, runtime.layout.g_size)):
-            if not g or len(data) != runtime.layout.g_size:
-                continue
-            snapshot = _goroutine(memory, g, data, runtime, reasons, maps, stack_bytes, now_ns)
-            if snapshot is not None:
-                out.append(keep(snapshot) if keep is not None else snapshot)
+        for snapshot in reader.batch([g if g and not g & 7 else 0 for g in gs[at : at + _BATCH]]):
+            out.append(keep(snapshot) if keep is not None else snapshot)
     return out
 
 
@@ -426,72 +420,143 @@ def monotonic_now() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
-def _goroutine(memory, g: int, data: bytes, runtime: GoRuntime, reasons, maps, stack_bytes, now_ns):
-    layout = runtime.layout
-    status = struct.unpack_from("<I", data, layout.status)[0] & ~_SCAN
-    if status not in STATUS or status in _NOT_SHOWN:
-        return None
-    goid = _Q.unpack_from(data, layout.goid)[0]
-    keys = [("go_status", STATUS[status])]
-    reason = reasons.get(data[layout.wait_reason]) if status in _PARKED else None
-    if reason:
-        keys.append(("wait_reason", reason))
-    since = struct.unpack_from("<q", data, layout.wait_since)[0]
-    if now_ns is not None and since > 0 and status in (3, *_PARKED) and now_ns >= since:
-        # The runtime stamps it only when a GC finds the goroutine blocked (mgcmark.go);
-        # its own dumps print it in minutes.
-        keys.append((WAITED_S, str((now_ns - since) // 1_000_000_000)))
-    creator, creator_keys = _creator(data, layout) if goid != 1 else ((), [])
-    keys.extend(creator_keys)
-    labels = _labels(memory, data, layout)
-    if labels:
-        keys.append((LABELS, labels_text(labels)))
-    sched = layout.sched
-    sp = _Q.unpack_from(data, sched + layout.sp)[0]
-    pc = _Q.unpack_from(data, sched + layout.pc)[0]
-    bp = _Q.unpack_from(data, sched + layout.bp)[0]
-    hi = _Q.unpack_from(data, 8)[0]
-    mapping = next((m for m in maps if m.start <= sp < m.end), None)
-    base = dict(
-        tid=g, name="goroutine", coroutine="goroutine", coroutine_id=goid,
-        runtime_keys=tuple(keys), group_keys=GROUP_KEYS,
-        ids_as_ranges=True, pc_after_call=True, call_sites=creator,
-    )  # fmt: skip
-    if not pc or not sp or mapping is None or not sp < hi <= mapping.end:
-        return ThreadSnapshot(
-            status=ThreadStatus.THREAD_EXITED, error="its saved context is not readable", **base
-        )
-    # From just below sp: arm64 Go code saves the caller's frame pointer at sp-8.
-    low = max(_Q.unpack_from(data, 0)[0], mapping.start, sp - 16)
-    stack = memory.read(low, min(hi - low, stack_bytes))
-    if (
-        memory.read(g + sched, layout.bp + 8)[: layout.bp + 8]
-        != data[sched : sched + layout.bp + 8]
-    ):
-        return ThreadSnapshot(
-            status=ThreadStatus.THREAD_EXITED, error="it ran while its stack was read", **base
-        )
-    regs = _registers(runtime.arch, pc, sp, bp, _Q.unpack_from(data, sched + layout.lr)[0])
-    return ThreadSnapshot(
-        status=ThreadStatus.OK, regs=regs, stack_map=mapping, stack_base=low, stack=stack, **base
-    )
+class _Reader:
+    """Goroutines a batch at a time, each step one system call for the whole batch: their
+    descriptors, then their stacks, then their saved contexts again (a goroutine whose
+    context changed meanwhile ran while its stack was read: its copy is not its stack)."""
+
+    def __init__(self, memory, runtime: GoRuntime, reasons, maps, stack_bytes, now_ns) -> None:
+        self.memory = memory
+        self.runtime = runtime
+        self.reasons = reasons
+        self.maps = maps
+        self.stack_bytes = stack_bytes
+        self.now_ns = now_ns
+        self._mapping: Optional[MemoryMap] = None  # the last stack's: most share an arena
+        self._keys: Dict[tuple, tuple] = {}  # equal keys as one tuple: most goroutines'
+        self._registers = _register_packers(runtime.arch)
+        self._g_size = runtime.layout.g_size
+
+    def batch(self, gs: List[int]) -> List[ThreadSnapshot]:
+        layout, size = self.runtime.layout, self._g_size
+        found = [
+            self._decoded(g, data)
+            for g, data in zip(gs, self.memory.read_many(gs, size))
+            if g and len(data) == size
+        ]
+        pending = [f for f in found if isinstance(f, _Pending)]
+        stacks = self.memory.read_ranges([(f.low, f.size) for f in pending])
+        sched, saved = layout.sched, layout.bp + 8
+        again = self.memory.read_many([f.g + sched for f in pending], saved)
+        done = {}
+        for f, stack, now in zip(pending, stacks, again):
+            if now[:saved] != f.data[sched : sched + saved]:
+                done[id(f)] = ThreadSnapshot(
+                    status=ThreadStatus.THREAD_EXITED, error="it ran while its stack was read",
+                    **f.base,
+                )  # fmt: skip
+            else:
+                done[id(f)] = ThreadSnapshot(
+                    status=ThreadStatus.OK, regs=f.regs, stack_map=f.mapping, stack_base=f.low,
+                    stack=stack, **f.base,
+                )  # fmt: skip
+        return [done[id(f)] if isinstance(f, _Pending) else f for f in found if f is not None]
+
+    def _decoded(self, g: int, data: bytes):
+        """None (not shown), a snapshot (its context unreadable) or what to read next."""
+        layout = self.runtime.layout
+        status = struct.unpack_from("<I", data, layout.status)[0] & ~_SCAN
+        if status not in STATUS or status in _NOT_SHOWN:
+            return None
+        goid = _Q.unpack_from(data, layout.goid)[0]
+        keys = self._runtime_keys(g, data, status, goid)
+        sched = layout.sched
+        sp = _Q.unpack_from(data, sched + layout.sp)[0]
+        pc = _Q.unpack_from(data, sched + layout.pc)[0]
+        hi = _Q.unpack_from(data, 8)[0]
+        mapping = self._stack_mapping(sp)
+        creator = _creator_site(data, layout) if goid != 1 else ()
+        base = dict(
+            tid=g, name="goroutine", coroutine="goroutine", coroutine_id=goid,
+            runtime_keys=keys, group_keys=GROUP_KEYS, ids_as_ranges=True, pc_after_call=True,
+            call_sites=creator,
+        )  # fmt: skip
+        if not pc or not sp or mapping is None or not sp < hi <= mapping.end:
+            return ThreadSnapshot(
+                status=ThreadStatus.THREAD_EXITED, error="its saved context is not readable",
+                **base,
+            )  # fmt: skip
+        # From just below sp: arm64 Go code saves the caller's frame pointer at sp-8.
+        low = max(_Q.unpack_from(data, 0)[0], mapping.start, sp - 16)
+        bp = _Q.unpack_from(data, sched + layout.bp)[0]
+        lr = _Q.unpack_from(data, sched + layout.lr)[0]
+        regs = self._registers[bool(lr)](pc, sp, bp, lr)
+        return _Pending(g, data, base, mapping, low, min(hi - low, self.stack_bytes), regs)
+
+    def _runtime_keys(self, g: int, data: bytes, status: int, goid: int) -> tuple:
+        layout = self.runtime.layout
+        keys = [("go_status", STATUS[status])]
+        reason = self.reasons.get(data[layout.wait_reason]) if status in _PARKED else None
+        if reason:
+            keys.append(("wait_reason", reason))
+        since = struct.unpack_from("<q", data, layout.wait_since)[0]
+        now_ns = self.now_ns
+        if now_ns is not None and since > 0 and status in (3, *_PARKED) and now_ns >= since:
+            # The runtime stamps it only when a GC finds the goroutine blocked (mgcmark.go);
+            # its own dumps print it in minutes.
+            keys.append((WAITED_S, str((now_ns - since) // 1_000_000_000)))
+        if goid != 1:
+            keys.extend(_creator_keys(data, layout))
+        labels = _labels(self.memory, data, layout)
+        if labels:
+            keys.append((LABELS, labels_text(labels)))
+        key = tuple(keys)
+        if len(self._keys) < _MAX_KEY_SETS:
+            return self._keys.setdefault(key, key)
+        return self._keys.get(key, key)
+
+    def _stack_mapping(self, sp: int) -> Optional[MemoryMap]:
+        last = self._mapping
+        if last is not None and last.start <= sp < last.end:
+            return last
+        found = next((m for m in self.maps if m.start <= sp < m.end), None)
+        if found is not None:
+            self._mapping = found
+        return found
 
 
-def _creator(data: bytes, layout: GoLayout):
-    """(the call site to name, the keys) of where the goroutine was created, as Go's dumps
-    print it: `created_by` (named later, from its `go` statement's pc, by the analysis) and
-    the creating goroutine (`parent_goroutine`, Go 1.21+; 0, the runtime's own, is left
-    out, as Go leaves it out). Not for goroutine 1, main's, which the runtime started."""
-    if layout.gopc is None:
-        return (), []
-    gopc = _Q.unpack_from(data, layout.gopc)[0]
-    if not gopc:
-        return (), []
+_MAX_KEY_SETS = 4096
+
+
+class _Pending:
+    """A goroutine decoded, its stack not read yet."""
+
+    __slots__ = ("g", "data", "base", "mapping", "low", "size", "regs")
+
+    def __init__(self, g, data, base, mapping, low, size, regs) -> None:
+        self.g, self.data, self.base, self.mapping = g, data, base, mapping
+        self.low, self.size, self.regs = low, size, regs
+
+
+def _creator_site(data: bytes, layout: GoLayout) -> Tuple[Tuple[str, int], ...]:
+    """The call site to name where the goroutine was created: its `go` statement's pc,
+    named later by the analysis as `created_by` (not for goroutine 1, main's, which the
+    runtime started)."""
+    gopc = _Q.unpack_from(data, layout.gopc)[0] if layout.gopc is not None else 0
+    return (("created_by", gopc),) if gopc else ()
+
+
+def _creator_keys(data: bytes, layout: GoLayout) -> List[Tuple[str, str]]:
+    """The keys of where the goroutine was created, as Go's dumps print it: `created_by`
+    (its value, the call site, named later) and the creating goroutine (`parent_goroutine`,
+    Go 1.21+; 0, the runtime's own, is left out, as Go leaves it out)."""
+    if not _creator_site(data, layout):
+        return []
     keys = [("created_by", "")]
     parent = _Q.unpack_from(data, layout.parent_goid)[0] if layout.parent_goid else 0
     if parent:
         keys.append(("parent_goroutine", str(parent)))
-    return (("created_by", gopc),), keys
+    return keys
 
 
 def _labels(memory, data: bytes, layout: GoLayout) -> List[Tuple[str, str]]:
@@ -556,17 +621,16 @@ def _go_string(memory, pointer: int, length: int) -> Optional[str]:
     return raw.decode("utf-8", "replace") if len(raw) == length else None
 
 
-def _registers(arch: Arch, pc: int, sp: int, fp: int, lr: int) -> Registers:
-    """A goroutine's saved context as registers: on arm64 also the link register, which is
-    where a function that saved no frame yet keeps its return address."""
-    values = {arch.pc: pc, arch.sp: sp}
+def _register_packers(arch: Arch):
+    """A goroutine's saved context as registers, by whether it saved a link register:
+    (pc, sp, fp, lr) -> Registers. On arm64 the link register is where a function that
+    saved no frame yet keeps its return address."""
+    fp = x86_64.RBP if arch is X86_64 else aarch64.FP
+    without = Registers.packer((arch.pc, arch.sp, fp), arch)
     if arch is X86_64:
-        values[x86_64.RBP] = fp
-    else:
-        values[aarch64.FP] = fp
-        if lr:
-            values[aarch64.LR] = lr
-    return Registers.of(values, arch)
+        return (lambda pc, sp, bp, lr: without(pc, sp, bp),) * 2
+    with_lr = Registers.packer((arch.pc, arch.sp, fp, aarch64.LR), arch)
+    return (lambda pc, sp, bp, lr: without(pc, sp, bp), with_lr)
 
 
 def _wait_reasons(memory, at: int) -> Dict[int, str]:
