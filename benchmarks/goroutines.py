@@ -5,6 +5,10 @@ run. Wall time and peak RSS of stackdump; for Go, the time from the signal to th
 dump (the process's exit).
 
     python3 benchmarks/goroutines.py [--goroutines 100000] [--repeat 3] [--go-release 1.19]
+        [--stackdump CMD] [--before CMD]
+
+`--before`: another stackdump (an older tree's install), run on the same target in
+alternating rounds with `--stackdump` (this machine is noisy).
 
 Builds a small program with the Go toolchain tests/go_toolchains.py provides (Debian's
 golang-go 1.19 by default) into ~/.cache/stackdump-tests/.
@@ -78,11 +82,12 @@ def stackdump_run(cmd, pid: int):
     start_s = time.perf_counter()
     proc = subprocess.Popen([*cmd, "-p", str(pid), "--coroutines", "--mode", "disabled"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
-    out = proc.stdout.read()
+    # Read line by line, never held: a child's peak RSS counts its parent's at the fork
+    # (Linux keeps the larger at exec), and the whole text is ~100 MB.
+    found = [line.decode() for line in proc.stdout if line.startswith(b"coroutines:")]
     _, _, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start_s
-    found = [line for line in out.decode().splitlines() if line.startswith("coroutines:")]
-    return wall, usage.ru_maxrss / 1024, found[0] if found else "?"
+    return wall, usage.ru_maxrss / 1024, found[0].strip() if found else "?"
 
 
 def go_own_dump(binary: Path, count: int) -> float:
@@ -100,14 +105,21 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--go-release", default="1.19")
     parser.add_argument("--stackdump", default=f"{shlex.quote(sys.executable)} -m stackdump")
+    parser.add_argument("--before", help="an older stackdump, run in alternating rounds")
     args = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     binary = build(args.go_release)
-    cmd = shlex.split(args.stackdump)
+    cmds = {"stackdump": shlex.split(args.stackdump)}
+    if args.before:
+        cmds = {"stackdump, before": shlex.split(args.before), **cmds}
+    runs = {name: [] for name in cmds}
     target = start(binary, args.goroutines)
     try:
-        stackdump_run(cmd, target.pid)  # warm
-        runs = [stackdump_run(cmd, target.pid) for _ in range(args.repeat)]
+        for cmd in cmds.values():
+            stackdump_run(cmd, target.pid)  # warm
+        for _ in range(args.repeat):
+            for name, cmd in cmds.items():
+                runs[name].append(stackdump_run(cmd, target.pid))
     finally:
         target.kill()
         target.wait()
@@ -115,10 +127,12 @@ def main() -> None:
     print(f"{args.goroutines:,} goroutines parked in time.Sleep, Go {args.go_release}, "
           f"medians of {args.repeat}\n")  # fmt: skip
     print("| dump | wall s | peak RSS MiB |\n|---|---:|---:|")
-    print(f"| stackdump --coroutines --mode disabled | {statistics.median(r[0] for r in runs):.2f}"
-          f" | {statistics.median(r[1] for r in runs):.0f} |")  # fmt: skip
+    for name, done in runs.items():
+        print(f"| {name} --coroutines --mode disabled | "
+              f"{statistics.median(r[0] for r in done):.2f} | "
+              f"{statistics.median(r[1] for r in done):.0f} |")  # fmt: skip
     print(f"| Go's own (SIGQUIT, GOTRACEBACK=all) | {statistics.median(go):.2f} | - |")
-    print(f"\nstackdump: {runs[-1][2]}")
+    print(f"\nstackdump: {runs['stackdump'][-1][2]}")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ status"), through `console.py` and `outcome.py`. The options are declared in
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple, Union
 
 import click
 
-from stackdump import __version__, api, outcome, proc, safefs
+from stackdump import __version__, api, lazy, outcome, proc, safefs
 from stackdump.addresses import address_lines, negative_address, parse_addresses
 from stackdump.arguments import (
     SORTS,
@@ -362,11 +361,6 @@ SUBCOMMANDS = {
 }
 
 
-def _subcommand(spec: str) -> click.Command:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def _interrupted_message(run: Run, e: Interrupted) -> str:
     if run.stage == "write" and run.destination is not None:
         return f"interrupted by {e.name} while writing the report: {run.destination.cut_note()}"
@@ -389,7 +383,7 @@ def main(
         chosen, prog = command, "stackdump"
         if args and args[0] in SUBCOMMANDS:  # `stackdump merge ...`: a word, never an option
             with interrupts.held():  # a signal inside an import is lost: see Interrupts.held
-                chosen = _subcommand(SUBCOMMANDS[args[0]])
+                chosen = lazy.load(SUBCOMMANDS[args[0]])
             prog, args = f"stackdump {args[0]}", args[1:]
         code = chosen.main(args=args, prog_name=prog, standalone_mode=False, obj=run)
     except Interrupted as e:

@@ -5,13 +5,13 @@ Text from the inputs was escaped when they were written, and is written as it is
 from __future__ import annotations
 
 import gzip
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Sequence
 
 from stackdump.escape import escape, escape_also
 from stackdump.merge import THREAD, Change, Diff, Merged, MergedFrame, StackKey, StackTally
 from stackdump.report import NAME_SPECIALS
 from stackdump.writers.json_doc import dumps, object_lines
-from stackdump.writers.pprof import field_bytes, field_varint, packed
+from stackdump.writers.pprof import Tables, field_bytes, field_varint, packed
 
 MERGE_SCHEMA = 1  # docs/merge-schema.json
 
@@ -140,36 +140,19 @@ def merge_pprof(merged: Merged) -> bytes:
     """profile.proto, gzipped: one sample per (stack, host) with a `host` label, its value
     the threads (or, from folded profiles, thread-samples) the inputs counted; one location
     per distinct merged frame chain position (no addresses: ASLR made them per host)."""
-    strings: Dict[str, int] = {"": 0}
-
-    def s(text: Optional[str]) -> int:
-        return strings.setdefault(text, len(strings)) if text else 0
-
+    tables = Tables()
+    s = tables.s
     out = bytearray()
     out += field_bytes(1, field_varint(1, s("samples")) + field_varint(2, s("count")))
-    functions: Dict[Tuple[str, str], int] = {}
-    locations: Dict[Tuple[MergedFrame, ...], int] = {}
-    location_data: List[bytes] = []
     for (kind, frames), tally in merged.ranked():
-        ids = _locations(frames, functions, locations, location_data, s)
-        by_host = tally.by_host or {}
-        for host, count in sorted(by_host.items()):
-            label = field_bytes(
-                3, field_varint(1, s("host")) + field_varint(2, s(merged.hosts[host]))
-            )
-            label += field_bytes(3, field_varint(1, s("kind")) + field_varint(2, s(kind)))
+        ids = _locations(frames, tables)
+        for host, count in sorted((tally.by_host or {}).items()):
+            label = tables.label("host", merged.hosts[host]) + tables.label("kind", kind)
             out += field_bytes(2, packed(1, ids) + packed(2, [count]) + label)
-    for data in location_data:
-        out += field_bytes(4, data)
-    for (name, file), fid in functions.items():
-        body = field_varint(1, fid) + field_varint(2, s(name)) + field_varint(3, s(name))
-        out += field_bytes(5, body + field_varint(4, s(file)))
-    for text in strings:
-        out += field_bytes(6, text.encode("utf-8"))
-    return gzip.compress(bytes(out), mtime=0)
+    return gzip.compress(bytes(out + tables.messages()), mtime=0)
 
 
-def _locations(frames, functions, locations, location_data, s) -> List[int]:
+def _locations(frames, tables: Tables) -> List[int]:
     """Location ids for a stack, innermost first: one location per physical frame, with its
     inlined calls as lines before it (as pprof wants them)."""
     ids: List[int] = []
@@ -180,15 +163,7 @@ def _locations(frames, functions, locations, location_data, s) -> List[int]:
             continue
         chain = tuple(pending)
         pending = []
-        lid = locations.get(chain)
-        if lid is None:
-            lid = locations[chain] = len(locations) + 1
-            body = field_varint(1, lid)
-            for function, file, line, _obj, _inlined in chain:
-                fid = functions.setdefault((function, file or ""), len(functions) + 1)
-                body += field_bytes(4, field_varint(1, fid) + field_varint(2, line or 0))
-            location_data.append(body)
-        ids.append(lid)
+        ids.append(tables.location(chain, [(f, file, line) for f, file, line, _, _ in chain]))
     return ids
 
 

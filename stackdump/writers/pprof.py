@@ -14,7 +14,7 @@ message needs). Layout, as github.com/google/pprof/proto/profile.proto defines i
 from __future__ import annotations
 
 import gzip
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 from stackdump.escape import escape
 from stackdump.profiles import Profile
@@ -51,19 +51,70 @@ def packed(number: int, values: List[int]) -> bytes:
     return field_bytes(number, b"".join(varint(v) for v in values)) if values else b""
 
 
-class _Encoder:
-    def __init__(self, profile: Profile) -> None:
-        self.profile = profile
+class Tables:
+    """What every profile.proto stackdump writes shares: the string table (index 0 is ""),
+    functions by (name, file), and locations by a key of the writer's, each with its lines
+    innermost first. `messages()` writes locations, functions and strings: after every
+    message that refers to them. `text`: how a string is written (the profile writer
+    escapes it as the text report does; the merge's strings were escaped by their reports)."""
+
+    def __init__(self, text: Callable[[str], str] = str) -> None:
         self.strings: Dict[str, int] = {"": 0}
         self.functions: Dict[Tuple[str, str], int] = {}
-        self.locations: Dict[int, int] = {}  # pc -> id
-        self.location_data: List[bytes] = []
-        self.mappings: List[ModuleEntry] = list(profile.modules)
+        self.locations: Dict[Hashable, int] = {}
+        self._location_data: List[bytes] = []
+        self._text = text
 
     def s(self, text: Optional[str]) -> int:
         if not text:
             return 0
         return self.strings.setdefault(text, len(self.strings))
+
+    def label(self, key: str, value: str) -> bytes:
+        return field_bytes(3, field_varint(1, self.s(key)) + field_varint(2, self.s(value)))
+
+    def location(
+        self,
+        key: Hashable,
+        lines: Sequence[Tuple[str, Optional[str], Optional[int]]],
+        address: int = 0,
+        mapping: int = 0,
+    ) -> int:
+        """The id of the location `key` names, made with these (function, file, line)s
+        the first time."""
+        lid = self.locations.get(key)
+        if lid is not None:
+            return lid
+        lid = self.locations[key] = len(self.locations) + 1
+        body = field_varint(1, lid) + field_varint(3, address) + field_varint(2, mapping)
+        for function, file, line in lines:
+            fid = self.functions.setdefault((function, file or ""), len(self.functions) + 1)
+            body += field_bytes(4, field_varint(1, fid) + field_varint(2, line or 0))
+        self._location_data.append(body)
+        return lid
+
+    def messages(self) -> bytes:
+        out = bytearray()
+        for data in self._location_data:
+            out += field_bytes(4, data)
+        for (name, file), fid in self.functions.items():
+            body = (
+                field_varint(1, fid) + field_varint(2, self.s(name)) + field_varint(3, self.s(name))
+            )
+            out += field_bytes(5, body + field_varint(4, self.s(file)))
+        for text in self.strings:
+            out += field_bytes(6, self._text(text).encode("utf-8"))
+        return bytes(out)
+
+
+class _Encoder:
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        # Escaped as the text report escapes them: a string field holds valid UTF-8.
+        self.tables = Tables(escape)
+        self.s = self.tables.s
+        self.label = self.tables.label
+        self.mappings: List[ModuleEntry] = list(profile.modules)
 
     def encode(self) -> bytes:
         p = self.profile
@@ -102,20 +153,7 @@ class _Encoder:
                 + field_varint(10, 1 if m.dwarf else 0)
             )
             out += field_bytes(3, body)
-        for data in self.location_data:
-            out += field_bytes(4, data)
-        for (name, file), fid in self.functions.items():
-            body = (
-                field_varint(1, fid)
-                + field_varint(2, self.s(name))
-                + field_varint(3, self.s(name))
-                + field_varint(4, self.s(file))
-            )
-            out += field_bytes(5, body)
-        # The string table last: every index above is known by now.
-        for text in self.strings:
-            # Escaped as the text report escapes them: a string field holds valid UTF-8.
-            out += field_bytes(6, escape(text).encode("utf-8"))
+        out += self.tables.messages()  # the string table last: every index is known by now
         out += field_varint(9, p.started_ns)
         out += field_varint(10, p.duration_ns)
         out += field_bytes(
@@ -124,26 +162,13 @@ class _Encoder:
         out += field_varint(12, interval_ns)
         return bytes(out)
 
-    def label(self, key: str, value: str) -> bytes:
-        return field_bytes(3, field_varint(1, self.s(key)) + field_varint(2, self.s(value)))
-
     def location(self, frame: SymbolizedFrame) -> int:
-        lid = self.locations.get(frame.pc)
-        if lid is not None:
-            return lid
-        lid = self.locations[frame.pc] = len(self.locations) + 1
-        body = field_varint(1, lid) + field_varint(3, frame.pc)
-        mapping = self.mapping_of(frame.pc)
-        if mapping:
-            body += field_varint(2, mapping)
+        """One location per distinct pc: the functions inlined there first, the physical
+        function last."""
         lines = [(c.function, c.file, c.line) for c in frame.inlined]
         lines.append((frame.function, frame.file, frame.line))
-        for function, file, line in lines:
-            name = function or frame_label(frame)
-            fid = self.functions.setdefault((name, file or ""), len(self.functions) + 1)
-            body += field_bytes(4, field_varint(1, fid) + field_varint(2, line or 0))
-        self.location_data.append(body)
-        return lid
+        named = [(function or frame_label(frame), file, line) for function, file, line in lines]
+        return self.tables.location(frame.pc, named, frame.pc, self.mapping_of(frame.pc))
 
     def mapping_of(self, pc: int) -> int:
         for i, m in enumerate(self.mappings, start=1):

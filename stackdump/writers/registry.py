@@ -8,9 +8,9 @@ analysis code.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable, Iterator, Optional, Sequence, Tuple, Union
 
+from stackdump import lazy
 from stackdump.records import frozen
 from stackdump.types import Report
 from stackdump.views import sort_by_cpu
@@ -104,8 +104,7 @@ def prepare(name: str, kind: str) -> None:
 
 def writer(spec: str) -> Callable[[Any, View], Output]:
     """The function a `module:function` spec of `FORMATS` names, its module imported now."""
-    module, _, function = spec.partition(":")
-    return getattr(importlib.import_module(module), function)
+    return lazy.load(spec)
 
 
 def names() -> Tuple[str, ...]:
