@@ -5,9 +5,9 @@ Runbook scripts parse this text, so the key order, spacing and wording are the c
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List, Optional, TextIO, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
 
-from stackdump.escape import escape, quote
+from stackdump.escape import escape, escape_also, quote
 from stackdump.syscalls import signal_name
 from stackdump.types import (
     CoreInfo,
@@ -198,6 +198,18 @@ def thread_line(t: ThreadReport, runtime_keys: Optional[List[str]] = None) -> st
     # ")" and "=" too: a name like `x) status=ok` must neither end the name early nor
     # forge a key (docs/FORMAT.md "Escaping").
     return f"----- thread {t.tid} ({escape(t.name, also=NAME_SPECIALS)}) {' '.join(keys)} -----"
+
+
+def names_text(ranked: Sequence[Tuple[str, int]], escaped: bool = False, most: int = 0) -> str:
+    """`NAME xCOUNT, ...`, as a group's line lists its threads' names (`views.ranked`):
+    each name escaped so that `,`, `)` and `=` stay separators (`escaped`: escaped already,
+    as a report read back wrote it); past `most` names (0: all), how many more."""
+    shown = ranked[:most] if most else ranked
+    also = NAME_SPECIALS + ","
+    names = ", ".join(
+        f"{escape_also(n, also) if escaped else escape(n, also=also)} x{k}" for n, k in shown
+    )
+    return names + (f", {len(ranked) - len(shown)} more" if len(shown) < len(ranked) else "")
 
 
 def runtime_key_texts(keys) -> List[str]:

@@ -63,7 +63,13 @@ class ThreadGroup:
         counts: Dict[str, int] = {}
         for t in self.threads:
             counts[t.name] = counts.get(t.name, 0) + 1
-        return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return ranked(counts)
+
+
+def ranked(counts: Dict[str, int]) -> List[Tuple[str, int]]:
+    """(name, count), most common first, then by name: how every listing of names orders
+    them."""
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def group_keys(t: ThreadReport) -> Tuple[Tuple[str, str], ...]:

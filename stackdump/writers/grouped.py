@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from stackdump.escape import escape
 from stackdump.report import (
-    NAME_SPECIALS,
     closing_lines,
     header_lines,
+    names_text,
     runtime_key_texts,
     stack_lines,
     text_lines,
@@ -46,7 +45,7 @@ def grouped_lines(report: Report, show_addresses: bool = False) -> Iterator[str]
 
 
 def group_line(group: ThreadGroup) -> str:
-    names = ", ".join(f"{escape(n, also=NAME_SPECIALS + ',')} x{k}" for n, k in group.names())
+    names = names_text(group.names())
     first = group.first
     keys = [f"status={first.status.value}"]
     if first.syscall_name is not None:

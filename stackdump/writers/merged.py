@@ -9,7 +9,8 @@ from typing import Any, Dict, Iterator, List, Sequence
 
 from stackdump.escape import escape, escape_also
 from stackdump.merge import THREAD, Change, Diff, Merged, MergedFrame, StackKey, StackTally
-from stackdump.report import NAME_SPECIALS
+from stackdump.report import names_text
+from stackdump.views import ranked
 from stackdump.writers.json_doc import dumps, object_lines
 from stackdump.writers.pprof import Tables, field_bytes, field_varint, packed
 
@@ -40,9 +41,7 @@ def frame_texts(frames: Sequence[MergedFrame]) -> List[str]:
 
 
 def _names(tally: StackTally) -> str:
-    ranked = sorted(tally.names.items(), key=lambda item: (-item[1], item[0]))
-    shown = ", ".join(f"{escape_also(n, NAME_SPECIALS + ',')} x{k}" for n, k in ranked[:8])
-    return shown + (f", {len(ranked) - 8} more" if len(ranked) > 8 else "")
+    return names_text(ranked(tally.names), escaped=True, most=8)
 
 
 def _spread(merged: Merged, tally: StackTally, kind: str) -> str:
@@ -111,10 +110,7 @@ def _stack_object(merged: Merged, key: StackKey, tally: StackTally) -> Dict[str,
         "processes": tally.processes,
         "outlier": outlier,
         "outlier_hosts": merged.host_names(tally) if outlier else None,
-        "names": [
-            {"name": n, "count": k}
-            for n, k in sorted(tally.names.items(), key=lambda item: (-item[1], item[0]))
-        ],
+        "names": [{"name": n, "count": k} for n, k in ranked(tally.names)],
         "frames": [_frame_object(f) for f in frames],
     }
 
@@ -131,7 +127,7 @@ def merge_folded_lines(merged: Merged) -> Iterator[str]:
         if frames and frames[0][0].startswith("<no stack"):
             continue
         labels = [escape_also(f[0], ";") for f in reversed(frames)]
-        for name, count in sorted(tally.names.items(), key=lambda item: (-item[1], item[0])):
+        for name, count in ranked(tally.names):
             who = name if kind == THREAD else kind
             yield ";".join([escape_also(who, ";"), *labels]) + f" {count}"
 

@@ -7,8 +7,8 @@ from typing import Dict, Iterator, List, Tuple
 
 from stackdump.escape import escape
 from stackdump.profiles import Profile
-from stackdump.report import NAME_SPECIALS, cmdline_text, frame_lines
-from stackdump.views import stack_labels
+from stackdump.report import cmdline_text, frame_lines, names_text
+from stackdump.views import ranked, stack_labels
 
 
 def profile_lines(profile: Profile, show_addresses: bool = False) -> Iterator[str]:
@@ -28,9 +28,7 @@ def profile_lines(profile: Profile, show_addresses: bool = False) -> Iterator[st
     groups = _groups(profile)
     for group in groups:
         share = 100.0 * group.count / total if total else 0.0
-        who = ", ".join(
-            f"{escape(n, also=NAME_SPECIALS + ',')} x{k}" for n, k in _ranked(group.names)
-        )
+        who = names_text(ranked(group.names))
         frames = profile.stacks[group.shown]
         yield (
             f"----- {share:.1f}% {group.count} samples ({who}) state={group.state} "
@@ -71,10 +69,6 @@ def _groups(profile: Profile) -> List[_Group]:
         group.names[name] = group.names.get(name, 0) + 1
         group.stacks[s.stack] = group.stacks.get(s.stack, 0) + 1
     return sorted(groups.values(), key=lambda g: -g.count)
-
-
-def _ranked(counts: Dict[str, int]) -> List[Tuple[str, int]]:
-    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
 def profile_folded_lines(profile: Profile) -> Iterator[str]:

@@ -19,12 +19,12 @@ from stackdump.progress import (
     Watch,
 )
 from stackdump.report import (
-    NAME_SPECIALS,
     cmdline_text,
     frame_lines,
+    names_text,
     runtime_key_texts,
 )
-from stackdump.views import group_keys, stack_labels, tid_ranges
+from stackdump.views import group_keys, ranked, stack_labels, tid_ranges
 from stackdump.writers.json_doc import (
     ModuleIndex,
     closing_parts,
@@ -124,8 +124,7 @@ def _names(group: List[ThreadProgress]) -> str:
     for p in group:
         if not p.report.coroutine:
             counts[p.report.name] = counts.get(p.report.name, 0) + 1
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return ", ".join(f"{escape(n, also=NAME_SPECIALS + ',')} x{k}" for n, k in ranked)
+    return names_text(ranked(counts))
 
 
 def phrase(group: List[ThreadProgress], samples: int) -> str:
