@@ -163,7 +163,8 @@ class Trace:
     - every other note (an answer no, an address outside the stack, a read that failed)
       by `_answers_alike`."""
 
-    __slots__ = ("ops", "_first", "_span", "_words", "_own", "_own_offsets", "_others")
+    __slots__ = ("ops", "_first", "_span", "_words", "_own", "_own_offsets", "_own_bounds")
+    __slots__ += ("_others",)
     __slots__ += ("_other_values", "_outside", "_mapped", "_copied", "_rest")
 
     def __init__(self, ops: Tuple[tuple, ...]) -> None:
@@ -173,6 +174,8 @@ class Trace:
             for kind, relative, at, answer in ops
             if kind == _READ and relative and answer is not None
         )
+        if any(b[0] - a[0] < 8 for a, b in zip(reads, reads[1:])):
+            reads = []  # words that overlap (an odd frame pointer): not one unpack
         self._first = reads[0][0] if reads else 0
         self._span = reads[-1][0] + 8 - self._first if reads else 0
         layout, at = "<", self._first
@@ -184,12 +187,13 @@ class Trace:
         others = [i for i, (_at, answer) in enumerate(reads) if not answer[0]]
         self._own = _getter(own)
         self._own_offsets = tuple(reads[i][1][1] for i in own)
+        self._own_bounds = (min(self._own_offsets), max(self._own_offsets)) if own else None
         self._others = _getter(others)
         self._other_values = tuple(reads[i][1][1] for i in others)
         self._outside = sorted(set(self._other_values))  # none may lie in the mapping
         self._mapped = _bounds(ops, _IN_MAPPING)
         self._copied = _bounds(ops, _IN_COPY)
-        fast = {_READ, _IN_MAPPING, _IN_COPY}
+        fast = {_IN_MAPPING, _IN_COPY, *((_READ,) if reads else ())}
         self._rest = tuple(
             op
             for op in ops
@@ -210,9 +214,8 @@ class Trace:
             low, high = memory.map_start, memory.map_end
             if tuple(map(sp.__rsub__, self._own(words))) != self._own_offsets:
                 return False
-            if self._own_offsets and not (
-                low <= sp + min(self._own_offsets) and sp + max(self._own_offsets) < high
-            ):
+            bounds = self._own_bounds
+            if bounds is not None and not (low <= sp + bounds[0] and sp + bounds[1] < high):
                 return False
             if self._others(words) != self._other_values:
                 return False

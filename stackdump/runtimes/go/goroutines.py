@@ -469,7 +469,7 @@ class _Reader:
         if status not in STATUS or status in _NOT_SHOWN:
             return None
         goid = _Q.unpack_from(data, layout.goid)[0]
-        keys = self._runtime_keys(g, data, status, goid)
+        keys = self._runtime_keys(data, status, goid)
         sched = layout.sched
         sp = _Q.unpack_from(data, sched + layout.sp)[0]
         pc = _Q.unpack_from(data, sched + layout.pc)[0]
@@ -493,7 +493,7 @@ class _Reader:
         regs = self._registers[bool(lr)](pc, sp, bp, lr)
         return _Pending(g, data, base, mapping, low, min(hi - low, self.stack_bytes), regs)
 
-    def _runtime_keys(self, g: int, data: bytes, status: int, goid: int) -> tuple:
+    def _runtime_keys(self, data: bytes, status: int, goid: int) -> tuple:
         layout = self.runtime.layout
         keys = [("go_status", STATUS[status])]
         reason = self.reasons.get(data[layout.wait_reason]) if status in _PARKED else None
