@@ -169,9 +169,11 @@ def live_thread(pid: int, tids: Optional[List[int]] = None) -> Optional[int]:
     """A thread whose /proc entries show the process's memory: the leader, unless it has
     exited while others run on (pthread_exit in main: its maps, exe and mem are empty then),
     else the first thread that has not. None when the whole process has exited or is being
-    killed."""
-    for tid in [pid, *(t for t in (tids if tids is not None else list_tids(pid)) if t != pid)]:
-        if not thread_leaving(pid, tid):
+    killed. The threads are listed only when the leader is leaving (a sample asks ~3 times)."""
+    if not thread_leaving(pid, pid):
+        return pid
+    for tid in tids if tids is not None else list_tids(pid):
+        if tid != pid and not thread_leaving(pid, tid):
             return tid
     return None
 
