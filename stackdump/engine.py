@@ -402,7 +402,9 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
             blocked_in=blocked_in,
         )
     if thread.status is not ThreadStatus.OK or thread.regs is None:
-        carried = _carried(thread, blocked_in, session.symbolizer if symbolize else None, {})
+        carried = _carried(
+            thread, blocked_in, session.symbolizer if symbolize else None, session.named_keys
+        )
         return ThreadReport(pause_us=pause_us, error=thread.error, **carried)
     result = session.unwind(thread)
     assert result is not None

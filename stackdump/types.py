@@ -233,7 +233,7 @@ class Registers:
     def get(self, reg: int) -> Optional[int]:
         if not self.known_mask >> reg & 1:
             return None
-        return struct.unpack_from("<Q", self.words, 8 * reg)[0]
+        return _WORD.unpack_from(self.words, 8 * reg)[0]
 
     @property
     def pc(self) -> int:

@@ -169,13 +169,23 @@ class Trace:
 
     def __init__(self, ops: Tuple[tuple, ...]) -> None:
         self.ops = ops
-        reads = sorted(
-            (at, answer)
-            for kind, relative, at, answer in ops
-            if kind == _READ and relative and answer is not None
-        )
+        reads, mapped, copied, rest = [], [], [], []
+        for op in ops:
+            kind, relative, at, answer = op
+            if relative and kind == _READ and answer is not None:
+                reads.append((at, answer))
+            elif relative and kind in (_IN_MAPPING, _IN_COPY) and answer[1]:
+                (mapped if kind == _IN_MAPPING else copied).append((at, at + answer[0]))
+            else:
+                rest.append(op)
+        reads.sort()
         if any(b[0] - a[0] < 8 for a, b in zip(reads, reads[1:])):
-            reads = []  # words that overlap (an odd frame pointer): not one unpack
+            # Words that overlap (an odd frame pointer's): not one unpack.
+            rest.extend((_READ, True, at, answer) for at, answer in reads)
+            reads = []
+        self._rest = tuple(rest)
+        self._mapped = (min(a for a, _ in mapped), max(e for _, e in mapped)) if mapped else None
+        self._copied = (min(a for a, _ in copied), max(e for _, e in copied)) if copied else None
         self._first = reads[0][0] if reads else 0
         self._span = reads[-1][0] + 8 - self._first if reads else 0
         layout, at = "<", self._first
@@ -191,19 +201,6 @@ class Trace:
         self._others = _getter(others)
         self._other_values = tuple(reads[i][1][1] for i in others)
         self._outside = sorted(set(self._other_values))  # none may lie in the mapping
-        self._mapped = _bounds(ops, _IN_MAPPING)
-        self._copied = _bounds(ops, _IN_COPY)
-        fast = {_IN_MAPPING, _IN_COPY, *((_READ,) if reads else ())}
-        self._rest = tuple(
-            op
-            for op in ops
-            if not (
-                op[0] in fast
-                and op[1]
-                and op[3] is not None
-                and (op[0] == _READ or op[3][1] is True)
-            )
-        )
 
     def alike(self, memory: StackMemory, sp: int) -> bool:
         if self._words is not None:
@@ -242,18 +239,6 @@ def _getter(indexes: List[int]):
         (i,) = indexes
         return lambda words: (words[i],)
     return operator.itemgetter(*indexes)
-
-
-def _bounds(ops: Tuple[tuple, ...], kind: int) -> Optional[Tuple[int, int]]:
-    """The lowest offset from sp and the highest end asked of `kind` and answered yes."""
-    yes = [(at, at + size) for k, relative, at, (size, answer) in _of_kind(ops, kind) if answer]
-    if not yes:
-        return None
-    return min(a for a, _ in yes), max(e for _, e in yes)
-
-
-def _of_kind(ops: Tuple[tuple, ...], kind: int) -> List[tuple]:
-    return [op for op in ops if op[0] == kind and op[1]]
 
 
 class Traces:

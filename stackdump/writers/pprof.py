@@ -98,9 +98,8 @@ class Tables:
         for data in self._location_data:
             out += field_bytes(4, data)
         for (name, file), fid in self.functions.items():
-            body = (
-                field_varint(1, fid) + field_varint(2, self.s(name)) + field_varint(3, self.s(name))
-            )
+            name_id = self.s(name)
+            body = field_varint(1, fid) + field_varint(2, name_id) + field_varint(3, name_id)
             out += field_bytes(5, body + field_varint(4, self.s(file)))
         for text in self.strings:
             out += field_bytes(6, self._text(text).encode("utf-8"))

@@ -434,7 +434,7 @@ class _Reader:
         self.now_ns = now_ns
         self._mapping: Optional[MemoryMap] = None  # the last stack's: most share an arena
         self._keys: Dict[tuple, tuple] = {}  # equal keys as one tuple: most goroutines'
-        self._registers = _register_packers(runtime.arch)
+        self._registers = _register_packer(runtime.arch)
         self._g_size = runtime.layout.g_size
 
     def batch(self, gs: List[int]) -> List[ThreadSnapshot]:
@@ -448,19 +448,19 @@ class _Reader:
         stacks = self.memory.read_ranges([(f.low, f.size) for f in pending])
         sched, saved = layout.sched, layout.bp + 8
         again = self.memory.read_many([f.g + sched for f in pending], saved)
-        done = {}
-        for f, stack, now in zip(pending, stacks, again):
-            if now[:saved] != f.data[sched : sched + saved]:
-                done[id(f)] = ThreadSnapshot(
-                    status=ThreadStatus.THREAD_EXITED, error="it ran while its stack was read",
-                    **f.base,
-                )  # fmt: skip
-            else:
-                done[id(f)] = ThreadSnapshot(
-                    status=ThreadStatus.OK, regs=f.regs, stack_map=f.mapping, stack_base=f.low,
-                    stack=stack, **f.base,
-                )  # fmt: skip
-        return [done[id(f)] if isinstance(f, _Pending) else f for f in found if f is not None]
+        read = iter([
+            ThreadSnapshot(
+                status=ThreadStatus.OK, regs=f.regs, stack_map=f.mapping, stack_base=f.low,
+                stack=stack, **f.base,
+            )
+            if now[:saved] == f.data[sched : sched + saved]
+            else ThreadSnapshot(
+                status=ThreadStatus.THREAD_EXITED, error="it ran while its stack was read",
+                **f.base,
+            )
+            for f, stack, now in zip(pending, stacks, again)
+        ])  # fmt: skip
+        return [next(read) if isinstance(f, _Pending) else f for f in found if f is not None]
 
     def _decoded(self, g: int, data: bytes):
         """None (not shown), a snapshot (its context unreadable) or what to read next."""
@@ -469,13 +469,13 @@ class _Reader:
         if status not in STATUS or status in _NOT_SHOWN:
             return None
         goid = _Q.unpack_from(data, layout.goid)[0]
-        keys = self._runtime_keys(data, status, goid)
+        creator = _creator_site(data, layout) if goid != 1 else ()
+        keys = self._runtime_keys(data, status, creator)
         sched = layout.sched
         sp = _Q.unpack_from(data, sched + layout.sp)[0]
         pc = _Q.unpack_from(data, sched + layout.pc)[0]
         hi = _Q.unpack_from(data, 8)[0]
         mapping = self._stack_mapping(sp)
-        creator = _creator_site(data, layout) if goid != 1 else ()
         base = dict(
             tid=g, name="goroutine", coroutine="goroutine", coroutine_id=goid,
             runtime_keys=keys, group_keys=GROUP_KEYS, ids_as_ranges=True, pc_after_call=True,
@@ -490,10 +490,10 @@ class _Reader:
         low = max(_Q.unpack_from(data, 0)[0], mapping.start, sp - 16)
         bp = _Q.unpack_from(data, sched + layout.bp)[0]
         lr = _Q.unpack_from(data, sched + layout.lr)[0]
-        regs = self._registers[bool(lr)](pc, sp, bp, lr)
+        regs = self._registers(pc, sp, bp, lr)
         return _Pending(g, data, base, mapping, low, min(hi - low, self.stack_bytes), regs)
 
-    def _runtime_keys(self, data: bytes, status: int, goid: int) -> tuple:
+    def _runtime_keys(self, data: bytes, status: int, creator: tuple) -> tuple:
         layout = self.runtime.layout
         keys = [("go_status", STATUS[status])]
         reason = self.reasons.get(data[layout.wait_reason]) if status in _PARKED else None
@@ -505,7 +505,7 @@ class _Reader:
             # The runtime stamps it only when a GC finds the goroutine blocked (mgcmark.go);
             # its own dumps print it in minutes.
             keys.append((WAITED_S, str((now_ns - since) // 1_000_000_000)))
-        if goid != 1:
+        if creator:
             keys.extend(_creator_keys(data, layout))
         labels = _labels(self.memory, data, layout)
         if labels:
@@ -547,11 +547,9 @@ def _creator_site(data: bytes, layout: GoLayout) -> Tuple[Tuple[str, int], ...]:
 
 
 def _creator_keys(data: bytes, layout: GoLayout) -> List[Tuple[str, str]]:
-    """The keys of where the goroutine was created, as Go's dumps print it: `created_by`
-    (its value, the call site, named later) and the creating goroutine (`parent_goroutine`,
-    Go 1.21+; 0, the runtime's own, is left out, as Go leaves it out)."""
-    if not _creator_site(data, layout):
-        return []
+    """The keys of where a goroutine with a creator site was created, as Go's dumps print
+    it: `created_by` (its value, the call site, named later) and the creating goroutine
+    (`parent_goroutine`, Go 1.21+; 0, the runtime's own, is left out, as Go leaves it out)."""
     keys = [("created_by", "")]
     parent = _Q.unpack_from(data, layout.parent_goid)[0] if layout.parent_goid else 0
     if parent:
@@ -621,16 +619,16 @@ def _go_string(memory, pointer: int, length: int) -> Optional[str]:
     return raw.decode("utf-8", "replace") if len(raw) == length else None
 
 
-def _register_packers(arch: Arch):
-    """A goroutine's saved context as registers, by whether it saved a link register:
-    (pc, sp, fp, lr) -> Registers. On arm64 the link register is where a function that
-    saved no frame yet keeps its return address."""
+def _register_packer(arch: Arch):
+    """A goroutine's saved context as registers: (pc, sp, fp, lr) -> Registers. On arm64
+    also the link register, where it is saved (not 0): a function that saved no frame yet
+    keeps its return address there."""
     fp = x86_64.RBP if arch is X86_64 else aarch64.FP
     without = Registers.packer((arch.pc, arch.sp, fp), arch)
     if arch is X86_64:
-        return (lambda pc, sp, bp, lr: without(pc, sp, bp),) * 2
+        return lambda pc, sp, bp, lr: without(pc, sp, bp)
     with_lr = Registers.packer((arch.pc, arch.sp, fp, aarch64.LR), arch)
-    return (lambda pc, sp, bp, lr: without(pc, sp, bp), with_lr)
+    return lambda pc, sp, bp, lr: with_lr(pc, sp, bp, lr) if lr else without(pc, sp, bp)
 
 
 def _wait_reasons(memory, at: int) -> Dict[int, str]:
