@@ -22,7 +22,7 @@ from stackdump.arch import host
 from stackdump.cache import DiskCache
 from stackdump.capture.live import FOREIGN, Progress
 from stackdump.elf.debuginfod import Debuginfod, settings_from_environ
-from stackdump.elf.modules import HostFiles
+from stackdump.elf.modules import HostFiles, ModuleMap
 from stackdump.elf.packages import cached_symbols_fix
 from stackdump.elf.store import LoadedObject, ObjectStore
 from stackdump.interrupts import Cancelled, Interrupts
@@ -89,6 +89,12 @@ class _Memo:
     # object) has the same report.
     reports: Dict[int, Tuple[ThreadSnapshot, ThreadReport]] = field(default_factory=dict)
     traces: Traces = field(default_factory=Traces)
+    modules: Optional[ModuleMap] = None  # `maps` as a ModuleMap, made on first use
+
+    def module_map(self) -> ModuleMap:
+        if self.modules is None:
+            self.modules = ModuleMap(self.maps)
+        return self.modules
 
 
 class _Session:
@@ -98,6 +104,7 @@ class _Session:
     def __init__(self, analyzer: Analyzer, files: FileSource, maps, vdso) -> None:
         options = analyzer.options
         self.files = files
+        memo = analyzer.memo_for(maps, vdso)
         self.objects = ObjectStore(
             files,
             maps,
@@ -107,8 +114,8 @@ class _Session:
             analyzer.loaded,
             analyzer.remote,
             analyzer.notes,
+            memo.module_map(),
         )
-        memo = analyzer.memo_for(maps, vdso)
         self._memo = memo
         self.cfi = CfiSource(self.objects, runtimes.own_code, memo.rows, memo.starts)
         self.code_map = CodeMap(maps)

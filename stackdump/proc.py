@@ -355,7 +355,9 @@ def read_stat(pid: int, tid: int) -> Optional[Tuple[str, int]]:
 def image_identity(pid: int) -> Optional[Tuple[int, ...]]:
     """What exec() changes and nothing else does: the executable's device and inode and
     where the kernel put the new image (start_code, end_code, startstack: a new address
-    space, placed afresh). None when the process is gone."""
+    space, placed afresh), and when the process started (a pid given to another process
+    after this one exited). None when the process is gone, or its main thread has exited
+    (its exe is no longer shown)."""
     text = _read_line(f"{PROC}/{pid}/stat")
     try:
         st = os.stat(f"{PROC}/{pid}/exe")
@@ -365,8 +367,8 @@ def image_identity(pid: int) -> Optional[Tuple[int, ...]]:
         return None
     fields = text.rsplit(")", 1)[-1].split()
     try:
-        # fields[0] is field 3 (state); start_code..startstack are fields 26-28.
-        return (st.st_dev, st.st_ino, *(int(f) for f in fields[23:26]))
+        # fields[0] is field 3 (state); starttime is field 22, start_code..startstack 26-28.
+        return (st.st_dev, st.st_ino, int(fields[19]), *(int(f) for f in fields[23:26]))
     except ValueError:
         return None
 

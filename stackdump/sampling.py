@@ -17,11 +17,18 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from stackdump import proc, runtimes
-from stackdump.capture.live import Progress, ShouldStop, capture_process, resolve_target
+from stackdump.capture.live import (
+    Progress,
+    Series,
+    ShouldStop,
+    TargetChanged,
+    capture_process,
+    resolve_target,
+)
 from stackdump.capture.remote import Buffers
 from stackdump.capture.unchanged import UnchangedThreads
 from stackdump.engine import Analyzer, DumpOptions
-from stackdump.errors import ProcessNotFound
+from stackdump.errors import AlreadyTraced, NotUserProcess, ProcessNotFound
 from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadSample
 from stackdump.progress import Watch, Watcher
 from stackdump.records import frozen
@@ -101,13 +108,15 @@ def captures(
     stop = should_stop or (lambda: False)
     started_wall, started = time.time_ns(), clock()
     ended_early, interrupted, taken = "", False, 0
+    series = Series()  # checks the target now: no file is opened for a wrong one
+    pid = series.target(options.capture.pid, options.capture.timeout_ms)
     recall: Optional[UnchangedThreads] = None
     # Not with --cpu-window: a thread's recent CPU use changes while it sleeps.
     if skip_unchanged and not options.capture.cpu_window_ms:
-        recall = UnchangedThreads(resolve_target(options.capture.pid, options.capture.timeout_ms))
+        recall = UnchangedThreads(pid)
     buffers = Buffers()
     after = functools.partial(runtimes.after_capture, absent=runtimes.Absent())
-    with Analyzer(options.analysis) as analyzer, recall or contextlib.nullcontext():
+    with Analyzer(options.analysis) as analyzer, recall or contextlib.nullcontext(), series:
         for index in range(count):
             if index and stop():
                 interrupted = True
@@ -117,12 +126,12 @@ def captures(
             try:
                 snapshot = capture_process(
                     options.capture, None, stop if index else None, analyzer.settle,
-                    after=after, recall=recall, buffers=buffers,
+                    after=after, recall=recall, buffers=buffers, series=series,
                 )  # fmt: skip
-            except ProcessNotFound:
+            except (ProcessNotFound, NotUserProcess, AlreadyTraced) as e:
                 if not taken:
                     raise
-                ended_early = f"process {options.capture.pid} exited after {index} sample(s)"
+                ended_early = _ended(options.capture.pid, e, index)
                 break
             report = analyzer.analyze(snapshot)
             sink(index, report, int((began - started) * 1e9))
@@ -142,6 +151,14 @@ def captures(
     duration_ns = int((clock() - started) * 1e9)
     reused = recall.reused if recall is not None else 0
     return Run(taken, started_wall, duration_ns, reused, interrupted, ended_early)
+
+
+def _ended(pid: int, error: Exception, taken: int) -> str:
+    """Why a series that has samples stopped before the next: the process exited (or is a
+    zombie: exited, not yet reaped), became another program, or another tracer holds it."""
+    if isinstance(error, (TargetChanged, AlreadyTraced)):
+        return f"{error} after {taken} sample(s)"
+    return f"process {pid} exited after {taken} sample(s)"
 
 
 class _Tally:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ON_CI
-from helpers import Target, run_stackdump
+from helpers import Target, compile_target, run_stackdump
 
 CACHE = Path(os.environ.get("STACKDUMP_TEST_CACHE", Path.home() / ".cache" / "stackdump-tests"))
 SPEEDSCOPE_NPM = "speedscope@1.25.0"
@@ -276,6 +276,72 @@ def test_chrome_trace_follows_the_trace_event_format(spinner):
     assert all(e["args"]["state"] == "running" for e in spin)
 
 
+def _wait_sampling(proc: subprocess.Popen, binary: Path) -> None:
+    """Until stackdump has begun sampling: it holds the target's mapped files open (pinned
+    by the first capture, and kept while the maps stay the same)."""
+
+    def sampling() -> bool:
+        try:
+            fds = os.listdir(f"/proc/{proc.pid}/fd")
+        except OSError:
+            return True  # it has ended: what it says will tell
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{proc.pid}/fd/{fd}") == str(binary):
+                    return True
+            except OSError:
+                pass
+        return False
+
+    deadline = time.monotonic() + 30
+    while not sampling():
+        assert time.monotonic() < deadline, "stackdump never began sampling"
+        os.sched_yield()
+
+
+def _sampling(pid: int, out: Path, *extra: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "stackdump", "-p", str(pid), "--samples", "100000"]
+    argv += ["--interval-ms", "10", "-o", str(out), *extra]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_target_that_exits_unreaped_mid_profile_keeps_the_samples(live, threads_bin, tmp_path):
+    """The target is killed between samples and its parent (this test) does not reap it: a
+    zombie, which a dump refuses. The profile of the samples before is written all the
+    same (it was thrown away with a "zombie" error before)."""
+    out = tmp_path / "profile.txt"
+    binary = threads_bin("O2")
+    with Target(binary, {"read": 2}).wait_ready() as target:
+        proc = _sampling(target.pid, out)
+        _wait_sampling(proc, binary)
+        target.proc.send_signal(signal.SIGKILL)  # not waited for: a zombie until kill()
+        _, err = proc.communicate(timeout=60)
+        state = Path(f"/proc/{target.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    assert state == "Z"  # it was a zombie while stackdump looked
+    assert proc.returncode == 1, err
+    assert re.search(rf"process {target.pid} exited (after|during) (sample )?\d+", err), err
+    assert "the profile covers the samples taken before" in err
+    taken = int(re.search(r"^samples: (\d+)$", out.read_text(), re.M).group(1))
+    assert taken >= 1
+
+
+def test_a_target_that_becomes_another_program_ends_the_profile(live, build_dir, tmp_path):
+    """exec_midway execs itself once a thread is stopped: the samples after would be of
+    another program. Sampling ends there, keeping those before, and says why."""
+    binary = compile_target("exec_midway.c", build_dir, "exec_midway", ["-O1", "-g"])
+    out = tmp_path / "profile.txt"
+    with Target(binary, {"busy": 2}).wait_ready() as target:
+        proc = _sampling(target.pid, out, "--mode", "fast")
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    pattern = rf"process {target.pid} runs another program than at the first sample .* after \d+"
+    assert re.search(pattern, err), err
+    text = out.read_text()
+    taken = int(re.search(r"^samples: (\d+)$", text, re.M).group(1))
+    assert 1 <= taken < 100000
+    assert "exec_midway" in text
+
+
 def test_signal_during_sampling_writes_a_shorter_valid_profile(spinner, threads_bin, tmp_path):
     out = tmp_path / "short.txt"
     proc = subprocess.Popen(
@@ -296,26 +362,7 @@ def test_signal_during_sampling_writes_a_shorter_valid_profile(spinner, threads_
         stderr=subprocess.PIPE,
         text=True,
     )
-    binary = str(threads_bin("O2"))
-
-    def sampling() -> bool:
-        # Capture has begun once stackdump holds the target's mapped files open.
-        try:
-            fds = os.listdir(f"/proc/{proc.pid}/fd")
-        except OSError:
-            return True
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{proc.pid}/fd/{fd}") == binary:
-                    return True
-            except OSError:
-                pass
-        return False
-
-    deadline = time.monotonic() + 30
-    while not sampling():
-        assert time.monotonic() < deadline, "stackdump never began sampling"
-        os.sched_yield()
+    _wait_sampling(proc, threads_bin("O2"))
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, err

@@ -19,7 +19,7 @@ from stackdump.capture.passive import PassiveCapturer
 from stackdump.capture.ptrace import Tracer
 from stackdump.capture.remote import Buffers, RemoteMemory, StackCopier
 from stackdump.capture.view import AfterCapture, ProcessView
-from stackdump.elf.modules import VDSO, LiveFiles
+from stackdump.elf.modules import VDSO, Lent, LiveFiles
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
 from stackdump.syscalls import (
     WAIT_OBJECT_CALLS,
@@ -30,6 +30,7 @@ from stackdump.syscalls import (
 from stackdump.types import (
     CaptureMode,
     CaptureOptions,
+    FileSource,
     MemoryMap,
     ProcessSnapshot,
     SyscallState,
@@ -94,6 +95,66 @@ def resolve_target(pid: int, timeout_ms: int = 100) -> int:
     return tgid
 
 
+class Series:
+    """What the captures of one process in a series (a profile, a watch) carry from one to
+    the next. The first checks the target whole (`resolve_target`); each later one checks
+    only what can change meanwhile: that the process still lives and no one else traces
+    it, and that it is the same program (`proc.image_identity`: an exec, or the pid taken
+    by another process, ends the series with `TargetChanged`). The mapped files stay pinned
+    while the maps, and the thread they are read through, stay the same: a sample of an
+    unchanged process opens none. Close it (context manager) to release them."""
+
+    def __init__(self) -> None:
+        self.pid: Optional[int] = None
+        self.image: Optional[Tuple[int, ...]] = None
+        self._key: Optional[tuple] = None
+        self._files: Optional[LiveFiles] = None
+
+    def __enter__(self) -> Series:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._files is not None:
+            self._files.close()
+        self._files = self._key = None
+
+    def files(self, view: int, maps: Tuple[MemoryMap, ...]) -> Lent:
+        if self._files is None or self._key != (view, maps):
+            self.close()
+            self._files, self._key = LiveFiles(view, maps), (view, maps)
+        return Lent(self._files)
+
+    def target(self, pid: int, timeout_ms: int) -> int:
+        """The process to capture now (its thread-group id)."""
+        if self.pid is None:
+            self.pid = resolve_target(pid, timeout_ms)
+            return self.pid
+        tracer = _tracer_after(self.pid, timeout_ms)
+        if tracer:
+            raise AlreadyTraced(
+                f"process {self.pid} is now traced by process {proc.describe_process(tracer)} "
+                f"(TracerPid {tracer})"
+            )
+        return self.pid
+
+    def same_program(self, pid: int, image: Optional[Tuple[int, ...]]) -> None:
+        if self.image is None:
+            self.image = image
+        elif image is not None and image != self.image:
+            raise TargetChanged(
+                f"process {pid} runs another program than at the first sample (it called "
+                "exec(), or exited and its pid was given to a new process)"
+            )
+
+
+class TargetChanged(ProcessNotFound):
+    """A series' process is no longer the one it began with: what was captured of it before
+    stands; nothing after belongs with it."""
+
+
 def readable_maps(pid: int, view: int) -> Tuple[MemoryMap, ...]:
     """The process's memory map read through thread `view`; PermissionDenied (as a dump's)
     when the kernel will not show us its map or its files (another user's process without
@@ -122,6 +183,10 @@ def _tracer_after(tgid: int, timeout_ms: int) -> int:
     deadline = time.monotonic() + timeout_ms / 1000
     while True:
         tracer = proc.tracer_of(tgid)
+        if tracer == os.getpid():
+            # Ours: a thread killed while we held it stays linked to us until it is reaped
+            # (sampling, the next capture of a process that died meanwhile).
+            return 0
         if not tracer or time.monotonic() >= deadline:
             return tracer
         time.sleep(0.0002)
@@ -136,16 +201,16 @@ def capture_process(
     after: AfterCapture,
     recall: Optional[Recall] = None,
     buffers: Optional[Buffers] = None,
+    series: Optional[Series] = None,
 ) -> ProcessSnapshot:
     """Read /proc, pin the mapped files, then capture the threads one at a time; `after`
     (`runtimes.after_capture`) reads the runtimes' part once every thread runs again. The
-    snapshot's `files` (the mapped files, opened here) belong to the caller: `analyze`
-    closes them. `recall` (sampling, with `settle`): threads that have not run since the
-    last sample, counted from that capture instead of captured again; `buffers`: copy
-    buffers to reuse (sampling)."""
-    pid = resolve_target(options.pid, options.timeout_ms)
+    snapshot's `files` belong to the caller: `analyze` closes them. Sampling passes
+    `recall` (with `settle`: threads that have not run since the last sample, counted from
+    that capture), `buffers` (copy buffers to reuse) and `series` (`Series`)."""
+    pid = (resolve_target if series is None else series.target)(options.pid, options.timeout_ms)
     started = time.perf_counter_ns()
-    c = _Capture(pid, options, buffers)
+    c = _Capture(pid, options, buffers, series)
     # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
     # allocates little, so collection waits until every thread runs again.
     gc_enabled = gc.isenabled()
@@ -193,7 +258,13 @@ class _Capture:
     """One live capture: what is read from /proc up front, before any thread is stopped
     (docs/FORMAT.md), and the readers and copiers that take each thread."""
 
-    def __init__(self, pid: int, options: CaptureOptions, buffers: Optional[Buffers]) -> None:
+    def __init__(
+        self,
+        pid: int,
+        options: CaptureOptions,
+        buffers: Optional[Buffers],
+        series: Optional[Series] = None,
+    ) -> None:
         self.pid, self.options = pid, options
         window = options.cpu_window_ms
         self.recent_cpu = _recent_cpu(pid, window) if window else {}
@@ -203,11 +274,19 @@ class _Capture:
         self.tids = list(options.thread_ids) if options.thread_ids else self.process_tids
         if not self.tids:
             raise ProcessNotFound(f"no such process: {pid}")
-        self.view = proc.live_thread(pid, self.process_tids) or pid
+        view = proc.live_thread(pid, self.process_tids)
+        if series is not None:
+            if view is None:  # the whole process has exited since the last capture
+                raise ProcessNotFound(f"process {pid} has exited")
+            series.same_program(pid, self.image)
+        self.view = view or pid
         self.maps = proc.read_maps(pid, self.view)
         self.exe = proc.read_exe(pid, self.view)
         self.cmdline = proc.read_cmdline(pid)
-        self.files = LiveFiles(self.view, self.maps)
+        if series is None:
+            self.files: FileSource = LiveFiles(self.view, self.maps)
+        else:
+            self.files = series.files(self.view, self.maps)
         self.memory = RemoteMemory(self.view)
         self.copier = StackCopier(
             self.memory, self.maps, options.stack_bytes, _HOST.red_zone, buffers

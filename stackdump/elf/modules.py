@@ -163,6 +163,23 @@ class LiveFiles:
         self._fds.clear()
 
 
+class Lent:
+    """A file source lent to one snapshot by whoever keeps it across snapshots
+    (`capture.live.Series`): the snapshot reads through it, and its `close()`, which analysis
+    calls when done with the snapshot, leaves the files open for the next."""
+
+    def __init__(self, files: LiveFiles) -> None:
+        self._files = files
+        self.pid = files.pid
+        self.roots = files.roots
+
+    def path(self, module: Module) -> Optional[str]:
+        return self._files.path(module)
+
+    def close(self) -> None:
+        pass
+
+
 class HostFiles:
     """Files by the paths the process mapped them from, on this machine, reading no /proc
     entry: for a snapshot whose process is gone (and, later, a core file's)."""

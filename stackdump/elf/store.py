@@ -218,17 +218,19 @@ class ObjectStore:
         loaded: Optional[Dict[Tuple[str, int, str], LoadedObject]] = None,
         remote: Optional[Debuginfod] = None,
         notes: Optional[Notes] = None,
+        modules: Optional[ModuleMap] = None,
     ) -> None:
         """`loaded`: objects already opened, by module identity, to use and add to (an
         `engine.Analyzer` keeps them across snapshots and closes them itself). `remote`:
         where to download debug files no directory has, once `allow_downloads()`. `notes`:
-        where files that were found but refused are told."""
+        where files that were found but refused are told. `modules`: `maps` as a
+        `ModuleMap`, when the caller has made it already (sampling, maps unchanged)."""
         self.notes = notes if notes is not None else Notes()
         self._remote = remote
         self._downloads = False
         self.files = files
         self.cache = cache if cache is not None else DiskCache(None)
-        self.modules = ModuleMap(maps)
+        self.modules = modules if modules is not None else ModuleMap(maps)
         self._vdso = vdso
         self._debug_dirs = tuple(debug_dirs)
         self._debug_roots = debug_roots(files.roots, self._debug_dirs)
