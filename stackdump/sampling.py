@@ -143,7 +143,7 @@ def captures(
                 break
             if progress is not None:
                 progress("sampling", index + 1, count)
-            if index + 1 < count and _wait(began + interval_ms / 1000, stop, clock):
+            if index + 1 < count and _wait(began + interval_ms / 1000, stop, clock, series):
                 interrupted = True
                 break
     if not taken:
@@ -219,12 +219,14 @@ class _Tally:
             self.taken.append(sample)
 
 
-def _wait(until: float, stop: ShouldStop, clock: Callable[[], float]) -> bool:
-    """Sleep until `until`, a little at a time; True when asked to stop meanwhile."""
+def _wait(until: float, stop: ShouldStop, clock: Callable[[], float], series: Series) -> bool:
+    """Sleep until `until`, a little at a time; True when asked to stop meanwhile. A thread
+    a capture left seized (it timed out) stops whenever it can, and stays stopped until
+    released: look for it every millisecond while there is one."""
     while True:
         if stop():
             return True
         left = until - clock()
         if left <= 0:
             return False
-        time.sleep(min(left, 0.02))
+        time.sleep(min(left, 0.001 if series.reap() else 0.02))

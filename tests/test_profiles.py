@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -301,7 +302,9 @@ def _wait_sampling(proc: subprocess.Popen, binary: Path) -> None:
 
 def _sampling(pid: int, out: Path, *extra: str) -> subprocess.Popen:
     argv = [sys.executable, "-m", "stackdump", "-p", str(pid), "--samples", "100000"]
-    argv += ["--interval-ms", "10", "-o", str(out), *extra]
+    if "--interval-ms" not in extra:
+        argv += ["--interval-ms", "10"]
+    argv += ["-o", str(out), *extra]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -323,6 +326,70 @@ def test_a_target_that_exits_unreaped_mid_profile_keeps_the_samples(live, thread
     assert "the profile covers the samples taken before" in err
     taken = int(re.search(r"^samples: (\d+)$", out.read_text(), re.M).group(1))
     assert taken >= 1
+
+
+def _stat_state(pid: int, tid: int) -> str:
+    """A thread's state letter, '' once it has gone."""
+    try:
+        text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    except OSError:
+        return ""
+    return text.rsplit(")", 1)[1].split()[0]
+
+
+def test_a_thread_that_timed_out_is_released_when_it_stops_mid_profile(live, threads_bin, tmp_path):
+    """A thread in vfork() cannot stop: each sample's stop times out and leaves it seized,
+    its interrupt pending (the kernel cannot cancel one). When its vfork child dies, it
+    reaches that stop; stackdump must let it go at once, not hold it stopped until sampling
+    ends (before, it stayed in `t` for the rest of the profile)."""
+    out = tmp_path / "profile.txt"
+    with Target(threads_bin("O2"), {"vfork": 1, "read": 1}).wait_ready() as target:
+        stuck = target.tid("vfork")
+        child = int(Path(f"/proc/{target.pid}/task/{stuck}/children").read_text().split()[0])
+        proc = _sampling(target.pid, out, "--timeout-ms", "1", "--interval-ms", "50")
+        try:
+            _wait_sampling(proc, threads_bin("O2"))
+            # Seized by stackdump while it sleeps between samples: a stop has timed out and
+            # left the thread seized, its interrupt pending.
+            deadline = time.monotonic() + 30
+            while not (_tracer_of(target.pid, stuck) == proc.pid and _sleeping(proc.pid)):
+                assert time.monotonic() < deadline and proc.poll() is None, "never left seized"
+                os.sched_yield()
+            os.kill(child, signal.SIGKILL)
+            # Freed from vfork, the thread stops at the pending interrupt, is released, reaps
+            # its child and exits: its task goes away while stackdump samples on.
+            deadline = time.monotonic() + 10
+            while _stat_state(target.pid, stuck):
+                state = _stat_state(target.pid, stuck)
+                assert time.monotonic() < deadline, f"the thread stayed in state {state}"
+                os.sched_yield()
+            assert proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "interrupted by SIGINT" in err
+    assert re.search(r"^samples: \d+$", out.read_text(), re.M)
+
+
+# time.sleep's system calls: clock_nanosleep, nanosleep.
+_SLEEP_CALLS = {"x86_64": {"230", "35"}, "aarch64": {"115", "101"}}[platform.machine()]
+
+
+def _sleeping(pid: int) -> bool:
+    """Whether a process's main thread is in time.sleep."""
+    try:
+        return Path(f"/proc/{pid}/syscall").read_text().split()[0] in _SLEEP_CALLS
+    except (OSError, IndexError):
+        return False
+
+
+def _tracer_of(pid: int, tid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+    except OSError:
+        return 0
+    return int(re.search(r"^TracerPid:\s*(\d+)", status, re.M).group(1))
 
 
 def test_a_target_that_becomes_another_program_ends_the_profile(live, build_dir, tmp_path):

@@ -16,7 +16,7 @@ from stackdump import permissions, proc
 from stackdump.arch import host
 from stackdump.capture.pages import Pagemap
 from stackdump.capture.passive import PassiveCapturer
-from stackdump.capture.ptrace import Tracer
+from stackdump.capture.ptrace import Held, Tracer
 from stackdump.capture.remote import Buffers, RemoteMemory, StackCopier
 from stackdump.capture.view import AfterCapture, ProcessView
 from stackdump.elf.modules import VDSO, Lent, LiveFiles
@@ -109,6 +109,9 @@ class Series:
         self.image: Optional[Tuple[int, ...]] = None
         self._key: Optional[tuple] = None
         self._files: Optional[LiveFiles] = None
+        # Threads a capture left seized (timed out): the next capture, or `reap()` between
+        # captures, releases them as soon as they stop.
+        self.held = Held()
 
     def __enter__(self) -> Series:
         return self
@@ -117,13 +120,22 @@ class Series:
         self.close()
 
     def close(self) -> None:
+        self.held.reap()  # a thread still not stopped is detached by the kernel at our exit
+        self._release_files()
+
+    def reap(self) -> bool:
+        """Release the threads left seized that have stopped since; whether any is still
+        held (then look again soon: each is stopped until released)."""
+        return self.held.reap()
+
+    def _release_files(self) -> None:
         if self._files is not None:
             self._files.close()
         self._files = self._key = None
 
     def files(self, view: int, maps: Tuple[MemoryMap, ...]) -> Lent:
         if self._files is None or self._key != (view, maps):
-            self.close()
+            self._release_files()
             self._files, self._key = LiveFiles(view, maps), (view, maps)
         return Lent(self._files)
 
@@ -292,6 +304,7 @@ class _Capture:
             self.memory, self.maps, options.stack_bytes, _HOST.red_zone, buffers
         )
         self.passive = PassiveCapturer(pid, self.copier, options.timeout_ms)
+        self._held = series.held if series is not None else None
         self._members = set(self.process_tids)
         self._contexts: Dict[ThreadContext, ThreadContext] = {}
 
@@ -306,7 +319,8 @@ class _Capture:
             recall.start(self.tids)
         else:
             recall = None
-        with Tracer(self.pid, self.copier, options.timeout_ms, options.realtime) as tracer:
+        tracer = Tracer(self.pid, self.copier, options.timeout_ms, options.realtime, self._held)
+        with tracer:
             for done, tid in enumerate(self.tids):
                 if should_stop is not None and should_stop():
                     return threads, True

@@ -231,6 +231,35 @@ class _StopWindow:
         signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
 
 
+class Held:
+    """Threads a capture seized and could not release: those that timed out with the
+    interrupt pending (detached as soon as they stop) and those that vanished while seized
+    (a traced thread's zombie is its tracer's to collect). Kept from one capture to the next
+    of a series (sampling), so that a thread that times out in one sample is released when
+    it stops, not left stopped until stackdump exits; a lone `Tracer` keeps its own."""
+
+    def __init__(self) -> None:
+        self.pending: Set[int] = set()
+        self.exiting: Set[int] = set()
+
+    def reap(self) -> bool:
+        """Detach the pending threads that have stopped since and reap the zombies;
+        whether any thread is still held."""
+        for waiting in (self.pending, self.exiting):
+            for tid in list(waiting):
+                try:
+                    pid, status = os.waitpid(tid, os.WNOHANG | WALL)
+                except ChildProcessError:
+                    waiting.discard(tid)
+                    continue
+                if pid == 0:
+                    continue
+                waiting.discard(tid)
+                if os.WIFSTOPPED(status):
+                    _detach_quietly(tid, _signal_to_reinject(status))
+        return bool(self.pending or self.exiting)
+
+
 class Tracer:
     """Captures threads of one process, one at a time. Use as a context manager.
 
@@ -240,7 +269,14 @@ class Tracer:
     stackdump exits first the kernel detaches them and they run on (exit_ptrace).
     """
 
-    def __init__(self, pid: int, copier: StackCopier, timeout_ms: int, realtime: bool = True):
+    def __init__(
+        self,
+        pid: int,
+        copier: StackCopier,
+        timeout_ms: int,
+        realtime: bool = True,
+        held: Optional[Held] = None,
+    ):
         self.pid = pid
         self._copier = copier
         self._memory = copier.memory
@@ -252,9 +288,10 @@ class Tracer:
         self._regs_address = ctypes.addressof(self._regs)
         self._iovec = _IoVec(self._regs_address, ctypes.sizeof(self._regs))
         self._iovec_address = ctypes.addressof(self._iovec)
-        self._pending: Set[int] = set()
+        self._held = held if held is not None else Held()
+        self._pending = self._held.pending
         self._stubborn_tracers: Set[int] = set()
-        self._exiting: Set[int] = set()  # seized threads that vanished: reap their zombies
+        self._exiting = self._held.exiting  # seized threads that vanished: reap their zombies
         self._priority = StopWindowPriority(realtime)
         self._old_mask: Set[int] = set()
         self.attempts = 0
@@ -306,9 +343,15 @@ class Tracer:
         self, tid: int, name: str, syscall: Optional[SyscallState] = None
     ) -> ThreadSnapshot:
         self.attempts += 1
-        failed = self._seize(tid)
-        if failed is not None:
-            return self._seize_failed(tid, name, failed)
+        if tid in self._pending:
+            self.reap()  # timed out in an earlier capture: released if it has stopped since
+        if tid in self._pending:
+            # Still ours, its interrupt still pending: wait for that stop again.
+            self._pending.discard(tid)
+        else:
+            failed = self._seize(tid)
+            if failed is not None:
+                return self._seize_failed(tid, name, failed)
         try:
             with _StopWindow(self, tid) as window:
                 if window.status is not None:
@@ -423,19 +466,8 @@ class Tracer:
 
     def reap(self) -> None:
         """Detach timed-out threads that have reached their stop since, and reap seized
-        threads that exited (a traced thread's zombie is its tracer's to collect)."""
-        for waiting in (self._pending, self._exiting):
-            for tid in list(waiting):
-                try:
-                    pid, status = os.waitpid(tid, os.WNOHANG | WALL)
-                except ChildProcessError:
-                    waiting.discard(tid)
-                    continue
-                if pid == 0:
-                    continue
-                waiting.discard(tid)
-                if os.WIFSTOPPED(status):
-                    _detach_quietly(tid, _signal_to_reinject(status))
+        threads that exited (`Held.reap`)."""
+        self._held.reap()
 
     # -- internals --------------------------------------------------------------------------
 
