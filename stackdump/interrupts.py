@@ -26,6 +26,21 @@ from typing import Callable, Iterator, Optional
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class _Cancellable:
+    """`Interrupts.cancellable()`'s context: while inside, the first signal raises."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: Interrupts) -> None:
+        self._owner = owner
+
+    def __enter__(self) -> None:
+        self._owner._cancellable = True
+
+    def __exit__(self, *exc) -> None:
+        self._owner._cancellable = False
+
+
 class Interrupted(BaseException):
     """Raised out of whatever was running when SIGINT/SIGTERM arrived.
 
@@ -53,6 +68,7 @@ class Interrupts:
         self.last: Optional[int] = None
         self._deferred = False
         self._cancellable = False
+        self._window = _Cancellable(self)
         self._held = False
         self._phase_start = 0
 
@@ -102,16 +118,13 @@ class Interrupts:
         if self.count > before and not (self._deferred and self.count == self._phase_start + 1):
             raise Interrupted(self.last or signal.SIGINT)
 
-    @contextlib.contextmanager
-    def cancellable(self) -> Iterator[None]:
+    def cancellable(self) -> _Cancellable:
         """Work inside a deferred phase that the phase's first signal cuts short by raising
         `Cancelled` (see the module docstring); the caller catches it and falls back. A
-        second signal raises `Interrupted`, which the caller lets through."""
-        self._cancellable = True
-        try:
-            yield
-        finally:
-            self._cancellable = False
+        second signal raises `Interrupted`, which the caller lets through. (One object,
+        not a generator per call: analysis enters it once per thread, 100,000 times for
+        as many coroutines.)"""
+        return self._window
 
     def requested(self) -> bool:
         """A signal arrived during the current deferred phase."""
