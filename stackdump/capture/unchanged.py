@@ -92,7 +92,7 @@ class UnchangedThreads:
         kept = self._kept.get(tid)
         if kept is None:
             return None
-        now = self._read(tid)
+        now = self._read(tid, False)
         if now is None or now[0] != kept[0]:
             del self._kept[tid]
             return None
@@ -106,7 +106,7 @@ class UnchangedThreads:
         regs = thread.regs
         if thread.status is not ThreadStatus.OK or thread.unwound is None or regs is None:
             return  # only settled threads: no stack copy is held
-        now = self._read(tid)
+        now = self._read(tid, True)
         if now is None:
             return
         signature, call = now
@@ -121,8 +121,9 @@ class UnchangedThreads:
         ):
             self._kept[tid] = (signature, thread)
 
-    def _read(self, tid: int) -> Optional[Tuple[Signature, object]]:
-        """(signature, the syscall file's state) of a thread now."""
+    def _read(self, tid: int, with_call: bool) -> Optional[Tuple[Signature, object]]:
+        """(signature, the syscall file's state when `with_call`, else None) of a thread now:
+        whether it has run since is in the first two files alone."""
         fds = self._files.get(tid)
         kept_open = fds is not None or len(self._files) < _MAX_OPEN
         if fds is None:
@@ -131,7 +132,9 @@ class UnchangedThreads:
                 return None
         try:
             signature = parse_signature(os.pread(fds[0], 1024, 0), os.pread(fds[1], 256, 0))
-            call = parse_syscall(os.pread(fds[2], 512, 0).decode("ascii", "replace"))
+            call = None
+            if with_call:
+                call = parse_syscall(os.pread(fds[2], 512, 0).decode("ascii", "replace"))
         except OSError:  # the thread exited (ESRCH): its files say nothing more
             kept_open = False
             return None
