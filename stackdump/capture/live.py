@@ -37,6 +37,7 @@ from stackdump.types import (
     ThreadContext,
     ThreadSnapshot,
     ThreadStatus,
+    replaced,
 )
 
 FOREIGN = "not a thread of process "
@@ -352,7 +353,7 @@ class _Capture:
         if _stack_unmapped(thread):
             thread = _locate_stack(thread, pid, self.view, self.copier)
         if context is not None and thread.name != "?":
-            thread = dataclasses.replace(thread, context=context)
+            thread = replaced(thread, context=context)
         return thread
 
     def process_view(self) -> ProcessView:
