@@ -369,7 +369,7 @@ def image_identity(pid: int) -> Optional[Tuple[int, ...]]:
     try:
         # fields[0] is field 3 (state); starttime is field 22, start_code..startstack 26-28.
         return (st.st_dev, st.st_ino, int(fields[19]), *(int(f) for f in fields[23:26]))
-    except ValueError:
+    except (IndexError, ValueError):
         return None
 
 

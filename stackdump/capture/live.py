@@ -121,7 +121,9 @@ class Series:
         self.close()
 
     def close(self) -> None:
-        self.held.reap()  # a thread still not stopped is detached by the kernel at our exit
+        # One still not stopped stays seized until this thread exits (the kernel detaches
+        # a tracer's threads then): at once for the command, which ends here.
+        self.held.reap()
         self._release_files()
 
     def reap(self) -> bool:
