@@ -96,3 +96,28 @@ def test_fields_left_out_of_comparing_and_hashing_are_left_out():
     assert hash(many(1, unhashed=[1])) == hash(many(1, unhashed=[2]))
     assert many(1, unhashed=1) != many(1, unhashed=2)
     assert "hidden" not in repr(many(1, hidden="secret"))
+
+
+def test_a_record_copies_pickles_and_is_replaced_as_a_dataclass():
+    """What `frozen=True` gave and the shared refusing methods must keep: a copy and a
+    pickle of a slotted record are equal to it, deletion is refused, and `types.replaced`
+    (slot by slot, no `__init__`) gives what `dataclasses.replace` gives."""
+    import copy
+    import pickle
+
+    from stackdump.types import ThreadSnapshot, ThreadStatus, replaced
+
+    snapshot = ThreadSnapshot(tid=7, name="worker", status=ThreadStatus.OK, stack=b"\x01\x02")
+    assert copy.copy(snapshot) == snapshot and copy.copy(snapshot) is not snapshot
+    assert pickle.loads(pickle.dumps(snapshot)) == snapshot
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del snapshot.tid
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snapshot.name = "other"
+    changes = {"stack": b"", "extra_stacks": (), "pause_ns": 5}
+    assert replaced(snapshot, **changes) == dataclasses.replace(snapshot, **changes)
+    assert replaced(snapshot, **changes).stack == b"" and snapshot.stack == b"\x01\x02"
+    (_, _, many, _), _ = _shapes(record, dataclasses.dataclass(frozen=True, **SLOTS))
+    item = many(1, 2, (3,), hidden="h", ignored="i", unhashed=[4])
+    assert replaced(item, b=5) == dataclasses.replace(item, b=5)
+    assert replaced(item, b=5).hidden == "h" and replaced(item, b=5).unhashed == [4]
