@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from stackdump.escape import escape
+from stackdump.records import record
 from stackdump.types import MemoryMap, SyscallState
 
 PROC = "/proc"
@@ -154,6 +155,12 @@ def thread_leaving(pid: int, tid: int) -> bool:
     """The thread has exited, or is about to: a fatal signal (SIGKILL, or exit_group)
     marks every thread with SIGKILL pending until each has gone."""
     status = read_status(pid, tid, ("State", "SigPnd"))
+    return _leaving(status, lambda: _read_text(f"{PROC}/{pid}/task/{tid}/stat"))
+
+
+def _leaving(status: Dict[str, str], stat: Callable[[], Optional[str]]) -> bool:
+    """`thread_leaving` from the thread's State and SigPnd, and its stat text (read only
+    when those do not tell)."""
     if is_exited(status.get("State", "")[:1]):
         return True
     try:
@@ -161,7 +168,8 @@ def thread_leaving(pid: int, tid: int) -> bool:
             return True
     except ValueError:
         pass
-    flags = _task_flags(f"{PROC}/{pid}/task/{tid}/stat")
+    text = stat()
+    flags = _stat_flags(text) if text is not None else None
     return flags is None or bool(flags & PF_EXITING)
 
 
@@ -189,8 +197,10 @@ def thread_group(tid: int) -> Optional[int]:
 def _task_flags(path: str) -> Optional[int]:
     """The flags field of /proc/.../stat (PF_*), None when unreadable."""
     text = _read_text(path)
-    if text is None:
-        return None
+    return None if text is None else _stat_flags(text)
+
+
+def _stat_flags(text: str) -> Optional[int]:
     # comm may contain spaces and parentheses: fields resume after the last ')'.
     rest = text[text.rfind(")") + 2 :].split()
     try:
@@ -352,13 +362,33 @@ def read_stat(pid: int, tid: int) -> Optional[Tuple[str, int]]:
     return None if text is None else parse_stat(text)
 
 
-def image_identity(pid: int) -> Optional[Tuple[int, ...]]:
-    """What exec() changes and nothing else does: the executable's device and inode and
-    where the kernel put the new image (start_code, end_code, startstack: a new address
-    space, placed afresh), and when the process started (a pid given to another process
-    after this one exited). None when the process is gone, or its main thread has exited
-    (its exe is no longer shown)."""
-    text = _read_line(f"{PROC}/{pid}/stat")
+@record
+class Leader:
+    """A process's main thread as one look at its status and stat files shows it."""
+
+    leaving: bool  # as thread_leaving(pid, pid)
+    tracer: int  # as tracer_of(pid)
+    # What exec() changes and nothing else does: the executable's device and inode, when
+    # the process started (a pid given to another process after this one exited), and where
+    # the kernel put the image (start_code, end_code, startstack: a new address space,
+    # placed afresh). None once its main thread has exited (its exe is no longer shown).
+    image: Optional[Tuple[int, ...]]
+
+
+def leader_state(pid: int) -> Leader:
+    """The main thread's state from one read of /proc/PID/status and one of /proc/PID/stat
+    (a capture looks at its start and its end: ~20 us less than reading each part apart)."""
+    status = read_status(pid, None, ("State", "SigPnd", "TracerPid"))
+    stat = _read_line(f"{PROC}/{pid}/stat")
+    try:
+        tracer = int(status.get("TracerPid", "0"))
+    except ValueError:
+        tracer = 0
+    return Leader(_leaving(status, lambda: stat), tracer, _image_of(pid, stat))
+
+
+def _image_of(pid: int, text: Optional[str]) -> Optional[Tuple[int, ...]]:
+    """`Leader.image` from the text of /proc/PID/stat, read just before."""
     try:
         st = os.stat(f"{PROC}/{pid}/exe")
     except OSError:

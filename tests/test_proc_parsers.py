@@ -65,3 +65,29 @@ def test_status_lines_asked_by_key_equal_those_of_the_whole_file():
             compared += 1
     assert compared > 10
     assert proc.read_status(os.getpid(), None, ("Tgid", "Nope")) == {"Tgid": str(os.getpid())}
+
+
+def test_the_main_threads_state_in_one_look_agrees_with_each_reader():
+    """`proc.leader_state` reads status and stat once for what `thread_leaving` and
+    `tracer_of` read apart: on a live process, on a zombie, and on one that is gone."""
+    import subprocess
+    from pathlib import Path
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        live = proc.leader_state(child.pid)
+        assert (live.leaving, live.tracer) == (False, 0)
+        assert live.leaving == proc.thread_leaving(child.pid, child.pid)
+        stat = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        st = os.stat(f"/proc/{child.pid}/exe")
+        assert live.image == (st.st_dev, st.st_ino, int(stat[19]), *map(int, stat[23:26]))
+        child.kill()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # a zombie, not reaped
+        dead = proc.leader_state(child.pid)
+        assert dead.leaving and dead.image is None
+        assert proc.thread_leaving(child.pid, child.pid)
+    finally:
+        child.kill()
+        child.wait()
+    gone = proc.leader_state(child.pid)
+    assert gone.leaving and gone.image is None and gone.tracer == 0

@@ -100,7 +100,7 @@ class Series:
     """What the captures of one process in a series (a profile, a watch) carry from one to
     the next. The first checks the target whole (`resolve_target`); each later one checks
     only what can change meanwhile: that the process still lives and no one else traces
-    it, and that it is the same program (`proc.image_identity`: an exec, or the pid taken
+    it, and that it is the same program (`proc.Leader.image`: an exec, or the pid taken
     by another process, ends the series with `TargetChanged`). The mapped files stay pinned
     while the maps, and the thread they are read through, stay the same: a sample of an
     unchanged process opens none. Close it (context manager) to release them."""
@@ -143,22 +143,25 @@ class Series:
         return Lent(self._files)
 
     def target(self, pid: int, timeout_ms: int) -> int:
-        """The process to capture now (its thread-group id)."""
+        """The process to capture now (its thread-group id): checked whole the first
+        time, then by `check` as each capture reads its main thread's state."""
         if self.pid is None:
             self.pid = resolve_target(pid, timeout_ms)
-            return self.pid
-        tracer = _tracer_after(self.pid, timeout_ms)
-        if tracer:
-            raise AlreadyTraced(
-                f"process {self.pid} is now traced by process {proc.describe_process(tracer)} "
-                f"(TracerPid {tracer})"
-            )
         return self.pid
 
-    def same_program(self, pid: int, image: Optional[Tuple[int, ...]]) -> None:
+    def check(self, pid: int, leader: proc.Leader, timeout_ms: int) -> None:
+        """What can change between two captures: another tracer took the process
+        (`AlreadyTraced`), or it is another program (`TargetChanged`)."""
+        if leader.tracer and leader.tracer != os.getpid():
+            tracer = _tracer_after(pid, timeout_ms)  # one holding it for a moment is waited for
+            if tracer:
+                raise AlreadyTraced(
+                    f"process {pid} is now traced by process {proc.describe_process(tracer)} "
+                    f"(TracerPid {tracer})"
+                )
         if self.image is None:
-            self.image = image
-        elif image is not None and image != self.image:
+            self.image = leader.image
+        elif leader.image is not None and leader.image != self.image:
             raise TargetChanged(
                 f"process {pid} runs another program than at the first sample (it called "
                 "exec(), or exited and its pid was given to a new process)"
@@ -234,14 +237,9 @@ def capture_process(
         vdso = _read_vdso(c.memory, c.maps)
         keep = settle(c.files, c.maps, vdso) if settle is not None else None
         threads, interrupted = c.threads(keep, progress, should_stop, recall)
-        exec_seen, threads = _exec_check(pid, c.image, c.maps, threads)
-        # After an exec the memory is the new program's, which `maps` does not describe.
-        coroutines, truncated = None, False
-        if not interrupted and not exec_seen:
-            # Every thread runs again: only memory is read from here on.
-            threads, coroutines, truncated = after(
-                c.process_view(), threads, options, keep, c.pagemap
-            )
+        exec_seen, threads, coroutines, truncated, leaving = c.finish(
+            threads, interrupted, keep, after
+        )
     except BaseException:
         c.files.close()
         raise
@@ -258,7 +256,7 @@ def capture_process(
         capture_ns=time.perf_counter_ns() - started,
         interrupted=interrupted,
         thread_count=len(c.tids),
-        process_exited=_process_exited(pid, threads),
+        process_exited=_process_exited(pid, threads, leaving),
         cmdline=c.cmdline,
         coroutines=coroutines,
         coroutines_truncated=truncated,
@@ -285,15 +283,16 @@ class _Capture:
         self.recent_cpu = _recent_cpu(pid, window) if window else {}
         # Threads first, then the maps: a thread listed was alive when its stack was mapped.
         self.process_tids = proc.list_tids(pid)
-        self.image = proc.image_identity(pid)
+        leader = proc.leader_state(pid)
+        self.image = leader.image
         self.tids = list(options.thread_ids) if options.thread_ids else self.process_tids
         if not self.tids:
             raise ProcessNotFound(f"no such process: {pid}")
-        view = proc.live_thread(pid, self.process_tids)
+        view = pid if not leader.leaving else proc.live_thread(pid, self.process_tids)
         if series is not None:
             if view is None:  # the whole process has exited since the last capture
                 raise ProcessNotFound(f"process {pid} has exited")
-            series.same_program(pid, self.image)
+            series.check(pid, leader, options.timeout_ms)
         self.view = view or pid
         self.maps = proc.read_maps(pid, self.view)
         self.exe = proc.read_exe(pid, self.view)
@@ -358,6 +357,25 @@ class _Capture:
             thread = replaced(thread, context=context)
         return thread
 
+    def finish(self, threads: List[ThreadSnapshot], interrupted: bool, keep, after):
+        """Once every thread runs again: whether the process called exec() meanwhile (the
+        threads captured after it marked), the runtimes' part (`after`) unless it did,
+        and whether its main thread was leaving at the end. (exec seen, threads,
+        coroutines, whether they were cut short, leaving)"""
+        pid = self.pid
+        leader = proc.leader_state(pid)  # the exec check's, and the exit check's
+        exec_seen, threads = _exec_check(pid, self.image, leader.image, self.maps, threads)
+        # After an exec the memory is the new program's, which `maps` does not describe.
+        coroutines, truncated = None, False
+        if not interrupted and not exec_seen:
+            # Only memory is read from here on.
+            threads, coroutines, truncated = after(
+                self.process_view(), threads, self.options, keep, self.pagemap
+            )
+            if coroutines is not None:  # read for a while: the process may be gone now
+                leader = proc.leader_state(pid)
+        return exec_seen, threads, coroutines, truncated, leader.leaving
+
     def process_view(self) -> ProcessView:
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         return ProcessView(
@@ -390,11 +408,12 @@ def _after_exec(thread: ThreadSnapshot, maps: Tuple[MemoryMap, ...]) -> ThreadSn
     )
 
 
-def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:
-    """Whether the process was gone when capture ended. When threads vanished during
-    capture, a thread of a process being killed can still look alive for a moment (it has
-    taken its SIGKILL and not yet marked itself exiting): look again shortly."""
-    if proc.live_thread(pid) is None:
+def _process_exited(pid: int, threads: List[ThreadSnapshot], leader_leaving: bool) -> bool:
+    """Whether the process was gone when capture ended (`leader_leaving`: its main thread
+    was, as capture ended). When threads vanished during capture, a thread of a process
+    being killed can still look alive for a moment (it has taken its SIGKILL and not yet
+    marked itself exiting): look again shortly."""
+    if leader_leaving and proc.live_thread(pid) is None:
         return True
     if any(t.status is ThreadStatus.THREAD_EXITED and t.attempted for t in threads):
         time.sleep(_EXIT_SETTLE_S)
@@ -402,10 +421,11 @@ def _process_exited(pid: int, threads: List[ThreadSnapshot]) -> bool:
     return False
 
 
-def _exec_check(pid: int, image, maps, threads: List[ThreadSnapshot]):
+def _exec_check(pid: int, image, image_now, maps, threads: List[ThreadSnapshot]):
     """(the program the process runs now when it called exec() during the capture, else
-    '', the threads with those captured after it marked)."""
-    if image is None or proc.image_identity(pid) in (image, None):
+    '', the threads with those captured after it marked). `image`, `image_now`:
+    `proc.Leader.image` as capture began and as it ended."""
+    if image is None or image_now in (image, None):
         return "", threads
     return proc.read_exe(pid), [_after_exec(t, maps) for t in threads]
 
