@@ -71,10 +71,18 @@ def test_the_main_threads_state_in_one_look_agrees_with_each_reader():
     """`proc.leader_state` reads status and stat once for what `thread_leaving` and
     `tracer_of` read apart: on a live process, on a zombie, and on one that is gone."""
     import subprocess
+    import time
     from pathlib import Path
 
     child = subprocess.Popen(["sleep", "30"])
     try:
+        # Until it sleeps: Popen returns while exec() may still be setting up the image.
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/syscall").read_text().split()[0] == "running" or (
+            Path(f"/proc/{child.pid}/exe").resolve().name != "sleep"
+        ):
+            assert time.monotonic() < deadline, "sleep never blocked"
+            os.sched_yield()
         live = proc.leader_state(child.pid)
         assert (live.leaving, live.tracer) == (False, 0)
         assert live.leaving == proc.thread_leaving(child.pid, child.pid)
