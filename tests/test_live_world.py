@@ -5,6 +5,7 @@ two dumps at once (README "Never harming the target", docs/FORMAT.md)."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -92,6 +93,19 @@ def zombie_leader(live, build_dir):
                 raise TimeoutError("the main thread never exited")
             os.sched_yield()
         yield target
+
+
+def test_zombie_leader_with_live_threads_is_sampled(zombie_leader):
+    """A profile of a process whose main thread has exited: each sample reads the process
+    through a live worker, and the main thread's missing image is not taken for another
+    program (capture/live.Series)."""
+    target = zombie_leader
+    result = run_stackdump("-p", str(target.pid), "--samples", "5", "--interval-ms", "10")
+    assert result.returncode == 0, result.stderr
+    workers = len(target.tids["worker"])
+    assert re.search(rf"^summary: samples=5 thread_samples={5 * workers} ", result.stdout, re.M)
+    assert "worker_wait" in result.stdout
+    assert_untouched(target.pid)
 
 
 @pytest.mark.parametrize("which", ["leader", "worker"])
