@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
 
@@ -27,7 +28,7 @@ from stackdump.addresses import Resolved
 from stackdump.capture.live import Progress, capture_process, readable_maps, resolve_target
 from stackdump.elf.modules import HostFiles, LiveFiles
 from stackdump.engine import Analyzer, DumpOptions, with_fixes
-from stackdump.errors import InvalidArgument
+from stackdump.errors import InvalidArgument, NotMainThread
 from stackdump.escape import quote
 from stackdump.interrupts import Interrupts
 from stackdump.records import frozen
@@ -191,7 +192,14 @@ def _sampling():
 
 
 def _for_pid(options: Optional[DumpOptions], pid: int) -> DumpOptions:
-    """`options` (the defaults when None) for the live process `pid`."""
+    """`options` (the defaults when None) for the live process `pid`, which only the main
+    thread may capture (`NotMainThread`, before anything is touched)."""
+    if threading.current_thread() is not threading.main_thread():
+        raise NotMainThread(
+            f"cannot capture process {pid} from this thread: stackdump stops threads only "
+            "from the main thread (it bounds each stop with SIGALRM, whose handler only the "
+            "main thread may set)"
+        )
     if options is None:
         return DumpOptions(CaptureOptions(pid=pid), AnalysisOptions())
     return dataclasses.replace(options, capture=dataclasses.replace(options.capture, pid=pid))

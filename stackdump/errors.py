@@ -36,6 +36,11 @@ class AlreadyTraced(StackdumpError):
     """Another process (a debugger, strace, another stackdump) traces the target."""
 
 
+class NotMainThread(StackdumpError):
+    """A live process was to be captured from a thread other than the main one: a ptrace
+    stop's time limit is a SIGALRM, whose handler Python lets only the main thread set."""
+
+
 class PermissionDenied(StackdumpError):
     """The kernel refused PTRACE_SEIZE for the target."""
 

@@ -218,3 +218,31 @@ def test_fifty_dumps_of_a_hundred_threads(threads_bin):
             assert_untouched(target.pid)
         assert target.alive()
         assert target.status()["read_returned"] == 0
+
+
+def test_the_library_refuses_to_capture_from_another_thread(threads_bin):
+    """`stackdump.dump` (and `profile`) of a live process called from a worker thread: a
+    clear `NotMainThread` before any thread is touched, not Python's ValueError from the
+    SIGALRM handler the stop window needs; from the main thread the same call works."""
+    import threading
+
+    import stackdump
+    from stackdump.errors import NotMainThread
+
+    with Target(threads_bin("O2"), {"read": 1}).wait_ready() as target:
+        raised = []
+
+        def call() -> None:
+            try:
+                stackdump.dump(stackdump.Process(target.pid))
+            except BaseException as e:  # noqa: BLE001 - what it raised is the assertion
+                raised.append(e)
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join()
+        assert len(raised) == 1 and isinstance(raised[0], NotMainThread), raised
+        assert "main thread" in str(raised[0])
+        assert_untouched(target.pid)
+        report = stackdump.dump(stackdump.Process(target.pid))
+        assert {t.status.value for t in report.threads} == {"ok"}
