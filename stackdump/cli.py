@@ -8,15 +8,13 @@ status"), through `console.py` and `outcome.py`. The options are declared in
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import sys
-from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, NoReturn, Optional, Sequence, Tuple, Union
 
 import click
 
-from stackdump import __version__, api, lazy, outcome, proc, safefs
+from stackdump import __version__, api, collector, lazy, outcome, proc, safefs
 from stackdump.addresses import address_lines, negative_address, parse_addresses
 from stackdump.arguments import (
     SORTS,
@@ -155,7 +153,10 @@ def _single_dump(run: Run, output: Optional[str], options: DumpOptions, view: Vi
     # Where the report goes is settled before the target is touched: a bad -o costs nothing.
     run.destination = open_destination(output, run.stdout_usable)
     try:
-        with _without_cyclic_gc():
+        # One dump, then the process ends. What a dump allocates lives until it is written
+        # and forms no cycles to free; the cyclic collector would only scan it again and
+        # again as it grows (100,000 coroutines: ~0.3 s, a tenth of the dump).
+        with collector.paused():
             report = _dump(options, run)
             with writing(run):
                 write_text(run, output, view, formats.dump_output(report, view))
@@ -169,21 +170,6 @@ def _single_dump(run: Run, output: Optional[str], options: DumpOptions, view: Vi
         else:
             warn([message])
     return result.exit_status
-
-
-@contextlib.contextmanager
-def _without_cyclic_gc() -> Iterator[None]:
-    """One dump, then the process ends. What a dump allocates lives until it is written and
-    forms no cycles to free; the cyclic collector would only scan it again and again as it
-    grows (100,000 coroutines: ~0.3 s, a tenth of the dump). Reference counting still frees
-    everything else as usual."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _address_lookup(params: dict) -> Optional[Tuple[str, Optional[str], int, bool]]:

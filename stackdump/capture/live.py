@@ -6,13 +6,12 @@ thread is stopped, then capture each thread, by a ptrace stop or in place, into 
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
 import sys
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Protocol, Tuple
 
-from stackdump import permissions, proc
+from stackdump import collector, permissions, proc
 from stackdump.arch import host
 from stackdump.capture.pages import Pagemap
 from stackdump.capture.passive import PassiveCapturer
@@ -231,22 +230,19 @@ def capture_process(
     c = _Capture(pid, options, buffers, series)
     # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
     # allocates little, so collection waits until every thread runs again.
-    gc_enabled = gc.isenabled()
-    gc.disable()
     try:
-        vdso = _read_vdso(c.memory, c.maps)
-        keep = settle(c.files, c.maps, vdso) if settle is not None else None
-        threads, interrupted = c.threads(keep, progress, should_stop, recall)
-        exec_seen, threads, coroutines, truncated, leaving = c.finish(
-            threads, interrupted, keep, after
-        )
+        with collector.paused():
+            vdso = _read_vdso(c.memory, c.maps)
+            keep = settle(c.files, c.maps, vdso) if settle is not None else None
+            threads, interrupted = c.threads(keep, progress, should_stop, recall)
+            exec_seen, threads, coroutines, truncated, leaving = c.finish(
+                threads, interrupted, keep, after
+            )
     except BaseException:
         c.files.close()
         raise
     finally:
         c.memory.close()
-        if gc_enabled:
-            gc.enable()
     return ProcessSnapshot(
         pid=pid,
         exe=c.exe,

@@ -163,9 +163,10 @@ class Trace:
     - every other note (an answer no, an address outside the stack, a read that failed)
       by `_answers_alike`."""
 
-    __slots__ = ("ops", "_first", "_span", "_words", "_own", "_own_offsets", "_own_bounds")
-    __slots__ += ("_others",)
-    __slots__ += ("_other_values", "_outside", "_mapped", "_copied", "_rest")
+    __slots__ = (
+        "ops", "_first", "_span", "_words", "_own", "_own_offsets", "_own_bounds", "_others",
+        "_other_values", "_outside", "_mapped", "_copied", "_rest",
+    )  # fmt: skip
 
     def __init__(self, ops: Tuple[tuple, ...]) -> None:
         self.ops = ops

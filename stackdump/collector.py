@@ -1,0 +1,23 @@
+"""When Python's cyclic garbage collector may run: not while a capture holds threads (a pass
+inside a stop window would stretch that thread's pause), nor through a single dump that the
+process ends after (it would only rescan what the dump is building). One place, so both say
+"paused" the same way and leave it as they found it."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """No cyclic collection inside; enabled again after only if it was before (a pause
+    inside a pause leaves it to the outer one). Reference counting frees as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
