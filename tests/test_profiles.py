@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ON_CI
-from helpers import Target, compile_target, run_stackdump
+from helpers import Target, compile_target, read_syscall_line, run_stackdump, thread_states
 
 CACHE = Path(os.environ.get("STACKDUMP_TEST_CACHE", Path.home() / ".cache" / "stackdump-tests"))
 SPEEDSCOPE_NPM = "speedscope@1.25.0"
@@ -328,15 +328,6 @@ def test_a_target_that_exits_unreaped_mid_profile_keeps_the_samples(live, thread
     assert taken >= 1
 
 
-def _stat_state(pid: int, tid: int) -> str:
-    """A thread's state letter, '' once it has gone."""
-    try:
-        text = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
-    except OSError:
-        return ""
-    return text.rsplit(")", 1)[1].split()[0]
-
-
 def test_a_thread_that_timed_out_is_released_when_it_stops_mid_profile(live, threads_bin, tmp_path):
     """A thread in vfork() cannot stop: each sample's stop times out and leaves it seized,
     its interrupt pending (the kernel cannot cancel one). When its vfork child dies, it
@@ -352,15 +343,17 @@ def test_a_thread_that_timed_out_is_released_when_it_stops_mid_profile(live, thr
             # Seized by stackdump while it sleeps between samples: a stop has timed out and
             # left the thread seized, its interrupt pending.
             deadline = time.monotonic() + 30
-            while not (_tracer_of(target.pid, stuck) == proc.pid and _sleeping(proc.pid)):
+            while not (
+                thread_states(target.pid).get(stuck, ("", 0))[1] == proc.pid and _sleeping(proc.pid)
+            ):
                 assert time.monotonic() < deadline and proc.poll() is None, "never left seized"
                 os.sched_yield()
             os.kill(child, signal.SIGKILL)
             # Freed from vfork, the thread stops at the pending interrupt, is released, reaps
             # its child and exits: its task goes away while stackdump samples on.
             deadline = time.monotonic() + 10
-            while _stat_state(target.pid, stuck):
-                state = _stat_state(target.pid, stuck)
+            while stuck in (states := thread_states(target.pid)):
+                state = states[stuck][0]
                 assert time.monotonic() < deadline, f"the thread stayed in state {state}"
                 os.sched_yield()
             assert proc.poll() is None
@@ -378,18 +371,8 @@ _SLEEP_CALLS = {"x86_64": {"230", "35"}, "aarch64": {"115", "101"}}[platform.mac
 
 def _sleeping(pid: int) -> bool:
     """Whether a process's main thread is in time.sleep."""
-    try:
-        return Path(f"/proc/{pid}/syscall").read_text().split()[0] in _SLEEP_CALLS
-    except (OSError, IndexError):
-        return False
-
-
-def _tracer_of(pid: int, tid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-    except OSError:
-        return 0
-    return int(re.search(r"^TracerPid:\s*(\d+)", status, re.M).group(1))
+    line = read_syscall_line(pid, pid)
+    return bool(line) and line.split()[0] in _SLEEP_CALLS
 
 
 def test_a_target_that_becomes_another_program_ends_the_profile(live, build_dir, tmp_path):
