@@ -29,6 +29,7 @@ from stackdump.interrupts import Cancelled, Interrupts
 from stackdump.locks import OWNER_OFFSET, owner_offset, with_mutex_waits
 from stackdump.notes import Notes
 from stackdump.records import frozen
+from stackdump.symbols.demangle import Demangler
 from stackdump.symbols.symbolizer import DWARF_MODULE, Symbolizer, dwarf_reader
 from stackdump.syscalls import signal_name, syscall_name
 from stackdump.types import (
@@ -125,6 +126,7 @@ class _Session:
         self.max_frames = options.max_frames
         self.remember = options.remember_unwinds
         self._symbolizer: Optional[Symbolizer] = None
+        self._demangler = analyzer.demangler
         self.mode = options.mode
         self._frames = memo.frames
         self._syscalls = memo.syscalls
@@ -147,6 +149,7 @@ class _Session:
                 runtimes.own_code,
                 self._memo.names,
                 self._memo.call_sites,
+                self._demangler,
             )
         return self._symbolizer
 
@@ -258,6 +261,7 @@ class Analyzer:
         self.disk = DiskCache(options.cache_dir)
         self.remote = Debuginfod(options.debuginfod) if options.debuginfod else None
         self.notes = Notes()  # warnings for stderr, each said once however many snapshots
+        self.demangler = Demangler()  # names hold across snapshots, whatever their maps
         # Every object opened so far, by module identity, kept across snapshots.
         self.loaded: Dict[Tuple[str, int, str], LoadedObject] = {}
         self._session: Optional[_Session] = None

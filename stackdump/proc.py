@@ -20,51 +20,103 @@ PF_KTHREAD = 0x00200000  # include/linux/sched.h
 PF_EXITING = 0x00000004
 
 
-def _read_text(path: str) -> Optional[str]:
-    # os.open/os.read, not open(): a dump reads four or five small files per thread, and the
-    # buffered file object costs ~2 us more each (10,000 threads: ~0.1 s).
+class KeptFiles:
+    """/proc files kept open across the captures of a series (a profile, a watch) and read
+    again from their start: a sample reads the same few of the process and of each thread
+    each time, and opening one by its path costs more than reading it (~4 us of ~7 for a
+    stat file). A descriptor stays bound to the task it was opened for: when it reads as gone
+    (ESRCH), the path is opened once more, for a thread that took the dead one's TID. At most
+    `limit` stay open; any other file is opened for each read. Close it to release them."""
+
+    def __init__(self, limit: int = 8) -> None:
+        self._limit = limit
+        self._fds: Dict[str, int] = {}
+
+    def __enter__(self) -> KeptFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        fds, self._fds = list(self._fds.values()), {}
+        for fd in fds:
+            os.close(fd)
+
+    def forget(self, path: str) -> None:
+        """Close the file at `path` if it is kept (its thread has exited)."""
+        fd = self._fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def read(self, path: str, whole: bool) -> Optional[bytes]:
+        """The file's bytes as a read from its start gives them now; None when it cannot be
+        read. `whole`: read on to the end (a file of many lines) rather than take one line
+        that came whole in one read."""
+        fd = self._fds.get(path)
+        if fd is not None:
+            try:
+                return _read_fd(fd, whole)
+            except OSError:
+                self.forget(path)
+        if len(self._fds) >= self._limit:
+            return _read_bytes(path, whole)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = _read_fd(fd, whole)
+        except OSError:
+            os.close(fd)
+            return None
+        self._fds[path] = fd
+        return data
+
+
+def _read_fd(fd: int, whole: bool) -> bytes:
+    """The bytes of an open /proc file from its start. The kernel writes a one-line file
+    (stat, syscall, comm, wchan) whole in one read, so unless `whole` the read that would
+    only say "end of file" is skipped when the line came whole (it ends in a newline or left
+    the buffer room)."""
+    data = os.pread(fd, 4096, 0)
+    if not whole and (len(data) < 4096 or data.endswith(b"\n")):
+        return data
+    chunks, offset = [data], len(data)
+    while data:
+        data = os.pread(fd, 65536, offset)
+        chunks.append(data)
+        offset += len(data)
+    return b"".join(chunks)
+
+
+def _read_bytes(path: str, whole: bool) -> Optional[bytes]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         # ENOENT, ESRCH from a task being torn down, EACCES: all read as "not there".
         return None
     try:
-        chunks = []
-        while True:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        return _read_fd(fd, whole)
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def _read_text(path: str, kept: Optional[KeptFiles] = None) -> Optional[str]:
+    # os.open/os.read, not open(): a dump reads four or five small files per thread, and the
+    # buffered file object costs ~2 us more each (10,000 threads: ~0.1 s).
+    data = _read_bytes(path, True) if kept is None else kept.read(path, True)
     # surrogateescape: bytes that are not UTF-8 survive, for paths to open and for
     # stackdump.escape to show exactly
-    return b"".join(chunks).decode("utf-8", "surrogateescape")
+    return None if data is None else data.decode("utf-8", "surrogateescape")
 
 
-def _read_line(path: str) -> Optional[str]:
-    """A one-line file (stat, syscall, comm, wchan): the kernel writes the whole line in one
-    read, so the second read that would only say "end of file" is skipped; a line that is not
-    whole (no newline, and the read filled the buffer) is read on as usual."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        data = os.read(fd, 4096)
-        if len(data) == 4096 and not data.endswith(b"\n"):
-            rest = [data]
-            while data:
-                data = os.read(fd, 65536)
-                rest.append(data)
-            data = b"".join(rest)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return data.decode("utf-8", "surrogateescape")
+def _read_line(path: str, kept: Optional[KeptFiles] = None) -> Optional[str]:
+    """A one-line file (stat, syscall, comm, wchan): read in one read when it came whole."""
+    data = _read_bytes(path, False) if kept is None else kept.read(path, False)
+    return None if data is None else data.decode("utf-8", "surrogateescape")
 
 
 def process_exists(pid: int) -> bool:
@@ -95,13 +147,16 @@ def _drop_newline(text: str) -> str:
 
 
 def read_status(
-    pid: int, tid: Optional[int] = None, keys: Optional[Sequence[str]] = None
+    pid: int,
+    tid: Optional[int] = None,
+    keys: Optional[Sequence[str]] = None,
+    kept: Optional[KeptFiles] = None,
 ) -> Dict[str, str]:
     """The lines of a process's or a thread's status file, by key; only `keys` (those
     present) when given, found without parsing the other ~56 lines: a sample asks a few of
     them per thread (issue 31)."""
     path = f"{PROC}/{pid}/status" if tid is None else f"{PROC}/{pid}/task/{tid}/status"
-    text = _read_text(path)
+    text = _read_text(path, kept)
     fields: Dict[str, str] = {}
     if text is None:
         return fields
@@ -245,10 +300,12 @@ def parse_maps(text: str) -> Tuple[MemoryMap, ...]:
     return tuple(maps)
 
 
-def read_maps(pid: int, tid: Optional[int] = None) -> Tuple[MemoryMap, ...]:
+def read_maps(
+    pid: int, tid: Optional[int] = None, kept: Optional[KeptFiles] = None
+) -> Tuple[MemoryMap, ...]:
     """`tid`: read it through that thread (see live_thread)."""
     where = f"{PROC}/{pid}" if tid is None else f"{PROC}/{pid}/task/{tid}"
-    text = _read_text(f"{where}/maps")
+    text = _read_text(f"{where}/maps", kept)
     return () if text is None else parse_maps(text)
 
 
@@ -273,8 +330,8 @@ def parse_syscall(text: str) -> Optional[SyscallState]:
     return None
 
 
-def read_syscall(pid: int, tid: int) -> Optional[SyscallState]:
-    text = _read_line(f"{PROC}/{pid}/task/{tid}/syscall")
+def read_syscall(pid: int, tid: int, kept: Optional[KeptFiles] = None) -> Optional[SyscallState]:
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/syscall", kept)
     return None if text is None else parse_syscall(text)
 
 
@@ -301,16 +358,21 @@ def read_context_switches(pid: int, tid: int) -> Optional[Tuple[int, int]]:
 
 
 def parse_schedstat(text: Union[str, bytes]) -> Optional[Tuple[int, int]]:
-    """(nanoseconds on a CPU, times put on one) from /proc/<pid>/task/<tid>/schedstat."""
+    """(nanoseconds on a CPU, times put on one) from /proc/<pid>/task/<tid>/schedstat; None
+    when never put on one: a kernel that does not count (it writes "0 0 0" for every
+    thread) would make every thread look as if it had not run since."""
     fields = text.split()
     try:
-        return (int(fields[0]), int(fields[2])) if len(fields) >= 3 else None
+        times = (int(fields[0]), int(fields[2])) if len(fields) >= 3 else None
     except ValueError:
         return None
+    return times if times is not None and times[1] else None
 
 
-def read_schedstat(pid: int, tid: int) -> Optional[Tuple[int, int]]:
-    text = _read_line(f"{PROC}/{pid}/task/{tid}/schedstat")
+def read_schedstat(
+    pid: int, tid: int, kept: Optional[KeptFiles] = None
+) -> Optional[Tuple[int, int]]:
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/schedstat", kept)
     return None if text is None else parse_schedstat(text)
 
 
@@ -357,8 +419,8 @@ def parse_stat(text: str) -> Optional[Tuple[str, int]]:
         return None
 
 
-def read_stat(pid: int, tid: int) -> Optional[Tuple[str, int]]:
-    text = _read_line(f"{PROC}/{pid}/task/{tid}/stat")
+def read_stat(pid: int, tid: int, kept: Optional[KeptFiles] = None) -> Optional[Tuple[str, int]]:
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/stat", kept)
     return None if text is None else parse_stat(text)
 
 
@@ -375,16 +437,32 @@ class Leader:
     image: Optional[Tuple[int, ...]]
 
 
-def leader_state(pid: int) -> Leader:
+def leader_state(pid: int, kept: Optional[KeptFiles] = None, with_tracer: bool = True) -> Leader:
     """The main thread's state from one read of /proc/PID/status and one of /proc/PID/stat
-    (a capture looks at its start and its end: ~20 us less than reading each part apart)."""
-    status = read_status(pid, None, ("State", "SigPnd", "TracerPid"))
-    stat = _read_line(f"{PROC}/{pid}/stat")
+    (a capture looks at its start and its end: ~20 us less than reading each part apart).
+    Without `with_tracer`, stat alone (`tracer` is then 0): what a capture's end asks."""
+    stat = _read_line(f"{PROC}/{pid}/stat", kept)
+    if not with_tracer:
+        return Leader(_stat_leaving(stat), 0, _image_of(pid, stat))
+    status = read_status(pid, None, ("State", "SigPnd", "TracerPid"), kept)
     try:
         tracer = int(status.get("TracerPid", "0"))
     except ValueError:
         tracer = 0
     return Leader(_leaving(status, lambda: stat), tracer, _image_of(pid, stat))
+
+
+def _stat_leaving(text: Optional[str]) -> bool:
+    """`thread_leaving` from the stat text alone: its state (field 3), its flags (9) and its
+    pending signals (31: status's SigPnd, in its low 31 bits, where SIGKILL is)."""
+    if text is None:
+        return True
+    rest = text[text.rfind(")") + 2 :].split()
+    try:
+        state, flags, pending = rest[0], int(rest[6]), int(rest[28])
+    except (IndexError, ValueError):
+        return True
+    return is_exited(state[:1]) or bool(pending & SIGKILL_BIT) or bool(flags & PF_EXITING)
 
 
 def _image_of(pid: int, text: Optional[str]) -> Optional[Tuple[int, ...]]:
@@ -442,10 +520,10 @@ def kernel_stack_refusal(pid: int) -> Optional[str]:
     return None
 
 
-def read_cmdline(pid: int) -> Optional[Tuple[str, ...]]:
+def read_cmdline(pid: int, kept: Optional[KeptFiles] = None) -> Optional[Tuple[str, ...]]:
     """argv as the process shows it now: a server that renames itself (`postgres:
     checkpointer`) writes one string with spaces, or leaves NULs behind."""
-    text = _read_text(f"{PROC}/{pid}/cmdline")
+    text = _read_text(f"{PROC}/{pid}/cmdline", kept)
     if text is None:
         return None
     return tuple(text.rstrip("\0").split("\0")) if text else ()

@@ -113,7 +113,7 @@ def captures(
     recall: Optional[UnchangedThreads] = None
     # Not with --cpu-window: a thread's recent CPU use changes while it sleeps.
     if skip_unchanged and not options.capture.cpu_window_ms:
-        recall = UnchangedThreads(pid)
+        recall = UnchangedThreads(pid, series.kept)
     buffers = Buffers()
     after = functools.partial(runtimes.after_capture, absent=runtimes.Absent())
     with Analyzer(options.analysis) as analyzer, recall or contextlib.nullcontext(), series:

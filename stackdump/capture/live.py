@@ -42,6 +42,7 @@ from stackdump.types import (
 FOREIGN = "not a thread of process "
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _EXIT_SETTLE_S = 0.005
+_KEPT_FILES = 320
 _HOST = host()  # a live target runs on this machine's processor
 
 # progress(phase, done, total): phase is "capture" or "symbolization"; called between
@@ -112,6 +113,10 @@ class Series:
         # Threads a capture left seized (timed out): the next capture, or `reap()` between
         # captures, releases them as soon as they stop.
         self.held = Held()
+        # The /proc files each capture reads again: the process's few, and three of each of
+        # the first 100 threads (capture/unchanged.py), within our 1,024 descriptors.
+        self.kept = proc.KeptFiles(_KEPT_FILES)
+        self._vdso: Optional[Tuple[Tuple[MemoryMap, ...], Optional[bytes]]] = None
 
     def __enter__(self) -> Series:
         return self
@@ -124,6 +129,7 @@ class Series:
         # a tracer's threads then): at once for the command, which ends here.
         self.held.reap()
         self._release_files()
+        self.kept.close()
 
     def reap(self) -> bool:
         """Release the threads left seized that have stopped since; whether any is still
@@ -140,6 +146,13 @@ class Series:
             self._release_files()
             self._files, self._key = LiveFiles(view, maps), (view, maps)
         return Lent(self._files)
+
+    def vdso(self, maps: Tuple[MemoryMap, ...], read: Callable[[], Optional[bytes]]):
+        """The vDSO's code, read again only when the maps changed: in one process, the same
+        read-only mapping at the same place holds the same code."""
+        if self._vdso is None or self._vdso[0] != maps:
+            self._vdso = (maps, read())
+        return self._vdso[1]
 
     def target(self, pid: int, timeout_ms: int) -> int:
         """The process to capture now (its thread-group id): checked whole the first
@@ -232,7 +245,7 @@ def capture_process(
     # allocates little, so collection waits until every thread runs again.
     try:
         with collector.paused():
-            vdso = _read_vdso(c.memory, c.maps)
+            vdso = c.vdso()
             keep = settle(c.files, c.maps, vdso) if settle is not None else None
             threads, interrupted = c.threads(keep, progress, should_stop, recall)
             exec_seen, threads, coroutines, truncated, leaving = c.finish(
@@ -279,7 +292,9 @@ class _Capture:
         self.recent_cpu = _recent_cpu(pid, window) if window else {}
         # Threads first, then the maps: a thread listed was alive when its stack was mapped.
         self.process_tids = proc.list_tids(pid)
-        leader = proc.leader_state(pid)
+        self._series = series
+        self._kept = kept = series.kept if series is not None else None
+        leader = proc.leader_state(pid, kept)
         self.image = leader.image
         self.tids = list(options.thread_ids) if options.thread_ids else self.process_tids
         if not self.tids:
@@ -290,9 +305,9 @@ class _Capture:
                 raise ProcessNotFound(f"process {pid} has exited")
             series.check(pid, leader, options.timeout_ms)
         self.view = view or pid
-        self.maps = proc.read_maps(pid, self.view)
+        self.maps = proc.read_maps(pid, self.view, kept)
         self.exe = proc.read_exe(pid, self.view)
-        self.cmdline = proc.read_cmdline(pid)
+        self.cmdline = proc.read_cmdline(pid, kept)
         if series is None:
             self.files: FileSource = LiveFiles(self.view, self.maps)
         else:
@@ -301,7 +316,7 @@ class _Capture:
         self.copier = StackCopier(
             self.memory, self.maps, options.stack_bytes, _HOST.red_zone, buffers
         )
-        self.passive = PassiveCapturer(pid, self.copier, options.timeout_ms)
+        self.passive = PassiveCapturer(pid, self.copier, options.timeout_ms, kept)
         self._held = series.held if series is not None else None
         self._members = set(self.process_tids)
         self._contexts: Dict[ThreadContext, ThreadContext] = {}
@@ -339,9 +354,10 @@ class _Capture:
 
     def _member(self, tracer: Tracer, tid: int) -> ThreadSnapshot:
         pid, options = self.pid, self.options
-        syscall = proc.read_syscall(pid, tid)
+        kept = self._kept
+        syscall = proc.read_syscall(pid, tid, kept)
         # Read before the stop: stopped, every thread would look stopped.
-        context = _context(pid, tid, syscall, options, self.memory, self.recent_cpu.get(tid))
+        context = _context(pid, tid, syscall, options, self.memory, self.recent_cpu.get(tid), kept)
         # Threads of a pool are mostly alike (S, same wchan, no CPU): share one.
         if context is not None:
             context = self._contexts.setdefault(context, context)
@@ -359,7 +375,8 @@ class _Capture:
         and whether its main thread was leaving at the end. (exec seen, threads,
         coroutines, whether they were cut short, leaving)"""
         pid = self.pid
-        leader = proc.leader_state(pid)  # the exec check's, and the exit check's
+        # The exec check's, and the exit check's (who traces it matters only as one begins).
+        leader = proc.leader_state(pid, self._kept, with_tracer=False)
         exec_seen, threads = _exec_check(pid, self.image, leader.image, self.maps, threads)
         # After an exec the memory is the new program's, which `maps` does not describe.
         coroutines, truncated = None, False
@@ -369,8 +386,13 @@ class _Capture:
                 self.process_view(), threads, self.options, keep, self.pagemap
             )
             if coroutines is not None:  # read for a while: the process may be gone now
-                leader = proc.leader_state(pid)
+                leader = proc.leader_state(pid, self._kept, with_tracer=False)
         return exec_seen, threads, coroutines, truncated, leader.leaving
+
+    def vdso(self) -> Optional[bytes]:
+        if self._series is None:
+            return _read_vdso(self.memory, self.maps)
+        return self._series.vdso(self.maps, lambda: _read_vdso(self.memory, self.maps))
 
     def process_view(self) -> ProcessView:
         now_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -525,8 +547,9 @@ def _context(
     options: CaptureOptions,
     memory: RemoteMemory,
     recent_cpu_ms: Optional[int],
+    kept: Optional[proc.KeptFiles] = None,
 ) -> Optional[ThreadContext]:
-    stat = proc.read_stat(pid, tid)
+    stat = proc.read_stat(pid, tid, kept)
     if stat is None:
         return None
     state, ticks = stat

@@ -3,10 +3,12 @@
 A thread blocked in a system call has its user pc and sp in /proc/<pid>/task/<tid>/syscall.
 Its stack is copied with process_vm_readv while it stays blocked, and the copy is kept only
 when the thread provably did not run in between: the syscall state (number, arguments, sp,
-pc) read before the copy is the one read after it, and so are its voluntary and involuntary
-context-switch counts, read just after the first and just before the second. A thread that
-ran would have had to be switched out again to look blocked, which moves one of the counts;
-a thread still running reads as "running". The kernel validates its own
+pc) read before the copy is the one read after it, and so are its CPU time and the number
+of times it was put on a CPU (/proc/<pid>/task/<tid>/schedstat; on a kernel without it, its
+voluntary and involuntary context-switch counts), read just after the first and just before
+the second. A thread that ran would have had to be put on a CPU, which moves the count (and
+switched out again to look blocked, which moves the others); a thread still running reads
+as "running". The kernel validates its own
 /proc/<pid>/task/<tid>/syscall read the same way (task_current_syscall).
 
 Only pc and sp are known afterwards; the unwinder recovers what else it needs from the copy.
@@ -29,11 +31,26 @@ _HOST = host()
 RETRY_S = 0.0002
 
 
+def _runs(pid: int, tid: int, kept: Optional[proc.KeptFiles]):
+    """What moves whenever the thread is given a CPU (see the module docstring); None when
+    it has gone. schedstat is a short line: the status file's counts cost three times as
+    much to read, twice a try, and an event loop under load takes several tries."""
+    return proc.read_schedstat(pid, tid, kept) or proc.read_context_switches(pid, tid)
+
+
 class PassiveCapturer:
     """Copies blocked threads of one process in place."""
 
-    def __init__(self, pid: int, copier: StackCopier, timeout_ms: int):
+    def __init__(
+        self,
+        pid: int,
+        copier: StackCopier,
+        timeout_ms: int,
+        kept: Optional[proc.KeptFiles] = None,
+    ):
+        """`kept`: the files of a series, to read each thread's through."""
         self.pid = pid
+        self._kept = kept
         self._copier = copier
         self._timeout_ns = timeout_ms * 1_000_000
         # The main thread's own stack ends with [stack]; another thread's thread pointer,
@@ -56,16 +73,19 @@ class PassiveCapturer:
             if tries:
                 time.sleep(RETRY_S)
             tries += 1
-            state = seen if tries == 1 and seen is not None else proc.read_syscall(self.pid, tid)
-            before = proc.read_context_switches(self.pid, tid)
+            kept = self._kept
+            state = (
+                seen if tries == 1 and seen is not None else proc.read_syscall(self.pid, tid, kept)
+            )
+            before = _runs(self.pid, tid, kept)
             if before is None:
                 return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.THREAD_EXITED)
             if state is None or state.running:
                 running += 1
                 continue
             stack_map, start, copied = self._copier.copy(tid, state.sp)
-            after_state = proc.read_syscall(self.pid, tid)
-            after = proc.read_context_switches(self.pid, tid)
+            after_state = proc.read_syscall(self.pid, tid, kept)
+            after = _runs(self.pid, tid, kept)
             if after is None:
                 return ThreadSnapshot(tid=tid, name=name, status=ThreadStatus.THREAD_EXITED)
             if after_state != state or after != before:

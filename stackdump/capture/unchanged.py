@@ -14,15 +14,15 @@ The signature kept is read after the capture, once the thread sleeps again: a pt
 wakes a sleeping thread, which on release runs just long enough to restart its system call.
 It is kept only when the thread is back in a system call (or fault) at the very pc and sp it
 was captured at, so that what it ran in between was that restart; anything else, and the
-next sample captures it afresh. Each thread's three files are kept open and read with pread.
+next sample captures it afresh. The three files are read through the series' kept files
+(`proc.KeptFiles`): opened once, read again with pread.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Optional, Tuple
 
-from stackdump.proc import PROC, parse_schedstat, parse_syscall
+from stackdump.proc import PROC, KeptFiles, parse_schedstat, parse_syscall
 from stackdump.records import frozen
 from stackdump.types import ThreadSnapshot, ThreadStatus
 
@@ -31,7 +31,7 @@ _ASLEEP = frozenset("SDI")
 # Threads whose three files stay open: past this, a thread's files are opened for each read,
 # so a process of 10,000 threads cannot exhaust our descriptors (1,024 by default, of which
 # the pinned mapped files may take 512: elf/modules.LiveFiles).
-_MAX_OPEN = 100
+MAX_OPEN_THREADS = 100
 _FILES = ("stat", "schedstat", "syscall")
 
 
@@ -60,13 +60,16 @@ def parse_signature(stat: bytes, schedstat: bytes) -> Optional[Signature]:
 
 class UnchangedThreads:
     """Across the samples of one profile: each thread's last capture and its signature then.
-    `recall(tid)` is asked before a thread is captured; `keep(tid, thread)` after. Close it
-    (context manager) to release the open files."""
+    `recall(tid)` is asked before a thread is captured; `keep(tid, thread)` after. `kept`:
+    the files to read through (a series' own; else its own, closed with it: context
+    manager)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, kept: Optional[KeptFiles] = None) -> None:
         self.pid = pid
         self.reused = 0  # thread-samples counted from an earlier capture
-        self._files: Dict[int, Tuple[int, ...]] = {}
+        self._own = kept is None
+        self._kept_files = kept if kept is not None else KeptFiles(len(_FILES) * MAX_OPEN_THREADS)
+        self._paths: Dict[int, Tuple[str, ...]] = {}
         self._kept: Dict[int, Tuple[Signature, ThreadSnapshot]] = {}
 
     def __enter__(self) -> UnchangedThreads:
@@ -76,13 +79,15 @@ class UnchangedThreads:
         self.close()
 
     def close(self) -> None:
-        for tid in list(self._files):
+        for tid in list(self._paths):
             self._forget(tid)
+        if self._own:
+            self._kept_files.close()
 
     def start(self, tids) -> None:
         """A sample begins with these threads: forget every other (exited) one."""
         current = set(tids)
-        for tid in [t for t in self._files if t not in current]:
+        for tid in [t for t in self._paths if t not in current]:
             self._forget(tid)
         for tid in [t for t in self._kept if t not in current]:
             del self._kept[tid]
@@ -124,42 +129,22 @@ class UnchangedThreads:
     def _read(self, tid: int, with_call: bool) -> Optional[Tuple[Signature, object]]:
         """(signature, the syscall file's state when `with_call`, else None) of a thread now:
         whether it has run since is in the first two files alone."""
-        fds = self._files.get(tid)
-        kept_open = fds is not None or len(self._files) < _MAX_OPEN
-        if fds is None:
-            fds = self._open(tid)
-            if fds is None:
-                return None
-        try:
-            signature = parse_signature(os.pread(fds[0], 1024, 0), os.pread(fds[1], 256, 0))
-            call = None
-            if with_call:
-                call = parse_syscall(os.pread(fds[2], 512, 0).decode("ascii", "replace"))
-        except OSError:  # the thread exited (ESRCH): its files say nothing more
-            kept_open = False
+        paths = self._paths.get(tid)
+        if paths is None:
+            task = f"{PROC}/{self.pid}/task/{tid}"
+            paths = self._paths[tid] = tuple(f"{task}/{name}" for name in _FILES)
+        read = self._kept_files.read
+        stat, schedstat = read(paths[0], False), read(paths[1], False)
+        if stat is None or schedstat is None:
             return None
-        finally:
-            if kept_open:
-                self._files[tid] = fds
-            else:
-                self._files.pop(tid, None)
-                for fd in fds:
-                    os.close(fd)
+        signature = parse_signature(stat, schedstat)
+        call = None
+        if with_call:
+            text = read(paths[2], False)
+            call = parse_syscall(text.decode("ascii", "replace")) if text is not None else None
         return (signature, call) if signature is not None else None
 
-    def _open(self, tid: int) -> Optional[Tuple[int, ...]]:
-        task = f"{PROC}/{self.pid}/task/{tid}"
-        fds: list = []
-        try:
-            for name in _FILES:
-                fds.append(os.open(f"{task}/{name}", os.O_RDONLY | os.O_CLOEXEC))
-        except OSError:
-            for fd in fds:
-                os.close(fd)
-            return None
-        return tuple(fds)
-
     def _forget(self, tid: int) -> None:
-        for fd in self._files.pop(tid, ()):
-            os.close(fd)
+        for path in self._paths.pop(tid, ()):
+            self._kept_files.forget(path)
         self._kept.pop(tid, None)

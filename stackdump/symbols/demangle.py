@@ -17,10 +17,18 @@ from stackdump.symbols.rust_v0 import demangle_rust_v0
 
 
 class Demangler:
+    """Names demangled, each once. libstdc++ is loaded on the first C++ name, not when the
+    demangler is made: a profile's samples make a symbolizer each, and most name nothing
+    new (two ctypes loads were ~15 us of every sample)."""
+
     def __init__(self) -> None:
         self._fn = None
         self._free = None
+        self._loaded = False
         self._cache: Dict[str, str] = {}
+
+    def _load(self) -> None:
+        self._loaded = True
         try:
             lib = clib.library("libstdc++.so.6", "stdc++")
             libc = clib.libc()
@@ -50,6 +58,8 @@ class Demangler:
         return cached
 
     def _cxa(self, name: str) -> Optional[str]:
+        if not self._loaded:
+            self._load()
         if self._fn is None:
             return None
         # Versioned names (foo@@GLIBCXX_3.4) are not mangled names; demangle the base.

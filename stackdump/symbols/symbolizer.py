@@ -60,18 +60,20 @@ class Symbolizer:
         own_names: Callable[[LoadedObject], Optional[OwnNames]],
         cache: Optional[Dict[Tuple[int, bool], SymbolizedFrame]] = None,
         call_sites: Optional[Dict[int, tuple]] = None,
+        demangler: Optional[Demangler] = None,
     ) -> None:
         """`anonymous`: names for pcs no object holds; `own_names`: the runtime that names
         an object's frames itself, asked before its symbols and DWARF (`runtimes.own_code`);
         `cache`, `call_sites`: names and call sites an earlier symbolizer in this mode gave over
-        the same maps (never those of code in no object)."""
+        the same maps (never those of code in no object); `demangler`: one shared with earlier
+        symbolizers (its names hold whatever the maps)."""
         self.objects = objects
         self.mode = mode
         self.anonymous = anonymous
         self._own_names = own_names
         self._cache = cache if cache is not None else {}
         self._call_sites = call_sites if call_sites is not None else {}
-        self._demangler = Demangler()
+        self._demangler = demangler if demangler is not None else Demangler()
 
     def symbolize(self, frame: Frame) -> SymbolizedFrame:
         key = (frame.pc, frame.lookup_pc == frame.pc)
