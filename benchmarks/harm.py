@@ -52,9 +52,12 @@ class Dumper:
     # Runs once for the whole load, ended by SIGINT (a sampling profiler): `dumps` then
     # counts its samples, read from its closing message.
     continuous: bool = False
+    # For a continuous one: the same command taking one sample, run just before the load,
+    # whose CPU (start-up, one sample, the output) is taken out of the per-sample column.
+    once: List[str] = field(default_factory=list)
 
-    def command(self, pid: int) -> List[str]:
-        return [str(pid) if arg == "PID" else arg for arg in self.argv]
+    def command(self, pid: int, argv: Optional[List[str]] = None) -> List[str]:
+        return [str(pid) if arg == "PID" else arg for arg in (argv or self.argv)]
 
 
 @dataclass
@@ -64,6 +67,7 @@ class Run:
     max_ms: float
     dumps: int = 0
     cpu_s: float = 0.0
+    once_cpu_s: Optional[float] = None  # Dumper.once's CPU
     stops_us: List[float] = field(default_factory=list)
     pauses_us: List[int] = field(default_factory=list)
 
@@ -86,26 +90,18 @@ def profilers() -> List[Dumper]:
     """Issue 16: sampling profilers, each for the whole load (and issue 31: stackdump at 5 Hz,
     the rate of the dumps every 200 ms that `dumpers` times as separate runs)."""
     stackdump = [sys.executable, "-m", "stackdump", "-p", "PID", "--mode", "disabled"]
+    pprof = ["--format", "pprof", "-o", "/dev/null"]
+    once = [*stackdump, "--samples", "1", *pprof]
+
+    def sampling(hz: int) -> Dumper:
+        argv = [*stackdump, "--duration-s", "3600", "--hz", str(hz), *pprof]
+        return Dumper(f"stackdump {hz} Hz", argv, continuous=True, once=once)
+
     rows = [
         Dumper("no profiler", []),
-        Dumper(  # what dumping every 200 ms costs when it is one process (issue 31)
-            "stackdump 5 Hz",
-            [*stackdump, "--duration-s", "3600", "--hz", "5", "--format", "pprof",
-             "-o", "/dev/null"],
-            continuous=True,
-        ),
-        Dumper(
-            "stackdump 10 Hz",
-            [*stackdump, "--duration-s", "3600", "--hz", "10", "--format", "pprof",
-             "-o", "/dev/null"],
-            continuous=True,
-        ),
-        Dumper(
-            "stackdump 100 Hz",
-            [*stackdump, "--duration-s", "3600", "--hz", "100", "--format", "pprof",
-             "-o", "/dev/null"],
-            continuous=True,
-        ),
+        sampling(5),  # what dumping every 200 ms costs when it is one process (issue 31)
+        sampling(10),
+        sampling(100),
         Dumper(
             "gdb 1 Hz (pt-pmp)",
             ["gdb", "-batch", "-nx", "-ex", "set pagination 0", "-ex", "thread apply all bt",
@@ -222,6 +218,8 @@ def measure(
     if dumper.continuous:
         env = {**os.environ, **dumper.env}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+        if dumper.once:
+            holder.once_cpu_s = _cpu_of(dumper.command(server.pid, dumper.once), env)
         profiler = subprocess.Popen(
             dumper.command(server.pid), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
         )
@@ -244,7 +242,15 @@ def measure(
     if trace is not None:
         run.stops_us = parse(trace.stop_raw(), set(tids)).all_stopped()
     run.dumps, run.cpu_s, run.pauses_us = holder.dumps, holder.cpu_s, holder.pauses_us
+    run.once_cpu_s = holder.once_cpu_s
     return run
+
+
+def _cpu_of(argv: List[str], env: Dict[str, str]) -> float:
+    """CPU seconds of one run of `argv`."""
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    _, _, usage = os.wait4(child.pid, 0)
+    return usage.ru_utime + usage.ru_stime
 
 
 def open_trace() -> Optional[SchedTrace]:
@@ -260,8 +266,8 @@ def table(results: Dict[str, List[Run]], baseline: List[Run]) -> List[str]:
     base_max = statistics.median(r.max_ms for r in baseline)
     lines = [
         "| dumper | throughput | p99 latency | max latency | dumps | CPU per dump | "
-        "stop p50 / p99 / max (sched) | pause_us p50 / p99 |",
-        "|---|---|---|---|---|---|---|---|",
+        "CPU per sample, start-up out | stop p50 / p99 / max (sched) | pause_us p50 / p99 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         rps = statistics.median(r.rps for r in runs)
@@ -277,10 +283,18 @@ def table(results: Dict[str, List[Run]], baseline: List[Run]) -> List[str]:
             else "-"
         )
         own_text = f"{percentile(own, 0.5)} / {percentile(own, 0.99)} us" if own else "-"
+        # The continuous profiler's CPU less one single-sample run's (start-up, a sample,
+        # the output), over the samples after the first.
+        steady = [(r.cpu_s - r.once_cpu_s, r.dumps - 1) for r in runs if r.once_cpu_s]
+        steady_text = (
+            f"{sum(c for c, _ in steady) / sum(n for _, n in steady) * 1e6:.0f} us"
+            if steady and sum(n for _, n in steady) > 0
+            else "-"
+        )
         lines.append(
             f"| {name} | {rps:,.0f}/s ({rps / base_rps:.2f}x) | {p99:.2f} ms "
             f"({p99 / base_p99:.1f}x) | {mx:.1f} ms ({mx / base_max:.1f}x) | {dumps} | "
-            f"{cpu:.0f} ms | {stop_text} | {own_text} |"
+            f"{cpu:.2f} ms | {steady_text} | {stop_text} | {own_text} |"
         )
     return lines
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from stackdump import proc
 
@@ -85,6 +86,7 @@ def test_the_main_threads_state_in_one_look_agrees_with_each_reader():
             os.sched_yield()
         live = proc.leader_state(child.pid)
         assert (live.leaving, live.tracer) == (False, 0)
+        assert proc.leader_state(child.pid, with_tracer=False) == live
         assert live.leaving == proc.thread_leaving(child.pid, child.pid)
         stat = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
         st = os.stat(f"/proc/{child.pid}/exe")
@@ -93,9 +95,93 @@ def test_the_main_threads_state_in_one_look_agrees_with_each_reader():
         os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # a zombie, not reaped
         dead = proc.leader_state(child.pid)
         assert dead.leaving and dead.image is None
+        assert proc.leader_state(child.pid, with_tracer=False) == dead
         assert proc.thread_leaving(child.pid, child.pid)
     finally:
         child.kill()
         child.wait()
     gone = proc.leader_state(child.pid)
     assert gone.leaving and gone.image is None and gone.tracer == 0
+    assert proc.leader_state(child.pid, with_tracer=False) == gone
+
+
+def test_leaving_from_stat_alone_reads_state_flags_and_a_pending_sigkill():
+    """What a capture's end reads (`leader_state(with_tracer=False)`): stat's state (field
+    3), flags (9) and pending signals (31), on this process's own stat line with each field
+    changed as the kernel would write it for a thread on its way out."""
+    line = Path(f"/proc/{os.getpid()}/stat").read_text()
+    head, tail = line.rsplit(")", 1)
+    fields = tail.split()
+
+    def variant(index: int, value: str) -> str:
+        changed = list(fields)
+        changed[index] = value
+        return f"{head}) {' '.join(changed)}\n"
+
+    assert not proc._stat_leaving(line)
+    assert proc._stat_leaving(variant(0, "Z"))
+    assert proc._stat_leaving(variant(0, "X"))
+    assert proc._stat_leaving(variant(6, str(int(fields[6]) | proc.PF_EXITING)))
+    assert proc._stat_leaving(variant(28, str(int(fields[28]) | proc.SIGKILL_BIT)))
+    assert not proc._stat_leaving(variant(28, str(1 << 14)))  # SIGTERM pending: handled
+    # A name with ") " in it: fields are counted after the last ')'.
+    assert not proc._stat_leaving(line.replace("(", "(a) S 1 (", 1))
+    assert proc._stat_leaving(None) and proc._stat_leaving("1 (x)")
+
+
+def test_a_schedstat_of_zeros_is_unknown_not_unchanged():
+    """A kernel that does not count writes "0 0 0" for every thread: equal every time, it
+    would make a thread that ran look as if it had not (capture/unchanged.py, passive)."""
+    assert proc.parse_schedstat("0 0 0\n") is None
+    assert proc.parse_schedstat(b"0 0 0\n") is None
+    assert proc.parse_schedstat("123 45 6\n") == (123, 6)
+    own = proc.read_schedstat(os.getpid(), os.getpid())
+    assert own is not None and own[1] > 0
+
+
+def test_kept_files_read_afresh_and_let_go_of_a_gone_thread():
+    """`proc.KeptFiles`: a kept file read again shows what is there now, a thread that has
+    exited reads as gone and its descriptor is closed, and past the limit nothing more is
+    kept open."""
+    import threading
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    me = threading.get_native_id()
+    comm = f"/proc/{os.getpid()}/task/{me}/comm"
+    name = Path(comm).read_text()
+    ready, done = threading.Event(), threading.Event()
+    tids = []
+
+    def worker() -> None:
+        tids.append(threading.get_native_id())
+        ready.set()
+        done.wait()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    ready.wait()
+    before = open_fds()
+    try:
+        with proc.KeptFiles(limit=2) as kept:
+            assert kept.read(comm, False) == name.encode()
+            with open(comm, "w") as f:
+                f.write("kept-files")
+            assert kept.read(comm, False) == b"kept-files\n"  # the same descriptor, read again
+            stat = f"/proc/{os.getpid()}/task/{tids[0]}/stat"
+            assert kept.read(stat, False).startswith(f"{tids[0]} (".encode())
+            assert open_fds() == before + 2
+            # Past the limit: read, not kept.
+            assert kept.read(f"/proc/{os.getpid()}/status", True).startswith(b"Name:")
+            assert open_fds() == before + 2
+            done.set()
+            thread.join()
+            assert kept.read(stat, False) is None  # the thread has gone
+            assert open_fds() == before + 1
+        assert open_fds() == before
+    finally:
+        done.set()
+        thread.join()
+        with open(comm, "w") as f:
+            f.write(name)
