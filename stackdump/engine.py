@@ -91,11 +91,17 @@ class _Memo:
     reports: Dict[int, Tuple[ThreadSnapshot, ThreadReport]] = field(default_factory=dict)
     traces: Traces = field(default_factory=Traces)
     modules: Optional[ModuleMap] = None  # `maps` as a ModuleMap, made on first use
+    code: Optional[CodeMap] = None  # `maps`' executable ranges, made on first use
 
     def module_map(self) -> ModuleMap:
         if self.modules is None:
             self.modules = ModuleMap(self.maps)
         return self.modules
+
+    def code_map(self) -> CodeMap:
+        if self.code is None:
+            self.code = CodeMap(self.maps)
+        return self.code
 
 
 class _Session:
@@ -119,7 +125,7 @@ class _Session:
         )
         self._memo = memo
         self.cfi = CfiSource(self.objects, runtimes.own_code, memo.rows, memo.starts)
-        self.code_map = CodeMap(maps)
+        self.code_map = memo.code_map()
         self._maps = maps
         self.hits_before = analyzer.disk.hits
         self.decoded_before = _cus_decoded(self.objects)
@@ -228,16 +234,18 @@ class _Session:
         return replaced(thread, stack=b"", extra_stacks=(), unwound=result, syscall=syscall)
 
     def _traced(self, thread: ThreadSnapshot):
-        """For a suspended coroutine: (its key, the remembered unwind, None) when one fits,
-        else (its key, None, a Recorder to unwind through); None for anything else (a
-        thread's registers are all known, and rarely twice the same)."""
+        """For a suspended coroutine or a thread copied in place (passive: pc and sp alone,
+        like a coroutine's; an event loop's thread is back in the same epoll_wait at each
+        sample, and a pool's threads park alike): (its key, the remembered unwind, None)
+        when one fits, else (its key, None, a Recorder to unwind through); None for anything
+        else (a stopped thread's registers are all known, and rarely twice the same)."""
         regs = thread.regs
-        if not thread.coroutine or regs is None or thread.extra_stacks or not self.remember:
+        if not (thread.coroutine or thread.passive) or regs is None or thread.extra_stacks:
             return None
-        if thread.status is not ThreadStatus.OK or thread.unwound is not None:
+        if thread.status is not ThreadStatus.OK or thread.unwound is not None or not self.remember:
             return None
         memory, sp = memory_of(thread), regs.sp
-        kind = (thread.passive, thread.pc_after_call)
+        kind = (bool(thread.coroutine), thread.passive, thread.pc_after_call)
         key = Traces.key(regs.as_dict(), sp, memory, kind)
         found = self._memo.traces.find(key, memory, sp)
         return (key, found, None) if found is not None else (key, None, Recorder(memory, sp))

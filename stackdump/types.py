@@ -123,8 +123,9 @@ class AnalysisOptions:
     debug_dirs: Tuple[str, ...] = ()
     cache_dir: Optional[str] = None  # None: no disk cache
     debuginfod: Optional[DebuginfodSettings] = None  # None: no downloads
-    # Coroutines parked alike are unwound once and the rest checked against that walk
-    # (unwind/traces.py); False walks every one (for tests that compare the two).
+    # Coroutines parked alike, and threads copied in place alike, are unwound once and the
+    # rest checked against that walk (unwind/traces.py); False walks every one (for tests
+    # that compare the two).
     remember_unwinds: bool = True
 
 

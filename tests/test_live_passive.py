@@ -216,3 +216,44 @@ def test_a_thread_that_keeps_waking_gets_its_whole_budget(live, threads_bin):
             assert int(spent) >= 50 and int(looks) > 5, error
         assert gave_up, "the budget was never exercised"
         assert_untouched(target.pid)
+
+
+@pytest.mark.parametrize("variant", ["O2", "nofp"])
+def test_threads_copied_in_place_from_remembered_walks_equal_each_walked(
+    live, threads_bin, variant
+):
+    """Issue 31: threads copied in place (pc and sp alone) that park alike are unwound once
+    and the others checked against what that walk read (unwind/traces.py), as coroutines
+    are; every thread's report is the one walking each gives. Without frame pointers
+    (nofp) the walk also recovers them from the stack, which the check must cover too."""
+    from stackdump import api
+    from stackdump.engine import DumpOptions
+    from stackdump.types import AnalysisOptions, CaptureMode, CaptureOptions
+
+    roles = {"epoll": 4, "poll": 3, "read": 3, "cond": 2}
+    with Target(threads_bin(variant), roles).wait_ready() as target:
+        capture = CaptureOptions(pid=target.pid, capture_mode=CaptureMode.PASSIVE)
+        reports = [
+            api.dump(
+                api.Process(target.pid), DumpOptions(capture, AnalysisOptions(remember_unwinds=r))
+            )
+            for r in (True, False)
+        ]
+        remembered, walked = (
+            {
+                t.tid: (t.status, t.capture_method, t.unwind_status, t.error, t.frames)
+                for t in report.threads
+            }
+            for report in reports
+        )
+        assert remembered == walked
+        workers = [tid for tids in target.tids.values() for tid in tids if tid != target.pid]
+        assert len(workers) == sum(roles.values())
+        for tid in workers:
+            status, method, unwind_status, _, frames = remembered[tid]
+            assert (status.value, method.value, unwind_status.value) == (
+                "ok",
+                "passive_syscall",
+                "end_of_stack",
+            ), tid
+            assert any(f.function == "start_thread" for f in frames), tid

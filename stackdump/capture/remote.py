@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import operator
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -169,6 +170,9 @@ class Buffers:
         return buffer
 
 
+_START = operator.attrgetter("start")
+
+
 class StackCopier:
     """Copies a thread's stack, from `below` bytes under its stack pointer (the red zone) to
     the end of the mapping holding it (at most `stack_bytes` above the stack pointer), into
@@ -192,7 +196,7 @@ class StackCopier:
 
     def update_maps(self, maps: Sequence[MemoryMap]) -> None:
         """A newer read of the maps (never called while a thread is stopped)."""
-        self.maps = tuple(sorted(maps, key=lambda m: m.start))
+        self.maps = tuple(sorted(maps, key=_START))
         self._starts = [m.start for m in self.maps]
 
     def mapping(self, address: int) -> Optional[MemoryMap]:

@@ -99,22 +99,27 @@ def _status(pid: int) -> Optional[Tuple[int, int]]:
 
 class JitCode:
     """Which pcs are in anonymous executable memory, and their names where a perf map has
-    them. The map is read on the first such pc: a process without JIT code pays nothing."""
+    them. The ranges are found on the first pc asked about and the map read on the first
+    such pc: a process without JIT code pays nothing (a profile makes one per sample)."""
 
     label = JIT_MODULE  # what a frame there names as its object
 
     def __init__(self, maps: Sequence[MemoryMap], pid: Optional[int]) -> None:
-        self._ranges = sorted(
-            (m.start, m.end)
-            for m in maps
-            if m.executable and not m.is_file and not m.path.startswith("[v")
-        )
-        self._starts = [r[0] for r in self._ranges]
+        self._maps = maps
+        self._ranges: Optional[List[Tuple[int, int]]] = None
+        self._starts: List[int] = []
         self._pid = pid
         self._map: Optional[PerfMap] = None
         self._read = False
 
     def covers(self, pc: int) -> bool:
+        if self._ranges is None:
+            self._ranges = sorted(
+                (m.start, m.end)
+                for m in self._maps
+                if m.executable and not m.is_file and not m.path.startswith("[v")
+            )
+            self._starts = [r[0] for r in self._ranges]
         i = bisect.bisect_right(self._starts, pc) - 1
         return i >= 0 and self._ranges[i][0] <= pc < self._ranges[i][1]
 

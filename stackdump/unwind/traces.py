@@ -1,5 +1,7 @@
 """Unwinds remembered by what decided them (issue 31): 100,000 coroutines
-parked in the same few places have the same frames, each on its own stack.
+parked in the same few places have the same frames, each on its own stack; so do the threads
+of a pool copied in place (passive capture) while blocked in one call, and an event loop's
+thread back in the same epoll_wait at each sample of a profile.
 
 An unwind is a deterministic function of the registers, the pcs' CFI rows and code (the same
 for the same pcs) and what it read of the stack copy. `Recorder` stands in for the copy
