@@ -7,6 +7,7 @@ traceback. Only the interpreter's own start-up, before this module runs, is beyo
 """
 
 import os
+import resource
 import signal
 import sys
 
@@ -35,11 +36,30 @@ def _reopen_closed_streams() -> bool:
     return stdout_usable
 
 
+def _more_descriptors() -> None:
+    """Raise stackdump's own soft limit on open files to its hard limit (at most 65,536), as
+    Go's runtime does for every Go program. A dump pins up to 512 mapped files, a profile
+    keeps up to 320 /proc files open, and each object read holds its files: under a low
+    soft limit (`ulimit -n`), files past it would not open and their frames would go
+    unnamed. Only this process and what it runs are affected; the target never is."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = _MAX_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, _MAX_DESCRIPTORS)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (OSError, ValueError):
+        pass  # left as it was: a file that cannot be opened degrades as before
+
+
+_MAX_DESCRIPTORS = 1 << 16
+
+
 def main() -> None:
     interrupts = Interrupts()
     try:
         interrupts.install()
         stdout_usable = _reopen_closed_streams()
+        _more_descriptors()
         with interrupts.held():  # an exception raised inside an import can be lost
             from stackdump import cli  # after the handlers: see the module docstring
     except (Interrupted, KeyboardInterrupt) as e:

@@ -246,3 +246,31 @@ def test_the_library_refuses_to_capture_from_another_thread(threads_bin):
         assert_untouched(target.pid)
         report = stackdump.dump(stackdump.Process(target.pid))
         assert {t.status.value for t in report.threads} == {"ok"}
+
+
+def test_a_low_soft_limit_on_open_files_costs_no_names(live, threads_bin):
+    """A profile of 25 threads keeps their /proc files open, and pins the mapped files; under
+    a soft RLIMIT_NOFILE of 40 the debug files found later could not be opened, and frames
+    lost their source lines with exit 0. stackdump raises its own soft limit to the hard one
+    (as Go's runtime does): the same profile under that limit names every frame alike."""
+    import resource
+    import subprocess
+    import sys
+
+    def low_limit() -> None:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (40, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        )
+
+    with Target(threads_bin("O2"), {"read": 12, "cond": 12}).wait_ready() as target:
+        args = [sys.executable, "-m", "stackdump", "-p", str(target.pid), "--samples", "3",
+                "--interval-ms", "10"]  # fmt: skip
+        outputs = [
+            subprocess.run(args, capture_output=True, text=True, timeout=120, preexec_fn=limit)
+            for limit in (None, low_limit)
+        ]
+    for out in outputs:
+        assert out.returncode == 0, out.stderr
+    plain, limited = (re.findall(r" at \S+:\d+", out.stdout) for out in outputs)
+    assert any("threads.c:" in line for line in plain)
+    assert limited == plain
