@@ -144,6 +144,7 @@ def test_kept_files_read_afresh_and_let_go_of_a_gone_thread():
     exited reads as gone and its descriptor is closed, and past the limit nothing more is
     kept open."""
     import threading
+    import time
 
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
@@ -177,6 +178,11 @@ def test_kept_files_read_afresh_and_let_go_of_a_gone_thread():
             assert open_fds() == before + 2
             done.set()
             thread.join()
+            # join() returns as Python's thread ends; the system thread exits a moment later.
+            deadline = time.monotonic() + 30
+            while os.path.exists(f"/proc/{os.getpid()}/task/{tids[0]}"):
+                assert time.monotonic() < deadline, "the thread never exited"
+                os.sched_yield()
             assert kept.read(stat, False) is None  # the thread has gone
             assert open_fds() == before + 1
         assert open_fds() == before

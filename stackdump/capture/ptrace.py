@@ -294,19 +294,30 @@ class Tracer:
         self._exiting = self._held.exiting  # seized threads that vanished: reap their zombies
         self._priority = StopWindowPriority(realtime)
         self._old_mask: Set[int] = set()
+        self._armed = False
         self.attempts = 0
 
     def __enter__(self) -> Tracer:
+        return self
+
+    def _arm(self) -> None:
+        """Before the first thread is seized, not on entering: a sample whose threads have
+        not run since the last (capture/unchanged.py) stops none, and setting these up and
+        back cost a fifth of such a sample."""
+        if self._armed:
+            return
         # Blocked, SIGCHLD stays pending for sigtimedwait instead of being discarded.
         self._old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         # SIGALRM ends a PTRACE_SEIZE that waits too long (see _seize_once).
         self._old_alarm = signal.signal(signal.SIGALRM, _ignore_signal)
-        return self
+        self._armed = True
 
     def __exit__(self, *exc) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._old_alarm)
-        signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
+        if self._armed:
+            self._armed = False
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old_alarm)
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._old_mask)
         self.reap()
         deadline = time.monotonic() + _EXIT_REAP_S
         while self._held_dying() and time.monotonic() < deadline:
@@ -342,6 +353,7 @@ class Tracer:
     def capture(
         self, tid: int, name: str, syscall: Optional[SyscallState] = None
     ) -> ThreadSnapshot:
+        self._arm()
         self.attempts += 1
         if tid in self._pending:
             self.reap()  # timed out in an earlier capture: released if it has stopped since
