@@ -43,6 +43,15 @@ class KeptFiles:
         for fd in fds:
             os.close(fd)
 
+    @property
+    def full(self) -> bool:
+        return len(self._fds) >= self._limit
+
+    def retain(self, wanted: Callable[[str], bool]) -> None:
+        """Close every kept file whose path is not `wanted` (those of exited threads)."""
+        for path in [p for p in self._fds if not wanted(p)]:
+            self.forget(path)
+
     def forget(self, path: str) -> None:
         """Close the file at `path` if it is kept (its thread has exited)."""
         fd = self._fds.pop(path, None)

@@ -184,10 +184,26 @@ def test_kept_files_read_afresh_and_let_go_of_a_gone_thread():
                 assert time.monotonic() < deadline, "the thread never exited"
                 os.sched_yield()
             assert kept.read(stat, False) is None  # the thread has gone
-            assert open_fds() == before + 1
+            assert open_fds() == before + 1 and not kept.full
+            kept.read(stat.replace(f"/{tids[0]}/", f"/{me}/"), False)
+            assert kept.full and open_fds() == before + 2
+            kept.retain(lambda path: path == comm)
+            assert open_fds() == before + 1 and not kept.full
         assert open_fds() == before
     finally:
         done.set()
         thread.join()
         with open(comm, "w") as f:
             f.write(name)
+
+
+def test_kept_files_of_exited_threads_are_told_apart_by_path():
+    """What a series lets go of once its kept files are full (capture/live.py): the files of
+    threads no longer listed; the process's own and those of listed threads stay."""
+    from stackdump.capture.live import _of_threads
+
+    wanted = _of_threads(42, [42, 43])
+    assert wanted("/proc/42/stat") and wanted("/proc/42/maps")
+    assert wanted("/proc/42/task/42/maps") and wanted("/proc/42/task/43/schedstat")
+    assert not wanted("/proc/42/task/44/stat")
+    assert not wanted("/proc/42/task/4/stat") and not wanted("/proc/42/task/430/stat")

@@ -294,6 +294,8 @@ class _Capture:
         self.process_tids = proc.list_tids(pid)
         self._series = series
         self._kept = kept = series.kept if series is not None else None
+        if kept is not None and kept.full:
+            kept.retain(_of_threads(pid, self.process_tids))
         leader = proc.leader_state(pid, kept)
         self.image = leader.image
         self.tids = list(options.thread_ids) if options.thread_ids else self.process_tids
@@ -402,6 +404,20 @@ class _Capture:
 
     def pagemap(self) -> Pagemap:
         return Pagemap(f"/proc/{self.memory.pid}/pagemap")
+
+
+def _of_threads(pid: int, tids: Iterable[int]) -> Callable[[str], bool]:
+    """Whether a /proc path is not that of a thread other than `tids` (a series' kept files
+    of threads that have exited are let go once none is left to keep another)."""
+    task = f"{proc.PROC}/{pid}/task/"
+    alive = {f"{task}{tid}/" for tid in tids}
+
+    def wanted(path: str) -> bool:
+        if not path.startswith(task):
+            return True
+        return path[: path.index("/", len(task)) + 1] in alive
+
+    return wanted
 
 
 def _after_exec(thread: ThreadSnapshot, maps: Tuple[MemoryMap, ...]) -> ThreadSnapshot:
