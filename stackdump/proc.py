@@ -218,23 +218,7 @@ SIGKILL_BIT = 1 << 8
 def thread_leaving(pid: int, tid: int) -> bool:
     """The thread has exited, or is about to: a fatal signal (SIGKILL, or exit_group)
     marks every thread with SIGKILL pending until each has gone."""
-    status = read_status(pid, tid, ("State", "SigPnd"))
-    return _leaving(status, lambda: _read_text(f"{PROC}/{pid}/task/{tid}/stat"))
-
-
-def _leaving(status: Dict[str, str], stat: Callable[[], Optional[str]]) -> bool:
-    """`thread_leaving` from the thread's State and SigPnd, and its stat text (read only
-    when those do not tell)."""
-    if is_exited(status.get("State", "")[:1]):
-        return True
-    try:
-        if int(status.get("SigPnd", "0"), 16) & SIGKILL_BIT:
-            return True
-    except ValueError:
-        pass
-    text = stat()
-    flags = _stat_flags(text) if text is not None else None
-    return flags is None or bool(flags & PF_EXITING)
+    return _stat_leaving(_read_line(f"{PROC}/{pid}/task/{tid}/stat"))
 
 
 def live_thread(pid: int, tids: Optional[List[int]] = None) -> Optional[int]:
@@ -447,23 +431,22 @@ class Leader:
 
 
 def leader_state(pid: int, kept: Optional[KeptFiles] = None, with_tracer: bool = True) -> Leader:
-    """The main thread's state from one read of /proc/PID/status and one of /proc/PID/stat
-    (a capture looks at its start and its end: ~20 us less than reading each part apart).
-    Without `with_tracer`, stat alone (`tracer` is then 0): what a capture's end asks."""
+    """The main thread's state from one read of /proc/PID/stat, and who traces it from one
+    of /proc/PID/status (a capture looks at its start and its end: ~20 us less than reading
+    each part apart). Without `with_tracer`, stat alone (`tracer` is then 0): what a
+    capture's end asks."""
     stat = _read_line(f"{PROC}/{pid}/stat", kept)
-    if not with_tracer:
-        return Leader(_stat_leaving(stat), 0, _image_of(pid, stat))
-    status = read_status(pid, None, ("State", "SigPnd", "TracerPid"), kept)
-    try:
-        tracer = int(status.get("TracerPid", "0"))
-    except ValueError:
-        tracer = 0
-    return Leader(_leaving(status, lambda: stat), tracer, _image_of(pid, stat))
+    tracer = 0
+    if with_tracer:
+        field = read_status(pid, None, ("TracerPid",), kept).get("TracerPid", "0")
+        tracer = int(field) if field.isdigit() else 0
+    return Leader(_stat_leaving(stat), tracer, _image_of(pid, stat))
 
 
 def _stat_leaving(text: Optional[str]) -> bool:
-    """`thread_leaving` from the stat text alone: its state (field 3), its flags (9) and its
-    pending signals (31: status's SigPnd, in its low 31 bits, where SIGKILL is)."""
+    """Whether a thread has exited or is about to (`thread_leaving`), from its stat text:
+    its state (field 3), its flags (9: PF_EXITING) and its pending signals (31: status's
+    SigPnd in its low 31 bits, where SIGKILL is). None (unreadable) is gone."""
     if text is None:
         return True
     rest = text[text.rfind(")") + 2 :].split()

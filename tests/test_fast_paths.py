@@ -19,7 +19,7 @@ from helpers import Target, compile_target, run_stackdump
 from stackdump import api
 from stackdump.arch import host
 from stackdump.capture.unchanged import UnchangedThreads, parse_signature
-from stackdump.proc import read_syscall
+from stackdump.proc import KeptFiles, read_syscall
 from stackdump.types import (
     CaptureMethod,
     FpStatus,
@@ -91,7 +91,7 @@ def test_a_thread_that_ran_is_captured_again(blocked):
     """The main thread sleeps in read(stdin) until the test writes a line: kept while it
     sleeps, recalled as long as it has not run, and never once it has."""
     main = blocked.pid
-    with UnchangedThreads(blocked.pid) as unchanged:
+    with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
         unchanged.start([main])
         thread = _settled(main, blocked.pid)
         unchanged.keep(main, thread)

@@ -114,7 +114,9 @@ class Series:
         # captures, releases them as soon as they stop.
         self.held = Held()
         # The /proc files each capture reads again: the process's few, and three of each of
-        # the first 100 threads (capture/unchanged.py), within our 1,024 descriptors.
+        # the first 100 threads (capture/unchanged.py). Past that a file is opened for each
+        # read, so that a process of 10,000 threads cannot exhaust our descriptors (1,024
+        # by default, of which the pinned mapped files may take 512: elf/modules.LiveFiles).
         self.kept = proc.KeptFiles(_KEPT_FILES)
         self._vdso: Optional[Tuple[Tuple[MemoryMap, ...], Optional[bytes]]] = None
 

@@ -69,11 +69,11 @@ class PassiveCapturer:
         deadline = started + self._timeout_ns
         running = raced = 0
         tries = 0
+        kept = self._kept
         while tries == 0 or time.perf_counter_ns() < deadline:
             if tries:
                 time.sleep(RETRY_S)
             tries += 1
-            kept = self._kept
             state = (
                 seen if tries == 1 and seen is not None else proc.read_syscall(self.pid, tid, kept)
             )

@@ -28,10 +28,6 @@ from stackdump.types import ThreadSnapshot, ThreadStatus
 
 # Sleeping states a thread stays in until something wakes it and it runs.
 _ASLEEP = frozenset("SDI")
-# Threads whose three files stay open: past this, a thread's files are opened for each read,
-# so a process of 10,000 threads cannot exhaust our descriptors (1,024 by default, of which
-# the pinned mapped files may take 512: elf/modules.LiveFiles).
-MAX_OPEN_THREADS = 100
 _FILES = ("stat", "schedstat", "syscall")
 
 
@@ -61,14 +57,13 @@ def parse_signature(stat: bytes, schedstat: bytes) -> Optional[Signature]:
 class UnchangedThreads:
     """Across the samples of one profile: each thread's last capture and its signature then.
     `recall(tid)` is asked before a thread is captured; `keep(tid, thread)` after. `kept`:
-    the files to read through (a series' own; else its own, closed with it: context
-    manager)."""
+    the series' files to read through; closing this (context manager) closes those of its
+    threads."""
 
-    def __init__(self, pid: int, kept: Optional[KeptFiles] = None) -> None:
+    def __init__(self, pid: int, kept: KeptFiles) -> None:
         self.pid = pid
         self.reused = 0  # thread-samples counted from an earlier capture
-        self._own = kept is None
-        self._kept_files = kept if kept is not None else KeptFiles(len(_FILES) * MAX_OPEN_THREADS)
+        self._kept_files = kept
         self._paths: Dict[int, Tuple[str, ...]] = {}
         self._kept: Dict[int, Tuple[Signature, ThreadSnapshot]] = {}
 
@@ -81,8 +76,6 @@ class UnchangedThreads:
     def close(self) -> None:
         for tid in list(self._paths):
             self._forget(tid)
-        if self._own:
-            self._kept_files.close()
 
     def start(self, tids) -> None:
         """A sample begins with these threads: forget every other (exited) one."""
