@@ -11,6 +11,7 @@ import resource
 import signal
 import sys
 
+from stackdump import collector
 from stackdump.interrupts import Interrupted, Interrupts, die_by
 
 
@@ -60,7 +61,8 @@ def main() -> None:
         interrupts.install()
         stdout_usable = _reopen_closed_streams()
         _more_descriptors()
-        with interrupts.held():  # an exception raised inside an import can be lost
+        # held: an exception raised inside an import can be lost
+        with interrupts.held(), collector.importing():
             from stackdump import cli  # after the handlers: see the module docstring
     except (Interrupted, KeyboardInterrupt) as e:
         interrupts.ignore()

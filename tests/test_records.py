@@ -121,3 +121,23 @@ def test_a_record_copies_pickles_and_is_replaced_as_a_dataclass():
     item = many(1, 2, (3,), hidden="h", ignored="i", unhashed=[4])
     assert replaced(item, b=5) == dataclasses.replace(item, b=5)
     assert replaced(item, b=5).hidden == "h" and replaced(item, b=5).unhashed == [4]
+
+
+def test_a_class_keeps_its_docstring_and_one_without_is_given_its_fields():
+    """`dataclasses` gives a class without a docstring one from `inspect.signature`; ours
+    names the fields without asking `inspect` (~5 ms of a dump's start-up)."""
+    for decorate in (frozen, record):
+
+        @decorate
+        class Documented:
+            """Its own words."""
+
+            a: int
+
+        @decorate
+        class Bare:
+            a: int
+            b: str = ""
+
+        assert Documented.__doc__ == "Its own words."
+        assert Bare.__doc__ == "Bare(a, b)"
