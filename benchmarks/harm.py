@@ -98,11 +98,14 @@ def profilers() -> List[Dumper]:
     pprof = ["--format", "pprof", "-o", "/dev/null"]
     once = [*stackdump, "--samples", "1", *pprof]
 
-    def sampling(hz: int, nice: int = 0) -> Dumper:
+    def sampling(hz: int, nice: int = 0, idle: bool = False) -> Dumper:
         argv = [*stackdump, "--duration-s", "3600", "--hz", str(hz), *pprof]
         name = f"stackdump {hz} Hz"
-        if nice:  # below the load's priority outside its stop windows (those stay real-time)
+        # Below the load's priority outside its stop windows (those stay real-time).
+        if nice:
             argv, name = ["nice", "-n", str(nice), *argv], f"{name}, nice {nice}"
+        if idle:
+            argv, name = ["chrt", "--idle", "0", *argv], f"{name}, chrt --idle"
         return Dumper(name, argv, continuous=True, once=once)
 
     rows = [
@@ -111,6 +114,7 @@ def profilers() -> List[Dumper]:
         sampling(10),
         sampling(100),
         sampling(100, nice=19),
+        sampling(100, idle=True),
         Dumper(
             "gdb 1 Hz (pt-pmp)",
             ["gdb", "-batch", "-nx", "-ex", "set pagination 0", "-ex", "thread apply all bt",

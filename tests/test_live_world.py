@@ -196,14 +196,21 @@ def _policy(pid: int) -> int:
         return -1
 
 
-def test_real_time_priority_is_held_only_while_a_thread_is_stopped(live, threads_bin):
+@pytest.mark.parametrize(
+    "launcher,own_policy",
+    [([], os.SCHED_OTHER), (["chrt", "--idle", "0"], os.SCHED_IDLE)],
+    ids=["default", "chrt-idle"],
+)
+def test_real_time_priority_is_held_only_while_a_thread_is_stopped(
+    live, threads_bin, launcher, own_policy
+):
     # GIVEN a thread that cannot reach its stop (its child is in vfork), so stackdump waits
     # out --timeout-ms inside that thread's stop window, and 300 threads that make a report
-    # larger than a pipe
+    # larger than a pipe; stackdump started with its own policy, or with SCHED_IDLE
     with Target(threads_bin("O2"), {"vfork": 1, "read": 300}).wait_ready() as target:
         read_end, write_end = os.pipe()
         dumper = subprocess.Popen(
-            [*STACKDUMP, "-p", str(target.pid), "--timeout-ms", "2000"],
+            [*launcher, *STACKDUMP, "-p", str(target.pid), "--timeout-ms", "2000"],
             stdout=write_end,
             stderr=subprocess.DEVNULL,
         )
@@ -214,14 +221,15 @@ def test_real_time_priority_is_held_only_while_a_thread_is_stopped(live, threads
             while _policy(dumper.pid) != os.SCHED_FIFO:
                 assert dumper.poll() is None and time.monotonic() < deadline, "never FIFO"
                 os.sched_yield()
-            # ... and once capture is over (blocked writing its report), normal again
+            # ... and once capture is over (blocked writing its report), the policy it was
+            # started with again (not SCHED_OTHER when the user chose another)
             blocked = False
             while not blocked:
                 assert time.monotonic() < deadline, "never blocked in write"
                 with open(f"/proc/{dumper.pid}/syscall") as f:
                     # write(), or poll() while the pipe is full (output.py)
                     blocked = f.read().split()[0] in ("1", "7")
-            assert _policy(dumper.pid) == os.SCHED_OTHER
+            assert _policy(dumper.pid) == own_policy
         finally:
             dumper.kill()
             dumper.wait()

@@ -116,12 +116,18 @@ class StopWindowPriority:
     """
 
     _FIFO = os.sched_param(1)
-    _OTHER = os.sched_param(0)
     _POLICY = os.SCHED_FIFO | os.SCHED_RESET_ON_FORK
 
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
         self._held = False
+        # Left for the policy stackdump was started with (`nice`, `chrt --idle`, `chrt
+        # --batch`: the user's choice for its work outside the stop windows), not for
+        # SCHED_OTHER.
+        try:
+            self._own = (os.sched_getscheduler(0), os.sched_getparam(0))
+        except OSError:
+            self._own = (os.SCHED_OTHER, os.sched_param(0))
 
     def enter(self) -> None:
         if not self._enabled:
@@ -140,7 +146,7 @@ class StopWindowPriority:
         if self._held:
             self._held = False
             with contextlib.suppress(OSError):
-                os.sched_setscheduler(0, os.SCHED_OTHER, self._OTHER)
+                os.sched_setscheduler(0, *self._own)
 
 
 class _StopWindow:
