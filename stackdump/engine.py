@@ -92,6 +92,7 @@ class _Memo:
     traces: Traces = field(default_factory=Traces)
     modules: Optional[ModuleMap] = None  # `maps` as a ModuleMap, made on first use
     code: Optional[CodeMap] = None  # `maps`' executable ranges, made on first use
+    entries: Dict[tuple, ModuleEntry] = field(default_factory=dict)  # ObjectStore.module_entries
 
     def module_map(self) -> ModuleMap:
         if self.modules is None:
@@ -124,6 +125,7 @@ class _Session:
             memo.module_map(),
         )
         self._memo = memo
+        self.module_entries = memo.entries
         self.cfi = CfiSource(self.objects, runtimes.own_code, memo.rows, memo.starts)
         self.code_map = memo.code_map()
         self._maps = maps
@@ -336,7 +338,8 @@ class Analyzer:
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = _cus_decoded(session.objects) - session.decoded_before
-            modules = session.objects.module_entries(_frame_counts(reports, coroutines))
+            counts = _frame_counts(reports, coroutines)
+            modules = session.objects.module_entries(counts, session.module_entries)
             found = winding.attempt(lambda: _owner_offset(session, reports))
         owner_offset = OWNER_OFFSET if found is None else found
         if snapshot.core is not None and snapshot.core.signal:
@@ -647,28 +650,36 @@ def _summarize(
 ) -> Summary:
     """The summary of a snapshot's threads (every one is reported, each once)."""
     threads = snapshot.threads
-
-    def count(status: ThreadStatus) -> int:
-        return sum(1 for t in threads if t.status is status)
-
-    exited = count(ThreadStatus.THREAD_EXITED)
-    errors = count(ThreadStatus.ATTACH_ERROR)
+    # One pass: a profile summarizes each of its samples (~18 us in eight passes).
+    statuses: Dict[ThreadStatus, int] = {}
+    attempted = passive = foreign = max_pause_ns = 0
+    for t in threads:
+        statuses[t.status] = statuses.get(t.status, 0) + 1
+        if t.attempted:
+            attempted += 1
+            max_pause_ns = max(max_pause_ns, t.pause_ns)
+        passive += t.passive
+        if t.error and t.error.startswith(FOREIGN):
+            foreign += 1
+    count = statuses.get
+    exited = count(ThreadStatus.THREAD_EXITED, 0)
+    errors = count(ThreadStatus.ATTACH_ERROR, 0)
     return Summary(
-        captured=count(ThreadStatus.OK),
-        skipped=count(ThreadStatus.SKIPPED_BLOCKING_SYSCALL)
-        + count(ThreadStatus.SKIPPED_RUNNING)
+        captured=count(ThreadStatus.OK, 0),
+        skipped=count(ThreadStatus.SKIPPED_BLOCKING_SYSCALL, 0)
+        + count(ThreadStatus.SKIPPED_RUNNING, 0)
         + exited
         + errors,
-        timed_out=count(ThreadStatus.TIMEOUT),
-        remote_signal_attempts=sum(1 for t in threads if t.attempted),
+        timed_out=count(ThreadStatus.TIMEOUT, 0),
+        remote_signal_attempts=attempted,
         elapsed_ms=elapsed_ns // 1_000_000,
-        max_pause_us=max((t.pause_ns // 1000 for t in threads if t.attempted), default=0),
+        max_pause_us=max_pause_ns // 1000,
         exited=exited,
         errors=errors,
         cache_hits=cache_hits,
         cus_decoded=cus_decoded,
-        passive=sum(1 for t in threads if t.passive),
-        foreign=sum(1 for t in threads if t.error.startswith(FOREIGN)),
+        passive=passive,
+        foreign=foreign,
         reported=len(threads),
         process_exited=snapshot.process_exited,
         exec_seen=snapshot.exec_seen,

@@ -474,7 +474,7 @@ class ThreadReport:
         return len(self.frames)
 
 
-@frozen
+@record
 class ModuleEntry:
     """A mapped object that frames point into (what JSON and pprof call a mapping)."""
 

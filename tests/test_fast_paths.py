@@ -296,3 +296,30 @@ def test_registers_read_from_the_ptrace_struct_in_one_go_equal_field_by_field():
         got = _registers_from(regs)
         assert got == Registers.of(by_field, _HOST)
         assert got.as_dict() == by_field
+
+
+def test_module_entries_made_again_from_known_ones_equal_made_afresh():
+    """Sampling keeps each module's entry for a layout and makes only its counts again
+    (ObjectStore.module_entries' `known`): the entries must equal those made afresh, on this
+    process's own maps and files, with counts that change from one call to the next."""
+    import ctypes
+
+    from stackdump.elf.modules import HostFiles
+    from stackdump.elf.store import ObjectStore
+    from stackdump.proc import read_maps
+
+    libc = ctypes.CDLL("libc.so.6")
+    in_libc = ctypes.cast(libc.getpid, ctypes.c_void_p).value
+    in_python = next(m.start for m in read_maps(os.getpid()) if m.executable and m.is_file)
+    calls = [
+        {(in_libc, True): 3, (in_python, False): 1},
+        {(in_libc, False): 2},
+        {(in_libc, True): 1, (in_libc + 16, False): 4, (in_python, True): 2},
+    ]
+    known: dict = {}
+    with ObjectStore(HostFiles(), read_maps(os.getpid()), None) as objects:
+        for counts in calls:
+            again = objects.module_entries(counts, known)
+            assert again == objects.module_entries(counts), counts
+            assert sum(m.frames for m in again) == sum(counts.values())
+    assert len(known) == 2

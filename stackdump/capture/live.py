@@ -44,6 +44,7 @@ _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _EXIT_SETTLE_S = 0.005
 _KEPT_FILES = 320
 _HOST = host()  # a live target runs on this machine's processor
+_Program = Tuple[str, Optional[Tuple[str, ...]]]  # the executable's path, the command line
 
 # progress(phase, done, total): phase is "capture" or "symbolization"; called between
 # threads, never while one is stopped.
@@ -119,6 +120,7 @@ class Series:
         # by default, of which the pinned mapped files may take 512: elf/modules.LiveFiles).
         self.kept = proc.KeptFiles(_KEPT_FILES)
         self._vdso: Optional[Tuple[Tuple[MemoryMap, ...], Optional[bytes]]] = None
+        self._program: Optional[Tuple[tuple, _Program]] = None
 
     def __enter__(self) -> Series:
         return self
@@ -155,6 +157,16 @@ class Series:
         if self._vdso is None or self._vdso[0] != maps:
             self._vdso = (maps, read())
         return self._vdso[1]
+
+    def program(
+        self, view: int, image: Optional[Tuple[int, ...]], read: Callable[[], _Program]
+    ) -> _Program:
+        """The executable's path and the command line, read at the series' first capture
+        and again only when the program (`image`) or the thread read through changes: a
+        profile's header is its first sample's, and the two reads were ~25 us of a sample."""
+        if image is None or self._program is None or self._program[0] != (view, image):
+            self._program = ((view, image), read())
+        return self._program[1]
 
     def target(self, pid: int, timeout_ms: int) -> int:
         """The process to capture now (its thread-group id): checked whole the first
@@ -310,8 +322,7 @@ class _Capture:
             series.check(pid, leader, options.timeout_ms)
         self.view = view or pid
         self.maps = proc.read_maps(pid, self.view, kept)
-        self.exe = proc.read_exe(pid, self.view)
-        self.cmdline = proc.read_cmdline(pid, kept)
+        self.exe, self.cmdline = self._program(leader.image)
         if series is None:
             self.files: FileSource = LiveFiles(self.view, self.maps)
         else:
@@ -324,6 +335,14 @@ class _Capture:
         self._held = series.held if series is not None else None
         self._members = set(self.process_tids)
         self._contexts: Dict[ThreadContext, ThreadContext] = {}
+
+    def _program(self, image: Optional[Tuple[int, ...]]) -> _Program:
+        def read() -> _Program:
+            return proc.read_exe(self.pid, self.view), proc.read_cmdline(self.pid, self._kept)
+
+        if self._series is None:
+            return read()
+        return self._series.program(self.view, image, read)
 
     def threads(
         self, keep, progress, should_stop, recall: Optional[Recall]

@@ -10,6 +10,7 @@ cannot be opened or parsed becomes an empty `LoadedObject`: its frames degrade t
 from __future__ import annotations
 
 import lzma
+import operator
 import os
 import re
 import zlib
@@ -40,10 +41,11 @@ from stackdump.elf.modules import (
 from stackdump.escape import quote
 from stackdump.notes import Notes
 from stackdump.safefs import NotRegularFile
-from stackdump.types import FileSource, MemoryMap, ModuleEntry
+from stackdump.types import FileSource, MemoryMap, ModuleEntry, replaced
 
 _EMPTY = SymbolTable([], [], [], b"")
 _LATER = object()  # a pending download not allowed yet
+_START = operator.attrgetter("start")
 T = TypeVar("T")
 
 
@@ -287,9 +289,15 @@ class ObjectStore:
         vaddr = loaded.vaddr(address, mapping)
         return None if vaddr is None else (loaded, vaddr)
 
-    def module_entries(self, frames: Mapping[Tuple[int, bool], int]) -> Tuple[ModuleEntry, ...]:
+    def module_entries(
+        self,
+        frames: Mapping[Tuple[int, bool], int],
+        known: Optional[Dict[tuple, ModuleEntry]] = None,
+    ) -> Tuple[ModuleEntry, ...]:
         """The objects frames fall in, once each, by address, with what was found to name
-        them and how many were not. `frames`: (pc, named) -> how many frames are so."""
+        them and how many were not. `frames`: (pc, named) -> how many frames are so.
+        `known`: entries made before for the same layout (sampling), reused while what
+        they say of their object still holds, only the counts made again."""
         modules: Dict[Tuple[str, int, str], Module] = {}
         counts: Dict[Tuple[str, int, str], List[int]] = {}
         for (pc, named), times in frames.items():
@@ -305,6 +313,12 @@ class ObjectStore:
         for key, module in modules.items():
             loaded = self.load(module)
             elf, debug = loaded.elf, loaded.debug_found
+            same = (key, loaded, debug, loaded.symbol_source)
+            earlier = known.get(same) if known is not None else None
+            if earlier is not None:
+                frames_in, unknown = counts[key]
+                entries.append(replaced(earlier, frames=frames_in, unknown_frames=unknown))
+                continue
             # A core records the build-ids of files this machine may not have.
             recorded = getattr(self.files, "build_id", None)
             build_id = elf.build_id() if elf is not None else None
@@ -325,7 +339,9 @@ class ObjectStore:
                     file_found=elf is not None,
                 )
             )
-        return tuple(sorted(entries, key=lambda m: m.start))
+            if known is not None:
+                known[same] = entries[-1]
+        return tuple(sorted(entries, key=_START))
 
     def loaded(self) -> Iterator[LoadedObject]:
         return iter(self._loaded.values())
