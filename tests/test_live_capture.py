@@ -274,3 +274,31 @@ def test_a_low_soft_limit_on_open_files_costs_no_names(live, threads_bin):
     plain, limited = (re.findall(r" at \S+:\d+", out.stdout) for out in outputs)
     assert any("threads.c:" in line for line in plain)
     assert limited == plain
+
+
+def test_the_library_leaves_its_callers_signals_as_it_found_them(threads_bin):
+    """A capture blocks SIGCHLD and catches SIGALRM while it stops threads; a profile keeps
+    them so from its first stop to its last sample (ptrace.Signals). After a dump and after a
+    profile that stopped a spinning thread at every sample, the caller's mask and handler
+    are its own again."""
+    import signal
+
+    import stackdump
+
+    def handler(signum, frame) -> None:
+        pass
+
+    before = signal.signal(signal.SIGALRM, handler)
+    try:
+        with Target(threads_bin("O2"), {"spin": 1, "read": 1}).wait_ready() as target:
+            for run in (
+                lambda: stackdump.dump(stackdump.Process(target.pid)),
+                lambda: stackdump.profile(stackdump.Process(target.pid), 5, 1),
+            ):
+                run()
+                assert signal.getsignal(signal.SIGALRM) is handler
+                assert signal.SIGCHLD not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+                assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+            assert_untouched(target.pid)
+    finally:
+        signal.signal(signal.SIGALRM, before)

@@ -15,7 +15,7 @@ from stackdump import collector, permissions, proc
 from stackdump.arch import host
 from stackdump.capture.pages import Pagemap
 from stackdump.capture.passive import PassiveCapturer
-from stackdump.capture.ptrace import Held, Tracer
+from stackdump.capture.ptrace import Held, Signals, Tracer
 from stackdump.capture.remote import Buffers, RemoteMemory, StackCopier
 from stackdump.capture.view import AfterCapture, ProcessView
 from stackdump.elf.modules import VDSO, Lent, LiveFiles
@@ -114,6 +114,8 @@ class Series:
         # Threads a capture left seized (timed out): the next capture, or `reap()` between
         # captures, releases them as soon as they stop.
         self.held = Held()
+        # Set up at the first stop of the series and kept until it ends (ptrace.Signals).
+        self.signals = Signals()
         # The /proc files each capture reads again: the process's few, and three of each of
         # the first 100 threads (capture/unchanged.py). Past that a file is opened for each
         # read, so that a process of 10,000 threads cannot exhaust our descriptors (1,024
@@ -132,6 +134,7 @@ class Series:
         # One still not stopped stays seized until this thread exits (the kernel detaches
         # a tracer's threads then): at once for the command, which ends here.
         self.held.reap()
+        self.signals.restore()
         self._release_files()
         self.kept.close()
 
@@ -355,7 +358,10 @@ class _Capture:
             recall.start(self.tids)
         else:
             recall = None
-        tracer = Tracer(self.pid, self.copier, options.timeout_ms, options.realtime, self._held)
+        signals = self._series.signals if self._series is not None else None
+        tracer = Tracer(
+            self.pid, self.copier, options.timeout_ms, options.realtime, self._held, signals
+        )
         with tracer:
             for done, tid in enumerate(self.tids):
                 if should_stop is not None and should_stop():
