@@ -90,6 +90,12 @@ class _Memo:
     # object) has the same report.
     reports: Dict[int, Tuple[ThreadSnapshot, ThreadReport]] = field(default_factory=dict)
     traces: Traces = field(default_factory=Traces)
+    # The last snapshot's thread reports, and what was derived from them: a sample whose
+    # every thread was counted again from the last has the very same reports, and so the
+    # same frame counts and mutex waits (with the owner's offset they were found with).
+    last_reports: Tuple[ThreadReport, ...] = ()
+    last_counts: Optional[Dict[Tuple[int, bool], int]] = None
+    last_waits: Optional[Tuple[int, Tuple[ThreadReport, ...], Tuple[Tuple[int, ...], ...]]] = None
     modules: Optional[ModuleMap] = None  # `maps` as a ModuleMap, made on first use
     code: Optional[CodeMap] = None  # `maps`' executable ranges, made on first use
     entries: Dict[tuple, ModuleEntry] = field(default_factory=dict)  # ObjectStore.module_entries
@@ -124,8 +130,7 @@ class _Session:
             analyzer.notes,
             memo.module_map(),
         )
-        self._memo = memo
-        self.module_entries = memo.entries
+        self.memo = memo
         self.cfi = CfiSource(self.objects, runtimes.own_code, memo.rows, memo.starts)
         self.code_map = memo.code_map()
         self._maps = maps
@@ -155,8 +160,8 @@ class _Session:
                 self.mode,
                 anonymous,
                 runtimes.own_code,
-                self._memo.names,
-                self._memo.call_sites,
+                self.memo.names,
+                self.memo.call_sites,
                 self._demangler,
             )
         return self._symbolizer
@@ -232,7 +237,7 @@ class _Session:
             result.recovered_frame_pointers,
         )
         if traced is not None and not result.error:
-            self._memo.traces.keep(traced[0], traced[2], result)
+            self.memo.traces.keep(traced[0], traced[2], result)
         return replaced(thread, stack=b"", extra_stacks=(), unwound=result, syscall=syscall)
 
     def _traced(self, thread: ThreadSnapshot):
@@ -249,7 +254,7 @@ class _Session:
         memory, sp = memory_of(thread), regs.sp
         kind = (bool(thread.coroutine), thread.passive, thread.pc_after_call)
         key = Traces.key(regs.as_dict(), sp, memory, kind)
-        found = self._memo.traces.find(key, memory, sp)
+        found = self.memo.traces.find(key, memory, sp)
         return (key, found, None) if found is not None else (key, None, Recorder(memory, sp))
 
     def _slim(self, call: Optional[SyscallState]) -> Optional[SyscallState]:
@@ -338,13 +343,13 @@ class Analyzer:
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = _cus_decoded(session.objects) - session.decoded_before
-            counts = _frame_counts(reports, coroutines)
-            modules = session.objects.module_entries(counts, session.module_entries)
+            counts = _counts_again(session.memo, reports, coroutines)
+            modules = session.objects.module_entries(counts, session.memo.entries)
             found = winding.attempt(lambda: _owner_offset(session, reports))
         owner_offset = OWNER_OFFSET if found is None else found
         if snapshot.core is not None and snapshot.core.signal:
             reports = _mark_signal_thread(reports, snapshot.core)
-        threads, deadlocks = with_mutex_waits(reports, owner_offset)
+        threads, deadlocks = _waits_again(session.memo, reports, owner_offset)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
         summary = _summarize(
             snapshot, elapsed_ns, self.disk.hits - session.hits_before, cus_decoded
@@ -452,6 +457,33 @@ def _thread_report(thread: ThreadSnapshot, session: _Session, symbolize: bool) -
         entry_function=_entry_name(session, thread.entry) if symbolize else None,
         **_carried(thread, blocked_in, symbolizer if symbolize else None, session.named_keys),
     )
+
+
+def _same(a: Sequence[object], b: Sequence[object]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+def _counts_again(memo: _Memo, reports, coroutines) -> Dict[Tuple[int, bool], int]:
+    """`_frame_counts`, or the last snapshot's when its reports were these very ones."""
+    if coroutines is None and memo.last_counts is not None and _same(reports, memo.last_reports):
+        return memo.last_counts
+    counts = _frame_counts(reports, coroutines)
+    memo.last_reports, memo.last_waits = tuple(reports), None
+    memo.last_counts = counts if coroutines is None else None
+    return counts
+
+
+def _waits_again(memo: _Memo, reports, owner_offset: int):
+    """`with_mutex_waits`, or the last snapshot's when its reports were these very ones
+    (its threads tuple the same object: sampling counts them again as they are)."""
+    last = memo.last_waits
+    same = _same(reports, memo.last_reports)
+    if same and last is not None and last[0] == owner_offset:
+        return last[1], last[2]
+    threads, deadlocks = with_mutex_waits(reports, owner_offset)
+    if same:
+        memo.last_waits = (owner_offset, threads, deadlocks)
+    return threads, deadlocks
 
 
 def _frame_counts(reports, coroutines) -> Dict[Tuple[int, bool], int]:

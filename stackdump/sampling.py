@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump import proc, runtimes
 from stackdump.capture.live import (
@@ -32,7 +32,7 @@ from stackdump.errors import AlreadyTraced, NotUserProcess, ProcessNotFound
 from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadSample
 from stackdump.progress import Watch, Watcher
 from stackdump.records import frozen
-from stackdump.types import ModuleEntry, Report, ReportHeader, ThreadStatus
+from stackdump.types import ModuleEntry, Report, ReportHeader, ThreadReport, ThreadStatus
 
 
 @frozen
@@ -174,6 +174,9 @@ class _Tally:
         self.modules: Dict[str, ModuleEntry] = {}
         self.header: Optional[ReportHeader] = None
         self.warnings: List[str] = []
+        # The last sample's thread reports, by identity, and what each added (None: not
+        # counted): a thread counted again from its last capture has the very same report.
+        self._last: Dict[int, Tuple[ThreadReport, Optional[tuple]]] = {}
 
     def profile(self, interval_ms: int, run: Run) -> Profile:
         assert self.header is not None  # a profile has at least one sample
@@ -201,22 +204,32 @@ class _Tally:
         self.offsets.append(offset_ns)
         for m in report.modules:
             self.modules.setdefault(m.path, m)
+        last, now = self._last, {}
         for thread in (*report.threads, *(report.coroutines or ())):
-            if thread.status is not ThreadStatus.OK or not thread.frames:
-                continue
-            context = thread.context
-            # A suspended coroutine (--coroutines) is off CPU by definition.
-            state = RUNNING if context is not None and context.state == "R" else BLOCKED
-            if self.state_filter != "all" and state != self.state_filter:
-                continue
-            self.names[thread.tid] = thread.coroutine or thread.name
-            stack_id = self.stacks.setdefault(thread.frames, len(self.stacks))
-            wchan = context.wchan if context is not None else None
-            labels = runtimes.labels_of(thread.runtime_keys)
-            sample = ThreadSample(
-                index, thread.tid, stack_id, state, thread.blocked_in, wchan, labels
-            )
-            self.taken.append(sample)
+            earlier = last.get(id(thread))
+            if earlier is not None and earlier[0] is thread:
+                counted = earlier[1]
+            else:
+                counted = self._counted(thread)
+            now[id(thread)] = (thread, counted)
+            if counted is not None:
+                self.taken.append(ThreadSample(index, *counted))
+        self._last = now
+
+    def _counted(self, thread: ThreadReport) -> Optional[tuple]:
+        """A thread-sample's fields but its index; None when it is not counted."""
+        if thread.status is not ThreadStatus.OK or not thread.frames:
+            return None
+        context = thread.context
+        # A suspended coroutine (--coroutines) is off CPU by definition.
+        state = RUNNING if context is not None and context.state == "R" else BLOCKED
+        if self.state_filter != "all" and state != self.state_filter:
+            return None
+        self.names[thread.tid] = thread.coroutine or thread.name
+        stack_id = self.stacks.setdefault(thread.frames, len(self.stacks))
+        wchan = context.wchan if context is not None else None
+        labels = runtimes.labels_of(thread.runtime_keys)
+        return thread.tid, stack_id, state, thread.blocked_in, wchan, labels
 
 
 def _wait(until: float, stop: ShouldStop, clock: Callable[[], float], series: Series) -> bool:

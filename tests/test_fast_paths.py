@@ -43,9 +43,16 @@ def blocked(live, threads_bin):
 
 
 def _counts(profile) -> Counter:
-    """(thread, state, its stack as function names) -> thread-samples."""
+    """(thread, its name, state, stack as function names, labels) -> thread-samples: every
+    field a thread-sample carries but its index, its blocked call and its wchan. A nanosleep
+    that a stop interrupted resumes as restart_syscall (wchan do_syscall_64): a profile that
+    stops it at every sample says so from then on, one that counts it again says what its
+    first capture saw, the call the program made."""
     stacks = [tuple(f.function for f in stack) for stack in profile.stacks]
-    return Counter((t.tid, t.state, stacks[t.stack]) for t in profile.thread_samples)
+    return Counter(
+        (t.tid, profile.names[t.tid], t.state, stacks[t.stack], t.labels)
+        for t in profile.thread_samples
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +111,13 @@ def test_a_thread_that_ran_is_captured_again(blocked):
 
 def test_a_signature_is_read_after_the_name_whatever_it_holds():
     stat = b"42 (a) b) c 5) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n"
-    signature = parse_signature(stat, b"1500 200 7\n")
-    assert signature is not None
-    assert (signature.state, signature.start_time) == ("S", 12345)
-    assert (signature.run_ns, signature.run_count) == (1500, 7)
-    assert parse_signature(b"42 (a) S 1", b"1 2 3") is None
+    assert parse_signature(stat, b"1500 200 7\n") == (b"S", b"12345", b"1500 200 7\n")
+    assert parse_signature(b"42 (a) S 1", b"1 2 3\n") is None
+    # A schedstat not whole, or of a kernel that does not count (every thread "0 0 0"),
+    # tells nothing: no thread may be counted again on it.
+    for schedstat in (b"1500 200", b"0 0 0\n", b"1500 200 0\n", b""):
+        assert parse_signature(stat, schedstat) is None, schedstat
+    assert parse_signature(stat, b"1500 200 10\n") is not None
 
 
 _LIST_MODULES = """

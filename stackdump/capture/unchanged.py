@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-from stackdump.proc import PROC, KeptFiles, parse_schedstat, parse_syscall
-from stackdump.records import frozen
+from stackdump.proc import PROC, KeptFiles, parse_syscall
 from stackdump.types import ThreadSnapshot, ThreadStatus
 
 # Sleeping states a thread stays in until something wakes it and it runs.
@@ -31,27 +30,27 @@ _ASLEEP = frozenset("SDI")
 _FILES = ("stat", "schedstat", "syscall")
 
 
-@frozen
-class Signature:
-    """What changes whenever a thread runs (see the module docstring)."""
-
-    state: str
-    start_time: int  # clock ticks after boot: tells a thread from one that took its TID
-    run_ns: int
-    run_count: int
+# What changes whenever a thread runs (see the module docstring), as the kernel wrote it:
+# stat's state and start time (clock ticks after boot: tells a thread from one that took its
+# TID), and the whole schedstat line (run time, time waited for a CPU, times put on one).
+# Compared as bytes, not parsed: a sample compares one per sleeping thread. The whole line
+# is stricter than run time and count alone: a change in the time waited for a CPU at most
+# has a thread that did not run captured again.
+Signature = Tuple[bytes, bytes, bytes]
+_ASLEEP_BYTES = frozenset(state.encode() for state in _ASLEEP)
 
 
 def parse_signature(stat: bytes, schedstat: bytes) -> Optional[Signature]:
-    """From the text of a thread's `stat` and `schedstat`; None when either is not whole.
-    `stat`'s name field may hold ')' and spaces: fields are counted after the last ')'."""
-    fields = stat[stat.rfind(b")") + 1 :].split()
-    times = parse_schedstat(schedstat)
-    if len(fields) < 20 or times is None:
+    """From the text of a thread's `stat` and `schedstat`; None when either is not whole,
+    or schedstat counts nothing (a kernel that does not count writes "0 0 0" for every
+    thread, which would make every thread look as if it had not run since). `stat`'s name
+    field may hold ')' and spaces: fields are counted after the last ')'."""
+    fields = stat[stat.rfind(b")") + 2 :].split(b" ", 20)
+    if len(fields) < 21 or not schedstat.endswith(b"\n") or schedstat.endswith(b" 0\n"):
         return None
-    try:
-        return Signature(fields[0].decode("ascii"), int(fields[19]), *times)
-    except (UnicodeDecodeError, ValueError):
+    if schedstat.count(b" ") != 2:
         return None
+    return fields[0], fields[19], schedstat
 
 
 class UnchangedThreads:
@@ -109,7 +108,7 @@ class UnchangedThreads:
             return
         signature, call = now
         if (
-            signature.state in _ASLEEP
+            signature[0] in _ASLEEP_BYTES
             and call is not None
             and (call.sp, call.pc)
             == (
