@@ -123,6 +123,7 @@ class Series:
         self.kept = proc.KeptFiles(_KEPT_FILES)
         self._vdso: Optional[Tuple[Tuple[MemoryMap, ...], Optional[bytes]]] = None
         self._program: Optional[Tuple[tuple, _Program]] = None
+        self._copier: Optional[Tuple[int, StackCopier]] = None
 
     def __enter__(self) -> Series:
         return self
@@ -135,6 +136,9 @@ class Series:
         # a tracer's threads then): at once for the command, which ends here.
         self.held.reap()
         self.signals.restore()
+        if self._copier is not None:
+            self._copier[1].memory.close()
+            self._copier = None
         self._release_files()
         self.kept.close()
 
@@ -153,6 +157,19 @@ class Series:
             self._release_files()
             self._files, self._key = LiveFiles(view, maps), (view, maps)
         return Lent(self._files)
+
+    def copier(
+        self, view: int, maps: Tuple[MemoryMap, ...], make: Callable[[], StackCopier]
+    ) -> StackCopier:
+        """The stack copier (and the memory reader it holds) of the last capture while the
+        maps, and the thread they are read through, stay the same: making them sorted the
+        maps and looked for the main thread's stack at every sample."""
+        kept = self._copier
+        if kept is None or kept[0] != view or kept[1].source is not maps:
+            if kept is not None:
+                kept[1].memory.close()
+            kept = self._copier = (view, make())
+        return kept[1]
 
     def vdso(self, maps: Tuple[MemoryMap, ...], read: Callable[[], Optional[bytes]]):
         """The vDSO's code, read again only when the maps changed: in one process, the same
@@ -330,10 +347,13 @@ class _Capture:
             self.files: FileSource = LiveFiles(self.view, self.maps)
         else:
             self.files = series.files(self.view, self.maps)
-        self.memory = RemoteMemory(self.view)
-        self.copier = StackCopier(
-            self.memory, self.maps, options.stack_bytes, _HOST.red_zone, buffers
-        )
+
+        def copier() -> StackCopier:
+            memory = RemoteMemory(self.view)
+            return StackCopier(memory, self.maps, options.stack_bytes, _HOST.red_zone, buffers)
+
+        self.copier = copier() if series is None else series.copier(self.view, self.maps, copier)
+        self.memory = self.copier.memory
         self.passive = PassiveCapturer(pid, self.copier, options.timeout_ms, kept)
         self._held = series.held if series is not None else None
         self._members = set(self.process_tids)

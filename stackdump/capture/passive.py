@@ -55,7 +55,7 @@ class PassiveCapturer:
         self._timeout_ns = timeout_ms * 1_000_000
         # The main thread's own stack ends with [stack]; another thread's thread pointer,
         # which marks its end, is not known without a stop.
-        main = next((m for m in copier.maps if m.path == "[stack]"), None)
+        main = copier.main_stack
         self._main_top = main.end if main is not None else 0
 
     def capture(self, tid: int, name: str, seen: Optional[SyscallState] = None) -> ThreadSnapshot:

@@ -313,7 +313,7 @@ class Tracer:
         self._memory = copier.memory
         self._timeout_ns = timeout_ms * 1_000_000
         self._home_buffer = copier.buffers.get("home", copier.stack_bytes)
-        self._main_stack = next((m for m in copier.maps if m.path == "[stack]"), None)
+        self._main_stack = copier.main_stack
         self._ptrace = _STOP_WINDOW_PTRACE
         self._regs = ptrace_registers_t()
         self._regs_address = ctypes.addressof(self._regs)

@@ -196,8 +196,11 @@ class StackCopier:
 
     def update_maps(self, maps: Sequence[MemoryMap]) -> None:
         """A newer read of the maps (never called while a thread is stopped)."""
+        self.source = maps  # as given: a series reuses this copier while its maps are these
         self.maps = tuple(sorted(maps, key=_START))
         self._starts = [m.start for m in self.maps]
+        # The main thread's stack: its top is where that thread's stack ends.
+        self.main_stack = next((m for m in self.maps if m.path == "[stack]"), None)
 
     def mapping(self, address: int) -> Optional[MemoryMap]:
         """The readable mapping holding address, if any."""
