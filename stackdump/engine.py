@@ -351,9 +351,8 @@ class Analyzer:
             reports = _mark_signal_thread(reports, snapshot.core)
         threads, deadlocks = _waits_again(session.memo, reports, owner_offset)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
-        summary = _summarize(
-            snapshot, elapsed_ns, self.disk.hits - session.hits_before, cus_decoded
-        )
+        hits = self.disk.hits - session.hits_before
+        summary = _summarize(snapshot, elapsed_ns, hits, cus_decoded, unsymbolized)
         header = _header(snapshot, self.options.mode)
         return Report(
             header=header,
@@ -362,7 +361,7 @@ class Analyzer:
             coroutines=coroutines,
             coroutines_truncated=snapshot.coroutines_truncated,
             modules=modules,
-            summary=dataclasses.replace(summary, unsymbolized=unsymbolized),
+            summary=summary,
             interrupted=snapshot.interrupted or winding.stopped,
             symbolization_interrupted=winding.stopped,
             warnings=self.warnings() + runtimes.hints(header, threads),
@@ -678,7 +677,11 @@ def _symbolize_softly(symbolizer: Symbolizer, frame) -> SymbolizedFrame:
 
 
 def _summarize(
-    snapshot: ProcessSnapshot, elapsed_ns: int, cache_hits: int, cus_decoded: int
+    snapshot: ProcessSnapshot,
+    elapsed_ns: int,
+    cache_hits: int,
+    cus_decoded: int,
+    unsymbolized: int,
 ) -> Summary:
     """The summary of a snapshot's threads (every one is reported, each once)."""
     threads = snapshot.threads
@@ -715,4 +718,5 @@ def _summarize(
         reported=len(threads),
         process_exited=snapshot.process_exited,
         exec_seen=snapshot.exec_seen,
+        unsymbolized=unsymbolized,
     )
