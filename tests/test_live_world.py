@@ -235,3 +235,30 @@ def test_real_time_priority_is_held_only_while_a_thread_is_stopped(
             dumper.wait()
             os.close(read_end)
         assert_untouched(target.pid)
+
+
+def test_a_dump_started_real_time_keeps_its_priority_in_the_stop_window(live, threads_bin):
+    # GIVEN stackdump started SCHED_FIFO at priority 10 (`chrt --fifo 10`), waiting out
+    # --timeout-ms in the stop window of a thread that cannot stop (its child is in vfork)
+    with Target(threads_bin("O2"), {"vfork": 1}).wait_ready() as target:
+        dumper = subprocess.Popen(
+            ["chrt", "--fifo", "10", *STACKDUMP, "-p", str(target.pid), "--timeout-ms", "2000"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            # WHEN it sleeps in the window waiting for that stop (rt_sigtimedwait)
+            deadline = time.monotonic() + DEADLINE_S
+            waiting = False
+            while not waiting:
+                assert dumper.poll() is None and time.monotonic() < deadline, "never waited"
+                with open(f"/proc/{dumper.pid}/syscall") as f:
+                    waiting = f.read().split()[0] == "128"
+            # THEN it is still FIFO at 10: the window's FIFO 1 would have lowered it
+            assert _policy(dumper.pid) == os.SCHED_FIFO
+            assert os.sched_getparam(dumper.pid).sched_priority == 10
+            assert dumper.wait(timeout=DEADLINE_S) in (0, 1)
+        finally:
+            dumper.kill()
+            dumper.wait()
+        assert_untouched(target.pid)

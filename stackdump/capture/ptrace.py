@@ -128,6 +128,9 @@ class StopWindowPriority:
             self._own = (os.sched_getscheduler(0), os.sched_getparam(0))
         except OSError:
             self._own = (os.SCHED_OTHER, os.sched_param(0))
+        # Started real-time already (`chrt --fifo 10`): FIFO 1 would lower it in the windows.
+        if self._own[0] & ~os.SCHED_RESET_ON_FORK in (os.SCHED_FIFO, os.SCHED_RR):
+            self._enabled = False
 
     def enter(self) -> None:
         if not self._enabled:
