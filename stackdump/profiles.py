@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Tuple
 
-from stackdump.records import frozen
+from stackdump.records import frozen, record
 from stackdump.types import ModuleEntry, ReportHeader, SymbolizedFrame
 
 RUNNING, BLOCKED = "running", "blocked"
@@ -16,11 +16,15 @@ STATES = ("all", RUNNING, BLOCKED)
 Stack = Tuple[SymbolizedFrame, ...]  # innermost first
 
 
-@frozen
-class ThreadSample:
-    """One thread in one sample."""
+@record
+class ThreadRun:
+    """One thread in `count` samples in a row, the same each time (stack, state, call,
+    wchan, labels). A thread that stays where it is for a whole profile is one run, however
+    many samples it spans: a profile's size follows what changed, not samples x threads
+    (an hour at 10 Hz of 1,000 threads would be 36 million thread-samples)."""
 
-    sample: int  # index of the sample
+    sample: int  # index of the first sample
+    count: int  # how many samples in a row, from `sample`
     tid: int
     stack: int  # index into Profile.stacks
     state: str  # RUNNING or BLOCKED
@@ -39,7 +43,9 @@ class Profile:
     duration_ns: int
     stacks: Tuple[Stack, ...]
     names: Dict[int, str]  # tid -> thread name (the last one seen)
-    thread_samples: Tuple[ThreadSample, ...]
+    # Each thread's samples, consecutive alike ones as one run; in the order each run began
+    # (by sample, then in the order the sample took the threads).
+    runs: Tuple[ThreadRun, ...]
     modules: Tuple[ModuleEntry, ...]  # every object a sampled frame points into
     state_filter: str = "all"
     # Thread-samples of threads that had not run since the sample before, counted from that
@@ -49,10 +55,15 @@ class Profile:
     ended_early: str = ""  # why sampling stopped before `samples_taken` reached the request
     warnings: Tuple[str, ...] = ()  # for stderr, as Report.warnings
 
+    @property
+    def thread_samples(self) -> int:
+        """How many thread-samples the runs hold (a thread in a sample, once each)."""
+        return sum(r.count for r in self.runs)
+
     def counts(self) -> Dict[Tuple[int, str], int]:
         """(stack, state) -> thread-samples."""
         out: Dict[Tuple[int, str], int] = {}
-        for s in self.thread_samples:
-            key = (s.stack, s.state)
-            out[key] = out.get(key, 0) + 1
+        for r in self.runs:
+            key = (r.stack, r.state)
+            out[key] = out.get(key, 0) + r.count
         return out

@@ -29,7 +29,7 @@ from stackdump.capture.remote import Buffers
 from stackdump.capture.unchanged import UnchangedThreads
 from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import AlreadyTraced, NotUserProcess, ProcessNotFound
-from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadSample
+from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadRun
 from stackdump.progress import Watch, Watcher
 from stackdump.records import frozen
 from stackdump.types import ModuleEntry, Report, ReportHeader, ThreadReport, ThreadStatus
@@ -162,14 +162,17 @@ def _ended(pid: int, error: Exception, taken: int) -> str:
 
 
 class _Tally:
-    """What the samples so far add up to: each distinct stack once, each thread-sample
-    (of the state asked for) by its stack's index."""
+    """What the samples so far add up to: each distinct stack once, each thread's samples
+    (of the state asked for) by its stack's index, as runs of alike ones in a row."""
 
     def __init__(self, state_filter: str) -> None:
         self.state_filter = state_filter
         self.stacks: Dict[Stack, int] = {}
         self.names: Dict[int, str] = {}
-        self.taken: List[ThreadSample] = []
+        # [first sample, count, (tid, stack, state, syscall, wchan, labels)] as each began,
+        # and each thread's latest, which the next sample extends when it finds it alike.
+        self.runs: List[list] = []
+        self._latest: Dict[int, list] = {}
         self.offsets: List[int] = []
         self.modules: Dict[str, ModuleEntry] = {}
         self.header: Optional[ReportHeader] = None
@@ -189,7 +192,7 @@ class _Tally:
             duration_ns=run.duration_ns,
             stacks=tuple(self.stacks),
             names=self.names,
-            thread_samples=tuple(self.taken),
+            runs=tuple(ThreadRun(first, count, *fields) for first, count, fields in self.runs),
             modules=tuple(sorted(self.modules.values(), key=lambda m: m.start)),
             state_filter=self.state_filter,
             reused=run.reused,
@@ -213,11 +216,20 @@ class _Tally:
                 counted = self._counted(thread)
             now[id(thread)] = (thread, counted)
             if counted is not None:
-                self.taken.append(ThreadSample(index, *counted))
+                self._count(index, counted)
         self._last = now
 
+    def _count(self, index: int, counted: tuple) -> None:
+        run = self._latest.get(counted[0])
+        if run is not None and run[0] + run[1] == index and run[2] == counted:
+            run[1] += 1
+        else:
+            run = self._latest[counted[0]] = [index, 1, counted]
+            self.runs.append(run)
+
     def _counted(self, thread: ThreadReport) -> Optional[tuple]:
-        """A thread-sample's fields but its index; None when it is not counted."""
+        """A thread-sample's fields but its index (`ThreadRun`'s from `tid` on); None when
+        it is not counted."""
         if thread.status is not ThreadStatus.OK or not thread.frames:
             return None
         context = thread.context

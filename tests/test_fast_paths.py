@@ -49,10 +49,10 @@ def _counts(profile) -> Counter:
     stops it at every sample says so from then on, one that counts it again says what its
     first capture saw, the call the program made."""
     stacks = [tuple(f.function for f in stack) for stack in profile.stacks]
-    return Counter(
-        (t.tid, profile.names[t.tid], t.state, stacks[t.stack], t.labels)
-        for t in profile.thread_samples
-    )
+    counts: Counter = Counter()
+    for r in profile.runs:
+        counts[(r.tid, profile.names[r.tid], r.state, stacks[r.stack], r.labels)] += r.count
+    return counts
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,24 @@ def test_a_profile_with_skipping_equals_one_without(request, which, samples):
     assert fast.reused >= (samples - 1) * threads // 2, fast.reused
     assert _counts(fast) == _counts(slow)
     assert sum(_counts(fast).values()) == samples * threads
+
+
+def test_a_thread_that_stays_where_it_is_is_one_run(blocked):
+    """A profile keeps a thread's samples in a row that are alike as one run (`ThreadRun`):
+    each thread's runs cover every sample once, in order, and two runs in a row differ."""
+    profile = api.profile(api.Process(blocked.pid), SAMPLES, 1)
+    threads = sum(len(tids) for tids in blocked.tids.values())
+    assert profile.thread_samples == SAMPLES * threads
+    by_thread: dict = {}
+    for r in profile.runs:
+        by_thread.setdefault(r.tid, []).append(r)
+    assert len(by_thread) == threads
+    for runs in by_thread.values():
+        assert [r.sample + k for r in runs for k in range(r.count)] == list(range(SAMPLES))
+        fields = [(r.stack, r.state, r.syscall, r.wchan, r.labels) for r in runs]
+        assert all(a != b for a, b in zip(fields, fields[1:])), fields
+    # A blocked thread changes at most as a stop restarts its call: a few runs, not 30.
+    assert len(profile.runs) <= 3 * threads, len(profile.runs)
 
 
 def _settled(tid: int, pid: int) -> ThreadSnapshot:

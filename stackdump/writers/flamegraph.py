@@ -81,9 +81,9 @@ def dump_stacks(report: Report) -> Iterator[Weighted]:
 def profile_stacks(profile: Profile) -> Iterator[Weighted]:
     made = [cells(stack) for stack in profile.stacks]
     counts: Dict[Tuple[int, int, str], int] = {}
-    for s in profile.thread_samples:
-        key = (s.tid, s.stack, s.state)
-        counts[key] = counts.get(key, 0) + 1
+    for r in profile.runs:
+        key = (r.tid, r.stack, r.state)
+        counts[key] = counts.get(key, 0) + r.count
     for (tid, stack, state), count in counts.items():
         who = escape(profile.names.get(tid, "?"))
         yield ((who, "", ""), *made[stack]), count, count if state == RUNNING else 0

@@ -5,7 +5,7 @@ message needs). Layout, as github.com/google/pprof/proto/profile.proto defines i
 - sample types `samples/count` and `wall/nanoseconds` (a thread-sample is worth one interval);
 - one sample per (thread, stack, state), labelled `thread` (name), `tid` and `state`
   (running/blocked), plus `syscall` and `wchan` where the thread was blocked in one, and a
-  coroutine's profiler labels (`ThreadSample.labels`) as labels of their own;
+  coroutine's profiler labels (`ThreadRun.labels`) as labels of their own;
 - one location per distinct pc, with its mapping (the mapped object, build-id) and its
   lines: the functions inlined at the pc first, the physical function last, as pprof wants;
 - one function per (name, file).
@@ -122,9 +122,9 @@ class _Encoder:
         for kind, unit in (("samples", "count"), ("wall", "nanoseconds")):
             out += field_bytes(1, field_varint(1, self.s(kind)) + field_varint(2, self.s(unit)))
         counts: Dict[tuple, int] = {}
-        for t in p.thread_samples:
+        for t in p.runs:
             key = (t.tid, t.stack, t.state, t.syscall, t.wchan, t.labels)
-            counts[key] = counts.get(key, 0) + 1
+            counts[key] = counts.get(key, 0) + t.count
         for (tid, stack_id, state, syscall, wchan, labels), count in counts.items():
             ids = [self.location(f) for f in p.stacks[stack_id]]
             body = packed(1, ids) + packed(2, [count, count * interval_ns])

@@ -24,7 +24,7 @@ def profile_lines(profile: Profile, show_addresses: bool = False) -> Iterator[st
     yield f"state: {profile.state_filter}"
     yield f"dwarf_location_info_mode: {h.mode.value.lower()}"
     yield ""
-    total = len(profile.thread_samples)
+    total = profile.thread_samples
     groups = _groups(profile)
     for group in groups:
         share = 100.0 * group.count / total if total else 0.0
@@ -60,14 +60,14 @@ class _Group:
 def _groups(profile: Profile) -> List[_Group]:
     labels = [stack_labels(stack) for stack in profile.stacks]
     groups: Dict[Tuple[Tuple[str, ...], str], _Group] = {}
-    for s in profile.thread_samples:
-        group = groups.get((labels[s.stack], s.state))
+    for r in profile.runs:
+        group = groups.get((labels[r.stack], r.state))
         if group is None:
-            group = groups[(labels[s.stack], s.state)] = _Group(s.state)
-        group.count += 1
-        name = profile.names.get(s.tid, "?")
-        group.names[name] = group.names.get(name, 0) + 1
-        group.stacks[s.stack] = group.stacks.get(s.stack, 0) + 1
+            group = groups[(labels[r.stack], r.state)] = _Group(r.state)
+        group.count += r.count
+        name = profile.names.get(r.tid, "?")
+        group.names[name] = group.names.get(name, 0) + r.count
+        group.stacks[r.stack] = group.stacks.get(r.stack, 0) + r.count
     return sorted(groups.values(), key=lambda g: -g.count)
 
 
@@ -75,9 +75,9 @@ def profile_folded_lines(profile: Profile) -> Iterator[str]:
     """`THREAD_NAME;OUTERMOST;...;INNERMOST COUNT`, one line per (name, stack)."""
     counts: Dict[Tuple[str, ...], int] = {}
     labels = [stack_labels(stack) for stack in profile.stacks]
-    for s in profile.thread_samples:
-        key = (profile.names.get(s.tid, "?"), *reversed(labels[s.stack]))
-        counts[key] = counts.get(key, 0) + 1
+    for r in profile.runs:
+        key = (profile.names.get(r.tid, "?"), *reversed(labels[r.stack]))
+        counts[key] = counts.get(key, 0) + r.count
     for key, count in sorted(counts.items(), key=lambda item: -item[1]):
         yield ";".join(escape(part, also=";") for part in key) + f" {count}"
 

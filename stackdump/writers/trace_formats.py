@@ -51,8 +51,8 @@ def speedscope_lines(profile: Profile) -> Iterator[str]:
     frames, stacks = _frames_of(profile)
     interval = float(profile.interval_ms)
     per_thread: Dict[int, List[int]] = {}
-    for s in profile.thread_samples:
-        per_thread.setdefault(s.tid, []).append(s.stack)
+    for r in profile.runs:
+        per_thread.setdefault(r.tid, []).extend([r.stack] * r.count)
     profiles = []
     for tid in sorted(per_thread):
         samples = [stacks[i] for i in per_thread[tid]]
@@ -102,19 +102,24 @@ def chrome_trace_lines(profile: Profile) -> Iterator[str]:
                 "args": {"name": f"{escape(profile.names[tid])} ({tid})"},
             }
         )
-    for s in profile.thread_samples:
-        ids = stacks[s.stack]
-        args = {"stack": [frames[i]["name"] for i in ids], "state": s.state}
-        if s.syscall:
-            args["syscall"] = s.syscall
+    # One slice per thread per sample, sample by sample (a run is as many slices).
+    slices = sorted(
+        (r.sample + k, order) for order, r in enumerate(profile.runs) for k in range(r.count)
+    )
+    for sample, order in slices:
+        r = profile.runs[order]
+        ids = stacks[r.stack]
+        args = {"stack": [frames[i]["name"] for i in ids], "state": r.state}
+        if r.syscall:
+            args["syscall"] = r.syscall
         events.append(
             {
                 "ph": "X",
                 "name": frames[ids[-1]]["name"] if ids else "?",
-                "cat": s.state,
+                "cat": r.state,
                 "pid": pid,
-                "tid": s.tid,
-                "ts": profile.sample_offsets_ns[s.sample] / 1000,
+                "tid": r.tid,
+                "ts": profile.sample_offsets_ns[sample] / 1000,
                 "dur": dur,
                 "args": args,
             }
