@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from array import array
 from typing import Callable, Dict, List, Optional, Tuple
 
 from stackdump import proc, runtimes
@@ -29,7 +30,7 @@ from stackdump.capture.remote import Buffers
 from stackdump.capture.unchanged import UnchangedThreads
 from stackdump.engine import Analyzer, DumpOptions
 from stackdump.errors import AlreadyTraced, NotUserProcess, ProcessNotFound
-from stackdump.profiles import BLOCKED, RUNNING, Profile, Stack, ThreadRun
+from stackdump.profiles import BLOCKED, RUNNING, Profile, Runs, Stack
 from stackdump.progress import Watch, Watcher
 from stackdump.records import frozen
 from stackdump.types import ModuleEntry, Report, ReportHeader, ThreadReport, ThreadStatus
@@ -169,11 +170,8 @@ class _Tally:
         self.state_filter = state_filter
         self.stacks: Dict[Stack, int] = {}
         self.names: Dict[int, str] = {}
-        # [first sample, count, (tid, stack, state, syscall, wchan, labels)] as each began,
-        # and each thread's latest, which the next sample extends when it finds it alike.
-        self.runs: List[list] = []
-        self._latest: Dict[int, list] = {}
-        self.offsets: List[int] = []
+        self.runs = Runs()
+        self.offsets = array("q")  # 8 bytes a sample: a day at 1,000 Hz is 86 million
         self.modules: Dict[str, ModuleEntry] = {}
         self.header: Optional[ReportHeader] = None
         self.warnings: List[str] = []
@@ -188,11 +186,11 @@ class _Tally:
             interval_ms=interval_ms,
             samples_taken=len(self.offsets),
             started_ns=run.started_ns,
-            sample_offsets_ns=tuple(self.offsets),
+            sample_offsets_ns=self.offsets,
             duration_ns=run.duration_ns,
             stacks=tuple(self.stacks),
             names=self.names,
-            runs=tuple(ThreadRun(first, count, *fields) for first, count, fields in self.runs),
+            runs=self.runs,
             modules=tuple(sorted(self.modules.values(), key=lambda m: m.start)),
             state_filter=self.state_filter,
             reused=run.reused,
@@ -216,16 +214,8 @@ class _Tally:
                 counted = self._counted(thread)
             now[id(thread)] = (thread, counted)
             if counted is not None:
-                self._count(index, counted)
+                self.runs.add(index, counted)
         self._last = now
-
-    def _count(self, index: int, counted: tuple) -> None:
-        run = self._latest.get(counted[0])
-        if run is not None and run[0] + run[1] == index and run[2] == counted:
-            run[1] += 1
-        else:
-            run = self._latest[counted[0]] = [index, 1, counted]
-            self.runs.append(run)
 
     def _counted(self, thread: ThreadReport) -> Optional[tuple]:
         """A thread-sample's fields but its index (`ThreadRun`'s from `tid` on); None when

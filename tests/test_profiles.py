@@ -437,3 +437,40 @@ def test_sampling_a_process_whose_threads_come_and_go(live, build_dir):
     counts = [c for c, _, _ in _sections(text)]
     total = int(re.search(r"thread_samples=(\d+)", text).group(1))
     assert sum(counts) == total and total >= 15
+
+
+def test_runs_keep_every_thread_sample_and_merge_only_alike_ones_in_a_row():
+    """`profiles.Runs` against the thread-samples it was given, one by one: a thread's run
+    grows only with the next sample and the same kind; a gap (a sample without the thread),
+    another kind, or the kind coming back later starts a new run."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from stackdump.profiles import Runs
+
+    kinds = [(tid, stack, "blocked", None, None, ()) for tid in (1, 2) for stack in (0, 1)]
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.lists(st.sampled_from(kinds), max_size=4, unique_by=lambda k: k[0])))
+    def check(samples):
+        runs = Runs()
+        for index, sample in enumerate(samples):
+            for kind in sample:
+                runs.add(index, kind)
+        given_ = sorted((index, kind) for index, sample in enumerate(samples) for kind in sample)
+        kept = sorted(
+            (r.sample + k, (r.tid, r.stack, r.state, r.syscall, r.wchan, r.labels))
+            for r in runs
+            for k in range(r.count)
+        )
+        assert kept == given_
+        assert runs.thread_samples == len(given_)
+        ends = {}
+        for r in runs:  # in the order each began; a thread's runs never touch alike
+            kind = (r.tid, r.stack)
+            previous = ends.get(r.tid)
+            assert previous is None or previous[0] <= r.sample
+            assert previous is None or previous != (r.sample, kind)
+            ends[r.tid] = (r.sample + r.count, kind)
+
+    check()
