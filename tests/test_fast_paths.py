@@ -131,6 +131,7 @@ def test_a_signature_is_read_after_the_name_whatever_it_holds():
     stat = b"42 (a) b) c 5) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n"
     assert parse_signature(stat, b"1500 200 7\n") == (b"S", b"12345", b"1500 200 7\n")
     assert parse_signature(b"42 (a) S 1", b"1 2 3\n") is None
+    assert parse_signature(stat.replace(b")", b"]"), b"1500 200 7\n") is None  # no name end
     # A schedstat not whole, or of a kernel that does not count (every thread "0 0 0"),
     # tells nothing: no thread may be counted again on it.
     for schedstat in (b"1500 200", b"0 0 0\n", b"1500 200 0\n", b""):

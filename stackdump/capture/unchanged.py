@@ -45,8 +45,11 @@ def parse_signature(stat: bytes, schedstat: bytes) -> Optional[Signature]:
     or schedstat counts nothing (a kernel that does not count writes "0 0 0" for every
     thread, which would make every thread look as if it had not run since). `stat`'s name
     field may hold ')' and spaces: fields are counted after the last ')'."""
-    fields = stat[stat.rfind(b")") + 2 :].split(b" ", 20)
-    if len(fields) < 21 or not schedstat.endswith(b"\n") or schedstat.endswith(b" 0\n"):
+    name_end = stat.rfind(b") ")
+    fields = stat[name_end + 2 :].split(b" ", 20)
+    if name_end < 0 or len(fields) < 21:
+        return None
+    if not schedstat.endswith(b"\n") or schedstat.endswith(b" 0\n"):
         return None
     if schedstat.count(b" ") != 2:
         return None
