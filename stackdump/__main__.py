@@ -39,10 +39,11 @@ def _reopen_closed_streams() -> bool:
 
 def _more_descriptors() -> None:
     """Raise stackdump's own soft limit on open files to its hard limit (at most 65,536), as
-    servers that hold many files open do at start-up. A dump pins up to 512 mapped files, a profile
-    keeps up to 320 /proc files open, and each object read holds its files: under a low
-    soft limit (`ulimit -n`), files past it would not open and their frames would go
-    unnamed. Only this process and what it runs are affected; the target never is."""
+    servers that hold many files open do at start-up. A dump pins up to 512 mapped files, a
+    profile keeps /proc files open (as many as the limit leaves room for), and each object
+    read holds its files: under a low soft limit (`ulimit -n`), files past it would not open
+    and their frames would go unnamed. Only this process and what it runs are affected; the
+    target never is."""
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = _MAX_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, _MAX_DESCRIPTORS)

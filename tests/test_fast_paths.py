@@ -18,6 +18,7 @@ from helpers import Target, compile_target, run_stackdump
 
 from stackdump import api
 from stackdump.arch import host
+from stackdump.capture.live import kept_files_limit
 from stackdump.capture.unchanged import UnchangedThreads, parse_signature
 from stackdump.proc import KeptFiles, read_syscall
 from stackdump.types import (
@@ -57,10 +58,19 @@ def _counts(profile) -> Counter:
 
 @pytest.fixture(scope="module")
 def many_blocked(live, threads_bin):
-    """More threads than UnchangedThreads keeps files open for (the rest are read by opening
-    their files each time)."""
-    with Target(threads_bin("O2"), {"read": 60, "cond": 60}).wait_ready() as target:
-        yield target
+    """More threads than a series keeps files open for under a soft limit of 1,024 open
+    files, which this fixture sets for its tests (the rest are read by opening their files
+    each time: `capture.live.kept_files_limit`)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        assert kept_files_limit() < 3 * 121  # three files a thread, 121 threads
+        with Target(threads_bin("O2"), {"read": 60, "cond": 60}).wait_ready() as target:
+            yield target
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.mark.parametrize("which,samples", [("blocked", SAMPLES), ("many_blocked", 6)])
@@ -351,3 +361,20 @@ def test_module_entries_made_again_from_known_ones_equal_made_afresh():
             assert again == objects.module_entries(counts), counts
             assert sum(m.frames for m in again) == sum(counts.values())
     assert len(known) == 2
+
+
+def test_a_series_keeps_as_many_files_as_the_open_file_limit_leaves_room_for():
+    """Three /proc files a thread: under the default soft limit of 1,024 a series keeps
+    those of ~100 threads, under the command's (raised to the hard limit, at most 65,536)
+    those of 10,000; never more than half of what the pinned and object files leave."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        for limit, kept in ((1024, 320), (4096, 1504), (65536, 30_000)):
+            if limit > hard:
+                continue
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+            assert kept_files_limit() == kept, limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import sys
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Protocol, Tuple
@@ -42,7 +43,12 @@ from stackdump.types import (
 FOREIGN = "not a thread of process "
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _EXIT_SETTLE_S = 0.005
-_KEPT_FILES = 320
+# Open files a series may keep (`kept_files_limit`): at least what 100 threads need (what
+# a default soft limit of 1,024 always allowed), at most what 10,000 threads need.
+_KEPT_FILES = (320, 30_000)
+# What else may be open at once: the pinned mapped files (elf/modules.LiveFiles, 512), each
+# object's file and debug file, the disk cache's, the output and standard streams.
+_OTHER_FILES = 1_088
 _HOST = host()  # a live target runs on this machine's processor
 _Program = Tuple[str, Optional[Tuple[str, ...]]]  # the executable's path, the command line
 
@@ -97,6 +103,23 @@ def resolve_target(pid: int, timeout_ms: int = 100) -> int:
     return tgid
 
 
+def kept_files_limit() -> int:
+    """How many /proc files a series may keep open, from this process's soft limit on open
+    files now (the command raises it to the hard one, at most 65,536: __main__.py): a sample
+    reads two or three files of every thread, and opening one by its path costs more than
+    reading it. 1,000 idle threads were ~22 ms of CPU a sample when only 100 threads' files
+    could be kept."""
+    least, most = _KEPT_FILES
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return least
+    if soft == resource.RLIM_INFINITY:
+        return most
+    # Half of what is left: the estimate of the rest may be short.
+    return max(least, min(most, (soft - _OTHER_FILES) // 2))
+
+
 class Series:
     """What the captures of one process in a series (a profile, a watch) carry from one to
     the next. The first checks the target whole (`resolve_target`); each later one checks
@@ -116,11 +139,10 @@ class Series:
         self.held = Held()
         # Set up at the first stop of the series and kept until it ends (ptrace.Signals).
         self.signals = Signals()
-        # The /proc files each capture reads again: the process's few, and three of each of
-        # the first 100 threads (capture/unchanged.py). Past that a file is opened for each
-        # read, so that a process of 10,000 threads cannot exhaust our descriptors (1,024
-        # by default, of which the pinned mapped files may take 512: elf/modules.LiveFiles).
-        self.kept = proc.KeptFiles(_KEPT_FILES)
+        # The /proc files each capture reads again: the process's few, and three of each
+        # thread (capture/unchanged.py), as many as our limit on open files leaves room for
+        # (`kept_files_limit`). Past that a file is opened for each read.
+        self.kept = proc.KeptFiles(kept_files_limit())
         self._vdso: Optional[Tuple[Tuple[MemoryMap, ...], Optional[bytes]]] = None
         self._program: Optional[Tuple[tuple, _Program]] = None
         self._copier: Optional[Tuple[int, StackCopier]] = None
