@@ -38,7 +38,8 @@ class Runs:
     """A profile's thread runs, in the order each began, kept in columns: ~20 bytes a run,
     and each distinct kind of run (tid, stack, state, call, wchan, labels) once, so that a
     thread whose stack changes at every sample of a day-long profile costs megabytes, not
-    gigabytes. Indexing and iterating give `ThreadRun`s."""
+    gigabytes. Indexing and iterating give `ThreadRun`s. Sampling builds it (`add`); once in
+    a `Profile` it is only read."""
 
     def __init__(self) -> None:
         self._kinds: List[tuple] = []
