@@ -68,6 +68,17 @@ def test_status_lines_asked_by_key_equal_those_of_the_whole_file():
     assert proc.read_status(os.getpid(), None, ("Tgid", "Nope")) == {"Tgid": str(os.getpid())}
 
 
+def _blocked_in(pid: int) -> str:
+    """The name of the system call a process's main thread is blocked in ("" if none)."""
+    from stackdump.arch import host
+    from stackdump.syscalls import syscall_name
+
+    fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    if not fields or not fields[0].lstrip("-").isdigit():
+        return ""
+    return syscall_name(int(fields[0]), host()) or ""
+
+
 def test_the_main_threads_state_in_one_look_agrees_with_each_reader():
     """`proc.leader_state` reads status and stat once for what `thread_leaving` and
     `tracer_of` read apart: on a live process, on a zombie, and on one that is gone."""
@@ -77,11 +88,11 @@ def test_the_main_threads_state_in_one_look_agrees_with_each_reader():
 
     child = subprocess.Popen(["sleep", "30"])
     try:
-        # Until it sleeps: Popen returns while exec() may still be setting up the image.
+        # Until it sleeps in its nanosleep: Popen returns while exec() may still be setting
+        # up the image, and a thread blocked inside execve (or in the loader after it) is
+        # not running either, with its stack's start not yet final.
         deadline = time.monotonic() + 30
-        while Path(f"/proc/{child.pid}/syscall").read_text().split()[0] == "running" or (
-            Path(f"/proc/{child.pid}/exe").resolve().name != "sleep"
-        ):
+        while _blocked_in(child.pid) not in ("clock_nanosleep", "nanosleep"):
             assert time.monotonic() < deadline, "sleep never blocked"
             os.sched_yield()
         live = proc.leader_state(child.pid)
