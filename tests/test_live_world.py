@@ -262,3 +262,23 @@ def test_a_dump_started_real_time_keeps_its_priority_in_the_stop_window(live, th
             dumper.kill()
             dumper.wait()
         assert_untouched(target.pid)
+
+
+def test_a_seize_refused_by_an_exited_thread_is_not_a_permission_error(zombie_leader):
+    """The kernel refuses PTRACE_SEIZE of a thread that has exited (a zombie) with EPERM, as
+    it refuses one it does not permit: the first refusal of a capture used to be taken for
+    the second, and a profile whose target was killed between two samples ended with "not
+    permitted to trace" (exit 3) and lost its samples. A zombie main thread, asked for
+    directly: THREAD_EXITED, and the workers are untouched."""
+    from stackdump.capture.ptrace import Tracer
+    from stackdump.capture.remote import RemoteMemory, StackCopier
+    from stackdump.types import ThreadStatus
+
+    target = zombie_leader
+    worker = target.tids["worker"][0]
+    maps = proc.read_maps(target.pid, worker)
+    copier = StackCopier(RemoteMemory(worker), maps, 65536, 128)
+    with Tracer(target.pid, copier, 100) as tracer:
+        thread = tracer.capture(target.pid, "leader")
+    assert thread.status is ThreadStatus.THREAD_EXITED, thread
+    assert_untouched(target.pid)

@@ -540,7 +540,9 @@ class Tracer:
                     None,
                     error=f"already traced by {proc.describe_process(tracer)}",
                 )
-            if not proc.thread_exists(self.pid, tid):
+            # An exiting thread refuses a seize with EPERM too (its exit_state is set): a
+            # process killed between two samples is not a permission problem.
+            if proc.thread_leaving(self.pid, tid):
                 return self._snapshot(tid, name, ThreadStatus.THREAD_EXITED, None)
             if self.attempts == 1:
                 raise PermissionDenied(
