@@ -337,6 +337,9 @@ class Analyzer:
                 self.remote.progress = progress
                 session.objects.allow_downloads(winding.asked)
             reports, unsymbolized = _thread_reports(snapshot.threads, session, winding, progress)
+            if snapshot.core is not None and snapshot.core.signal:
+                reports = _mark_signal_thread(reports, snapshot.core)
+            _remember(session.memo, reports)
             coroutines = None
             if snapshot.coroutines is not None:
                 coroutines = tuple(_thread_reports(snapshot.coroutines, session, winding)[0])
@@ -347,8 +350,6 @@ class Analyzer:
             modules = session.objects.module_entries(counts, session.memo.entries)
             found = winding.attempt(lambda: _owner_offset(session, reports))
         owner_offset = OWNER_OFFSET if found is None else found
-        if snapshot.core is not None and snapshot.core.signal:
-            reports = _mark_signal_thread(reports, snapshot.core)
         threads, deadlocks = _waits_again(session.memo, reports, owner_offset)
         elapsed_ns = time.perf_counter_ns() - started_ns if started_ns else snapshot.capture_ns
         hits = self.disk.hits - session.hits_before
@@ -462,27 +463,29 @@ def _same(a: Sequence[object], b: Sequence[object]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
+def _remember(memo: _Memo, reports) -> None:
+    """Keep what was derived from the last snapshot's reports only when these are those
+    very objects (sampling counts threads that did not run again as they are)."""
+    if not _same(reports, memo.last_reports):
+        memo.last_reports, memo.last_counts, memo.last_waits = tuple(reports), None, None
+
+
 def _counts_again(memo: _Memo, reports, coroutines) -> Dict[Tuple[int, bool], int]:
-    """`_frame_counts`, or the last snapshot's when its reports were these very ones."""
-    if coroutines is None and memo.last_counts is not None and _same(reports, memo.last_reports):
-        return memo.last_counts
-    counts = _frame_counts(reports, coroutines)
-    memo.last_reports, memo.last_waits = tuple(reports), None
-    memo.last_counts = counts if coroutines is None else None
-    return counts
+    """`_frame_counts`, made once for the reports `_remember` keeps (coroutines' each time)."""
+    if coroutines is not None:
+        return _frame_counts(reports, coroutines)
+    if memo.last_counts is None:
+        memo.last_counts = _frame_counts(reports, None)
+    return memo.last_counts
 
 
 def _waits_again(memo: _Memo, reports, owner_offset: int):
-    """`with_mutex_waits`, or the last snapshot's when its reports were these very ones
-    (its threads tuple the same object: sampling counts them again as they are)."""
+    """`with_mutex_waits`, made once for the reports `_remember` keeps and this owner
+    offset (its threads tuple then the same object each time)."""
     last = memo.last_waits
-    same = _same(reports, memo.last_reports)
-    if same and last is not None and last[0] == owner_offset:
-        return last[1], last[2]
-    threads, deadlocks = with_mutex_waits(reports, owner_offset)
-    if same:
-        memo.last_waits = (owner_offset, threads, deadlocks)
-    return threads, deadlocks
+    if last is None or last[0] != owner_offset:
+        last = memo.last_waits = (owner_offset, *with_mutex_waits(reports, owner_offset))
+    return last[1], last[2]
 
 
 def _frame_counts(reports, coroutines) -> Dict[Tuple[int, bool], int]:
