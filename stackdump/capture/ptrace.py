@@ -103,7 +103,7 @@ _EXIT_REAP_S = 2.0
 
 class StopWindowPriority:
     """SCHED_FIFO for stackdump's own thread from just before PTRACE_INTERRUPT to just after
-    PTRACE_DETACH, and normal scheduling at once after.
+    PTRACE_DETACH, and the policy it was started with at once after.
 
     On a busy machine a stackdump preempted while it holds a thread stopped stretches that
     thread's pause from microseconds to milliseconds (seen: 15 ms under redis-benchmark). A
@@ -121,20 +121,23 @@ class StopWindowPriority:
     def __init__(self, enabled: bool) -> None:
         self._enabled = enabled
         self._held = False
-        # Left for the policy stackdump was started with (`nice`, `chrt --idle`, `chrt
-        # --batch`: the user's choice for its work outside the stop windows), not for
-        # SCHED_OTHER.
-        try:
-            self._own = (os.sched_getscheduler(0), os.sched_getparam(0))
-        except OSError:
-            self._own = (os.SCHED_OTHER, os.sched_param(0))
-        # Started real-time already (`chrt --fifo 10`): FIFO 1 would lower it in the windows.
-        if self._own[0] & ~os.SCHED_RESET_ON_FORK in (os.SCHED_FIFO, os.SCHED_RR):
-            self._enabled = False
+        self._own: Optional[tuple] = None  # read at the first window: most samples have none
 
     def enter(self) -> None:
         if not self._enabled:
             return
+        if self._own is None:
+            # Left for the policy stackdump was started with (`nice`, `chrt --idle`, `chrt
+            # --batch`: the user's choice for its work outside the stop windows), not for
+            # SCHED_OTHER.
+            try:
+                self._own = (os.sched_getscheduler(0), os.sched_getparam(0))
+            except OSError:
+                self._own = (os.SCHED_OTHER, os.sched_param(0))
+            # Started real-time already (`chrt --fifo 10`): FIFO 1 would lower it here.
+            if self._own[0] & ~os.SCHED_RESET_ON_FORK in (os.SCHED_FIFO, os.SCHED_RR):
+                self._enabled = False
+                return
         try:
             os.sched_setscheduler(0, self._POLICY, self._FIFO)
             self._held = True
