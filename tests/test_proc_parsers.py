@@ -70,10 +70,12 @@ def test_status_lines_asked_by_key_equal_those_of_the_whole_file():
 
 def _blocked_in(pid: int) -> str:
     """The name of the system call a process's main thread is blocked in ("" if none)."""
+    from helpers import read_syscall_line
+
     from stackdump.arch import host
     from stackdump.syscalls import syscall_name
 
-    fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    fields = (read_syscall_line(pid, pid) or "").split()
     if not fields or not fields[0].lstrip("-").isdigit():
         return ""
     return syscall_name(int(fields[0]), host()) or ""
