@@ -355,6 +355,8 @@ class Analyzer:
         hits = self.disk.hits - session.hits_before
         summary = _summarize(snapshot, elapsed_ns, hits, cus_decoded, unsymbolized)
         header = _header(snapshot, self.options.mode)
+        for note in snapshot.notes:
+            self.notes.add(note)
         return Report(
             header=header,
             threads=threads,

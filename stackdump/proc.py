@@ -58,6 +58,18 @@ class KeptFiles:
         if fd is not None:
             os.close(fd)
 
+    def descriptor(self, path: str) -> Optional[int]:
+        """The kept descriptor of `path`, opened now if there is room; None when there is
+        none or it cannot be opened."""
+        fd = self._fds.get(path)
+        if fd is not None or len(self._fds) >= self._limit:
+            return fd
+        try:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        return fd
+
     def read(self, path: str, whole: bool) -> Optional[bytes]:
         """The file's bytes as a read from its start gives them now; None when it cannot be
         read. `whole`: read on to the end (a file of many lines) rather than take one line
@@ -293,12 +305,16 @@ def parse_maps(text: str) -> Tuple[MemoryMap, ...]:
     return tuple(maps)
 
 
+def maps_path(pid: int, tid: Optional[int] = None) -> str:
+    """`tid`: read it through that thread (see live_thread)."""
+    return f"{PROC}/{pid}/maps" if tid is None else f"{PROC}/{pid}/task/{tid}/maps"
+
+
 def read_maps(
     pid: int, tid: Optional[int] = None, kept: Optional[KeptFiles] = None
 ) -> Tuple[MemoryMap, ...]:
     """`tid`: read it through that thread (see live_thread)."""
-    where = f"{PROC}/{pid}" if tid is None else f"{PROC}/{pid}/task/{tid}"
-    text = _read_text(f"{where}/maps", kept)
+    text = _read_text(maps_path(pid, tid), kept)
     return () if text is None else parse_maps(text)
 
 

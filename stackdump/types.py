@@ -378,6 +378,7 @@ class ProcessSnapshot:
     # captured after it are attach_error, the rest belong to `exe`.
     exec_seen: str = ""
     host: str = ""  # the node name of the machine a live capture ran on
+    notes: Tuple[str, ...] = ()  # warnings of the capture, for the report's
 
 
 def lookup_address(pc: int, activation: bool) -> int:

@@ -51,6 +51,8 @@ ROLE_SYSCALL = {
     "recv": 45,
     "futex": 202,
     "nanosleep": 230,
+    # tests/targets/swaplibs.c
+    "swap": 0,
     # tests/targets/locks.c
     "ab": 202,
     "ba": 202,

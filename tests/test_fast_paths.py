@@ -5,6 +5,7 @@ every time gives, and a thread that did run must be captured again."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from helpers import Target, compile_target, run_stackdump
 from stackdump import api
 from stackdump.arch import host
 from stackdump.capture.live import kept_files_limit
+from stackdump.capture.remote import RemoteMemory
 from stackdump.capture.unchanged import UnchangedThreads, parse_signature
 from stackdump.proc import KeptFiles, read_syscall
 from stackdump.types import (
@@ -122,19 +124,49 @@ def _settled(tid: int, pid: int) -> ThreadSnapshot:
     return ThreadSnapshot(tid=tid, name="t", status=ThreadStatus.OK, regs=regs, unwound=unwound)
 
 
+def _copied(thread: ThreadSnapshot, memory: RemoteMemory, size: int = 1024) -> ThreadSnapshot:
+    """The thread as captured: with a copy of its stack from its sp."""
+    assert thread.regs is not None
+    sp = thread.regs.sp
+    stack = memory.read(sp, size)
+    assert len(stack) == size
+    return dataclasses.replace(thread, stack=stack, stack_base=sp)
+
+
 def test_a_thread_that_ran_is_captured_again(blocked):
     """The main thread sleeps in read(stdin) until the test writes a line: kept while it
     sleeps, recalled as long as it has not run, and never once it has."""
     main = blocked.pid
     with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
+        memory = RemoteMemory(blocked.pid)
         unchanged.start([main])
         thread = _settled(main, blocked.pid)
-        unchanged.keep(main, thread)
+        unchanged.keep(main, thread, _copied(thread, memory), memory.read)
         assert unchanged.recall(main) is thread
         assert unchanged.recall(main) is thread
         blocked.status()  # it reads a line, answers, and blocks in read again
         assert unchanged.recall(main) is None
         assert unchanged.reused == 2
+        memory.close()
+
+
+def test_a_thread_back_where_it_was_on_another_stack_is_not_kept(blocked):
+    """Back in the same call at the same pc and sp is not enough: a stack whose bytes are
+    not those copied (it returned, ran and came back through other callers) is captured
+    afresh, and one whose bytes are is kept."""
+    main = blocked.pid
+    with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
+        memory = RemoteMemory(blocked.pid)
+        unchanged.start([main])
+        thread = _settled(main, blocked.pid)
+        copied = _copied(thread, memory)
+        other = bytearray(copied.stack)
+        other[-8] ^= 0xFF  # as a return address of other callers would read
+        unchanged.keep(main, thread, dataclasses.replace(copied, stack=bytes(other)), memory.read)
+        assert unchanged.recall(main) is None
+        unchanged.keep(main, thread, copied, memory.read)
+        assert unchanged.recall(main) is thread
+        memory.close()
 
 
 def test_a_signature_is_read_after_the_name_whatever_it_holds():

@@ -14,6 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Protocol, Tuple
 
 from stackdump import collector, permissions, proc
 from stackdump.arch import host
+from stackdump.capture import maps_check
 from stackdump.capture.pages import Pagemap
 from stackdump.capture.passive import PassiveCapturer
 from stackdump.capture.ptrace import Held, Signals, Tracer
@@ -21,6 +22,7 @@ from stackdump.capture.remote import Buffers, RemoteMemory, StackCopier
 from stackdump.capture.view import AfterCapture, ProcessView
 from stackdump.elf.modules import VDSO, Lent, LiveFiles
 from stackdump.errors import AlreadyTraced, NotUserProcess, PermissionDenied, ProcessNotFound
+from stackdump.records import record
 from stackdump.syscalls import (
     WAIT_OBJECT_CALLS,
     interrupted_by_stop,
@@ -72,7 +74,13 @@ class Recall(Protocol):
 
     def recall(self, tid: int) -> Optional[ThreadSnapshot]: ...
 
-    def keep(self, tid: int, thread: ThreadSnapshot) -> None: ...
+    def keep(
+        self, tid: int, thread: ThreadSnapshot, copied: ThreadSnapshot, read: Callable
+    ) -> None: ...
+
+    def mark(self) -> int: ...
+
+    def take_back(self, tids: Iterable[int], mark: int) -> None: ...
 
 
 def resolve_target(pid: int, timeout_ms: int = 100) -> int:
@@ -120,6 +128,16 @@ def kept_files_limit() -> int:
     return max(least, min(most, (soft - _OTHER_FILES) // 2))
 
 
+@record
+class _MapsRead:
+    """A series' last read of the maps: for (the thread read through, the thread ids
+    then), and its layout (None: the kernel cannot be asked)."""
+
+    key: Tuple[int, Tuple[int, ...]]
+    maps: Tuple[MemoryMap, ...]
+    layout: Optional[maps_check.Layout]
+
+
 class Series:
     """What the captures of one process in a series (a profile, a watch) carry from one to
     the next. The first checks the target whole (`resolve_target`); each later one checks
@@ -146,6 +164,8 @@ class Series:
         self._vdso: Optional[Tuple[Tuple[MemoryMap, ...], Optional[bytes]]] = None
         self._program: Optional[Tuple[tuple, _Program]] = None
         self._copier: Optional[Tuple[int, StackCopier]] = None
+        self._maps: Optional[_MapsRead] = None
+        self._query_maps: Optional[bool] = None  # whether the kernel has PROCMAP_QUERY
 
     def __enter__(self) -> Series:
         return self
@@ -192,6 +212,57 @@ class Series:
                 kept[1].memory.close()
             kept = self._copier = (view, make())
         return kept[1]
+
+    def maps(
+        self, pid: int, view: int, tids: List[int], reuse: bool
+    ) -> Tuple[Tuple[MemoryMap, ...], Optional[maps_check.Layout]]:
+        """The maps, read through thread `view`; with `reuse`, the last read's very tuple
+        while the process has the same threads and the kernel can be asked whether they
+        still hold (capture/maps_check.py). (maps, the layout to check the capture against
+        with `maps_hold`; None when the kernel cannot be asked.)"""
+        last, key = self._maps, (view, tuple(tids))
+        if reuse and last is not None and last.key == key and last.layout is not None:
+            return last.maps, last.layout
+        maps = proc.read_maps(pid, view, self.kept)
+        if self._query_maps is None:
+            self._query_maps = self._can_query(proc.maps_path(pid, view))
+        layout = maps_check.Layout(maps) if self._query_maps else None
+        self._maps = _MapsRead(key, maps, layout)
+        return maps, layout
+
+    def _can_query(self, path: str) -> Optional[bool]:
+        """Whether this kernel answers PROCMAP_QUERY (None: not known yet)."""
+        fd = self.kept.descriptor(path)
+        if fd is None:
+            return None
+        try:
+            maps_check.MapsQuery(fd).find(0)
+        except maps_check.Unsupported:
+            return False
+        except OSError:
+            return None
+        return True
+
+    def maps_hold(
+        self, pid: int, view: int, layout: maps_check.Layout, threads: List[ThreadSnapshot]
+    ) -> bool:
+        """Whether every address the threads used is still mapped as `layout` says; when
+        not (or the kernel cannot tell), the next `maps` reads them afresh."""
+        path = proc.maps_path(pid, view)
+        fd = self.kept.descriptor(path)
+        try:
+            if fd is not None and maps_check.still_true(maps_check.MapsQuery(fd), layout, threads):
+                return True
+        except maps_check.Unsupported:
+            self._query_maps = False
+        except OSError:  # gone, or a descriptor of a thread that ended: a read will tell
+            self.kept.forget(path)
+        self._maps = None
+        return False
+
+    def maps_changed(self) -> None:
+        """The last read missed a mapping a thread uses: the next capture reads them."""
+        self._maps = None
 
     def vdso(self, maps: Tuple[MemoryMap, ...], read: Callable[[], Optional[bytes]]):
         """The vDSO's code, read again only when the maps changed: in one process, the same
@@ -296,39 +367,65 @@ def capture_process(
     that capture), `buffers` (copy buffers to reuse) and `series` (`Series`)."""
     pid = (resolve_target if series is None else series.target)(options.pid, options.timeout_ms)
     started = time.perf_counter_ns()
-    c = _Capture(pid, options, buffers, series)
-    # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
-    # allocates little, so collection waits until every thread runs again.
-    try:
-        with collector.paused():
-            vdso = c.vdso()
-            keep = settle(c.files, c.maps, vdso) if settle is not None else None
-            threads, interrupted = c.threads(keep, progress, should_stop, recall)
-            exec_seen, threads, coroutines, truncated, leaving = c.finish(
-                threads, interrupted, keep, after
-            )
-    except BaseException:
-        c.files.close()
-        raise
-    finally:
-        c.memory.close()
+    # A series' capture whose addresses the maps it used no longer describe (the series'
+    # earlier read, or one the process changed during the capture) is taken again with the
+    # maps read afresh (capture/maps_check.py), a few times at most.
+    attempts = _MAPS_ATTEMPTS if series is not None and settle is not None else 1
+    for attempt in range(attempts):
+        c = _Capture(pid, options, buffers, series, reuse_maps=attempt == 0)
+        mark = recall.mark() if recall is not None else 0
+        # A cyclic-GC pass inside a stop window would stretch that thread's pause; capture
+        # allocates little, so collection waits until every thread runs again.
+        try:
+            with collector.paused():
+                vdso = c.vdso()
+                keep = settle(c.files, c.maps, vdso) if settle is not None else None
+                threads, interrupted = c.threads(keep, progress, should_stop, recall)
+                if not c.maps_hold():
+                    if attempt + 1 < attempts and not (interrupted or c.gone_or_replaced()):
+                        if recall is not None:
+                            recall.take_back([t.tid for t in c.fresh], mark)
+                        c.files.close()
+                        continue
+                    c.notes.append(_MAPS_KEPT_CHANGING.format(pid=pid, attempts=attempt + 1))
+                finished = c.finish(threads, interrupted, keep, after)
+        except BaseException:
+            c.files.close()
+            raise
+        finally:
+            c.memory.close()
+        return _snapshot(c, vdso, interrupted, finished, time.perf_counter_ns() - started)
+    raise AssertionError("the last attempt is never taken again")
+
+
+_MAPS_ATTEMPTS = 8
+_MAPS_KEPT_CHANGING = (
+    "the code mapped in process {pid} changed during each of {attempts} capture(s) of a "
+    "sample: that sample's frames in code mapped or unmapped meanwhile may be named from "
+    "the layout before"
+)
+
+
+def _snapshot(c: _Capture, vdso, interrupted: bool, finished, capture_ns: int) -> ProcessSnapshot:
+    exec_seen, threads, coroutines, truncated, leaving = finished
     return ProcessSnapshot(
-        pid=pid,
+        pid=c.pid,
         exe=c.exe,
         maps=c.maps,
         threads=tuple(threads),
         vdso=vdso,
-        capture_ns=time.perf_counter_ns() - started,
+        capture_ns=capture_ns,
         interrupted=interrupted,
         thread_count=len(c.tids),
-        process_exited=_process_exited(pid, threads, leaving),
+        process_exited=_process_exited(c.pid, threads, leaving),
         cmdline=c.cmdline,
         coroutines=coroutines,
         coroutines_truncated=truncated,
         files=c.files,
-        options=options,
+        options=c.options,
         exec_seen=exec_seen,
         host=os.uname().nodename,
+        notes=tuple(c.notes),
     )
 
 
@@ -342,6 +439,7 @@ class _Capture:
         options: CaptureOptions,
         buffers: Optional[Buffers],
         series: Optional[Series] = None,
+        reuse_maps: bool = False,
     ) -> None:
         self.pid, self.options = pid, options
         window = options.cpu_window_ms
@@ -363,7 +461,11 @@ class _Capture:
                 raise ProcessNotFound(f"process {pid} has exited")
             series.check(pid, leader, options.timeout_ms)
         self.view = view or pid
-        self.maps = proc.read_maps(pid, self.view, kept)
+        self._layout: Optional[maps_check.Layout] = None
+        if series is None or options.coroutines:  # a runtime's readers look at every mapping
+            self.maps = proc.read_maps(pid, self.view, kept)
+        else:
+            self.maps, self._layout = series.maps(pid, self.view, self.process_tids, reuse_maps)
         self.exe, self.cmdline = self._program(leader.image)
         if series is None:
             self.files: FileSource = LiveFiles(self.view, self.maps)
@@ -380,6 +482,21 @@ class _Capture:
         self._held = series.held if series is not None else None
         self._members = set(self.process_tids)
         self._contexts: Dict[ThreadContext, ThreadContext] = {}
+        self.fresh: List[ThreadSnapshot] = []  # the threads captured now, not recalled
+        self.notes: List[str] = []  # warnings for the report
+
+    def gone_or_replaced(self) -> bool:
+        """Whether the process is exiting or gone, or called exec() since the capture
+        began: its maps then say nothing of it, and `finish` tells what happened."""
+        leader = proc.leader_state(self.pid, self._kept, with_tracer=False)
+        return leader.leaving or leader.image != self.image
+
+    def maps_hold(self) -> bool:
+        """Whether the maps, when a series' earlier read, still describe every address the
+        threads captured now used (`Series.maps_hold`)."""
+        if self._layout is None or self._series is None:
+            return True
+        return self._series.maps_hold(self.pid, self.view, self._layout, self.fresh)
 
     def _program(self, image: Optional[Tuple[int, ...]]) -> _Program:
         def read() -> _Program:
@@ -412,10 +529,12 @@ class _Capture:
                 if earlier is not None:
                     threads.append(earlier)
                 elif tid in self._members:
-                    thread = keep(self._member(tracer, tid)) if keep else self._member(tracer, tid)
+                    copied = self._member(tracer, tid)
+                    thread = keep(copied) if keep else copied
                     if recall is not None:
-                        recall.keep(tid, thread)
+                        recall.keep(tid, thread, copied, self.memory.read)
                     threads.append(thread)
+                    self.fresh.append(thread)
                 else:
                     thread = _foreign(self.pid, tid)
                     threads.append(keep(thread) if keep is not None else thread)
@@ -436,6 +555,8 @@ class _Capture:
         thread = _capture_one(tracer, self.passive, pid, tid, name, options, syscall)
         if _stack_unmapped(thread):
             thread = _locate_stack(thread, pid, self.view, self.copier)
+            if self._series is not None:
+                self._series.maps_changed()
         if context is not None and thread.name != "?":
             thread = replaced(thread, context=context)
         return thread

@@ -13,14 +13,18 @@ date at scheduler ticks, so a thread in state R is never counted again.
 The signature kept is read after the capture, once the thread sleeps again: a ptrace stop
 wakes a sleeping thread, which on release runs just long enough to restart its system call.
 It is kept only when the thread is back in a system call (or fault) at the very pc and sp it
-was captured at, so that what it ran in between was that restart; anything else, and the
-next sample captures it afresh. The three files are read through the series' kept files
-(`proc.KeptFiles`): opened once, read again with pread.
+was captured at and its stack holds the very bytes copied then: being back at that pc and sp
+alone does not prove that it only restarted, as it may have returned, run, and blocked again
+there through other callers (a function called from two places at one depth, a library
+unloaded and another loaded in its place). The signature is read first: a thread that runs
+after it is captured afresh at the next sample, whatever the checks after it saw. Anything
+else, and the next sample captures it afresh. The three files are read through the series'
+kept files (`proc.KeptFiles`): opened once, read again with pread.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from stackdump.proc import PROC, KeptFiles, parse_syscall
 from stackdump.types import ThreadSnapshot, ThreadStatus
@@ -37,6 +41,7 @@ _FILES = ("stat", "schedstat", "syscall")
 # is stricter than run time and count alone: a change in the time waited for a CPU at most
 # has a thread that did not run captured again.
 Signature = Tuple[bytes, bytes, bytes]
+Read = Callable[[int, int], bytes]  # (address, size) -> what can be read there now
 _ASLEEP_BYTES = frozenset(state.encode() for state in _ASLEEP)
 
 
@@ -99,27 +104,38 @@ class UnchangedThreads:
         self.reused += 1
         return kept[1]
 
-    def keep(self, tid: int, thread: ThreadSnapshot) -> None:
-        """A fresh capture of `tid`, settled: kept for the next sample when the thread
-        sleeps again where it was captured."""
+    def keep(self, tid: int, thread: ThreadSnapshot, copied: ThreadSnapshot, read: Read) -> None:
+        """A fresh capture of `tid`, settled (`thread`; `copied` is it as captured, with its
+        stack copy): kept for the next sample when the thread sleeps again where it was
+        captured, on the stack it was copied with (`read(address, size)`: its memory now)."""
         self._kept.pop(tid, None)
         regs = thread.regs
         if thread.status is not ThreadStatus.OK or thread.unwound is None or regs is None:
             return  # only settled threads: no stack copy is held
+        if not copied.stack:
+            return
         now = self._read(tid, True)
         if now is None:
             return
         signature, call = now
-        if (
-            signature[0] in _ASLEEP_BYTES
-            and call is not None
-            and (call.sp, call.pc)
-            == (
-                regs.sp,
-                regs.pc,
-            )
-        ):
-            self._kept[tid] = (signature, thread)
+        if signature[0] not in _ASLEEP_BYTES or call is None:
+            return
+        if (call.sp, call.pc) != (regs.sp, regs.pc):
+            return
+        if read(copied.stack_base, len(copied.stack)) != copied.stack:
+            return  # it ran and came back through other callers: see the module docstring
+        self._kept[tid] = (signature, thread)
+
+    def mark(self) -> int:
+        """Where a capture begins, for `take_back`."""
+        return self.reused
+
+    def take_back(self, tids: Iterable[int], mark: int) -> None:
+        """The capture begun at `mark` is taken again: forget what it kept of `tids` (the
+        threads it captured) and its recalls (each is counted again)."""
+        for tid in tids:
+            self._kept.pop(tid, None)
+        self.reused = mark
 
     def _read(self, tid: int, with_call: bool) -> Optional[Tuple[Signature, object]]:
         """(signature, the syscall file's state when `with_call`, else None) of a thread now:
