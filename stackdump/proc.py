@@ -82,17 +82,14 @@ class KeptFiles:
                 self.forget(path)
         if len(self._fds) >= self._limit:
             return _read_bytes(path, whole)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        fd = self.descriptor(path)
+        if fd is None:
             return None
         try:
-            data = _read_fd(fd, whole)
+            return _read_fd(fd, whole)
         except OSError:
-            os.close(fd)
+            self.forget(path)
             return None
-        self._fds[path] = fd
-        return data
 
 
 def _read_fd(fd: int, whole: bool) -> bytes:

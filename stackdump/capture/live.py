@@ -257,7 +257,7 @@ class Series:
             self._query_maps = False
         except OSError:  # gone, or a descriptor of a thread that ended: a read will tell
             self.kept.forget(path)
-        self._maps = None
+        self.maps_changed()
         return False
 
     def maps_changed(self) -> None:

@@ -101,7 +101,7 @@ class Layout:
 
     def holder(self, address: int) -> Optional[MemoryMap]:
         i = bisect.bisect_right(self._starts, address) - 1
-        if i >= 0 and self.maps[i].start <= address < self.maps[i].end:
+        if i >= 0 and self.maps[i].contains(address):
             return self.maps[i]
         return None
 
