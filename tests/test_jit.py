@@ -22,7 +22,7 @@ JIT_BARE = re.compile(r"^0x[0-9a-f]{16} in \[jit\]$")
 
 
 @pytest.fixture
-def node_target():
+def node_target(tmp_path):
     node = need_tool("node", "nodejs")
     process = subprocess.Popen(
         # Synchronous on-stack replacement: the main thread compiles the loop and enters the
@@ -37,6 +37,7 @@ def node_target():
         ],  # fmt: skip
         stdout=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,  # V8 writes isolate-*.log files into its working directory
     )
     try:
         line = process.stdout.readline()
