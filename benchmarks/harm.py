@@ -14,7 +14,10 @@ own pause_us says.
     python3 benchmarks/harm.py --profilers [...]
 
 With --profilers, sampling profilers instead, each started a second before the load (its
-start-up paid before, as when left running) and stopped after it.
+start-up paid before, as when left running) and stopped after it. Beside them, two floors at
+100 Hz (gcc needed): benchmarks/sample_floor.c, a C sampler doing only what a sample must
+(list the threads, read their schedstat, capture those that ran; no unwinding, no report),
+and benchmarks/sample_floor.py, the same in Python.
 
 Needs redis-server and redis-benchmark (Debian: redis-server, redis-tools) and eu-stack
 (elfutils). Every connection stays on 127.0.0.1; the load is bounded by --seconds.
@@ -122,6 +125,7 @@ def profilers() -> List[Dumper]:
             period_s=1.0,
         ),
     ]  # fmt: skip
+    rows += floors()
     if shutil.which("perf") and _perf_works():
         rows.append(
             Dumper(
@@ -131,6 +135,24 @@ def profilers() -> List[Dumper]:
             )
         )
     return rows
+
+
+def floors() -> List[Dumper]:
+    """The C and Python floors of a 100 Hz sampler (module docstring), where gcc is."""
+    if shutil.which("gcc") is None:
+        return []
+    here = os.path.dirname(os.path.abspath(__file__))
+    build = os.path.join(os.environ.get("TMPDIR", "/tmp"), "stackdump-bench")
+    os.makedirs(build, exist_ok=True)
+    binary = os.path.join(build, "sample_floor")
+    subprocess.run(["gcc", "-O2", os.path.join(here, "sample_floor.c"), "-o", binary], check=True)
+    script = [sys.executable, os.path.join(here, "sample_floor.py")]
+    once = ["PID", "1", "10"]
+    forever = ["PID", str(10**9), "10"]
+    return [
+        Dumper("C floor 100 Hz", [binary, *forever], continuous=True, once=[binary, *once]),
+        Dumper("Python floor 100 Hz", [*script, *forever], continuous=True, once=[*script, *once]),
+    ]
 
 
 def _perf_works() -> bool:
@@ -254,8 +276,8 @@ def measure(
             err = profiler.stderr.read().decode(errors="replace")
             _, _, usage = os.wait4(profiler.pid, 0)
             holder.cpu_s = usage.ru_utime + usage.ru_stime
-            taken = re.search(r"covers the (\d+) of", err)
-            holder.dumps = int(taken.group(1)) if taken else 1
+            taken = re.search(r"covers the (\d+) of|^samples=(\d+)", err, re.M)
+            holder.dumps = int(taken.group(1) or taken.group(2)) if taken else 1
     if trace is not None:
         run.stops_us = parse(trace.stop_raw(), set(tids)).all_stopped()
     run.dumps, run.cpu_s, run.pauses_us = holder.dumps, holder.cpu_s, holder.pauses_us

@@ -5,12 +5,18 @@ last sample are counted again, not captured: capture/unchanged.py), and on redis
 under redis-benchmark's load (5 threads, io-threads 0), the issue's "5-thread redis".
 
     python3 benchmarks/sample_cost.py --stackdump /tmp/before/bin/stackdump \
-        --stackdump /tmp/now/bin/stackdump [--samples 2000] [--rounds 4] [--no-redis]
+        --stackdump /tmp/now/bin/stackdump [--samples 2000] [--rounds 4] [--no-redis] \
+        [--floors]
 
 CPU per sample is (CPU of `--samples N`) - (CPU of `--samples 1`, the least of three), over
 N - 1, from wait4: start-up, the first sample and the output are taken out. The installs
 alternate, each round starting with the other, so that drift in the machine's speed falls
 on both alike; every round's figure is printed.
+
+`--floors` adds two columns measured the same way: benchmarks/sample_floor.c, a C sampler
+doing only the listing, the schedstat reads and the captures a sample needs (the floor), and
+benchmarks/sample_floor.py, the same work in Python through ctypes (what the interpreter
+alone adds to it).
 """
 
 from __future__ import annotations
@@ -49,13 +55,33 @@ def cpu_of(argv: Sequence[str]) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def per_sample(stackdump: Sequence[str], pid: int, samples: int, interval_ms: int) -> float:
+def per_sample(command: Sequence[str], pid: int, samples: int, interval_ms: int) -> float:
     """Microseconds of CPU per sample after the first (see the module docstring)."""
-    base = [*stackdump, "-p", str(pid), "--mode", "disabled", "--interval-ms", str(interval_ms),
-            "--format", "pprof", "-o", "/dev/null"]  # fmt: skip
-    one = min(cpu_of([*base, "--samples", "1"]) for _ in range(3))
-    many = cpu_of([*base, "--samples", str(samples)])
+    if command[0] == FLOOR:  # a floor sampler: PID SAMPLES INTERVAL_MS
+
+        def argv(count: int) -> List[str]:
+            return [*command[1:], str(pid), str(count), str(interval_ms)]
+    else:
+
+        def argv(count: int) -> List[str]:
+            return [*command, "-p", str(pid), "--mode", "disabled", "--interval-ms",
+                    str(interval_ms), "--format", "pprof", "-o", "/dev/null", "--samples",
+                    str(count)]  # fmt: skip
+
+    one = min(cpu_of(argv(1)) for _ in range(3))
+    many = cpu_of(argv(samples))
     return (many - one) / (samples - 1) * 1e6
+
+
+FLOOR = "floor:"  # marks a command that takes the floor samplers' arguments
+
+
+def floors(build: Path) -> List[List[str]]:
+    """The C floor and the same work in Python (`--floors`)."""
+    here = Path(__file__).resolve().parent
+    binary = build / "sample_floor"
+    subprocess.run(["gcc", "-O2", str(here / "sample_floor.c"), "-o", str(binary)], check=True)
+    return [[FLOOR, str(binary)], [FLOOR, sys.executable, str(here / "sample_floor.py")]]
 
 
 def rounds(
@@ -81,14 +107,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--redis-samples", type=int, default=500, help="at 100 Hz, under load")
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--floors", action="store_true", help="add the C and Python floors")
     args = parser.parse_args()
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: byte-compiled modules
     commands = [shlex.split(c) for c in args.stackdump or [f"{sys.executable} -m stackdump"]]
     build = Path(os.environ.get("TMPDIR", "/tmp")) / "stackdump-bench"
     build.mkdir(exist_ok=True)
     binary = compile_target("threads.c", build, "threads-O2", ["-O2", "-g"])
+    if args.floors:
+        commands += floors(build)
     lines = [
-        "| target | " + " | ".join(c[0] for c in commands) + " |",
+        "| target | " + " | ".join(c[-1] if c[0] == FLOOR else c[0] for c in commands) + " |",
         "|---|" + "---:|" * len(commands),
     ]
     for title, roles in TARGETS:
