@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lzma
 import re
 import shutil
 import subprocess
@@ -227,3 +228,48 @@ def test_inline_frames_match_eu_stack(build_dir):
             ("storage::engine::spin_forever()", False),
         ], spinner
         assert report.thread(spin).keys["frames"] == str(len(spinner) - 2)
+
+
+def _with_minidebuginfo(binary: Path, out: Path) -> Path:
+    """`binary` stripped, with its function symbols in .gnu_debugdata as Fedora ships them
+    (gdb's manual, "MiniDebugInfo"): the .symtab of the functions .dynsym lacks, in an
+    xz-compressed ELF file."""
+
+    def names(*args: str) -> set:
+        listed = subprocess.run(
+            ["nm", *args, "--format=posix", "--defined-only", str(binary)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return {f[0] for f in (line.split() for line in listed.splitlines()) if f[1] in "Tt"}
+
+    keep = out.with_suffix(".keep")
+    keep.write_text("\n".join(sorted(names() - names("-D"))) + "\n")
+    debug, mini = out.with_suffix(".debug"), out.with_suffix(".mini")
+    subprocess.run(["objcopy", "--only-keep-debug", str(binary), str(debug)], check=True)
+    subprocess.run(
+        ["objcopy", "-S", "--remove-section", ".gdb_index", "--remove-section", ".comment",
+         f"--keep-symbols={keep}", str(debug), str(mini)],
+        check=True,
+    )  # fmt: skip
+    packed = out.with_suffix(".xz")
+    packed.write_bytes(lzma.compress(mini.read_bytes(), format=lzma.FORMAT_XZ))
+    shutil.copy(binary, out)
+    subprocess.run(["objcopy", "--strip-all", str(out)], check=True)
+    subprocess.run(["objcopy", "--add-section", f".gnu_debugdata={packed}", str(out)], check=True)
+    return out
+
+
+def test_stripped_binary_names_its_functions_from_minidebuginfo(build_dir, tmp_path):
+    """A binary stripped of .symtab names its own functions from the xz-compressed symbol
+    table in .gnu_debugdata; without that section the same frames have no names."""
+    binary = compile_target("threads.c", build_dir, "threads-O2", ["-O2", "-g"])
+    plain = tmp_path / "threads-plain"
+    shutil.copy(binary, plain)
+    subprocess.run(["objcopy", "--strip-all", str(plain)], check=True)
+    mini = _with_minidebuginfo(binary, tmp_path / "threads-mini")
+    for path, named in ((plain, False), (mini, True)):
+        with Target(path, {"read": 1}).wait_ready() as target:
+            tid = target.tid("read")
+            frames = dump(target, "--thread-id", str(tid), "--mode", "disabled").thread(tid).frames
+        joined = " ".join(frames)
+        assert ("blocking_read" in joined and "read_main" in joined) is named, (path, frames)
