@@ -137,21 +137,27 @@ def profilers() -> List[Dumper]:
     return rows
 
 
+def floor_samplers(build: str) -> List[List[str]]:
+    """The floor samplers' commands, benchmarks/sample_floor.c (compiled into `build`) then
+    benchmarks/sample_floor.py; each takes PID SAMPLES INTERVAL_MS."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    binary = os.path.join(build, "sample_floor")
+    subprocess.run(["gcc", "-O2", os.path.join(here, "sample_floor.c"), "-o", binary], check=True)
+    return [[binary], [sys.executable, os.path.join(here, "sample_floor.py")]]
+
+
 def floors() -> List[Dumper]:
     """The C and Python floors of a 100 Hz sampler (module docstring), where gcc is."""
     if shutil.which("gcc") is None:
         return []
-    here = os.path.dirname(os.path.abspath(__file__))
     build = os.path.join(os.environ.get("TMPDIR", "/tmp"), "stackdump-bench")
     os.makedirs(build, exist_ok=True)
-    binary = os.path.join(build, "sample_floor")
-    subprocess.run(["gcc", "-O2", os.path.join(here, "sample_floor.c"), "-o", binary], check=True)
-    script = [sys.executable, os.path.join(here, "sample_floor.py")]
+    c, python = floor_samplers(build)
     once = ["PID", "1", "10"]
     forever = ["PID", str(10**9), "10"]
     return [
-        Dumper("C floor 100 Hz", [binary, *forever], continuous=True, once=[binary, *once]),
-        Dumper("Python floor 100 Hz", [*script, *forever], continuous=True, once=[*script, *once]),
+        Dumper("C floor 100 Hz", [*c, *forever], continuous=True, once=[*c, *once]),
+        Dumper("Python floor 100 Hz", [*python, *forever], continuous=True, once=[*python, *once]),
     ]
 
 

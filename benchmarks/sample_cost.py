@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harm import CLIENTS, free_port, start_redis  # noqa: E402
+from harm import CLIENTS, floor_samplers, free_port, start_redis  # noqa: E402
 from helpers import Target, compile_target  # noqa: E402
 
 # (title, roles): one thread running and the rest asleep, as a server between requests; all
@@ -78,10 +78,7 @@ FLOOR = "floor:"  # marks a command that takes the floor samplers' arguments
 
 def floors(build: Path) -> List[List[str]]:
     """The C floor and the same work in Python (`--floors`)."""
-    here = Path(__file__).resolve().parent
-    binary = build / "sample_floor"
-    subprocess.run(["gcc", "-O2", str(here / "sample_floor.c"), "-o", str(binary)], check=True)
-    return [[FLOOR, str(binary)], [FLOOR, sys.executable, str(here / "sample_floor.py")]]
+    return [[FLOOR, *command] for command in floor_samplers(str(build))]
 
 
 def rounds(
