@@ -24,7 +24,7 @@ from stackdump.capture.live import FOREIGN, Progress
 from stackdump.elf.debuginfod import Debuginfod, settings_from_environ
 from stackdump.elf.modules import HostFiles, ModuleMap
 from stackdump.elf.packages import cached_symbols_fix
-from stackdump.elf.store import LoadedObject, ObjectStore
+from stackdump.elf.store import LoadedObject, ModuleCounts, ObjectStore
 from stackdump.interrupts import Cancelled, Interrupts
 from stackdump.locks import OWNER_OFFSET, owner_offset, with_mutex_waits
 from stackdump.notes import Notes
@@ -63,6 +63,7 @@ UNWINDER_NAME = "frame_pointer_with_dwarf_cfi_fallback"
 _T = TypeVar("_T")
 _HOST = host()  # a live thread's processor
 _MAX_NAMED = 4096  # distinct coroutine stacks whose names are kept
+_MAX_KEPT = 65536  # frames tuples' counts, reports' waits: forgotten all at once past this
 
 
 @frozen
@@ -94,7 +95,14 @@ class _Memo:
     # every thread was counted again from the last has the very same reports, and so the
     # same frame counts and mutex waits (with the owner's offset they were found with).
     last_reports: Tuple[ThreadReport, ...] = ()
-    last_counts: Optional[Dict[Tuple[int, bool], int]] = None
+    last_counts: Optional[ModuleCounts] = None
+    # By the identity of a frames tuple (kept with it): its frames by object, counted once
+    # for all the samples and threads that share it.
+    by_frames: Dict[int, Tuple[tuple, ModuleCounts]] = field(default_factory=dict)
+    # By the identity of a thread report (kept with it): the mutex it waits for, if any, for
+    # the owner's offset `waits_offset` (`locks.with_mutex_waits`).
+    waits: Dict[int, tuple] = field(default_factory=dict)
+    waits_offset: int = -1
     last_waits: Optional[Tuple[int, Tuple[ThreadReport, ...], Tuple[Tuple[int, ...], ...]]] = None
     modules: Optional[ModuleMap] = None  # `maps` as a ModuleMap, made on first use
     code: Optional[CodeMap] = None  # `maps`' executable ranges, made on first use
@@ -346,7 +354,7 @@ class Analyzer:
             if progress is not None:
                 progress("symbolization", len(reports), len(reports))
             cus_decoded = _cus_decoded(session.objects) - session.decoded_before
-            counts = _counts_again(session.memo, reports, coroutines)
+            counts = _counts_again(session, reports, coroutines)
             modules = session.objects.module_entries(counts, session.memo.entries)
             found = winding.attempt(lambda: _owner_offset(session, reports))
         owner_offset = OWNER_OFFSET if found is None else found
@@ -472,27 +480,33 @@ def _remember(memo: _Memo, reports) -> None:
         memo.last_reports, memo.last_counts, memo.last_waits = tuple(reports), None, None
 
 
-def _counts_again(memo: _Memo, reports, coroutines) -> Dict[Tuple[int, bool], int]:
+def _counts_again(session: _Session, reports, coroutines) -> ModuleCounts:
     """`_frame_counts`, made once for the reports `_remember` keeps (coroutines' each time)."""
+    memo = session.memo
     if coroutines is not None:
-        return _frame_counts(reports, coroutines)
+        return _frame_counts(session, reports, coroutines)
     if memo.last_counts is None:
-        memo.last_counts = _frame_counts(reports, None)
+        memo.last_counts = _frame_counts(session, reports, None)
     return memo.last_counts
 
 
 def _waits_again(memo: _Memo, reports, owner_offset: int):
     """`with_mutex_waits`, made once for the reports `_remember` keeps and this owner
-    offset (its threads tuple then the same object each time)."""
+    offset (its threads tuple then the same object each time), each report's wait found once
+    for the samples that count it again."""
     last = memo.last_waits
     if last is None or last[0] != owner_offset:
-        last = memo.last_waits = (owner_offset, *with_mutex_waits(reports, owner_offset))
+        if memo.waits_offset != owner_offset or len(memo.waits) > _MAX_KEPT:
+            memo.waits, memo.waits_offset = {}, owner_offset
+        last = (owner_offset, *with_mutex_waits(reports, owner_offset, memo.waits))
+        memo.last_waits = last
     return last[1], last[2]
 
 
-def _frame_counts(reports, coroutines) -> Dict[Tuple[int, bool], int]:
-    """(pc, named) -> how many frames of the reports are so. Sections sharing one frames
-    tuple (coroutines parked alike) are counted by the tuple, not frame by frame."""
+def _frame_counts(session: _Session, reports, coroutines) -> ModuleCounts:
+    """The reports' frames by object (`ObjectStore.frames_by_module`). Reports sharing one
+    frames tuple (coroutines parked alike, a thread counted again from the last sample) are
+    counted by the tuple, each tuple's frames looked up once while the layout holds."""
     shared: Dict[int, list] = {}
     for r in (*reports, *(coroutines or ())):
         entry = shared.get(id(r.frames))
@@ -500,11 +514,22 @@ def _frame_counts(reports, coroutines) -> Dict[Tuple[int, bool], int]:
             shared[id(r.frames)] = [r.frames, 1]
         else:
             entry[1] += 1
-    counts: Dict[Tuple[int, bool], int] = {}
+    memo, objects = session.memo, session.objects
+    known = memo.by_frames
+    if len(known) > _MAX_KEPT:
+        known.clear()
+    counts: ModuleCounts = {}
     for frames, times in shared.values():
-        for f in frames:
-            key = (f.pc, f.function is not None)
-            counts[key] = counts.get(key, 0) + times
+        found = known.get(id(frames))
+        if found is None or found[0] is not frames:
+            found = known[id(frames)] = (frames, objects.frames_by_module(frames))
+        for key, (module, frames_in, unknown) in found[1].items():
+            total = counts.get(key)
+            if total is None:
+                counts[key] = [module, frames_in * times, unknown * times]
+            else:
+                total[1] += frames_in * times
+                total[2] += unknown * times
     return counts
 
 
@@ -681,6 +706,18 @@ def _symbolize_softly(symbolizer: Symbolizer, frame) -> SymbolizedFrame:
         return SymbolizedFrame(pc=frame.pc, function=None, module=None, module_offset=None)
 
 
+# The order `_summarize` counts in (OK first); every status is in it.
+_STATUSES = (
+    ThreadStatus.OK,
+    ThreadStatus.SKIPPED_BLOCKING_SYSCALL,
+    ThreadStatus.THREAD_EXITED,
+    ThreadStatus.TIMEOUT,
+    ThreadStatus.ATTACH_ERROR,
+    ThreadStatus.SKIPPED_RUNNING,
+)
+assert set(_STATUSES) == set(ThreadStatus)
+
+
 def _summarize(
     snapshot: ProcessSnapshot,
     elapsed_ns: int,
@@ -690,27 +727,24 @@ def _summarize(
 ) -> Summary:
     """The summary of a snapshot's threads (every one is reported, each once)."""
     threads = snapshot.threads
-    # One pass: a profile summarizes each of its samples (~18 us in eight passes).
-    statuses: Dict[ThreadStatus, int] = {}
+    # One pass: a profile summarizes each of its samples (~18 us in eight passes). Statuses
+    # counted by identity: an Enum member as a dict key hashes in Python code.
+    statuses = [0] * len(_STATUSES)
     attempted = passive = foreign = max_pause_ns = 0
     for t in threads:
-        statuses[t.status] = statuses.get(t.status, 0) + 1
+        status = t.status
+        statuses[0 if status is ThreadStatus.OK else _STATUSES.index(status)] += 1
         if t.attempted:
             attempted += 1
             max_pause_ns = max(max_pause_ns, t.pause_ns)
         passive += t.passive
         if t.error and t.error.startswith(FOREIGN):
             foreign += 1
-    count = statuses.get
-    exited = count(ThreadStatus.THREAD_EXITED, 0)
-    errors = count(ThreadStatus.ATTACH_ERROR, 0)
+    ok, skipped, exited, timed_out, errors, skipped_running = statuses
     return Summary(
-        captured=count(ThreadStatus.OK, 0),
-        skipped=count(ThreadStatus.SKIPPED_BLOCKING_SYSCALL, 0)
-        + count(ThreadStatus.SKIPPED_RUNNING, 0)
-        + exited
-        + errors,
-        timed_out=count(ThreadStatus.TIMEOUT, 0),
+        captured=ok,
+        skipped=skipped + skipped_running + exited + errors,
+        timed_out=timed_out,
         remote_signal_attempts=attempted,
         elapsed_ms=elapsed_ns // 1_000_000,
         max_pause_us=max_pause_ns // 1000,

@@ -75,16 +75,26 @@ def mutex_wait(thread: ThreadReport, owner_offset: int = OWNER_OFFSET) -> Option
 
 
 def with_mutex_waits(
-    threads: Sequence[ThreadReport], owner_offset: int = OWNER_OFFSET
+    threads: Sequence[ThreadReport],
+    owner_offset: int = OWNER_OFFSET,
+    known: Optional[Dict[int, tuple]] = None,
 ) -> Tuple[Tuple[ThreadReport, ...], Tuple[Tuple[int, ...], ...]]:
     """The threads with `waits_for_mutex`/`mutex_holder` filled in, and every cycle of
     waits (each from its lowest TID). A thread queued behind a cycle, or waiting for a holder
     that is not itself waiting for a mutex, is a wait, not a deadlock. `owner_offset`: where
-    `__owner` is, from libc's DWARF when the caller found it there."""
+    `__owner` is, from libc's DWARF when the caller found it there. `known`: each report's
+    `mutex_wait` by its identity (kept with it), for this offset, filled as found: sampling
+    counts most threads again from their last report."""
     out: List[ThreadReport] = []
     holder_of: Dict[int, int] = {}
     for thread in threads:
-        wait = mutex_wait(thread, owner_offset)
+        if known is None:
+            wait = mutex_wait(thread, owner_offset)
+        else:
+            found = known.get(id(thread))
+            if found is None or found[0] is not thread:
+                found = known[id(thread)] = (thread, mutex_wait(thread, owner_offset))
+            wait = found[1]
         if wait is None:
             out.append(thread)
             continue

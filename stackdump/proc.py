@@ -70,10 +70,9 @@ class KeptFiles:
             return None
         return fd
 
-    def read(self, path: str, whole: bool) -> Optional[bytes]:
+    def read(self, path: str, whole: int) -> Optional[bytes]:
         """The file's bytes as a read from its start gives them now; None when it cannot be
-        read. `whole`: read on to the end (a file of many lines) rather than take one line
-        that came whole in one read."""
+        read. `whole`: how to know the read has them all (`LINE`, `SHOWN`, `WHOLE`)."""
         fd = self._fds.get(path)
         if fd is not None:
             try:
@@ -92,13 +91,21 @@ class KeptFiles:
             return None
 
 
-def _read_fd(fd: int, whole: bool) -> bytes:
-    """The bytes of an open /proc file from its start. The kernel writes a one-line file
-    (stat, syscall, comm, wchan) whole in one read, so unless `whole` the read that would
-    only say "end of file" is skipped when the line came whole (it ends in a newline or left
-    the buffer room)."""
+# How a read of a /proc file knows it has the whole of it. The kernel makes a one-line file
+# (stat, syscall, comm, wchan) and a file shown by one call (status: a single_open seq_file)
+# whole before the first read copies any of it, so the read that would only say "end of
+# file" is skipped: for a LINE when the line came whole (it ends in a newline or left the
+# buffer room), for SHOWN when the file left the buffer room. A file of many records (maps)
+# is made a page at a time, and is read on to an empty read (WHOLE).
+LINE, SHOWN, WHOLE = 0, 1, 2
+
+
+def _read_fd(fd: int, whole: int) -> bytes:
+    """The bytes of an open /proc file from its start (`whole`: LINE, SHOWN, WHOLE)."""
     data = os.pread(fd, 4096, 0)
-    if not whole and (len(data) < 4096 or data.endswith(b"\n")):
+    if len(data) < 4096 and whole != WHOLE:
+        return data
+    if whole == LINE and data.endswith(b"\n"):
         return data
     chunks, offset = [data], len(data)
     while data:
@@ -108,7 +115,7 @@ def _read_fd(fd: int, whole: bool) -> bytes:
     return b"".join(chunks)
 
 
-def _read_bytes(path: str, whole: bool) -> Optional[bytes]:
+def _read_bytes(path: str, whole: int) -> Optional[bytes]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -122,10 +129,10 @@ def _read_bytes(path: str, whole: bool) -> Optional[bytes]:
         os.close(fd)
 
 
-def _read_text(path: str, kept: Optional[KeptFiles] = None) -> Optional[str]:
+def _read_text(path: str, kept: Optional[KeptFiles] = None, whole: int = WHOLE) -> Optional[str]:
     # os.open/os.read, not open(): a dump reads four or five small files per thread, and the
     # buffered file object costs ~2 us more each (10,000 threads: ~0.1 s).
-    data = _read_bytes(path, True) if kept is None else kept.read(path, True)
+    data = _read_bytes(path, whole) if kept is None else kept.read(path, whole)
     # surrogateescape: bytes that are not UTF-8 survive, for paths to open and for
     # stackdump.escape to show exactly
     return None if data is None else data.decode("utf-8", "surrogateescape")
@@ -133,7 +140,7 @@ def _read_text(path: str, kept: Optional[KeptFiles] = None) -> Optional[str]:
 
 def _read_line(path: str, kept: Optional[KeptFiles] = None) -> Optional[str]:
     """A one-line file (stat, syscall, comm, wchan): read in one read when it came whole."""
-    data = _read_bytes(path, False) if kept is None else kept.read(path, False)
+    data = _read_bytes(path, LINE) if kept is None else kept.read(path, LINE)
     return None if data is None else data.decode("utf-8", "surrogateescape")
 
 
@@ -153,8 +160,8 @@ def list_tids(pid: int) -> List[int]:
     return sorted(int(n) for n in names if n.isdigit())
 
 
-def read_comm(pid: int, tid: int) -> Optional[str]:
-    text = _read_line(f"{PROC}/{pid}/task/{tid}/comm")
+def read_comm(pid: int, tid: int, kept: Optional[KeptFiles] = None) -> Optional[str]:
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/comm", kept)
     # Interned: the threads of a pool share a name, and a dump can hold 10,000 of them.
     return None if text is None else sys.intern(_drop_newline(text))
 
@@ -174,7 +181,7 @@ def read_status(
     present) when given, found without parsing the other ~56 lines: a sample asks a few of
     them per thread (issue 31)."""
     path = f"{PROC}/{pid}/status" if tid is None else f"{PROC}/{pid}/task/{tid}/status"
-    text = _read_text(path, kept)
+    text = _read_text(path, kept, SHOWN)
     fields: Dict[str, str] = {}
     if text is None:
         return fields
@@ -212,9 +219,9 @@ def read_exe(pid: int, tid: Optional[int] = None) -> str:
         return "?"
 
 
-def thread_state(pid: int, tid: int) -> str:
+def thread_state(pid: int, tid: int, kept: Optional[KeptFiles] = None) -> str:
     """The State letter of a thread (R, S, D, T, t, Z, X...), '' when it is gone."""
-    return read_status(pid, tid, ("State",)).get("State", "")[:1]
+    return read_status(pid, tid, ("State",), kept).get("State", "")[:1]
 
 
 def is_exited(state: str) -> bool:
@@ -359,7 +366,7 @@ def parse_context_switches(text: str) -> Optional[Tuple[int, int]]:
 
 
 def read_context_switches(pid: int, tid: int) -> Optional[Tuple[int, int]]:
-    text = _read_text(f"{PROC}/{pid}/task/{tid}/status")
+    text = _read_text(f"{PROC}/{pid}/task/{tid}/status", None, SHOWN)
     return None if text is None else parse_context_switches(text)
 
 
@@ -486,9 +493,9 @@ def _image_of(pid: int, text: Optional[str]) -> Optional[Tuple[int, ...]]:
         return None
 
 
-def read_wchan(pid: int, tid: int) -> Optional[str]:
+def read_wchan(pid: int, tid: int, kept: Optional[KeptFiles] = None) -> Optional[str]:
     """The kernel function a sleeping thread waits in; None when running or not shown."""
-    text = _read_line(f"{PROC}/{pid}/task/{tid}/wchan")
+    text = _read_line(f"{PROC}/{pid}/task/{tid}/wchan", kept)
     if not text or text.strip() == "0":
         return None
     return sys.intern(text.strip())

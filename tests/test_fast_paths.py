@@ -371,27 +371,34 @@ def test_registers_read_from_the_ptrace_struct_in_one_go_equal_field_by_field():
 def test_module_entries_made_again_from_known_ones_equal_made_afresh():
     """Sampling keeps each module's entry for a layout and makes only its counts again
     (ObjectStore.module_entries' `known`): the entries must equal those made afresh, on this
-    process's own maps and files, with counts that change from one call to the next."""
+    process's own maps and files, with counts that change from one call to the next. The
+    counts are the frames' by object (`frames_by_module`), named or not."""
+    import collections
     import ctypes
 
     from stackdump.elf.modules import HostFiles
     from stackdump.elf.store import ObjectStore
     from stackdump.proc import read_maps
 
+    frame = collections.namedtuple("frame", "pc function")  # what a report's frame has
     libc = ctypes.CDLL("libc.so.6")
     in_libc = ctypes.cast(libc.getpid, ctypes.c_void_p).value
     in_python = next(m.start for m in read_maps(os.getpid()) if m.executable and m.is_file)
     calls = [
-        {(in_libc, True): 3, (in_python, False): 1},
-        {(in_libc, False): 2},
-        {(in_libc, True): 1, (in_libc + 16, False): 4, (in_python, True): 2},
+        [frame(in_libc, "getpid")] * 3 + [frame(in_python, None)],
+        [frame(in_libc, None)] * 2,
+        [frame(in_libc, "getpid"), *[frame(in_libc + 16, None)] * 4, *[frame(in_python, "f")] * 2],
+        [frame(0, None)],  # in no object
     ]
     known: dict = {}
     with ObjectStore(HostFiles(), read_maps(os.getpid()), None) as objects:
-        for counts in calls:
+        for frames in calls:
+            counts = objects.frames_by_module(frames)
             again = objects.module_entries(counts, known)
-            assert again == objects.module_entries(counts), counts
-            assert sum(m.frames for m in again) == sum(counts.values())
+            assert again == objects.module_entries(counts), frames
+            placed = [f for f in frames if f.pc]
+            assert sum(m.frames for m in again) == len(placed)
+            assert sum(m.unknown_frames for m in again) == sum(not f.function for f in placed)
     assert len(known) == 2
 
 

@@ -179,15 +179,15 @@ def test_kept_files_read_afresh_and_let_go_of_a_gone_thread():
     before = open_fds()
     try:
         with proc.KeptFiles(limit=2) as kept:
-            assert kept.read(comm, False) == name.encode()
+            assert kept.read(comm, proc.LINE) == name.encode()
             with open(comm, "w") as f:
                 f.write("kept-files")
-            assert kept.read(comm, False) == b"kept-files\n"  # the same descriptor, read again
+            assert kept.read(comm, proc.LINE) == b"kept-files\n"  # the same descriptor, read again
             stat = f"/proc/{os.getpid()}/task/{tids[0]}/stat"
-            assert kept.read(stat, False).startswith(f"{tids[0]} (".encode())
+            assert kept.read(stat, proc.LINE).startswith(f"{tids[0]} (".encode())
             assert open_fds() == before + 2
             # Past the limit: read, not kept.
-            assert kept.read(f"/proc/{os.getpid()}/status", True).startswith(b"Name:")
+            assert kept.read(f"/proc/{os.getpid()}/status", proc.SHOWN).startswith(b"Name:")
             assert open_fds() == before + 2
             done.set()
             thread.join()
@@ -196,9 +196,9 @@ def test_kept_files_read_afresh_and_let_go_of_a_gone_thread():
             while os.path.exists(f"/proc/{os.getpid()}/task/{tids[0]}"):
                 assert time.monotonic() < deadline, "the thread never exited"
                 os.sched_yield()
-            assert kept.read(stat, False) is None  # the thread has gone
+            assert kept.read(stat, proc.LINE) is None  # the thread has gone
             assert open_fds() == before + 1 and not kept.full
-            kept.read(stat.replace(f"/{tids[0]}/", f"/{me}/"), False)
+            kept.read(stat.replace(f"/{tids[0]}/", f"/{me}/"), proc.LINE)
             assert kept.full and open_fds() == before + 2
             kept.retain(lambda path: path == comm)
             assert open_fds() == before + 1 and not kept.full
@@ -220,3 +220,23 @@ def test_kept_files_of_exited_threads_are_told_apart_by_path():
     assert wanted("/proc/42/task/42/maps") and wanted("/proc/42/task/43/schedstat")
     assert not wanted("/proc/42/task/44/stat")
     assert not wanted("/proc/42/task/4/stat") and not wanted("/proc/42/task/430/stat")
+
+
+def test_a_file_the_kernel_shows_whole_is_read_in_one_read_and_a_longer_one_to_its_end(tmp_path):
+    """`SHOWN` (a status file) takes a read that left the buffer room as the whole file:
+    the next read says end of file. One that filled it is read on to its end."""
+    fd = os.open(f"/proc/{os.getpid()}/status", os.O_RDONLY)
+    try:
+        data = proc._read_fd(fd, proc.SHOWN)
+        assert data.startswith(b"Name:") and data.endswith(b"\n") and len(data) < 4096
+        assert os.pread(fd, 4096, len(data)) == b""
+    finally:
+        os.close(fd)
+    longer = tmp_path / "longer"
+    longer.write_bytes(b"x" * 9000 + b"\n")
+    fd = os.open(longer, os.O_RDONLY)
+    try:
+        assert proc._read_fd(fd, proc.SHOWN) == b"x" * 9000 + b"\n"
+        assert proc._read_fd(fd, proc.LINE) == b"x" * 9000 + b"\n"  # no newline at 4096
+    finally:
+        os.close(fd)

@@ -38,6 +38,33 @@ def test_cycles_only_where_waits_close():
     assert find_cycles({}) == ()
 
 
+def test_mutex_waits_found_again_by_report_equal_found_afresh():
+    """Sampling keeps each thread report's mutex wait by its identity (`with_mutex_waits`'
+    `known`): the same reports must give the same waits and cycles, for the offset kept."""
+    from stackdump.locks import OWNER_OFFSET, with_mutex_waits
+    from stackdump.types import SymbolizedFrame, ThreadContext, ThreadReport, ThreadStatus
+
+    def waiting(tid: int, owner: int, mutex: int) -> ThreadReport:
+        words = (0).to_bytes(8, "little") + owner.to_bytes(4, "little") + bytes(4)
+        frames = tuple(
+            SymbolizedFrame(pc=0x1000 + i, function=name, module="libc.so.6", module_offset=i)
+            for i, name in enumerate(("__futex_abstimed_wait", "__lll_lock_wait", "main"))
+        )
+        context = ThreadContext(state="S", wchan="futex_wait", cpu_ms=0, futex=(mutex, words))
+        ok = ThreadStatus.OK
+        return ThreadReport(tid=tid, name="t", status=ok, frames=frames, context=context)
+
+    idle = ThreadReport(tid=3, name="t", status=ThreadStatus.OK)
+    reports = (waiting(1, 2, 0xA0), waiting(2, 1, 0xB0), idle)
+    afresh = with_mutex_waits(reports, OWNER_OFFSET)
+    known: dict = {}
+    assert with_mutex_waits(reports, OWNER_OFFSET, known) == afresh
+    assert len(known) == 3
+    again = with_mutex_waits((reports[0], reports[1], waiting(3, 1, 0xA0)), OWNER_OFFSET, known)
+    assert again[1] == ((1, 2),) and again[0][2].waits_for_mutex == 0xA0
+    assert afresh[1] == ((1, 2),) and afresh[0][0].mutex_holder == 2
+
+
 def test_tid_ranges():
     assert tid_ranges([107, 101, 102, 103]) == "101-103,107"
     assert tid_ranges([5]) == "5"

@@ -17,7 +17,7 @@ from stackdump.arch import host
 from stackdump.capture import maps_check
 from stackdump.capture.pages import Pagemap
 from stackdump.capture.passive import PassiveCapturer
-from stackdump.capture.ptrace import Held, Signals, Tracer
+from stackdump.capture.ptrace import Held, Signals, StopWindowPriority, Tracer
 from stackdump.capture.remote import Buffers, RemoteMemory, StackCopier
 from stackdump.capture.view import AfterCapture, ProcessView
 from stackdump.elf.modules import VDSO, Lent, LiveFiles
@@ -157,9 +157,12 @@ class Series:
         self.held = Held()
         # Set up at the first stop of the series and kept until it ends (ptrace.Signals).
         self.signals = Signals()
-        # The /proc files each capture reads again: the process's few, and three of each
-        # thread (capture/unchanged.py), as many as our limit on open files leaves room for
-        # (`kept_files_limit`). Past that a file is opened for each read.
+        self._priority: Optional[StopWindowPriority] = None
+        self.host = os.uname().nodename
+        # The /proc files each capture reads again: the process's few, three of each thread
+        # (capture/unchanged.py) and two more (comm, wchan) of each one captured, as many as
+        # our limit on open files leaves room for (`kept_files_limit`). Past that a file is
+        # opened for each read.
         self.kept = proc.KeptFiles(kept_files_limit())
         self._vdso: Optional[Tuple[Tuple[MemoryMap, ...], Optional[bytes]]] = None
         self._program: Optional[Tuple[tuple, _Program]] = None
@@ -183,6 +186,13 @@ class Series:
             self._copier = None
         self._release_files()
         self.kept.close()
+
+    def priority(self, realtime: bool) -> StopWindowPriority:
+        """The stop windows' priority, kept across the series: the policy stackdump was
+        started with is read at its first stop, not at each capture's."""
+        if self._priority is None:
+            self._priority = StopWindowPriority(realtime)
+        return self._priority
 
     def reap(self) -> bool:
         """Release the threads left seized that have stopped since; whether any is still
@@ -424,7 +434,7 @@ def _snapshot(c: _Capture, vdso, interrupted: bool, finished, capture_ns: int) -
         files=c.files,
         options=c.options,
         exec_seen=exec_seen,
-        host=os.uname().nodename,
+        host=c.host,
         notes=tuple(c.notes),
     )
 
@@ -480,6 +490,7 @@ class _Capture:
         self.memory = self.copier.memory
         self.passive = PassiveCapturer(pid, self.copier, options.timeout_ms, kept)
         self._held = series.held if series is not None else None
+        self.host = series.host if series is not None else os.uname().nodename
         self._members = set(self.process_tids)
         self._contexts: Dict[ThreadContext, ThreadContext] = {}
         self.fresh: List[ThreadSnapshot] = []  # the threads captured now, not recalled
@@ -517,10 +528,13 @@ class _Capture:
             recall.start(self.tids)
         else:
             recall = None
-        signals = self._series.signals if self._series is not None else None
+        series = self._series
+        signals = series.signals if series is not None else None
+        priority = series.priority(options.realtime) if series is not None else None
         tracer = Tracer(
-            self.pid, self.copier, options.timeout_ms, options.realtime, self._held, signals
-        )
+            self.pid, self.copier, options.timeout_ms, options.realtime, self._held, signals,
+            priority,
+        )  # fmt: skip
         with tracer:
             for done, tid in enumerate(self.tids):
                 if should_stop is not None and should_stop():
@@ -551,8 +565,8 @@ class _Capture:
         # Threads of a pool are mostly alike (S, same wchan, no CPU): share one.
         if context is not None:
             context = self._contexts.setdefault(context, context)
-        name = proc.read_comm(pid, tid)  # here, not up front: sampling skips most threads
-        thread = _capture_one(tracer, self.passive, pid, tid, name, options, syscall)
+        name = proc.read_comm(pid, tid, kept)  # here, not up front: sampling skips most threads
+        thread = _capture_one(tracer, self.passive, pid, tid, name, options, syscall, kept)
         if _stack_unmapped(thread):
             thread = _locate_stack(thread, pid, self.view, self.copier)
             if self._series is not None:
@@ -700,10 +714,12 @@ def _capture_one(
     name: Optional[str],
     options: CaptureOptions,
     syscall: Optional[SyscallState],
+    kept: Optional[proc.KeptFiles] = None,
 ) -> ThreadSnapshot:
-    if name is None or not proc.thread_exists(pid, tid):
+    # A name read means the task was there: /proc/PID/task/TID is only a thread of PID's.
+    if name is None:
         return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED)
-    if tid == pid and proc.thread_state(pid, tid) == "Z":
+    if tid == pid and proc.thread_state(pid, tid, kept) == "Z":
         # A main thread that called pthread_exit stays a zombie while the others run (any
         # other thread is released as it exits): there is nothing to stop, and seizing it
         # would fail with EPERM.
@@ -773,7 +789,7 @@ def _context(
             futex = (syscall.args[0], words)
     return ThreadContext(
         state=sys.intern(state),
-        wchan=proc.read_wchan(pid, tid),
+        wchan=proc.read_wchan(pid, tid, kept),
         cpu_ms=ticks * 1000 // _CLOCK_TICKS,
         recent_cpu_ms=recent_cpu_ms,
         kernel_stack=proc.read_kernel_stack(pid, tid) if options.kernel_stacks else None,

@@ -24,7 +24,7 @@ import bisect
 import errno
 import fcntl
 import struct
-from typing import Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from stackdump.types import MemoryMap, ThreadSnapshot
 
@@ -98,12 +98,25 @@ class Layout:
     def __init__(self, maps: Sequence[MemoryMap]) -> None:
         self.maps = tuple(sorted((m for m in maps if m.start < _USER_END), key=_start))
         self._starts = [m.start for m in self.maps]
+        self._vmas: Dict[int, Vma] = {}
 
     def holder(self, address: int) -> Optional[MemoryMap]:
+        i = self.index(address)
+        return self.maps[i] if i >= 0 else None
+
+    def index(self, address: int) -> int:
+        """The place in `maps` of the mapping holding `address`, -1 when none does."""
         i = bisect.bisect_right(self._starts, address) - 1
-        if i >= 0 and self.maps[i].contains(address):
-            return self.maps[i]
-        return None
+        if i >= 0 and address < self.maps[i].end:
+            return i
+        return -1
+
+    def vma(self, i: int) -> Vma:
+        """`maps[i]` as the kernel's answer for it would read, made once."""
+        vma = self._vmas.get(i)
+        if vma is None:
+            vma = self._vmas[i] = as_vma(self.maps[i])
+        return vma
 
 
 def _start(m: MemoryMap) -> int:
@@ -129,16 +142,16 @@ def still_true(query: MapsQuery, layout: Layout, threads: Iterable[ThreadSnapsho
     """Whether the kernel still maps every address the threads used as `layout` says:
     the same mapping around each, or none where it had none."""
     code, stacks = used(threads)
-    asked: Set[object] = set()
+    asked: Set[int] = set()  # mappings by their index, addresses in none as -1 - address
     for address in (*code, *stacks):
-        m = layout.holder(address)
-        key = address if m is None else m
+        i = layout.index(address)
+        key = i if i >= 0 else -1 - address
         if key in asked:
             continue
         asked.add(key)
-        if m is None:
+        if i < 0:
             if query.find(address) is not None:
                 return False
-        elif query.find(m.start) != as_vma(m):
+        elif query.find(layout.maps[i].start) != layout.vma(i):
             return False
     return True

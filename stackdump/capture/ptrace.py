@@ -313,6 +313,7 @@ class Tracer:
         realtime: bool = True,
         held: Optional[Held] = None,
         signals: Optional[Signals] = None,
+        priority: Optional[StopWindowPriority] = None,
     ):
         self.pid = pid
         self._copier = copier
@@ -329,7 +330,8 @@ class Tracer:
         self._pending = self._held.pending
         self._stubborn_tracers: Set[int] = set()
         self._exiting = self._held.exiting  # seized threads that vanished: reap their zombies
-        self._priority = StopWindowPriority(realtime)
+        # A series passes the one it keeps (`live.Series.priority`).
+        self._priority = priority if priority is not None else StopWindowPriority(realtime)
         self._signals = signals if signals is not None else Signals()
         self._own_signals = signals is None
         self.attempts = 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
-from stackdump.proc import PROC, KeptFiles, parse_syscall
+from stackdump.proc import LINE, PROC, KeptFiles, parse_syscall
 from stackdump.types import ThreadSnapshot, ThreadStatus
 
 # Sleeping states a thread stays in until something wakes it and it runs.
@@ -145,13 +145,13 @@ class UnchangedThreads:
             task = f"{PROC}/{self.pid}/task/{tid}"
             paths = self._paths[tid] = tuple(f"{task}/{name}" for name in _FILES)
         read = self._kept_files.read
-        stat, schedstat = read(paths[0], False), read(paths[1], False)
+        stat, schedstat = read(paths[0], LINE), read(paths[1], LINE)
         if stat is None or schedstat is None:
             return None
         signature = parse_signature(stat, schedstat)
         call = None
         if with_call:
-            text = read(paths[2], False)
+            text = read(paths[2], LINE)
             call = parse_syscall(text.decode("ascii", "replace")) if text is not None else None
         return (signature, call) if signature is not None else None
 

@@ -18,9 +18,9 @@ from typing import (
     Any,
     Callable,
     Dict,
+    Iterable,
     Iterator,
     List,
-    Mapping,
     Optional,
     Sequence,
     Tuple,
@@ -41,12 +41,15 @@ from stackdump.elf.modules import (
 from stackdump.escape import quote
 from stackdump.notes import Notes
 from stackdump.safefs import NotRegularFile
-from stackdump.types import FileSource, MemoryMap, ModuleEntry, replaced
+from stackdump.types import FileSource, MemoryMap, ModuleEntry, SymbolizedFrame, replaced
 
 _EMPTY = SymbolTable([], [], [], b"")
 _LATER = object()  # a pending download not allowed yet
 _START = operator.attrgetter("start")
 T = TypeVar("T")
+
+# An object's key -> [its Module, frames in it, of which unnamed] (`frames_by_module`).
+ModuleCounts = Dict[Tuple[str, int, str], List[Any]]
 
 
 class LoadedObject:
@@ -289,34 +292,35 @@ class ObjectStore:
         vaddr = loaded.vaddr(address, mapping)
         return None if vaddr is None else (loaded, vaddr)
 
-    def module_entries(
-        self,
-        frames: Mapping[Tuple[int, bool], int],
-        known: Optional[Dict[tuple, ModuleEntry]] = None,
-    ) -> Tuple[ModuleEntry, ...]:
-        """The objects frames fall in, once each, by address, with what was found to name
-        them and how many were not. `frames`: (pc, named) -> how many frames are so.
-        `known`: entries made before for the same layout (sampling), reused while what
-        they say of their object still holds, only the counts made again."""
-        modules: Dict[Tuple[str, int, str], Module] = {}
-        counts: Dict[Tuple[str, int, str], List[int]] = {}
-        for (pc, named), times in frames.items():
-            hit = self.modules.lookup(pc)
+    def frames_by_module(self, frames: Iterable[SymbolizedFrame]) -> ModuleCounts:
+        """How many of `frames` fall in each object, and how many of those are unnamed."""
+        counts: ModuleCounts = {}
+        for frame in frames:
+            hit = self.modules.lookup(frame.pc)
             if hit is None:
                 continue
             module = hit[0]
-            modules[module.key] = module
-            count = counts.setdefault(module.key, [0, 0])
-            count[0] += times
-            count[1] += 0 if named else times
+            count = counts.get(module.key)
+            if count is None:
+                count = counts[module.key] = [module, 0, 0]
+            count[1] += 1
+            count[2] += frame.function is None
+        return counts
+
+    def module_entries(
+        self, counts: ModuleCounts, known: Optional[Dict[tuple, ModuleEntry]] = None
+    ) -> Tuple[ModuleEntry, ...]:
+        """The objects frames fall in, once each, by address, with what was found to name
+        them and how many were not (`counts`, as `frames_by_module` gives them, summed).
+        `known`: entries made before for the same layout (sampling), reused while what
+        they say of their object still holds, only the counts made again."""
         entries = []
-        for key, module in modules.items():
+        for key, (module, frames_in, unknown) in counts.items():
             loaded = self.load(module)
             elf, debug = loaded.elf, loaded.debug_found
             same = (key, loaded, debug, loaded.symbol_source)
             earlier = known.get(same) if known is not None else None
             if earlier is not None:
-                frames_in, unknown = counts[key]
                 entries.append(replaced(earlier, frames=frames_in, unknown_frames=unknown))
                 continue
             # A core records the build-ids of files this machine may not have.
@@ -334,8 +338,8 @@ class ObjectStore:
                     symbols=loaded.symbol_source,
                     debug_file=debug.path if debug is not None else None,
                     dwarf=any(o is not None and o.has_section(".debug_info") for o in (elf, debug)),
-                    frames=counts[key][0],
-                    unknown_frames=counts[key][1],
+                    frames=frames_in,
+                    unknown_frames=unknown,
                     file_found=elf is not None,
                 )
             )
