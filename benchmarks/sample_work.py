@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """The work a sample does, counted rather than timed (issue 31): system calls (`strace -f
--c`) and Python function calls (`sys.setprofile`, Python and C functions alike) per sample,
-for one or more source trees side by side. Counts do not move with the machine's load, so a
+-c`), Python function calls (`sys.setprofile`, Python and C functions alike) and the
+distinct Python functions a sample runs (its code's footprint, which a CPU whose caches the
+target's work emptied since the last sample loads again), per sample, for one or more
+source trees side by side. Counts do not move with the machine's load, so a
 change that saves 5% of a sample shows here where the CPU time of one run cannot (this VM's
 CPU per sample varies by +-15% from run to run; docs/PERFORMANCE.md).
 
@@ -35,10 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harm import CLIENTS, free_port, start_redis  # noqa: E402
 from helpers import Target, compile_target  # noqa: E402
 
-# Run in a child with the tree first on sys.path: Python and C calls of `api.profile`.
+# Run in a child with the tree first on sys.path: Python and C calls of `api.profile`, and
+# the distinct Python functions each sample runs (between two of `sampling._wait`'s calls).
 _COUNT_CALLS = """
 import collections, sys
-from stackdump import api
+from stackdump import api, sampling
 from stackdump.engine import DumpOptions
 from stackdump.types import AnalysisOptions, CaptureOptions, LocationMode
 pid, samples, interval = (int(a) for a in sys.argv[1:4])
@@ -58,19 +61,36 @@ def calls(count):
 one, many = calls(1), calls(samples)
 for event in ("call", "c_call"):
     print(event, (many[event] - one[event]) / (samples - 1))
+distinct, ran = [], set()
+wait = sampling._wait
+def waiting(*args):
+    distinct.append(len(ran))
+    ran.clear()
+    return wait(*args)
+def note(frame, event, arg):
+    if event == "call":
+        ran.add(frame.f_code)
+sampling._wait = waiting
+sys.setprofile(note)
+try:
+    api.profile(api.Process(pid), samples, interval, options)
+finally:
+    sys.setprofile(None)
+later = distinct[1:]  # the first sample loads what the others reuse
+print("distinct", sum(later) / len(later))
 """
 
 
 def python_calls(
     python: str, tree: str, pid: int, samples: int, interval: int
-) -> Tuple[float, float]:
+) -> Tuple[float, float, float]:
     env = dict(os.environ, PYTHONPATH=tree)
     out = subprocess.run(
         [python, "-c", _COUNT_CALLS, str(pid), str(samples), str(interval)],
         env=env, check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     found = dict(line.split() for line in out.splitlines())
-    return float(found["call"]), float(found["c_call"])
+    return float(found["call"]), float(found["c_call"]), float(found["distinct"])
 
 
 def syscalls(python: str, tree: str, pid: int, samples: int, interval: int) -> Dict[str, float]:
@@ -107,11 +127,12 @@ def measure(args, pid: int, interval: int, samples: int) -> List[Tuple[str, dict
 def table(title: str, rows) -> List[str]:
     lines = [
         f"\n{title}\n",
-        "| tree | system calls | Python calls | C calls |",
-        "|---|---:|---:|---:|",
+        "| tree | system calls | Python calls | C calls | distinct Python functions |",
+        "|---|---:|---:|---:|---:|",
     ]
-    for tree, counts, (calls, c_calls) in rows:
-        lines.append(f"| {tree} | {counts['total']:.1f} | {calls:.0f} | {c_calls:.0f} |")
+    for tree, counts, (calls, c_calls, distinct) in rows:
+        cells = f"{counts['total']:.1f} | {calls:.0f} | {c_calls:.0f} | {distinct:.0f}"
+        lines.append(f"| {tree} | {cells} |")
     names = collections.Counter()
     for _, counts, _ in rows:
         for name, n in counts.items():

@@ -10,16 +10,19 @@ import gc
 from typing import Iterator
 
 
-@contextlib.contextmanager
-def paused() -> Iterator[None]:
+class paused:  # noqa: N801 - used as a function: `with paused():`
     """No cyclic collection inside; enabled again after only if it was before (a pause
-    inside a pause leaves it to the outer one). Reference counting frees as usual."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
+    inside a pause leaves it to the outer one). Reference counting frees as usual. A class,
+    not a generator: a profile enters one for each sample."""
+
+    __slots__ = ("_enabled",)
+
+    def __enter__(self) -> None:
+        self._enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc) -> None:
+        if self._enabled:
             gc.enable()
 
 

@@ -395,13 +395,15 @@ class _Winding:
         self.stopped = stopped
         # Only signals from now on: one that cut capture short still lets it symbolize.
         self.asked: Callable[[], bool] = interrupts.since_now() if interrupts else _never
-        self._cancellable = interrupts.cancellable if interrupts else contextlib.nullcontext
+        self._cancellable = interrupts.cancellable if interrupts else None
 
     def attempt(self, work: Callable[[], _T]) -> Optional[_T]:
         """work(), or None when a signal asked to stop, before it or during it."""
         self.stopped = self.stopped or self.asked()
         if self.stopped:
             return None
+        if self._cancellable is None:  # nothing can cut it short (a profile's samples)
+            return work()
         try:
             with self._cancellable():
                 return work()

@@ -420,3 +420,33 @@ def test_a_series_keeps_as_many_files_as_the_open_file_limit_leaves_room_for():
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert checked, f"a hard limit of {hard} open files allows none of the limits checked"
+
+
+def test_collection_is_paused_inside_and_left_as_it_was_found():
+    """collector.paused (a capture, a single dump): no cyclic collection inside, enabled
+    again after only if it was before, an inner pause leaving it to the outer one, and an
+    error inside leaving it as found too."""
+    import gc
+
+    import pytest
+
+    from stackdump.collector import paused
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with paused():
+            assert not gc.isenabled()
+            with paused():
+                assert not gc.isenabled()
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        with pytest.raises(KeyError), paused():
+            raise KeyError("inside")
+        assert gc.isenabled()
+        gc.disable()
+        with paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -566,7 +566,8 @@ class _Capture:
         if context is not None:
             context = self._contexts.setdefault(context, context)
         name = proc.read_comm(pid, tid, kept)  # here, not up front: sampling skips most threads
-        thread = _capture_one(tracer, self.passive, pid, tid, name, options, syscall, kept)
+        state = context.state if context is not None else None
+        thread = _capture_one(tracer, self.passive, pid, tid, name, options, syscall, kept, state)
         if _stack_unmapped(thread):
             thread = _locate_stack(thread, pid, self.view, self.copier)
             if self._series is not None:
@@ -715,11 +716,13 @@ def _capture_one(
     options: CaptureOptions,
     syscall: Optional[SyscallState],
     kept: Optional[proc.KeptFiles] = None,
+    state: Optional[str] = None,
 ) -> ThreadSnapshot:
+    """`state`: the thread's state letter as its stat file said just before, if read."""
     # A name read means the task was there: /proc/PID/task/TID is only a thread of PID's.
     if name is None:
         return ThreadSnapshot(tid=tid, name="?", status=ThreadStatus.THREAD_EXITED)
-    if tid == pid and proc.thread_state(pid, tid, kept) == "Z":
+    if tid == pid and (state or proc.thread_state(pid, tid, kept)) == "Z":
         # A main thread that called pthread_exit stays a zombie while the others run (any
         # other thread is released as it exits): there is nothing to stop, and seizing it
         # would fail with EPERM.

@@ -20,6 +20,19 @@ from stackdump.types import CaptureOptions, MemoryMap, ReportHeader, ThreadRepor
 # Fibers before Go: coroutines are listed in this order.
 RUNTIMES: Tuple[Runtime, ...] = (Fibers(), Go(), Jit())
 
+
+def _answering(method: str) -> Tuple[Runtime, ...]:
+    """The runtimes whose class answers `method` itself (in `RUNTIMES`' order): the others
+    give `base.Runtime`'s nothing, and a profile asks some of these for every sample."""
+    return tuple(r for r in RUNTIMES if getattr(type(r), method) is not getattr(Runtime, method))
+
+
+_STACK_END = _answering("stack_end")
+_HINTS = _answering("hints")
+_ANONYMOUS = _answering("anonymous_code")
+_OWN_CODE = _answering("own_code")
+_LOCKS = _answering("waits_for_lock")
+
 __all__ = [
     "RUNTIMES", "Absent", "ProcessView", "after_capture", "anonymous_code", "coroutine_kinds",
     "hints", "labels_of", "own_code", "stack_end", "waited_s", "waits_for_lock",
@@ -102,27 +115,27 @@ def _mark_running(thread: ThreadSnapshot, running) -> ThreadSnapshot:
 
 def own_code(loaded: LoadedObject) -> Optional[Any]:
     """The runtime that owns an object's code (its CFI rows and frame names), if any."""
-    return next((c for c in (r.own_code(loaded) for r in RUNTIMES) if c is not None), None)
+    return next((c for c in (r.own_code(loaded) for r in _OWN_CODE) if c is not None), None)
 
 
 def anonymous_code(maps: Sequence[MemoryMap], pid: Optional[int]) -> Optional[Any]:
     """Names for code in no object (JIT code), if a runtime gives them."""
-    found = (r.anonymous_code(maps, pid) for r in RUNTIMES)
+    found = (r.anonymous_code(maps, pid) for r in _ANONYMOUS)
     return next((c for c in found if c is not None), None)
 
 
 def hints(header: ReportHeader, threads: Sequence[ThreadReport]) -> Tuple[str, ...]:
     """Every runtime's hints for this report (`base.Runtime.hints`)."""
-    return tuple(h for r in RUNTIMES for h in r.hints(header, threads))
+    return tuple(h for r in _HINTS for h in r.hints(header, threads))
 
 
 def waits_for_lock(runtime_keys: Sequence[Tuple[str, str]]) -> bool:
     """Whether a runtime says a coroutine with these keys waits to take a lock."""
-    return any(r.waits_for_lock(runtime_keys) for r in RUNTIMES)
+    return any(r.waits_for_lock(runtime_keys) for r in _LOCKS)
 
 
 def stack_end(functions: Sequence[Optional[str]], coroutine: str) -> Optional[int]:
     """Where the first runtime that knows ends this stack (module `base.Runtime`)."""
     return next(
-        (e for e in (r.stack_end(functions, coroutine) for r in RUNTIMES) if e is not None), None
+        (e for e in (r.stack_end(functions, coroutine) for r in _STACK_END) if e is not None), None
     )
