@@ -26,6 +26,7 @@ Needs redis-server and redis-benchmark (Debian: redis-server, redis-tools) and e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -40,7 +41,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from run import pauses, percentile  # noqa: E402
@@ -173,6 +174,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def loaded_redis() -> Iterator[int]:
+    """A redis-server (io-threads 0) kept busy by redis-benchmark's SETs until the block
+    ends: its pid (sample_cost.py, sample_work.py)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        port = free_port()
+        server = start_redis(port, 0, workdir)
+        load = subprocess.Popen(
+            ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
+             "-n", str(10**9), "-t", "set", "-q"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            yield server.pid
+        finally:
+            load.kill()
+            load.wait()
+            server.kill()
+            server.wait()
 
 
 def start_redis(port: int, io_threads: int, workdir: str) -> subprocess.Popen:

@@ -27,7 +27,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harm import CLIENTS, floor_samplers, free_port, start_redis  # noqa: E402
+from harm import floor_samplers, loaded_redis  # noqa: E402
 from helpers import Target, compile_target  # noqa: E402
 
 # (title, roles): one thread running and the rest asleep, as a server between requests; all
@@ -132,21 +131,8 @@ def main() -> None:
 
 def redis_rounds(commands: List[List[str]], args) -> Dict[int, List[float]]:
     """Samples of redis-server (io-threads 0) while redis-benchmark keeps it busy."""
-    with tempfile.TemporaryDirectory() as workdir:
-        port = free_port()
-        server = start_redis(port, 0, workdir)
-        load = subprocess.Popen(
-            ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
-             "-n", str(10**9), "-t", "set", "-q"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            return rounds(commands, server.pid, args.redis_samples, 10, args.rounds)
-        finally:
-            load.kill()
-            load.wait()
-            server.kill()
-            server.wait()
+    with loaded_redis() as pid:
+        return rounds(commands, pid, args.redis_samples, 10, args.rounds)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harm import CLIENTS, free_port, start_redis  # noqa: E402
+from harm import loaded_redis  # noqa: E402
 from helpers import Target, compile_target  # noqa: E402
 
 # Run in a child with the tree first on sys.path: Python and C calls of `api.profile`, and
@@ -174,21 +174,8 @@ def main() -> None:
 
 
 def redis_rows(args):
-    with tempfile.TemporaryDirectory() as workdir:
-        port = free_port()
-        server = start_redis(port, 0, workdir)
-        load = subprocess.Popen(
-            ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
-             "-n", str(10**9), "-t", "set", "-q"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            return measure(args, server.pid, 10, args.samples)
-        finally:
-            load.kill()
-            load.wait()
-            server.kill()
-            server.wait()
+    with loaded_redis() as pid:
+        return measure(args, pid, 10, args.samples)
 
 
 if __name__ == "__main__":
