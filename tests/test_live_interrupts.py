@@ -254,10 +254,12 @@ def test_signal_while_blocked_writing_to_a_full_pipe(readers):
 
 def _stderr_on_a_terminal(*args: str) -> tuple:
     """Run stackdump with stderr on a pseudo-terminal: (exit status, what the terminal
-    received)."""
+    received). The terminal says it is an xterm, whatever the tests run under: rich draws
+    no progress bar on TERM=dumb (a fresh machine's console, `env -i` with TERM=dumb)."""
     master, slave = pty.openpty()
     try:
-        dumper = _start(*args, stderr=slave, stdout=subprocess.DEVNULL)
+        env = {**os.environ, "TERM": "xterm"}
+        dumper = _start(*args, stderr=slave, stdout=subprocess.DEVNULL, env=env)
         os.close(slave)
         received = b""
         while True:
