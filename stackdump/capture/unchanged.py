@@ -18,8 +18,11 @@ alone does not prove that it only restarted, as it may have returned, run, and b
 there through other callers (a function called from two places at one depth, a library
 unloaded and another loaded in its place). The signature is read first: a thread that runs
 after it is captured afresh at the next sample, whatever the checks after it saw. Anything
-else, and the next sample captures it afresh. The three files are read through the series'
-kept files (`proc.KeptFiles`): opened once, read again with pread.
+else, and the next sample captures it afresh. At a recall the schedstat line is read before
+the stat line: a thread whose line moved has run, and its stat is not read. One whose line
+held had not run when it was read, which is what counting it again claims. The
+three files are read through the series' kept files (`proc.KeptFiles`): opened once, read
+again with pread.
 """
 
 from __future__ import annotations
@@ -97,7 +100,10 @@ class UnchangedThreads:
         kept = self._kept.get(tid)
         if kept is None:
             return None
-        now = self._read(tid, False)
+        # schedstat first: a thread that ran (most often the one that ran last time too)
+        # is told by it alone, without its stat.
+        schedstat = self._kept_files.read(self._paths[tid][1], LINE)
+        now = self._read(tid, False, schedstat) if schedstat == kept[0][2] else None
         if now is None or now[0] != kept[0]:
             del self._kept[tid]
             return None
@@ -137,15 +143,20 @@ class UnchangedThreads:
             self._kept.pop(tid, None)
         self.reused = mark
 
-    def _read(self, tid: int, with_call: bool) -> Optional[Tuple[Signature, object]]:
+    def _read(
+        self, tid: int, with_call: bool, schedstat: Optional[bytes] = None
+    ) -> Optional[Tuple[Signature, object]]:
         """(signature, the syscall file's state when `with_call`, else None) of a thread now:
-        whether it has run since is in the first two files alone."""
+        whether it has run since is in the first two files alone (`schedstat`: that file
+        as just read, when it was)."""
         paths = self._paths.get(tid)
         if paths is None:
             task = f"{PROC}/{self.pid}/task/{tid}"
             paths = self._paths[tid] = tuple(f"{task}/{name}" for name in _FILES)
         read = self._kept_files.read
-        stat, schedstat = read(paths[0], LINE), read(paths[1], LINE)
+        stat = read(paths[0], LINE)
+        if schedstat is None:
+            schedstat = read(paths[1], LINE)
         if stat is None or schedstat is None:
             return None
         signature = parse_signature(stat, schedstat)
