@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 from conftest import ON_CI
-from helpers import Target, compile_target, run_stackdump
+from helpers import ROLE_SYSCALL, Target, compile_target, run_stackdump, wait_for_syscall
 
 from stackdump import api
 from stackdump.arch import host
@@ -147,6 +147,42 @@ def test_a_thread_that_ran_is_captured_again(blocked):
         blocked.status()  # it reads a line, answers, and blocks in read again
         assert unchanged.recall(main) is None
         assert unchanged.reused == 2
+        memory.close()
+
+
+def test_a_thread_that_runs_at_every_sample_is_kept_only_now_and_then(blocked):
+    """One that could not be counted again at `_BUSY` samples in a row is not kept, so not
+    recalled, even while it sleeps, but at every `_RETRY`th sample; once recalled again it
+    is kept at every sample again."""
+    from stackdump.capture.unchanged import _BUSY, _RETRY
+
+    main = blocked.pid
+    asleep = ROLE_SYSCALL["main"]
+    wait_for_syscall(blocked.pid, main, asleep)  # an earlier test may just have woken it
+    with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
+        memory = RemoteMemory(blocked.pid)
+        sample = 0
+
+        def next_sample(keep: bool) -> None:
+            nonlocal sample
+            sample += 1
+            unchanged.start([main])
+            if keep:
+                thread = _settled(main, blocked.pid)
+                unchanged.keep(main, thread, _copied(thread, memory), memory.read)
+
+        for _ in range(_BUSY):  # kept, then it runs before the next sample looks
+            next_sample(keep=True)
+            blocked.status()
+            assert unchanged.recall(main) is None
+            wait_for_syscall(blocked.pid, main, asleep)  # asleep again
+        while sample % _RETRY != _RETRY - 1:  # busy: not kept, though it sleeps now
+            next_sample(keep=True)
+            assert unchanged.recall(main) is None
+        next_sample(keep=True)  # the retry: kept
+        assert unchanged.recall(main) is not None
+        next_sample(keep=True)  # recalled once: kept at every sample again
+        assert unchanged.recall(main) is not None
         memory.close()
 
 

@@ -20,7 +20,9 @@ unloaded and another loaded in its place). The signature is read first: a thread
 after it is captured afresh at the next sample, whatever the checks after it saw. Anything
 else, and the next sample captures it afresh. At a recall the schedstat line is read before
 the stat line: a thread whose line moved has run, and its stat is not read. One whose line
-held had not run when it was read, which is what counting it again claims. The
+held had not run when it was read, which is what counting it again claims. A thread
+that could not be counted again at `_BUSY` samples in a row (it runs at each) is kept only
+at every `_RETRY`th sample: the reads and the comparison a keep makes are lost on it. The
 three files are read through the series' kept files (`proc.KeptFiles`): opened once, read
 again with pread.
 """
@@ -32,6 +34,12 @@ from typing import Callable, Dict, Iterable, Optional, Tuple
 from stackdump.proc import LINE, PROC, KeptFiles, parse_syscall
 from stackdump.types import ThreadSnapshot, ThreadStatus
 
+# A thread found running or run again at this many samples in a row is busy: it is kept (its
+# files read again and its stack compared after its capture) only every `_RETRY`th sample,
+# as that work is lost on a thread that runs at every sample; one that has settled down is
+# kept again within `_RETRY` samples. Capturing a thread afresh is never wrong, only dearer.
+_BUSY = 3
+_RETRY = 16
 # Sleeping states a thread stays in until something wakes it and it runs.
 _ASLEEP = frozenset("SDI")
 _FILES = ("stat", "schedstat", "syscall")
@@ -76,6 +84,9 @@ class UnchangedThreads:
         self._kept_files = kept
         self._paths: Dict[int, Tuple[str, ...]] = {}
         self._kept: Dict[int, Tuple[Signature, ThreadSnapshot]] = {}
+        self._samples = 0
+        # Samples in a row at which a thread could not be counted again (`_BUSY`).
+        self._missed: Dict[int, int] = {}
 
     def __enter__(self) -> UnchangedThreads:
         return self
@@ -89,11 +100,14 @@ class UnchangedThreads:
 
     def start(self, tids) -> None:
         """A sample begins with these threads: forget every other (exited) one."""
+        self._samples += 1
         current = set(tids)
         for tid in [t for t in self._paths if t not in current]:
             self._forget(tid)
         for tid in [t for t in self._kept if t not in current]:
             del self._kept[tid]
+        for tid in [t for t in self._missed if t not in current]:
+            del self._missed[tid]
 
     def recall(self, tid: int) -> Optional[ThreadSnapshot]:
         """The thread as last kept, when it has provably not run since; else None."""
@@ -106,7 +120,9 @@ class UnchangedThreads:
         now = self._read(tid, False, schedstat) if schedstat == kept[0][2] else None
         if now is None or now[0] != kept[0]:
             del self._kept[tid]
+            self._missed[tid] = self._missed.get(tid, 0) + 1
             return None
+        self._missed.pop(tid, None)
         self.reused += 1
         return kept[1]
 
@@ -120,17 +136,28 @@ class UnchangedThreads:
             return  # only settled threads: no stack copy is held
         if not copied.stack:
             return
+        if self._missed.get(tid, 0) >= _BUSY and self._samples % _RETRY:
+            return  # busy (see `_BUSY`)
+        if not self._kept_now(tid, thread, copied, read):
+            self._missed[tid] = self._missed.get(tid, 0) + 1
+
+    def _kept_now(
+        self, tid: int, thread: ThreadSnapshot, copied: ThreadSnapshot, read: Read
+    ) -> bool:
+        """`keep`'s checks, and the thread kept when they hold."""
         now = self._read(tid, True)
         if now is None:
-            return
+            return False
         signature, call = now
         if signature[0] not in _ASLEEP_BYTES or call is None:
-            return
-        if (call.sp, call.pc) != (regs.sp, regs.pc):
-            return
+            return False
+        regs = thread.regs
+        if regs is None or (call.sp, call.pc) != (regs.sp, regs.pc):
+            return False
         if read(copied.stack_base, len(copied.stack)) != copied.stack:
-            return  # it ran and came back through other callers: see the module docstring
+            return False  # it ran and came back through other callers: module docstring
         self._kept[tid] = (signature, thread)
+        return True
 
     def mark(self) -> int:
         """Where a capture begins, for `take_back`."""
@@ -170,3 +197,4 @@ class UnchangedThreads:
         for path in self._paths.pop(tid, ()):
             self._kept_files.forget(path)
         self._kept.pop(tid, None)
+        self._missed.pop(tid, None)
