@@ -708,7 +708,7 @@ def _symbolize_softly(symbolizer: Symbolizer, frame) -> SymbolizedFrame:
         return SymbolizedFrame(pc=frame.pc, function=None, module=None, module_offset=None)
 
 
-# The order `_summarize` counts in (OK first); every status is in it.
+# The order `_summarize` counts in (OK first, the most common); every status is in it.
 _STATUSES = (
     ThreadStatus.OK,
     ThreadStatus.SKIPPED_BLOCKING_SYSCALL,
@@ -730,12 +730,12 @@ def _summarize(
     """The summary of a snapshot's threads (every one is reported, each once)."""
     threads = snapshot.threads
     # One pass: a profile summarizes each of its samples (~18 us in eight passes). Statuses
-    # counted by identity: an Enum member as a dict key hashes in Python code.
+    # counted by their place in `_STATUSES` (found by identity): an Enum member as a dict
+    # key hashes in Python code.
     statuses = [0] * len(_STATUSES)
     attempted = passive = foreign = max_pause_ns = 0
     for t in threads:
-        status = t.status
-        statuses[0 if status is ThreadStatus.OK else _STATUSES.index(status)] += 1
+        statuses[_STATUSES.index(t.status)] += 1
         if t.attempted:
             attempted += 1
             max_pause_ns = max(max_pause_ns, t.pause_ns)

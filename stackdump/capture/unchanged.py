@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from stackdump.proc import LINE, PROC, KeptFiles, parse_syscall
-from stackdump.types import ThreadSnapshot, ThreadStatus
+from stackdump.types import Registers, ThreadSnapshot, ThreadStatus
 
 # A thread found running or run again at this many samples in a row is busy: it is kept (its
 # files read again and its stack compared after its capture) only every `_RETRY`th sample,
@@ -138,11 +138,11 @@ class UnchangedThreads:
             return
         if self._missed.get(tid, 0) >= _BUSY and self._samples % _RETRY:
             return  # busy (see `_BUSY`)
-        if not self._kept_now(tid, thread, copied, read):
+        if not self._kept_now(tid, thread, regs, copied, read):
             self._missed[tid] = self._missed.get(tid, 0) + 1
 
     def _kept_now(
-        self, tid: int, thread: ThreadSnapshot, copied: ThreadSnapshot, read: Read
+        self, tid: int, thread: ThreadSnapshot, regs: Registers, copied: ThreadSnapshot, read: Read
     ) -> bool:
         """`keep`'s checks, and the thread kept when they hold."""
         now = self._read(tid, True)
@@ -151,8 +151,7 @@ class UnchangedThreads:
         signature, call = now
         if signature[0] not in _ASLEEP_BYTES or call is None:
             return False
-        regs = thread.regs
-        if regs is None or (call.sp, call.pc) != (regs.sp, regs.pc):
+        if (call.sp, call.pc) != (regs.sp, regs.pc):
             return False
         if read(copied.stack_base, len(copied.stack)) != copied.stack:
             return False  # it ran and came back through other callers: module docstring
