@@ -101,8 +101,18 @@ def main() -> None:
     per_thread(args, build, stackdump)
 
 
-# What stackdump's entry point cannot do without: the CLI, ptrace, frozen records.
-LIBRARIES = "import click, ptrace.binding, dataclasses, typing"
+# What stackdump's entry point cannot do without: the CLI, ptrace, frozen records. python-ptrace
+# is handed the C library first, as stackdump.capture.ptrace does: left to itself it finds
+# it with `ctypes.util.find_library`, whose `ldconfig -p` subprocess (~8 ms of CPU) no
+# stackdump runs. The last line fails the floor if that ever changes.
+LIBRARIES = """
+import ctypes, sys, types
+libc = types.ModuleType("ptrace.ctypes_libc")
+libc.libc, libc.LIBC_FILENAME = ctypes.CDLL(None, use_errno=True), "libc.so.6"
+sys.modules["ptrace.ctypes_libc"] = libc
+import click, ptrace.binding, dataclasses, typing
+assert "subprocess" not in sys.modules, "the floor ran a subprocess"
+"""
 
 
 def per_thread(args, build: Path, stackdump: Sequence[str]) -> None:

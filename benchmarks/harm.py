@@ -379,6 +379,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "as pt-pmp does, perf record -g where the kernel allows)",
     )
     args = parser.parse_args(argv)
+    # The profilers are ended with SIGINT. Started from a script's background job, this
+    # process inherits SIGINT ignored, and so would they: the Python floor then never ends
+    # and this waits for it forever. Caught here, it is back to the default in each child.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     for tool in ("redis-server", "redis-benchmark", "eu-stack"):
         if shutil.which(tool) is None:
             print(f"{tool} is missing (apt-get install redis-server redis-tools elfutils)")
