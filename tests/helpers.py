@@ -189,6 +189,12 @@ class Target:
             if line.startswith("status "):
                 return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
+    def rename(self, tid: int, name: str) -> None:
+        """threads.c: the main thread renames thread `tid` (which keeps sleeping)."""
+        self.proc.stdin.write(f"name {tid} {name}\n".encode())
+        self.proc.stdin.flush()
+        self.status()  # a round trip: the rename was done before this returns
+
     def reset_stall(self) -> None:
         """threads.c: the spinner starts measuring its longest stall afresh."""
         self.proc.stdin.write(b"reset\n")

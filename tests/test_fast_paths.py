@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import ON_CI
@@ -150,6 +151,26 @@ def test_a_thread_that_ran_is_captured_again(blocked):
         memory.close()
 
 
+def test_a_thread_renamed_while_it_sleeps_is_captured_again(blocked):
+    """Another thread can rename a sleeping one (pthread_setname_np writes its comm) without
+    waking it: the sleeper has not run, but its name is not the one kept with it."""
+    tid = blocked.tids["read"][1]
+    before = Path(f"/proc/{blocked.pid}/task/{tid}/comm").read_text().rstrip("\n")
+    with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
+        memory = RemoteMemory(blocked.pid)
+        unchanged.start([tid])
+        thread = _settled(tid, blocked.pid)
+        unchanged.keep(tid, thread, _copied(thread, memory), memory.read)
+        assert unchanged.recall(tid) is thread
+        try:
+            blocked.rename(tid, "renamed")
+            assert Path(f"/proc/{blocked.pid}/task/{tid}/comm").read_text() == "renamed\n"
+            assert unchanged.recall(tid) is None
+        finally:
+            blocked.rename(tid, before)
+            memory.close()
+
+
 def test_a_thread_that_runs_at_every_sample_is_kept_only_now_and_then(blocked):
     """One that could not be counted again at `_BUSY` samples in a row is not kept, so not
     recalled, even while it sleeps, but at every `_RETRY`th sample; once recalled again it
@@ -207,7 +228,8 @@ def test_a_thread_back_where_it_was_on_another_stack_is_not_kept(blocked):
 
 def test_a_signature_is_read_after_the_name_whatever_it_holds():
     stat = b"42 (a) b) c 5) S 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n"
-    assert parse_signature(stat, b"1500 200 7\n") == (b"S", b"12345", b"1500 200 7\n")
+    signature = (b"S", b"12345", b"1500 200 7\n", b"42 (a) b) c 5")
+    assert parse_signature(stat, b"1500 200 7\n") == signature
     assert parse_signature(b"42 (a) S 1", b"1 2 3\n") is None
     assert parse_signature(stat.replace(b")", b"]"), b"1500 200 7\n") is None  # no name end
     # A schedstat not whole, or of a kernel that does not count (every thread "0 0 0"),

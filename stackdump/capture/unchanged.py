@@ -7,8 +7,10 @@ whether it has run: `/proc/PID/task/TID/schedstat` holds the time it has spent o
 (nanoseconds, brought up to date each time it leaves one) and how many times it has been put
 on one (`pcount`, counted as it arrives). A sleeping thread (state S, D or I) with the same
 state, start time (a new thread that took a dead one's TID has another), run time and count
-as when it was kept has not run since. A running thread's run time is only brought up to
-date at scheduler ticks, so a thread in state R is never counted again.
+as when it was kept has not run since. Its name is compared too: another thread of the
+process can rename it (pthread_setname_np writes its comm) without waking it. A running
+thread's run time is only brought up to date at scheduler ticks, so a thread in state R is
+never counted again.
 
 The signature kept is read after the capture, once the thread sleeps again: a ptrace stop
 wakes a sleeping thread, which on release runs just long enough to restart its system call.
@@ -47,11 +49,12 @@ _FILES = ("stat", "schedstat", "syscall")
 
 # What changes whenever a thread runs (see the module docstring), as the kernel wrote it:
 # stat's state and start time (clock ticks after boot: tells a thread from one that took its
-# TID), and the whole schedstat line (run time, time waited for a CPU, times put on one).
-# Compared as bytes, not parsed: a sample compares one per sleeping thread. The whole line
-# is stricter than run time and count alone: a change in the time waited for a CPU at most
-# has a thread that did not run captured again.
-Signature = Tuple[bytes, bytes, bytes]
+# TID), the whole schedstat line (run time, time waited for a CPU, times put on one), and
+# stat's name field, which a sibling may change while the thread sleeps. Compared as bytes,
+# not parsed: a sample compares one per sleeping thread. The whole line is stricter than run
+# time and count alone: a change in the time waited for a CPU at most has a thread that did
+# not run captured again.
+Signature = Tuple[bytes, bytes, bytes, bytes]
 Read = Callable[[int, int], bytes]  # (address, size) -> what can be read there now
 _ASLEEP_BYTES = frozenset(state.encode() for state in _ASLEEP)
 
@@ -69,7 +72,7 @@ def parse_signature(stat: bytes, schedstat: bytes) -> Optional[Signature]:
         return None
     if schedstat.count(b" ") != 2:
         return None
-    return fields[0], fields[19], schedstat
+    return fields[0], fields[19], schedstat, stat[:name_end]
 
 
 class UnchangedThreads:

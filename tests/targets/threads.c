@@ -7,6 +7,8 @@
  *   status -> "status read_returned=N spin=N spin_max_gap_ns=N"  (reads that returned, i.e.
  *             were disturbed; the spinner's iterations and its longest stall)
  *   reset  -> the spinner starts measuring its longest stall afresh
+ *   name TID NAME -> renames thread TID without waking it (as pthread_setname_np does from
+ *             another thread: a write to /proc/self/task/TID/comm)
  * EOF on stdin ends the process.
  */
 #define _GNU_SOURCE
@@ -221,6 +223,17 @@ int main(int argc, char **argv) {
     char line[64];
     while (fgets(line, sizeof line, stdin)) {
         if (strncmp(line, "reset", 5) == 0) spin_reset = 1;
+        long tid;
+        char name[16];
+        if (sscanf(line, "name %ld %15s", &tid, name) == 2) {
+            char path[64];
+            snprintf(path, sizeof path, "/proc/self/task/%ld/comm", tid);
+            FILE *comm = fopen(path, "w");
+            if (comm) {
+                fputs(name, comm);
+                fclose(comm);
+            }
+        }
         if (strncmp(line, "status", 6) == 0) {
             pthread_mutex_lock(&print_lock);
             printf("status read_returned=%ld spin=%lu spin_max_gap_ns=%ld\n", read_returned,
