@@ -59,6 +59,7 @@ ROLE_SYSCALL = {
     "queued": 202,
     "holder": 230,
     "blocked": 202,
+    "owner": 202,  # and its "waiter"s: futex too (listed above)
     # tests/targets/names.c
     "name": 0,
     # tests/targets/crafted.c
@@ -194,6 +195,21 @@ class Target:
         self.proc.stdin.write(f"name {tid} {name}\n".encode())
         self.proc.stdin.flush()
         self.status()  # a round trip: the rename was done before this returns
+
+    def release(self) -> int:
+        """locks.c with handoff=3: the owner unlocks mutex D; the TID of the waiter that took
+        it, once that one sleeps holding it."""
+        self.proc.stdin.write(b"release\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + DEADLINE_S
+        while True:
+            line = self._reader.readline(deadline)
+            if line is None:
+                raise RuntimeError("target exited")
+            if line.startswith("took "):
+                took = int(line.split()[1])
+                wait_for_syscall(self.pid, took, ROLE_SYSCALL["nanosleep"])
+                return took
 
     def reset_stall(self) -> None:
         """threads.c: the spinner starts measuring its longest stall afresh."""

@@ -18,16 +18,20 @@ import pytest
 from conftest import ON_CI
 from helpers import ROLE_SYSCALL, Target, compile_target, run_stackdump, wait_for_syscall
 
-from stackdump import api
+from stackdump import api, sampling
 from stackdump.arch import host
 from stackdump.capture.live import kept_files_limit
 from stackdump.capture.remote import RemoteMemory
 from stackdump.capture.unchanged import UnchangedThreads, parse_signature
+from stackdump.engine import DumpOptions
 from stackdump.proc import KeptFiles, read_syscall
 from stackdump.types import (
+    AnalysisOptions,
     CaptureMethod,
+    CaptureOptions,
     FpStatus,
     Frame,
+    LocationMode,
     Registers,
     ThreadSnapshot,
     ThreadStatus,
@@ -91,6 +95,38 @@ def test_a_profile_with_skipping_equals_one_without(request, which, samples):
     assert sum(_counts(fast).values()) == samples * threads
 
 
+@pytest.fixture
+def handoff(live, build_dir):
+    """locks.c with mutex D held by `owner` and waited for by two `waiter`s."""
+    binary = compile_target("locks.c", build_dir, "locks", ["-O2", "-g"])
+    roles = {"ab": 1, "ba": 1, "queued": 1, "holder": 1, "blocked": 1, "handoff": 3}
+    with Target(binary, roles).wait_ready() as target:
+        yield target
+
+
+@pytest.mark.parametrize("skip_unchanged", [False, True])
+def test_a_waiter_whose_mutex_changed_hands_shows_its_new_holder(handoff, skip_unchanged):
+    """Between two samples the owner unlocks D: the unlock wakes one waiter, which takes D;
+    the other sleeps on without running, and now waits for the first. Counted again from
+    its last capture, it would still name the old owner."""
+    owner, waiters = handoff.tid("owner"), handoff.tids["waiter"]
+    options = DumpOptions(
+        CaptureOptions(pid=handoff.pid), AnalysisOptions(mode=LocationMode.DISABLED)
+    )
+    holders, took = [], []
+
+    def sink(index: int, report, offset_ns: int) -> None:
+        holders.append({t.tid: t.mutex_holder for t in report.threads if t.tid in waiters})
+        if index == 0:
+            took.append(handoff.release())
+
+    run = sampling.captures(options, 2, 1, sink, skip_unchanged=skip_unchanged)
+    assert run.taken == 2
+    assert holders[0] == {waiter: owner for waiter in waiters}
+    (other,) = [waiter for waiter in waiters if waiter != took[0]]
+    assert holders[1] == {took[0]: None, other: took[0]}
+
+
 def test_a_thread_that_stays_where_it_is_is_one_run(blocked):
     """A profile keeps a thread's samples in a row that are alike as one run (`ThreadRun`):
     each thread's runs cover every sample once, in order, and two runs in a row differ."""
@@ -140,7 +176,7 @@ def test_a_thread_that_ran_is_captured_again(blocked):
     main = blocked.pid
     with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
         memory = RemoteMemory(blocked.pid)
-        unchanged.start([main])
+        unchanged.start([main], memory.read_ranges)
         thread = _settled(main, blocked.pid)
         unchanged.keep(main, thread, _copied(thread, memory), memory.read)
         assert unchanged.recall(main) is thread
@@ -158,7 +194,7 @@ def test_a_thread_renamed_while_it_sleeps_is_captured_again(blocked):
     before = Path(f"/proc/{blocked.pid}/task/{tid}/comm").read_text().rstrip("\n")
     with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
         memory = RemoteMemory(blocked.pid)
-        unchanged.start([tid])
+        unchanged.start([tid], memory.read_ranges)
         thread = _settled(tid, blocked.pid)
         unchanged.keep(tid, thread, _copied(thread, memory), memory.read)
         assert unchanged.recall(tid) is thread
@@ -187,7 +223,7 @@ def test_a_thread_that_runs_at_every_sample_is_kept_only_now_and_then(blocked):
         def next_sample(keep: bool) -> None:
             nonlocal sample
             sample += 1
-            unchanged.start([main])
+            unchanged.start([main], memory.read_ranges)
             if keep:
                 thread = _settled(main, blocked.pid)
                 unchanged.keep(main, thread, _copied(thread, memory), memory.read)
@@ -214,7 +250,7 @@ def test_a_thread_back_where_it_was_on_another_stack_is_not_kept(blocked):
     main = blocked.pid
     with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
         memory = RemoteMemory(blocked.pid)
-        unchanged.start([main])
+        unchanged.start([main], memory.read_ranges)
         thread = _settled(main, blocked.pid)
         copied = _copied(thread, memory)
         other = bytearray(copied.stack)

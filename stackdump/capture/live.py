@@ -70,7 +70,7 @@ Settle = Callable[
 class Recall(Protocol):
     """Threads a sample need not capture again (`capture/unchanged.py`)."""
 
-    def start(self, tids: Iterable[int]) -> None: ...
+    def start(self, tids: Iterable[int], read_ranges: Callable) -> None: ...
 
     def recall(self, tid: int) -> Optional[ThreadSnapshot]: ...
 
@@ -525,7 +525,7 @@ class _Capture:
         threads: List[ThreadSnapshot] = []
         options = self.options
         if recall is not None and keep is not None:
-            recall.start(self.tids)
+            recall.start(self.tids, self.memory.read_ranges)
         else:
             recall = None
         series = self._series

@@ -10,7 +10,10 @@ state, start time (a new thread that took a dead one's TID has another), run tim
 as when it was kept has not run since. Its name is compared too: another thread of the
 process can rename it (pthread_setname_np writes its comm) without waking it. A running
 thread's run time is only brought up to date at scheduler ticks, so a thread in state R is
-never counted again.
+never counted again. Nor is one that waits on a futex whose words have changed since its
+capture read them (`ThreadContext.futex`: a mutex's owner): the unlock that hands a mutex to
+one waiter wakes that one only, and the others sleep on, their owner now another thread.
+Those words are read again for every such thread as each sample starts, in one batch.
 
 The signature kept is read after the capture, once the thread sleeps again: a ptrace stop
 wakes a sleeping thread, which on release runs just long enough to restart its system call.
@@ -31,7 +34,7 @@ again with pread.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from stackdump.proc import LINE, PROC, KeptFiles, parse_syscall
 from stackdump.types import Registers, ThreadSnapshot, ThreadStatus
@@ -56,6 +59,8 @@ _FILES = ("stat", "schedstat", "syscall")
 # not run captured again.
 Signature = Tuple[bytes, bytes, bytes, bytes]
 Read = Callable[[int, int], bytes]  # (address, size) -> what can be read there now
+# [(address, size), ...] -> what `Read` gives for each, in as few system calls as it can
+ReadRanges = Callable[[Sequence[Tuple[int, int]]], List[bytes]]
 _ASLEEP_BYTES = frozenset(state.encode() for state in _ASLEEP)
 
 
@@ -101,8 +106,10 @@ class UnchangedThreads:
         for tid in list(self._paths):
             self._forget(tid)
 
-    def start(self, tids) -> None:
-        """A sample begins with these threads: forget every other (exited) one."""
+    def start(self, tids, read_ranges: ReadRanges) -> None:
+        """A sample begins with these threads: forget every other (exited) one, and every
+        kept one whose futex words changed (module docstring; `read_ranges`: the process's
+        memory now)."""
         self._samples += 1
         current = set(tids)
         for tid in [t for t in self._paths if t not in current]:
@@ -111,6 +118,20 @@ class UnchangedThreads:
             del self._kept[tid]
         for tid in [t for t in self._missed if t not in current]:
             del self._missed[tid]
+        self._drop_moved_futexes(read_ranges)
+
+    def _drop_moved_futexes(self, read_ranges: ReadRanges) -> None:
+        waiting = []
+        for tid, (_signature, thread) in self._kept.items():
+            context = thread.context
+            if context is not None and context.futex is not None:
+                waiting.append((tid, context.futex))
+        if not waiting:
+            return
+        now = read_ranges([(address, len(words)) for _tid, (address, words) in waiting])
+        for (tid, (_address, words)), words_now in zip(waiting, now):
+            if words_now != words:
+                del self._kept[tid]
 
     def recall(self, tid: int) -> Optional[ThreadSnapshot]:
         """The thread as last kept, when it has provably not run since; else None."""

@@ -5,13 +5,18 @@
  *   queued  : waits for mutex A, held by `ab` (queued behind the deadlock, not in it)
  *   holder  : holds mutex C and sleeps
  *   blocked : waits for mutex C (a plain wait: its holder sleeps, it is not stuck on a cycle)
+ * With the argument handoff=3, three more threads around mutex D:
+ *   owner   : holds mutex D and waits for "release" on stdin, then unlocks it and sleeps
+ *   waiter  : (two of them) waits for mutex D; the one the unlock wakes takes it, prints
+ *             "took TID" and sleeps holding it, the other sleeps on, never woken
  * Each thread prints "ready ROLE TID" just before it blocks; main prints "ready main TID"
- * last and then blocks in read(0). EOF on stdin ends the process.
+ * last and then reads commands on stdin ("release"). EOF on stdin ends the process.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -58,9 +63,39 @@ NOINLINE void *blocked_main(void *arg) {
     return NULL;
 }
 
-int main(void) {
+static pthread_mutex_t d = PTHREAD_MUTEX_INITIALIZER;
+static sem_t release_d;
+
+NOINLINE void *owner_main(void *arg) {
+    (void)arg;
+    pthread_mutex_lock(&d);
+    sem_post(&step);
+    announce("owner");
+    while (sem_wait(&release_d)) {
+    }
+    pthread_mutex_unlock(&d);
+    for (;;) sleep(1000);
+    return NULL;
+}
+
+NOINLINE void *waiter_main(void *arg) {
+    (void)arg;
+    announce("waiter");
+    pthread_mutex_lock(&d);
+    pthread_mutex_lock(&print_lock);
+    printf("took %ld\n", (long)syscall(SYS_gettid));
+    fflush(stdout);
+    pthread_mutex_unlock(&print_lock);
+    for (;;) sleep(1000);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
     pthread_t t;
-    char buffer[16];
+    char line[64];
+    int handoff = 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "handoff=3") == 0) handoff = 1;
     pthread_barrier_init(&both_hold, NULL, 3);
     sem_init(&step, 0, 0);
     pthread_create(&t, NULL, ab_main, NULL);
@@ -70,8 +105,16 @@ int main(void) {
     pthread_create(&t, NULL, holder_main, NULL);
     sem_wait(&step); /* C is held before anyone waits for it */
     pthread_create(&t, NULL, blocked_main, NULL);
+    if (handoff) {
+        sem_init(&release_d, 0, 0);
+        pthread_create(&t, NULL, owner_main, NULL);
+        sem_wait(&step); /* D is held before anyone waits for it */
+        pthread_create(&t, NULL, waiter_main, NULL);
+        pthread_create(&t, NULL, waiter_main, NULL);
+    }
     announce("main");
-    while (read(0, buffer, sizeof buffer) > 0) {
+    while (fgets(line, sizeof line, stdin)) {
+        if (strncmp(line, "release", 7) == 0) sem_post(&release_d);
     }
     return 0;
 }
