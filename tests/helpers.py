@@ -179,16 +179,21 @@ class Target:
     def tid(self, role: str) -> int:
         return self.tids[role][0]
 
-    def status(self) -> Dict[str, int]:
-        self.proc.stdin.write(b"status\n")
+    def _ask(self, command: str, answer: str) -> str:
+        """Send a command line on stdin; the first output line that starts with `answer`."""
+        self.proc.stdin.write(f"{command}\n".encode())
         self.proc.stdin.flush()
         deadline = time.monotonic() + DEADLINE_S
         while True:
             line = self._reader.readline(deadline)
             if line is None:
                 raise RuntimeError("target exited")
-            if line.startswith("status "):
-                return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+            if line.startswith(answer):
+                return line
+
+    def status(self) -> Dict[str, int]:
+        line = self._ask("status", "status ")
+        return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
 
     def rename(self, tid: int, name: str) -> None:
         """threads.c: the main thread renames thread `tid` (which keeps sleeping)."""
@@ -199,17 +204,9 @@ class Target:
     def release(self) -> int:
         """locks.c with handoff=3: the owner unlocks mutex D; the TID of the waiter that took
         it, once that one sleeps holding it."""
-        self.proc.stdin.write(b"release\n")
-        self.proc.stdin.flush()
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            line = self._reader.readline(deadline)
-            if line is None:
-                raise RuntimeError("target exited")
-            if line.startswith("took "):
-                took = int(line.split()[1])
-                wait_for_syscall(self.pid, took, ROLE_SYSCALL["nanosleep"])
-                return took
+        took = int(self._ask("release", "took ").split()[1])
+        wait_for_syscall(self.pid, took, ROLE_SYSCALL["nanosleep"])
+        return took
 
     def reset_stall(self) -> None:
         """threads.c: the spinner starts measuring its longest stall afresh."""
