@@ -5,6 +5,7 @@ every time gives, and a thread that did run must be captured again."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Iterator, Tuple
 
 import pytest
 from conftest import ON_CI
@@ -170,21 +172,37 @@ def _copied(thread: ThreadSnapshot, memory: RemoteMemory, size: int = 1024) -> T
     return dataclasses.replace(thread, stack=stack, stack_base=sp)
 
 
+@contextlib.contextmanager
+def _recall_of(target: Target) -> Iterator[Tuple[UnchangedThreads, RemoteMemory]]:
+    """A series' recall of `target`'s threads, through its own kept files, and a reader of
+    its memory."""
+    memory = RemoteMemory(target.pid)
+    try:
+        with KeptFiles(8) as kept, UnchangedThreads(target.pid, kept) as unchanged:
+            yield unchanged, memory
+    finally:
+        memory.close()
+
+
+def _sample_keeping(unchanged: UnchangedThreads, memory: RemoteMemory, tid: int) -> ThreadSnapshot:
+    """A sample that captures `tid` as it sleeps now, settled, and keeps it."""
+    unchanged.start([tid], memory.read_ranges)
+    thread = _settled(tid, memory.pid)
+    unchanged.keep(tid, thread, _copied(thread, memory), memory.read)
+    return thread
+
+
 def test_a_thread_that_ran_is_captured_again(blocked):
     """The main thread sleeps in read(stdin) until the test writes a line: kept while it
     sleeps, recalled as long as it has not run, and never once it has."""
     main = blocked.pid
-    with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
-        memory = RemoteMemory(blocked.pid)
-        unchanged.start([main], memory.read_ranges)
-        thread = _settled(main, blocked.pid)
-        unchanged.keep(main, thread, _copied(thread, memory), memory.read)
+    with _recall_of(blocked) as (unchanged, memory):
+        thread = _sample_keeping(unchanged, memory, main)
         assert unchanged.recall(main) is thread
         assert unchanged.recall(main) is thread
         blocked.status()  # it reads a line, answers, and blocks in read again
         assert unchanged.recall(main) is None
         assert unchanged.reused == 2
-        memory.close()
 
 
 def test_a_thread_renamed_while_it_sleeps_is_captured_again(blocked):
@@ -192,11 +210,8 @@ def test_a_thread_renamed_while_it_sleeps_is_captured_again(blocked):
     waking it: the sleeper has not run, but its name is not the one kept with it."""
     tid = blocked.tids["read"][1]
     before = Path(f"/proc/{blocked.pid}/task/{tid}/comm").read_text().rstrip("\n")
-    with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
-        memory = RemoteMemory(blocked.pid)
-        unchanged.start([tid], memory.read_ranges)
-        thread = _settled(tid, blocked.pid)
-        unchanged.keep(tid, thread, _copied(thread, memory), memory.read)
+    with _recall_of(blocked) as (unchanged, memory):
+        thread = _sample_keeping(unchanged, memory, tid)
         assert unchanged.recall(tid) is thread
         try:
             blocked.rename(tid, "renamed")
@@ -204,7 +219,6 @@ def test_a_thread_renamed_while_it_sleeps_is_captured_again(blocked):
             assert unchanged.recall(tid) is None
         finally:
             blocked.rename(tid, before)
-            memory.close()
 
 
 def test_a_thread_that_runs_at_every_sample_is_kept_only_now_and_then(blocked):
@@ -216,31 +230,26 @@ def test_a_thread_that_runs_at_every_sample_is_kept_only_now_and_then(blocked):
     main = blocked.pid
     asleep = ROLE_SYSCALL["main"]
     wait_for_syscall(blocked.pid, main, asleep)  # an earlier test may just have woken it
-    with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
-        memory = RemoteMemory(blocked.pid)
+    with _recall_of(blocked) as (unchanged, memory):
         sample = 0
 
-        def next_sample(keep: bool) -> None:
+        def next_sample() -> None:
             nonlocal sample
             sample += 1
-            unchanged.start([main], memory.read_ranges)
-            if keep:
-                thread = _settled(main, blocked.pid)
-                unchanged.keep(main, thread, _copied(thread, memory), memory.read)
+            _sample_keeping(unchanged, memory, main)
 
         for _ in range(_BUSY):  # kept, then it runs before the next sample looks
-            next_sample(keep=True)
+            next_sample()
             blocked.status()
             assert unchanged.recall(main) is None
             wait_for_syscall(blocked.pid, main, asleep)  # asleep again
         while sample % _RETRY != _RETRY - 1:  # busy: not kept, though it sleeps now
-            next_sample(keep=True)
+            next_sample()
             assert unchanged.recall(main) is None
-        next_sample(keep=True)  # the retry: kept
+        next_sample()  # the retry: kept
         assert unchanged.recall(main) is not None
-        next_sample(keep=True)  # recalled once: kept at every sample again
+        next_sample()  # recalled once: kept at every sample again
         assert unchanged.recall(main) is not None
-        memory.close()
 
 
 def test_a_thread_back_where_it_was_on_another_stack_is_not_kept(blocked):
@@ -248,8 +257,7 @@ def test_a_thread_back_where_it_was_on_another_stack_is_not_kept(blocked):
     not those copied (it returned, ran and came back through other callers) is captured
     afresh, and one whose bytes are is kept."""
     main = blocked.pid
-    with KeptFiles(8) as kept, UnchangedThreads(blocked.pid, kept) as unchanged:
-        memory = RemoteMemory(blocked.pid)
+    with _recall_of(blocked) as (unchanged, memory):
         unchanged.start([main], memory.read_ranges)
         thread = _settled(main, blocked.pid)
         copied = _copied(thread, memory)
@@ -259,7 +267,6 @@ def test_a_thread_back_where_it_was_on_another_stack_is_not_kept(blocked):
         assert unchanged.recall(main) is None
         unchanged.keep(main, thread, copied, memory.read)
         assert unchanged.recall(main) is thread
-        memory.close()
 
 
 def test_a_signature_is_read_after_the_name_whatever_it_holds():
